@@ -1,0 +1,494 @@
+//! Storage: repository traits per aggregate, implemented for PostgreSQL and SQLite.
+//!
+//! [`Storage`] is the pool. [`Storage::begin`] opens a write transaction and hands out a
+//! [`Repository`], from which each aggregate's repository is reached (`repo.users()`,
+//! `repo.clients()`, ...); everything done through it lands together on [`Repository::commit`] or
+//! not at all (dropping it rolls back). [`Storage::reader`] gives the same interface on a plain
+//! connection for read-only hot paths (one statement, no `BEGIN`/`COMMIT` round trips).
+//!
+//! Each aggregate module holds its trait and one implementation body written once as a macro,
+//! instantiated for [`PgRepository`] and [`SqliteRepository`]: the SQL is shared (both dialects
+//! accept `$1` placeholders, `RETURNING` and `ON CONFLICT`), and where the dialects differ the
+//! body reads a per-backend constant from [`Dialect`]. Clock and randomness (new IDs, "now") come
+//! from the [`Entropy`] the storage was built with, so tests are exact.
+
+pub mod types;
+
+mod browser_sessions;
+mod clients;
+mod compat;
+mod grants;
+mod jobs;
+mod oauth2_sessions;
+mod upstream;
+mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::{rngs::StdRng, RngCore};
+use sqlx::{
+    pool::PoolConnection,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    Database, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+};
+use ulid::Ulid;
+
+pub use self::{
+    browser_sessions::*, clients::*, compat::*, grants::*, jobs::*, oauth2_sessions::*,
+    upstream::*, users::*,
+};
+use crate::clock::Entropy;
+
+/// The SHA-256 of a token or code: how every secret value is stored and looked up.
+pub type TokenHash = [u8; 32];
+
+/// What went wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unsupported database URL `{0}`: expected postgres://… or sqlite:…")]
+    UnsupportedUrl(String),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("stored data is invalid: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StorageError {
+    /// Checks the result of an `INSERT … ON CONFLICT DO NOTHING`: no row means a unique key was
+    /// taken. (Inserts that may conflict are written that way because a failed statement aborts
+    /// a PostgreSQL transaction but not a SQLite one; this way both keep the transaction usable.)
+    pub(crate) fn inserted(
+        done: impl Into<RowsAffected>,
+        what: &'static str,
+    ) -> Result<(), StorageError> {
+        if done.into().0 == 0 {
+            Err(StorageError::Conflict(what))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The row count of a statement, whatever the backend.
+pub(crate) struct RowsAffected(pub u64);
+
+impl From<sqlx::postgres::PgQueryResult> for RowsAffected {
+    fn from(r: sqlx::postgres::PgQueryResult) -> Self {
+        Self(r.rows_affected())
+    }
+}
+
+impl From<sqlx::sqlite::SqliteQueryResult> for RowsAffected {
+    fn from(r: sqlx::sqlite::SqliteQueryResult) -> Self {
+        Self(r.rows_affected())
+    }
+}
+
+/// Which database engine a [`Storage`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Postgres,
+    Sqlite,
+}
+
+impl DatabaseKind {
+    /// The engine a connection URL names: `postgres://`/`postgresql://`, or `sqlite:`.
+    pub fn of_url(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(StorageError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// A connection URL without its password, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The database: a pool of connections to PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pool: Pool,
+    entropy: Entropy,
+}
+
+/// A migration that [`Storage::migrate`] applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+impl Storage {
+    /// Connects to the database a URL names. SQLite files are created when missing and run in
+    /// WAL mode with foreign keys enforced.
+    pub async fn connect(
+        url: &str,
+        settings: &PoolSettings,
+        entropy: Entropy,
+    ) -> Result<Self, StorageError> {
+        let pool = match DatabaseKind::of_url(url)? {
+            DatabaseKind::Postgres => {
+                let options = PgConnectOptions::from_str(url)?;
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(settings.connect_timeout)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            DatabaseKind::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(settings.connect_timeout)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+        };
+        Ok(Self { pool, entropy })
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        match self.pool {
+            Pool::Postgres(_) => DatabaseKind::Postgres,
+            Pool::Sqlite(_) => DatabaseKind::Sqlite,
+        }
+    }
+
+    pub fn entropy(&self) -> &Entropy {
+        &self.entropy
+    }
+
+    /// Applies the embedded migrations that are not applied yet, and returns them. Safe to run
+    /// from several replicas at once (PostgreSQL takes an advisory lock).
+    pub async fn migrate(&self) -> Result<Vec<AppliedMigration>, StorageError> {
+        use sqlx::migrate::Migrate;
+        async fn pending<C: Migrate>(
+            conn: &mut C,
+            migrator: &sqlx::migrate::Migrator,
+        ) -> Result<Vec<AppliedMigration>, StorageError> {
+            conn.ensure_migrations_table().await?;
+            let applied = conn.list_applied_migrations().await?;
+            Ok(migrator
+                .iter()
+                .filter(|m| !applied.iter().any(|a| a.version == m.version))
+                .map(|m| AppliedMigration {
+                    version: m.version,
+                    description: m.description.to_string(),
+                })
+                .collect())
+        }
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let todo = pending(&mut *pool.acquire().await?, &PG_MIGRATOR).await?;
+                PG_MIGRATOR.run(pool).await?;
+                Ok(todo)
+            }
+            Pool::Sqlite(pool) => {
+                let todo = pending(&mut *pool.acquire().await?, &SQLITE_MIGRATOR).await?;
+                SQLITE_MIGRATOR.run(pool).await?;
+                Ok(todo)
+            }
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Pool::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one administrative statement outside any transaction (`CREATE DATABASE`, ...).
+    /// Never pass it anything that came from a request.
+    pub async fn execute_admin(&self, sql: &str) -> Result<(), StorageError> {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                sqlx::raw_sql(sql).execute(pool).await?;
+            }
+            Pool::Sqlite(pool) => {
+                sqlx::raw_sql(sql).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`), so a
+    /// transaction that reads before it writes never fails to upgrade its lock.
+    pub async fn begin(&self) -> Result<BoxRepository, StorageError> {
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => Box::new(self.repository(Held::Tx(pool.begin().await?))),
+            Pool::Sqlite(pool) => {
+                Box::new(self.repository(Held::Tx(pool.begin_with("BEGIN IMMEDIATE").await?)))
+            }
+        })
+    }
+
+    /// A repository on a plain connection: each statement commits on its own. For reads.
+    pub async fn reader(&self) -> Result<BoxRepository, StorageError> {
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => Box::new(self.repository(Held::Conn(pool.acquire().await?))),
+            Pool::Sqlite(pool) => Box::new(self.repository(Held::Conn(pool.acquire().await?))),
+        })
+    }
+
+    fn repository<DB: Database>(&self, conn: Held<DB>) -> SqlRepository<DB> {
+        SqlRepository {
+            conn,
+            entropy: self.entropy.clone(),
+            rng: self.entropy.rng.rng(),
+        }
+    }
+
+    /// Closes every connection (waits for those in use to be returned).
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+enum Held<DB: Database> {
+    Tx(Transaction<'static, DB>),
+    Conn(PoolConnection<DB>),
+}
+
+/// The repository over one connection of a backend. Use it through [`Repository`].
+pub struct SqlRepository<DB: Database> {
+    conn: Held<DB>,
+    entropy: Entropy,
+    rng: StdRng,
+}
+
+/// The PostgreSQL implementation of every repository trait.
+pub type PgRepository = SqlRepository<Postgres>;
+/// The SQLite implementation of every repository trait.
+pub type SqliteRepository = SqlRepository<Sqlite>;
+
+impl<DB: Database> SqlRepository<DB> {
+    fn conn(&mut self) -> &mut DB::Connection {
+        match &mut self.conn {
+            Held::Tx(tx) => tx,
+            Held::Conn(conn) => conn,
+        }
+    }
+
+    /// A new ULID at the injected clock's time with injected randomness.
+    fn new_id(&mut self) -> Ulid {
+        let now = self.entropy.clock.now();
+        let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let random = (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64());
+        Ulid::from_parts(millis, random)
+    }
+
+    /// The injected clock's time, truncated to what both backends store.
+    fn now(&self) -> DateTime<Utc> {
+        types::db_precision(self.entropy.clock.now())
+    }
+}
+
+/// Per-backend SQL where the two dialects differ.
+pub(crate) trait Dialect {
+    /// Row lock for "claim one pending job": PostgreSQL skips rows other workers hold; SQLite
+    /// has a single writer, so the `BEGIN IMMEDIATE` transaction already serialises claims.
+    const LOCK_SKIP_LOCKED: &'static str;
+}
+
+impl Dialect for PgRepository {
+    const LOCK_SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
+}
+
+impl Dialect for SqliteRepository {
+    const LOCK_SKIP_LOCKED: &'static str = "";
+}
+
+/// Instantiates an implementation body (a `macro_rules!` taking the repository type) for both
+/// backends.
+macro_rules! for_each_backend {
+    ($body:ident) => {
+        $body!($crate::storage::PgRepository);
+        $body!($crate::storage::SqliteRepository);
+    };
+}
+pub(crate) use for_each_backend;
+
+/// Access to every aggregate's repository over one connection or transaction.
+#[async_trait]
+pub trait Repository: Send {
+    fn users(&mut self) -> &mut dyn UserRepository;
+    fn user_passwords(&mut self) -> &mut dyn UserPasswordRepository;
+    fn user_emails(&mut self) -> &mut dyn UserEmailRepository;
+    fn clients(&mut self) -> &mut dyn ClientRepository;
+    fn browser_sessions(&mut self) -> &mut dyn BrowserSessionRepository;
+    fn oauth2_sessions(&mut self) -> &mut dyn OAuth2SessionRepository;
+    fn access_tokens(&mut self) -> &mut dyn AccessTokenRepository;
+    fn refresh_tokens(&mut self) -> &mut dyn RefreshTokenRepository;
+    fn authorization_grants(&mut self) -> &mut dyn AuthorizationGrantRepository;
+    fn consents(&mut self) -> &mut dyn ConsentRepository;
+    fn device_code_grants(&mut self) -> &mut dyn DeviceCodeGrantRepository;
+    fn compat_sessions(&mut self) -> &mut dyn CompatSessionRepository;
+    fn compat_tokens(&mut self) -> &mut dyn CompatTokenRepository;
+    fn compat_sso_logins(&mut self) -> &mut dyn CompatSsoLoginRepository;
+    fn upstream_providers(&mut self) -> &mut dyn UpstreamProviderRepository;
+    fn upstream_links(&mut self) -> &mut dyn UpstreamLinkRepository;
+    fn upstream_sessions(&mut self) -> &mut dyn UpstreamSessionRepository;
+    fn jobs(&mut self) -> &mut dyn JobRepository;
+
+    /// Makes every change done through this repository durable. Dropping the repository
+    /// without committing rolls them back.
+    async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+pub type BoxRepository = Box<dyn Repository>;
+
+#[async_trait]
+impl<DB: Database> Repository for SqlRepository<DB>
+where
+    Self: UserRepository
+        + UserPasswordRepository
+        + UserEmailRepository
+        + ClientRepository
+        + BrowserSessionRepository
+        + OAuth2SessionRepository
+        + AccessTokenRepository
+        + RefreshTokenRepository
+        + AuthorizationGrantRepository
+        + ConsentRepository
+        + DeviceCodeGrantRepository
+        + CompatSessionRepository
+        + CompatTokenRepository
+        + CompatSsoLoginRepository
+        + UpstreamProviderRepository
+        + UpstreamLinkRepository
+        + UpstreamSessionRepository
+        + JobRepository,
+{
+    fn users(&mut self) -> &mut dyn UserRepository {
+        self
+    }
+    fn user_passwords(&mut self) -> &mut dyn UserPasswordRepository {
+        self
+    }
+    fn user_emails(&mut self) -> &mut dyn UserEmailRepository {
+        self
+    }
+    fn clients(&mut self) -> &mut dyn ClientRepository {
+        self
+    }
+    fn browser_sessions(&mut self) -> &mut dyn BrowserSessionRepository {
+        self
+    }
+    fn oauth2_sessions(&mut self) -> &mut dyn OAuth2SessionRepository {
+        self
+    }
+    fn access_tokens(&mut self) -> &mut dyn AccessTokenRepository {
+        self
+    }
+    fn refresh_tokens(&mut self) -> &mut dyn RefreshTokenRepository {
+        self
+    }
+    fn authorization_grants(&mut self) -> &mut dyn AuthorizationGrantRepository {
+        self
+    }
+    fn consents(&mut self) -> &mut dyn ConsentRepository {
+        self
+    }
+    fn device_code_grants(&mut self) -> &mut dyn DeviceCodeGrantRepository {
+        self
+    }
+    fn compat_sessions(&mut self) -> &mut dyn CompatSessionRepository {
+        self
+    }
+    fn compat_tokens(&mut self) -> &mut dyn CompatTokenRepository {
+        self
+    }
+    fn compat_sso_logins(&mut self) -> &mut dyn CompatSsoLoginRepository {
+        self
+    }
+    fn upstream_providers(&mut self) -> &mut dyn UpstreamProviderRepository {
+        self
+    }
+    fn upstream_links(&mut self) -> &mut dyn UpstreamLinkRepository {
+        self
+    }
+    fn upstream_sessions(&mut self) -> &mut dyn UpstreamSessionRepository {
+        self
+    }
+    fn jobs(&mut self) -> &mut dyn JobRepository {
+        self
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        if let Held::Tx(tx) = self.conn {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}

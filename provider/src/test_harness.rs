@@ -1,0 +1,231 @@
+//! The test-database harness shared by every crate's tests.
+//!
+//! - SQLite cases always run, each on a fresh database file in its own temporary directory.
+//! - PostgreSQL cases use `DATABASE_URL` when it is set: each test gets its own fresh database,
+//!   created on that server and dropped when the test ends. Else, when Docker is reachable, one
+//!   PostgreSQL container is started per test process (testcontainers) and used the same way.
+//!   Else the PostgreSQL cases print one line saying they were skipped, and pass.
+//!
+//! [`backend_tests!`](crate::backend_tests) turns `async fn name(db: TestDb)` functions into a
+//! `name::sqlite` and a `name::postgres` test.
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
+
+use tokio::sync::OnceCell;
+
+use crate::{
+    clock::{Entropy, MockClock},
+    storage::{PoolSettings, Storage},
+};
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    pub storage: Storage,
+    /// The clock the storage runs on; move it to test expiry.
+    pub clock: Arc<MockClock>,
+    /// The connection URL, for starting a server on the same database.
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    /// The directory holding the SQLite file, removed on drop.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    /// The PostgreSQL database to drop, and the server URL to drop it from.
+    Postgres { admin_url: String, name: String },
+}
+
+/// Test pools stay small: many tests run in parallel against one PostgreSQL server.
+fn pool_settings() -> PoolSettings {
+    PoolSettings {
+        max_connections: 4,
+        ..PoolSettings::default()
+    }
+}
+
+impl TestDb {
+    /// A fresh SQLite database (always available).
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let path: PathBuf = dir.path().join("provider.db");
+        let url = format!("sqlite://{}", path.display());
+        let (entropy, clock) = Entropy::test(42);
+        let storage = Storage::connect(&url, &pool_settings(), entropy)
+            .await
+            .expect("open the SQLite test database");
+        storage
+            .migrate()
+            .await
+            .expect("migrate the SQLite test database");
+        Self {
+            storage,
+            clock,
+            url,
+            cleanup: Cleanup::Sqlite(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (after saying so once) when no server is available.
+    pub async fn postgres() -> Option<Self> {
+        let Some(server) = postgres_server().await else {
+            skip_once();
+            return None;
+        };
+        let name = format!(
+            "provider_test_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let admin = Storage::connect(server, &pool_settings(), Entropy::system())
+            .await
+            .expect("connect to the PostgreSQL test server");
+        admin
+            .execute_admin(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create a PostgreSQL test database");
+        admin.close().await;
+
+        let mut url = url::Url::parse(server).expect("a valid PostgreSQL URL");
+        url.set_path(&name);
+        let url = url.to_string();
+        let (entropy, clock) = Entropy::test(42);
+        let storage = Storage::connect(&url, &pool_settings(), entropy)
+            .await
+            .expect("connect to the PostgreSQL test database");
+        storage
+            .migrate()
+            .await
+            .expect("migrate the PostgreSQL test database");
+        Some(Self {
+            storage,
+            clock,
+            url,
+            cleanup: Cleanup::Postgres {
+                admin_url: server.to_owned(),
+                name,
+            },
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
+            // Drop runs outside any async context we can rely on: drop the database from a
+            // thread with its own small runtime, and wait for it.
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let admin = Storage::connect(&admin_url, &pool_settings(), Entropy::system())
+                        .await
+                        .ok()?;
+                    let _ = admin
+                        .execute_admin(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                    admin.close().await;
+                    Some(())
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// The PostgreSQL server URL for tests: `DATABASE_URL`, else a container when Docker is reachable.
+async fn postgres_server() -> Option<&'static str> {
+    static SERVER: OnceCell<Option<String>> = OnceCell::const_new();
+    SERVER
+        .get_or_init(|| async {
+            match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.is_empty() => Some(url),
+                _ => container::start().await,
+            }
+        })
+        .await
+        .as_deref()
+}
+
+fn skip_once() {
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        // Written straight to stderr: the test harness captures `eprintln!`, and this line must
+        // show in the test log.
+        let _ = writeln!(
+            std::io::stderr(),
+            "PostgreSQL test cases skipped: DATABASE_URL is not set and Docker is not reachable"
+        );
+    });
+}
+
+mod container {
+    use std::sync::OnceLock;
+
+    use testcontainers::{
+        core::{IntoContainerPort, WaitFor},
+        runners::AsyncRunner,
+        ContainerAsync, GenericImage, ImageExt,
+    };
+
+    /// Is a Docker engine there to talk to?
+    fn docker_reachable() -> bool {
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            return !host.is_empty();
+        }
+        std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+    }
+
+    /// Starts one PostgreSQL container for this test process and returns its URL.
+    pub(super) async fn start() -> Option<String> {
+        // Kept for the life of the process; testcontainers' reaper removes it afterwards.
+        static CONTAINER: OnceLock<ContainerAsync<GenericImage>> = OnceLock::new();
+        if !docker_reachable() {
+            return None;
+        }
+        let container = GenericImage::new("postgres", "16-alpine")
+            .with_exposed_port(5432.tcp())
+            .with_wait_for(WaitFor::message_on_stderr(
+                "database system is ready to accept connections",
+            ))
+            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+            .start()
+            .await
+            .ok()?;
+        let port = container.get_host_port_ipv4(5432).await.ok()?;
+        let _ = CONTAINER.set(container);
+        Some(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    }
+}
+
+/// Turns `async fn name(db: TestDb)` functions into `name::sqlite` and `name::postgres` tests.
+///
+/// ```ignore
+/// async fn users_roundtrip(db: TestDb) { /* ... */ }
+/// provider::backend_tests!(users_roundtrip);
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::test_harness::TestDb::sqlite().await).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(db) = $crate::test_harness::TestDb::postgres().await {
+                        super::$name(db).await;
+                    }
+                }
+            }
+        )+
+    };
+}
