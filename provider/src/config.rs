@@ -1,0 +1,853 @@
+//! The configuration file (YAML), environment overrides, validation and generation.
+//!
+//! [`load`] reads the file, applies `PROVIDER__…` environment overrides, and checks everything,
+//! returning either the typed [`Settings`] the server runs on or *every* [`Problem`] found, each
+//! with its path in the file (`http.issuer`, `clients[0].redirect_uris[1]`, ...).
+//!
+//! Environment overrides: a variable `PROVIDER__<SECTION>__<KEY>` sets `<section>.<key>` (path
+//! segments upper-cased and joined by `__`; list items by index, `PROVIDER__CLIENTS__0__CLIENT_SECRET`).
+//! The value is read as YAML (so `10` is a number), except that it stays a string where the file
+//! has a string. Unknown paths are reported like unknown keys in the file.
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use rand::{distributions::Alphanumeric, CryptoRng, Rng, RngCore};
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::Value;
+use url::Url;
+
+use crate::{
+    keys::{Keystore, PrivateKey, SigningKey},
+    storage::{DatabaseKind, PoolSettings},
+};
+
+/// The prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "PROVIDER__";
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    pub secrets: SecretsConfig,
+    pub matrix: MatrixConfig,
+    #[serde(default)]
+    pub clients: Vec<StaticClientConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpConfig {
+    /// The issuer identifier: an https URL (http only on loopback) ending with `/`.
+    pub issuer: String,
+    /// Where the endpoints and pages are reached from outside; defaults to the issuer.
+    #[serde(default)]
+    pub public_base: Option<String>,
+    /// The socket address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://path` (created when missing).
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_database_url() -> String {
+    "sqlite://provider.db".into()
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretsConfig {
+    /// 32 bytes as 64 hex characters: encrypts client and upstream secrets at rest.
+    pub encryption: String,
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyConfig {
+    /// Key ID; defaults to the RFC 7638 thumbprint.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The PEM key inline...
+    #[serde(default)]
+    pub key: Option<String>,
+    /// ...or a path to it (relative to the config file).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixConfig {
+    /// The homeserver's server name (the part after `:` in user IDs).
+    pub homeserver: String,
+    /// Where the provider reaches the homeserver.
+    pub endpoint: String,
+    /// The secret shared with the homeserver (`matrix_authentication_service.secret` in Synapse).
+    pub secret: String,
+}
+
+/// The client authentication methods (RFC 7591 §2, OIDC Core §9).
+pub const CLIENT_AUTH_METHODS: &[&str] = &[
+    "none",
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+];
+
+/// The grant types a static client may be given.
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StaticClientConfig {
+    pub client_id: String,
+    /// `none`, `client_secret_basic`, `client_secret_post`, `client_secret_jwt` or `private_key_jwt`.
+    pub client_auth_method: String,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_name: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// For `private_key_jwt`: the client's public keys, inline...
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// ...or where to fetch them.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+fn default_grant_types() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
+}
+
+/// One thing wrong with the configuration, at a path in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path (`http.issuer`, `clients[0].client_id`); empty for the file as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The validated settings the provider runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: Url,
+    pub public_base: Url,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub pool: PoolSettings,
+    pub encryption_key: [u8; 32],
+    pub keystore: Keystore,
+    pub matrix: MatrixSettings,
+    pub clients: Vec<StaticClient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MatrixSettings {
+    pub homeserver: String,
+    pub endpoint: Url,
+    pub secret: String,
+}
+
+/// A validated static client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticClient {
+    pub client_id: String,
+    pub auth_method: String,
+    pub secret: Option<String>,
+    /// The registered metadata (RFC 7591 §2) stored for the client.
+    pub metadata: serde_json::Value,
+}
+
+/// Reads, overrides and validates a configuration file. `env` is the process environment (or a
+/// test's stand-in).
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Settings), Vec<Problem>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Problem::new("", format!("can't read {}: {e}", path.display()))])?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, env, base_dir)
+}
+
+/// [`load`] on text already read; `base_dir` resolves relative `key_file` paths.
+pub fn parse(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    base_dir: &Path,
+) -> Result<(Config, Settings), Vec<Problem>> {
+    let mut value: Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| vec![Problem::new("", format!("not valid YAML: {e}"))])?;
+    if value.is_null() {
+        return Err(vec![Problem::new("", "the file is empty")]);
+    }
+    let mut problems = apply_env(&mut value, env);
+
+    let mut unknown = Vec::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let parsed: Result<Config, _> = serde_path_to_error::deserialize(
+        serde_ignored::Deserializer::new(value, &mut on_unknown),
+    );
+    problems.extend(
+        unknown
+            .into_iter()
+            .map(|path| Problem::new(display_path(path.split('.')), "unknown key")),
+    );
+    let config = match parsed {
+        Ok(config) => config,
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            problems.push(Problem::new(path, e.into_inner().to_string()));
+            return Err(problems);
+        }
+    };
+    match config.resolve(base_dir) {
+        Ok(settings) if problems.is_empty() => Ok((config, settings)),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
+}
+
+/// Applies `PROVIDER__A__B=value` overrides to the parsed file.
+fn apply_env(root: &mut Value, env: impl IntoIterator<Item = (String, String)>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let segments: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_lowercase)
+            .collect();
+        if segments.iter().any(String::is_empty) {
+            problems.push(Problem::new(
+                "",
+                format!("environment variable {name}: empty path segment"),
+            ));
+            continue;
+        }
+        if !set_path(root, &segments, raw) {
+            problems.push(Problem::new(
+                display_path(segments.iter().map(String::as_str)),
+                format!("environment variable {name} doesn't name a setting"),
+            ));
+        }
+    }
+    problems
+}
+
+/// `clients`, `0`, `client_id` → `clients[0].client_id`: the path style of every problem.
+fn display_path<'a>(segments: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        if segment.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+/// Sets the value at a path, creating mappings on the way; `false` when the path can't exist
+/// (an index past a list's end, or a key under a scalar).
+fn set_path(node: &mut Value, segments: &[String], raw: String) -> bool {
+    let Some((first, rest)) = segments.split_first() else {
+        *node = if matches!(node, Value::String(_)) {
+            Value::String(raw)
+        } else {
+            serde_yaml_ng::from_str(&raw).unwrap_or(Value::String(raw))
+        };
+        return true;
+    };
+    if node.is_null() {
+        *node = Value::Mapping(Default::default());
+    }
+    match node {
+        Value::Sequence(items) => match first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            Some(item) => set_path(item, rest, raw),
+            None => false,
+        },
+        Value::Mapping(map) => set_path(
+            map.entry(Value::String(first.clone())).or_insert(Value::Null),
+            rest,
+            raw,
+        ),
+        _ => false,
+    }
+}
+
+fn check_url(problems: &mut Vec<Problem>, path: &str, raw: &str) -> Option<Url> {
+    match Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        Ok(_) => {
+            problems.push(Problem::new(path, format!("`{raw}` is not an http(s) URL")));
+            None
+        }
+        Err(e) => {
+            problems.push(Problem::new(path, format!("`{raw}` is not a valid URL: {e}")));
+            None
+        }
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl Config {
+    /// Checks every setting and builds the runtime [`Settings`], or lists every problem.
+    pub fn resolve(&self, base_dir: &Path) -> Result<Settings, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let p = &mut problems;
+
+        // OIDC Discovery §3 / RFC 8414 §2: the issuer is an https URL with no query or
+        // fragment, compared exactly by clients; plain http is accepted for loopback only.
+        let issuer = check_url(p, "http.issuer", &self.http.issuer);
+        if let Some(url) = &issuer {
+            if !self.http.issuer.ends_with('/') {
+                p.push(Problem::new("http.issuer", "must end with `/`"));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                p.push(Problem::new("http.issuer", "must not have a query or fragment"));
+            }
+            if url.scheme() != "https" && !is_loopback(url) {
+                p.push(Problem::new(
+                    "http.issuer",
+                    "must use https (plain http is only allowed on localhost/loopback)",
+                ));
+            }
+        }
+        let public_base = match &self.http.public_base {
+            Some(raw) => {
+                let url = check_url(p, "http.public_base", raw);
+                if url.is_some() && !raw.ends_with('/') {
+                    p.push(Problem::new("http.public_base", "must end with `/`"));
+                }
+                url
+            }
+            None => issuer.clone(),
+        };
+        let listen = self
+            .http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                p.push(Problem::new(
+                    "http.listen",
+                    format!("`{}` is not a socket address like 127.0.0.1:8080", self.http.listen),
+                ))
+            })
+            .ok();
+
+        if let Err(e) = DatabaseKind::of_url(&self.database.url) {
+            p.push(Problem::new("database.url", e.to_string()));
+        }
+        if self.database.max_connections == 0 {
+            p.push(Problem::new("database.max_connections", "must be at least 1"));
+        }
+
+        let encryption_key = match hex::decode(&self.secrets.encryption) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                Some(key)
+            }
+            _ => {
+                p.push(Problem::new(
+                    "secrets.encryption",
+                    "must be 32 bytes written as 64 hex characters",
+                ));
+                None
+            }
+        };
+
+        let keystore = self.resolve_keys(p, base_dir);
+
+        if self.matrix.homeserver.trim().is_empty() || self.matrix.homeserver.contains('/') {
+            p.push(Problem::new(
+                "matrix.homeserver",
+                "must be the homeserver's server name, like `example.com`",
+            ));
+        }
+        let endpoint = check_url(p, "matrix.endpoint", &self.matrix.endpoint);
+        if self.matrix.secret.len() < 16 {
+            p.push(Problem::new(
+                "matrix.secret",
+                "must be at least 16 characters (use `provider config generate` for a fresh one)",
+            ));
+        }
+
+        let clients = self.resolve_clients(p);
+
+        match (issuer, public_base, listen, encryption_key, keystore, endpoint) {
+            (Some(issuer), Some(public_base), Some(listen), Some(encryption_key), Some(keystore), Some(endpoint))
+                if problems.is_empty() =>
+            {
+                Ok(Settings {
+                    issuer,
+                    public_base,
+                    listen,
+                    database_url: self.database.url.clone(),
+                    pool: PoolSettings {
+                        max_connections: self.database.max_connections,
+                        ..PoolSettings::default()
+                    },
+                    encryption_key,
+                    keystore,
+                    matrix: MatrixSettings {
+                        homeserver: self.matrix.homeserver.clone(),
+                        endpoint,
+                        secret: self.matrix.secret.clone(),
+                    },
+                    clients,
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+
+    fn resolve_keys(&self, p: &mut Vec<Problem>, base_dir: &Path) -> Option<Keystore> {
+        if self.secrets.keys.is_empty() {
+            p.push(Problem::new("secrets.keys", "at least one RSA signing key is required"));
+            return None;
+        }
+        let mut keys = Vec::new();
+        for (i, entry) in self.secrets.keys.iter().enumerate() {
+            let path = format!("secrets.keys[{i}]");
+            let pem = match (&entry.key, &entry.key_file) {
+                (Some(pem), None) => pem.clone(),
+                (None, Some(file)) => {
+                    let file = base_dir.join(file);
+                    match std::fs::read_to_string(&file) {
+                        Ok(pem) => pem,
+                        Err(e) => {
+                            p.push(Problem::new(
+                                format!("{path}.key_file"),
+                                format!("can't read {}: {e}", file.display()),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    p.push(Problem::new(path, "needs exactly one of `key` or `key_file`"));
+                    continue;
+                }
+            };
+            match PrivateKey::from_pem(&pem) {
+                Ok(key) => keys.push(SigningKey::new(key, entry.kid.clone())),
+                Err(e) => p.push(Problem::new(path, e.to_string())),
+            }
+        }
+        if keys.len() != self.secrets.keys.len() {
+            return None;
+        }
+        Keystore::new(keys)
+            .map_err(|e| p.push(Problem::new("secrets.keys", e.to_string())))
+            .ok()
+    }
+
+    fn resolve_clients(&self, p: &mut Vec<Problem>) -> Vec<StaticClient> {
+        let mut seen = BTreeSet::new();
+        let mut clients = Vec::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let path = format!("clients[{i}]");
+            let before = p.len();
+            if c.client_id.trim().is_empty() || c.client_id.len() > 255 {
+                p.push(Problem::new(format!("{path}.client_id"), "must be 1 to 255 characters"));
+            } else if !seen.insert(c.client_id.as_str()) {
+                p.push(Problem::new(
+                    format!("{path}.client_id"),
+                    format!("`{}` is used by another client", c.client_id),
+                ));
+            }
+            let method = c.client_auth_method.as_str();
+            if !CLIENT_AUTH_METHODS.contains(&method) {
+                p.push(Problem::new(
+                    format!("{path}.client_auth_method"),
+                    format!("`{method}` is not one of {}", CLIENT_AUTH_METHODS.join(", ")),
+                ));
+            }
+            let needs_secret = method.starts_with("client_secret_");
+            match (&c.client_secret, needs_secret) {
+                (None, true) => p.push(Problem::new(
+                    format!("{path}.client_secret"),
+                    format!("required by `{method}`"),
+                )),
+                (Some(_), false) => p.push(Problem::new(
+                    format!("{path}.client_secret"),
+                    format!("not used by `{method}`: remove it"),
+                )),
+                (Some(s), true) if s.len() < 16 => p.push(Problem::new(
+                    format!("{path}.client_secret"),
+                    "must be at least 16 characters",
+                )),
+                _ => {}
+            }
+            if method == "private_key_jwt" && c.jwks.is_none() == c.jwks_uri.is_none() {
+                p.push(Problem::new(
+                    path.clone(),
+                    "`private_key_jwt` needs exactly one of `jwks` or `jwks_uri`",
+                ));
+            }
+            if let Some(uri) = &c.jwks_uri {
+                check_url(p, &format!("{path}.jwks_uri"), uri);
+            }
+            for (j, uri) in c.redirect_uris.iter().enumerate() {
+                let at = format!("{path}.redirect_uris[{j}]");
+                // RFC 6749 §3.1.2: an absolute URI without a fragment. Native clients may use
+                // private-use schemes (RFC 8252 §7.1), so any scheme is accepted here.
+                match Url::parse(uri) {
+                    Ok(url) if url.fragment().is_some() => {
+                        p.push(Problem::new(at, "must not contain a fragment (RFC 6749 §3.1.2)"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => p.push(Problem::new(at, format!("`{uri}` is not a valid URI: {e}"))),
+                }
+            }
+            for (j, grant) in c.grant_types.iter().enumerate() {
+                if !GRANT_TYPES.contains(&grant.as_str()) {
+                    p.push(Problem::new(
+                        format!("{path}.grant_types[{j}]"),
+                        format!("`{grant}` is not one of {}", GRANT_TYPES.join(", ")),
+                    ));
+                }
+            }
+            if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+                p.push(Problem::new(
+                    format!("{path}.redirect_uris"),
+                    "the authorization_code grant needs at least one redirect URI",
+                ));
+            }
+            if p.len() == before {
+                clients.push(c.to_static_client());
+            }
+        }
+        clients
+    }
+}
+
+impl StaticClientConfig {
+    fn to_static_client(&self) -> StaticClient {
+        let mut metadata = serde_json::json!({
+            "redirect_uris": self.redirect_uris,
+            "grant_types": self.grant_types,
+            "response_types": if self.grant_types.iter().any(|g| g == "authorization_code") {
+                vec!["code"]
+            } else {
+                vec![]
+            },
+            "token_endpoint_auth_method": self.client_auth_method,
+        });
+        if let serde_json::Value::Object(map) = &mut metadata {
+            if let Some(name) = &self.client_name {
+                map.insert("client_name".into(), name.clone().into());
+            }
+            if let Some(jwks) = &self.jwks {
+                map.insert("jwks".into(), jwks.clone());
+            }
+            if let Some(uri) = &self.jwks_uri {
+                map.insert("jwks_uri".into(), uri.clone().into());
+            }
+        }
+        StaticClient {
+            client_id: self.client_id.clone(),
+            auth_method: self.client_auth_method.clone(),
+            secret: self.client_secret.clone(),
+            metadata,
+        }
+    }
+}
+
+/// Choices for [`generate`].
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub issuer: String,
+    pub listen: String,
+    pub database_url: String,
+    pub homeserver: String,
+    pub homeserver_endpoint: String,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            issuer: "http://localhost:8080/".into(),
+            listen: default_listen(),
+            database_url: default_database_url(),
+            homeserver: "localhost".into(),
+            homeserver_endpoint: "http://localhost:8008/".into(),
+        }
+    }
+}
+
+fn random_string<R: RngCore>(rng: &mut R, len: usize) -> String {
+    rng.sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+/// A YAML double-quoted scalar (a JSON string is one).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn indented_block(text: &str, indent: &str) -> String {
+    text.lines()
+        .map(|l| format!("{indent}{l}\n"))
+        .collect::<String>()
+}
+
+/// A complete, commented configuration with fresh secrets and keys.
+pub fn generate<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    options: &GenerateOptions,
+) -> Result<String, crate::keys::KeyError> {
+    let rsa = PrivateKey::generate_rsa(rng)?.to_pkcs8_pem()?;
+    let ec = PrivateKey::generate_p256(rng).to_pkcs8_pem()?;
+    let mut encryption = [0u8; 32];
+    rng.fill_bytes(&mut encryption);
+    let matrix_secret = random_string(rng, 48);
+    let client_id = ulid::Ulid::from_parts(0, u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+    let client_secret = random_string(rng, 40);
+
+    Ok(format!(
+        r#"# Configuration of the Matrix OAuth 2.0 / OpenID Connect provider.
+# Check it with `provider config check FILE`. Any setting can be overridden by an environment
+# variable PROVIDER__<SECTION>__<KEY>, e.g. PROVIDER__DATABASE__URL=postgres://… or
+# PROVIDER__CLIENTS__0__CLIENT_SECRET=… (list items by index).
+
+http:
+  # The issuer identifier clients see and compare exactly: https (plain http only on
+  # localhost), ending with "/".
+  issuer: {issuer}
+  # Where clients and browsers reach the provider; defaults to the issuer.
+  public_base: {issuer}
+  # The address the server listens on.
+  listen: {listen}
+
+database:
+  # postgres://user:password@host/dbname for production; sqlite://path (created when missing)
+  # for small deployments and trying things out.
+  url: {database_url}
+  max_connections: 10
+
+secrets:
+  # 32 random bytes (hex) that encrypt client and upstream secrets in the database.
+  # Changing it makes the stored secrets unreadable.
+  encryption: {encryption}
+  # Signing keys for ID tokens. An RSA key (RS256) is required; a P-256 key adds ES256.
+  # PEM in PKCS#1, PKCS#8 or SEC1; use `key_file: path` instead of `key` to keep it apart.
+  # The key ID (`kid`) defaults to the key's RFC 7638 thumbprint.
+  keys:
+    - key: |
+{rsa}    - key: |
+{ec}
+matrix:
+  # The homeserver's server name (user IDs look like @alice:<homeserver>).
+  homeserver: {homeserver}
+  # Where the provider reaches the homeserver's API.
+  endpoint: {endpoint}
+  # Shared with the homeserver (Synapse: matrix_authentication_service.secret). The
+  # homeserver uses it to introspect tokens; the provider uses it to provision users.
+  secret: {matrix_secret}
+
+# Clients known in advance. `provider config sync` (and `provider serve`) writes them to the
+# database; edit or remove this example.
+clients:
+  - client_id: {client_id}
+    client_name: "Example confidential client"
+    client_auth_method: client_secret_basic
+    client_secret: {client_secret}
+    redirect_uris:
+      - "https://client.example.com/callback"
+    grant_types: [authorization_code, refresh_token]
+"#,
+        issuer = quoted(&options.issuer),
+        listen = quoted(&options.listen),
+        database_url = quoted(&options.database_url),
+        encryption = quoted(&hex::encode(encryption)),
+        rsa = indented_block(&rsa, "        "),
+        ec = indented_block(&ec, "        "),
+        homeserver = quoted(&options.homeserver),
+        endpoint = quoted(&options.homeserver_endpoint),
+        matrix_secret = quoted(&matrix_secret),
+        client_id = quoted(&client_id.to_string()),
+        client_secret = quoted(&client_secret),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{rngs::StdRng, SeedableRng};
+
+    use super::*;
+
+    fn generated() -> String {
+        generate(&mut StdRng::seed_from_u64(1), &GenerateOptions::default()).unwrap()
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn generated_config_is_valid() {
+        let (config, settings) = parse(&generated(), no_env(), Path::new(".")).unwrap();
+        assert_eq!(settings.issuer.as_str(), "http://localhost:8080/");
+        assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.keystore.keys().len(), 2);
+        assert_eq!(settings.clients.len(), 1);
+        assert_eq!(settings.clients[0].auth_method, "client_secret_basic");
+        assert_eq!(config.database.url, "sqlite://provider.db");
+        assert_eq!(settings.matrix.homeserver, "localhost");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env = vec![
+            ("PROVIDER__DATABASE__URL".to_owned(), "postgres://db/provider".to_owned()),
+            ("PROVIDER__DATABASE__MAX_CONNECTIONS".to_owned(), "25".to_owned()),
+            // the file has a string here, so digits stay a string
+            ("PROVIDER__MATRIX__SECRET".to_owned(), "0123456789012345678".to_owned()),
+            ("PROVIDER__CLIENTS__0__CLIENT_NAME".to_owned(), "Renamed".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let (config, settings) = parse(&generated(), env, Path::new(".")).unwrap();
+        assert_eq!(settings.database_url, "postgres://db/provider");
+        assert_eq!(settings.pool.max_connections, 25);
+        assert_eq!(config.matrix.secret, "0123456789012345678");
+        assert_eq!(settings.clients[0].metadata["client_name"], "Renamed");
+    }
+
+    #[test]
+    fn unknown_environment_paths_are_reported() {
+        let env = vec![
+            ("PROVIDER__HTTP__ISSUR".to_owned(), "x".to_owned()),
+            ("PROVIDER__CLIENTS__7__CLIENT_NAME".to_owned(), "x".to_owned()),
+        ];
+        let problems = parse(&generated(), env, Path::new(".")).unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["clients[7].client_name", "http.issur"], "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let broken = generated()
+            .replace("issuer: \"http://localhost:8080/\"", "issuer: \"https://auth.example.com\"\n  colour: blue")
+            .replace("url: \"sqlite://provider.db\"", "url: \"mysql://db\"")
+            .replace("client_auth_method: client_secret_basic", "client_auth_method: magic")
+            .replace("\"https://client.example.com/callback\"", "\"https://client.example.com/cb#frag\"")
+            .replace("listen: \"127.0.0.1:8080\"", "listen: \"everywhere\"");
+        let broken = broken.replacen("    - key: |\n", "    - key_file: /nonexistent/key.pem\n      key: |\n", 1);
+        let problems = parse(&broken, no_env(), Path::new(".")).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let expect = [
+            "http.colour: unknown key",
+            "http.issuer: must end with `/`",
+            "http.listen: `everywhere` is not a socket address like 127.0.0.1:8080",
+            "database.url: unsupported database URL `mysql://db`",
+            "secrets.keys[0]: needs exactly one of `key` or `key_file`",
+            "clients[0].client_auth_method: `magic` is not one of",
+            "clients[0].client_secret: not used by `magic`: remove it",
+            "clients[0].redirect_uris[0]: must not contain a fragment",
+        ];
+        for e in expect {
+            assert!(text.iter().any(|t| t.starts_with(e)), "missing `{e}` in {text:#?}");
+        }
+        assert_eq!(text.len(), expect.len(), "{text:#?}");
+    }
+
+    #[test]
+    fn structural_and_syntax_errors() {
+        let p = parse("http: [1, 2", no_env(), Path::new(".")).unwrap_err();
+        assert!(p[0].message.starts_with("not valid YAML"), "{p:?}");
+        let p = parse("", no_env(), Path::new(".")).unwrap_err();
+        assert_eq!(p[0].message, "the file is empty");
+        let p = parse("http: {issuer: 'http://localhost/'}\nextra: 1\n", no_env(), Path::new("."))
+            .unwrap_err();
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert!(text.contains(&"extra: unknown key".to_owned()), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("missing field `secrets`")), "{text:?}");
+        let p = parse(&generated().replace("max_connections: 10", "max_connections: many"), no_env(), Path::new("."))
+            .unwrap_err();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].path, "database.max_connections", "{p:?}");
+    }
+
+    #[test]
+    fn http_issuer_only_on_loopback() {
+        let text = generated().replace("http://localhost:8080/", "http://auth.example.com/");
+        let p = parse(&text, no_env(), Path::new(".")).unwrap_err();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].path, "http.issuer");
+    }
+}
