@@ -207,6 +207,9 @@ CREATE TABLE compat_sessions (
     user_agent        TEXT
 );
 CREATE INDEX compat_sessions_user_id_idx ON compat_sessions (user_id, created_at);
+-- one active session per device of a user, even when two logins race
+CREATE UNIQUE INDEX compat_sessions_active_device_key
+    ON compat_sessions (user_id, device_id) WHERE finished_at IS NULL;
 
 CREATE TABLE compat_access_tokens (
     id         TEXT PRIMARY KEY,

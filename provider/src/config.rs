@@ -219,8 +219,12 @@ pub fn load(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(Config, Settings), Vec<Problem>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![Problem::new("", format!("can't read {}: {e}", path.display()))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem::new(
+            "",
+            format!("can't read {}: {e}", path.display()),
+        )]
+    })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     parse(&text, env, base_dir)
 }
@@ -240,9 +244,8 @@ pub fn parse(
 
     let mut unknown = Vec::new();
     let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let parsed: Result<Config, _> = serde_path_to_error::deserialize(
-        serde_ignored::Deserializer::new(value, &mut on_unknown),
-    );
+    let parsed: Result<Config, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut on_unknown));
     problems.extend(
         unknown
             .into_iter()
@@ -328,12 +331,15 @@ fn set_path(node: &mut Value, segments: &[String], raw: String) -> bool {
         *node = Value::Mapping(Default::default());
     }
     match node {
-        Value::Sequence(items) => match first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-            Some(item) => set_path(item, rest, raw),
-            None => false,
-        },
+        Value::Sequence(items) => {
+            match first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(item) => set_path(item, rest, raw),
+                None => false,
+            }
+        }
         Value::Mapping(map) => set_path(
-            map.entry(Value::String(first.clone())).or_insert(Value::Null),
+            map.entry(Value::String(first.clone()))
+                .or_insert(Value::Null),
             rest,
             raw,
         ),
@@ -349,7 +355,10 @@ fn check_url(problems: &mut Vec<Problem>, path: &str, raw: &str) -> Option<Url> 
             None
         }
         Err(e) => {
-            problems.push(Problem::new(path, format!("`{raw}` is not a valid URL: {e}")));
+            problems.push(Problem::new(
+                path,
+                format!("`{raw}` is not a valid URL: {e}"),
+            ));
             None
         }
     }
@@ -378,7 +387,10 @@ impl Config {
                 p.push(Problem::new("http.issuer", "must end with `/`"));
             }
             if url.query().is_some() || url.fragment().is_some() {
-                p.push(Problem::new("http.issuer", "must not have a query or fragment"));
+                p.push(Problem::new(
+                    "http.issuer",
+                    "must not have a query or fragment",
+                ));
             }
             if url.scheme() != "https" && !is_loopback(url) {
                 p.push(Problem::new(
@@ -404,7 +416,10 @@ impl Config {
             .map_err(|_| {
                 p.push(Problem::new(
                     "http.listen",
-                    format!("`{}` is not a socket address like 127.0.0.1:8080", self.http.listen),
+                    format!(
+                        "`{}` is not a socket address like 127.0.0.1:8080",
+                        self.http.listen
+                    ),
                 ))
             })
             .ok();
@@ -413,7 +428,10 @@ impl Config {
             p.push(Problem::new("database.url", e.to_string()));
         }
         if self.database.max_connections == 0 {
-            p.push(Problem::new("database.max_connections", "must be at least 1"));
+            p.push(Problem::new(
+                "database.max_connections",
+                "must be at least 1",
+            ));
         }
 
         let encryption_key = match hex::decode(&self.secrets.encryption) {
@@ -449,36 +467,49 @@ impl Config {
 
         let clients = self.resolve_clients(p);
 
-        match (issuer, public_base, listen, encryption_key, keystore, endpoint) {
-            (Some(issuer), Some(public_base), Some(listen), Some(encryption_key), Some(keystore), Some(endpoint))
-                if problems.is_empty() =>
-            {
-                Ok(Settings {
-                    issuer,
-                    public_base,
-                    listen,
-                    database_url: self.database.url.clone(),
-                    pool: PoolSettings {
-                        max_connections: self.database.max_connections,
-                        ..PoolSettings::default()
-                    },
-                    encryption_key,
-                    keystore,
-                    matrix: MatrixSettings {
-                        homeserver: self.matrix.homeserver.clone(),
-                        endpoint,
-                        secret: self.matrix.secret.clone(),
-                    },
-                    clients,
-                })
-            }
+        match (
+            issuer,
+            public_base,
+            listen,
+            encryption_key,
+            keystore,
+            endpoint,
+        ) {
+            (
+                Some(issuer),
+                Some(public_base),
+                Some(listen),
+                Some(encryption_key),
+                Some(keystore),
+                Some(endpoint),
+            ) if problems.is_empty() => Ok(Settings {
+                issuer,
+                public_base,
+                listen,
+                database_url: self.database.url.clone(),
+                pool: PoolSettings {
+                    max_connections: self.database.max_connections,
+                    ..PoolSettings::default()
+                },
+                encryption_key,
+                keystore,
+                matrix: MatrixSettings {
+                    homeserver: self.matrix.homeserver.clone(),
+                    endpoint,
+                    secret: self.matrix.secret.clone(),
+                },
+                clients,
+            }),
             _ => Err(problems),
         }
     }
 
     fn resolve_keys(&self, p: &mut Vec<Problem>, base_dir: &Path) -> Option<Keystore> {
         if self.secrets.keys.is_empty() {
-            p.push(Problem::new("secrets.keys", "at least one RSA signing key is required"));
+            p.push(Problem::new(
+                "secrets.keys",
+                "at least one RSA signing key is required",
+            ));
             return None;
         }
         let mut keys = Vec::new();
@@ -500,7 +531,10 @@ impl Config {
                     }
                 }
                 _ => {
-                    p.push(Problem::new(path, "needs exactly one of `key` or `key_file`"));
+                    p.push(Problem::new(
+                        path,
+                        "needs exactly one of `key` or `key_file`",
+                    ));
                     continue;
                 }
             };
@@ -524,7 +558,10 @@ impl Config {
             let path = format!("clients[{i}]");
             let before = p.len();
             if c.client_id.trim().is_empty() || c.client_id.len() > 255 {
-                p.push(Problem::new(format!("{path}.client_id"), "must be 1 to 255 characters"));
+                p.push(Problem::new(
+                    format!("{path}.client_id"),
+                    "must be 1 to 255 characters",
+                ));
             } else if !seen.insert(c.client_id.as_str()) {
                 p.push(Problem::new(
                     format!("{path}.client_id"),
@@ -535,7 +572,10 @@ impl Config {
             if !CLIENT_AUTH_METHODS.contains(&method) {
                 p.push(Problem::new(
                     format!("{path}.client_auth_method"),
-                    format!("`{method}` is not one of {}", CLIENT_AUTH_METHODS.join(", ")),
+                    format!(
+                        "`{method}` is not one of {}",
+                        CLIENT_AUTH_METHODS.join(", ")
+                    ),
                 ));
             }
             let needs_secret = method.starts_with("client_secret_");
@@ -568,9 +608,10 @@ impl Config {
                 // RFC 6749 §3.1.2: an absolute URI without a fragment. Native clients may use
                 // private-use schemes (RFC 8252 §7.1), so any scheme is accepted here.
                 match Url::parse(uri) {
-                    Ok(url) if url.fragment().is_some() => {
-                        p.push(Problem::new(at, "must not contain a fragment (RFC 6749 §3.1.2)"))
-                    }
+                    Ok(url) if url.fragment().is_some() => p.push(Problem::new(
+                        at,
+                        "must not contain a fragment (RFC 6749 §3.1.2)",
+                    )),
                     Ok(_) => {}
                     Err(e) => p.push(Problem::new(at, format!("`{uri}` is not a valid URI: {e}"))),
                 }
@@ -583,7 +624,8 @@ impl Config {
                     ));
                 }
             }
-            if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+            if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty()
+            {
                 p.push(Problem::new(
                     format!("{path}.redirect_uris"),
                     "the authorization_code grant needs at least one redirect URI",
@@ -652,7 +694,10 @@ impl Default for GenerateOptions {
 }
 
 fn random_string<R: RngCore>(rng: &mut R, len: usize) -> String {
-    rng.sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rng.sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 /// A YAML double-quoted scalar (a JSON string is one).
@@ -669,6 +714,7 @@ fn indented_block(text: &str, indent: &str) -> String {
 /// A complete, commented configuration with fresh secrets and keys.
 pub fn generate<R: RngCore + CryptoRng>(
     rng: &mut R,
+    clock: &dyn crate::clock::Clock,
     options: &GenerateOptions,
 ) -> Result<String, crate::keys::KeyError> {
     let rsa = PrivateKey::generate_rsa(rng)?.to_pkcs8_pem()?;
@@ -676,7 +722,11 @@ pub fn generate<R: RngCore + CryptoRng>(
     let mut encryption = [0u8; 32];
     rng.fill_bytes(&mut encryption);
     let matrix_secret = random_string(rng, 48);
-    let client_id = ulid::Ulid::from_parts(0, u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+    let millis = u64::try_from(clock.now().timestamp_millis()).unwrap_or(0);
+    let client_id = ulid::Ulid::from_parts(
+        millis,
+        u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
+    );
     let client_secret = random_string(rng, 40);
 
     Ok(format!(
@@ -752,7 +802,13 @@ mod tests {
     use super::*;
 
     fn generated() -> String {
-        generate(&mut StdRng::seed_from_u64(1), &GenerateOptions::default()).unwrap()
+        let clock = crate::clock::MockClock::default();
+        generate(
+            &mut StdRng::seed_from_u64(1),
+            &clock,
+            &GenerateOptions::default(),
+        )
+        .unwrap()
     }
 
     fn no_env() -> Vec<(String, String)> {
@@ -774,11 +830,23 @@ mod tests {
     #[test]
     fn environment_overrides() {
         let env = vec![
-            ("PROVIDER__DATABASE__URL".to_owned(), "postgres://db/provider".to_owned()),
-            ("PROVIDER__DATABASE__MAX_CONNECTIONS".to_owned(), "25".to_owned()),
+            (
+                "PROVIDER__DATABASE__URL".to_owned(),
+                "postgres://db/provider".to_owned(),
+            ),
+            (
+                "PROVIDER__DATABASE__MAX_CONNECTIONS".to_owned(),
+                "25".to_owned(),
+            ),
             // the file has a string here, so digits stay a string
-            ("PROVIDER__MATRIX__SECRET".to_owned(), "0123456789012345678".to_owned()),
-            ("PROVIDER__CLIENTS__0__CLIENT_NAME".to_owned(), "Renamed".to_owned()),
+            (
+                "PROVIDER__MATRIX__SECRET".to_owned(),
+                "0123456789012345678".to_owned(),
+            ),
+            (
+                "PROVIDER__CLIENTS__0__CLIENT_NAME".to_owned(),
+                "Renamed".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let (config, settings) = parse(&generated(), env, Path::new(".")).unwrap();
@@ -792,22 +860,42 @@ mod tests {
     fn unknown_environment_paths_are_reported() {
         let env = vec![
             ("PROVIDER__HTTP__ISSUR".to_owned(), "x".to_owned()),
-            ("PROVIDER__CLIENTS__7__CLIENT_NAME".to_owned(), "x".to_owned()),
+            (
+                "PROVIDER__CLIENTS__7__CLIENT_NAME".to_owned(),
+                "x".to_owned(),
+            ),
         ];
         let problems = parse(&generated(), env, Path::new(".")).unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, vec!["clients[7].client_name", "http.issur"], "{problems:?}");
+        assert_eq!(
+            paths,
+            vec!["clients[7].client_name", "http.issur"],
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let broken = generated()
-            .replace("issuer: \"http://localhost:8080/\"", "issuer: \"https://auth.example.com\"\n  colour: blue")
+            .replace(
+                "issuer: \"http://localhost:8080/\"",
+                "issuer: \"https://auth.example.com\"\n  colour: blue",
+            )
             .replace("url: \"sqlite://provider.db\"", "url: \"mysql://db\"")
-            .replace("client_auth_method: client_secret_basic", "client_auth_method: magic")
-            .replace("\"https://client.example.com/callback\"", "\"https://client.example.com/cb#frag\"")
+            .replace(
+                "client_auth_method: client_secret_basic",
+                "client_auth_method: magic",
+            )
+            .replace(
+                "\"https://client.example.com/callback\"",
+                "\"https://client.example.com/cb#frag\"",
+            )
             .replace("listen: \"127.0.0.1:8080\"", "listen: \"everywhere\"");
-        let broken = broken.replacen("    - key: |\n", "    - key_file: /nonexistent/key.pem\n      key: |\n", 1);
+        let broken = broken.replacen(
+            "    - key: |\n",
+            "    - key_file: /nonexistent/key.pem\n      key: |\n",
+            1,
+        );
         let problems = parse(&broken, no_env(), Path::new(".")).unwrap_err();
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         let expect = [
@@ -821,7 +909,10 @@ mod tests {
             "clients[0].redirect_uris[0]: must not contain a fragment",
         ];
         for e in expect {
-            assert!(text.iter().any(|t| t.starts_with(e)), "missing `{e}` in {text:#?}");
+            assert!(
+                text.iter().any(|t| t.starts_with(e)),
+                "missing `{e}` in {text:#?}"
+            );
         }
         assert_eq!(text.len(), expect.len(), "{text:#?}");
     }
@@ -832,13 +923,24 @@ mod tests {
         assert!(p[0].message.starts_with("not valid YAML"), "{p:?}");
         let p = parse("", no_env(), Path::new(".")).unwrap_err();
         assert_eq!(p[0].message, "the file is empty");
-        let p = parse("http: {issuer: 'http://localhost/'}\nextra: 1\n", no_env(), Path::new("."))
-            .unwrap_err();
+        let p = parse(
+            "http: {issuer: 'http://localhost/'}\nextra: 1\n",
+            no_env(),
+            Path::new("."),
+        )
+        .unwrap_err();
         let text: Vec<String> = p.iter().map(ToString::to_string).collect();
         assert!(text.contains(&"extra: unknown key".to_owned()), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("missing field `secrets`")), "{text:?}");
-        let p = parse(&generated().replace("max_connections: 10", "max_connections: many"), no_env(), Path::new("."))
-            .unwrap_err();
+        assert!(
+            text.iter().any(|t| t.contains("missing field `secrets`")),
+            "{text:?}"
+        );
+        let p = parse(
+            &generated().replace("max_connections: 10", "max_connections: many"),
+            no_env(),
+            Path::new("."),
+        )
+        .unwrap_err();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].path, "database.max_connections", "{p:?}");
     }

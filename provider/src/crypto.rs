@@ -87,11 +87,17 @@ mod tests {
         let b = enc.encrypt(&mut rng, "s3cret");
         assert_ne!(a, b, "a fresh nonce each time");
         assert_eq!(enc.decrypt(&a).unwrap(), "s3cret");
-        assert_eq!(Encrypter::new(&[8; 32]).decrypt(&a), Err(CryptoError::Decrypt));
+        assert_eq!(
+            Encrypter::new(&[8; 32]).decrypt(&a),
+            Err(CryptoError::Decrypt)
+        );
         let mut raw = STANDARD.decode(&a).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(enc.decrypt(&STANDARD.encode(raw)), Err(CryptoError::Decrypt));
+        assert_eq!(
+            enc.decrypt(&STANDARD.encode(raw)),
+            Err(CryptoError::Decrypt)
+        );
         assert_eq!(enc.decrypt("%%%"), Err(CryptoError::Encoding));
         assert_eq!(enc.decrypt("AAAA"), Err(CryptoError::Decrypt));
     }

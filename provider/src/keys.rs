@@ -28,7 +28,10 @@ pub enum KeyError {
     #[error("unsupported key: {0}")]
     Unsupported(String),
     #[error("invalid {format} key: {reason}")]
-    Invalid { format: &'static str, reason: String },
+    Invalid {
+        format: &'static str,
+        reason: String,
+    },
     #[error("RSA key of {0} bits is too short: at least 2048 bits are required")]
     TooShort(usize),
     #[error("no RSA key: RS256 must always be available (OIDC Core §15.1)")]
@@ -78,22 +81,21 @@ impl PrivateKey {
             .map(str::trim)
             .find_map(|l| l.strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
             .ok_or(KeyError::NotPem)?;
-        let invalid = |format: &'static str| move |e: &dyn std::fmt::Display| KeyError::Invalid {
-            format,
-            reason: e.to_string(),
+        let invalid = |format: &'static str| {
+            move |e: &dyn std::fmt::Display| KeyError::Invalid {
+                format,
+                reason: e.to_string(),
+            }
         };
         let key = match label {
             "RSA PRIVATE KEY" => Self::Rsa(Box::new(
                 RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| invalid("PKCS#1")(&e))?,
             )),
-            "EC PRIVATE KEY" => {
-                Self::P256(p256::SecretKey::from_sec1_pem(pem).map_err(|_| {
-                    KeyError::Unsupported(
-                        "this SEC1 key is not a valid NIST P-256 key (only P-256 is supported)"
-                            .into(),
-                    )
-                })?)
-            }
+            "EC PRIVATE KEY" => Self::P256(p256::SecretKey::from_sec1_pem(pem).map_err(|_| {
+                KeyError::Unsupported(
+                    "this SEC1 key is not a valid NIST P-256 key (only P-256 is supported)".into(),
+                )
+            })?),
             "PRIVATE KEY" => {
                 if let Ok(key) = RsaPrivateKey::from_pkcs8_pem(pem) {
                     Self::Rsa(Box::new(key))
@@ -270,7 +272,10 @@ mod tests {
             "kty": "RSA",
             "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
         });
-        assert_eq!(thumbprint_of(&members), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            thumbprint_of(&members),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     fn rsa_key() -> RsaPrivateKey {
@@ -306,18 +311,31 @@ mod tests {
     #[test]
     fn refuses_bad_keys_with_a_reason() {
         assert_eq!(PrivateKey::from_pem("hello").unwrap_err(), KeyError::NotPem);
-        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        assert_eq!(PrivateKey::from_pem(encrypted).unwrap_err(), KeyError::Encrypted);
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert_eq!(
+            PrivateKey::from_pem(encrypted).unwrap_err(),
+            KeyError::Encrypted
+        );
         let garbage = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
         assert!(matches!(
             PrivateKey::from_pem(garbage).unwrap_err(),
-            KeyError::Invalid { format: "PKCS#1", .. }
+            KeyError::Invalid {
+                format: "PKCS#1",
+                ..
+            }
         ));
         let cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert!(matches!(PrivateKey::from_pem(cert).unwrap_err(), KeyError::Unsupported(_)));
+        assert!(matches!(
+            PrivateKey::from_pem(cert).unwrap_err(),
+            KeyError::Unsupported(_)
+        ));
         let short = RsaPrivateKey::new(&mut StdRng::seed_from_u64(3), 1024).unwrap();
         let short = short.to_pkcs8_pem(LineEnding::LF).unwrap();
-        assert_eq!(PrivateKey::from_pem(&short).unwrap_err(), KeyError::TooShort(1024));
+        assert_eq!(
+            PrivateKey::from_pem(&short).unwrap_err(),
+            KeyError::TooShort(1024)
+        );
     }
 
     #[test]
@@ -345,7 +363,10 @@ mod tests {
                 assert!(key.get(private).is_none(), "{private} leaked");
             }
         }
-        assert_eq!(Keystore::new(vec![ec.clone()]).unwrap_err(), KeyError::NoRsaKey);
+        assert_eq!(
+            Keystore::new(vec![ec.clone()]).unwrap_err(),
+            KeyError::NoRsaKey
+        );
         assert_eq!(
             Keystore::new(vec![rsa.clone(), rsa.clone()]).unwrap_err(),
             KeyError::DuplicateKid(rsa.kid.clone())

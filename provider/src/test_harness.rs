@@ -75,6 +75,8 @@ impl TestDb {
             skip_once();
             return None;
         };
+        // Unique across test processes sharing one server: wall clock and OS randomness.
+        #[allow(clippy::disallowed_methods)]
         let name = format!(
             "provider_test_{}",
             ulid::Ulid::new().to_string().to_lowercase()
@@ -228,4 +230,83 @@ macro_rules! backend_tests {
             }
         )+
     };
+}
+
+/// A provider served in-process on an ephemeral port, on a test database.
+pub struct TestProvider {
+    /// The issuer and base URL, `http://127.0.0.1:<port>/`.
+    pub base_url: url::Url,
+    pub settings: crate::config::Settings,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestProvider {
+    /// Generates a configuration (fixed seed) for `db`, syncs it and serves it.
+    pub async fn start(db: &TestDb) -> Self {
+        use rand::SeedableRng as _;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("the bound address");
+        let options = crate::config::GenerateOptions {
+            issuer: format!("http://{addr}/"),
+            listen: addr.to_string(),
+            database_url: db.url.clone(),
+            ..Default::default()
+        };
+        let text = crate::config::generate(
+            &mut rand::rngs::StdRng::seed_from_u64(7),
+            db.clock.as_ref(),
+            &options,
+        )
+        .expect("generate a configuration");
+        let (_, settings) = crate::config::parse(&text, Vec::new(), std::path::Path::new("."))
+            .expect("the generated configuration is valid");
+        crate::server::prepare(&db.storage, &settings, false)
+            .await
+            .expect("sync the static clients");
+        let router = crate::app::router(crate::app::AppState::new(
+            settings.clone(),
+            db.storage.clone(),
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            base_url: settings.public_base.clone(),
+            settings,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// An absolute URL on this provider.
+    pub fn url(&self, path: &str) -> String {
+        crate::endpoints::url(&self.base_url, path).to_string()
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestProvider {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }

@@ -1,10 +1,275 @@
-//! SCAFFOLD: to be written
+//! OAuth 2.0 clients: static ones written from the config by `config sync`, dynamic ones from
+//! registration (RFC 7591, MSC2966).
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ulid::Ulid;
+
+use super::{
+    for_each_backend,
+    types::{DbId, Ts},
+    StorageError,
+};
+
+/// A registered OAuth 2.0 client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    /// The internal ID, what other tables refer to.
+    pub id: Ulid,
+    /// The public `client_id` (RFC 6749 §2.2).
+    pub client_id: String,
+    /// Written by `config sync`: the config owns it.
+    pub is_static: bool,
+    /// The client secret encrypted with the configured key (never hashed: `client_secret_jwt`
+    /// needs the plain value); `None` for public and `private_key_jwt` clients.
+    pub encrypted_client_secret: Option<String>,
+    /// `none`, `client_secret_basic`, `client_secret_post`, `client_secret_jwt` or
+    /// `private_key_jwt` (RFC 7591 §2).
+    pub token_endpoint_auth_method: String,
+    /// The registered client metadata (RFC 7591 §2), a JSON object.
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`ClientRepository::upsert_static`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// There was no client with that `client_id`: it was created.
+    Created,
+    /// The client existed with other values: they were replaced.
+    Updated,
+    /// The client existed with exactly these values: nothing was written.
+    Unchanged,
+}
+
 #[async_trait]
-pub trait ClientRepository: Send {}
-macro_rules! implementation {
-    ($r:ty) => {
-        impl ClientRepository for $r {}
+pub trait ClientRepository: Send {
+    /// Registers a client; [`StorageError::Conflict`] when the `client_id` is taken.
+    async fn add(
+        &mut self,
+        client_id: &str,
+        is_static: bool,
+        encrypted_client_secret: Option<&str>,
+        token_endpoint_auth_method: &str,
+        metadata: &serde_json::Value,
+    ) -> Result<Client, StorageError>;
+
+    /// The client with this internal ID.
+    async fn lookup(&mut self, id: Ulid) -> Result<Option<Client>, StorageError>;
+
+    /// The client with this public `client_id` (what requests carry).
+    async fn find_by_client_id(&mut self, client_id: &str) -> Result<Option<Client>, StorageError>;
+
+    /// Every static client, by `client_id`.
+    async fn list_static(&mut self) -> Result<Vec<Client>, StorageError>;
+
+    /// Makes the static client `client_id` hold these values (what `config sync` does for each
+    /// configured client): creates it, replaces its secret, method and metadata (bumping
+    /// `updated_at`), or leaves it alone when they are already equal (metadata is compared as
+    /// JSON, not as text). [`StorageError::Conflict`] when a dynamic client holds the `client_id`:
+    /// the config does not take over registered clients.
+    ///
+    /// An encrypted secret usually differs at each encryption (random nonce): pass the stored
+    /// ciphertext when the plain secret did not change, or every sync reports an update.
+    async fn upsert_static(
+        &mut self,
+        client_id: &str,
+        encrypted_client_secret: Option<&str>,
+        token_endpoint_auth_method: &str,
+        metadata: &serde_json::Value,
+    ) -> Result<(Client, Upserted), StorageError>;
+
+    /// Deletes a client, and with it (cascade) its sessions, tokens, grants and consents.
+    /// `false` when there was none.
+    async fn delete(&mut self, id: Ulid) -> Result<bool, StorageError>;
+}
+
+#[derive(sqlx::FromRow)]
+struct ClientRow {
+    id: DbId,
+    client_id: String,
+    is_static: bool,
+    encrypted_client_secret: Option<String>,
+    token_endpoint_auth_method: String,
+    metadata: sqlx::types::Json<serde_json::Value>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl From<ClientRow> for Client {
+    fn from(r: ClientRow) -> Self {
+        Self {
+            id: r.id.0,
+            client_id: r.client_id,
+            is_static: r.is_static,
+            encrypted_client_secret: r.encrypted_client_secret,
+            token_endpoint_auth_method: r.token_endpoint_auth_method,
+            metadata: r.metadata.0,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+macro_rules! client_columns {
+    () => {
+        "id, client_id, is_static, encrypted_client_secret, token_endpoint_auth_method, \
+         metadata, created_at, updated_at"
     };
 }
-super::for_each_backend!(implementation);
+
+macro_rules! implementation {
+    ($repo:ty) => {
+        #[async_trait]
+        impl ClientRepository for $repo {
+            async fn add(
+                &mut self,
+                client_id: &str,
+                is_static: bool,
+                encrypted_client_secret: Option<&str>,
+                token_endpoint_auth_method: &str,
+                metadata: &serde_json::Value,
+            ) -> Result<Client, StorageError> {
+                let now = self.now();
+                let client = Client {
+                    id: self.new_id(),
+                    client_id: client_id.to_owned(),
+                    is_static,
+                    encrypted_client_secret: encrypted_client_secret.map(str::to_owned),
+                    token_endpoint_auth_method: token_endpoint_auth_method.to_owned(),
+                    metadata: metadata.clone(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                let done = sqlx::query(concat!(
+                    "INSERT INTO oauth2_clients (",
+                    client_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+                ))
+                .bind(DbId(client.id))
+                .bind(&client.client_id)
+                .bind(client.is_static)
+                .bind(client.encrypted_client_secret.as_deref())
+                .bind(&client.token_endpoint_auth_method)
+                .bind(sqlx::types::Json(&client.metadata))
+                .bind(Ts(now))
+                .bind(Ts(now))
+                .execute(self.conn())
+                .await?;
+                StorageError::inserted(done, "client")?;
+                Ok(client)
+            }
+
+            async fn lookup(&mut self, id: Ulid) -> Result<Option<Client>, StorageError> {
+                let row: Option<ClientRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM oauth2_clients WHERE id = $1"
+                ))
+                .bind(DbId(id))
+                .fetch_optional(self.conn())
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn find_by_client_id(
+                &mut self,
+                client_id: &str,
+            ) -> Result<Option<Client>, StorageError> {
+                let row: Option<ClientRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM oauth2_clients WHERE client_id = $1"
+                ))
+                .bind(client_id)
+                .fetch_optional(self.conn())
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_static(&mut self) -> Result<Vec<Client>, StorageError> {
+                let rows: Vec<ClientRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM oauth2_clients WHERE is_static ORDER BY client_id"
+                ))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn upsert_static(
+                &mut self,
+                client_id: &str,
+                encrypted_client_secret: Option<&str>,
+                token_endpoint_auth_method: &str,
+                metadata: &serde_json::Value,
+            ) -> Result<(Client, Upserted), StorageError> {
+                let now = Ts(self.now());
+                let id = self.new_id();
+                // Insert first: no read-then-insert race between two replicas syncing at once.
+                let created: Option<ClientRow> = sqlx::query_as(concat!(
+                    "INSERT INTO oauth2_clients (",
+                    client_columns!(),
+                    ") VALUES ($1, $2, TRUE, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING \
+                     RETURNING ",
+                    client_columns!()
+                ))
+                .bind(DbId(id))
+                .bind(client_id)
+                .bind(encrypted_client_secret)
+                .bind(token_endpoint_auth_method)
+                .bind(sqlx::types::Json(metadata))
+                .bind(now)
+                .fetch_optional(self.conn())
+                .await?;
+                if let Some(row) = created {
+                    return Ok((row.into(), Upserted::Created));
+                }
+
+                let existing = ClientRepository::find_by_client_id(self, client_id)
+                    .await?
+                    .ok_or(StorageError::NotFound("client"))?;
+                if !existing.is_static {
+                    return Err(StorageError::Conflict("client"));
+                }
+                // Compared here rather than in SQL: JSON equality ignores key order and
+                // formatting, which a text comparison (SQLite) would not.
+                if existing.encrypted_client_secret.as_deref() == encrypted_client_secret
+                    && existing.token_endpoint_auth_method == token_endpoint_auth_method
+                    && existing.metadata == *metadata
+                {
+                    return Ok((existing, Upserted::Unchanged));
+                }
+                let row: Option<ClientRow> = sqlx::query_as(concat!(
+                    "UPDATE oauth2_clients SET encrypted_client_secret = $2, \
+                     token_endpoint_auth_method = $3, metadata = $4, updated_at = $5 \
+                     WHERE id = $1 AND is_static RETURNING ",
+                    client_columns!()
+                ))
+                .bind(DbId(existing.id))
+                .bind(encrypted_client_secret)
+                .bind(token_endpoint_auth_method)
+                .bind(sqlx::types::Json(metadata))
+                .bind(now)
+                .fetch_optional(self.conn())
+                .await?;
+                let client = row
+                    .map(Client::from)
+                    .ok_or(StorageError::NotFound("client"))?;
+                Ok((client, Upserted::Updated))
+            }
+
+            async fn delete(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query("DELETE FROM oauth2_clients WHERE id = $1")
+                    .bind(DbId(id))
+                    .execute(self.conn())
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+    };
+}
+
+for_each_backend!(implementation);

@@ -1,16 +1,732 @@
-//! SCAFFOLD: to be written
+//! OAuth 2.0 sessions (one per grant a user or client obtained) and their access and refresh
+//! tokens.
+//!
+//! State changes that decide who wins a race (finishing a session, revoking a token, consuming a
+//! refresh token) are compare-and-set updates: `Ok(true)` when this call made the change,
+//! `Ok(false)` when the row was already past that state, [`StorageError::NotFound`] when there is
+//! no such row.
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ulid::Ulid;
+
+use super::{
+    for_each_backend,
+    types::{db_precision, DbId, Ts},
+    StorageError, TokenHash,
+};
+
+/// A grant given to a client: the scope it may use, for a user (or for itself, with
+/// `client_credentials`), until it is finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Session {
+    pub id: Ulid,
+    /// `None` for `client_credentials` sessions.
+    pub user_id: Option<Ulid>,
+    /// The internal ID of the client ([`super::Client::id`]).
+    pub client_id: Ulid,
+    /// The browser session the user approved it from, if any.
+    pub browser_session_id: Option<Ulid>,
+    /// The granted scope, space-separated (RFC 6749 §3.3).
+    pub scope: String,
+    /// The Matrix device of the device scope (MSC2967), if any.
+    pub device_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_active_at: Option<DateTime<Utc>>,
+    pub user_agent: Option<String>,
+}
+
+impl OAuth2Session {
+    /// A finished session is over for good: its tokens are inactive.
+    pub fn is_active(&self) -> bool {
+        self.finished_at.is_none()
+    }
+}
+
+/// What a new [`OAuth2Session`] is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct NewOAuth2Session<'a> {
+    /// `None` for `client_credentials` sessions.
+    pub user_id: Option<Ulid>,
+    /// The internal ID of the client.
+    pub client_id: Ulid,
+    pub browser_session_id: Option<Ulid>,
+    /// The granted scope, space-separated.
+    pub scope: &'a str,
+    pub device_id: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// An access token of a session, known by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub id: Ulid,
+    pub session_id: Ulid,
+    pub token_hash: TokenHash,
+    pub created_at: DateTime<Utc>,
+    /// `None`: never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl AccessToken {
+    /// Neither revoked nor expired at `now` (a token is expired from its `expires_at` on). Says
+    /// nothing about the session: see [`AccessTokenRepository::find_active_by_hash_with_session`].
+    pub fn is_valid_at(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
+    }
+}
+
+/// A refresh token of a session, known by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub id: Ulid,
+    pub session_id: Ulid,
+    pub token_hash: TokenHash,
+    /// The access token issued together with it.
+    pub access_token_id: Option<Ulid>,
+    pub created_at: DateTime<Utc>,
+    /// When it was exchanged for new tokens (rotation, RFC 6749 §6 / RFC 9700 §4.14.2).
+    pub consumed_at: Option<DateTime<Utc>>,
+    /// The refresh token issued in its place.
+    pub next_refresh_token_id: Option<Ulid>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl RefreshToken {
+    /// Neither consumed nor revoked: it may be exchanged.
+    pub fn is_usable(&self) -> bool {
+        self.consumed_at.is_none() && self.revoked_at.is_none()
+    }
+}
+
 #[async_trait]
-pub trait OAuth2SessionRepository: Send {}
+pub trait OAuth2SessionRepository: Send {
+    /// Starts a session.
+    async fn add(&mut self, new: NewOAuth2Session<'_>) -> Result<OAuth2Session, StorageError>;
+
+    /// The session with this ID, finished or not.
+    async fn lookup(&mut self, id: Ulid) -> Result<Option<OAuth2Session>, StorageError>;
+
+    /// The user's sessions that are not finished, oldest first.
+    async fn list_active_for_user(
+        &mut self,
+        user_id: Ulid,
+    ) -> Result<Vec<OAuth2Session>, StorageError>;
+
+    /// Finishes a session (logout, revocation, reuse of a consumed refresh token): its tokens
+    /// stop being active at once. Compare-and-set: `true` when this call finished it, `false`
+    /// when it was finished already (the first `finished_at` stays).
+    async fn finish(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Finishes every unfinished session started from a browser session (the user logged out
+    /// of the browser); returns how many it finished.
+    async fn finish_all_for_browser_session(
+        &mut self,
+        browser_session_id: Ulid,
+    ) -> Result<u64, StorageError>;
+
+    /// Records that the session was used now; returns the session as it is now.
+    async fn touch(&mut self, id: Ulid) -> Result<OAuth2Session, StorageError>;
+}
+
 #[async_trait]
-pub trait AccessTokenRepository: Send {}
+pub trait AccessTokenRepository: Send {
+    /// Stores a new access token of a session; `expires_at` is kept at database precision
+    /// (milliseconds). [`StorageError::Conflict`] when the hash is taken.
+    async fn add(
+        &mut self,
+        session_id: Ulid,
+        token_hash: &TokenHash,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<AccessToken, StorageError>;
+
+    /// The access token with this ID, whatever its state.
+    async fn lookup(&mut self, id: Ulid) -> Result<Option<AccessToken>, StorageError>;
+
+    /// The access token with this hash, whatever its state (introspection of inactive tokens,
+    /// RFC 7009 revocation).
+    async fn find_by_hash(
+        &mut self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<AccessToken>, StorageError>;
+
+    /// The hot path of every API call (introspection, userinfo): in one query, the token with
+    /// this hash and its session, only when the token is not revoked, not expired at `now`
+    /// (expired from `expires_at` on) and the session is not finished. Whether the user may
+    /// still use it (locked, deactivated) is for the caller to check.
+    async fn find_active_by_hash_with_session(
+        &mut self,
+        token_hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(AccessToken, OAuth2Session)>, StorageError>;
+
+    /// Revokes an access token (RFC 7009). Compare-and-set: `true` when this call revoked it,
+    /// `false` when it was revoked already.
+    async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Revokes every unrevoked access token of a session; returns how many.
+    async fn revoke_all_for_session(&mut self, session_id: Ulid) -> Result<u64, StorageError>;
+}
+
 #[async_trait]
-pub trait RefreshTokenRepository: Send {}
-macro_rules! implementation {
-    ($r:ty) => {
-        impl OAuth2SessionRepository for $r {}
-        impl AccessTokenRepository for $r {}
-        impl RefreshTokenRepository for $r {}
+pub trait RefreshTokenRepository: Send {
+    /// Stores a new refresh token of a session, issued together with `access_token_id`.
+    /// [`StorageError::Conflict`] when the hash is taken.
+    async fn add(
+        &mut self,
+        session_id: Ulid,
+        token_hash: &TokenHash,
+        access_token_id: Option<Ulid>,
+    ) -> Result<RefreshToken, StorageError>;
+
+    /// The refresh token with this ID, whatever its state (e.g. the successor of a consumed
+    /// one, to see whether it was used yet).
+    async fn lookup(&mut self, id: Ulid) -> Result<Option<RefreshToken>, StorageError>;
+
+    /// The refresh token with this hash, whatever its state: the refresh grant needs to see
+    /// consumed ones to detect replays.
+    async fn find_by_hash(
+        &mut self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<RefreshToken>, StorageError>;
+
+    /// Rotation (RFC 6749 §6, RFC 9700 §4.14.2): marks the token consumed and replaced by
+    /// `next_refresh_token_id` (add the new token first, in the same transaction).
+    /// Compare-and-set: `true` when this call consumed it; `false` when it was consumed or
+    /// revoked already, i.e. a concurrent refresh won or this is a replay: roll back what this
+    /// request issued.
+    async fn consume(
+        &mut self,
+        id: Ulid,
+        next_refresh_token_id: Ulid,
+    ) -> Result<bool, StorageError>;
+
+    /// Revokes a refresh token (RFC 7009). Compare-and-set: `true` when this call revoked it,
+    /// `false` when it was revoked already.
+    async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Revokes every unrevoked refresh token of a session; returns how many.
+    async fn revoke_all_for_session(&mut self, session_id: Ulid) -> Result<u64, StorageError>;
+}
+
+/// A stored hash back to a [`TokenHash`].
+pub(super) fn decode_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageError> {
+    TokenHash::try_from(bytes)
+        .map_err(|b| StorageError::Invalid(format!("a token hash of {} bytes", b.len())))
+}
+
+/// The outcome of a compare-and-set `UPDATE … WHERE id = $1 AND <state>`: `Ok(true)` when it
+/// changed the row, `Ok(false)` when the row is there but was not in that state,
+/// [`StorageError::NotFound`] when there is no such row.
+macro_rules! compare_and_set {
+    ($self:ident, $done:expr, $table:literal, $id:expr, $what:literal) => {{
+        if $done.rows_affected() > 0 {
+            Ok(true)
+        } else {
+            let found: Option<DbId> =
+                sqlx::query_scalar(concat!("SELECT id FROM ", $table, " WHERE id = $1"))
+                    .bind(DbId($id))
+                    .fetch_optional($self.conn())
+                    .await?;
+            match found {
+                Some(_) => Ok(false),
+                None => Err(StorageError::NotFound($what)),
+            }
+        }
+    }};
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: DbId,
+    user_id: Option<DbId>,
+    client_id: DbId,
+    browser_session_id: Option<DbId>,
+    scope: String,
+    device_id: Option<String>,
+    created_at: Ts,
+    finished_at: Option<Ts>,
+    last_active_at: Option<Ts>,
+    user_agent: Option<String>,
+}
+
+impl From<SessionRow> for OAuth2Session {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            id: r.id.0,
+            user_id: r.user_id.map(Into::into),
+            client_id: r.client_id.0,
+            browser_session_id: r.browser_session_id.map(Into::into),
+            scope: r.scope,
+            device_id: r.device_id,
+            created_at: r.created_at.0,
+            finished_at: r.finished_at.map(Into::into),
+            last_active_at: r.last_active_at.map(Into::into),
+            user_agent: r.user_agent,
+        }
+    }
+}
+
+macro_rules! session_columns {
+    () => {
+        "id, user_id, client_id, browser_session_id, scope, device_id, created_at, finished_at, \
+         last_active_at, user_agent"
     };
 }
-super::for_each_backend!(implementation);
+
+#[derive(sqlx::FromRow)]
+struct AccessTokenRow {
+    id: DbId,
+    session_id: DbId,
+    token_hash: Vec<u8>,
+    created_at: Ts,
+    expires_at: Option<Ts>,
+    revoked_at: Option<Ts>,
+}
+
+impl TryFrom<AccessTokenRow> for AccessToken {
+    type Error = StorageError;
+
+    fn try_from(r: AccessTokenRow) -> Result<Self, StorageError> {
+        Ok(Self {
+            id: r.id.0,
+            session_id: r.session_id.0,
+            token_hash: decode_hash(r.token_hash)?,
+            created_at: r.created_at.0,
+            expires_at: r.expires_at.map(Into::into),
+            revoked_at: r.revoked_at.map(Into::into),
+        })
+    }
+}
+
+macro_rules! access_token_columns {
+    () => {
+        "id, session_id, token_hash, created_at, expires_at, revoked_at"
+    };
+}
+
+/// A token joined with its session: the columns of both, prefixed `t_` and `s_`.
+#[derive(sqlx::FromRow)]
+struct TokenWithSessionRow {
+    t_id: DbId,
+    t_session_id: DbId,
+    t_token_hash: Vec<u8>,
+    t_created_at: Ts,
+    t_expires_at: Option<Ts>,
+    t_revoked_at: Option<Ts>,
+    s_id: DbId,
+    s_user_id: Option<DbId>,
+    s_client_id: DbId,
+    s_browser_session_id: Option<DbId>,
+    s_scope: String,
+    s_device_id: Option<String>,
+    s_created_at: Ts,
+    s_finished_at: Option<Ts>,
+    s_last_active_at: Option<Ts>,
+    s_user_agent: Option<String>,
+}
+
+impl TryFrom<TokenWithSessionRow> for (AccessToken, OAuth2Session) {
+    type Error = StorageError;
+
+    fn try_from(r: TokenWithSessionRow) -> Result<Self, StorageError> {
+        let token = AccessTokenRow {
+            id: r.t_id,
+            session_id: r.t_session_id,
+            token_hash: r.t_token_hash,
+            created_at: r.t_created_at,
+            expires_at: r.t_expires_at,
+            revoked_at: r.t_revoked_at,
+        };
+        let session = SessionRow {
+            id: r.s_id,
+            user_id: r.s_user_id,
+            client_id: r.s_client_id,
+            browser_session_id: r.s_browser_session_id,
+            scope: r.s_scope,
+            device_id: r.s_device_id,
+            created_at: r.s_created_at,
+            finished_at: r.s_finished_at,
+            last_active_at: r.s_last_active_at,
+            user_agent: r.s_user_agent,
+        };
+        Ok((token.try_into()?, session.into()))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshTokenRow {
+    id: DbId,
+    session_id: DbId,
+    token_hash: Vec<u8>,
+    access_token_id: Option<DbId>,
+    created_at: Ts,
+    consumed_at: Option<Ts>,
+    next_refresh_token_id: Option<DbId>,
+    revoked_at: Option<Ts>,
+}
+
+impl TryFrom<RefreshTokenRow> for RefreshToken {
+    type Error = StorageError;
+
+    fn try_from(r: RefreshTokenRow) -> Result<Self, StorageError> {
+        Ok(Self {
+            id: r.id.0,
+            session_id: r.session_id.0,
+            token_hash: decode_hash(r.token_hash)?,
+            access_token_id: r.access_token_id.map(Into::into),
+            created_at: r.created_at.0,
+            consumed_at: r.consumed_at.map(Into::into),
+            next_refresh_token_id: r.next_refresh_token_id.map(Into::into),
+            revoked_at: r.revoked_at.map(Into::into),
+        })
+    }
+}
+
+macro_rules! refresh_token_columns {
+    () => {
+        "id, session_id, token_hash, access_token_id, created_at, consumed_at, \
+         next_refresh_token_id, revoked_at"
+    };
+}
+
+macro_rules! implementation {
+    ($repo:ty) => {
+        #[async_trait]
+        impl OAuth2SessionRepository for $repo {
+            async fn add(
+                &mut self,
+                new: NewOAuth2Session<'_>,
+            ) -> Result<OAuth2Session, StorageError> {
+                let session = OAuth2Session {
+                    id: self.new_id(),
+                    user_id: new.user_id,
+                    client_id: new.client_id,
+                    browser_session_id: new.browser_session_id,
+                    scope: new.scope.to_owned(),
+                    device_id: new.device_id.map(str::to_owned),
+                    created_at: self.now(),
+                    finished_at: None,
+                    last_active_at: None,
+                    user_agent: new.user_agent.map(str::to_owned),
+                };
+                sqlx::query(
+                    "INSERT INTO oauth2_sessions \
+                     (id, user_id, client_id, browser_session_id, scope, device_id, created_at, \
+                      user_agent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(DbId(session.id))
+                .bind(session.user_id.map(DbId))
+                .bind(DbId(session.client_id))
+                .bind(session.browser_session_id.map(DbId))
+                .bind(&session.scope)
+                .bind(session.device_id.as_deref())
+                .bind(Ts(session.created_at))
+                .bind(session.user_agent.as_deref())
+                .execute(self.conn())
+                .await?;
+                Ok(session)
+            }
+
+            async fn lookup(&mut self, id: Ulid) -> Result<Option<OAuth2Session>, StorageError> {
+                let row: Option<SessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM oauth2_sessions WHERE id = $1"
+                ))
+                .bind(DbId(id))
+                .fetch_optional(self.conn())
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_active_for_user(
+                &mut self,
+                user_id: Ulid,
+            ) -> Result<Vec<OAuth2Session>, StorageError> {
+                let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM oauth2_sessions WHERE user_id = $1 AND finished_at IS NULL \
+                      ORDER BY created_at, id"
+                ))
+                .bind(DbId(user_id))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn finish(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_sessions SET finished_at = $2 \
+                     WHERE id = $1 AND finished_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "oauth2_sessions", id, "OAuth 2.0 session")
+            }
+
+            async fn finish_all_for_browser_session(
+                &mut self,
+                browser_session_id: Ulid,
+            ) -> Result<u64, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_sessions SET finished_at = $2 \
+                     WHERE browser_session_id = $1 AND finished_at IS NULL",
+                )
+                .bind(DbId(browser_session_id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn touch(&mut self, id: Ulid) -> Result<OAuth2Session, StorageError> {
+                let row: Option<SessionRow> = sqlx::query_as(concat!(
+                    "UPDATE oauth2_sessions SET last_active_at = $2 WHERE id = $1 RETURNING ",
+                    session_columns!()
+                ))
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(Into::into)
+                    .ok_or(StorageError::NotFound("OAuth 2.0 session"))
+            }
+        }
+
+        #[async_trait]
+        impl AccessTokenRepository for $repo {
+            async fn add(
+                &mut self,
+                session_id: Ulid,
+                token_hash: &TokenHash,
+                expires_at: Option<DateTime<Utc>>,
+            ) -> Result<AccessToken, StorageError> {
+                let token = AccessToken {
+                    id: self.new_id(),
+                    session_id,
+                    token_hash: *token_hash,
+                    created_at: self.now(),
+                    expires_at: expires_at.map(db_precision),
+                    revoked_at: None,
+                };
+                let done = sqlx::query(
+                    "INSERT INTO oauth2_access_tokens \
+                     (id, session_id, token_hash, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(DbId(token.id))
+                .bind(DbId(session_id))
+                .bind(&token_hash[..])
+                .bind(Ts(token.created_at))
+                .bind(token.expires_at.map(Ts))
+                .execute(self.conn())
+                .await?;
+                StorageError::inserted(done, "access token")?;
+                Ok(token)
+            }
+
+            async fn lookup(&mut self, id: Ulid) -> Result<Option<AccessToken>, StorageError> {
+                let row: Option<AccessTokenRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    access_token_columns!(),
+                    " FROM oauth2_access_tokens WHERE id = $1"
+                ))
+                .bind(DbId(id))
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn find_by_hash(
+                &mut self,
+                token_hash: &TokenHash,
+            ) -> Result<Option<AccessToken>, StorageError> {
+                let row: Option<AccessTokenRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    access_token_columns!(),
+                    " FROM oauth2_access_tokens WHERE token_hash = $1"
+                ))
+                .bind(&token_hash[..])
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn find_active_by_hash_with_session(
+                &mut self,
+                token_hash: &TokenHash,
+                now: DateTime<Utc>,
+            ) -> Result<Option<(AccessToken, OAuth2Session)>, StorageError> {
+                // One round trip: the unique hash index finds the token, the primary key its
+                // session. An expired, revoked or finished-session token is simply not found.
+                let row: Option<TokenWithSessionRow> = sqlx::query_as(
+                    "SELECT t.id AS t_id, t.session_id AS t_session_id, \
+                            t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
+                            t.expires_at AS t_expires_at, t.revoked_at AS t_revoked_at, \
+                            s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
+                            s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
+                            s.device_id AS s_device_id, s.created_at AS s_created_at, \
+                            s.finished_at AS s_finished_at, \
+                            s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent \
+                     FROM oauth2_access_tokens t \
+                     JOIN oauth2_sessions s ON s.id = t.session_id \
+                     WHERE t.token_hash = $1 \
+                       AND t.revoked_at IS NULL \
+                       AND (t.expires_at IS NULL OR t.expires_at > $2) \
+                       AND s.finished_at IS NULL",
+                )
+                .bind(&token_hash[..])
+                .bind(Ts(now))
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_access_tokens SET revoked_at = $2 \
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "oauth2_access_tokens", id, "access token")
+            }
+
+            async fn revoke_all_for_session(
+                &mut self,
+                session_id: Ulid,
+            ) -> Result<u64, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_access_tokens SET revoked_at = $2 \
+                     WHERE session_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(DbId(session_id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl RefreshTokenRepository for $repo {
+            async fn add(
+                &mut self,
+                session_id: Ulid,
+                token_hash: &TokenHash,
+                access_token_id: Option<Ulid>,
+            ) -> Result<RefreshToken, StorageError> {
+                let token = RefreshToken {
+                    id: self.new_id(),
+                    session_id,
+                    token_hash: *token_hash,
+                    access_token_id,
+                    created_at: self.now(),
+                    consumed_at: None,
+                    next_refresh_token_id: None,
+                    revoked_at: None,
+                };
+                let done = sqlx::query(
+                    "INSERT INTO oauth2_refresh_tokens \
+                     (id, session_id, token_hash, access_token_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(DbId(token.id))
+                .bind(DbId(session_id))
+                .bind(&token_hash[..])
+                .bind(access_token_id.map(DbId))
+                .bind(Ts(token.created_at))
+                .execute(self.conn())
+                .await?;
+                StorageError::inserted(done, "refresh token")?;
+                Ok(token)
+            }
+
+            async fn lookup(&mut self, id: Ulid) -> Result<Option<RefreshToken>, StorageError> {
+                let row: Option<RefreshTokenRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    refresh_token_columns!(),
+                    " FROM oauth2_refresh_tokens WHERE id = $1"
+                ))
+                .bind(DbId(id))
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn find_by_hash(
+                &mut self,
+                token_hash: &TokenHash,
+            ) -> Result<Option<RefreshToken>, StorageError> {
+                let row: Option<RefreshTokenRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    refresh_token_columns!(),
+                    " FROM oauth2_refresh_tokens WHERE token_hash = $1"
+                ))
+                .bind(&token_hash[..])
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn consume(
+                &mut self,
+                id: Ulid,
+                next_refresh_token_id: Ulid,
+            ) -> Result<bool, StorageError> {
+                // RFC 6749 §6 / RFC 9700 §4.14.2: a refresh token is exchanged once. Two
+                // concurrent refreshes with the same token both get here; the condition lets
+                // exactly one of them set `consumed_at`.
+                let done = sqlx::query(
+                    "UPDATE oauth2_refresh_tokens \
+                     SET consumed_at = $2, next_refresh_token_id = $3 \
+                     WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .bind(DbId(next_refresh_token_id))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "oauth2_refresh_tokens", id, "refresh token")
+            }
+
+            async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_refresh_tokens SET revoked_at = $2 \
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "oauth2_refresh_tokens", id, "refresh token")
+            }
+
+            async fn revoke_all_for_session(
+                &mut self,
+                session_id: Ulid,
+            ) -> Result<u64, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_refresh_tokens SET revoked_at = $2 \
+                     WHERE session_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(DbId(session_id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+for_each_backend!(implementation);

@@ -26,7 +26,7 @@ async fn users(db: TestDb) {
         Some(alice.clone())
     );
     assert_eq!(repo.users().find_by_username("bob").await.unwrap(), None);
-    assert_eq!(repo.users().lookup(ulid::Ulid::new()).await.unwrap(), None);
+    assert_eq!(repo.users().lookup(ulid::Ulid::nil()).await.unwrap(), None);
 
     db.clock.advance(Duration::minutes(1));
     let locked = repo.users().set_locked(alice.id, true).await.unwrap();
@@ -47,7 +47,7 @@ async fn users(db: TestDb) {
         .unwrap();
     assert!(admin.can_request_admin);
     assert!(matches!(
-        repo.users().set_locked(ulid::Ulid::new(), true).await,
+        repo.users().set_locked(ulid::Ulid::nil(), true).await,
         Err(StorageError::NotFound("user"))
     ));
 

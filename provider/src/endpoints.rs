@@ -1,0 +1,39 @@
+//! Every path the provider serves, in one place: the router mounts these and the discovery
+//! document links to them, so a link can't drift from its route.
+
+use url::Url;
+
+/// OpenID Connect Discovery 1.0 §4.
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+/// RFC 8414 §3: the same metadata under the OAuth 2.0 well-known name.
+pub const OAUTH_AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
+/// The public signing keys (RFC 7517 JWK Set).
+pub const JWKS: &str = "/oauth2/keys.json";
+/// Liveness and database check for load balancers and orchestrators.
+pub const HEALTH: &str = "/health";
+
+/// The absolute URL of a path under a base URL that ends with `/`.
+pub fn url(base: &Url, path: &str) -> Url {
+    // `path` is one of the constants above: joining a relative path to a valid base can't fail.
+    base.join(path.trim_start_matches('/'))
+        .unwrap_or_else(|_| base.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_base_path() {
+        let base = Url::parse("https://example.com/auth/").unwrap();
+        assert_eq!(
+            url(&base, JWKS).as_str(),
+            "https://example.com/auth/oauth2/keys.json"
+        );
+        let root = Url::parse("http://localhost:8080/").unwrap();
+        assert_eq!(
+            url(&root, OPENID_CONFIGURATION).as_str(),
+            "http://localhost:8080/.well-known/openid-configuration"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Authorization server metadata: OpenID Connect Discovery 1.0 §3 and RFC 8414 §2.
+//!
+//! Only endpoints this server actually serves are listed; `tests/discovery.rs` checks every
+//! advertised URL against the router.
+
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{app::AppState, config::Settings, endpoints};
+
+/// The metadata document. Optional members are left out when `None`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderMetadata {
+    /// RFC 8414 §2 / OIDC Discovery §3: REQUIRED, identical to the configured issuer.
+    pub issuer: String,
+    /// REQUIRED (OIDC Discovery §3).
+    pub jwks_uri: String,
+    /// OIDC Discovery §3: REQUIRED. Only the authorization code flow is offered (MSC2964).
+    pub response_types_supported: Vec<&'static str>,
+    /// OIDC Discovery §3: REQUIRED. Subjects are the same for every client.
+    pub subject_types_supported: Vec<&'static str>,
+    /// OIDC Discovery §3: REQUIRED, and RS256 MUST be included (OIDC Core §15.1).
+    pub id_token_signing_alg_values_supported: Vec<&'static str>,
+    /// OIDC Discovery §3: the `claims` request parameter (OIDC Core §5.5) is not supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims_parameter_supported: Option<bool>,
+    /// OIDC Discovery §3: request objects (OIDC Core §6) are not supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_parameter_supported: Option<bool>,
+    /// OIDC Discovery §3: defaults to true, which would promise `request_uri` support.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_uri_parameter_supported: Option<bool>,
+}
+
+impl ProviderMetadata {
+    pub fn new(settings: &Settings) -> Self {
+        let base = &settings.public_base;
+        Self {
+            issuer: settings.issuer.to_string(),
+            jwks_uri: endpoints::url(base, endpoints::JWKS).to_string(),
+            response_types_supported: vec!["code"],
+            subject_types_supported: vec!["public"],
+            id_token_signing_alg_values_supported: settings
+                .keystore
+                .algorithms()
+                .into_iter()
+                .map(|a| a.as_str())
+                .collect(),
+            claims_parameter_supported: Some(false),
+            request_parameter_supported: Some(false),
+            request_uri_parameter_supported: Some(false),
+        }
+    }
+}
+
+/// `GET /.well-known/openid-configuration` and `GET /.well-known/oauth-authorization-server`.
+/// The document is serialised once at start-up: this is a hot path for every client start.
+pub async fn get(State(state): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        state.documents.metadata.clone(),
+    )
+        .into_response()
+}

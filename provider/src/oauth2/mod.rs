@@ -1,0 +1,4 @@
+//! The OAuth 2.0 / OpenID Connect endpoints, one module each.
+
+pub mod discovery;
+pub mod jwks;

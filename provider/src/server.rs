@@ -1,0 +1,129 @@
+//! Starting the provider: database, migrations, config sync, listener, graceful shutdown.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::{
+    app::{self, AppState},
+    clock::Entropy,
+    config::Settings,
+    storage::{redact_url, Storage, StorageError},
+    sync::{self, SyncError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("can't open the database {url}: {source}")]
+    Database { url: String, source: StorageError },
+    #[error("can't apply the database migrations: {0}")]
+    Migrate(StorageError),
+    #[error("can't sync the configured clients: {0}")]
+    Sync(#[from] SyncError),
+    #[error("can't listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server stopped: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured database.
+pub async fn open_storage(settings: &Settings, entropy: Entropy) -> Result<Storage, ServeError> {
+    Storage::connect(&settings.database_url, &settings.pool, entropy)
+        .await
+        .map_err(|source| ServeError::Database {
+            url: redact_url(&settings.database_url),
+            source,
+        })
+}
+
+/// Migrates (unless told not to) and syncs the static clients, logging what changed.
+pub async fn prepare(
+    storage: &Storage,
+    settings: &Settings,
+    migrate: bool,
+) -> Result<(), ServeError> {
+    if migrate {
+        let applied = storage.migrate().await.map_err(ServeError::Migrate)?;
+        for m in &applied {
+            tracing::info!(version = m.version, description = %m.description, "applied migration");
+        }
+    }
+    let report = sync::sync_clients(storage, settings, false, false).await?;
+    if report.changed() {
+        tracing::info!(created = ?report.created, updated = ?report.updated, "synced static clients");
+    }
+    if !report.kept.is_empty() {
+        tracing::warn!(clients = ?report.kept, "static clients in the database are no longer in the config; `provider config sync --prune` deletes them");
+    }
+    Ok(())
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the listener (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(settings: Settings, storage: Storage) -> Result<Self, ServeError> {
+        let addr = settings.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            state: AppState::new(settings, storage),
+        })
+    }
+
+    /// Serves on a listener bound by the caller (for when the issuer must name the port).
+    pub fn from_listener(listener: TcpListener, settings: Settings, storage: Storage) -> Self {
+        Self {
+            listener,
+            state: AppState::new(settings, storage),
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let router = app::router(self.state);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,28 @@
+//! Structured logs: pretty on a terminal, plain text on a pipe, JSON on request. The level comes
+//! from `RUST_LOG` (default `info`).
+
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Pretty and coloured on a terminal, plain text otherwise.
+    Auto,
+    Pretty,
+    Plain,
+    Json,
+}
+
+/// Installs the global subscriber (logs go to stderr; stdout is for command output).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let terminal = std::io::stderr().is_terminal();
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.pretty().with_ansi(terminal).try_init(),
+        LogFormat::Auto if terminal => builder.pretty().try_init(),
+        LogFormat::Auto | LogFormat::Plain => builder.with_ansi(false).try_init(),
+    };
+}

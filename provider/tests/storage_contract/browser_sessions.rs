@@ -1,0 +1,273 @@
+use chrono::Duration;
+use provider::{
+    backend_tests,
+    storage::{BrowserAuthentication, BrowserSession, StorageError},
+    test_harness::TestDb,
+};
+use ulid::Ulid;
+
+async fn browser_sessions(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo.users().add("alice").await.unwrap();
+    let bob = repo.users().add("bob").await.unwrap();
+
+    let first = repo
+        .browser_sessions()
+        .add(alice.id, Some("Firefox/128"), Some("192.0.2.1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        BrowserSession {
+            id: first.id,
+            user_id: alice.id,
+            created_at: db.clock.now_db(),
+            finished_at: None,
+            last_active_at: None,
+            user_agent: Some("Firefox/128".to_owned()),
+            ip_address: Some("192.0.2.1".to_owned()),
+        }
+    );
+    assert!(first.is_active());
+    db.clock.advance(Duration::seconds(1));
+    let second = repo
+        .browser_sessions()
+        .add(alice.id, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.user_agent.clone(), second.ip_address.clone()),
+        (None, None)
+    );
+    let bobs = repo
+        .browser_sessions()
+        .add(bob.id, Some("curl"), None)
+        .await
+        .unwrap();
+
+    // An unknown user is NotFound, and the transaction stays usable (no failed statement).
+    assert!(matches!(
+        repo.browser_sessions().add(Ulid::new(), None, None).await,
+        Err(StorageError::NotFound("user"))
+    ));
+    repo.commit().await.unwrap();
+
+    let mut repo = db.storage.begin().await.unwrap();
+    assert_eq!(
+        repo.browser_sessions().lookup(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        repo.browser_sessions().lookup(Ulid::new()).await.unwrap(),
+        None
+    );
+    // Oldest first.
+    assert_eq!(
+        repo.browser_sessions()
+            .list_active_for_user(alice.id)
+            .await
+            .unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+
+    // touch records the last activity.
+    db.clock.advance(Duration::minutes(1));
+    repo.browser_sessions().touch(first.id).await.unwrap();
+    let touched = repo
+        .browser_sessions()
+        .lookup(first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        touched,
+        BrowserSession {
+            last_active_at: Some(db.clock.now_db()),
+            ..first.clone()
+        }
+    );
+    assert!(matches!(
+        repo.browser_sessions().touch(Ulid::new()).await,
+        Err(StorageError::NotFound("browser session"))
+    ));
+
+    // finish is a compare-and-set: the second call loses and keeps the first time.
+    db.clock.advance(Duration::minutes(1));
+    let finished_at = db.clock.now_db();
+    assert!(repo.browser_sessions().finish(first.id).await.unwrap());
+    db.clock.advance(Duration::minutes(1));
+    assert!(!repo.browser_sessions().finish(first.id).await.unwrap());
+    let finished = repo
+        .browser_sessions()
+        .lookup(first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        finished,
+        BrowserSession {
+            finished_at: Some(finished_at),
+            ..touched
+        }
+    );
+    assert!(!finished.is_active());
+    assert!(matches!(
+        repo.browser_sessions().finish(Ulid::new()).await,
+        Err(StorageError::NotFound("browser session"))
+    ));
+    assert_eq!(
+        repo.browser_sessions()
+            .list_active_for_user(alice.id)
+            .await
+            .unwrap(),
+        vec![second.clone()]
+    );
+
+    // finish_all_for_user ends the rest of alice's sessions and nobody else's.
+    db.clock.advance(Duration::minutes(1));
+    assert_eq!(
+        repo.browser_sessions()
+            .finish_all_for_user(alice.id)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        repo.browser_sessions()
+            .finish_all_for_user(alice.id)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        repo.browser_sessions()
+            .lookup(second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .finished_at,
+        Some(db.clock.now_db())
+    );
+    // The earlier finish time is untouched.
+    assert_eq!(
+        repo.browser_sessions()
+            .lookup(first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .finished_at,
+        Some(finished_at)
+    );
+    assert!(repo
+        .browser_sessions()
+        .list_active_for_user(alice.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        repo.browser_sessions()
+            .list_active_for_user(bob.id)
+            .await
+            .unwrap(),
+        vec![bobs]
+    );
+    repo.commit().await.unwrap();
+}
+
+async fn browser_authentications(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let carol = repo.users().add("carol").await.unwrap();
+    let session = repo
+        .browser_sessions()
+        .add(carol.id, None, None)
+        .await
+        .unwrap();
+    let other = repo
+        .browser_sessions()
+        .add(carol.id, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.browser_sessions()
+            .last_authentication(session.id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let password = repo
+        .browser_sessions()
+        .record_authentication(session.id, "password")
+        .await
+        .unwrap();
+    assert_eq!(
+        password,
+        BrowserAuthentication {
+            id: password.id,
+            browser_session_id: session.id,
+            method: "password".to_owned(),
+            created_at: db.clock.now_db(),
+        }
+    );
+    assert_eq!(
+        repo.browser_sessions()
+            .last_authentication(session.id)
+            .await
+            .unwrap(),
+        Some(password.clone())
+    );
+
+    // The newest authentication is the one that counts (auth_time).
+    db.clock.advance(Duration::minutes(5));
+    let method = format!("upstream:{}", Ulid::new());
+    let upstream = repo
+        .browser_sessions()
+        .record_authentication(session.id, &method)
+        .await
+        .unwrap();
+    assert_eq!(upstream.created_at, db.clock.now_db());
+    assert_eq!(upstream.method, method);
+    assert_eq!(
+        repo.browser_sessions()
+            .last_authentication(session.id)
+            .await
+            .unwrap(),
+        Some(upstream.clone())
+    );
+    // Per session.
+    assert_eq!(
+        repo.browser_sessions()
+            .last_authentication(other.id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // No authentication in a missing or finished session.
+    assert!(matches!(
+        repo.browser_sessions()
+            .record_authentication(Ulid::new(), "password")
+            .await,
+        Err(StorageError::NotFound("browser session"))
+    ));
+    assert!(repo.browser_sessions().finish(session.id).await.unwrap());
+    db.clock.advance(Duration::minutes(5));
+    assert!(matches!(
+        repo.browser_sessions()
+            .record_authentication(session.id, "password")
+            .await,
+        Err(StorageError::NotFound("browser session"))
+    ));
+    repo.commit().await.unwrap();
+
+    let mut repo = db.storage.reader().await.unwrap();
+    assert_eq!(
+        repo.browser_sessions()
+            .last_authentication(session.id)
+            .await
+            .unwrap(),
+        Some(upstream)
+    );
+}
+
+backend_tests!(browser_sessions, browser_authentications);
