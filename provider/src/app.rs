@@ -19,7 +19,12 @@ use tower_http::{
 };
 use tracing::Level;
 
-use crate::{config::Settings, endpoints, oauth2, storage::Storage};
+use crate::{
+    config::Settings,
+    endpoints, oauth2,
+    storage::Storage,
+    web::{self, Chrome, Templates},
+};
 
 /// Documents that never change while the server runs, serialised once.
 #[derive(Debug)]
@@ -34,6 +39,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub storage: Storage,
     pub documents: Arc<Documents>,
+    pub templates: Arc<Templates>,
 }
 
 impl AppState {
@@ -47,6 +53,15 @@ impl AppState {
             settings: Arc::new(settings),
             storage,
             documents: Arc::new(documents),
+            templates: Arc::new(Templates::new()),
+        }
+    }
+
+    /// What every page shows besides its content.
+    pub fn chrome(&self) -> Chrome<'_> {
+        Chrome {
+            site_name: &self.settings.matrix.homeserver,
+            stylesheet: web::STYLESHEET,
         }
     }
 }
@@ -70,6 +85,8 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(public_documents)
+        .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
+        .route(web::STYLESHEET, get(web::stylesheet))
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)
         .with_state(state)

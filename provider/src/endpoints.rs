@@ -9,6 +9,8 @@ pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 pub const OAUTH_AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
 /// The public signing keys (RFC 7517 JWK Set).
 pub const JWKS: &str = "/oauth2/keys.json";
+/// The authorization endpoint (RFC 6749 §3.1).
+pub const AUTHORIZE: &str = "/authorize";
 /// Liveness and database check for load balancers and orchestrators.
 pub const HEALTH: &str = "/health";
 

@@ -11,6 +11,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod domain;
 pub mod endpoints;
 pub mod keys;
 pub mod oauth2;
@@ -20,3 +21,4 @@ pub mod sync;
 pub mod telemetry;
 #[cfg(feature = "test-harness")]
 pub mod test_harness;
+pub mod web;

@@ -10,17 +10,26 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{app::AppState, config::Settings, endpoints};
+use super::authorize::ResponseMode;
+use crate::{app::AppState, config::Settings, domain::pkce, endpoints};
 
 /// The metadata document. Optional members are left out when `None`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderMetadata {
     /// RFC 8414 §2 / OIDC Discovery §3: REQUIRED, identical to the configured issuer.
     pub issuer: String,
+    /// REQUIRED (OIDC Discovery §3, RFC 8414 §2).
+    pub authorization_endpoint: String,
     /// REQUIRED (OIDC Discovery §3).
     pub jwks_uri: String,
     /// OIDC Discovery §3: REQUIRED. Only the authorization code flow is offered (MSC2964).
     pub response_types_supported: Vec<&'static str>,
+    /// RFC 8414 §2; Matrix clients require query and fragment (MSC2965).
+    pub response_modes_supported: &'static [&'static str],
+    /// RFC 8414 §2: S256 only (RFC 7636, MSC2964; `plain` is refused).
+    pub code_challenge_methods_supported: Vec<&'static str>,
+    /// RFC 9207 §3: authorization responses carry `iss`.
+    pub authorization_response_iss_parameter_supported: bool,
     /// OIDC Discovery §3: REQUIRED. Subjects are the same for every client.
     pub subject_types_supported: Vec<&'static str>,
     /// OIDC Discovery §3: REQUIRED, and RS256 MUST be included (OIDC Core §15.1).
@@ -41,8 +50,12 @@ impl ProviderMetadata {
         let base = &settings.public_base;
         Self {
             issuer: settings.issuer.to_string(),
+            authorization_endpoint: endpoints::url(base, endpoints::AUTHORIZE).to_string(),
             jwks_uri: endpoints::url(base, endpoints::JWKS).to_string(),
             response_types_supported: vec!["code"],
+            response_modes_supported: ResponseMode::SUPPORTED,
+            code_challenge_methods_supported: vec![pkce::S256],
+            authorization_response_iss_parameter_supported: true,
             subject_types_supported: vec!["public"],
             id_token_signing_alg_values_supported: settings
                 .keystore

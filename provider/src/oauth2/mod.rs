@@ -1,4 +1,5 @@
 //! The OAuth 2.0 / OpenID Connect endpoints, one module each.
 
+pub mod authorize;
 pub mod discovery;
 pub mod jwks;
