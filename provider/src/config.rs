@@ -240,17 +240,29 @@ pub fn parse(
     if value.is_null() {
         return Err(vec![Problem::new("", "the file is empty")]);
     }
-    let mut problems = apply_env(&mut value, env);
+    if !value.is_mapping() {
+        return Err(vec![Problem::new(
+            "",
+            "the file must be a YAML mapping of sections (http, database, secrets, matrix, clients); \
+             `provider config generate` writes a complete one",
+        )]);
+    }
+    let (mut problems, from_env) = apply_env(&mut value, env);
 
     let mut unknown = Vec::new();
     let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let parsed: Result<Config, _> =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut on_unknown));
-    problems.extend(
-        unknown
-            .into_iter()
-            .map(|path| Problem::new(display_path(path.split('.')), "unknown key")),
-    );
+    problems.extend(unknown.into_iter().map(|path| {
+        let path = display_path(path.split('.'));
+        match from_env.iter().find(|(p, _)| *p == path) {
+            Some((_, var)) => Problem::new(
+                path,
+                format!("unknown key (set by environment variable {var})"),
+            ),
+            None => Problem::new(path, "unknown key"),
+        }
+    }));
     let config = match parsed {
         Ok(config) => config,
         Err(e) => {
@@ -270,9 +282,14 @@ pub fn parse(
     }
 }
 
-/// Applies `PROVIDER__A__B=value` overrides to the parsed file.
-fn apply_env(root: &mut Value, env: impl IntoIterator<Item = (String, String)>) -> Vec<Problem> {
+/// Applies `PROVIDER__A__B=value` overrides to the parsed file. Returns the problems and, for
+/// each override applied, its path and variable name (so problems can say where they came from).
+fn apply_env(
+    root: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> (Vec<Problem>, Vec<(String, String)>) {
     let mut problems = Vec::new();
+    let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -290,14 +307,17 @@ fn apply_env(root: &mut Value, env: impl IntoIterator<Item = (String, String)>) 
             ));
             continue;
         }
-        if !set_path(root, &segments, raw) {
+        let path = display_path(segments.iter().map(String::as_str));
+        if set_path(root, &segments, raw) {
+            applied.push((path, name));
+        } else {
             problems.push(Problem::new(
-                display_path(segments.iter().map(String::as_str)),
+                path,
                 format!("environment variable {name} doesn't name a setting"),
             ));
         }
     }
-    problems
+    (problems, applied)
 }
 
 /// `clients`, `0`, `client_id` → `clients[0].client_id`: the path style of every problem.
@@ -923,6 +943,11 @@ mod tests {
         assert!(p[0].message.starts_with("not valid YAML"), "{p:?}");
         let p = parse("", no_env(), Path::new(".")).unwrap_err();
         assert_eq!(p[0].message, "the file is empty");
+        let p = parse("just some words", no_env(), Path::new(".")).unwrap_err();
+        assert!(
+            p[0].message.starts_with("the file must be a YAML mapping"),
+            "{p:?}"
+        );
         let p = parse(
             "http: {issuer: 'http://localhost/'}\nextra: 1\n",
             no_env(),

@@ -58,10 +58,16 @@ struct ConfigFile {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write, check and apply the configuration.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provider config generate > provider.yaml && provider config check provider.yaml"
+    )]
     Config(ConfigCommand),
     /// Manage the database.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provider database migrate -c provider.yaml"
+    )]
     Database(DatabaseCommand),
     /// Apply migrations, sync the configured clients, and serve.
     #[command(after_help = "Example:\n  provider serve -c provider.yaml")]
@@ -198,6 +204,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut rng = entropy.rng.rng();
             let text = config::generate(&mut rng, entropy.clock.as_ref(), &options)
                 .context("can't generate keys")?;
+            // The flags end up in the file: check it as `config check` would, and print nothing
+            // rather than a file that would be refused.
+            if let Err(problems) = config::parse(&text, Vec::new(), Path::new(".")) {
+                let mut err = std::io::stderr().lock();
+                for p in &problems {
+                    let _ = writeln!(err, "error: the options make an invalid config: {p}");
+                }
+                return Ok(ExitCode::from(FAILURE));
+            }
             std::io::stdout().write_all(text.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,10 +286,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(settings) = load_config(&file.config) else {
                 return Ok(ExitCode::from(FAILURE));
             };
+            // Bind first: a busy port must fail before the database is touched.
+            let listener = server::bind(settings.listen).await?;
             let storage = server::open_storage(&settings, Entropy::system()).await?;
             server::prepare(&storage, &settings, !no_migrate).await?;
             let issuer = settings.issuer.clone();
-            let server = Server::bind(settings, storage.clone()).await?;
+            let server = Server::from_listener(listener, settings, storage.clone());
             tracing::info!(address = %server.local_addr()?, %issuer, "listening");
             server.run(server::shutdown_signal()).await?;
             storage.close().await;

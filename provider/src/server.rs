@@ -12,30 +12,44 @@ use crate::{
     sync::{self, SyncError},
 };
 
+/// Each message carries its cause, so none is chained as a `source` (printing the chain would
+/// repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("can't open the database {url}: {source}")]
-    Database { url: String, source: StorageError },
+    #[error("can't open the database {url}: {cause}")]
+    Database { url: String, cause: StorageError },
     #[error("can't apply the database migrations: {0}")]
     Migrate(StorageError),
     #[error("can't sync the configured clients: {0}")]
-    Sync(#[from] SyncError),
-    #[error("can't listen on {addr}: {source}")]
+    Sync(SyncError),
+    #[error("can't listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the server stopped: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<SyncError> for ServeError {
+    fn from(e: SyncError) -> Self {
+        Self::Sync(e)
+    }
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// Opens the configured database.
 pub async fn open_storage(settings: &Settings, entropy: Entropy) -> Result<Storage, ServeError> {
     Storage::connect(&settings.database_url, &settings.pool, entropy)
         .await
-        .map_err(|source| ServeError::Database {
+        .map_err(|cause| ServeError::Database {
             url: redact_url(&settings.database_url),
-            source,
+            cause,
         })
 }
 
@@ -67,19 +81,14 @@ pub struct Server {
     state: AppState,
 }
 
-impl Server {
-    /// Binds the listener (port 0 picks a free port; see [`Server::local_addr`]).
-    pub async fn bind(settings: Settings, storage: Storage) -> Result<Self, ServeError> {
-        let addr = settings.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        Ok(Self {
-            listener,
-            state: AppState::new(settings, storage),
-        })
-    }
+/// Binds the configured address (before touching the database, so a busy port changes nothing).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|cause| ServeError::Bind { addr, cause })
+}
 
+impl Server {
     /// Serves on a listener bound by the caller (for when the issuer must name the port).
     pub fn from_listener(listener: TcpListener, settings: Settings, storage: Storage) -> Self {
         Self {

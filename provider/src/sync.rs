@@ -28,8 +28,14 @@ impl SyncReport {
 pub enum SyncError {
     #[error("client `{0}` in the config has the client_id of a dynamically registered client; choose another client_id")]
     TakenByDynamicClient(String),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for SyncError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(e)
+    }
 }
 
 /// Writes the configured static clients. With `prune`, deletes static clients the config no

@@ -207,7 +207,7 @@ mod container {
 
 /// Turns `async fn name(db: TestDb)` functions into `name::sqlite` and `name::postgres` tests.
 ///
-/// ```ignore
+/// ```text
 /// async fn users_roundtrip(db: TestDb) { /* ... */ }
 /// provider::backend_tests!(users_roundtrip);
 /// ```

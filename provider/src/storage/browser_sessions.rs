@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
+    compare_and_set, for_each_backend,
     types::{DbId, Ts},
     StorageError,
 };
@@ -145,18 +145,6 @@ impl From<AuthenticationRow> for BrowserAuthentication {
     }
 }
 
-/// Does a row with this id exist in `$table`? (Tells "no such row" from "lost the race" after a
-/// compare-and-set updated nothing.)
-macro_rules! row_exists {
-    ($self:ident, $table:literal, $id:expr) => {{
-        let n: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", $table, " WHERE id = $1"))
-            .bind(DbId($id))
-            .fetch_one($self.conn())
-            .await?;
-        n > 0
-    }};
-}
-
 macro_rules! implementation {
     ($repo:ty) => {
         #[async_trait]
@@ -189,9 +177,7 @@ macro_rules! implementation {
                 .bind(&session.ip_address)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound("user"));
-                }
+                StorageError::found(done, "user")?;
                 Ok(session)
             }
 
@@ -233,13 +219,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "browser_sessions", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("browser session"))
-                }
+                compare_and_set!(self, done, "browser_sessions", id, "browser session")
             }
 
             async fn finish_all_for_user(&mut self, user_id: Ulid) -> Result<u64, StorageError> {
@@ -262,10 +242,7 @@ macro_rules! implementation {
                     .bind(now)
                     .execute(self.conn())
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound("browser session"));
-                }
-                Ok(())
+                StorageError::found(done, "browser session")
             }
 
             async fn record_authentication(
@@ -291,9 +268,7 @@ macro_rules! implementation {
                 .bind(Ts(auth.created_at))
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound("browser session"));
-                }
+                StorageError::found(done, "browser session")?;
                 Ok(auth)
             }
 

@@ -20,8 +20,8 @@ use chrono::{DateTime, Duration, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
-    types::{db_precision, DbId, Ts},
+    compare_and_set, for_each_backend, inserted_under, row_exists,
+    types::{db_precision, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
 
@@ -249,12 +249,6 @@ pub trait CompatSsoLoginRepository: Send {
     async fn exchange(&mut self, id: Ulid, valid_for: Duration) -> Result<bool, StorageError>;
 }
 
-/// A stored hash as a [`TokenHash`]; anything but 32 bytes is corrupt data.
-fn token_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageError> {
-    TokenHash::try_from(bytes.as_slice())
-        .map_err(|_| StorageError::Invalid(format!("a token hash of {} bytes", bytes.len())))
-}
-
 #[derive(sqlx::FromRow)]
 struct CompatSessionRow {
     id: DbId,
@@ -308,7 +302,7 @@ impl TryFrom<AccessTokenRow> for CompatAccessToken {
         Ok(Self {
             id: r.id.0,
             session_id: r.session_id.0,
-            token_hash: token_hash(r.token_hash)?,
+            token_hash: decode_token_hash(r.token_hash)?,
             created_at: r.created_at.0,
             expires_at: r.expires_at.map(Into::into),
             revoked_at: r.revoked_at.map(Into::into),
@@ -349,7 +343,7 @@ impl TryFrom<AccessWithSessionRow> for (CompatAccessToken, CompatSession) {
             CompatAccessToken {
                 id: r.t_id.0,
                 session_id: r.s_id.0,
-                token_hash: token_hash(r.t_token_hash)?,
+                token_hash: decode_token_hash(r.t_token_hash)?,
                 created_at: r.t_created_at.0,
                 expires_at: r.t_expires_at.map(Into::into),
                 revoked_at: r.t_revoked_at.map(Into::into),
@@ -387,7 +381,7 @@ impl TryFrom<RefreshTokenRow> for CompatRefreshToken {
         Ok(Self {
             id: r.id.0,
             session_id: r.session_id.0,
-            token_hash: token_hash(r.token_hash)?,
+            token_hash: decode_token_hash(r.token_hash)?,
             access_token_id: r.access_token_id.map(Into::into),
             created_at: r.created_at.0,
             consumed_at: r.consumed_at.map(Into::into),
@@ -420,7 +414,7 @@ impl TryFrom<SsoLoginRow> for CompatSsoLogin {
         Ok(Self {
             id: r.id.0,
             redirect_uri: r.redirect_uri,
-            login_token_hash: token_hash(r.login_token_hash)?,
+            login_token_hash: decode_token_hash(r.login_token_hash)?,
             created_at: r.created_at.0,
             session_id: r.session_id.map(Into::into),
             fulfilled_at: r.fulfilled_at.map(Into::into),
@@ -433,18 +427,6 @@ macro_rules! sso_login_columns {
     () => {
         "id, redirect_uri, login_token_hash, created_at, session_id, fulfilled_at, exchanged_at"
     };
-}
-
-/// Does a row with this id exist in `$table`? (Tells "no such row" from "lost the race" after a
-/// compare-and-set updated nothing.)
-macro_rules! row_exists {
-    ($self:ident, $table:literal, $id:expr) => {{
-        let n: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", $table, " WHERE id = $1"))
-            .bind(DbId($id))
-            .fetch_one($self.conn())
-            .await?;
-        n > 0
-    }};
 }
 
 macro_rules! implementation {
@@ -491,13 +473,15 @@ macro_rules! implementation {
                 .bind(&session.user_agent)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(session)
-                } else if row_exists!(self, "users", user_id) {
-                    Err(StorageError::Conflict("compat session"))
-                } else {
-                    Err(StorageError::NotFound("user"))
-                }
+                inserted_under!(
+                    self,
+                    done,
+                    "compat session",
+                    requires "users",
+                    user_id,
+                    "user"
+                )?;
+                Ok(session)
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<CompatSession>, StorageError> {
@@ -557,13 +541,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "compat_sessions", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("compat session"))
-                }
+                compare_and_set!(self, done, "compat_sessions", id, "compat session")
             }
 
             async fn finish_all_for_user(&mut self, user_id: Ulid) -> Result<u64, StorageError> {
@@ -586,10 +564,7 @@ macro_rules! implementation {
                     .bind(now)
                     .execute(self.conn())
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound("compat session"));
-                }
-                Ok(())
+                StorageError::found(done, "compat session")
             }
         }
 
@@ -623,13 +598,15 @@ macro_rules! implementation {
                 .bind(token.expires_at.map(Ts))
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(token)
-                } else if row_exists!(self, "compat_sessions", session_id) {
-                    Err(StorageError::Conflict("compat access token"))
-                } else {
-                    Err(StorageError::NotFound("compat session"))
-                }
+                inserted_under!(
+                    self,
+                    done,
+                    "compat access token",
+                    requires "compat_sessions",
+                    session_id,
+                    "compat session"
+                )?;
+                Ok(token)
             }
 
             async fn find_access_by_hash(
@@ -750,13 +727,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "compat_refresh_tokens", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("compat refresh token"))
-                }
+                compare_and_set!(self, done, "compat_refresh_tokens", id, "compat refresh token")
             }
 
             async fn revoke_access(&mut self, id: Ulid) -> Result<bool, StorageError> {
@@ -769,13 +740,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "compat_access_tokens", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("compat access token"))
-                }
+                compare_and_set!(self, done, "compat_access_tokens", id, "compat access token")
             }
 
             async fn revoke_refresh(&mut self, id: Ulid) -> Result<bool, StorageError> {
@@ -788,13 +753,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "compat_refresh_tokens", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("compat refresh token"))
-                }
+                compare_and_set!(self, done, "compat_refresh_tokens", id, "compat refresh token")
             }
 
             async fn revoke_all_for_session(
@@ -891,15 +850,16 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if !row_exists!(self, "compat_sso_logins", id) {
-                    Err(StorageError::NotFound("compat SSO login"))
-                } else if !row_exists!(self, "compat_sessions", session_id) {
-                    Err(StorageError::NotFound("compat session"))
-                } else {
-                    Ok(false)
-                }
+                compare_and_set!(
+                    self,
+                    done,
+                    "compat_sso_logins",
+                    id,
+                    "compat SSO login",
+                    requires "compat_sessions",
+                    session_id,
+                    "compat session"
+                )
             }
 
             async fn exchange(&mut self, id: Ulid, valid_for: Duration) -> Result<bool, StorageError> {
@@ -915,13 +875,7 @@ macro_rules! implementation {
                 .bind(Ts(fulfilled_since))
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "compat_sso_logins", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("compat SSO login"))
-                }
+                compare_and_set!(self, done, "compat_sso_logins", id, "compat SSO login")
             }
         }
     };

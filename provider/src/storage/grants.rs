@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
-    oauth2_sessions::decode_hash,
-    types::{db_precision, DbId, Ts},
-    StorageError, TokenHash,
+    compare_and_set, for_each_backend,
+    types::{db_precision, decode_token_hash, DbId, Ts},
+    Dialect, StorageError, TokenHash,
 };
 
 /// An authorization request (RFC 6749 §4.1.1, OIDC Core §3.1.2.1) and what became of it.
@@ -285,42 +284,6 @@ pub trait DeviceCodeGrantRepository: Send {
     async fn exchange(&mut self, id: Ulid, session_id: Ulid) -> Result<bool, StorageError>;
 }
 
-/// The outcome of a compare-and-set `UPDATE … WHERE id = $1 AND <state>`: `Ok(true)` when it
-/// changed the row, `Ok(false)` when the row is there but was not in that state,
-/// [`StorageError::NotFound`] when there is no such row.
-macro_rules! compare_and_set {
-    ($self:ident, $done:expr, $table:literal, $id:expr, $what:literal) => {{
-        if $done.rows_affected() > 0 {
-            Ok(true)
-        } else {
-            let found: Option<DbId> =
-                sqlx::query_scalar(concat!("SELECT id FROM ", $table, " WHERE id = $1"))
-                    .bind(DbId($id))
-                    .fetch_optional($self.conn())
-                    .await?;
-            match found {
-                Some(_) => Ok(false),
-                None => Err(StorageError::NotFound($what)),
-            }
-        }
-    }};
-}
-
-/// How to lock a row read before it is written, per backend.
-trait RowLock {
-    /// PostgreSQL locks the row until the transaction ends; SQLite's `BEGIN IMMEDIATE`
-    /// transaction already holds the database's single write lock.
-    const FOR_UPDATE: &'static str;
-}
-
-impl RowLock for super::PgRepository {
-    const FOR_UPDATE: &'static str = "FOR UPDATE";
-}
-
-impl RowLock for super::SqliteRepository {
-    const FOR_UPDATE: &'static str = "";
-}
-
 #[derive(sqlx::FromRow)]
 struct AuthorizationGrantRow {
     id: DbId,
@@ -361,7 +324,7 @@ impl TryFrom<AuthorizationGrantRow> for AuthorizationGrant {
             max_age: r.max_age,
             prompt: r.prompt,
             login_hint: r.login_hint,
-            code_hash: r.code_hash.map(decode_hash).transpose()?,
+            code_hash: r.code_hash.map(decode_token_hash).transpose()?,
             created_at: r.created_at.0,
             browser_session_id: r.browser_session_id.map(Into::into),
             session_id: r.session_id.map(Into::into),
@@ -428,7 +391,7 @@ impl TryFrom<DeviceCodeGrantRow> for DeviceCodeGrant {
             id: r.id.0,
             client_id: r.client_id.0,
             scope: r.scope,
-            device_code_hash: decode_hash(r.device_code_hash)?,
+            device_code_hash: decode_token_hash(r.device_code_hash)?,
             user_code: r.user_code,
             created_at: r.created_at.0,
             expires_at: r.expires_at.0,
@@ -773,7 +736,7 @@ macro_rules! implementation {
                 // interval. The row stays locked from this read to the end of the transaction.
                 let select = format!(
                     "SELECT last_polled_at FROM oauth2_device_code_grants WHERE id = $1 {}",
-                    <Self as RowLock>::FOR_UPDATE
+                    <Self as Dialect>::FOR_UPDATE
                 );
                 let previous: Option<Option<Ts>> = sqlx::query_scalar(&select)
                     .bind(DbId(id))

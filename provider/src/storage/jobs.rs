@@ -33,7 +33,7 @@ use sqlx::types::Json;
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
+    compare_and_set, for_each_backend, row_exists,
     types::{db_precision, DbId, Ts},
     Dialect, StorageError,
 };
@@ -307,18 +307,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    return Ok(true);
-                }
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
-                    .bind(DbId(id))
-                    .fetch_one(self.conn())
-                    .await?;
-                if n > 0 {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("job"))
-                }
+                compare_and_set!(self, done, "jobs", id, "job")
             }
 
             async fn fail(
@@ -350,11 +339,8 @@ macro_rules! implementation {
                 if let Some(row) = row {
                     return Ok(Some(row.into()));
                 }
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
-                    .bind(DbId(id))
-                    .fetch_one(self.conn())
-                    .await?;
-                if n > 0 {
+                // Not held by `worker` (the compare-and-set lost), or no such job.
+                if row_exists!(self, "jobs", id) {
                     Ok(None)
                 } else {
                     Err(StorageError::NotFound("job"))

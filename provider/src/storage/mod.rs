@@ -10,7 +10,10 @@
 //! instantiated for [`PgRepository`] and [`SqliteRepository`]: the SQL is shared (both dialects
 //! accept `$1` placeholders, `RETURNING` and `ON CONFLICT`), and where the dialects differ the
 //! body reads a per-backend constant from [`Dialect`]. Clock and randomness (new IDs, "now") come
-//! from the [`Entropy`] the storage was built with, so tests are exact.
+//! from the [`Entropy`] the storage was built with, so tests are exact. What the bodies share
+//! lives here or in [`types`]: the outcome checks of statements that may change nothing
+//! (`StorageError::inserted`, `StorageError::found`, and the `row_exists!`,
+//! `compare_and_set!` and `inserted_under!` macros), and the stored forms of values.
 
 pub mod types;
 
@@ -56,10 +59,12 @@ pub enum StorageError {
     NotFound(&'static str),
     #[error("stored data is invalid: {0}")]
     Invalid(String),
+    // The two wrappers below carry their cause in the message and don't chain it as a
+    // `source`, so an error report prints it once.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
 }
 
 impl StorageError {
@@ -70,16 +75,34 @@ impl StorageError {
         done: impl Into<RowsAffected>,
         what: &'static str,
     ) -> Result<(), StorageError> {
-        if done.into().0 == 0 {
-            Err(StorageError::Conflict(what))
-        } else {
-            Ok(())
-        }
+        done.into().or(StorageError::Conflict(what))
+    }
+
+    /// Checks the result of a statement that must change one row: an `UPDATE … WHERE id = $1`,
+    /// or an `INSERT … SELECT … WHERE EXISTS (<parent row>)` (guarded so that a missing parent
+    /// inserts nothing instead of failing on the foreign key, which would abort a PostgreSQL
+    /// transaction). No row means [`StorageError::NotFound`]`(what)`.
+    pub(crate) fn found(
+        done: impl Into<RowsAffected>,
+        what: &'static str,
+    ) -> Result<(), StorageError> {
+        done.into().or(StorageError::NotFound(what))
     }
 }
 
 /// The row count of a statement, whatever the backend.
 pub(crate) struct RowsAffected(pub u64);
+
+impl RowsAffected {
+    /// `Ok(())` when the statement changed a row, else `Err(error)`.
+    fn or(self, error: StorageError) -> Result<(), StorageError> {
+        if self.0 == 0 {
+            Err(error)
+        } else {
+            Ok(())
+        }
+    }
+}
 
 impl From<sqlx::postgres::PgQueryResult> for RowsAffected {
     fn from(r: sqlx::postgres::PgQueryResult) -> Self {
@@ -90,6 +113,18 @@ impl From<sqlx::postgres::PgQueryResult> for RowsAffected {
 impl From<sqlx::sqlite::SqliteQueryResult> for RowsAffected {
     fn from(r: sqlx::sqlite::SqliteQueryResult) -> Self {
         Self(r.rows_affected())
+    }
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e)
     }
 }
 
@@ -173,6 +208,10 @@ static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/
 impl Storage {
     /// Connects to the database a URL names. SQLite files are created when missing and run in
     /// WAL mode with foreign keys enforced.
+    ///
+    /// One connection is opened directly first, so an unreachable server or a wrong password
+    /// fails at once with its real cause (the pool alone retries until its timeout and then
+    /// reports only that it timed out).
     pub async fn connect(
         url: &str,
         settings: &PoolSettings,
@@ -181,6 +220,10 @@ impl Storage {
         let pool = match DatabaseKind::of_url(url)? {
             DatabaseKind::Postgres => {
                 let options = PgConnectOptions::from_str(url)?;
+                sqlx::Connection::close(
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?,
+                )
+                .await?;
                 Pool::Postgres(
                     PgPoolOptions::new()
                         .max_connections(settings.max_connections)
@@ -196,6 +239,10 @@ impl Storage {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10));
+                sqlx::Connection::close(
+                    <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?,
+                )
+                .await?;
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(settings.max_connections)
@@ -359,15 +406,95 @@ pub(crate) trait Dialect {
     /// Row lock for "claim one pending job": PostgreSQL skips rows other workers hold; SQLite
     /// has a single writer, so the `BEGIN IMMEDIATE` transaction already serialises claims.
     const LOCK_SKIP_LOCKED: &'static str;
+    /// Row lock for a row read before it is written: PostgreSQL locks the row until the
+    /// transaction ends; SQLite's `BEGIN IMMEDIATE` transaction already holds the database's
+    /// single write lock.
+    const FOR_UPDATE: &'static str;
 }
 
 impl Dialect for PgRepository {
     const LOCK_SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
+    const FOR_UPDATE: &'static str = "FOR UPDATE";
 }
 
 impl Dialect for SqliteRepository {
     const LOCK_SKIP_LOCKED: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
 }
+
+// Helpers for the implementation bodies. Each takes the repository (`self`) to query through
+// and expands to code that `?`s a [`StorageError`]; table names are literals, so the SQL stays
+// static.
+
+/// Does a row with this id exist in `$table`? Tells "no such row" from "not in the right state"
+/// or "a unique key was taken" after a statement changed nothing.
+macro_rules! row_exists {
+    ($self:ident, $table:literal, $id:expr) => {{
+        let n: i64 =
+            ::sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", $table, " WHERE id = $1"))
+                .bind($crate::storage::types::DbId($id))
+                .fetch_one($self.conn())
+                .await?;
+        n > 0
+    }};
+}
+pub(crate) use row_exists;
+
+/// The outcome of a compare-and-set `UPDATE … WHERE id = $1 AND <state>` (its result `$done`),
+/// as a `Result<bool, StorageError>`: `Ok(true)` when it changed the row, `Ok(false)` when the
+/// row is there but was not in that state, [`StorageError::NotFound`]`($what)` when there is no
+/// row `$id` in `$table`.
+///
+/// With `requires $table2, $id2, $what2`, the update's condition also required that other row
+/// to exist (`AND EXISTS (SELECT 1 FROM $table2 WHERE id = $2)`): when nothing changed and the
+/// row itself is there but that one is not, [`StorageError::NotFound`]`($what2)`.
+macro_rules! compare_and_set {
+    ($self:ident, $done:expr, $table:literal, $id:expr, $what:literal) => {{
+        if $done.rows_affected() > 0 {
+            Ok(true)
+        } else if $crate::storage::row_exists!($self, $table, $id) {
+            Ok(false)
+        } else {
+            Err($crate::storage::StorageError::NotFound($what))
+        }
+    }};
+    (
+        $self:ident, $done:expr, $table:literal, $id:expr, $what:literal,
+        requires $other_table:literal, $other_id:expr, $other_what:literal
+    ) => {{
+        if $done.rows_affected() > 0 {
+            Ok(true)
+        } else if !$crate::storage::row_exists!($self, $table, $id) {
+            Err($crate::storage::StorageError::NotFound($what))
+        } else if !$crate::storage::row_exists!($self, $other_table, $other_id) {
+            Err($crate::storage::StorageError::NotFound($other_what))
+        } else {
+            Ok(false)
+        }
+    }};
+}
+pub(crate) use compare_and_set;
+
+/// The outcome of an `INSERT … SELECT … WHERE EXISTS (SELECT 1 FROM $parent_table WHERE id = …)
+/// ON CONFLICT DO NOTHING` (its result `$done`), as a `Result<(), StorageError>`: `Ok(())` when
+/// it inserted the row, [`StorageError::NotFound`]`($parent_what)` when the parent row
+/// `$parent_id` is missing, else [`StorageError::Conflict`]`($what)` (a unique key was taken).
+/// See [`StorageError::inserted`] for why conflicts are not left to fail.
+macro_rules! inserted_under {
+    (
+        $self:ident, $done:expr, $what:literal,
+        requires $parent_table:literal, $parent_id:expr, $parent_what:literal
+    ) => {{
+        if $done.rows_affected() > 0 {
+            Ok(())
+        } else if $crate::storage::row_exists!($self, $parent_table, $parent_id) {
+            Err($crate::storage::StorageError::Conflict($what))
+        } else {
+            Err($crate::storage::StorageError::NotFound($parent_what))
+        }
+    }};
+}
+pub(crate) use inserted_under;
 
 /// Instantiates an implementation body (a `macro_rules!` taking the repository type) for both
 /// backends.

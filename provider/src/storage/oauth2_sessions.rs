@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
-    types::{db_precision, DbId, Ts},
+    compare_and_set, for_each_backend,
+    types::{db_precision, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
 
@@ -211,33 +211,6 @@ pub trait RefreshTokenRepository: Send {
     async fn revoke_all_for_session(&mut self, session_id: Ulid) -> Result<u64, StorageError>;
 }
 
-/// A stored hash back to a [`TokenHash`].
-pub(super) fn decode_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageError> {
-    TokenHash::try_from(bytes)
-        .map_err(|b| StorageError::Invalid(format!("a token hash of {} bytes", b.len())))
-}
-
-/// The outcome of a compare-and-set `UPDATE … WHERE id = $1 AND <state>`: `Ok(true)` when it
-/// changed the row, `Ok(false)` when the row is there but was not in that state,
-/// [`StorageError::NotFound`] when there is no such row.
-macro_rules! compare_and_set {
-    ($self:ident, $done:expr, $table:literal, $id:expr, $what:literal) => {{
-        if $done.rows_affected() > 0 {
-            Ok(true)
-        } else {
-            let found: Option<DbId> =
-                sqlx::query_scalar(concat!("SELECT id FROM ", $table, " WHERE id = $1"))
-                    .bind(DbId($id))
-                    .fetch_optional($self.conn())
-                    .await?;
-            match found {
-                Some(_) => Ok(false),
-                None => Err(StorageError::NotFound($what)),
-            }
-        }
-    }};
-}
-
 #[derive(sqlx::FromRow)]
 struct SessionRow {
     id: DbId,
@@ -293,7 +266,7 @@ impl TryFrom<AccessTokenRow> for AccessToken {
         Ok(Self {
             id: r.id.0,
             session_id: r.session_id.0,
-            token_hash: decode_hash(r.token_hash)?,
+            token_hash: decode_token_hash(r.token_hash)?,
             created_at: r.created_at.0,
             expires_at: r.expires_at.map(Into::into),
             revoked_at: r.revoked_at.map(Into::into),
@@ -375,7 +348,7 @@ impl TryFrom<RefreshTokenRow> for RefreshToken {
         Ok(Self {
             id: r.id.0,
             session_id: r.session_id.0,
-            token_hash: decode_hash(r.token_hash)?,
+            token_hash: decode_token_hash(r.token_hash)?,
             access_token_id: r.access_token_id.map(Into::into),
             created_at: r.created_at.0,
             consumed_at: r.consumed_at.map(Into::into),

@@ -12,6 +12,8 @@ use sqlx::{
 use ulid::Ulid;
 use uuid::Uuid;
 
+use super::{StorageError, TokenHash};
+
 /// A ULID as stored in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbId(pub Ulid);
@@ -128,4 +130,11 @@ impl<'r> Decode<'r, Sqlite> for Ts {
 /// milliseconds), so a value read back equals the value written.
 pub fn db_precision(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// A stored token hash (a `BYTEA`/`BLOB` column) back to a [`TokenHash`]; anything but 32 bytes
+/// is corrupt data: [`StorageError::Invalid`].
+pub(crate) fn decode_token_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageError> {
+    TokenHash::try_from(bytes)
+        .map_err(|b| StorageError::Invalid(format!("a token hash of {} bytes", b.len())))
 }

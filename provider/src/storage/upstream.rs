@@ -18,8 +18,8 @@ use sqlx::types::Json;
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
-    types::{DbId, Ts},
+    compare_and_set, for_each_backend, inserted_under,
+    types::{decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
 
@@ -201,12 +201,6 @@ pub trait UpstreamSessionRepository: Send {
     async fn consume(&mut self, id: Ulid) -> Result<bool, StorageError>;
 }
 
-/// A stored hash as a [`TokenHash`]; anything but 32 bytes is corrupt data.
-fn token_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageError> {
-    TokenHash::try_from(bytes.as_slice())
-        .map_err(|_| StorageError::Invalid(format!("a token hash of {} bytes", bytes.len())))
-}
-
 #[derive(sqlx::FromRow)]
 struct ProviderRow {
     id: DbId,
@@ -298,7 +292,7 @@ impl TryFrom<SessionRow> for UpstreamAuthorizationSession {
         Ok(Self {
             id: r.id.0,
             provider_id: r.provider_id.0,
-            state_hash: token_hash(r.state_hash)?,
+            state_hash: decode_token_hash(r.state_hash)?,
             code_verifier: r.code_verifier,
             nonce: r.nonce,
             link_id: r.link_id.map(Into::into),
@@ -316,18 +310,6 @@ macro_rules! session_columns {
         "id, provider_id, state_hash, code_verifier, nonce, link_id, id_token, claims, \
          created_at, completed_at, consumed_at"
     };
-}
-
-/// Does a row with this id exist in `$table`? (Tells "no such row" from "lost the race" after a
-/// compare-and-set updated nothing.)
-macro_rules! row_exists {
-    ($self:ident, $table:literal, $id:expr) => {{
-        let n: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", $table, " WHERE id = $1"))
-            .bind(DbId($id))
-            .fetch_one($self.conn())
-            .await?;
-        n > 0
-    }};
 }
 
 macro_rules! implementation {
@@ -412,13 +394,7 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "upstream_oauth_providers", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("upstream provider"))
-                }
+                compare_and_set!(self, done, "upstream_oauth_providers", id, "upstream provider")
             }
         }
 
@@ -452,13 +428,15 @@ macro_rules! implementation {
                 .bind(Ts(link.created_at))
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(link)
-                } else if row_exists!(self, "upstream_oauth_providers", provider_id) {
-                    Err(StorageError::Conflict("upstream link"))
-                } else {
-                    Err(StorageError::NotFound("upstream provider"))
-                }
+                inserted_under!(
+                    self,
+                    done,
+                    "upstream link",
+                    requires "upstream_oauth_providers",
+                    provider_id,
+                    "upstream provider"
+                )?;
+                Ok(link)
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<UpstreamLink>, StorageError> {
@@ -515,15 +493,16 @@ macro_rules! implementation {
                 .bind(DbId(user_id))
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if !row_exists!(self, "upstream_oauth_links", id) {
-                    Err(StorageError::NotFound("upstream link"))
-                } else if !row_exists!(self, "users", user_id) {
-                    Err(StorageError::NotFound("user"))
-                } else {
-                    Ok(false)
-                }
+                compare_and_set!(
+                    self,
+                    done,
+                    "upstream_oauth_links",
+                    id,
+                    "upstream link",
+                    requires "users",
+                    user_id,
+                    "user"
+                )
             }
 
             async fn remove(&mut self, id: Ulid) -> Result<bool, StorageError> {
@@ -572,13 +551,15 @@ macro_rules! implementation {
                 .bind(Ts(session.created_at))
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(session)
-                } else if row_exists!(self, "upstream_oauth_providers", provider_id) {
-                    Err(StorageError::Conflict("upstream authorization session"))
-                } else {
-                    Err(StorageError::NotFound("upstream provider"))
-                }
+                inserted_under!(
+                    self,
+                    done,
+                    "upstream authorization session",
+                    requires "upstream_oauth_providers",
+                    provider_id,
+                    "upstream provider"
+                )?;
+                Ok(session)
             }
 
             async fn lookup(
@@ -632,15 +613,16 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if !row_exists!(self, "upstream_oauth_authorization_sessions", id) {
-                    Err(StorageError::NotFound("upstream authorization session"))
-                } else if !row_exists!(self, "upstream_oauth_links", link_id) {
-                    Err(StorageError::NotFound("upstream link"))
-                } else {
-                    Ok(false)
-                }
+                compare_and_set!(
+                    self,
+                    done,
+                    "upstream_oauth_authorization_sessions",
+                    id,
+                    "upstream authorization session",
+                    requires "upstream_oauth_links",
+                    link_id,
+                    "upstream link"
+                )
             }
 
             async fn consume(&mut self, id: Ulid) -> Result<bool, StorageError> {
@@ -653,13 +635,13 @@ macro_rules! implementation {
                 .bind(now)
                 .execute(self.conn())
                 .await?;
-                if done.rows_affected() > 0 {
-                    Ok(true)
-                } else if row_exists!(self, "upstream_oauth_authorization_sessions", id) {
-                    Ok(false)
-                } else {
-                    Err(StorageError::NotFound("upstream authorization session"))
-                }
+                compare_and_set!(
+                    self,
+                    done,
+                    "upstream_oauth_authorization_sessions",
+                    id,
+                    "upstream authorization session"
+                )
             }
         }
     };

@@ -6,6 +6,8 @@ use provider::{
 };
 use ulid::Ulid;
 
+use crate::fixtures::browser_session;
+
 async fn browser_sessions(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let alice = repo.users().add("alice").await.unwrap();
@@ -177,19 +179,11 @@ async fn browser_sessions(db: TestDb) {
 async fn browser_authentications(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let carol = repo.users().add("carol").await.unwrap();
-    let session = repo
-        .browser_sessions()
-        .add(carol.id, None, None)
-        .await
-        .unwrap();
-    let other = repo
-        .browser_sessions()
-        .add(carol.id, None, None)
-        .await
-        .unwrap();
+    let session = browser_session(&mut repo, &carol).await;
+    let other = browser_session(&mut repo, &carol).await;
     assert_eq!(
         repo.browser_sessions()
-            .last_authentication(session.id)
+            .last_authentication(session)
             .await
             .unwrap(),
         None
@@ -197,21 +191,21 @@ async fn browser_authentications(db: TestDb) {
 
     let password = repo
         .browser_sessions()
-        .record_authentication(session.id, "password")
+        .record_authentication(session, "password")
         .await
         .unwrap();
     assert_eq!(
         password,
         BrowserAuthentication {
             id: password.id,
-            browser_session_id: session.id,
+            browser_session_id: session,
             method: "password".to_owned(),
             created_at: db.clock.now_db(),
         }
     );
     assert_eq!(
         repo.browser_sessions()
-            .last_authentication(session.id)
+            .last_authentication(session)
             .await
             .unwrap(),
         Some(password.clone())
@@ -222,14 +216,14 @@ async fn browser_authentications(db: TestDb) {
     let method = format!("upstream:{}", Ulid::new());
     let upstream = repo
         .browser_sessions()
-        .record_authentication(session.id, &method)
+        .record_authentication(session, &method)
         .await
         .unwrap();
     assert_eq!(upstream.created_at, db.clock.now_db());
     assert_eq!(upstream.method, method);
     assert_eq!(
         repo.browser_sessions()
-            .last_authentication(session.id)
+            .last_authentication(session)
             .await
             .unwrap(),
         Some(upstream.clone())
@@ -237,7 +231,7 @@ async fn browser_authentications(db: TestDb) {
     // Per session.
     assert_eq!(
         repo.browser_sessions()
-            .last_authentication(other.id)
+            .last_authentication(other)
             .await
             .unwrap(),
         None
@@ -250,11 +244,11 @@ async fn browser_authentications(db: TestDb) {
             .await,
         Err(StorageError::NotFound("browser session"))
     ));
-    assert!(repo.browser_sessions().finish(session.id).await.unwrap());
+    assert!(repo.browser_sessions().finish(session).await.unwrap());
     db.clock.advance(Duration::minutes(5));
     assert!(matches!(
         repo.browser_sessions()
-            .record_authentication(session.id, "password")
+            .record_authentication(session, "password")
             .await,
         Err(StorageError::NotFound("browser session"))
     ));
@@ -263,7 +257,7 @@ async fn browser_authentications(db: TestDb) {
     let mut repo = db.storage.reader().await.unwrap();
     assert_eq!(
         repo.browser_sessions()
-            .last_authentication(session.id)
+            .last_authentication(session)
             .await
             .unwrap(),
         Some(upstream)

@@ -7,6 +7,8 @@ use provider::{
 };
 use ulid::Ulid;
 
+use crate::fixtures::compat_session;
+
 async fn compat_sessions(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let alice = repo.users().add("alice").await.unwrap();
@@ -202,16 +204,8 @@ async fn compat_sessions(db: TestDb) {
 async fn compat_access_tokens(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let user = repo.users().add("dave").await.unwrap();
-    let session = repo
-        .compat_sessions()
-        .add(user.id, "DEVICE1", None, false, None)
-        .await
-        .unwrap();
-    let other_session = repo
-        .compat_sessions()
-        .add(user.id, "DEVICE2", None, false, None)
-        .await
-        .unwrap();
+    let session = compat_session(&mut repo, &user, "DEVICE1").await;
+    let other_session = compat_session(&mut repo, &user, "DEVICE2").await;
 
     // Without a refresh token: never expires.
     let forever = repo
@@ -398,16 +392,8 @@ async fn compat_access_tokens(db: TestDb) {
 async fn compat_refresh_tokens(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let user = repo.users().add("erin").await.unwrap();
-    let session = repo
-        .compat_sessions()
-        .add(user.id, "DEVICE1", None, false, None)
-        .await
-        .unwrap();
-    let other_session = repo
-        .compat_sessions()
-        .add(user.id, "DEVICE2", None, false, None)
-        .await
-        .unwrap();
+    let session = compat_session(&mut repo, &user, "DEVICE1").await;
+    let other_session = compat_session(&mut repo, &user, "DEVICE2").await;
     let access = repo
         .compat_tokens()
         .add_access(
@@ -629,11 +615,7 @@ async fn compat_refresh_tokens(db: TestDb) {
 async fn compat_sso_logins(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let user = repo.users().add("frank").await.unwrap();
-    let session = repo
-        .compat_sessions()
-        .add(user.id, "SSODEVICE", None, false, None)
-        .await
-        .unwrap();
+    let session = compat_session(&mut repo, &user, "SSODEVICE").await;
 
     let login = repo
         .compat_sso_logins()
@@ -712,11 +694,7 @@ async fn compat_sso_logins(db: TestDb) {
         .fulfill(login.id, session.id)
         .await
         .unwrap());
-    let other_session = repo
-        .compat_sessions()
-        .add(user.id, "OTHERDEVICE", None, false, None)
-        .await
-        .unwrap();
+    let other_session = compat_session(&mut repo, &user, "OTHERDEVICE").await;
     assert!(!repo
         .compat_sso_logins()
         .fulfill(login.id, other_session.id)

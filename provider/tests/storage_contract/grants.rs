@@ -10,40 +10,19 @@ use provider::{
     },
     test_harness::TestDb,
 };
-use serde_json::json;
 use ulid::Ulid;
 
-fn hash(n: u8) -> TokenHash {
-    [n; 32]
-}
-
-async fn user_and_client(repo: &mut BoxRepository, name: &str) -> (User, Client) {
-    let user = repo.users().add(name).await.unwrap();
-    let client = repo
-        .clients()
-        .add(&format!("client-{name}"), false, None, "none", &json!({}))
-        .await
-        .unwrap();
-    (user, client)
-}
+use crate::fixtures::{browser_session, hash, session_for, user_and_client};
 
 /// A browser session of the user and an OAuth 2.0 session started from it.
 async fn approval(repo: &mut BoxRepository, user: &User, client: &Client) -> (Ulid, Ulid) {
-    let browser = repo
-        .browser_sessions()
-        .add(user.id, None, None)
-        .await
-        .unwrap()
-        .id;
+    let browser = browser_session(repo, user).await;
     let session = repo
         .oauth2_sessions()
         .add(NewOAuth2Session {
-            user_id: Some(user.id),
-            client_id: client.id,
             browser_session_id: Some(browser),
             scope: "openid",
-            device_id: None,
-            user_agent: None,
+            ..session_for(user, client)
         })
         .await
         .unwrap()

@@ -8,6 +8,7 @@
 mod browser_sessions;
 mod clients;
 mod compat;
+mod fixtures;
 mod grants;
 mod jobs;
 mod oauth2_sessions;

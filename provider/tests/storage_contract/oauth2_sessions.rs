@@ -3,47 +3,12 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use provider::{
     backend_tests,
-    storage::{
-        AccessToken, BoxRepository, Client, NewOAuth2Session, OAuth2Session, RefreshToken,
-        StorageError, TokenHash, User,
-    },
+    storage::{AccessToken, NewOAuth2Session, OAuth2Session, RefreshToken, StorageError},
     test_harness::TestDb,
 };
-use serde_json::json;
 use ulid::Ulid;
 
-fn hash(n: u8) -> TokenHash {
-    [n; 32]
-}
-
-async fn user_and_client(repo: &mut BoxRepository, name: &str) -> (User, Client) {
-    let user = repo.users().add(name).await.unwrap();
-    let client = repo
-        .clients()
-        .add(&format!("client-{name}"), false, None, "none", &json!({}))
-        .await
-        .unwrap();
-    (user, client)
-}
-
-async fn browser_session(repo: &mut BoxRepository, user: &User) -> Ulid {
-    repo.browser_sessions()
-        .add(user.id, None, None)
-        .await
-        .unwrap()
-        .id
-}
-
-fn session_for(user: &User, client: &Client) -> NewOAuth2Session<'static> {
-    NewOAuth2Session {
-        user_id: Some(user.id),
-        client_id: client.id,
-        browser_session_id: None,
-        scope: "openid urn:matrix:client:api:*",
-        device_id: None,
-        user_agent: None,
-    }
-}
+use crate::fixtures::{browser_session, hash, oauth2_session, session_for, user_and_client};
 
 async fn sessions(db: TestDb) {
     let t0 = db.clock.now_db();
@@ -229,11 +194,7 @@ async fn access_tokens(db: TestDb) {
     let t0 = db.clock.now_db();
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
-    let session = repo
-        .oauth2_sessions()
-        .add(session_for(&alice, &client))
-        .await
-        .unwrap();
+    let session = oauth2_session(&mut repo, &alice, &client).await;
     // Expiry is kept at database precision.
     let expires = t0 + Duration::minutes(5) + Duration::microseconds(999);
     let token = repo
@@ -377,16 +338,8 @@ async fn access_tokens(db: TestDb) {
 async fn revoke_all_access_tokens(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
-    let session = repo
-        .oauth2_sessions()
-        .add(session_for(&alice, &client))
-        .await
-        .unwrap();
-    let other = repo
-        .oauth2_sessions()
-        .add(session_for(&alice, &client))
-        .await
-        .unwrap();
+    let session = oauth2_session(&mut repo, &alice, &client).await;
+    let other = oauth2_session(&mut repo, &alice, &client).await;
     let a = repo
         .access_tokens()
         .add(session.id, &hash(1), None)
@@ -449,11 +402,7 @@ async fn refresh_tokens(db: TestDb) {
     let t0 = db.clock.now_db();
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
-    let session = repo
-        .oauth2_sessions()
-        .add(session_for(&alice, &client))
-        .await
-        .unwrap();
+    let session = oauth2_session(&mut repo, &alice, &client).await;
     let access = repo
         .access_tokens()
         .add(session.id, &hash(1), Some(t0 + Duration::minutes(5)))
@@ -608,11 +557,7 @@ async fn refresh_tokens(db: TestDb) {
 async fn concurrent_refresh(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
-    let session = repo
-        .oauth2_sessions()
-        .add(session_for(&alice, &client))
-        .await
-        .unwrap();
+    let session = oauth2_session(&mut repo, &alice, &client).await;
     let old = repo
         .refresh_tokens()
         .add(session.id, &hash(1), None)
@@ -676,11 +621,7 @@ async fn concurrent_refresh(db: TestDb) {
 async fn client_delete_cascades(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
-    let session = repo
-        .oauth2_sessions()
-        .add(session_for(&alice, &client))
-        .await
-        .unwrap();
+    let session = oauth2_session(&mut repo, &alice, &client).await;
     let token = repo
         .access_tokens()
         .add(session.id, &hash(1), None)

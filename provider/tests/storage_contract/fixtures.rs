@@ -1,0 +1,72 @@
+//! Setup shared by the contract tests: the rows a test needs before it exercises what it is
+//! about. Each helper unwraps: a setup step that fails is a broken test, not a finding.
+
+use provider::storage::{
+    BoxRepository, Client, CompatSession, NewOAuth2Session, OAuth2Session, TokenHash, User,
+};
+use serde_json::json;
+use ulid::Ulid;
+
+/// A token hash made of one repeated byte: distinct `n`, distinct hashes.
+pub fn hash(n: u8) -> TokenHash {
+    [n; 32]
+}
+
+/// A new user `name` and a new dynamic public client `client-<name>` (no secret, `none` auth
+/// method, metadata `{}`).
+pub async fn user_and_client(repo: &mut BoxRepository, name: &str) -> (User, Client) {
+    let user = repo.users().add(name).await.unwrap();
+    let client = repo
+        .clients()
+        .add(&format!("client-{name}"), false, None, "none", &json!({}))
+        .await
+        .unwrap();
+    (user, client)
+}
+
+/// A new browser session of the user (no user agent, no IP address); returns its ID.
+pub async fn browser_session(repo: &mut BoxRepository, user: &User) -> Ulid {
+    repo.browser_sessions()
+        .add(user.id, None, None)
+        .await
+        .unwrap()
+        .id
+}
+
+/// What [`oauth2_session`] starts: a session of the user with the client for the Matrix client
+/// API, from no browser session; override fields with `..session_for(user, client)`.
+pub fn session_for(user: &User, client: &Client) -> NewOAuth2Session<'static> {
+    NewOAuth2Session {
+        user_id: Some(user.id),
+        client_id: client.id,
+        browser_session_id: None,
+        scope: "openid urn:matrix:client:api:*",
+        device_id: None,
+        user_agent: None,
+    }
+}
+
+/// A new OAuth 2.0 session, as [`session_for`] describes it.
+pub async fn oauth2_session(
+    repo: &mut BoxRepository,
+    user: &User,
+    client: &Client,
+) -> OAuth2Session {
+    repo.oauth2_sessions()
+        .add(session_for(user, client))
+        .await
+        .unwrap()
+}
+
+/// A new compat session of the user's device (no display name, not a Synapse administrator, no
+/// user agent).
+pub async fn compat_session(
+    repo: &mut BoxRepository,
+    user: &User,
+    device_id: &str,
+) -> CompatSession {
+    repo.compat_sessions()
+        .add(user.id, device_id, None, false, None)
+        .await
+        .unwrap()
+}
