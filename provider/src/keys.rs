@@ -191,13 +191,50 @@ fn thumbprint_of(members: &Value) -> String {
 pub struct SigningKey {
     pub kid: String,
     pub key: PrivateKey,
+    /// The key in the form the JWS signer takes (PKCS#1 DER for RSA, PKCS#8 DER for P-256),
+    /// encoded once rather than at every signature.
+    encoding: jsonwebtoken::EncodingKey,
 }
 
 impl SigningKey {
     /// A key whose ID is the one given, or else its RFC 7638 thumbprint.
     pub fn new(key: PrivateKey, kid: Option<String>) -> Self {
+        use p256::pkcs8::EncodePrivateKey as _;
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+
         let kid = kid.unwrap_or_else(|| key.thumbprint());
-        Self { kid, key }
+        // Encoding a valid in-memory key can't fail; an empty key would make signing fail
+        // with an error, never a panic.
+        let encoding = match &key {
+            PrivateKey::Rsa(k) => jsonwebtoken::EncodingKey::from_rsa_der(
+                k.to_pkcs1_der()
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default()
+                    .as_slice(),
+            ),
+            PrivateKey::P256(k) => jsonwebtoken::EncodingKey::from_ec_der(
+                k.to_pkcs8_der()
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default()
+                    .as_slice(),
+            ),
+        };
+        Self { kid, key, encoding }
+    }
+
+    /// Signs claims as a compact JWS (RFC 7515 §7.1) with this key's algorithm, naming the key
+    /// in the `kid` header so verifiers pick it from the JWKS.
+    pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let alg = match self.key.algorithm() {
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        };
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError::Invalid {
+            format: "JWS",
+            reason: e.to_string(),
+        })
     }
 
     /// The public JWK (RFC 7517 §4) published in the JWKS.
@@ -250,6 +287,16 @@ impl Keystore {
             }
         }
         algs
+    }
+
+    /// Signs claims with the first key for `alg` (RS256 when the client asked for nothing else,
+    /// OIDC Core §15.1). `None` when there is no key for that algorithm.
+    pub fn sign<T: serde::Serialize>(
+        &self,
+        alg: Algorithm,
+        claims: &T,
+    ) -> Option<Result<String, KeyError>> {
+        self.for_algorithm(alg).map(|key| key.sign(claims))
     }
 
     /// The public JWK Set (RFC 7517 §5).
