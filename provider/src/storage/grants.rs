@@ -64,6 +64,8 @@ pub struct NewAuthorizationGrant<'a> {
     pub max_age: Option<i64>,
     pub prompt: Option<&'a str>,
     pub login_hint: Option<&'a str>,
+    /// Usually `None`: the code is made when the user approves, and its hash recorded by
+    /// [`AuthorizationGrantRepository::fulfill`].
     pub code_hash: Option<TokenHash>,
 }
 
@@ -154,15 +156,9 @@ pub struct NewDeviceCodeGrant<'a> {
     pub user_agent: Option<&'a str>,
 }
 
-/// A user code as stored and compared: ASCII letters and digits only, upper case. RFC 8628 §6.1:
-/// users type it case-insensitively and may add or omit the dashes and spaces it is shown with.
-pub fn normalize_user_code(user_code: &str) -> String {
-    user_code
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
+/// A user code as stored and compared (RFC 8628 §6.1): the one rule lives with the user code
+/// format in the domain.
+pub use crate::domain::token::normalize_user_code;
 
 /// A scope as consents store it: its tokens sorted, de-duplicated, space-separated.
 fn normalize_scope(scope: &str) -> String {
@@ -190,13 +186,16 @@ pub trait AuthorizationGrantRepository: Send {
         code_hash: &TokenHash,
     ) -> Result<Option<AuthorizationGrant>, StorageError>;
 
-    /// The user approved: records the browser session and the OAuth 2.0 session created for
-    /// the grant. Compare-and-set: only a grant neither fulfilled nor cancelled.
+    /// The user approved: records the browser session, the OAuth 2.0 session created for the
+    /// grant and the hash of the authorization code handed to the client (the code is made at
+    /// approval, since only then is it sent). Compare-and-set: only a grant neither fulfilled
+    /// nor cancelled.
     async fn fulfill(
         &mut self,
         id: Ulid,
         browser_session_id: Ulid,
         session_id: Ulid,
+        code_hash: &TokenHash,
     ) -> Result<bool, StorageError>;
 
     /// The code was redeemed at the token endpoint. Compare-and-set: only a fulfilled,
@@ -507,16 +506,19 @@ macro_rules! implementation {
                 id: Ulid,
                 browser_session_id: Ulid,
                 session_id: Ulid,
+                code_hash: &TokenHash,
             ) -> Result<bool, StorageError> {
                 let done = sqlx::query(
                     "UPDATE oauth2_authorization_grants \
-                     SET browser_session_id = $2, session_id = $3, fulfilled_at = $4 \
+                     SET browser_session_id = $2, session_id = $3, fulfilled_at = $4, \
+                         code_hash = $5 \
                      WHERE id = $1 AND fulfilled_at IS NULL AND cancelled_at IS NULL",
                 )
                 .bind(DbId(id))
                 .bind(DbId(browser_session_id))
                 .bind(DbId(session_id))
                 .bind(Ts(self.now()))
+                .bind(&code_hash[..])
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(

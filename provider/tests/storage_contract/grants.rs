@@ -159,13 +159,13 @@ async fn authorization_grants(db: TestDb) {
     let (browser, session) = approval(&mut repo, &alice, &client).await;
     assert!(repo
         .authorization_grants()
-        .fulfill(grant.id, browser, session)
+        .fulfill(grant.id, browser, session, &hash(1))
         .await
         .unwrap());
     // Approving twice loses, and a fulfilled grant can't be cancelled.
     assert!(!repo
         .authorization_grants()
-        .fulfill(grant.id, browser, session)
+        .fulfill(grant.id, browser, session, &hash(1))
         .await
         .unwrap());
     assert!(!repo.authorization_grants().cancel(grant.id).await.unwrap());
@@ -213,7 +213,7 @@ async fn authorization_grants(db: TestDb) {
         .unwrap());
     assert!(!repo
         .authorization_grants()
-        .fulfill(no_code_1.id, browser, session)
+        .fulfill(no_code_1.id, browser, session, &hash(9))
         .await
         .unwrap());
     assert!(!repo
@@ -232,9 +232,31 @@ async fn authorization_grants(db: TestDb) {
         })
     );
 
+    // A grant made without a code gets the one made at approval.
+    assert_eq!(
+        repo.authorization_grants()
+            .find_by_code_hash(&hash(7))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(repo
+        .authorization_grants()
+        .fulfill(no_code_2.id, browser, session, &hash(7))
+        .await
+        .unwrap());
+    let found = repo
+        .authorization_grants()
+        .find_by_code_hash(&hash(7))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, no_code_2.id);
+    assert_eq!(found.code_hash, Some(hash(7)));
+
     for missing in [
         repo.authorization_grants()
-            .fulfill(Ulid::new(), browser, session)
+            .fulfill(Ulid::new(), browser, session, &hash(8))
             .await,
         repo.authorization_grants().exchange(Ulid::new()).await,
         repo.authorization_grants().cancel(Ulid::new()).await,
@@ -259,7 +281,7 @@ async fn concurrent_code_exchange(db: TestDb) {
     let (browser, session) = approval(&mut repo, &alice, &client).await;
     assert!(repo
         .authorization_grants()
-        .fulfill(grant.id, browser, session)
+        .fulfill(grant.id, browser, session, &hash(1))
         .await
         .unwrap());
     repo.commit().await.unwrap();
