@@ -113,7 +113,7 @@ impl Playground {
             })?;
         let storage = server::open_storage(&settings, Entropy::system()).await?;
         server::prepare(&storage, &settings, true).await?;
-        let server = Server::from_listener(listener, settings.clone(), storage.clone());
+        let server = Server::from_listener(listener, settings.clone(), storage.clone())?;
         Ok(Self {
             settings,
             storage,

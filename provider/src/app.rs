@@ -5,12 +5,13 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{MatchedPath, State},
+    extract::{FromRef, MatchedPath, State},
     http::{Method, Request, StatusCode, Uri},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
+use axum_extra::extract::cookie::Key;
 use serde_json::json;
 use tower_http::{
     cors::{Any, CorsLayer},
@@ -22,6 +23,7 @@ use tracing::Level;
 use crate::{
     config::Settings,
     endpoints, oauth2,
+    passwords::{PasswordConfig, PasswordConfigError, PasswordHasher},
     storage::Storage,
     web::{self, Chrome, Templates},
 };
@@ -34,27 +36,74 @@ pub struct Documents {
 }
 
 /// What every handler can reach.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub storage: Storage,
     pub documents: Arc<Documents>,
     pub templates: Arc<Templates>,
+    /// Protects the browser cookie (see [`web::session`]).
+    pub cookie_key: Key,
+    pub passwords: PasswordHasher,
+    /// A hash to check unknown usernames against, made on first use.
+    dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("issuer", &self.settings.issuer.as_str())
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRef<AppState> for Key {
+    fn from_ref(state: &AppState) -> Self {
+        state.cookie_key.clone()
+    }
 }
 
 impl AppState {
-    pub fn new(settings: Settings, storage: Storage) -> Self {
+    /// The state, hashing passwords with the default schemes (argon2id, OWASP parameters).
+    pub fn new(settings: Settings, storage: Storage) -> Result<Self, PasswordConfigError> {
+        let passwords =
+            PasswordHasher::new(PasswordConfig::default(), storage.entropy().rng.clone())?;
+        Ok(Self::with_passwords(settings, storage, passwords))
+    }
+
+    /// The state with a given password hasher.
+    pub fn with_passwords(settings: Settings, storage: Storage, passwords: PasswordHasher) -> Self {
         let metadata = oauth2::discovery::ProviderMetadata::new(&settings);
         let documents = Documents {
             metadata: Bytes::from(serde_json::to_vec(&metadata).unwrap_or_default()),
             jwks: Bytes::from(settings.keystore.jwks().to_string()),
         };
+        let cookie_key = web::session::cookie_key(&settings.encryption_key);
         Self {
             settings: Arc::new(settings),
             storage,
             documents: Arc::new(documents),
             templates: Arc::new(Templates::new()),
+            cookie_key,
+            passwords,
+            dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// A valid hash of no one's password, for checking unknown usernames in the same time as
+    /// known ones.
+    pub async fn dummy_password_hash(&self) -> String {
+        self.dummy_hash
+            .get_or_init(|| async {
+                self.passwords
+                    .hash("not a password of anyone".to_owned())
+                    .await
+                    .map(|(_, hash)| hash)
+                    .unwrap_or_default()
+            })
+            .await
+            .clone()
     }
 
     /// What every page shows besides its content.
@@ -86,6 +135,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(public_documents)
         .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
+        .route(endpoints::TOKEN, post(oauth2::token::post))
+        .route(web::login::PATH, get(web::login::get).post(web::login::post))
+        .route("/consent/{grant}", get(web::consent::get).post(web::consent::post))
+        .route(endpoints::REGISTRATION, oauth2::registration::route())
         .route(web::STYLESHEET, get(web::stylesheet))
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)

@@ -11,6 +11,10 @@ pub const OAUTH_AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-s
 pub const JWKS: &str = "/oauth2/keys.json";
 /// The authorization endpoint (RFC 6749 §3.1).
 pub const AUTHORIZE: &str = "/authorize";
+/// Dynamic client registration (RFC 7591 §3, MSC2966).
+pub const REGISTRATION: &str = "/oauth2/registration";
+/// The token endpoint (RFC 6749 §3.2).
+pub const TOKEN: &str = "/oauth2/token";
 /// Liveness and database check for load balancers and orchestrators.
 pub const HEALTH: &str = "/health";
 

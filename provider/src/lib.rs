@@ -15,6 +15,7 @@ pub mod domain;
 pub mod endpoints;
 pub mod keys;
 pub mod oauth2;
+pub mod passwords;
 pub mod server;
 pub mod storage;
 pub mod sync;

@@ -291,7 +291,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let storage = server::open_storage(&settings, Entropy::system()).await?;
             server::prepare(&storage, &settings, !no_migrate).await?;
             let issuer = settings.issuer.clone();
-            let server = Server::from_listener(listener, settings, storage.clone());
+            let server = Server::from_listener(listener, settings, storage.clone())?;
             tracing::info!(address = %server.local_addr()?, %issuer, "listening");
             server.run(server::shutdown_signal()).await?;
             storage.close().await;

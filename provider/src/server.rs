@@ -29,6 +29,8 @@ pub enum ServeError {
     },
     #[error("the server stopped: {0}")]
     Io(std::io::Error),
+    #[error("invalid password settings: {0}")]
+    Passwords(crate::passwords::PasswordConfigError),
 }
 
 impl From<SyncError> for ServeError {
@@ -90,11 +92,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 impl Server {
     /// Serves on a listener bound by the caller (for when the issuer must name the port).
-    pub fn from_listener(listener: TcpListener, settings: Settings, storage: Storage) -> Self {
-        Self {
+    pub fn from_listener(
+        listener: TcpListener,
+        settings: Settings,
+        storage: Storage,
+    ) -> Result<Self, ServeError> {
+        Ok(Self {
             listener,
-            state: AppState::new(settings, storage),
-        }
+            state: AppState::new(settings, storage).map_err(ServeError::Passwords)?,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

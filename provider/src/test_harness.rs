@@ -267,10 +267,10 @@ impl TestProvider {
         crate::server::prepare(&db.storage, &settings, false)
             .await
             .expect("sync the static clients");
-        let router = crate::app::router(crate::app::AppState::new(
-            settings.clone(),
-            db.storage.clone(),
-        ));
+        let router = crate::app::router(
+            crate::app::AppState::new(settings.clone(), db.storage.clone())
+                .expect("the default password settings are valid"),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)

@@ -125,7 +125,6 @@ async fn errors_after_go_back_to_the_client(db: TestDb) {
         ),
         (vec![("response_mode", "jwt")], "invalid_request"),
         (vec![("prompt", "none")], "login_required"),
-        (vec![], "temporarily_unavailable"),
     ] {
         let response = http.get(request(&provider, &extra)).send().await.unwrap();
         let pairs = redirected_error(&response, false);
@@ -135,6 +134,13 @@ async fn errors_after_go_back_to_the_client(db: TestDb) {
         assert_eq!(value(&pairs, "iss"), Some(issuer.as_str()));
         assert!(value(&pairs, "error_description").is_some());
     }
+
+    // A request that passes every check is stored, and the browser goes to sign in.
+    let response = http.get(request(&provider, &[])).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap();
+    let grant = location.strip_prefix("/login?grant=").expect(location);
+    assert!(ulid::Ulid::from_string(grant).is_ok(), "{location}");
 
     // response_mode=fragment puts the parameters in the fragment.
     let response = http

@@ -89,7 +89,12 @@ async fn document_and_router_agree(db: TestDb) {
         );
         advertised.push(url.trim_start_matches(&base).to_owned());
     }
-    let served_for_clients = [endpoints::JWKS, endpoints::AUTHORIZE];
+    let served_for_clients = [
+        endpoints::JWKS,
+        endpoints::AUTHORIZE,
+        endpoints::TOKEN,
+        endpoints::REGISTRATION,
+    ];
     for path in served_for_clients {
         assert!(
             advertised.iter().any(|a| format!("/{a}") == path),

@@ -8,9 +8,8 @@
 //!    the same [`Params`]. Their errors go back to the client's redirect URI in the requested
 //!    response mode, with `state` and `iss` (RFC 9207).
 //!
-//! Interactive sign-in (login and consent pages) comes with the OAuth core: until then a request
-//! that passes every check is answered `login_required` for `prompt=none` (no user can be signed
-//! in) and `temporarily_unavailable` otherwise (RFC 6749 §4.1.2.1).
+//! 3. A request that passes is stored as an authorization grant, and [`web::consent::proceed`]
+//!    takes over: sign-in when needed, consent when needed, then the code goes to the client.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +22,12 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
+use axum_extra::extract::PrivateCookieJar;
+
 use crate::{
     app::AppState,
     domain::{client_metadata::RegisteredMetadata, pkce, redirect_uri, scope::Scope},
+    storage::NewAuthorizationGrant,
     web,
 };
 
@@ -46,7 +48,7 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
         Self {
             error,
             description: description.into(),
@@ -91,6 +93,11 @@ impl Params {
     fn is_repeated(&self, name: &str) -> bool {
         self.repeated.iter().any(|r| r == name)
     }
+
+    /// The names of the parameters sent more than once.
+    pub fn repeated_names(&self) -> &[String] {
+        &self.repeated
+    }
 }
 
 /// How the authorization response is returned (OAuth 2.0 Multiple Response Type Encoding
@@ -105,7 +112,16 @@ pub enum ResponseMode {
 impl ResponseMode {
     pub const SUPPORTED: &'static [&'static str] = &["query", "fragment", "form_post"];
 
-    fn parse(value: Option<&str>) -> Result<Self, OAuthError> {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Fragment => "fragment",
+            Self::FormPost => "form_post",
+        }
+    }
+
+    /// The mode of a request; `None` (absent) is `query`, the default for `response_type=code`.
+    pub fn parse(value: Option<&str>) -> Result<Self, OAuthError> {
         match value {
             // the default for `response_type=code`
             None | Some("query") => Ok(Self::Query),
@@ -301,7 +317,11 @@ fn check_max_age(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result
 }
 
 /// `GET /authorize`.
-pub async fn get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = Params::parse(query.as_deref().unwrap_or(""));
     let page = |status: StatusCode, title: &str, detail: String, code: Option<&str>| {
         web::error_page(
@@ -389,23 +409,53 @@ pub async fn get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
     if let Err(error) = run_checks(&params, &metadata, Endpoint::Authorization) {
         return respond(mode, error);
     }
-    if params.get("prompt") == Some("none") {
-        // OIDC Core §3.1.2.6: no interaction allowed and nobody is signed in.
-        return respond(
-            mode,
-            OAuthError::new("login_required", "the user is not signed in"),
-        );
+
+    // Stage 3: remember the request; sign-in and consent take over (web::consent).
+    let scope = params
+        .get("scope")
+        .and_then(|s| Scope::parse(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let max_age = params.get("max_age").and_then(|m| m.parse::<i64>().ok());
+    let stored = async {
+        let mut repo = state.storage.begin().await?;
+        let grant = repo
+            .authorization_grants()
+            .add(NewAuthorizationGrant {
+                client_id: client.id,
+                redirect_uri: &redirect,
+                scope: &scope,
+                state: client_state.as_deref(),
+                nonce: params.get("nonce"),
+                response_mode: mode.as_str(),
+                code_challenge: params.get("code_challenge"),
+                code_challenge_method: params.get("code_challenge_method"),
+                max_age,
+                prompt: params.get("prompt"),
+                login_hint: params.get("login_hint"),
+                code_hash: None,
+            })
+            .await?;
+        repo.commit().await?;
+        Ok::<_, crate::storage::StorageError>(grant)
     }
-    respond(
-        mode,
-        OAuthError::new(
-            "temporarily_unavailable",
-            "interactive sign-in is not available on this server yet",
-        ),
-    )
+    .await;
+    match stored {
+        Ok(grant) => web::consent::proceed(&state, jar, grant, client).await,
+        Err(e) => {
+            tracing::error!(error = %e, "authorize: can't store the request");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The sign-in service can't process requests right now. Try again in a moment."
+                    .into(),
+                None,
+            )
+        }
+    }
 }
 
-/// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1), with `iss` (RFC 9207 §2).
+/// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1).
 fn error_response(
     state: &AppState,
     redirect: &str,
@@ -413,7 +463,6 @@ fn error_response(
     error: &OAuthError,
     client_state: Option<&str>,
 ) -> Response {
-    let issuer = state.settings.issuer.to_string();
     let mut fields: Vec<(&str, &str)> = vec![
         ("error", error.error),
         ("error_description", &error.description),
@@ -421,9 +470,22 @@ fn error_response(
     if let Some(s) = client_state {
         fields.push(("state", s));
     }
+    respond_to_client(state, redirect, mode, &fields)
+}
+
+/// Sends an authorization response (a code, or an error) to the client's redirect URI in the
+/// requested response mode, adding `iss` (RFC 9207 §2). `redirect` must be one the client
+/// registered (checked before any call).
+pub fn respond_to_client(
+    state: &AppState,
+    redirect: &str,
+    mode: ResponseMode,
+    fields: &[(&str, &str)],
+) -> Response {
+    let issuer = state.settings.issuer.to_string();
+    let mut fields = fields.to_vec();
     fields.push(("iss", &issuer));
 
-    // The redirect URI matched a registered one, so it parses; a failure here is refused as a page.
     let Ok(mut url) = Url::parse(redirect) else {
         return web::error_page(
             &state.templates,
@@ -450,7 +512,8 @@ fn error_response(
     }
 }
 
-fn redirect_to(url: &Url) -> Response {
+/// A `303 See Other` to a URL.
+pub fn redirect_to(url: &Url) -> Response {
     match HeaderValue::from_str(url.as_str()) {
         Ok(location) => (
             StatusCode::SEE_OTHER,

@@ -20,8 +20,17 @@ pub struct ProviderMetadata {
     pub issuer: String,
     /// REQUIRED (OIDC Discovery §3, RFC 8414 §2).
     pub authorization_endpoint: String,
+    /// RFC 8414 §2: REQUIRED unless only the implicit grant is supported.
+    pub token_endpoint: String,
+    /// RFC 8414 §2.
+    pub grant_types_supported: &'static [&'static str],
+    /// RFC 8414 §2.
+    pub token_endpoint_auth_methods_supported: &'static [&'static str],
     /// REQUIRED (OIDC Discovery §3).
     pub jwks_uri: String,
+    /// RFC 8414 §2 (RFC 7591 §3): OPTIONAL in general, required by Matrix clients (MSC2965,
+    /// MSC2966: they register themselves before their first authorization request).
+    pub registration_endpoint: String,
     /// OIDC Discovery §3: REQUIRED. Only the authorization code flow is offered (MSC2964).
     pub response_types_supported: Vec<&'static str>,
     /// RFC 8414 §2; Matrix clients require query and fragment (MSC2965).
@@ -51,7 +60,11 @@ impl ProviderMetadata {
         Self {
             issuer: settings.issuer.to_string(),
             authorization_endpoint: endpoints::url(base, endpoints::AUTHORIZE).to_string(),
+            token_endpoint: endpoints::url(base, endpoints::TOKEN).to_string(),
+            grant_types_supported: super::token::GRANT_TYPES,
+            token_endpoint_auth_methods_supported: super::token::AUTH_METHODS,
             jwks_uri: endpoints::url(base, endpoints::JWKS).to_string(),
+            registration_endpoint: endpoints::url(base, endpoints::REGISTRATION).to_string(),
             response_types_supported: vec!["code"],
             response_modes_supported: ResponseMode::SUPPORTED,
             code_challenge_methods_supported: vec![pkce::S256],

@@ -1,5 +1,8 @@
 //! The OAuth 2.0 / OpenID Connect endpoints, one module each.
 
 pub mod authorize;
+pub mod client_auth;
 pub mod discovery;
 pub mod jwks;
+pub mod registration;
+pub mod token;

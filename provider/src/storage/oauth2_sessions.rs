@@ -203,6 +203,16 @@ pub trait RefreshTokenRepository: Send {
         next_refresh_token_id: Ulid,
     ) -> Result<bool, StorageError>;
 
+    /// The grace of refresh rotation: a consumed token replayed while its successor is still
+    /// unused gets a new successor. Re-points `next_refresh_token_id` from `current_next` to
+    /// `new_next`; compare-and-set, so of two concurrent replays only one re-points.
+    async fn repoint_next(
+        &mut self,
+        id: Ulid,
+        current_next: Ulid,
+        new_next: Ulid,
+    ) -> Result<bool, StorageError>;
+
     /// Revokes a refresh token (RFC 7009). Compare-and-set: `true` when this call revoked it,
     /// `false` when it was revoked already.
     async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError>;
@@ -667,6 +677,24 @@ macro_rules! implementation {
                 .bind(DbId(id))
                 .bind(Ts(self.now()))
                 .bind(DbId(next_refresh_token_id))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "oauth2_refresh_tokens", id, "refresh token")
+            }
+
+            async fn repoint_next(
+                &mut self,
+                id: Ulid,
+                current_next: Ulid,
+                new_next: Ulid,
+            ) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_refresh_tokens SET next_refresh_token_id = $3 \
+                     WHERE id = $1 AND next_refresh_token_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(DbId(current_next))
+                .bind(DbId(new_next))
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(self, done, "oauth2_refresh_tokens", id, "refresh token")

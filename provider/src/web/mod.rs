@@ -9,6 +9,11 @@ use minijinja::Environment;
 use serde::Serialize;
 
 /// Where the stylesheet is served.
+pub mod consent;
+pub mod login;
+pub mod session;
+
+/// Where the stylesheet is served.
 pub const STYLESHEET: &str = "/assets/style.css";
 
 const STYLESHEET_CSS: &str = include_str!("../../../templates/assets/style.css");
@@ -34,6 +39,18 @@ impl Templates {
             (
                 "pages/form_post.html",
                 include_str!("../../../templates/pages/form_post.html"),
+            ),
+            (
+                "pages/login.html",
+                include_str!("../../../templates/pages/login.html"),
+            ),
+            (
+                "pages/consent.html",
+                include_str!("../../../templates/pages/consent.html"),
+            ),
+            (
+                "pages/signed_in.html",
+                include_str!("../../../templates/pages/signed_in.html"),
             ),
         ] {
             // The templates are part of the binary and covered by tests: a syntax error is a

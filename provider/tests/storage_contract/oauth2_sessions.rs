@@ -494,6 +494,38 @@ async fn refresh_tokens(db: TestDb) {
         Err(StorageError::NotFound("refresh token"))
     ));
 
+    // Grace: re-pointing the successor is a compare-and-set on the current successor.
+    assert!(repo
+        .refresh_tokens()
+        .repoint_next(first.id, second.id, third.id)
+        .await
+        .unwrap());
+    assert!(!repo
+        .refresh_tokens()
+        .repoint_next(first.id, second.id, third.id)
+        .await
+        .unwrap());
+    assert_eq!(
+        repo.refresh_tokens()
+            .lookup(first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_refresh_token_id,
+        Some(third.id)
+    );
+    assert!(repo
+        .refresh_tokens()
+        .repoint_next(first.id, third.id, second.id)
+        .await
+        .unwrap());
+    assert!(matches!(
+        repo.refresh_tokens()
+            .repoint_next(Ulid::new(), second.id, third.id)
+            .await,
+        Err(StorageError::NotFound("refresh token"))
+    ));
+
     // A revoked token can't be consumed; revoking is a compare-and-set.
     let revoked_at = db.clock.now_db();
     assert!(repo.refresh_tokens().revoke(third.id).await.unwrap());

@@ -1,0 +1,156 @@
+//! The authorization code grant (RFC 6749 §4.1.3, RFC 7636 §4.5, OIDC Core §3.1.3).
+
+use chrono::Duration;
+
+use super::{
+    issue_pair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS, ID_TOKEN_LIFETIME_SECONDS,
+};
+use crate::{
+    app::AppState,
+    crypto::sha256,
+    domain::{id_token::IdTokenClaims, pkce},
+    keys::Algorithm,
+    oauth2::{authorize::Params, client_auth::AuthenticatedClient},
+    storage::{AuthorizationGrant, BoxRepository, StorageError},
+};
+
+/// A code must be redeemed within 10 minutes of its issue (RFC 6749 §4.1.2: "a maximum
+/// authorization code lifetime of 10 minutes is RECOMMENDED").
+pub const CODE_LIFETIME_MINUTES: i64 = 10;
+
+/// RFC 6749 §4.1.2: a code used twice revokes what it issued.
+async fn revoke_what_it_issued(
+    repo: &mut BoxRepository,
+    grant: &AuthorizationGrant,
+) -> Result<(), StorageError> {
+    if let Some(session) = grant.session_id {
+        repo.access_tokens().revoke_all_for_session(session).await?;
+        repo.refresh_tokens()
+            .revoke_all_for_session(session)
+            .await?;
+        repo.oauth2_sessions().finish(session).await?;
+    }
+    Ok(())
+}
+
+pub async fn exchange(
+    state: &AppState,
+    client: &AuthenticatedClient,
+    params: &Params,
+) -> Result<TokenResponse, TokenError> {
+    let code = params
+        .get("code")
+        .ok_or_else(|| TokenError::invalid_request("code is required"))?;
+    let now = state.storage.entropy().clock.now();
+    let mut repo = state.storage.begin().await?;
+    let grant = repo
+        .authorization_grants()
+        .find_by_code_hash(&sha256(code))
+        .await?
+        .ok_or_else(|| TokenError::invalid_grant("unknown authorization code"))?;
+    // RFC 6749 §4.1.3: the code was issued to this client.
+    if grant.client_id != client.client.id {
+        return Err(TokenError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if grant.exchanged_at.is_some() {
+        revoke_what_it_issued(&mut repo, &grant).await?;
+        repo.commit().await?;
+        return Err(TokenError::invalid_grant(
+            "the code was already used; the tokens it issued are revoked",
+        ));
+    }
+    let (Some(fulfilled_at), Some(session_id), Some(browser_session_id)) = (
+        grant.fulfilled_at,
+        grant.session_id,
+        grant.browser_session_id,
+    ) else {
+        return Err(TokenError::invalid_grant("the code was not approved"));
+    };
+    if fulfilled_at + Duration::minutes(CODE_LIFETIME_MINUTES) < now {
+        return Err(TokenError::invalid_grant("the code has expired"));
+    }
+    // RFC 6749 §4.1.3: the same redirect_uri as in the authorization request.
+    if params.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
+        return Err(TokenError::invalid_grant(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    // RFC 7636 §4.6: the verifier matches the challenge.
+    let verifier = params
+        .get("code_verifier")
+        .ok_or_else(|| TokenError::invalid_grant("code_verifier is required (PKCE)"))?;
+    let challenge = grant.code_challenge.as_deref().unwrap_or_default();
+    if !pkce::verify_s256(challenge, verifier) {
+        return Err(TokenError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    if !repo.authorization_grants().exchange(grant.id).await? {
+        // A concurrent request redeemed it first: this is a replay.
+        return Err(TokenError::invalid_grant("the code was already used"));
+    }
+    let session = repo
+        .oauth2_sessions()
+        .lookup(session_id)
+        .await?
+        .filter(|s| s.finished_at.is_none())
+        .ok_or_else(|| TokenError::invalid_grant("the session of this code has ended"))?;
+
+    let mut rng = state.storage.entropy().rng.rng();
+    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
+
+    let id_token = if session.scope.split(' ').any(|s| s == "openid") {
+        let user_id = session
+            .user_id
+            .ok_or_else(|| TokenError::server("authorization code session without a user"))?;
+        let auth_time = repo
+            .browser_sessions()
+            .last_authentication(browser_session_id)
+            .await?
+            .map(|a| a.created_at.timestamp());
+        let mut claims = IdTokenClaims::new(
+            state.settings.issuer.as_str(),
+            &user_id.to_string(),
+            &client.client.client_id,
+            now,
+            Duration::seconds(ID_TOKEN_LIFETIME_SECONDS),
+        )
+        .with_access_token(&pair.access_token)
+        .with_code(code);
+        claims.nonce = grant.nonce.clone();
+        claims.auth_time = auth_time;
+        claims.sid = Some(browser_session_id.to_string());
+        // OIDC Dynamic Client Registration §2: id_token_signed_response_alg, RS256 by default.
+        let alg = match client
+            .client
+            .metadata
+            .get("id_token_signed_response_alg")
+            .and_then(|v| v.as_str())
+        {
+            Some("ES256") => Algorithm::Es256,
+            _ => Algorithm::Rs256,
+        };
+        let signed = state
+            .settings
+            .keystore
+            .sign(alg, &claims)
+            .or_else(|| state.settings.keystore.sign(Algorithm::Rs256, &claims))
+            .ok_or_else(|| TokenError::server("no signing key"))?
+            .map_err(TokenError::server)?;
+        Some(signed)
+    } else {
+        None
+    };
+    repo.commit().await?;
+    Ok(TokenResponse {
+        access_token: pair.access_token,
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_LIFETIME_SECONDS,
+        // Matrix clients never ask for offline_access: every grant gets a refresh token.
+        refresh_token: Some(pair.refresh_token),
+        scope: session.scope,
+        id_token,
+    })
+}

@@ -1,0 +1,450 @@
+//! What happens to a stored authorization request: sign-in when needed, consent when needed,
+//! then the authorization code goes to the client (RFC 6749 §4.1.2).
+//!
+//! [`decide`] is the one place that says what a request still needs, from the grant, the signed-in
+//! browser session and the remembered consents:
+//! - sign-in, when nobody is signed in, when `prompt=login` asked for a sign-in that hasn't
+//!   happened since the request, or when the last sign-in is older than `max_age`
+//!   (OIDC Core §3.1.2.1);
+//! - consent, when `prompt=consent` asked for it or the user never granted this client these
+//!   scopes.
+//!
+//! `prompt=none` turns each need into an error for the client (`login_required`,
+//! `consent_required`, OIDC Core §3.1.2.6) instead of a page.
+
+use axum::{
+    extract::{Form, Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::PrivateCookieJar;
+use chrono::Duration;
+use serde::Deserialize;
+use ulid::Ulid;
+
+use crate::{
+    app::AppState,
+    crypto::sha256,
+    domain::{client_metadata::RegisteredMetadata, token::random_code},
+    oauth2::authorize::{respond_to_client, OAuthError, ResponseMode},
+    storage::{AuthorizationGrant, BrowserSession, Client, NewOAuth2Session, StorageError, User},
+    web::{self, session::BrowserCookie},
+};
+
+/// How long a stored authorization request may wait for the user (sign-in and consent).
+pub const REQUEST_LIFETIME_MINUTES: i64 = 15;
+
+/// The browser session the cookie names and its user, when both are still active.
+pub async fn signed_in(
+    state: &AppState,
+    cookie: &BrowserCookie,
+) -> Result<Option<(BrowserSession, User)>, StorageError> {
+    let Some(id) = cookie.session_id() else {
+        return Ok(None);
+    };
+    let mut repo = state.storage.reader().await?;
+    let Some(session) = repo.browser_sessions().lookup(id).await? else {
+        return Ok(None);
+    };
+    if !session.is_active() {
+        return Ok(None);
+    }
+    match repo.users().lookup(session.user_id).await? {
+        Some(user) if user.is_active() => Ok(Some((session, user))),
+        _ => Ok(None),
+    }
+}
+
+/// What a request still needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    SignIn,
+    Consent,
+    /// Everything is there: issue the code.
+    Complete,
+}
+
+fn prompts(grant: &AuthorizationGrant) -> Vec<&str> {
+    grant
+        .prompt
+        .as_deref()
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Decides what the request needs next (see the module docs).
+pub async fn decide(
+    state: &AppState,
+    grant: &AuthorizationGrant,
+    signed_in: Option<&(BrowserSession, User)>,
+) -> Result<Decision, StorageError> {
+    let Some((session, user)) = signed_in else {
+        return Ok(Decision::SignIn);
+    };
+    let now = state.storage.entropy().clock.now();
+    let mut repo = state.storage.reader().await?;
+    let last = repo
+        .browser_sessions()
+        .last_authentication(session.id)
+        .await?;
+    let Some(last) = last else {
+        return Ok(Decision::SignIn);
+    };
+    let prompts = prompts(grant);
+    // prompt=login (and prompt=create until registration pages exist): a sign-in after the
+    // request was made (strictly: one in the same instant may have been the previous one).
+    if (prompts.contains(&"login") || prompts.contains(&"create"))
+        && last.created_at <= grant.created_at
+    {
+        return Ok(Decision::SignIn);
+    }
+    if let Some(max_age) = grant.max_age {
+        if last.created_at + Duration::seconds(max_age) < now {
+            return Ok(Decision::SignIn);
+        }
+    }
+    if prompts.contains(&"consent")
+        || !repo
+            .consents()
+            .has_consent(user.id, grant.client_id, &grant.scope)
+            .await?
+    {
+        return Ok(Decision::Consent);
+    }
+    Ok(Decision::Complete)
+}
+
+fn unavailable(state: &AppState, error: &StorageError) -> Response {
+    tracing::error!(error = %error, "sign-in flow: storage error");
+    web::error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The sign-in service can't process requests right now. Try again in a moment.",
+        None,
+    )
+}
+
+fn expired(state: &AppState) -> Response {
+    web::error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::BAD_REQUEST,
+        "This sign-in request has expired",
+        "Go back to the application and start signing in again.",
+        None,
+    )
+}
+
+fn grant_mode(grant: &AuthorizationGrant) -> ResponseMode {
+    ResponseMode::parse(Some(&grant.response_mode)).unwrap_or(ResponseMode::Query)
+}
+
+/// An error for the client, on behalf of a stored grant.
+fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError) -> Response {
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("error", error.error),
+        ("error_description", &error.description),
+    ];
+    if let Some(s) = &grant.state {
+        fields.push(("state", s));
+    }
+    respond_to_client(state, &grant.redirect_uri, grant_mode(grant), &fields)
+}
+
+/// Continues a request just stored by `/authorize`.
+pub async fn proceed(
+    state: &AppState,
+    jar: PrivateCookieJar,
+    grant: AuthorizationGrant,
+    client: Client,
+) -> Response {
+    let mut rng = state.storage.entropy().rng.rng();
+    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let user = match signed_in(state, &cookie).await {
+        Ok(user) => user,
+        Err(e) => return unavailable(state, &e),
+    };
+    let decision = match decide(state, &grant, user.as_ref()).await {
+        Ok(d) => d,
+        Err(e) => return unavailable(state, &e),
+    };
+    let none = prompts(&grant).contains(&"none");
+    let response = match (decision, none, user) {
+        (Decision::SignIn, true, _) => client_error(
+            state,
+            &grant,
+            OAuthError::new("login_required", "the user is not signed in"),
+        ),
+        (Decision::Consent, true, _) => client_error(
+            state,
+            &grant,
+            OAuthError::new("consent_required", "the user has not allowed this client"),
+        ),
+        (Decision::Complete, _, Some((session, user))) => {
+            complete(state, &grant, &client, &session, &user).await
+        }
+        (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
+            Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id)).into_response()
+        }
+        (Decision::Consent, false, _) => {
+            Redirect::to(&format!("{}/{}", PATH, grant.id)).into_response()
+        }
+    };
+    (cookie.into_jar(), response).into_response()
+}
+
+/// Issues the code: the OAuth 2.0 session, the remembered consent and the fulfilled grant, in
+/// one transaction, then the redirect to the client with `code` and `state`.
+async fn complete(
+    state: &AppState,
+    grant: &AuthorizationGrant,
+    client: &Client,
+    session: &BrowserSession,
+    user: &User,
+) -> Response {
+    let mut rng = state.storage.entropy().rng.rng();
+    // RFC 6749 §10.10: unguessable; only its hash is stored.
+    let code = random_code(&mut rng, 32);
+    let result = async {
+        let mut repo = state.storage.begin().await?;
+        let oauth_session = repo
+            .oauth2_sessions()
+            .add(NewOAuth2Session {
+                user_id: Some(user.id),
+                client_id: client.id,
+                browser_session_id: Some(session.id),
+                scope: &grant.scope,
+                device_id: None,
+                user_agent: session.user_agent.as_deref(),
+            })
+            .await?;
+        repo.consents()
+            .record(user.id, client.id, &grant.scope)
+            .await?;
+        let won = repo
+            .authorization_grants()
+            .fulfill(grant.id, session.id, oauth_session.id, &sha256(&code))
+            .await?;
+        if won {
+            repo.commit().await?;
+        }
+        Ok::<_, StorageError>(won)
+    }
+    .await;
+    match result {
+        Ok(true) => {
+            let mut fields: Vec<(&str, &str)> = vec![("code", &code)];
+            if let Some(s) = &grant.state {
+                fields.push(("state", s));
+            }
+            respond_to_client(state, &grant.redirect_uri, grant_mode(grant), &fields)
+        }
+        // Approved twice (two tabs, a double click): the first approval already answered.
+        Ok(false) => expired(state),
+        Err(e) => unavailable(state, &e),
+    }
+}
+
+/// Where the consent page is served (`/consent/{grant id}`).
+pub const PATH: &str = "/consent";
+
+/// A stored grant still waiting for the user, with its client.
+async fn pending_grant(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<(AuthorizationGrant, Client)>, StorageError> {
+    let Ok(id) = Ulid::from_string(id) else {
+        return Ok(None);
+    };
+    let mut repo = state.storage.reader().await?;
+    let Some(grant) = repo.authorization_grants().lookup(id).await? else {
+        return Ok(None);
+    };
+    let now = state.storage.entropy().clock.now();
+    if grant.fulfilled_at.is_some()
+        || grant.cancelled_at.is_some()
+        || grant.created_at + Duration::minutes(REQUEST_LIFETIME_MINUTES) < now
+    {
+        return Ok(None);
+    }
+    Ok(repo
+        .clients()
+        .lookup(grant.client_id)
+        .await?
+        .map(|c| (grant, c)))
+}
+
+/// Human words for a scope token, for the consent page.
+pub fn describe_scope(token: &str) -> String {
+    match token {
+        "openid" => "Know who you are (your user ID)".into(),
+        "email" => "See your email address".into(),
+        "urn:matrix:client:api:*" | "urn:matrix:org.matrix.msc2967.client:api:*" => {
+            "Access your Matrix account".into()
+        }
+        "urn:synapse:admin:*" => "Administer the Matrix server".into(),
+        _ => {
+            let device = token
+                .strip_prefix("urn:matrix:client:device:")
+                .or_else(|| token.strip_prefix("urn:matrix:org.matrix.msc2967.client:device:"));
+            match device {
+                Some(id) => format!("Use the device {id}"),
+                None => format!("Use the permission “{token}”"),
+            }
+        }
+    }
+}
+
+fn consent_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    grant: &AuthorizationGrant,
+    client: &Client,
+    user: &User,
+) -> Response {
+    let metadata = RegisteredMetadata::from_json(&client.metadata);
+    let client_uri = client
+        .metadata
+        .get("client_uri")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let scopes: Vec<String> = grant
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(describe_scope)
+        .collect();
+    let chrome = state.chrome();
+    let body = state.templates.render(
+        "pages/consent.html",
+        minijinja::context! {
+            site_name => chrome.site_name,
+            stylesheet => chrome.stylesheet,
+            client_name => metadata.client_name.unwrap_or_else(|| client.client_id.clone()),
+            client_uri => client_uri,
+            username => user.username,
+            scopes => scopes,
+            csrf => cookie.csrf_token(),
+            action => format!("{PATH}/{}", grant.id),
+        },
+    );
+    match body {
+        Some(body) => web::html(StatusCode::OK, body, &web::csp("'self'", None)),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `GET /consent/{grant}`: sign-in if needed, the consent page if needed, else the code.
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Path(id): Path<String>,
+) -> Response {
+    let (grant, client) = match pending_grant(&state, &id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return expired(&state),
+        Err(e) => return unavailable(&state, &e),
+    };
+    let mut rng = state.storage.entropy().rng.rng();
+    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let user = match signed_in(&state, &cookie).await {
+        Ok(user) => user,
+        Err(e) => return unavailable(&state, &e),
+    };
+    let response =
+        match decide(&state, &grant, user.as_ref()).await {
+            Err(e) => unavailable(&state, &e),
+            Ok(Decision::SignIn) => {
+                Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id)).into_response()
+            }
+            Ok(Decision::Consent) => match &user {
+                Some((_, user)) => consent_page(&state, &cookie, &grant, &client, user),
+                None => Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id))
+                    .into_response(),
+            },
+            Ok(Decision::Complete) => match &user {
+                Some((session, user)) => complete(&state, &grant, &client, session, user).await,
+                None => Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id))
+                    .into_response(),
+            },
+        };
+    (cookie.into_jar(), response).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action: String,
+}
+
+/// `POST /consent/{grant}`: the user's answer.
+pub async fn post(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Path(id): Path<String>,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let mut rng = state.storage.entropy().rng.rng();
+    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    if let Err(e) = cookie.verify_csrf(&form.csrf) {
+        let page = web::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            &e.to_string(),
+            None,
+        );
+        return (cookie.into_jar(), page).into_response();
+    }
+    let (grant, client) = match pending_grant(&state, &id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return (cookie.into_jar(), expired(&state)).into_response(),
+        Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
+    };
+    let user = match signed_in(&state, &cookie).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            let to = Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id));
+            return (cookie.into_jar(), to).into_response();
+        }
+        Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
+    };
+    let response = match form.action.as_str() {
+        "allow" => complete(&state, &grant, &client, &user.0, &user.1).await,
+        "deny" => {
+            let cancelled = async {
+                let mut repo = state.storage.begin().await?;
+                let won = repo.authorization_grants().cancel(grant.id).await?;
+                repo.commit().await?;
+                Ok::<_, StorageError>(won)
+            }
+            .await;
+            match cancelled {
+                // RFC 6749 §4.1.2.1: the resource owner denied the request.
+                Ok(true) => client_error(
+                    &state,
+                    &grant,
+                    OAuthError::new("access_denied", "the user denied the request"),
+                ),
+                Ok(false) => expired(&state),
+                Err(e) => unavailable(&state, &e),
+            }
+        }
+        _ => web::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::BAD_REQUEST,
+            "Invalid answer",
+            "Choose Allow or Deny.",
+            None,
+        ),
+    };
+    (cookie.into_jar(), response).into_response()
+}

@@ -1,0 +1,271 @@
+//! `GET|POST /login`: password sign-in.
+//!
+//! Wrong username and wrong password get the same answer, after the same work (an unknown user is
+//! checked against a dummy hash), so the page doesn't tell which usernames exist. Whether an
+//! account is locked or deactivated is said only after the right password. A stored hash made
+//! by an older scheme is replaced on the way (see [`crate::passwords`]).
+
+use axum::{
+    extract::{Form, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::PrivateCookieJar;
+use serde::Deserialize;
+use ulid::Ulid;
+
+use crate::{
+    app::AppState,
+    domain::client_metadata::RegisteredMetadata,
+    passwords::Verified,
+    storage::StorageError,
+    web::{self, consent, session::BrowserCookie},
+};
+
+/// Where the login page is served.
+pub const PATH: &str = "/login";
+
+/// The method recorded for a password sign-in.
+pub const METHOD_PASSWORD: &str = "password";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    grant: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    grant: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The name of the client a pending grant is for, to show "to continue to …".
+async fn client_name(state: &AppState, grant: Option<&str>) -> Option<String> {
+    let id = Ulid::from_string(grant?).ok()?;
+    let mut repo = state.storage.reader().await.ok()?;
+    let grant = repo.authorization_grants().lookup(id).await.ok()??;
+    let client = repo.clients().lookup(grant.client_id).await.ok()??;
+    Some(
+        RegisteredMetadata::from_json(&client.metadata)
+            .client_name
+            .unwrap_or(client.client_id),
+    )
+}
+
+/// A grant ID as it may appear in links: only a ULID passes, so it can't redirect elsewhere.
+fn valid_grant(grant: Option<&str>) -> Option<String> {
+    grant
+        .and_then(|g| Ulid::from_string(g).ok())
+        .map(|g| g.to_string())
+}
+
+async fn login_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    status: StatusCode,
+    grant: Option<&str>,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let chrome = state.chrome();
+    let body = state.templates.render(
+        "pages/login.html",
+        minijinja::context! {
+            site_name => chrome.site_name,
+            stylesheet => chrome.stylesheet,
+            client_name => client_name(state, grant).await,
+            csrf => cookie.csrf_token(),
+            action => PATH,
+            grant => grant,
+            username => username,
+            error => error,
+        },
+    );
+    match body {
+        Some(body) => web::html(status, body, &web::csp("'self'", None)),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn load_cookie(state: &AppState, jar: PrivateCookieJar) -> BrowserCookie {
+    let mut rng = state.storage.entropy().rng.rng();
+    BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https")
+}
+
+/// `GET /login`.
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let cookie = load_cookie(&state, jar);
+    let grant = valid_grant(query.grant.as_deref());
+    if grant.is_none() {
+        // Nothing to continue to: say who is signed in, if anyone.
+        if let Ok(Some((_, user))) = consent::signed_in(&state, &cookie).await {
+            let chrome = state.chrome();
+            let body = state.templates.render(
+                "pages/signed_in.html",
+                minijinja::context! {
+                    site_name => chrome.site_name,
+                    stylesheet => chrome.stylesheet,
+                    username => user.username,
+                },
+            );
+            let page = match body {
+                Some(body) => web::html(StatusCode::OK, body, &web::csp("'self'", None)),
+                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            };
+            return (cookie.into_jar(), page).into_response();
+        }
+    }
+    let page = login_page(&state, &cookie, StatusCode::OK, grant.as_deref(), "", None).await;
+    (cookie.into_jar(), page).into_response()
+}
+
+/// Why a sign-in attempt failed, as the user is told.
+enum Refusal {
+    WrongCredentials,
+    Locked,
+    Deactivated,
+}
+
+impl Refusal {
+    fn message(&self) -> &'static str {
+        match self {
+            Self::WrongCredentials => "Wrong username or password.",
+            Self::Locked => "This account is locked. Contact the server's administrators.",
+            Self::Deactivated => "This account has been deactivated.",
+        }
+    }
+}
+
+/// Checks the credentials; on success opens a browser session (storing an upgraded hash in
+/// the same transaction) and returns its ID.
+async fn authenticate(
+    state: &AppState,
+    username: &str,
+    password: String,
+    user_agent: Option<&str>,
+) -> Result<Result<Ulid, Refusal>, LoginError> {
+    let mut repo = state.storage.reader().await?;
+    let user = repo.users().find_by_username(username.trim()).await?;
+    let stored = match &user {
+        Some(user) => repo.user_passwords().active(user.id).await?,
+        None => None,
+    };
+    drop(repo);
+    let (Some(user), Some(stored)) = (user, stored) else {
+        // The same work as a real check, so timing doesn't reveal unknown usernames.
+        let dummy = state.dummy_password_hash().await;
+        let _ = state
+            .passwords
+            .verify(state.passwords.current_version(), &dummy, password)
+            .await;
+        return Ok(Err(Refusal::WrongCredentials));
+    };
+    let verified = state
+        .passwords
+        .verify(stored.version, &stored.hashed_password, password)
+        .await?;
+    let Verified::Match { upgrade } = verified else {
+        return Ok(Err(Refusal::WrongCredentials));
+    };
+    if user.deactivated_at.is_some() {
+        return Ok(Err(Refusal::Deactivated));
+    }
+    if user.locked_at.is_some() {
+        return Ok(Err(Refusal::Locked));
+    }
+    let mut repo = state.storage.begin().await?;
+    if let Some((version, hash)) = upgrade {
+        repo.user_passwords()
+            .add(user.id, &hash, version, Some(stored.id))
+            .await?;
+    }
+    let session = repo
+        .browser_sessions()
+        .add(user.id, user_agent, None)
+        .await?;
+    repo.browser_sessions()
+        .record_authentication(session.id, METHOD_PASSWORD)
+        .await?;
+    repo.commit().await?;
+    Ok(Ok(session.id))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Password(#[from] crate::passwords::PasswordError),
+}
+
+/// `POST /login`.
+pub async fn post(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let mut cookie = load_cookie(&state, jar);
+    let grant = valid_grant(form.grant.as_deref());
+    if let Err(e) = cookie.verify_csrf(&form.csrf) {
+        let page = login_page(
+            &state,
+            &cookie,
+            StatusCode::FORBIDDEN,
+            grant.as_deref(),
+            &form.username,
+            Some(&e.to_string()),
+        )
+        .await;
+        return (cookie.into_jar(), page).into_response();
+    }
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(512).collect::<String>());
+    let outcome = authenticate(&state, &form.username, form.password, user_agent.as_deref()).await;
+    let response = match outcome {
+        Ok(Ok(session)) => {
+            let mut rng = state.storage.entropy().rng.rng();
+            cookie.set_session(Some(session), &mut rng);
+            match &grant {
+                Some(grant) => Redirect::to(&format!("{}/{grant}", consent::PATH)).into_response(),
+                None => Redirect::to(PATH).into_response(),
+            }
+        }
+        Ok(Err(refusal)) => {
+            login_page(
+                &state,
+                &cookie,
+                StatusCode::UNAUTHORIZED,
+                grant.as_deref(),
+                &form.username,
+                Some(refusal.message()),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "login failed");
+            web::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Signing in is not possible right now. Try again in a moment.",
+                None,
+            )
+        }
+    };
+    (cookie.into_jar(), response).into_response()
+}
