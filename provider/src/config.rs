@@ -39,6 +39,16 @@ pub struct Config {
     pub matrix: MatrixConfig,
     #[serde(default)]
     pub clients: Vec<StaticClientConfig>,
+    #[serde(default)]
+    pub account: AccountConfig,
+}
+
+/// What people may do with their accounts themselves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccountConfig {
+    /// May people create accounts on the sign-in pages (and with `prompt=create`)?
+    #[serde(default)]
+    pub registration: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +151,9 @@ pub struct StaticClientConfig {
     pub client_name: Option<String>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser afterwards.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<String>,
     /// For `private_key_jwt`: the client's public keys, inline...
@@ -194,6 +207,8 @@ pub struct Settings {
     pub keystore: Keystore,
     pub matrix: MatrixSettings,
     pub clients: Vec<StaticClient>,
+    /// Self-service registration is open.
+    pub registration: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -519,6 +534,7 @@ impl Config {
                     secret: self.matrix.secret.clone(),
                 },
                 clients,
+                registration: self.account.registration,
             }),
             _ => Err(problems),
         }
@@ -636,6 +652,17 @@ impl Config {
                     Err(e) => p.push(Problem::new(at, format!("`{uri}` is not a valid URI: {e}"))),
                 }
             }
+            for (j, uri) in c.post_logout_redirect_uris.iter().enumerate() {
+                let at = format!("{path}.post_logout_redirect_uris[{j}]");
+                // RP-Initiated Logout §3: absolute URIs, compared like redirect URIs.
+                match Url::parse(uri) {
+                    Ok(url) if url.fragment().is_some() => {
+                        p.push(Problem::new(at, "must not contain a fragment"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => p.push(Problem::new(at, format!("`{uri}` is not a valid URI: {e}"))),
+                }
+            }
             for (j, grant) in c.grant_types.iter().enumerate() {
                 if !GRANT_TYPES.contains(&grant.as_str()) {
                     p.push(Problem::new(
@@ -663,6 +690,7 @@ impl StaticClientConfig {
     fn to_static_client(&self) -> StaticClient {
         let mut metadata = serde_json::json!({
             "redirect_uris": self.redirect_uris,
+            "post_logout_redirect_uris": self.post_logout_redirect_uris,
             "grant_types": self.grant_types,
             "response_types": if self.grant_types.iter().any(|g| g == "authorization_code") {
                 vec!["code"]
@@ -790,6 +818,10 @@ matrix:
   # homeserver uses it to introspect tokens; the provider uses it to provision users.
   secret: {matrix_secret}
 
+account:
+  # Let people create their own accounts on the sign-in page (and with prompt=create).
+  registration: false
+
 # Clients known in advance. `provider config sync` (and `provider serve`) writes them to the
 # database; edit or remove this example.
 clients:
@@ -799,6 +831,8 @@ clients:
     client_secret: {client_secret}
     redirect_uris:
       - "https://client.example.com/callback"
+    post_logout_redirect_uris:
+      - "https://client.example.com/signed-out"
     grant_types: [authorization_code, refresh_token]
 "#,
         issuer = quoted(&options.issuer),

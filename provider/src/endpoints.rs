@@ -15,6 +15,20 @@ pub const AUTHORIZE: &str = "/authorize";
 pub const REGISTRATION: &str = "/oauth2/registration";
 /// The token endpoint (RFC 6749 §3.2).
 pub const TOKEN: &str = "/oauth2/token";
+/// Token revocation (RFC 7009 §2).
+pub const REVOCATION: &str = "/oauth2/revoke";
+/// Token introspection (RFC 7662 §2), for the homeserver and confidential clients.
+pub const INTROSPECTION: &str = "/oauth2/introspect";
+/// The UserInfo endpoint (OIDC Core §5.3).
+pub const USERINFO: &str = "/oauth2/userinfo";
+/// RP-Initiated Logout 1.0 (`end_session_endpoint`).
+pub const END_SESSION: &str = "/oauth2/logout";
+/// The device authorization endpoint (RFC 8628 §3.1, MSC4341).
+pub const DEVICE_AUTHORIZATION: &str = "/oauth2/device";
+/// The device flow's verification page, where the user enters the code (RFC 8628 §3.3).
+pub const LINK: &str = "/link";
+/// Where the verification page's approval form posts (RFC 8628 §3.3).
+pub const LINK_APPROVE: &str = "/link/approve";
 /// Liveness and database check for load balancers and orchestrators.
 pub const HEALTH: &str = "/health";
 

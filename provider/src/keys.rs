@@ -237,6 +237,25 @@ impl SigningKey {
         })
     }
 
+    /// The public half as a JWS verification key.
+    fn decoding_key(&self) -> Option<jsonwebtoken::DecodingKey> {
+        let jwk = self.key.required_members();
+        let member = |name: &str| {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match self.key {
+            PrivateKey::Rsa(_) => {
+                jsonwebtoken::DecodingKey::from_rsa_components(&member("n"), &member("e")).ok()
+            }
+            PrivateKey::P256(_) => {
+                jsonwebtoken::DecodingKey::from_ec_components(&member("x"), &member("y")).ok()
+            }
+        }
+    }
+
     /// The public JWK (RFC 7517 §4) published in the JWKS.
     pub fn public_jwk(&self) -> Value {
         let mut jwk = self.key.required_members();
@@ -297,6 +316,32 @@ impl Keystore {
         claims: &T,
     ) -> Option<Result<String, KeyError>> {
         self.for_algorithm(alg).map(|key| key.sign(claims))
+    }
+
+    /// Reads a JWT this server signed (an `id_token_hint`): the signature must verify with the
+    /// key its `kid` names and `iss` must be `issuer`. Expiry is NOT checked: RP-Initiated Logout
+    /// §2 lets an expired ID token serve as a hint. `None` for anything else.
+    pub fn verify_own<T: serde::de::DeserializeOwned>(&self, jwt: &str, issuer: &str) -> Option<T> {
+        let header = jsonwebtoken::decode_header(jwt).ok()?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| Some(&k.kid) == header.kid.as_ref())?;
+        let alg = match key.key.algorithm() {
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        };
+        if header.alg != alg {
+            return None;
+        }
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.set_issuer(&[issuer]);
+        jsonwebtoken::decode::<T>(jwt, &key.decoding_key()?, &validation)
+            .ok()
+            .map(|data| data.claims)
     }
 
     /// The public JWK Set (RFC 7517 §5).
@@ -418,5 +463,51 @@ mod tests {
             Keystore::new(vec![rsa.clone(), rsa.clone()]).unwrap_err(),
             KeyError::DuplicateKid(rsa.kid.clone())
         );
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use rand::{rngs::StdRng, SeedableRng};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reads_back_its_own_tokens_only() {
+        let rsa = SigningKey::new(
+            PrivateKey::generate_rsa(&mut StdRng::seed_from_u64(8)).unwrap(),
+            None,
+        );
+        let ec = SigningKey::new(
+            PrivateKey::generate_p256(&mut StdRng::seed_from_u64(9)),
+            None,
+        );
+        let store = Keystore::new(vec![rsa, ec]).unwrap();
+        let claims = json!({"iss": "https://a/", "aud": "c", "sub": "u", "exp": 1, "sid": "s"});
+        for alg in [Algorithm::Rs256, Algorithm::Es256] {
+            let jwt = store.sign(alg, &claims).unwrap().unwrap();
+            // Expired long ago, still a valid hint.
+            let read: Value = store.verify_own(&jwt, "https://a/").unwrap();
+            assert_eq!(read["sid"], "s");
+            assert!(
+                store.verify_own::<Value>(&jwt, "https://b/").is_none(),
+                "other issuer"
+            );
+            let mut tampered = jwt.clone();
+            tampered.replace_range(jwt.len() - 4.., "AAAA");
+            assert!(store.verify_own::<Value>(&tampered, "https://a/").is_none());
+        }
+        let other = Keystore::new(vec![SigningKey::new(
+            PrivateKey::generate_rsa(&mut StdRng::seed_from_u64(10)).unwrap(),
+            None,
+        )])
+        .unwrap();
+        let foreign = other.sign(Algorithm::Rs256, &claims).unwrap().unwrap();
+        assert!(
+            store.verify_own::<Value>(&foreign, "https://a/").is_none(),
+            "not our key"
+        );
+        assert!(store.verify_own::<Value>("garbage", "https://a/").is_none());
     }
 }

@@ -244,6 +244,12 @@ pub struct TestProvider {
 impl TestProvider {
     /// Generates a configuration (fixed seed) for `db`, syncs it and serves it.
     pub async fn start(db: &TestDb) -> Self {
+        Self::start_with(db, &[]).await
+    }
+
+    /// [`TestProvider::start`] with `PROVIDER__…` overrides applied to the configuration, as the
+    /// environment would (e.g. `("PROVIDER__ACCOUNT__REGISTRATION", "true")`).
+    pub async fn start_with(db: &TestDb, overrides: &[(&str, &str)]) -> Self {
         use rand::SeedableRng as _;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -262,7 +268,10 @@ impl TestProvider {
             &options,
         )
         .expect("generate a configuration");
-        let (_, settings) = crate::config::parse(&text, Vec::new(), std::path::Path::new("."))
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let (_, settings) = crate::config::parse(&text, overrides, std::path::Path::new("."))
             .expect("the generated configuration is valid");
         crate::server::prepare(&db.storage, &settings, false)
             .await

@@ -3,7 +3,7 @@
 //! against the JWKS, refresh rotation with its grace and reuse detection, and the refusals of
 //! RFC 6749 §4.1.3 / §5.2.
 
-use std::sync::Arc;
+mod support;
 
 use chrono::Duration;
 use openidconnect::{
@@ -13,111 +13,18 @@ use openidconnect::{
 };
 use provider::{
     backend_tests,
-    clock::{Clock as _, SeededRngSource},
-    passwords::{PasswordConfig, PasswordHasher},
+    clock::Clock as _,
     test_harness::{TestDb, TestProvider},
 };
-use scraper::{Html, Selector};
 use serde_json::Value;
+use support::{add_user, authorize, browser, param, REDIRECT};
 use url::Url;
-
-const REDIRECT: &str = "https://client.example.com/callback";
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 fn http() -> openidconnect::reqwest::Client {
     openidconnect::reqwest::ClientBuilder::new()
         .redirect(openidconnect::reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-async fn add_user(db: &TestDb, username: &str, password: &str) {
-    let hasher =
-        PasswordHasher::new(PasswordConfig::default(), Arc::new(SeededRngSource::new(5))).unwrap();
-    let (version, hash) = hasher.hash(password.to_owned()).await.unwrap();
-    let mut repo = db.storage.begin().await.unwrap();
-    let user = repo.users().add(username).await.unwrap();
-    repo.user_passwords()
-        .add(user.id, &hash, version, None)
-        .await
-        .unwrap();
-    repo.commit().await.unwrap();
-}
-
-fn form(html: &str) -> (String, Vec<(String, String)>) {
-    let doc = Html::parse_document(html);
-    let form = doc
-        .select(&Selector::parse("form").unwrap())
-        .next()
-        .expect("a form");
-    let action = form.value().attr("action").unwrap().to_owned();
-    let fields = form
-        .select(&Selector::parse("input[type=hidden]").unwrap())
-        .map(|i| {
-            (
-                i.value().attr("name").unwrap().to_owned(),
-                i.value().attr("value").unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    (action, fields)
-}
-
-fn location(response: &reqwest::Response, base: &Url) -> Url {
-    assert_eq!(
-        response.status(),
-        303,
-        "expected a redirect from {}",
-        response.url()
-    );
-    base.join(response.headers()["location"].to_str().unwrap())
-        .unwrap()
-}
-
-/// Follows an authorization URL through the pages, signing in and allowing as needed; returns
-/// where the browser was sent back to.
-async fn authorize(browser: &reqwest::Client, base: &Url, url: &str, password: &str) -> Url {
-    let mut next = location(&browser.get(url).send().await.unwrap(), base);
-    loop {
-        if next.as_str().starts_with(REDIRECT) {
-            return next;
-        }
-        let page = browser
-            .get(next.clone())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let (action, mut fields) = form(&page);
-        if next.path() == "/login" {
-            fields.push(("username".into(), "alice".into()));
-            fields.push(("password".into(), password.into()));
-        } else {
-            fields.push(("action".into(), "allow".into()));
-        }
-        let response = browser
-            .post(base.join(&action).unwrap())
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-        next = location(&response, base);
-    }
-}
-
-fn param(url: &Url, name: &str) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// A raw token request, for the refusals `openidconnect` won't let us make.

@@ -94,6 +94,11 @@ async fn document_and_router_agree(db: TestDb) {
         endpoints::AUTHORIZE,
         endpoints::TOKEN,
         endpoints::REGISTRATION,
+        endpoints::REVOCATION,
+        endpoints::INTROSPECTION,
+        endpoints::USERINFO,
+        endpoints::DEVICE_AUTHORIZATION,
+        endpoints::END_SESSION,
     ];
     for path in served_for_clients {
         assert!(

@@ -7,3 +7,4 @@ pub mod pkce;
 pub mod redirect_uri;
 pub mod scope;
 pub mod token;
+pub mod username;

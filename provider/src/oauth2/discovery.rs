@@ -26,11 +26,26 @@ pub struct ProviderMetadata {
     pub grant_types_supported: &'static [&'static str],
     /// RFC 8414 §2.
     pub token_endpoint_auth_methods_supported: &'static [&'static str],
+    /// RFC 8414 §2 (RFC 7009); Matrix clients require it (MSC2965).
+    pub revocation_endpoint: String,
+    /// RFC 8414 §2: public clients (`none`) may revoke too (RFC 7009 §5).
+    pub revocation_endpoint_auth_methods_supported: &'static [&'static str],
+    /// RFC 8414 §2 (RFC 7662).
+    pub introspection_endpoint: String,
+    /// RFC 8414 §2: confidential clients, and `Bearer` (an access token type) for the
+    /// homeserver's shared secret.
+    pub introspection_endpoint_auth_methods_supported: &'static [&'static str],
+    /// OIDC Discovery §3: RECOMMENDED (OIDC Core §5.3).
+    pub userinfo_endpoint: String,
+    /// RP-Initiated Logout 1.0 §2.1.
+    pub end_session_endpoint: String,
     /// REQUIRED (OIDC Discovery §3).
     pub jwks_uri: String,
     /// RFC 8414 §2 (RFC 7591 §3): OPTIONAL in general, required by Matrix clients (MSC2965,
     /// MSC2966: they register themselves before their first authorization request).
     pub registration_endpoint: String,
+    /// RFC 8628 §4; MSC4341: Matrix clients find the device authorization grant by it.
+    pub device_authorization_endpoint: String,
     /// OIDC Discovery §3: REQUIRED. Only the authorization code flow is offered (MSC2964).
     pub response_types_supported: Vec<&'static str>,
     /// RFC 8414 §2; Matrix clients require query and fragment (MSC2965).
@@ -63,8 +78,16 @@ impl ProviderMetadata {
             token_endpoint: endpoints::url(base, endpoints::TOKEN).to_string(),
             grant_types_supported: super::token::GRANT_TYPES,
             token_endpoint_auth_methods_supported: super::token::AUTH_METHODS,
+            revocation_endpoint: endpoints::url(base, endpoints::REVOCATION).to_string(),
+            revocation_endpoint_auth_methods_supported: super::revocation::AUTH_METHODS,
+            introspection_endpoint: endpoints::url(base, endpoints::INTROSPECTION).to_string(),
+            introspection_endpoint_auth_methods_supported: super::introspection::AUTH_METHODS,
+            userinfo_endpoint: endpoints::url(base, endpoints::USERINFO).to_string(),
+            end_session_endpoint: endpoints::url(base, endpoints::END_SESSION).to_string(),
             jwks_uri: endpoints::url(base, endpoints::JWKS).to_string(),
             registration_endpoint: endpoints::url(base, endpoints::REGISTRATION).to_string(),
+            device_authorization_endpoint: endpoints::url(base, endpoints::DEVICE_AUTHORIZATION)
+                .to_string(),
             response_types_supported: vec!["code"],
             response_modes_supported: ResponseMode::SUPPORTED,
             code_challenge_methods_supported: vec![pkce::S256],

@@ -2,7 +2,11 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod device;
 pub mod discovery;
+pub mod introspection;
 pub mod jwks;
 pub mod registration;
+pub mod revocation;
 pub mod token;
+pub mod userinfo;

@@ -79,6 +79,7 @@ pub async fn decide(
     state: &AppState,
     grant: &AuthorizationGrant,
     signed_in: Option<&(BrowserSession, User)>,
+    cookie: &BrowserCookie,
 ) -> Result<Decision, StorageError> {
     let Some((session, user)) = signed_in else {
         return Ok(Decision::SignIn);
@@ -93,11 +94,10 @@ pub async fn decide(
         return Ok(Decision::SignIn);
     };
     let prompts = prompts(grant);
-    // prompt=login (and prompt=create until registration pages exist): a sign-in after the
-    // request was made (strictly: one in the same instant may have been the previous one).
-    if (prompts.contains(&"login") || prompts.contains(&"create"))
-        && last.created_at <= grant.created_at
-    {
+    // prompt=login / prompt=create: a sign-in (or registration) made for this request, or
+    // anyway after it was made.
+    let fresh = cookie.signed_in_for() == Some(grant.id) || last.created_at > grant.created_at;
+    if (prompts.contains(&"login") || prompts.contains(&"create")) && !fresh {
         return Ok(Decision::SignIn);
     }
     if let Some(max_age) = grant.max_age {
@@ -168,7 +168,7 @@ pub async fn proceed(
         Ok(user) => user,
         Err(e) => return unavailable(state, &e),
     };
-    let decision = match decide(state, &grant, user.as_ref()).await {
+    let decision = match decide(state, &grant, user.as_ref(), &cookie).await {
         Ok(d) => d,
         Err(e) => return unavailable(state, &e),
     };
@@ -188,7 +188,13 @@ pub async fn proceed(
             complete(state, &grant, &client, &session, &user).await
         }
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id)).into_response()
+            // Initiating User Registration via OIDC 1.0: prompt=create opens registration.
+            let page = if state.settings.registration && prompts(&grant).contains(&"create") {
+                super::register::PATH
+            } else {
+                super::login::PATH
+            };
+            Redirect::to(&format!("{page}?grant={}", grant.id)).into_response()
         }
         (Decision::Consent, false, _) => {
             Redirect::to(&format!("{}/{}", PATH, grant.id)).into_response()
@@ -356,7 +362,7 @@ pub async fn get(
         Err(e) => return unavailable(&state, &e),
     };
     let response =
-        match decide(&state, &grant, user.as_ref()).await {
+        match decide(&state, &grant, user.as_ref(), &cookie).await {
             Err(e) => unavailable(&state, &e),
             Ok(Decision::SignIn) => {
                 Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id)).into_response()

@@ -32,6 +32,9 @@ pub const METHOD_PASSWORD: &str = "password";
 pub struct LoginQuery {
     #[serde(default)]
     grant: Option<String>,
+    /// A page to return to after signing in, other than a grant (see [`valid_next`]).
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,13 +44,15 @@ pub struct LoginForm {
     #[serde(default)]
     grant: Option<String>,
     #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
     username: String,
     #[serde(default)]
     password: String,
 }
 
 /// The name of the client a pending grant is for, to show "to continue to …".
-async fn client_name(state: &AppState, grant: Option<&str>) -> Option<String> {
+pub(crate) async fn client_name(state: &AppState, grant: Option<&str>) -> Option<String> {
     let id = Ulid::from_string(grant?).ok()?;
     let mut repo = state.storage.reader().await.ok()?;
     let grant = repo.authorization_grants().lookup(id).await.ok()??;
@@ -57,6 +62,13 @@ async fn client_name(state: &AppState, grant: Option<&str>) -> Option<String> {
             .client_name
             .unwrap_or(client.client_id),
     )
+}
+
+/// Where to return after signing in when there is no grant: only pages that say they accept it,
+/// rebuilt by them from what they understand (today the device link page, RFC 8628 §3.3, see
+/// [`super::link::return_target`]), so `next` is never an open redirect (RFC 9700 §4.11).
+fn valid_next(next: Option<&str>) -> Option<String> {
+    next.and_then(super::link::return_target)
 }
 
 /// A grant ID as it may appear in links: only a ULID passes, so it can't redirect elsewhere.
@@ -71,6 +83,7 @@ async fn login_page(
     cookie: &BrowserCookie,
     status: StatusCode,
     grant: Option<&str>,
+    next: Option<&str>,
     username: &str,
     error: Option<&str>,
 ) -> Response {
@@ -84,8 +97,13 @@ async fn login_page(
             csrf => cookie.csrf_token(),
             action => PATH,
             grant => grant,
+            next => next,
             username => username,
             error => error,
+            register => state.settings.registration.then(|| match grant {
+                Some(g) => format!("{}?grant={g}", super::register::PATH),
+                None => super::register::PATH.to_owned(),
+            }),
         },
     );
     match body {
@@ -107,7 +125,8 @@ pub async fn get(
 ) -> Response {
     let cookie = load_cookie(&state, jar);
     let grant = valid_grant(query.grant.as_deref());
-    if grant.is_none() {
+    let next = valid_next(query.next.as_deref());
+    if grant.is_none() && next.is_none() {
         // Nothing to continue to: say who is signed in, if anyone.
         if let Ok(Some((_, user))) = consent::signed_in(&state, &cookie).await {
             let chrome = state.chrome();
@@ -126,7 +145,16 @@ pub async fn get(
             return (cookie.into_jar(), page).into_response();
         }
     }
-    let page = login_page(&state, &cookie, StatusCode::OK, grant.as_deref(), "", None).await;
+    let page = login_page(
+        &state,
+        &cookie,
+        StatusCode::OK,
+        grant.as_deref(),
+        next.as_deref(),
+        "",
+        None,
+    )
+    .await;
     (cookie.into_jar(), page).into_response()
 }
 
@@ -218,12 +246,14 @@ pub async fn post(
 ) -> Response {
     let mut cookie = load_cookie(&state, jar);
     let grant = valid_grant(form.grant.as_deref());
+    let next = valid_next(form.next.as_deref());
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
         let page = login_page(
             &state,
             &cookie,
             StatusCode::FORBIDDEN,
             grant.as_deref(),
+            next.as_deref(),
             &form.username,
             Some(&e.to_string()),
         )
@@ -238,10 +268,14 @@ pub async fn post(
     let response = match outcome {
         Ok(Ok(session)) => {
             let mut rng = state.storage.entropy().rng.rng();
-            cookie.set_session(Some(session), &mut rng);
-            match &grant {
-                Some(grant) => Redirect::to(&format!("{}/{grant}", consent::PATH)).into_response(),
-                None => Redirect::to(PATH).into_response(),
+            let for_grant = grant.as_deref().and_then(|g| Ulid::from_string(g).ok());
+            cookie.set_session(Some(session), for_grant, &mut rng);
+            match (&grant, &next) {
+                (Some(grant), _) => {
+                    Redirect::to(&format!("{}/{grant}", consent::PATH)).into_response()
+                }
+                (None, Some(next)) => Redirect::to(next).into_response(),
+                (None, None) => Redirect::to(PATH).into_response(),
             }
         }
         Ok(Err(refusal)) => {
@@ -250,6 +284,7 @@ pub async fn post(
                 &cookie,
                 StatusCode::UNAUTHORIZED,
                 grant.as_deref(),
+                next.as_deref(),
                 &form.username,
                 Some(refusal.message()),
             )

@@ -10,7 +10,10 @@ use serde::Serialize;
 
 /// Where the stylesheet is served.
 pub mod consent;
+pub mod link;
 pub mod login;
+pub mod logout;
+pub mod register;
 pub mod session;
 
 /// Where the stylesheet is served.
@@ -49,8 +52,28 @@ impl Templates {
                 include_str!("../../../templates/pages/consent.html"),
             ),
             (
+                "pages/link.html",
+                include_str!("../../../templates/pages/link.html"),
+            ),
+            (
+                "pages/link_approve.html",
+                include_str!("../../../templates/pages/link_approve.html"),
+            ),
+            (
                 "pages/signed_in.html",
                 include_str!("../../../templates/pages/signed_in.html"),
+            ),
+            (
+                "pages/logout.html",
+                include_str!("../../../templates/pages/logout.html"),
+            ),
+            (
+                "pages/signed_out.html",
+                include_str!("../../../templates/pages/signed_out.html"),
+            ),
+            (
+                "pages/register.html",
+                include_str!("../../../templates/pages/register.html"),
             ),
         ] {
             // The templates are part of the binary and covered by tests: a syntax error is a

@@ -31,6 +31,10 @@ struct CookieState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     session: Option<Ulid>,
     csrf: String,
+    /// The authorization request the last sign-in was made for (`prompt=login|create` asks for
+    /// a sign-in for that very request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signed_in_for: Option<Ulid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +65,7 @@ impl BrowserCookie {
                 CookieState {
                     session: None,
                     csrf: random_code(rng, 32),
+                    signed_in_for: None,
                 },
                 true,
             ),
@@ -92,11 +97,23 @@ impl BrowserCookie {
         self.state.session
     }
 
-    /// Records who is signed in (or nobody), with a fresh CSRF token.
-    pub fn set_session(&mut self, session: Option<Ulid>, rng: &mut impl RngCore) {
+    /// Records who is signed in (or nobody), with a fresh CSRF token, and the authorization
+    /// request the sign-in was made for, if any.
+    pub fn set_session(
+        &mut self,
+        session: Option<Ulid>,
+        for_grant: Option<Ulid>,
+        rng: &mut impl RngCore,
+    ) {
         self.state.session = session;
+        self.state.signed_in_for = for_grant;
         self.state.csrf = random_code(rng, 32);
         self.changed = true;
+    }
+
+    /// The authorization request the current sign-in was made for.
+    pub fn signed_in_for(&self) -> Option<Ulid> {
+        self.state.signed_in_for
     }
 
     /// The jar to return with the response: the cookie is (re)written only when it changed.
@@ -142,7 +159,7 @@ mod tests {
         let mut cookie = BrowserCookie::load(jar(), &mut rng, true);
         let before = cookie.csrf_token().to_owned();
         let session = Ulid::from_parts(1, 2);
-        cookie.set_session(Some(session), &mut rng);
+        cookie.set_session(Some(session), None, &mut rng);
         assert_ne!(cookie.csrf_token(), before, "login rotates the CSRF token");
         let after = cookie.csrf_token().to_owned();
         let written = cookie.into_jar();

@@ -3,13 +3,13 @@
 use chrono::Duration;
 
 use super::{
-    issue_pair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS, ID_TOKEN_LIFETIME_SECONDS,
+    id_token::{self, IdTokenFor},
+    issue_pair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS,
 };
 use crate::{
     app::AppState,
     crypto::sha256,
-    domain::{id_token::IdTokenClaims, pkce},
-    keys::Algorithm,
+    domain::pkce,
     oauth2::{authorize::Params, client_auth::AuthenticatedClient},
     storage::{AuthorizationGrant, BoxRepository, StorageError},
 };
@@ -101,45 +101,18 @@ pub async fn exchange(
     let mut rng = state.storage.entropy().rng.rng();
     let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
 
-    let id_token = if session.scope.split(' ').any(|s| s == "openid") {
+    let id_token = if id_token::wanted(&session.scope) {
         let user_id = session
             .user_id
             .ok_or_else(|| TokenError::server("authorization code session without a user"))?;
-        let auth_time = repo
-            .browser_sessions()
-            .last_authentication(browser_session_id)
-            .await?
-            .map(|a| a.created_at.timestamp());
-        let mut claims = IdTokenClaims::new(
-            state.settings.issuer.as_str(),
-            &user_id.to_string(),
-            &client.client.client_id,
-            now,
-            Duration::seconds(ID_TOKEN_LIFETIME_SECONDS),
-        )
-        .with_access_token(&pair.access_token)
-        .with_code(code);
-        claims.nonce = grant.nonce.clone();
-        claims.auth_time = auth_time;
-        claims.sid = Some(browser_session_id.to_string());
-        // OIDC Dynamic Client Registration §2: id_token_signed_response_alg, RS256 by default.
-        let alg = match client
-            .client
-            .metadata
-            .get("id_token_signed_response_alg")
-            .and_then(|v| v.as_str())
-        {
-            Some("ES256") => Algorithm::Es256,
-            _ => Algorithm::Rs256,
+        let about = IdTokenFor {
+            user_id,
+            browser_session_id,
+            access_token: &pair.access_token,
+            code: Some(code),
+            nonce: grant.nonce.as_deref(),
         };
-        let signed = state
-            .settings
-            .keystore
-            .sign(alg, &claims)
-            .or_else(|| state.settings.keystore.sign(Algorithm::Rs256, &claims))
-            .ok_or_else(|| TokenError::server("no signing key"))?
-            .map_err(TokenError::server)?;
-        Some(signed)
+        Some(id_token::sign(state, &mut repo, &client.client, now, about).await?)
     } else {
         None
     };

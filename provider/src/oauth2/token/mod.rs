@@ -4,6 +4,8 @@
 //! §5.2, with `WWW-Authenticate` when the client tried HTTP Basic and failed.
 
 pub mod authorization_code;
+pub mod device_code;
+mod id_token;
 pub mod refresh_token;
 
 use axum::{
@@ -23,7 +25,7 @@ use super::{authorize::Params, client_auth};
 use crate::{
     app::AppState,
     crypto::sha256,
-    domain::token::TokenKind,
+    domain::{client_registration::DEVICE_CODE, token::TokenKind},
     storage::{BoxRepository, RefreshToken, StorageError},
 };
 
@@ -33,7 +35,12 @@ pub const ACCESS_TOKEN_LIFETIME_SECONDS: i64 = 300;
 pub const ID_TOKEN_LIFETIME_SECONDS: i64 = 3600;
 
 /// The grant types this endpoint serves.
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token"];
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    // RFC 8628 §3.4 (MSC4341).
+    DEVICE_CODE,
+];
 /// The client authentication methods it accepts.
 pub const AUTH_METHODS: &[&str] = &["none", "client_secret_basic", "client_secret_post"];
 
@@ -225,6 +232,7 @@ async fn handle(
     }
     match grant_type {
         "authorization_code" => authorization_code::exchange(state, &client, &params).await,
+        DEVICE_CODE => device_code::exchange(state, &client, &params).await,
         _ => refresh_token::refresh(state, &client, &params).await,
     }
 }

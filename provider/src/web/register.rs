@@ -1,0 +1,217 @@
+//! `GET|POST /register`: self-service account creation (Initiating User Registration via OIDC
+//! 1.0: `prompt=create` opens it), when the configuration allows it (`account.registration`).
+//!
+//! A username is never issued twice, not even after deactivation (the users table keeps every
+//! name). The new account is signed in at once.
+
+use axum::{
+    extract::{Form, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::PrivateCookieJar;
+use serde::Deserialize;
+use ulid::Ulid;
+
+use crate::{
+    app::AppState,
+    domain::username,
+    storage::StorageError,
+    web::{self, consent, login, session::BrowserCookie},
+};
+
+/// Where the registration page is served.
+pub const PATH: &str = "/register";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RegisterQuery {
+    #[serde(default)]
+    grant: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RegisterForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    grant: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+}
+
+fn closed(state: &AppState) -> Response {
+    web::error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::FORBIDDEN,
+        "Registration is closed",
+        "This server doesn't let people create accounts themselves. Ask its administrators for one.",
+        None,
+    )
+}
+
+fn valid_grant(grant: Option<&str>) -> Option<String> {
+    grant
+        .and_then(|g| Ulid::from_string(g).ok())
+        .map(|g| g.to_string())
+}
+
+async fn page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    status: StatusCode,
+    grant: Option<&str>,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let chrome = state.chrome();
+    let login = match grant {
+        Some(g) => format!("{}?grant={g}", login::PATH),
+        None => login::PATH.to_owned(),
+    };
+    let body = state.templates.render(
+        "pages/register.html",
+        minijinja::context! {
+            site_name => chrome.site_name,
+            stylesheet => chrome.stylesheet,
+            client_name => login::client_name(state, grant).await,
+            csrf => cookie.csrf_token(),
+            action => PATH,
+            grant => grant,
+            username => username,
+            error => error,
+            server_name => state.settings.matrix.homeserver,
+            min_length => state.passwords.policy().min_length,
+            login => login,
+        },
+    );
+    match body {
+        Some(body) => web::html(status, body, &web::csp("'self'", None)),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `GET /register`.
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(query): Query<RegisterQuery>,
+) -> Response {
+    if !state.settings.registration {
+        return closed(&state);
+    }
+    let mut rng = state.storage.entropy().rng.rng();
+    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let grant = valid_grant(query.grant.as_deref());
+    let response = page(&state, &cookie, StatusCode::OK, grant.as_deref(), "", None).await;
+    (cookie.into_jar(), response).into_response()
+}
+
+/// Creates the account and its first browser session; `Err` carries what to tell the user.
+async fn create(
+    state: &AppState,
+    form: &RegisterForm,
+    user_agent: Option<&str>,
+) -> Result<Result<Ulid, String>, StorageError> {
+    let name = form.username.trim();
+    if let Err(e) = username::check(name, &state.settings.matrix.homeserver) {
+        return Ok(Err(format!("Username: {e}.")));
+    }
+    if let Err(e) = state.passwords.check_policy(&form.password) {
+        return Ok(Err(format!("Password: {e}.")));
+    }
+    if form.password != form.password_confirm {
+        return Ok(Err("The two passwords differ.".into()));
+    }
+    let (version, hash) = match state.passwords.hash(form.password.clone()).await {
+        Ok(hashed) => hashed,
+        Err(e) => return Ok(Err(format!("Password: {e}."))),
+    };
+    let mut repo = state.storage.begin().await?;
+    let user = match repo.users().add(name).await {
+        Ok(user) => user,
+        Err(StorageError::Conflict(_)) => return Ok(Err("This username is taken.".into())),
+        Err(e) => return Err(e),
+    };
+    repo.user_passwords()
+        .add(user.id, &hash, version, None)
+        .await?;
+    let session = repo
+        .browser_sessions()
+        .add(user.id, user_agent, None)
+        .await?;
+    repo.browser_sessions()
+        .record_authentication(session.id, login::METHOD_PASSWORD)
+        .await?;
+    repo.commit().await?;
+    tracing::info!(username = %user.username, "account created");
+    Ok(Ok(session.id))
+}
+
+/// `POST /register`.
+pub async fn post(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    headers: HeaderMap,
+    Form(form): Form<RegisterForm>,
+) -> Response {
+    if !state.settings.registration {
+        return closed(&state);
+    }
+    let mut rng = state.storage.entropy().rng.rng();
+    let mut cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let grant = valid_grant(form.grant.as_deref());
+    if let Err(e) = cookie.verify_csrf(&form.csrf) {
+        let response = page(
+            &state,
+            &cookie,
+            StatusCode::FORBIDDEN,
+            grant.as_deref(),
+            &form.username,
+            Some(&e.to_string()),
+        )
+        .await;
+        return (cookie.into_jar(), response).into_response();
+    }
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(512).collect::<String>());
+    let response = match create(&state, &form, user_agent.as_deref()).await {
+        Ok(Ok(session)) => {
+            let for_grant = grant.as_deref().and_then(|g| Ulid::from_string(g).ok());
+            cookie.set_session(Some(session), for_grant, &mut rng);
+            match &grant {
+                Some(grant) => Redirect::to(&format!("{}/{grant}", consent::PATH)).into_response(),
+                None => Redirect::to(login::PATH).into_response(),
+            }
+        }
+        Ok(Err(message)) => {
+            page(
+                &state,
+                &cookie,
+                StatusCode::BAD_REQUEST,
+                grant.as_deref(),
+                &form.username,
+                Some(&message),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "registration failed");
+            web::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Creating accounts is not possible right now. Try again in a moment.",
+                None,
+            )
+        }
+    };
+    (cookie.into_jar(), response).into_response()
+}
