@@ -4,6 +4,7 @@
 //! §5.2, with `WWW-Authenticate` when the client tried HTTP Basic and failed.
 
 pub mod authorization_code;
+pub mod client_credentials;
 pub mod device_code;
 mod id_token;
 pub mod refresh_token;
@@ -38,6 +39,8 @@ pub const ID_TOKEN_LIFETIME_SECONDS: i64 = 3600;
 pub const GRANT_TYPES: &[&str] = &[
     "authorization_code",
     "refresh_token",
+    // RFC 6749 §4.4.
+    "client_credentials",
     // RFC 8628 §3.4 (MSC4341).
     DEVICE_CODE,
 ];
@@ -233,6 +236,7 @@ async fn handle(
     match grant_type {
         "authorization_code" => authorization_code::exchange(state, &client, &params).await,
         DEVICE_CODE => device_code::exchange(state, &client, &params).await,
+        "client_credentials" => client_credentials::grant(state, &client, &params).await,
         _ => refresh_token::refresh(state, &client, &params).await,
     }
 }

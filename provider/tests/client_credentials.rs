@@ -1,0 +1,97 @@
+//! The client credentials grant over HTTP (RFC 6749 §4.4).
+
+use provider::{
+    backend_tests,
+    test_harness::{TestDb, TestProvider},
+};
+use serde_json::Value;
+
+async fn token(
+    provider: &TestProvider,
+    basic: (&str, &str),
+    form: &[(&str, &str)],
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(provider.url("/oauth2/token"))
+        .basic_auth(basic.0, Some(basic.1))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn client_credentials(db: TestDb) {
+    let provider = TestProvider::start_with(
+        &db,
+        &[(
+            "PROVIDER__CLIENTS__0__GRANT_TYPES",
+            "[authorization_code, refresh_token, client_credentials]",
+        )],
+    )
+    .await;
+    let client = &provider.settings.clients[0];
+    let creds = (client.client_id.as_str(), client.secret.as_deref().unwrap());
+
+    let (status, body) = token(
+        &provider,
+        creds,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "urn:mas:admin"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].as_str().unwrap().starts_with("mat_"));
+    assert_eq!(body["scope"], "urn:mas:admin");
+    assert_eq!(body["expires_in"], 300);
+    assert!(body.get("refresh_token").is_none(), "RFC 6749 §4.4.3");
+    assert!(body.get("id_token").is_none());
+
+    // No scope is fine; user scopes are not.
+    let (status, _) = token(&provider, creds, &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, 200);
+    for scope in ["openid", "urn:matrix:client:api:*"] {
+        let (status, body) = token(
+            &provider,
+            creds,
+            &[("grant_type", "client_credentials"), ("scope", scope)],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_scope")),
+            "{scope}"
+        );
+    }
+    let (status, body) = token(
+        &provider,
+        (creds.0, "wrong secret"),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    provider.stop().await;
+}
+
+async fn only_for_clients_registered_for_it(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let client = &provider.settings.clients[0];
+    let (status, body) = token(
+        &provider,
+        (client.client_id.as_str(), client.secret.as_deref().unwrap()),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    provider.stop().await;
+}
+
+backend_tests!(client_credentials, only_for_clients_registered_for_it);
