@@ -8,7 +8,10 @@ mod support;
 use chrono::Duration;
 use openidconnect::PkceCodeChallenge;
 use provider::{
-    backend_tests, endpoints,
+    backend_tests,
+    crypto::sha256,
+    domain::token::TokenKind,
+    endpoints,
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
@@ -721,8 +724,74 @@ async fn userinfo_endpoint(db: TestDb) {
     provider.stop().await;
 }
 
+/// Compat tokens (legacy login, MSC3824) answer the homeserver the same way. No HTTP flow
+/// issues them yet, so the session and token are stored directly.
+async fn compat_tokens(db: TestDb) {
+    use rand::SeedableRng as _;
+
+    let provider = start(&db).await;
+    let (id, secret) = static_client(&provider);
+    let homeserver_secret = provider.settings.matrix.secret.clone();
+    let homeserver = Auth::Bearer(&homeserver_secret);
+    let token = TokenKind::CompatAccessToken.generate(&mut rand::rngs::StdRng::seed_from_u64(3));
+    let user_id = alice_id(&db).await.parse().unwrap();
+    let mut repo = db.storage.begin().await.unwrap();
+    let session = repo
+        .compat_sessions()
+        .add(user_id, "COMPATDEV", None, true, None)
+        .await
+        .unwrap();
+    repo.compat_tokens()
+        .add_access(session.id, &sha256(&token), None)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+
+    let (_, _, body) = post_form(
+        &provider,
+        endpoints::INTROSPECTION,
+        homeserver,
+        &[("token", &token)],
+        true,
+    )
+    .await;
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["device_id"], "COMPATDEV");
+    assert_eq!(body["username"], "alice");
+    assert_eq!(
+        body["scope"],
+        "urn:matrix:client:api:* urn:matrix:client:device:COMPATDEV urn:synapse:admin:*"
+    );
+    // It never expires (issued without a refresh token) and belongs to no OAuth 2.0 client.
+    assert!(body.get("expires_in").is_none() && body.get("exp").is_none());
+    assert!(body.get("client_id").is_none());
+    let without = introspect(&provider, homeserver, &token).await;
+    assert!(without.get("device_id").is_none());
+    assert!(without["scope"]
+        .as_str()
+        .unwrap()
+        .contains("urn:matrix:client:device:COMPATDEV"));
+
+    // Not an OAuth 2.0 client's to revoke: 200, and it stays active.
+    assert_eq!(
+        revoke(&provider, Auth::Basic(&id, &secret), &token).await,
+        200
+    );
+    assert_eq!(
+        introspect(&provider, homeserver, &token).await["active"],
+        true
+    );
+    // The legacy logout finishes the session: inactive.
+    let mut repo = db.storage.begin().await.unwrap();
+    repo.compat_sessions().finish(session.id).await.unwrap();
+    repo.commit().await.unwrap();
+    assert_eq!(introspect(&provider, homeserver, &token).await, inactive());
+    provider.stop().await;
+}
+
 backend_tests!(
     introspection_of_active_tokens,
+    compat_tokens,
     introspection_refusals,
     tokens_become_inactive,
     revocation_rules,

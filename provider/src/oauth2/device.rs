@@ -54,7 +54,7 @@ pub const INTERVAL_SECONDS: i64 = 5;
 const DEVICE_CODE_LEN: usize = 32;
 
 /// How many fresh user codes to try when one is taken (RFC 8628 §6.1: collisions are possible in
-/// a small code space; with few grants alive, one retry is already rare).
+/// a small code space; among 20^8 codes, even one retry is rare).
 const USER_CODE_ATTEMPTS: usize = 5;
 
 /// The answer of RFC 8628 §3.2.
@@ -159,7 +159,8 @@ async fn handle(
                 stored = Some((device_code, user_code));
                 break;
             }
-            // The user code is taken by a live grant: draw another.
+            // The user code is taken (by any stored grant: the index is on every row): draw
+            // another.
             Err(StorageError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
