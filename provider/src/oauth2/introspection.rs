@@ -37,7 +37,7 @@ use crate::{
     app::AppState,
     crypto::sha256,
     domain::{scope::Scope, token::TokenKind},
-    storage::{AccessToken, BoxRepository, OAuth2Session, StorageError, TokenHash, User},
+    storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
 };
 
 /// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
@@ -319,19 +319,10 @@ fn compat_scope(device_id: &str, is_synapse_admin: bool) -> Option<String> {
     Some(scope)
 }
 
-/// An OAuth 2.0 access token that is active now: not expired, not revoked, its session not
-/// finished, and its user (if any) neither locked nor deactivated.
-#[derive(Debug)]
-pub(crate) struct ActiveAccessToken {
-    pub token: AccessToken,
-    pub session: OAuth2Session,
-    /// `None` for sessions without a user (`client_credentials`).
-    pub user: Option<User>,
-}
-
 /// Finds an active OAuth 2.0 access token (`mat_…`) by its value: what introspection and
-/// userinfo both ask. Malformed tokens are refused by their checksum before any query; then one
-/// query for the token and its session (the repository's hot path) and one for the user.
+/// userinfo both ask. Malformed tokens are refused by their checksum before any query; then ONE
+/// query returns the token, its session, its client's ID and its user (the repository's hot
+/// path), with expiry, revocation, the session's end and the user's lock all checked in SQL.
 pub(crate) async fn find_active_access_token(
     repo: &mut BoxRepository,
     token: &str,
@@ -340,25 +331,9 @@ pub(crate) async fn find_active_access_token(
     if TokenKind::parse(token) != Ok(TokenKind::AccessToken) {
         return Ok(None);
     }
-    let Some((token, session)) = repo
-        .access_tokens()
-        .find_active_by_hash_with_session(&sha256(token), now)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let user = match session.user_id {
-        Some(id) => match active_user(repo, id).await? {
-            Some(user) => Some(user),
-            None => return Ok(None),
-        },
-        None => None,
-    };
-    Ok(Some(ActiveAccessToken {
-        token,
-        session,
-        user,
-    }))
+    repo.access_tokens()
+        .find_active_by_hash(&sha256(token), now)
+        .await
 }
 
 /// The user, when they may still use their tokens (`User::is_active`).
@@ -367,21 +342,6 @@ async fn active_user(
     id: ulid::Ulid,
 ) -> Result<Option<User>, StorageError> {
     Ok(repo.users().lookup(id).await?.filter(User::is_active))
-}
-
-/// The public `client_id` of a session's client: the caller's own without a query when it is
-/// the caller.
-async fn public_client_id(
-    repo: &mut BoxRepository,
-    caller: &Caller,
-    client: ulid::Ulid,
-) -> Result<Option<String>, StorageError> {
-    if let Caller::Client(c) = caller {
-        if c.client.id == client {
-            return Ok(Some(c.client.client_id.clone()));
-        }
-    }
-    Ok(repo.clients().lookup(client).await?.map(|c| c.client_id))
 }
 
 /// Looks the token up by its kind (the prefix, checked by the checksum first).
@@ -396,7 +356,7 @@ async fn find(
         return Ok(None);
     };
     match kind {
-        TokenKind::AccessToken => oauth2_access_token(repo, caller, token, now).await,
+        TokenKind::AccessToken => oauth2_access_token(repo, token, now).await,
         // Refresh tokens only ever travel between a client and this server: a client may
         // introspect its own; the homeserver never sees one (RFC 7662 §2.2: "not allowed to
         // introspect this particular token").
@@ -412,20 +372,16 @@ async fn find(
 
 async fn oauth2_access_token(
     repo: &mut BoxRepository,
-    caller: &Caller,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ActiveToken>, StorageError> {
     let Some(active) = find_active_access_token(repo, token, now).await? else {
         return Ok(None);
     };
-    let Some(client_id) = public_client_id(repo, caller, active.session.client_id).await? else {
-        return Ok(None);
-    };
     Ok(Some(ActiveToken {
         token_type: "access_token",
         scope: active.session.scope,
-        client_id: Some(client_id),
+        client_id: Some(active.client_id),
         user: active.user,
         device_id: active.session.device_id,
         issued_at: active.token.created_at,

@@ -240,7 +240,7 @@ async fn handle(
     let token = access_token(headers, body)?;
     let now = state.storage.entropy().clock.now();
     let mut repo = state.storage.reader().await?;
-    // One query for the token and its session (the hot path), one for the user.
+    // One query: the token, its session, client and user (the hot path).
     let active = introspection::find_active_access_token(&mut repo, &token, now)
         .await?
         .ok_or(BearerError::InvalidToken(

@@ -13,8 +13,20 @@ use ulid::Ulid;
 use super::{
     compare_and_set, for_each_backend,
     types::{db_precision, decode_token_hash, DbId, Ts},
-    StorageError, TokenHash,
+    StorageError, TokenHash, User,
 };
+
+/// An access token that may be used now, with what its callers need to know: its session, the
+/// session's user (when there is one) and the public `client_id` of its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveAccessToken {
+    pub token: AccessToken,
+    pub session: OAuth2Session,
+    /// `None` for `client_credentials` sessions.
+    pub user: Option<User>,
+    /// The client's public `client_id`.
+    pub client_id: String,
+}
 
 /// A grant given to a client: the scope it may use, for a user (or for itself, with
 /// `client_credentials`), until it is finished.
@@ -72,7 +84,7 @@ pub struct AccessToken {
 
 impl AccessToken {
     /// Neither revoked nor expired at `now` (a token is expired from its `expires_at` on). Says
-    /// nothing about the session: see [`AccessTokenRepository::find_active_by_hash_with_session`].
+    /// nothing about the session: see [`AccessTokenRepository::find_active_by_hash`].
     pub fn is_valid_at(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
     }
@@ -152,15 +164,15 @@ pub trait AccessTokenRepository: Send {
         token_hash: &TokenHash,
     ) -> Result<Option<AccessToken>, StorageError>;
 
-    /// The hot path of every API call (introspection, userinfo): in one query, the token with
-    /// this hash and its session, only when the token is not revoked, not expired at `now`
-    /// (expired from `expires_at` on) and the session is not finished. Whether the user may
-    /// still use it (locked, deactivated) is for the caller to check.
-    async fn find_active_by_hash_with_session(
+    /// THE HOT PATH (introspection, userinfo): the token with this hash when it may be used at
+    /// `now` (not revoked, not expired, its session not finished, its user neither locked nor
+    /// deactivated), with its session, user and public client ID: ONE query, found through the
+    /// unique hash index and then primary keys.
+    async fn find_active_by_hash(
         &mut self,
         token_hash: &TokenHash,
         now: DateTime<Utc>,
-    ) -> Result<Option<(AccessToken, OAuth2Session)>, StorageError>;
+    ) -> Result<Option<ActiveAccessToken>, StorageError>;
 
     /// Revokes an access token (RFC 7009). Compare-and-set: `true` when this call revoked it,
     /// `false` when it was revoked already.
@@ -309,12 +321,31 @@ struct TokenWithSessionRow {
     s_finished_at: Option<Ts>,
     s_last_active_at: Option<Ts>,
     s_user_agent: Option<String>,
+    c_client_id: String,
+    // LEFT JOIN: all NULL for client_credentials sessions
+    u_id: Option<DbId>,
+    u_username: Option<String>,
+    u_created_at: Option<Ts>,
+    u_locked_at: Option<Ts>,
+    u_deactivated_at: Option<Ts>,
+    u_can_request_admin: Option<bool>,
 }
 
-impl TryFrom<TokenWithSessionRow> for (AccessToken, OAuth2Session) {
+impl TryFrom<TokenWithSessionRow> for ActiveAccessToken {
     type Error = StorageError;
 
     fn try_from(r: TokenWithSessionRow) -> Result<Self, StorageError> {
+        let user = match (r.u_id, r.u_username, r.u_created_at) {
+            (Some(id), Some(username), Some(created_at)) => Some(User {
+                id: id.0,
+                username,
+                created_at: created_at.0,
+                locked_at: r.u_locked_at.map(Into::into),
+                deactivated_at: r.u_deactivated_at.map(Into::into),
+                can_request_admin: r.u_can_request_admin.unwrap_or(false),
+            }),
+            _ => None,
+        };
         let token = AccessTokenRow {
             id: r.t_id,
             session_id: r.t_session_id,
@@ -335,7 +366,12 @@ impl TryFrom<TokenWithSessionRow> for (AccessToken, OAuth2Session) {
             last_active_at: r.s_last_active_at,
             user_agent: r.s_user_agent,
         };
-        Ok((token.try_into()?, session.into()))
+        Ok(ActiveAccessToken {
+            token: token.try_into()?,
+            session: session.into(),
+            user,
+            client_id: r.c_client_id,
+        })
     }
 }
 
@@ -542,13 +578,14 @@ macro_rules! implementation {
                 row.map(TryInto::try_into).transpose()
             }
 
-            async fn find_active_by_hash_with_session(
+            async fn find_active_by_hash(
                 &mut self,
                 token_hash: &TokenHash,
                 now: DateTime<Utc>,
-            ) -> Result<Option<(AccessToken, OAuth2Session)>, StorageError> {
-                // One round trip: the unique hash index finds the token, the primary key its
-                // session. An expired, revoked or finished-session token is simply not found.
+            ) -> Result<Option<ActiveAccessToken>, StorageError> {
+                // One round trip: the unique hash index finds the token, primary keys its
+                // session, client and user. An expired or revoked token, a finished session or
+                // a locked or deactivated user is simply not found.
                 let row: Option<TokenWithSessionRow> = sqlx::query_as(
                     "SELECT t.id AS t_id, t.session_id AS t_session_id, \
                             t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
@@ -557,13 +594,21 @@ macro_rules! implementation {
                             s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
                             s.device_id AS s_device_id, s.created_at AS s_created_at, \
                             s.finished_at AS s_finished_at, \
-                            s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent \
+                            s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent, \
+                            c.client_id AS c_client_id, \
+                            u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at, \
+                            u.locked_at AS u_locked_at, u.deactivated_at AS u_deactivated_at, \
+                            u.can_request_admin AS u_can_request_admin \
                      FROM oauth2_access_tokens t \
                      JOIN oauth2_sessions s ON s.id = t.session_id \
+                     JOIN oauth2_clients c ON c.id = s.client_id \
+                     LEFT JOIN users u ON u.id = s.user_id \
                      WHERE t.token_hash = $1 \
                        AND t.revoked_at IS NULL \
                        AND (t.expires_at IS NULL OR t.expires_at > $2) \
-                       AND s.finished_at IS NULL",
+                       AND s.finished_at IS NULL \
+                       AND (s.user_id IS NULL \
+                            OR (u.locked_at IS NULL AND u.deactivated_at IS NULL))",
                 )
                 .bind(&token_hash[..])
                 .bind(Ts(now))

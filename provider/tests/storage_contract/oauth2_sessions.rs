@@ -3,7 +3,9 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use provider::{
     backend_tests,
-    storage::{AccessToken, NewOAuth2Session, OAuth2Session, RefreshToken, StorageError},
+    storage::{
+        AccessToken, ActiveAccessToken, NewOAuth2Session, OAuth2Session, RefreshToken, StorageError,
+    },
     test_harness::TestDb,
 };
 use ulid::Ulid;
@@ -246,14 +248,19 @@ async fn access_tokens(db: TestDb) {
     );
     assert_eq!(
         repo.access_tokens()
-            .find_active_by_hash_with_session(&hash(1), t0)
+            .find_active_by_hash(&hash(1), t0)
             .await
             .unwrap(),
-        Some((token.clone(), session.clone()))
+        Some(ActiveAccessToken {
+            token: token.clone(),
+            session: session.clone(),
+            user: Some(alice.clone()),
+            client_id: client.client_id.clone(),
+        })
     );
     assert_eq!(
         repo.access_tokens()
-            .find_active_by_hash_with_session(&hash(9), t0)
+            .find_active_by_hash(&hash(9), t0)
             .await
             .unwrap(),
         None
@@ -266,13 +273,13 @@ async fn access_tokens(db: TestDb) {
     assert!(!token.is_valid_at(at_expiry));
     assert!(repo
         .access_tokens()
-        .find_active_by_hash_with_session(&hash(1), just_before)
+        .find_active_by_hash(&hash(1), just_before)
         .await
         .unwrap()
         .is_some());
     assert_eq!(
         repo.access_tokens()
-            .find_active_by_hash_with_session(&hash(1), at_expiry)
+            .find_active_by_hash(&hash(1), at_expiry)
             .await
             .unwrap(),
         None
@@ -280,11 +287,74 @@ async fn access_tokens(db: TestDb) {
     // A token without expiry stays active.
     assert_eq!(
         repo.access_tokens()
-            .find_active_by_hash_with_session(&hash(2), t0 + Duration::days(3650))
+            .find_active_by_hash(&hash(2), t0 + Duration::days(3650))
             .await
             .unwrap(),
-        Some((forever.clone(), session.clone()))
+        Some(ActiveAccessToken {
+            token: forever.clone(),
+            session: session.clone(),
+            user: Some(alice.clone()),
+            client_id: client.client_id.clone(),
+        })
     );
+
+    // A locked (or deactivated) user's tokens are inactive; unlocking brings them back.
+    let mut repo = db.storage.begin().await.unwrap();
+    repo.users().set_locked(alice.id, true).await.unwrap();
+    assert_eq!(
+        repo.access_tokens()
+            .find_active_by_hash(&hash(1), t0)
+            .await
+            .unwrap(),
+        None
+    );
+    repo.users().set_locked(alice.id, false).await.unwrap();
+    repo.users().set_deactivated(alice.id, true).await.unwrap();
+    assert_eq!(
+        repo.access_tokens()
+            .find_active_by_hash(&hash(1), t0)
+            .await
+            .unwrap(),
+        None
+    );
+    repo.users().set_deactivated(alice.id, false).await.unwrap();
+    assert!(repo
+        .access_tokens()
+        .find_active_by_hash(&hash(1), t0)
+        .await
+        .unwrap()
+        .is_some());
+    // A client's own session (client_credentials) has no user.
+    let machine = repo
+        .oauth2_sessions()
+        .add(NewOAuth2Session {
+            user_id: None,
+            client_id: client.id,
+            browser_session_id: None,
+            scope: "urn:mas:admin",
+            device_id: None,
+            user_agent: None,
+        })
+        .await
+        .unwrap();
+    let machine_token = repo
+        .access_tokens()
+        .add(machine.id, &hash(77), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.access_tokens()
+            .find_active_by_hash(&hash(77), t0)
+            .await
+            .unwrap(),
+        Some(ActiveAccessToken {
+            token: machine_token,
+            session: machine,
+            user: None,
+            client_id: client.client_id.clone(),
+        })
+    );
+    repo.commit().await.unwrap();
 
     // Revocation (RFC 7009) is a compare-and-set.
     db.clock.advance(Duration::seconds(10));
@@ -308,7 +378,7 @@ async fn access_tokens(db: TestDb) {
     );
     assert_eq!(
         repo.access_tokens()
-            .find_active_by_hash_with_session(&hash(1), t0)
+            .find_active_by_hash(&hash(1), t0)
             .await
             .unwrap(),
         None
@@ -318,7 +388,7 @@ async fn access_tokens(db: TestDb) {
     assert!(repo.oauth2_sessions().finish(session.id).await.unwrap());
     assert_eq!(
         repo.access_tokens()
-            .find_active_by_hash_with_session(&hash(2), t0)
+            .find_active_by_hash(&hash(2), t0)
             .await
             .unwrap(),
         None
