@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     body::Bytes,
     extract::{FromRef, MatchedPath, State},
-    http::{Method, Request, StatusCode, Uri},
+    http::{header, Method, Request, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -115,8 +115,11 @@ impl AppState {
     }
 }
 
-/// The whole router, with request IDs, a tracing span per request and CORS on the public
-/// documents (browser clients fetch them cross-origin).
+/// The whole router, with request IDs, a tracing span per request and CORS where browser
+/// clients call cross-origin: the public documents, and the API endpoints a client running in
+/// a page uses (token, revocation, userinfo, device authorization; registration sets its own).
+/// None of them reads cookies, so any origin may call them. The pages, and introspection (a
+/// server-to-server call), get no CORS.
 pub fn router(state: AppState) -> Router {
     let public_documents = Router::new()
         .route(endpoints::OPENID_CONFIGURATION, get(oauth2::discovery::get))
@@ -132,19 +135,32 @@ pub fn router(state: AppState) -> Router {
                 .max_age(Duration::from_secs(3600)),
         );
 
-    Router::new()
-        .merge(public_documents)
-        .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
+    let browser_api = Router::new()
         .route(endpoints::TOKEN, post(oauth2::token::post))
         .route(endpoints::REVOCATION, post(oauth2::revocation::post))
+        .route(
+            endpoints::USERINFO,
+            get(oauth2::userinfo::get).post(oauth2::userinfo::post),
+        )
+        .route(endpoints::DEVICE_AUTHORIZATION, post(oauth2::device::post))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .max_age(Duration::from_secs(3600)),
+        );
+
+    Router::new()
+        .merge(public_documents)
+        .merge(browser_api)
+        .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
         .route(endpoints::INTROSPECTION, post(oauth2::introspection::post))
-        .route(endpoints::USERINFO, get(oauth2::userinfo::get).post(oauth2::userinfo::post))
         .route(endpoints::END_SESSION, get(web::logout::handle).post(web::logout::handle))
         .route(web::register::PATH, get(web::register::get).post(web::register::post))
         .route(web::login::PATH, get(web::login::get).post(web::login::post))
         .route("/consent/{grant}", get(web::consent::get).post(web::consent::post))
         .route(endpoints::REGISTRATION, oauth2::registration::route())
-        .route(endpoints::DEVICE_AUTHORIZATION, post(oauth2::device::post))
         .route(endpoints::LINK, get(web::link::get).post(web::link::post))
         .route(endpoints::LINK_APPROVE, post(web::link::approve))
         .route(web::STYLESHEET, get(web::stylesheet))

@@ -130,3 +130,47 @@ backend_tests!(
     document_and_router_agree,
     health_checks_the_database,
 );
+
+/// Browser clients call the API endpoints cross-origin: a preflight is answered for them, and
+/// not for the server-to-server introspection endpoint.
+async fn cors_for_browser_clients(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let client = reqwest::Client::new();
+    let preflight = |path: &'static str| {
+        let request = client
+            .request(reqwest::Method::OPTIONS, provider.url(path))
+            .header("Origin", "https://app.example")
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            );
+        async move { request.send().await.unwrap() }
+    };
+    for path in [
+        endpoints::TOKEN,
+        endpoints::REVOCATION,
+        endpoints::USERINFO,
+        endpoints::REGISTRATION,
+    ] {
+        let response = preflight(path).await;
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "*",
+            "{path}"
+        );
+    }
+    let response = preflight(endpoints::INTROSPECTION).await;
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    provider.stop().await;
+}
+
+backend_tests!(cors_for_browser_clients);
