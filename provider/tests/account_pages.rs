@@ -1,95 +1,18 @@
 //! Registration (`prompt=create`), and RP-initiated logout, through the pages with a cookie jar.
 
+mod support;
+
 use provider::{
     backend_tests,
     test_harness::{TestDb, TestProvider},
 };
-use scraper::{Html, Selector};
+use support::{
+    authorize_url, browser, form, get_text, location, param, static_client, submit, REDIRECT,
+    VERIFIER,
+};
 use url::Url;
 
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const REDIRECT: &str = "https://client.example.com/callback";
 const SIGNED_OUT: &str = "https://client.example.com/signed-out";
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn form(html: &str) -> (String, Vec<(String, String)>) {
-    let doc = Html::parse_document(html);
-    let form = doc
-        .select(&Selector::parse("form").unwrap())
-        .next()
-        .expect("a form");
-    let action = form.value().attr("action").unwrap().to_owned();
-    let fields = form
-        .select(&Selector::parse("input[type=hidden]").unwrap())
-        .map(|i| {
-            (
-                i.value().attr("name").unwrap().to_owned(),
-                i.value().attr("value").unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    (action, fields)
-}
-
-fn location(response: &reqwest::Response, base: &Url) -> Url {
-    assert_eq!(
-        response.status(),
-        303,
-        "expected a redirect from {}",
-        response.url()
-    );
-    base.join(response.headers()["location"].to_str().unwrap())
-        .unwrap()
-}
-
-fn param(url: &Url, name: &str) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn authorize_url(provider: &TestProvider, prompt: Option<&str>) -> String {
-    let mut url = Url::parse(&provider.url("/authorize")).unwrap();
-    url.query_pairs_mut().extend_pairs([
-        ("client_id", provider.settings.clients[0].client_id.as_str()),
-        ("redirect_uri", REDIRECT),
-        ("response_type", "code"),
-        ("scope", "openid"),
-        ("state", "s1"),
-        ("code_challenge", CHALLENGE),
-        ("code_challenge_method", "S256"),
-    ]);
-    if let Some(p) = prompt {
-        url.query_pairs_mut().append_pair("prompt", p);
-    }
-    url.to_string()
-}
-
-async fn submit(
-    http: &reqwest::Client,
-    base: &Url,
-    page: &str,
-    extra: &[(&str, &str)],
-) -> reqwest::Response {
-    let (action, mut fields) = form(page);
-    fields.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    http.post(base.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn registration_with_prompt_create(db: TestDb) {
     let provider =
@@ -98,21 +21,14 @@ async fn registration_with_prompt_create(db: TestDb) {
     let http = browser();
     let register = location(
         &http
-            .get(authorize_url(&provider, Some("create")))
+            .get(authorize_url(&provider, &[("prompt", "create")]))
             .send()
             .await
             .unwrap(),
         &base,
     );
     assert_eq!(register.path(), "/register");
-    let page = http
-        .get(register.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, register.clone()).await;
     assert!(page.contains("@username:localhost"), "{page}");
 
     for (username, password, confirm, error) in [
@@ -158,14 +74,7 @@ async fn registration_with_prompt_create(db: TestDb) {
     .await;
     let consent = location(&response, &base);
     assert!(consent.path().starts_with("/consent/"), "{consent}");
-    let page = http
-        .get(consent)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, consent).await;
     assert!(page.contains("Signed in as <strong>carol</strong>"));
     let back = location(
         &submit(&http, &base, &page, &[("action", "allow")]).await,
@@ -175,14 +84,7 @@ async fn registration_with_prompt_create(db: TestDb) {
 
     // The name is taken now, for good.
     let other = browser();
-    let page = other
-        .get(provider.url("/register"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&other, provider.url("/register")).await;
     let response = submit(
         &other,
         &base,
@@ -217,7 +119,7 @@ async fn registration_closed_by_default(db: TestDb) {
         .contains("Registration is closed"));
     // prompt=create then falls back to the login page.
     let response = browser()
-        .get(authorize_url(&provider, Some("create")))
+        .get(authorize_url(&provider, &[("prompt", "create")]))
         .send()
         .await
         .unwrap();
@@ -229,17 +131,10 @@ async fn rp_initiated_logout(db: TestDb) {
     let provider =
         TestProvider::start_with(&db, &[("PROVIDER__ACCOUNT__REGISTRATION", "true")]).await;
     let base = provider.base_url.clone();
-    let client_id = provider.settings.clients[0].client_id.clone();
+    let (client_id, secret) = static_client(&provider);
     let http = browser();
     // Register (and so sign in), then get a code and tokens.
-    let page = http
-        .get(provider.url("/register"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, provider.url("/register")).await;
     submit(
         &http,
         &base,
@@ -253,26 +148,18 @@ async fn rp_initiated_logout(db: TestDb) {
     .await;
     let consent = location(
         &http
-            .get(authorize_url(&provider, None))
+            .get(authorize_url(&provider, &[]))
             .send()
             .await
             .unwrap(),
         &base,
     );
-    let page = http
-        .get(consent)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, consent).await;
     let back = location(
         &submit(&http, &base, &page, &[("action", "allow")]).await,
         &base,
     );
     let code = param(&back, "code").unwrap();
-    let secret = provider.settings.clients[0].secret.clone().unwrap();
     let tokens: serde_json::Value = reqwest::Client::new()
         .post(provider.url("/oauth2/token"))
         .basic_auth(&client_id, Some(&secret))
@@ -280,10 +167,7 @@ async fn rp_initiated_logout(db: TestDb) {
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("redirect_uri", REDIRECT),
-            (
-                "code_verifier",
-                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
-            ),
+            ("code_verifier", VERIFIER),
         ])
         .send()
         .await
@@ -316,7 +200,7 @@ async fn rp_initiated_logout(db: TestDb) {
         .append_pair("id_token_hint", &id_token)
         .append_pair("post_logout_redirect_uri", SIGNED_OUT)
         .append_pair("state", "bye");
-    let page = http.get(url).send().await.unwrap().text().await.unwrap();
+    let page = get_text(&http, url).await;
     assert!(
         page.contains("Sign out?") && page.contains("dave"),
         "{page}"
@@ -340,7 +224,7 @@ async fn rp_initiated_logout(db: TestDb) {
 
     // Signed out: the browser must sign in again, and the session's refresh token is dead.
     let response = http
-        .get(authorize_url(&provider, None))
+        .get(authorize_url(&provider, &[]))
         .send()
         .await
         .unwrap();

@@ -1,48 +1,14 @@
 //! The authorization endpoint over HTTP: which errors are shown as a page and which go back to
 //! the client (RFC 6749 §4.1.2.1), in each response mode.
 
+mod support;
+
 use provider::{
-    backend_tests, endpoints,
+    backend_tests,
     test_harness::{TestDb, TestProvider},
 };
+use support::{authorize_url, http, REDIRECT, STATE};
 use url::Url;
-
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const REDIRECT: &str = "https://client.example.com/callback";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// A valid request for the generated config's static client, with `extra` parameters replacing
-/// or adding to the defaults.
-fn request(provider: &TestProvider, extra: &[(&str, &str)]) -> String {
-    let client_id = provider.settings.clients[0].client_id.clone();
-    let mut params: Vec<(String, String)> = [
-        ("client_id", client_id.as_str()),
-        ("redirect_uri", REDIRECT),
-        ("response_type", "code"),
-        ("scope", "openid urn:matrix:client:api:*"),
-        ("state", "xyz"),
-        ("code_challenge", CHALLENGE),
-        ("code_challenge_method", "S256"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    for (k, v) in extra {
-        params.retain(|(name, _)| name != k);
-        if !v.is_empty() {
-            params.push(((*k).to_owned(), (*v).to_owned()));
-        }
-    }
-    let mut url = Url::parse(&provider.url(endpoints::AUTHORIZE)).unwrap();
-    url.query_pairs_mut().extend_pairs(params);
-    url.to_string()
-}
 
 /// The error parameters of a redirect back to the client.
 fn redirected_error(response: &reqwest::Response, in_fragment: bool) -> Vec<(String, String)> {
@@ -68,7 +34,7 @@ fn value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 async fn errors_before_the_redirect_uri_is_trusted_are_pages(db: TestDb) {
     let provider = TestProvider::start(&db).await;
-    let http = client();
+    let http = http();
     for (extra, needle) in [
         (vec![("client_id", "")], "client_id is missing"),
         (
@@ -85,7 +51,11 @@ async fn errors_before_the_redirect_uri_is_trusted_are_pages(db: TestDb) {
             "not a return address registered",
         ),
     ] {
-        let response = http.get(request(&provider, &extra)).send().await.unwrap();
+        let response = http
+            .get(authorize_url(&provider, &extra))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{extra:?}");
         assert!(
             response.headers().get("location").is_none(),
@@ -100,7 +70,7 @@ async fn errors_before_the_redirect_uri_is_trusted_are_pages(db: TestDb) {
         assert!(body.contains(needle), "{extra:?}: {body}");
     }
     // A repeated client_id is refused on a page too.
-    let doubled = format!("{}&client_id=other", request(&provider, &[]));
+    let doubled = format!("{}&client_id=other", authorize_url(&provider, &[]));
     let response = http.get(doubled).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert!(response.headers().get("location").is_none());
@@ -109,7 +79,7 @@ async fn errors_before_the_redirect_uri_is_trusted_are_pages(db: TestDb) {
 
 async fn errors_after_go_back_to_the_client(db: TestDb) {
     let provider = TestProvider::start(&db).await;
-    let http = client();
+    let http = http();
     let issuer = provider.base_url.to_string();
     for (extra, error) in [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
@@ -126,17 +96,25 @@ async fn errors_after_go_back_to_the_client(db: TestDb) {
         (vec![("response_mode", "jwt")], "invalid_request"),
         (vec![("prompt", "none")], "login_required"),
     ] {
-        let response = http.get(request(&provider, &extra)).send().await.unwrap();
+        let response = http
+            .get(authorize_url(&provider, &extra))
+            .send()
+            .await
+            .unwrap();
         let pairs = redirected_error(&response, false);
         assert_eq!(value(&pairs, "error"), Some(error), "{extra:?}: {pairs:?}");
-        assert_eq!(value(&pairs, "state"), Some("xyz"));
+        assert_eq!(value(&pairs, "state"), Some(STATE));
         // RFC 9207: the issuer comes back with the response.
         assert_eq!(value(&pairs, "iss"), Some(issuer.as_str()));
         assert!(value(&pairs, "error_description").is_some());
     }
 
     // A request that passes every check is stored, and the browser goes to sign in.
-    let response = http.get(request(&provider, &[])).send().await.unwrap();
+    let response = http
+        .get(authorize_url(&provider, &[]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 303);
     let location = response.headers()["location"].to_str().unwrap();
     let grant = location.strip_prefix("/login?grant=").expect(location);
@@ -144,7 +122,7 @@ async fn errors_after_go_back_to_the_client(db: TestDb) {
 
     // response_mode=fragment puts the parameters in the fragment.
     let response = http
-        .get(request(
+        .get(authorize_url(
             &provider,
             &[("response_mode", "fragment"), ("prompt", "none")],
         ))
@@ -156,7 +134,7 @@ async fn errors_after_go_back_to_the_client(db: TestDb) {
 
     // response_mode=form_post answers a self-submitting form to the redirect URI.
     let response = http
-        .get(request(
+        .get(authorize_url(
             &provider,
             &[("response_mode", "form_post"), ("prompt", "none")],
         ))
@@ -178,7 +156,10 @@ async fn errors_after_go_back_to_the_client(db: TestDb) {
         body.contains(r#"name="error" value="login_required""#),
         "{body}"
     );
-    assert!(body.contains(r#"name="state" value="xyz""#), "{body}");
+    assert!(
+        body.contains(&format!(r#"name="state" value="{STATE}""#)),
+        "{body}"
+    );
     provider.stop().await;
 }
 

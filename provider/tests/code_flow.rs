@@ -17,15 +17,8 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::Value;
-use support::{add_user, authorize, browser, param, REDIRECT};
+use support::{add_user, authorize, browser, oidc_http, param, static_client, REDIRECT};
 use url::Url;
-
-fn http() -> openidconnect::reqwest::Client {
-    openidconnect::reqwest::ClientBuilder::new()
-        .redirect(openidconnect::reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// A raw token request, for the refusals `openidconnect` won't let us make.
 async fn token_request(
@@ -49,16 +42,14 @@ async fn code_flow_with_openidconnect(db: TestDb) {
     add_user(&db, "alice", "correct horse battery").await;
     let provider = TestProvider::start(&db).await;
     let base = provider.base_url.clone();
-    let static_client = &provider.settings.clients[0];
-    let (client_id, secret) = (
-        static_client.client_id.clone(),
-        static_client.secret.clone().unwrap(),
-    );
+    let (client_id, secret) = static_client(&provider);
 
-    let metadata =
-        CoreProviderMetadata::discover_async(IssuerUrl::new(base.to_string()).unwrap(), &http())
-            .await
-            .unwrap();
+    let metadata = CoreProviderMetadata::discover_async(
+        IssuerUrl::new(base.to_string()).unwrap(),
+        &oidc_http(),
+    )
+    .await
+    .unwrap();
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(client_id.clone()),
@@ -89,7 +80,7 @@ async fn code_flow_with_openidconnect(db: TestDb) {
         .exchange_code(AuthorizationCode::new(code.clone()))
         .unwrap()
         .set_pkce_verifier(PkceCodeVerifier::new("x".repeat(43)))
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await;
     assert!(format!("{wrong:?}").contains("invalid_grant"), "{wrong:?}");
 
@@ -97,7 +88,7 @@ async fn code_flow_with_openidconnect(db: TestDb) {
         .exchange_code(AuthorizationCode::new(code.clone()))
         .unwrap()
         .set_pkce_verifier(verifier)
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     assert!(tokens.access_token().secret().starts_with("mat_"));
@@ -136,7 +127,7 @@ async fn code_flow_with_openidconnect(db: TestDb) {
     let second = client
         .exchange_refresh_token(&first_refresh)
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     let second_refresh = second.refresh_token().unwrap().clone();
@@ -146,14 +137,14 @@ async fn code_flow_with_openidconnect(db: TestDb) {
     let third = client
         .exchange_refresh_token(&first_refresh)
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     let third_refresh = third.refresh_token().unwrap().clone();
     let revoked = client
         .exchange_refresh_token(&second_refresh)
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await;
     assert!(
         format!("{revoked:?}").contains("invalid_grant"),
@@ -163,14 +154,14 @@ async fn code_flow_with_openidconnect(db: TestDb) {
     let fourth = client
         .exchange_refresh_token(&third_refresh)
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     // ...after which reusing an old one means the token leaked: the session ends.
     let reuse = client
         .exchange_refresh_token(&first_refresh)
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await;
     assert!(format!("{reuse:?}").contains("invalid_grant"), "{reuse:?}");
     let after = client
@@ -178,7 +169,7 @@ async fn code_flow_with_openidconnect(db: TestDb) {
             fourth.refresh_token().unwrap().secret().clone(),
         ))
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await;
     assert!(
         format!("{after:?}").contains("invalid_grant"),
@@ -209,11 +200,7 @@ async fn token_endpoint_refusals(db: TestDb) {
     add_user(&db, "alice", "correct horse battery").await;
     let provider = TestProvider::start(&db).await;
     let base = provider.base_url.clone();
-    let static_client = &provider.settings.clients[0];
-    let (client_id, secret) = (
-        static_client.client_id.clone(),
-        static_client.secret.clone().unwrap(),
-    );
+    let (client_id, secret) = static_client(&provider);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut url = Url::parse(&provider.url("/authorize")).unwrap();
     url.query_pairs_mut().extend_pairs([

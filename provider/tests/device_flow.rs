@@ -3,7 +3,9 @@
 //! `/oauth2/device`, polls the token endpoint while a user signs in and answers on the `/link`
 //! pages in a browser (a cookie jar), and gets its tokens once.
 
-use std::{str::FromStr as _, sync::Arc};
+mod support;
+
+use std::str::FromStr as _;
 
 use chrono::Duration;
 use openidconnect::{
@@ -12,55 +14,19 @@ use openidconnect::{
 };
 use provider::{
     backend_tests,
-    clock::{Clock as _, SeededRngSource},
+    clock::Clock as _,
     endpoints,
-    passwords::{PasswordConfig, PasswordHasher},
     test_harness::{TestDb, TestProvider},
 };
-use scraper::{Html, Selector};
 use serde_json::{json, Value};
+use support::{
+    add_user, browser, form, http, json_of, location, oidc_http, static_client, submit, text,
+};
 use url::Url;
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const PASSWORD: &str = "correct horse battery";
 const SCOPE: &str = "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ";
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn add_user(db: &TestDb, username: &str) {
-    let hasher =
-        PasswordHasher::new(PasswordConfig::default(), Arc::new(SeededRngSource::new(5))).unwrap();
-    let (version, hash) = hasher.hash(PASSWORD.to_owned()).await.unwrap();
-    let mut repo = db.storage.begin().await.unwrap();
-    let user = repo.users().add(username).await.unwrap();
-    repo.user_passwords()
-        .add(user.id, &hash, version, None)
-        .await
-        .unwrap();
-    repo.commit().await.unwrap();
-}
-
-async fn json_of(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
-    (status, headers, body)
-}
 
 /// Registers a device-only public client (MSC2966) and returns its `client_id`.
 async fn register_device_client(provider: &TestProvider, name: &str) -> String {
@@ -130,48 +96,6 @@ fn refused(answer: (u16, Value), error: &str) {
     );
 }
 
-/// The first form of a page: its action and every named input's value (text and hidden).
-fn form(html: &str) -> (String, Vec<(String, String)>) {
-    let doc = Html::parse_document(html);
-    let form = doc
-        .select(&Selector::parse("form").unwrap())
-        .next()
-        .unwrap_or_else(|| panic!("a form in {html}"));
-    let action = form.value().attr("action").unwrap().to_owned();
-    let fields = form
-        .select(&Selector::parse("input[name]").unwrap())
-        .filter(|i| i.value().attr("type") != Some("password"))
-        .map(|i| {
-            (
-                i.value().attr("name").unwrap().to_owned(),
-                i.value().attr("value").unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    (action, fields)
-}
-
-fn set(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
-    fields.retain(|(n, _)| n != name);
-    fields.push((name.to_owned(), value.to_owned()));
-}
-
-fn location(response: &reqwest::Response, base: &Url) -> Url {
-    assert_eq!(
-        response.status(),
-        303,
-        "expected a redirect from {}",
-        response.url()
-    );
-    base.join(response.headers()["location"].to_str().unwrap())
-        .unwrap()
-}
-
-async fn text(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
 /// Opens `verification_uri_complete` signed out: the login page, then back to the link page.
 /// Returns the link page's HTML.
 async fn sign_in_through_link(browser: &reqwest::Client, base: &Url, link: &str) -> String {
@@ -179,15 +103,13 @@ async fn sign_in_through_link(browser: &reqwest::Client, base: &Url, link: &str)
     assert_eq!(to_login.path(), "/login");
     let (status, page) = text(browser.get(to_login).send().await.unwrap()).await;
     assert_eq!(status, 200);
-    let (action, mut fields) = form(&page);
-    set(&mut fields, "username", "alice");
-    set(&mut fields, "password", PASSWORD);
-    let response = browser
-        .post(base.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let response = submit(
+        browser,
+        base,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
     let back = location(&response, base);
     // Back on the link page with the code (RFC 8628 §3.3.1).
     assert_eq!(back.as_str(), link, "came back to the link page");
@@ -203,34 +125,16 @@ async fn enter_code(
     page: &str,
     code: Option<&str>,
 ) -> (u16, String) {
-    let (action, mut fields) = form(page);
-    if let Some(code) = code {
-        set(&mut fields, "code", code);
-    }
-    text(
-        browser
-            .post(base.join(&action).unwrap())
-            .form(&fields)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    let fields = match code {
+        Some(code) => vec![("code", code)],
+        None => Vec::new(),
+    };
+    text(submit(browser, base, page, &fields).await).await
 }
 
 /// Answers the approval page with `allow` or `deny`; returns the result page.
 async fn answer(browser: &reqwest::Client, base: &Url, page: &str, action: &str) -> (u16, String) {
-    let (to, mut fields) = form(page);
-    set(&mut fields, "action", action);
-    text(
-        browser
-            .post(base.join(&to).unwrap())
-            .form(&fields)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    text(submit(browser, base, page, &[("action", action)]).await).await
 }
 
 /// Signs in through the link page and answers a request; returns the result page.
@@ -245,7 +149,7 @@ async fn approve(provider: &TestProvider, started: &Value, action: &str) -> (u16
 }
 
 async fn device_flow_end_to_end(db: TestDb) {
-    add_user(&db, "alice").await;
+    add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let base = provider.base_url.clone();
     let client_id = register_device_client(&provider, "Living-room TV").await;
@@ -332,10 +236,7 @@ async fn device_flow_end_to_end(db: TestDb) {
     // sign-in, with at_hash.
     let metadata = CoreProviderMetadata::discover_async(
         IssuerUrl::new(base.to_string()).unwrap(),
-        &openidconnect::reqwest::ClientBuilder::new()
-            .redirect(openidconnect::reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        &oidc_http(),
     )
     .await
     .unwrap();
@@ -392,7 +293,7 @@ async fn device_flow_end_to_end(db: TestDb) {
 }
 
 async fn a_denied_request_gets_access_denied(db: TestDb) {
-    add_user(&db, "alice").await;
+    add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let client_id = register_device_client(&provider, "Kiosk").await;
     let started = start(&provider, &client_id).await;
@@ -418,7 +319,7 @@ async fn a_denied_request_gets_access_denied(db: TestDb) {
 }
 
 async fn an_expired_request_gets_expired_token(db: TestDb) {
-    add_user(&db, "alice").await;
+    add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let base = provider.base_url.clone();
     let client_id = register_device_client(&provider, "Kiosk").await;
@@ -448,7 +349,7 @@ async fn an_expired_request_gets_expired_token(db: TestDb) {
 }
 
 async fn another_client_gets_invalid_grant(db: TestDb) {
-    add_user(&db, "alice").await;
+    add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let owner = register_device_client(&provider, "Kiosk").await;
     let other = register_device_client(&provider, "Other").await;
@@ -484,7 +385,7 @@ async fn another_client_gets_invalid_grant(db: TestDb) {
 }
 
 async fn the_link_pages_explain_what_is_wrong(db: TestDb) {
-    add_user(&db, "alice").await;
+    add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let base = provider.base_url.clone();
     let browser = browser();
@@ -543,7 +444,7 @@ async fn the_link_pages_explain_what_is_wrong(db: TestDb) {
     assert!(page.contains("Unknown request"), "{page}");
 
     // The login page's `next` only ever leads back to the link page.
-    let fresh = crate::browser();
+    let fresh = support::browser();
     let (_, login) = text(
         fresh
             .get(format!(
@@ -555,16 +456,17 @@ async fn the_link_pages_explain_what_is_wrong(db: TestDb) {
     )
     .await;
     assert!(!login.contains("evil.example"), "{login}");
-    let (action, mut fields) = form(&login);
-    set(&mut fields, "username", "alice");
-    set(&mut fields, "password", PASSWORD);
-    set(&mut fields, "next", "//evil.example/link");
-    let response = fresh
-        .post(base.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let response = submit(
+        &fresh,
+        &base,
+        &login,
+        &[
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("next", "//evil.example/link"),
+        ],
+    )
+    .await;
     assert_eq!(location(&response, &base).as_str(), format!("{base}login"));
     provider.stop().await;
 }
@@ -572,11 +474,7 @@ async fn the_link_pages_explain_what_is_wrong(db: TestDb) {
 async fn the_device_endpoint_refuses_bad_requests(db: TestDb) {
     let provider = TestProvider::start(&db).await;
     let device = register_device_client(&provider, "Kiosk").await;
-    let static_client = &provider.settings.clients[0];
-    let (id, secret) = (
-        static_client.client_id.clone(),
-        static_client.secret.clone().unwrap(),
-    );
+    let (id, secret) = static_client(&provider);
 
     // RFC 6749 §5.2 via RFC 8628 §3.2: a client not registered for the grant.
     let response = http()

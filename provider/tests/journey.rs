@@ -18,18 +18,11 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
-use support::{add_user, authorize, browser, form, location, param, REDIRECT};
+use support::{add_user, authorize, browser, form, location, oidc_http, param, REDIRECT};
 use url::Url;
 
 const SIGNED_OUT: &str = "https://client.example.com/signed-out";
 const DEVICE: &str = "JOURNEYDEV1";
-
-fn http() -> openidconnect::reqwest::Client {
-    openidconnect::reqwest::ClientBuilder::new()
-        .redirect(openidconnect::reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 async fn introspect(provider: &TestProvider, token: &str) -> Value {
     reqwest::Client::new()
@@ -51,10 +44,12 @@ async fn the_journey(db: TestDb) {
     let base = provider.base_url.clone();
 
     // Discovery.
-    let metadata =
-        CoreProviderMetadata::discover_async(IssuerUrl::new(base.to_string()).unwrap(), &http())
-            .await
-            .unwrap();
+    let metadata = CoreProviderMetadata::discover_async(
+        IssuerUrl::new(base.to_string()).unwrap(),
+        &oidc_http(),
+    )
+    .await
+    .unwrap();
 
     // Dynamic registration: a public web client (Element Web-like).
     let registration = reqwest::Client::new()
@@ -109,7 +104,7 @@ async fn the_journey(db: TestDb) {
         .exchange_code(openidconnect::AuthorizationCode::new(code))
         .unwrap()
         .set_pkce_verifier(verifier)
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     let now = db.clock.now();
@@ -122,7 +117,7 @@ async fn the_journey(db: TestDb) {
     let info: CoreUserInfoClaims = client
         .user_info(tokens.access_token().clone(), Some(subject.clone()))
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     assert_eq!(info.subject(), &subject);
@@ -131,7 +126,7 @@ async fn the_journey(db: TestDb) {
     let refreshed = client
         .exchange_refresh_token(tokens.refresh_token().unwrap())
         .unwrap()
-        .request_async(&http())
+        .request_async(&oidc_http())
         .await
         .unwrap();
     let access = refreshed.access_token().secret().clone();
@@ -171,7 +166,7 @@ async fn the_journey(db: TestDb) {
     let userinfo = client
         .user_info(AccessToken::new(access.clone()), None)
         .unwrap()
-        .request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(&http())
+        .request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(&oidc_http())
         .await;
     assert!(userinfo.is_err(), "a revoked token gets no userinfo");
 

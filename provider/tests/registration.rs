@@ -2,6 +2,8 @@
 //! Matrix client sends, what comes back, what is stored, and that the client then works at the
 //! authorization endpoint.
 
+mod support;
+
 use provider::{
     backend_tests,
     crypto::Encrypter,
@@ -11,17 +13,10 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
+use support::{authorize_url, http, json_of, STATE};
 use url::Url;
 
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// What Element X (iOS) sends.
 fn element_x() -> Value {
@@ -43,25 +38,14 @@ fn element_x() -> Value {
 async fn register(
     provider: &TestProvider,
     body: &Value,
-) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let response = http()
         .post(provider.url(endpoints::REGISTRATION))
         .json(body)
         .send()
         .await
         .unwrap();
-    answer(response).await
-}
-
-async fn answer(
-    response: reqwest::Response,
-) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
-    (status, headers, body)
+    json_of(response).await
 }
 
 async fn stored(db: &TestDb, client_id: &str) -> Client {
@@ -81,17 +65,14 @@ async fn authorize(
     client_id: &str,
     redirect_uri: &str,
 ) -> reqwest::Response {
-    let mut url = Url::parse(&provider.url(endpoints::AUTHORIZE)).unwrap();
-    url.query_pairs_mut().extend_pairs([
-        ("client_id", client_id),
-        ("redirect_uri", redirect_uri),
-        ("response_type", "code"),
-        ("scope", "openid urn:matrix:client:api:*"),
-        ("state", "s1"),
-        ("code_challenge", CHALLENGE),
-        ("code_challenge_method", "S256"),
-        ("prompt", "none"),
-    ]);
+    let url = authorize_url(
+        provider,
+        &[
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("prompt", "none"),
+        ],
+    );
     http().get(url).send().await.unwrap()
 }
 
@@ -109,7 +90,7 @@ async fn assert_trusted(provider: &TestProvider, client_id: &str, redirect_uri: 
         pairs.contains(&("error".into(), "login_required".into())),
         "{pairs:?}"
     );
-    assert!(pairs.contains(&("state".into(), "s1".into())), "{pairs:?}");
+    assert!(pairs.contains(&("state".into(), STATE.into())), "{pairs:?}");
 }
 
 async fn assert_untrusted(provider: &TestProvider, client_id: &str, redirect_uri: &str) {
@@ -411,7 +392,7 @@ async fn the_body_must_be_json(db: TestDb) {
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
-        let (status, headers, body) = answer(request.send().await.unwrap()).await;
+        let (status, headers, body) = json_of(request.send().await.unwrap()).await;
         assert_eq!(status, 400, "{content_type:?}: {body}");
         assert_eq!(headers["cache-control"], "no-store");
         assert_eq!(body["error"], "invalid_client_metadata");

@@ -533,26 +533,22 @@ const FORM_POST_SCRIPT: &str =
     "window.addEventListener('DOMContentLoaded',function(){document.forms[0].submit()});";
 
 fn form_post(state: &AppState, action: &Url, fields: &[(&str, &str)]) -> Response {
-    let chrome = state.chrome();
-    let body = state.templates.render(
-        "pages/form_post.html",
-        minijinja::context! {
-            site_name => chrome.site_name,
-            stylesheet => chrome.stylesheet,
-            script => FORM_POST_SCRIPT,
-            action => action.as_str(),
-            fields => fields,
-        },
-    );
-    let Some(body) = body else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
     let hash = format!(
         "sha256-{}",
         STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()))
     );
     let origin = action.origin().ascii_serialization();
-    web::html(StatusCode::OK, body, &web::csp(&origin, Some(&hash)))
+    web::page_with_csp(
+        state,
+        StatusCode::OK,
+        "pages/form_post.html",
+        minijinja::context! {
+            script => FORM_POST_SCRIPT,
+            action => action.as_str(),
+            fields => fields,
+        },
+        &web::csp(&origin, Some(&hash)),
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use axum::{
     body::Bytes,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -23,9 +23,9 @@ use chrono::Duration;
 use serde::Serialize;
 
 use super::{
-    authorize::{run_checks, Endpoint, OAuthError, Params},
-    client_auth,
-    token::TokenError,
+    authorize::{run_checks, Endpoint, OAuthError},
+    client_auth, no_store,
+    token::{form_params, TokenError},
 };
 use crate::{
     app::AppState,
@@ -36,6 +36,7 @@ use crate::{
     },
     endpoints,
     storage::{NewDeviceCodeGrant, StorageError},
+    web,
 };
 
 /// How long a device code and its user code are valid (RFC 8628 §3.2 `expires_in`; the lifetime
@@ -88,13 +89,7 @@ fn refused(error: OAuthError) -> TokenError {
 /// `POST /oauth2/device`.
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match handle(&state, &headers, &body).await {
-        Ok(answer) => {
-            let mut response = Json(answer).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-            response
-        }
+        Ok(answer) => no_store(Json(answer).into_response()),
         Err(error) => error.into_response(),
     }
 }
@@ -104,19 +99,8 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<DeviceAuthorizationResponse, TokenError> {
-    // RFC 8628 §3.1: application/x-www-form-urlencoded parameters.
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
-        return Err(TokenError::invalid_request(
-            "the request body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| TokenError::invalid_request("the body is not UTF-8"))?;
-    let params = Params::parse(text);
+    // RFC 8628 §3.1: application/x-www-form-urlencoded parameters, each once (RFC 6749 §3.1).
+    let params = form_params(headers, body)?;
     // RFC 8628 §3.1: client authentication as at the token endpoint (RFC 6749 §3.2.1).
     let client = client_auth::authenticate(state, headers, &params).await?;
     // The shared checks (authorize::CHECKS): parameters once (RFC 6749 §3.1), the client is
@@ -128,10 +112,7 @@ async fn handle(
         .and_then(|s| Scope::parse(s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(512).collect::<String>());
+    let user_agent = web::user_agent(headers);
 
     let now = state.storage.entropy().clock.now();
     let mut rng = state.storage.entropy().rng.rng();

@@ -19,7 +19,7 @@
 use axum::{
     body::Bytes,
     extract::State,
-    http::{header, HeaderMap},
+    http::HeaderMap,
     response::{IntoResponse, Response},
     Json,
 };
@@ -30,13 +30,16 @@ use subtle::ConstantTimeEq as _;
 use super::{
     authorize::Params,
     client_auth::{self, AuthenticatedClient},
-    token::TokenError,
+    token::{form_params, TokenError},
     userinfo::{self, Authorization, BearerError},
 };
 use crate::{
     app::AppState,
     crypto::sha256,
-    domain::{scope::Scope, token::TokenKind},
+    domain::{
+        scope::{self, Scope, API_SCOPE, DEVICE_SCOPE_PREFIX, SYNAPSE_ADMIN_SCOPE},
+        token::TokenKind,
+    },
     storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
 };
 
@@ -48,12 +51,6 @@ pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post",
 /// Sent by Synapse (MAS 0.15+ contract): it reads the device from `device_id` rather than from
 /// the scope.
 pub const SUPPORTS_DEVICE_ID_HEADER: &str = "x-mas-supports-device-id";
-
-/// MSC2967 scope tokens.
-const API_SCOPE: &str = "urn:matrix:client:api:*";
-const DEVICE_SCOPE_PREFIX: &str = "urn:matrix:client:device:";
-const UNSTABLE_DEVICE_SCOPE_PREFIX: &str = "urn:matrix:org.matrix.msc2967.client:device:";
-const SYNAPSE_ADMIN_SCOPE: &str = "urn:synapse:admin:*";
 
 /// RFC 7662 §2.2 members. An inactive token has `active: false` and nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -127,29 +124,6 @@ impl IntoResponse for IntrospectionError {
     }
 }
 
-/// RFC 7662 §2.1 / RFC 7009 §2.1 (after RFC 6749 §3.2): the parameters come as an
-/// `application/x-www-form-urlencoded` body, each at most once (RFC 6749 §3.1).
-pub(crate) fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenError> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
-        return Err(TokenError::invalid_request(
-            "the request body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| TokenError::invalid_request("the body is not UTF-8"))?;
-    let params = Params::parse(text);
-    if let Some(name) = params.repeated_names().first() {
-        return Err(TokenError::invalid_request(&format!(
-            "the `{name}` parameter is repeated (RFC 6749 §3.1)"
-        )));
-    }
-    Ok(params)
-}
-
 /// RFC 7662 §2.1 / RFC 7009 §2.1: `token` is REQUIRED. `token_type_hint` is OPTIONAL and
 /// ignored: the token's prefix already says what it is, and a wrong hint must not hide a token
 /// ("the authorization server MUST extend its search").
@@ -203,7 +177,7 @@ async fn authenticate(
 /// `POST /oauth2/introspect`.
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match handle(&state, &headers, &body).await {
-        Ok(answer) => userinfo::no_store(Json(answer).into_response()),
+        Ok(answer) => super::no_store(Json(answer).into_response()),
         Err(error) => error.into_response(),
     }
 }
@@ -275,12 +249,7 @@ impl ActiveToken {
 /// The ID of the one device scope (MSC2967, stable or unstable form) of a scope, if it has
 /// exactly one device.
 fn device_in_scope(scope: &str) -> Option<&str> {
-    let mut devices = scope.split(' ').filter_map(|token| {
-        token
-            .strip_prefix(DEVICE_SCOPE_PREFIX)
-            .or_else(|| token.strip_prefix(UNSTABLE_DEVICE_SCOPE_PREFIX))
-            .filter(|id| !id.is_empty())
-    });
+    let mut devices = scope.split(' ').filter_map(scope::device_id);
     let first = devices.next()?;
     devices.all(|d| d == first).then_some(first)
 }
@@ -461,20 +430,10 @@ async fn compat_access_token(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
     use chrono::Duration;
     use proptest::prelude::*;
 
     use super::*;
-
-    fn form_headers() -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded"),
-        );
-        headers
-    }
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
@@ -608,50 +567,7 @@ mod tests {
         assert!(!is_shared_secret("", ""));
     }
 
-    #[test]
-    fn form_bodies() {
-        let params =
-            form_params(&form_headers(), b"token=abc&token_type_hint=access_token").unwrap();
-        assert_eq!(token_param(&params), Ok("abc"));
-        let params = form_params(&form_headers(), b"token_type_hint=access_token").unwrap();
-        assert_eq!(token_param(&params).unwrap_err().error, "invalid_request");
-        let params = form_params(&form_headers(), b"token=").unwrap();
-        assert_eq!(token_param(&params).unwrap_err().error, "invalid_request");
-        assert_eq!(
-            form_params(&form_headers(), b"token=a&token=b")
-                .unwrap_err()
-                .error,
-            "invalid_request"
-        );
-        assert_eq!(
-            form_params(&form_headers(), b"token=\xff")
-                .unwrap_err()
-                .error,
-            "invalid_request"
-        );
-        assert_eq!(
-            form_params(&HeaderMap::new(), b"token=a")
-                .unwrap_err()
-                .error,
-            "invalid_request"
-        );
-    }
-
     proptest! {
-        #[test]
-        fn form_parsing_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok(params) = form_params(&form_headers(), &body) {
-                let _ = token_param(&params);
-            }
-        }
-
-        #[test]
-        fn form_parsing_never_panics_on_text(body in "[a-z_=&%0-9A-F+\u{e9}]{0,80}") {
-            if let Ok(params) = form_params(&form_headers(), body.as_bytes()) {
-                let _ = token_param(&params);
-            }
-        }
-
         #[test]
         fn scope_helpers_never_panic(scope in "\\PC{0,60}", device in "\\PC{0,12}") {
             let _ = device_in_scope(&scope);

@@ -22,7 +22,7 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, DefaultBodyLimit, State},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::{post, MethodRouter},
     Json,
@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use tower_http::cors::{Any, CorsLayer};
 use ulid::Ulid;
 
+use super::no_store;
 use crate::{
     app::AppState,
     crypto::Encrypter,
@@ -102,7 +103,7 @@ impl IntoResponse for Failure {
                 )
             }
         };
-        no_store(
+        json_no_store(
             status,
             json!({ "error": error, "error_description": description }),
         )
@@ -110,16 +111,8 @@ impl IntoResponse for Failure {
 }
 
 /// A JSON response that no cache keeps (RFC 6749 §5.1).
-fn no_store(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::PRAGMA, HeaderValue::from_static("no-cache")),
-        ],
-        Json(body),
-    )
-        .into_response()
+fn json_no_store(status: StatusCode, body: Value) -> Response {
+    no_store((status, Json(body)).into_response())
 }
 
 /// RFC 7591 §3.1: the request is `application/json` (parameters such as `charset` allowed).
@@ -216,11 +209,13 @@ async fn try_register(
         // "0 if it will not expire"
         response.insert("client_secret_expires_at".into(), 0.into());
     }
-    Ok(no_store(StatusCode::CREATED, Value::Object(response)))
+    Ok(json_no_store(StatusCode::CREATED, Value::Object(response)))
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn headers(content_type: Option<&'static str>) -> HeaderMap {

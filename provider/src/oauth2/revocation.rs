@@ -23,9 +23,10 @@ use ulid::Ulid;
 
 use super::{
     client_auth::{self, AuthenticatedClient},
-    introspection::{form_params, token_param},
-    token::TokenError,
-    userinfo::no_store,
+    introspection::token_param,
+    no_store,
+    sessions::end_oauth2_session,
+    token::{form_params, TokenError},
 };
 use crate::{
     app::AppState,
@@ -116,23 +117,7 @@ async fn revoke_refresh_token(
     let Some(session) = owned_session(repo, client, refresh.session_id).await? else {
         return Ok(false);
     };
-    end_session(repo, session).await?;
+    end_oauth2_session(repo, session).await?;
     tracing::info!(%session, "session ended by the revocation of its refresh token");
     Ok(true)
-}
-
-/// Ends an OAuth 2.0 session: revokes all its access and refresh tokens and finishes it (a
-/// session finished already stays as it was; its remaining tokens are revoked all the same).
-pub(crate) async fn end_session(
-    repo: &mut BoxRepository,
-    session_id: Ulid,
-) -> Result<(), StorageError> {
-    repo.access_tokens()
-        .revoke_all_for_session(session_id)
-        .await?;
-    repo.refresh_tokens()
-        .revoke_all_for_session(session_id)
-        .await?;
-    repo.oauth2_sessions().finish(session_id).await?;
-    Ok(())
 }

@@ -7,6 +7,7 @@
 //! JSON in the body). This module also holds the bearer header parsing the introspection
 //! endpoint uses for the homeserver's shared secret.
 
+use super::no_store;
 use axum::{
     body::Bytes,
     extract::State,
@@ -17,7 +18,7 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::{authorize::Params, introspection};
+use super::{authorize::Params, introspection, token::is_form_urlencoded};
 use crate::{app::AppState, domain::scope::Scope, storage::StorageError};
 
 /// What the `Authorization` header of a request holds.
@@ -147,14 +148,6 @@ fn challenge(error: Option<&str>, description: &str, scope: Option<&str>) -> Str
     challenge
 }
 
-/// RFC 6749 §5.1 / RFC 7662 §2.2: token-bearing answers are not cached.
-pub(crate) fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
-}
-
 /// The access token of a userinfo request: from the header, or from a `POST` form body.
 fn access_token(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, BearerError> {
     let from_header = match authorization(headers) {
@@ -168,12 +161,8 @@ fn access_token(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, Bear
     };
     // RFC 6750 §2.2: the form parameter counts only in an application/x-www-form-urlencoded
     // body.
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let params = match body {
-        Some(body) if is_form => {
+        Some(body) if is_form_urlencoded(headers) => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| BearerError::InvalidRequest("the body is not UTF-8"))?;
             Some(Params::parse(text))

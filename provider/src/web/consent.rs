@@ -25,7 +25,10 @@ use ulid::Ulid;
 use crate::{
     app::AppState,
     crypto::sha256,
-    domain::{client_metadata::RegisteredMetadata, token::random_code},
+    domain::{
+        scope::{self, API_SCOPE, SYNAPSE_ADMIN_SCOPE, UNSTABLE_API_SCOPE},
+        token::random_code,
+    },
     oauth2::authorize::{respond_to_client, OAuthError, ResponseMode},
     storage::{AuthorizationGrant, BrowserSession, Client, NewOAuth2Session, StorageError, User},
     web::{self, session::BrowserCookie},
@@ -116,16 +119,9 @@ pub async fn decide(
     Ok(Decision::Complete)
 }
 
+/// The page for a storage failure of this flow.
 fn unavailable(state: &AppState, error: &StorageError) -> Response {
-    tracing::error!(error = %error, "sign-in flow: storage error");
-    web::error_page(
-        &state.templates,
-        &state.chrome(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Temporarily unavailable",
-        "The sign-in service can't process requests right now. Try again in a moment.",
-        None,
-    )
+    web::unavailable(state, "sign-in flow", error)
 }
 
 fn expired(state: &AppState) -> Response {
@@ -162,8 +158,7 @@ pub async fn proceed(
     grant: AuthorizationGrant,
     client: Client,
 ) -> Response {
-    let mut rng = state.storage.entropy().rng.rng();
-    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let cookie = web::load_cookie(state, jar);
     let user = match signed_in(state, &cookie).await {
         Ok(user) => user,
         Err(e) => return unavailable(state, &e),
@@ -289,20 +284,22 @@ pub fn describe_scope(token: &str) -> String {
     match token {
         "openid" => "Know who you are (your user ID)".into(),
         "email" => "See your email address".into(),
-        "urn:matrix:client:api:*" | "urn:matrix:org.matrix.msc2967.client:api:*" => {
-            "Access your Matrix account".into()
-        }
-        "urn:synapse:admin:*" => "Administer the Matrix server".into(),
-        _ => {
-            let device = token
-                .strip_prefix("urn:matrix:client:device:")
-                .or_else(|| token.strip_prefix("urn:matrix:org.matrix.msc2967.client:device:"));
-            match device {
-                Some(id) => format!("Use the device {id}"),
-                None => format!("Use the permission “{token}”"),
-            }
-        }
+        API_SCOPE | UNSTABLE_API_SCOPE => "Access your Matrix account".into(),
+        SYNAPSE_ADMIN_SCOPE => "Administer the Matrix server".into(),
+        _ => match scope::device_id(token) {
+            Some(id) => format!("Use the device {id}"),
+            None => format!("Use the permission “{token}”"),
+        },
     }
+}
+
+/// A granted scope in words, one line a token, for the consent and device approval pages.
+pub fn describe_scopes(scope: &str) -> Vec<String> {
+    scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(describe_scope)
+        .collect()
 }
 
 fn consent_page(
@@ -312,36 +309,24 @@ fn consent_page(
     client: &Client,
     user: &User,
 ) -> Response {
-    let metadata = RegisteredMetadata::from_json(&client.metadata);
-    let client_uri = client
-        .metadata
-        .get("client_uri")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let scopes: Vec<String> = grant
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(describe_scope)
-        .collect();
-    let chrome = state.chrome();
-    let body = state.templates.render(
+    web::page(
+        state,
+        StatusCode::OK,
         "pages/consent.html",
         minijinja::context! {
-            site_name => chrome.site_name,
-            stylesheet => chrome.stylesheet,
-            client_name => metadata.client_name.unwrap_or_else(|| client.client_id.clone()),
-            client_uri => client_uri,
+            client_name => web::client_name(client),
+            client_uri => web::client_uri(client),
             username => user.username,
-            scopes => scopes,
+            scopes => describe_scopes(&grant.scope),
             csrf => cookie.csrf_token(),
             action => format!("{PATH}/{}", grant.id),
         },
-    );
-    match body {
-        Some(body) => web::html(StatusCode::OK, body, &web::csp("'self'", None)),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    )
+}
+
+/// The login page, to come back to this request afterwards.
+fn sign_in_first(grant: &AuthorizationGrant) -> Redirect {
+    Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id))
 }
 
 /// `GET /consent/{grant}`: sign-in if needed, the consent page if needed, else the code.
@@ -355,29 +340,21 @@ pub async fn get(
         Ok(None) => return expired(&state),
         Err(e) => return unavailable(&state, &e),
     };
-    let mut rng = state.storage.entropy().rng.rng();
-    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let cookie = web::load_cookie(&state, jar);
     let user = match signed_in(&state, &cookie).await {
         Ok(user) => user,
         Err(e) => return unavailable(&state, &e),
     };
-    let response =
-        match decide(&state, &grant, user.as_ref(), &cookie).await {
-            Err(e) => unavailable(&state, &e),
-            Ok(Decision::SignIn) => {
-                Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id)).into_response()
-            }
-            Ok(Decision::Consent) => match &user {
-                Some((_, user)) => consent_page(&state, &cookie, &grant, &client, user),
-                None => Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id))
-                    .into_response(),
-            },
-            Ok(Decision::Complete) => match &user {
-                Some((session, user)) => complete(&state, &grant, &client, session, user).await,
-                None => Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id))
-                    .into_response(),
-            },
-        };
+    let response = match (decide(&state, &grant, user.as_ref(), &cookie).await, &user) {
+        (Err(e), _) => unavailable(&state, &e),
+        (Ok(Decision::Consent), Some((_, user))) => {
+            consent_page(&state, &cookie, &grant, &client, user)
+        }
+        (Ok(Decision::Complete), Some((session, user))) => {
+            complete(&state, &grant, &client, session, user).await
+        }
+        (Ok(_), _) => sign_in_first(&grant).into_response(),
+    };
     (cookie.into_jar(), response).into_response()
 }
 
@@ -396,17 +373,9 @@ pub async fn post(
     Path(id): Path<String>,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    let mut rng = state.storage.entropy().rng.rng();
-    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let cookie = web::load_cookie(&state, jar);
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
-        let page = web::error_page(
-            &state.templates,
-            &state.chrome(),
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            &e.to_string(),
-            None,
-        );
+        let page = web::csrf_refused(&state, &e);
         return (cookie.into_jar(), page).into_response();
     }
     let (grant, client) = match pending_grant(&state, &id).await {
@@ -416,10 +385,7 @@ pub async fn post(
     };
     let user = match signed_in(&state, &cookie).await {
         Ok(Some(user)) => user,
-        Ok(None) => {
-            let to = Redirect::to(&format!("{}?grant={}", super::login::PATH, grant.id));
-            return (cookie.into_jar(), to).into_response();
-        }
+        Ok(None) => return (cookie.into_jar(), sign_in_first(&grant)).into_response(),
         Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };
     let response = match form.action.as_str() {
@@ -443,14 +409,7 @@ pub async fn post(
                 Err(e) => unavailable(&state, &e),
             }
         }
-        _ => web::error_page(
-            &state.templates,
-            &state.chrome(),
-            StatusCode::BAD_REQUEST,
-            "Invalid answer",
-            "Choose Allow or Deny.",
-            None,
-        ),
+        _ => web::invalid_answer(&state),
     };
     (cookie.into_jar(), response).into_response()
 }

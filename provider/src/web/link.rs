@@ -26,12 +26,12 @@ use ulid::Ulid;
 
 use crate::{
     app::AppState,
-    domain::{client_metadata::RegisteredMetadata, token::normalize_user_code},
+    domain::token::normalize_user_code,
     endpoints,
     storage::{BrowserSession, Client, DeviceCodeGrant, DeviceCodeGrantState, StorageError, User},
     web::{
         self,
-        consent::{describe_scope, signed_in},
+        consent::{describe_scopes, signed_in},
         session::BrowserCookie,
     },
 };
@@ -87,28 +87,9 @@ fn sign_in_first(code: Option<&str>) -> Response {
     Redirect::to(&format!("{}?{next}", web::login::PATH)).into_response()
 }
 
-fn load_cookie(state: &AppState, jar: PrivateCookieJar) -> BrowserCookie {
-    let mut rng = state.storage.entropy().rng.rng();
-    BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https")
-}
-
+/// The page for a storage failure of this flow.
 fn unavailable(state: &AppState, error: &StorageError) -> Response {
-    tracing::error!(error = %error, "device link: storage error");
-    web::error_page(
-        &state.templates,
-        &state.chrome(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Temporarily unavailable",
-        "The sign-in service can't process requests right now. Try again in a moment.",
-        None,
-    )
-}
-
-fn page(state: &AppState, status: StatusCode, name: &str, context: minijinja::Value) -> Response {
-    match state.templates.render(name, context) {
-        Some(body) => web::html(status, body, &web::csp("'self'", None)),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    web::unavailable(state, "device link", error)
 }
 
 /// The code entry form, with an error when the last code was not usable.
@@ -120,14 +101,11 @@ fn entry_page(
     code: &str,
     error: Option<&str>,
 ) -> Response {
-    let chrome = state.chrome();
-    page(
+    web::page(
         state,
         status,
         "pages/link.html",
         minijinja::context! {
-            site_name => chrome.site_name,
-            stylesheet => chrome.stylesheet,
             username => user.username,
             csrf => cookie.csrf_token(),
             action => PATH,
@@ -168,17 +146,6 @@ fn closed(state: &AppState, grant_state: DeviceCodeGrantState) -> Response {
     )
 }
 
-fn bad_form(state: &AppState, detail: &str) -> Response {
-    web::error_page(
-        &state.templates,
-        &state.chrome(),
-        StatusCode::FORBIDDEN,
-        "Please try again",
-        detail,
-        None,
-    )
-}
-
 /// The grant with this user code, and its client.
 async fn find(
     state: &AppState,
@@ -195,12 +162,6 @@ async fn find(
         .map(|client| (grant, client)))
 }
 
-fn client_name(client: &Client) -> String {
-    RegisteredMetadata::from_json(&client.metadata)
-        .client_name
-        .unwrap_or_else(|| client.client_id.clone())
-}
-
 fn approval_page(
     state: &AppState,
     cookie: &BrowserCookie,
@@ -208,30 +169,16 @@ fn approval_page(
     client: &Client,
     user: &User,
 ) -> Response {
-    let client_uri = client
-        .metadata
-        .get("client_uri")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let scopes: Vec<String> = grant
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(describe_scope)
-        .collect();
-    let chrome = state.chrome();
-    page(
+    web::page(
         state,
         StatusCode::OK,
         "pages/link_approve.html",
         minijinja::context! {
-            site_name => chrome.site_name,
-            stylesheet => chrome.stylesheet,
-            client_name => client_name(client),
-            client_uri => client_uri,
+            client_name => web::client_name(client),
+            client_uri => web::client_uri(client),
             user_code => display_code(&grant.user_code),
             username => user.username,
-            scopes => scopes,
+            scopes => describe_scopes(&grant.scope),
             csrf => cookie.csrf_token(),
             grant => grant.id.to_string(),
             action => endpoints::LINK_APPROVE,
@@ -251,7 +198,7 @@ pub async fn get(
     jar: PrivateCookieJar,
     Query(query): Query<LinkQuery>,
 ) -> Response {
-    let cookie = load_cookie(&state, jar);
+    let cookie = web::load_cookie(&state, jar);
     let response = match signed_in(&state, &cookie).await {
         Ok(Some((_, user))) => {
             let code = query
@@ -283,14 +230,14 @@ pub async fn post(
     jar: PrivateCookieJar,
     Form(form): Form<LinkForm>,
 ) -> Response {
-    let cookie = load_cookie(&state, jar);
+    let cookie = web::load_cookie(&state, jar);
     let response = entered(&state, &cookie, &form).await;
     (cookie.into_jar(), response).into_response()
 }
 
 async fn entered(state: &AppState, cookie: &BrowserCookie, form: &LinkForm) -> Response {
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
-        return bad_form(state, &e.to_string());
+        return web::csrf_refused(state, &e);
     }
     let user = match signed_in(state, cookie).await {
         Ok(Some((_, user))) => user,
@@ -346,14 +293,14 @@ pub async fn approve(
     jar: PrivateCookieJar,
     Form(form): Form<ApproveForm>,
 ) -> Response {
-    let cookie = load_cookie(&state, jar);
+    let cookie = web::load_cookie(&state, jar);
     let response = answered(&state, &cookie, &form).await;
     (cookie.into_jar(), response).into_response()
 }
 
 async fn answered(state: &AppState, cookie: &BrowserCookie, form: &ApproveForm) -> Response {
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
-        return bad_form(state, &e.to_string());
+        return web::csrf_refused(state, &e);
     }
     let (session, user) = match signed_in(state, cookie).await {
         Ok(Some(found)) => found,
@@ -363,34 +310,20 @@ async fn answered(state: &AppState, cookie: &BrowserCookie, form: &ApproveForm) 
     let allow = match form.action.as_str() {
         "allow" => true,
         "deny" => false,
-        _ => {
-            return web::error_page(
-                &state.templates,
-                &state.chrome(),
-                StatusCode::BAD_REQUEST,
-                "Invalid answer",
-                "Choose Allow or Deny.",
-                None,
-            )
-        }
+        _ => return web::invalid_answer(state),
     };
     let result = decide(state, &form.grant, &session, allow).await;
     match result {
-        Ok(Decided::Answered(client)) => {
-            let chrome = state.chrome();
-            page(
-                state,
-                StatusCode::OK,
-                "pages/link.html",
-                minijinja::context! {
-                    site_name => chrome.site_name,
-                    stylesheet => chrome.stylesheet,
-                    username => user.username,
-                    client_name => client_name(&client),
-                    outcome => if allow { "approved" } else { "denied" },
-                },
-            )
-        }
+        Ok(Decided::Answered(client)) => web::page(
+            state,
+            StatusCode::OK,
+            "pages/link.html",
+            minijinja::context! {
+                username => user.username,
+                client_name => web::client_name(&client),
+                outcome => if allow { "approved" } else { "denied" },
+            },
+        ),
         Ok(Decided::Closed(grant_state)) => closed(state, grant_state),
         Ok(Decided::Unknown) => web::error_page(
             &state.templates,

@@ -7,7 +7,7 @@
 
 use axum::{
     extract::{Form, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Redirect, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
@@ -16,9 +16,8 @@ use ulid::Ulid;
 
 use crate::{
     app::AppState,
-    domain::client_metadata::RegisteredMetadata,
     passwords::Verified,
-    storage::StorageError,
+    storage::{BoxRepository, StorageError},
     web::{self, consent, session::BrowserCookie},
 };
 
@@ -57,11 +56,7 @@ pub(crate) async fn client_name(state: &AppState, grant: Option<&str>) -> Option
     let mut repo = state.storage.reader().await.ok()?;
     let grant = repo.authorization_grants().lookup(id).await.ok()??;
     let client = repo.clients().lookup(grant.client_id).await.ok()??;
-    Some(
-        RegisteredMetadata::from_json(&client.metadata)
-            .client_name
-            .unwrap_or(client.client_id),
-    )
+    Some(web::client_name(&client))
 }
 
 /// Where to return after signing in when there is no grant: only pages that say they accept it,
@@ -72,7 +67,7 @@ fn valid_next(next: Option<&str>) -> Option<String> {
 }
 
 /// A grant ID as it may appear in links: only a ULID passes, so it can't redirect elsewhere.
-fn valid_grant(grant: Option<&str>) -> Option<String> {
+pub(crate) fn valid_grant(grant: Option<&str>) -> Option<String> {
     grant
         .and_then(|g| Ulid::from_string(g).ok())
         .map(|g| g.to_string())
@@ -87,12 +82,11 @@ async fn login_page(
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let chrome = state.chrome();
-    let body = state.templates.render(
+    web::page(
+        state,
+        status,
         "pages/login.html",
         minijinja::context! {
-            site_name => chrome.site_name,
-            stylesheet => chrome.stylesheet,
             client_name => client_name(state, grant).await,
             csrf => cookie.csrf_token(),
             action => PATH,
@@ -105,16 +99,7 @@ async fn login_page(
                 None => super::register::PATH.to_owned(),
             }),
         },
-    );
-    match body {
-        Some(body) => web::html(status, body, &web::csp("'self'", None)),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-fn load_cookie(state: &AppState, jar: PrivateCookieJar) -> BrowserCookie {
-    let mut rng = state.storage.entropy().rng.rng();
-    BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https")
+    )
 }
 
 /// `GET /login`.
@@ -123,25 +108,20 @@ pub async fn get(
     jar: PrivateCookieJar,
     Query(query): Query<LoginQuery>,
 ) -> Response {
-    let cookie = load_cookie(&state, jar);
+    let cookie = web::load_cookie(&state, jar);
     let grant = valid_grant(query.grant.as_deref());
     let next = valid_next(query.next.as_deref());
     if grant.is_none() && next.is_none() {
         // Nothing to continue to: say who is signed in, if anyone.
         if let Ok(Some((_, user))) = consent::signed_in(&state, &cookie).await {
-            let chrome = state.chrome();
-            let body = state.templates.render(
+            let page = web::page(
+                &state,
+                StatusCode::OK,
                 "pages/signed_in.html",
                 minijinja::context! {
-                    site_name => chrome.site_name,
-                    stylesheet => chrome.stylesheet,
                     username => user.username,
                 },
             );
-            let page = match body {
-                Some(body) => web::html(StatusCode::OK, body, &web::csp("'self'", None)),
-                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            };
             return (cookie.into_jar(), page).into_response();
         }
     }
@@ -218,15 +198,26 @@ async fn authenticate(
             .add(user.id, &hash, version, Some(stored.id))
             .await?;
     }
+    let session = open_password_session(&mut repo, user.id, user_agent).await?;
+    repo.commit().await?;
+    Ok(Ok(session))
+}
+
+/// Opens a browser session for a user who just gave their password (signing in, or creating the
+/// account), recording the sign-in, in the caller's transaction; returns its ID.
+pub(crate) async fn open_password_session(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+    user_agent: Option<&str>,
+) -> Result<Ulid, StorageError> {
     let session = repo
         .browser_sessions()
-        .add(user.id, user_agent, None)
+        .add(user_id, user_agent, None)
         .await?;
     repo.browser_sessions()
         .record_authentication(session.id, METHOD_PASSWORD)
         .await?;
-    repo.commit().await?;
-    Ok(Ok(session.id))
+    Ok(session.id)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +235,7 @@ pub async fn post(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let mut cookie = load_cookie(&state, jar);
+    let mut cookie = web::load_cookie(&state, jar);
     let grant = valid_grant(form.grant.as_deref());
     let next = valid_next(form.next.as_deref());
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
@@ -260,10 +251,7 @@ pub async fn post(
         .await;
         return (cookie.into_jar(), page).into_response();
     }
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(512).collect::<String>());
+    let user_agent = web::user_agent(&headers);
     let outcome = authenticate(&state, &form.username, form.password, user_agent.as_deref()).await;
     let response = match outcome {
         Ok(Ok(session)) => {

@@ -20,10 +20,10 @@ use url::Url;
 
 use crate::{
     app::AppState,
-    domain::{client_metadata::RegisteredMetadata, redirect_uri},
+    domain::redirect_uri,
     oauth2::authorize::{redirect_to, Params},
     storage::{Client, StorageError},
-    web::{self, consent, session::BrowserCookie},
+    web::{self, consent},
 };
 
 #[derive(Debug, Deserialize)]
@@ -138,17 +138,12 @@ async fn validate(
 fn done(state: &AppState, request: &LogoutRequest) -> Response {
     match &request.redirect {
         Some(url) => redirect_to(url),
-        None => {
-            let chrome = state.chrome();
-            let body = state.templates.render(
-                "pages/signed_out.html",
-                minijinja::context! { site_name => chrome.site_name, stylesheet => chrome.stylesheet },
-            );
-            match body {
-                Some(body) => web::html(StatusCode::OK, body, &web::csp("'self'", None)),
-                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            }
-        }
+        None => web::page(
+            state,
+            StatusCode::OK,
+            "pages/signed_out.html",
+            minijinja::context! {},
+        ),
     }
 }
 
@@ -166,8 +161,7 @@ pub async fn handle(
         query.unwrap_or_default()
     };
     let params = Params::parse(&input);
-    let mut rng = state.storage.entropy().rng.rng();
-    let mut cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
+    let mut cookie = web::load_cookie(&state, jar);
     let request = match validate(&state, &params).await {
         Ok(Ok(request)) => request,
         Ok(Err(detail)) => {
@@ -191,39 +185,22 @@ pub async fn handle(
     };
     let confirmed = method == Method::POST && params.get("confirm") == Some("1");
     if !confirmed {
-        let chrome = state.chrome();
-        let client_name = request.client.as_ref().map(|c| {
-            RegisteredMetadata::from_json(&c.metadata)
-                .client_name
-                .unwrap_or_else(|| c.client_id.clone())
-        });
-        let body = state.templates.render(
+        let page = web::page(
+            &state,
+            StatusCode::OK,
             "pages/logout.html",
             minijinja::context! {
-                site_name => chrome.site_name,
-                stylesheet => chrome.stylesheet,
                 username => user.username,
-                client_name => client_name,
+                client_name => request.client.as_ref().map(web::client_name),
                 csrf => cookie.csrf_token(),
                 action => crate::endpoints::END_SESSION,
                 fields => request.fields,
             },
         );
-        let page = match body {
-            Some(body) => web::html(StatusCode::OK, body, &web::csp("'self'", None)),
-            None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        };
         return (cookie.into_jar(), page).into_response();
     }
     if let Err(e) = cookie.verify_csrf(params.get("csrf").unwrap_or_default()) {
-        let page = web::error_page(
-            &state.templates,
-            &state.chrome(),
-            StatusCode::FORBIDDEN,
-            "Please try again",
-            &e.to_string(),
-            None,
-        );
+        let page = web::csrf_refused(&state, &e);
         return (cookie.into_jar(), page).into_response();
     }
     let ended = async {
@@ -239,6 +216,7 @@ pub async fn handle(
         tracing::error!(error = %e, "logout: can't end the session");
         return (cookie.into_jar(), StatusCode::SERVICE_UNAVAILABLE).into_response();
     }
+    let mut rng = state.storage.entropy().rng.rng();
     cookie.set_session(None, None, &mut rng);
     (cookie.into_jar(), done(&state, &request)).into_response()
 }

@@ -1,14 +1,23 @@
 //! Server-rendered pages: templates from `templates/` (embedded in the binary), the security
 //! headers every page carries, and the stylesheet.
 
+use std::fmt;
+
 use axum::{
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use axum_extra::extract::PrivateCookieJar;
 use minijinja::Environment;
 use serde::Serialize;
 
-/// Where the stylesheet is served.
+use crate::{
+    app::AppState,
+    domain::client_metadata::RegisteredMetadata,
+    storage::Client,
+    web::session::{BrowserCookie, CsrfError},
+};
+
 pub mod consent;
 pub mod link;
 pub mod login;
@@ -139,6 +148,108 @@ pub fn html(status: StatusCode, body: String, csp: &str) -> Response {
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     response
+}
+
+/// A page from a template, with the site's [`Chrome`] added to `context`, the headers of
+/// [`html`] and this CSP; a template that fails (logged by [`Templates::render`]) is a bare 500.
+pub fn page_with_csp(
+    state: &AppState,
+    status: StatusCode,
+    name: &str,
+    context: minijinja::Value,
+    csp: &str,
+) -> Response {
+    let chrome = state.chrome();
+    let context = minijinja::context! {
+        site_name => chrome.site_name,
+        stylesheet => chrome.stylesheet,
+        ..context
+    };
+    match state.templates.render(name, context) {
+        Some(body) => html(status, body, csp),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A page from a template whose forms post only to ourselves (see [`page_with_csp`]).
+pub fn page(
+    state: &AppState,
+    status: StatusCode,
+    name: &str,
+    context: minijinja::Value,
+) -> Response {
+    page_with_csp(state, status, name, context, &csp("'self'", None))
+}
+
+/// The browser's cookie for this request (`Secure` on an https issuer).
+pub fn load_cookie(state: &AppState, jar: PrivateCookieJar) -> BrowserCookie {
+    let mut rng = state.storage.entropy().rng.rng();
+    BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https")
+}
+
+/// The longest `User-Agent` kept with a session or a device request, in characters.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
+
+/// The request's `User-Agent`, cut to [`MAX_USER_AGENT_CHARS`], as it is stored.
+pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect())
+}
+
+/// A client's name as the pages show it: its registered `client_name`, else its `client_id`.
+pub fn client_name(client: &Client) -> String {
+    RegisteredMetadata::from_json(&client.metadata)
+        .client_name
+        .unwrap_or_else(|| client.client_id.clone())
+}
+
+/// A client's registered `client_uri`, for a link to it.
+pub fn client_uri(client: &Client) -> Option<String> {
+    client
+        .metadata
+        .get("client_uri")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+/// The page for a storage failure in the middle of a sign-in or approval (`flow` names it in
+/// the log).
+pub fn unavailable(state: &AppState, flow: &str, error: &impl fmt::Display) -> Response {
+    tracing::error!(error = %error, "{flow}: storage error");
+    error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The sign-in service can't process requests right now. Try again in a moment.",
+        None,
+    )
+}
+
+/// The page for a form whose CSRF token does not match the cookie's.
+pub fn csrf_refused(state: &AppState, error: &CsrfError) -> Response {
+    error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::FORBIDDEN,
+        "Please try again",
+        &error.to_string(),
+        None,
+    )
+}
+
+/// The page for an approval form answered with something else than allow or deny.
+pub fn invalid_answer(state: &AppState) -> Response {
+    error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::BAD_REQUEST,
+        "Invalid answer",
+        "Choose Allow or Deny.",
+        None,
+    )
 }
 
 /// What a page needs besides its own fields.

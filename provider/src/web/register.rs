@@ -6,7 +6,7 @@
 
 use axum::{
     extract::{Form, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Redirect, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
@@ -54,12 +54,6 @@ fn closed(state: &AppState) -> Response {
     )
 }
 
-fn valid_grant(grant: Option<&str>) -> Option<String> {
-    grant
-        .and_then(|g| Ulid::from_string(g).ok())
-        .map(|g| g.to_string())
-}
-
 async fn page(
     state: &AppState,
     cookie: &BrowserCookie,
@@ -68,16 +62,15 @@ async fn page(
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let chrome = state.chrome();
     let login = match grant {
         Some(g) => format!("{}?grant={g}", login::PATH),
         None => login::PATH.to_owned(),
     };
-    let body = state.templates.render(
+    web::page(
+        state,
+        status,
         "pages/register.html",
         minijinja::context! {
-            site_name => chrome.site_name,
-            stylesheet => chrome.stylesheet,
             client_name => login::client_name(state, grant).await,
             csrf => cookie.csrf_token(),
             action => PATH,
@@ -88,11 +81,7 @@ async fn page(
             min_length => state.passwords.policy().min_length,
             login => login,
         },
-    );
-    match body {
-        Some(body) => web::html(status, body, &web::csp("'self'", None)),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    )
 }
 
 /// `GET /register`.
@@ -104,9 +93,8 @@ pub async fn get(
     if !state.settings.registration {
         return closed(&state);
     }
-    let mut rng = state.storage.entropy().rng.rng();
-    let cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
-    let grant = valid_grant(query.grant.as_deref());
+    let cookie = web::load_cookie(&state, jar);
+    let grant = login::valid_grant(query.grant.as_deref());
     let response = page(&state, &cookie, StatusCode::OK, grant.as_deref(), "", None).await;
     (cookie.into_jar(), response).into_response()
 }
@@ -140,16 +128,10 @@ async fn create(
     repo.user_passwords()
         .add(user.id, &hash, version, None)
         .await?;
-    let session = repo
-        .browser_sessions()
-        .add(user.id, user_agent, None)
-        .await?;
-    repo.browser_sessions()
-        .record_authentication(session.id, login::METHOD_PASSWORD)
-        .await?;
+    let session = login::open_password_session(&mut repo, user.id, user_agent).await?;
     repo.commit().await?;
     tracing::info!(username = %user.username, "account created");
-    Ok(Ok(session.id))
+    Ok(Ok(session))
 }
 
 /// `POST /register`.
@@ -162,9 +144,8 @@ pub async fn post(
     if !state.settings.registration {
         return closed(&state);
     }
-    let mut rng = state.storage.entropy().rng.rng();
-    let mut cookie = BrowserCookie::load(jar, &mut rng, state.settings.issuer.scheme() == "https");
-    let grant = valid_grant(form.grant.as_deref());
+    let mut cookie = web::load_cookie(&state, jar);
+    let grant = login::valid_grant(form.grant.as_deref());
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
         let response = page(
             &state,
@@ -177,12 +158,10 @@ pub async fn post(
         .await;
         return (cookie.into_jar(), response).into_response();
     }
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(512).collect::<String>());
+    let user_agent = web::user_agent(&headers);
     let response = match create(&state, &form, user_agent.as_deref()).await {
         Ok(Ok(session)) => {
+            let mut rng = state.storage.entropy().rng.rng();
             let for_grant = grant.as_deref().and_then(|g| Ulid::from_string(g).ok());
             cookie.set_session(Some(session), for_grant, &mut rng);
             match &grant {

@@ -1,19 +1,48 @@
-//! Browser helpers shared by the integration tests that go through the sign-in and consent
-//! pages (`mod support;`): a cookie-keeping client that doesn't follow redirects, a user with a
-//! password, and the walk from an authorization URL back to the client's redirect URI.
+//! Helpers shared by the integration tests that talk HTTP to a running provider (`mod support;`):
+//! plain and cookie-keeping clients that don't follow redirects, a user with a password, a valid
+//! authorization request for the static client, the pages' forms (read, fill in, submit), and the
+//! walk from an authorization URL back to the client's redirect URI.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 
 use provider::{
     clock::SeededRngSource,
+    endpoints,
     passwords::{PasswordConfig, PasswordHasher},
-    test_harness::TestDb,
+    test_harness::{TestDb, TestProvider},
 };
 use scraper::{Html, Selector};
+use serde_json::Value;
 use url::Url;
 
 /// The redirect URI of the generated configuration's static client.
 pub const REDIRECT: &str = "https://client.example.com/callback";
+
+/// The PKCE verifier of RFC 7636 Appendix B, and its S256 challenge.
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// The `state` of [`authorize_url`]'s requests.
+pub const STATE: &str = "xyz";
+
+/// A client without cookies that shows redirects instead of following them.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The same, as the `openidconnect` client's HTTP client.
+pub fn oidc_http() -> openidconnect::reqwest::Client {
+    openidconnect::reqwest::ClientBuilder::new()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
 
 /// A browser: keeps cookies, shows redirects instead of following them.
 pub fn browser() -> reqwest::Client {
@@ -38,16 +67,49 @@ pub async fn add_user(db: &TestDb, username: &str, password: &str) {
     repo.commit().await.unwrap();
 }
 
-/// The first form of a page: its action and its hidden fields.
+/// The `client_id` and secret of the generated configuration's static (confidential) client.
+pub fn static_client(provider: &TestProvider) -> (String, String) {
+    let client = &provider.settings.clients[0];
+    (client.client_id.clone(), client.secret.clone().unwrap())
+}
+
+/// A valid authorization request (PKCE S256, `state` [`STATE`]) for the generated configuration's
+/// static client, with `extra` parameters replacing or adding to the defaults; an empty value
+/// leaves that parameter out.
+pub fn authorize_url(provider: &TestProvider, extra: &[(&str, &str)]) -> String {
+    let client_id = provider.settings.clients[0].client_id.as_str();
+    let mut params = vec![
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("response_type", "code"),
+        ("scope", "openid urn:matrix:client:api:*"),
+        ("state", STATE),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    for (name, value) in extra {
+        params.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            params.push((name, value));
+        }
+    }
+    let mut url = Url::parse(&provider.url(endpoints::AUTHORIZE)).unwrap();
+    url.query_pairs_mut().extend_pairs(params);
+    url.to_string()
+}
+
+/// The first form of a page: its action and every named input's value (text and hidden; not
+/// passwords, which the test fills in).
 pub fn form(html: &str) -> (String, Vec<(String, String)>) {
     let doc = Html::parse_document(html);
     let form = doc
         .select(&Selector::parse("form").unwrap())
         .next()
-        .expect("a form");
+        .unwrap_or_else(|| panic!("a form in {html}"));
     let action = form.value().attr("action").unwrap().to_owned();
     let fields = form
-        .select(&Selector::parse("input[type=hidden]").unwrap())
+        .select(&Selector::parse("input[name]").unwrap())
+        .filter(|i| i.value().attr("type") != Some("password"))
         .map(|i| {
             (
                 i.value().attr("name").unwrap().to_owned(),
@@ -56,6 +118,53 @@ pub fn form(html: &str) -> (String, Vec<(String, String)>) {
         })
         .collect();
     (action, fields)
+}
+
+/// Sets a form field, replacing its value if the form has it.
+pub fn set(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
+    fields.retain(|(n, _)| n != name);
+    fields.push((name.to_owned(), value.to_owned()));
+}
+
+/// Submits the first form of a page with `fields` set (see [`set`]); returns the response.
+pub async fn submit(
+    browser: &reqwest::Client,
+    base: &Url,
+    page: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let (action, mut form_fields) = form(page);
+    for (name, value) in fields {
+        set(&mut form_fields, name, value);
+    }
+    browser
+        .post(base.join(&action).unwrap())
+        .form(&form_fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status and the body of a response.
+pub async fn text(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// The body of a `GET`, whatever its status.
+pub async fn get_text(browser: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    browser.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The status, the headers and the JSON body of a response (panics, with the body, when it is
+/// not JSON).
+pub async fn json_of(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
+    (status, headers, body)
 }
 
 /// Where a 303 response sends the browser.
@@ -78,28 +187,13 @@ pub async fn authorize(browser: &reqwest::Client, base: &Url, url: &str, passwor
         if next.as_str().starts_with(REDIRECT) {
             return next;
         }
-        let page = browser
-            .get(next.clone())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let (action, mut fields) = form(&page);
-        if next.path() == "/login" {
-            fields.push(("username".into(), "alice".into()));
-            fields.push(("password".into(), password.into()));
+        let page = get_text(browser, next.clone()).await;
+        let fields: &[(&str, &str)] = if next.path() == "/login" {
+            &[("username", "alice"), ("password", password)]
         } else {
-            fields.push(("action".into(), "allow".into()));
-        }
-        let response = browser
-            .post(base.join(&action).unwrap())
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-        next = location(&response, base);
+            &[("action", "allow")]
+        };
+        next = location(&submit(browser, base, &page, fields).await, base);
     }
 }
 

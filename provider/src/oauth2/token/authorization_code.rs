@@ -2,36 +2,17 @@
 
 use chrono::Duration;
 
-use super::{
-    id_token::{self, IdTokenFor},
-    issue_pair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS,
-};
+use super::{issue_for_user, Approval, TokenError, TokenResponse};
 use crate::{
     app::AppState,
     crypto::sha256,
     domain::pkce,
-    oauth2::{authorize::Params, client_auth::AuthenticatedClient},
-    storage::{AuthorizationGrant, BoxRepository, StorageError},
+    oauth2::{authorize::Params, client_auth::AuthenticatedClient, sessions::end_oauth2_session},
 };
 
 /// A code must be redeemed within 10 minutes of its issue (RFC 6749 §4.1.2: "a maximum
 /// authorization code lifetime of 10 minutes is RECOMMENDED").
 pub const CODE_LIFETIME_MINUTES: i64 = 10;
-
-/// RFC 6749 §4.1.2: a code used twice revokes what it issued.
-async fn revoke_what_it_issued(
-    repo: &mut BoxRepository,
-    grant: &AuthorizationGrant,
-) -> Result<(), StorageError> {
-    if let Some(session) = grant.session_id {
-        repo.access_tokens().revoke_all_for_session(session).await?;
-        repo.refresh_tokens()
-            .revoke_all_for_session(session)
-            .await?;
-        repo.oauth2_sessions().finish(session).await?;
-    }
-    Ok(())
-}
 
 pub async fn exchange(
     state: &AppState,
@@ -55,7 +36,10 @@ pub async fn exchange(
         ));
     }
     if grant.exchanged_at.is_some() {
-        revoke_what_it_issued(&mut repo, &grant).await?;
+        // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+        if let Some(session_id) = grant.session_id {
+            end_oauth2_session(&mut repo, session_id).await?;
+        }
         repo.commit().await?;
         return Err(TokenError::invalid_grant(
             "the code was already used; the tokens it issued are revoked",
@@ -98,32 +82,10 @@ pub async fn exchange(
         .filter(|s| s.finished_at.is_none())
         .ok_or_else(|| TokenError::invalid_grant("the session of this code has ended"))?;
 
-    let mut rng = state.storage.entropy().rng.rng();
-    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
-
-    let id_token = if id_token::wanted(&session.scope) {
-        let user_id = session
-            .user_id
-            .ok_or_else(|| TokenError::server("authorization code session without a user"))?;
-        let about = IdTokenFor {
-            user_id,
-            browser_session_id,
-            access_token: &pair.access_token,
-            code: Some(code),
-            nonce: grant.nonce.as_deref(),
-        };
-        Some(id_token::sign(state, &mut repo, &client.client, now, about).await?)
-    } else {
-        None
+    let approval = Approval {
+        browser_session_id,
+        code: Some(code),
+        nonce: grant.nonce.as_deref(),
     };
-    repo.commit().await?;
-    Ok(TokenResponse {
-        access_token: pair.access_token,
-        token_type: "Bearer",
-        expires_in: ACCESS_TOKEN_LIFETIME_SECONDS,
-        // Matrix clients never ask for offline_access: every grant gets a refresh token.
-        refresh_token: Some(pair.refresh_token),
-        scope: session.scope,
-        id_token,
-    })
+    issue_for_user(state, repo, &client.client, session, now, approval).await
 }

@@ -5,13 +5,10 @@
 //!   user's account, MSC2967) can be requested.
 //! - No refresh token (RFC 6749 §4.4.3: "SHOULD NOT be included"): the client simply asks again.
 
-use chrono::Duration;
-
-use super::{TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
+use super::{issue_access_token, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
     app::AppState,
-    crypto::sha256,
-    domain::{scope::Scope, token::TokenKind},
+    domain::scope::Scope,
     oauth2::{authorize::Params, client_auth::AuthenticatedClient},
     storage::NewOAuth2Session,
 };
@@ -48,7 +45,6 @@ pub async fn grant(
     };
     let now = state.storage.entropy().clock.now();
     let mut rng = state.storage.entropy().rng.rng();
-    let access_token = TokenKind::AccessToken.generate(&mut rng);
     let mut repo = state.storage.begin().await?;
     let session = repo
         .oauth2_sessions()
@@ -61,13 +57,7 @@ pub async fn grant(
             user_agent: None,
         })
         .await?;
-    repo.access_tokens()
-        .add(
-            session.id,
-            &sha256(&access_token),
-            Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
-        )
-        .await?;
+    let (access_token, _) = issue_access_token(&mut repo, &mut rng, session.id, now).await?;
     repo.commit().await?;
     Ok(TokenResponse {
         access_token,

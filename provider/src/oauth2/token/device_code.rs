@@ -11,10 +11,7 @@
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 
-use super::{
-    id_token::{self, IdTokenFor},
-    issue_pair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS,
-};
+use super::{issue_for_user, Approval, TokenError, TokenResponse};
 use crate::{
     app::AppState,
     crypto::sha256,
@@ -145,31 +142,14 @@ pub async fn exchange(
         ));
     }
 
-    let mut rng = state.storage.entropy().rng.rng();
-    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
-    let id_token = if id_token::wanted(&session.scope) {
-        let about = IdTokenFor {
-            user_id: user.id,
-            browser_session_id,
-            access_token: &pair.access_token,
-            code: None,
-            // RFC 8628 has no nonce: the device request carries none.
-            nonce: None,
-        };
-        Some(id_token::sign(state, &mut repo, &client.client, now, about).await?)
-    } else {
-        None
+    let approval = Approval {
+        browser_session_id,
+        code: None,
+        // RFC 8628 has no nonce: the device request carries none.
+        nonce: None,
     };
-    repo.commit().await?;
-    Ok(TokenResponse {
-        access_token: pair.access_token,
-        token_type: "Bearer",
-        expires_in: ACCESS_TOKEN_LIFETIME_SECONDS,
-        // MSC4341: refresh tokens must be issued (and Matrix clients never ask offline_access).
-        refresh_token: Some(pair.refresh_token),
-        scope: session.scope,
-        id_token,
-    })
+    // MSC4341: refresh tokens must be issued (every grant for a user gets one).
+    issue_for_user(state, repo, &client.client, session, now, approval).await
 }
 
 #[cfg(test)]

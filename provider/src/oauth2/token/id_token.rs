@@ -12,20 +12,27 @@ use crate::{
     storage::{BoxRepository, Client},
 };
 
+/// How the user approved a grant: what its ID token says about the approval.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Approval<'a> {
+    /// The browser session the user approved from: `auth_time` is its last sign-in and `sid`
+    /// its ID (OIDC Core §2, Front-/Back-Channel Logout §2).
+    pub browser_session_id: Ulid,
+    /// The authorization code it was exchanged for (`c_hash`), when there was one.
+    pub code: Option<&'a str>,
+    /// The authorization request's `nonce`, echoed unchanged (OIDC Core §3.1.2.1).
+    pub nonce: Option<&'a str>,
+}
+
 /// What an ID token says beyond the issuer, the client and the times.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IdTokenFor<'a> {
     /// The subject (OIDC Core §2 `sub`).
     pub user_id: Ulid,
-    /// The browser session the user approved from: `auth_time` is its last sign-in and `sid`
-    /// its ID (OIDC Core §2, Front-/Back-Channel Logout §2).
-    pub browser_session_id: Ulid,
     /// The access token issued with it (`at_hash`, OIDC Core §3.1.3.6).
     pub access_token: &'a str,
-    /// The authorization code it was exchanged for (`c_hash`), when there was one.
-    pub code: Option<&'a str>,
-    /// The authorization request's `nonce`, echoed unchanged (OIDC Core §3.1.2.1).
-    pub nonce: Option<&'a str>,
+    /// How the user approved the grant.
+    pub approval: Approval<'a>,
 }
 
 /// Whether a granted scope asks for an ID token (OIDC Core §3.1.2.1: `openid`).
@@ -43,7 +50,7 @@ pub(crate) async fn sign(
 ) -> Result<String, TokenError> {
     let auth_time = repo
         .browser_sessions()
-        .last_authentication(about.browser_session_id)
+        .last_authentication(about.approval.browser_session_id)
         .await?
         .map(|a| a.created_at.timestamp());
     let mut claims = IdTokenClaims::new(
@@ -54,12 +61,12 @@ pub(crate) async fn sign(
         Duration::seconds(ID_TOKEN_LIFETIME_SECONDS),
     )
     .with_access_token(about.access_token);
-    if let Some(code) = about.code {
+    if let Some(code) = about.approval.code {
         claims = claims.with_code(code);
     }
-    claims.nonce = about.nonce.map(str::to_owned);
+    claims.nonce = about.approval.nonce.map(str::to_owned);
     claims.auth_time = auth_time;
-    claims.sid = Some(about.browser_session_id.to_string());
+    claims.sid = Some(about.approval.browser_session_id.to_string());
     // OIDC Dynamic Client Registration §2: id_token_signed_response_alg, RS256 by default.
     let alg = match client
         .metadata

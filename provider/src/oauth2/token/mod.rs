@@ -9,6 +9,8 @@ pub mod device_code;
 mod id_token;
 pub mod refresh_token;
 
+pub(crate) use id_token::Approval;
+
 use axum::{
     body::Bytes,
     extract::State,
@@ -22,12 +24,13 @@ use serde::Serialize;
 use serde_json::json;
 use ulid::Ulid;
 
-use super::{authorize::Params, client_auth};
+use self::id_token::IdTokenFor;
+use super::{authorize::Params, client_auth, no_store};
 use crate::{
     app::AppState,
     crypto::sha256,
     domain::{client_registration::DEVICE_CODE, token::TokenKind},
-    storage::{BoxRepository, RefreshToken, StorageError},
+    storage::{AccessToken, BoxRepository, Client, OAuth2Session, RefreshToken, StorageError},
 };
 
 /// Access tokens live 5 minutes (DESIGN.md); clients refresh them.
@@ -108,13 +111,6 @@ impl From<StorageError> for TokenError {
     }
 }
 
-fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
-}
-
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
         let mut response = (
@@ -145,6 +141,22 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
+impl TokenResponse {
+    /// The answer for a fresh pair: a bearer access token valid for
+    /// [`ACCESS_TOKEN_LIFETIME_SECONDS`] and its refresh token (every grant for a user gets one:
+    /// Matrix clients never ask for `offline_access`, and MSC4341 requires it for devices).
+    pub(crate) fn with_pair(pair: IssuedPair, scope: String, id_token: Option<String>) -> Self {
+        Self {
+            access_token: pair.access_token,
+            token_type: "Bearer",
+            expires_in: ACCESS_TOKEN_LIFETIME_SECONDS,
+            refresh_token: Some(pair.refresh_token),
+            scope,
+            id_token,
+        }
+    }
+}
+
 impl IntoResponse for TokenResponse {
     fn into_response(self) -> Response {
         no_store(Json(self).into_response())
@@ -158,14 +170,15 @@ pub(crate) struct IssuedPair {
     pub refresh: RefreshToken,
 }
 
-pub(crate) async fn issue_pair(
+/// A fresh access token for a session, valid for [`ACCESS_TOKEN_LIFETIME_SECONDS`] from `now`,
+/// stored as its hash: the token and its stored row.
+pub(crate) async fn issue_access_token(
     repo: &mut BoxRepository,
     rng: &mut impl RngCore,
     session_id: Ulid,
     now: DateTime<Utc>,
-) -> Result<IssuedPair, StorageError> {
+) -> Result<(String, AccessToken), StorageError> {
     let access_token = TokenKind::AccessToken.generate(rng);
-    let refresh_token = TokenKind::RefreshToken.generate(rng);
     let access = repo
         .access_tokens()
         .add(
@@ -174,6 +187,18 @@ pub(crate) async fn issue_pair(
             Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
         )
         .await?;
+    Ok((access_token, access))
+}
+
+/// A fresh access and refresh token pair for a session, valid from `now`, stored as hashes.
+pub(crate) async fn issue_pair(
+    repo: &mut BoxRepository,
+    rng: &mut impl RngCore,
+    session_id: Ulid,
+    now: DateTime<Utc>,
+) -> Result<IssuedPair, StorageError> {
+    let (access_token, access) = issue_access_token(repo, rng, session_id, now).await?;
+    let refresh_token = TokenKind::RefreshToken.generate(rng);
     let refresh = repo
         .refresh_tokens()
         .add(session_id, &sha256(&refresh_token), Some(access.id))
@@ -183,6 +208,66 @@ pub(crate) async fn issue_pair(
         refresh_token,
         refresh,
     })
+}
+
+/// Whether a request's body is `application/x-www-form-urlencoded` (parameters such as `charset`
+/// allowed).
+pub(crate) fn is_form_urlencoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The parameters of a `POST` to the token endpoint and the endpoints built like it:
+/// an `application/x-www-form-urlencoded` body (RFC 6749 §3.2; device authorization RFC 8628
+/// §3.1, introspection RFC 7662 §2.1, revocation RFC 7009 §2.1), in UTF-8, each parameter at most
+/// once (RFC 6749 §3.1). Anything else is `invalid_request` (RFC 6749 §5.2).
+pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenError> {
+    if !is_form_urlencoded(headers) {
+        return Err(TokenError::invalid_request(
+            "the request body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| TokenError::invalid_request("the body is not UTF-8"))?;
+    let params = Params::parse(text);
+    if let Some(name) = params.repeated_names().first() {
+        return Err(TokenError::invalid_request(&format!(
+            "the `{name}` parameter is repeated (RFC 6749 §3.1)"
+        )));
+    }
+    Ok(params)
+}
+
+/// The end of every grant for a user (authorization code, device code): a fresh pair for
+/// `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`), all in
+/// `repo`'s transaction, which commits; then the token response.
+pub(crate) async fn issue_for_user(
+    state: &AppState,
+    mut repo: BoxRepository,
+    client: &Client,
+    session: OAuth2Session,
+    now: DateTime<Utc>,
+    approval: Approval<'_>,
+) -> Result<TokenResponse, TokenError> {
+    let mut rng = state.storage.entropy().rng.rng();
+    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
+    let id_token = if id_token::wanted(&session.scope) {
+        let user_id = session
+            .user_id
+            .ok_or_else(|| TokenError::server("a user's grant for a session without a user"))?;
+        let about = IdTokenFor {
+            user_id,
+            access_token: &pair.access_token,
+            approval,
+        };
+        Some(id_token::sign(state, &mut repo, client, now, about).await?)
+    } else {
+        None
+    };
+    repo.commit().await?;
+    Ok(TokenResponse::with_pair(pair, session.scope, id_token))
 }
 
 /// `POST /oauth2/token`.
@@ -198,24 +283,7 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<TokenResponse, TokenError> {
-    // RFC 6749 §3.2: application/x-www-form-urlencoded parameters.
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
-        return Err(TokenError::invalid_request(
-            "the request body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| TokenError::invalid_request("the body is not UTF-8"))?;
-    let params = Params::parse(text);
-    if let Some(name) = params.repeated_names().first() {
-        return Err(TokenError::invalid_request(&format!(
-            "the `{name}` parameter is repeated (RFC 6749 §3.1)"
-        )));
-    }
+    let params = form_params(headers, body)?;
     let client = client_auth::authenticate(state, headers, &params).await?;
     let grant_type = params
         .get("grant_type")
@@ -238,5 +306,59 @@ async fn handle(
         DEVICE_CODE => device_code::exchange(state, &client, &params).await,
         "client_credentials" => client_credentials::grant(state, &client, &params).await,
         _ => refresh_token::refresh(state, &client, &params).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn form_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
+        headers
+    }
+
+    fn refusal(headers: &HeaderMap, body: &[u8]) -> String {
+        let error = form_params(headers, body).unwrap_err();
+        assert_eq!(
+            (error.status, error.error),
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        );
+        error.description
+    }
+
+    #[test]
+    fn form_bodies_are_read_once_per_parameter() {
+        let params = form_params(&form_headers(), b"grant_type=x&code=a%20b&empty=").unwrap();
+        assert_eq!(params.get("grant_type"), Some("x"));
+        assert_eq!(params.get("code"), Some("a b"));
+        // RFC 6749 §3.1: a parameter without a value is as if omitted.
+        assert_eq!(params.get("empty"), None);
+        assert!(refusal(&form_headers(), b"code=a&code=b").contains("`code` parameter is repeated"));
+        assert!(refusal(&form_headers(), b"code=\xff").contains("not UTF-8"));
+        assert!(refusal(&HeaderMap::new(), b"code=a").contains("x-www-form-urlencoded"));
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_form_urlencoded(&json));
+        assert!(refusal(&json, b"{}").contains("x-www-form-urlencoded"));
+    }
+
+    proptest! {
+        /// Any body is either parameters or `invalid_request`, never a panic.
+        #[test]
+        fn any_body_is_parameters_or_invalid_request(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Err(e) = form_params(&form_headers(), &body) {
+                prop_assert_eq!(e.error, "invalid_request");
+            }
+        }
     }
 }

@@ -5,25 +5,13 @@
 //! another new pair, and the unused one is revoked. Any other reuse of a consumed token means the
 //! token leaked: the whole session ends.
 
-use super::{issue_pair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
+use super::{issue_pair, TokenError, TokenResponse};
 use crate::{
     app::AppState,
     crypto::sha256,
     domain::{scope::Scope, token::TokenKind},
-    oauth2::{authorize::Params, client_auth::AuthenticatedClient},
-    storage::{BoxRepository, StorageError},
+    oauth2::{authorize::Params, client_auth::AuthenticatedClient, sessions::end_oauth2_session},
 };
-
-async fn end_session(repo: &mut BoxRepository, session_id: ulid::Ulid) -> Result<(), StorageError> {
-    repo.access_tokens()
-        .revoke_all_for_session(session_id)
-        .await?;
-    repo.refresh_tokens()
-        .revoke_all_for_session(session_id)
-        .await?;
-    repo.oauth2_sessions().finish(session_id).await?;
-    Ok(())
-}
 
 pub async fn refresh(
     state: &AppState,
@@ -94,7 +82,7 @@ pub async fn refresh(
             .filter(|s| s.consumed_at.is_none() && s.revoked_at.is_none());
         let Some(unused) = unused else {
             // RFC 9700 §4.14.2: reuse of a rotated token: end the session.
-            end_session(&mut repo, session.id).await?;
+            end_oauth2_session(&mut repo, session.id).await?;
             repo.commit().await?;
             tracing::warn!(session = %session.id, "refresh token reuse: session ended");
             return Err(TokenError::invalid_grant(
@@ -117,11 +105,7 @@ pub async fn refresh(
             ));
         }
         repo.commit().await?;
-        return Ok(response(
-            pair.access_token,
-            pair.refresh_token,
-            session.scope,
-        ));
+        return Ok(TokenResponse::with_pair(pair, session.scope, None));
     }
 
     let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
@@ -137,20 +121,5 @@ pub async fn refresh(
     }
     repo.oauth2_sessions().touch(session.id).await?;
     repo.commit().await?;
-    Ok(response(
-        pair.access_token,
-        pair.refresh_token,
-        session.scope,
-    ))
-}
-
-fn response(access_token: String, refresh_token: String, scope: String) -> TokenResponse {
-    TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: ACCESS_TOKEN_LIFETIME_SECONDS,
-        refresh_token: Some(refresh_token),
-        scope,
-        id_token: None,
-    }
+    Ok(TokenResponse::with_pair(pair, session.scope, None))
 }
