@@ -100,6 +100,8 @@ impl Playground {
             ("PROVIDER__HTTP__PUBLIC_BASE", base),
             ("PROVIDER__HTTP__LISTEN", local_addr.to_string()),
             ("PROVIDER__DATABASE__URL", database_url),
+            // Client authors need an account to try the flows: let them create one.
+            ("PROVIDER__ACCOUNT__REGISTRATION", "true".to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v));
         let (_, settings) =
@@ -130,6 +132,8 @@ impl Playground {
              \x20 Provider (issuer)  {issuer}\n\
              \x20 Discovery          {issuer}.well-known/openid-configuration\n\
              \x20 Signing keys       {issuer}oauth2/keys.json\n\
+             \x20 Create an account  {issuer}register\n\
+             \x20 Sign in            {issuer}login\n\
              \x20 Database           {}\n\
              Press Ctrl-C to stop.",
             provider::storage::redact_url(&self.settings.database_url),

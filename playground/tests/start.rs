@@ -26,6 +26,9 @@ async fn start_and_read_jwks(options: &Options) -> (String, serde_json::Value) {
         .json()
         .await
         .unwrap();
+    // Registration is open in the playground.
+    let register = reqwest::get(format!("{issuer}register")).await.unwrap();
+    assert_eq!(register.status(), 200);
     let _ = tx.send(());
     task.await.unwrap().unwrap();
     (issuer, jwks)
