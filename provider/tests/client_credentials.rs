@@ -33,6 +33,35 @@ async fn client_credentials(db: TestDb) {
     let client = &provider.settings.clients[0];
     let creds = (client.client_id.as_str(), client.secret.as_deref().unwrap());
 
+    // With openidconnect as the client.
+    let http = openidconnect::reqwest::ClientBuilder::new()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let metadata = openidconnect::core::CoreProviderMetadata::discover_async(
+        openidconnect::IssuerUrl::new(provider.base_url.to_string()).unwrap(),
+        &http,
+    )
+    .await
+    .unwrap();
+    let oidc = openidconnect::core::CoreClient::from_provider_metadata(
+        metadata,
+        openidconnect::ClientId::new(creds.0.to_owned()),
+        Some(openidconnect::ClientSecret::new(creds.1.to_owned())),
+    );
+    let granted = oidc
+        .exchange_client_credentials()
+        .unwrap()
+        .add_scope(openidconnect::Scope::new("urn:mas:admin".into()))
+        .request_async(&http)
+        .await
+        .unwrap();
+    {
+        use openidconnect::OAuth2TokenResponse as _;
+        assert!(granted.access_token().secret().starts_with("mat_"));
+        assert!(granted.refresh_token().is_none(), "RFC 6749 §4.4.3");
+    }
+
     let (status, body) = token(
         &provider,
         creds,
