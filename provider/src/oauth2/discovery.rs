@@ -26,6 +26,9 @@ pub struct ProviderMetadata {
     pub grant_types_supported: &'static [&'static str],
     /// RFC 8414 §2.
     pub token_endpoint_auth_methods_supported: &'static [&'static str],
+    /// RFC 8414 §2 / OIDC Discovery §3: the algorithms of JWT client assertions
+    /// (`client_secret_jwt`: HS256; `private_key_jwt`: RS256, ES256; RFC 7523 §2.2).
+    pub token_endpoint_auth_signing_alg_values_supported: &'static [&'static str],
     /// RFC 8414 §2 (RFC 7009); Matrix clients require it (MSC2965).
     pub revocation_endpoint: String,
     /// RFC 8414 §2: public clients (`none`) may revoke too (RFC 7009 §5).
@@ -78,6 +81,8 @@ impl ProviderMetadata {
             token_endpoint: endpoints::url(base, endpoints::TOKEN).to_string(),
             grant_types_supported: super::token::GRANT_TYPES,
             token_endpoint_auth_methods_supported: super::token::AUTH_METHODS,
+            token_endpoint_auth_signing_alg_values_supported:
+                super::client_auth::ASSERTION_SIGNING_ALGS,
             revocation_endpoint: endpoints::url(base, endpoints::REVOCATION).to_string(),
             revocation_endpoint_auth_methods_supported: super::revocation::AUTH_METHODS,
             introspection_endpoint: endpoints::url(base, endpoints::INTROSPECTION).to_string(),

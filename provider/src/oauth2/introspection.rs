@@ -46,7 +46,13 @@ use crate::{
 /// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
 /// token endpoint authentication methods, or access token types such as `Bearer`, which the
 /// homeserver uses).
-pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "Bearer"];
+pub const AUTH_METHODS: &[&str] = &[
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "Bearer",
+];
 
 /// Sent by Synapse (MAS 0.15+ contract): it reads the device from `device_id` rather than from
 /// the scope.

@@ -18,6 +18,7 @@
 pub mod types;
 
 mod browser_sessions;
+mod client_assertions;
 mod clients;
 mod compat;
 mod grants;
@@ -40,8 +41,8 @@ use sqlx::{
 use ulid::Ulid;
 
 pub use self::{
-    browser_sessions::*, clients::*, compat::*, grants::*, jobs::*, oauth2_sessions::*,
-    upstream::*, users::*,
+    browser_sessions::*, client_assertions::*, clients::*, compat::*, grants::*, jobs::*,
+    oauth2_sessions::*, upstream::*, users::*,
 };
 use crate::clock::Entropy;
 
@@ -513,6 +514,7 @@ pub trait Repository: Send {
     fn user_passwords(&mut self) -> &mut dyn UserPasswordRepository;
     fn user_emails(&mut self) -> &mut dyn UserEmailRepository;
     fn clients(&mut self) -> &mut dyn ClientRepository;
+    fn client_assertions(&mut self) -> &mut dyn ClientAssertionRepository;
     fn browser_sessions(&mut self) -> &mut dyn BrowserSessionRepository;
     fn oauth2_sessions(&mut self) -> &mut dyn OAuth2SessionRepository;
     fn access_tokens(&mut self) -> &mut dyn AccessTokenRepository;
@@ -542,6 +544,7 @@ where
         + UserPasswordRepository
         + UserEmailRepository
         + ClientRepository
+        + ClientAssertionRepository
         + BrowserSessionRepository
         + OAuth2SessionRepository
         + AccessTokenRepository
@@ -567,6 +570,9 @@ where
         self
     }
     fn clients(&mut self) -> &mut dyn ClientRepository {
+        self
+    }
+    fn client_assertions(&mut self) -> &mut dyn ClientAssertionRepository {
         self
     }
     fn browser_sessions(&mut self) -> &mut dyn BrowserSessionRepository {

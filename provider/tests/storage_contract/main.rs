@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod browser_sessions;
+mod client_assertions;
 mod clients;
 mod compat;
 mod fixtures;

@@ -48,7 +48,13 @@ pub const GRANT_TYPES: &[&str] = &[
     DEVICE_CODE,
 ];
 /// The client authentication methods it accepts.
-pub const AUTH_METHODS: &[&str] = &["none", "client_secret_basic", "client_secret_post"];
+pub const AUTH_METHODS: &[&str] = &[
+    "none",
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+];
 
 /// A token endpoint error (RFC 6749 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]

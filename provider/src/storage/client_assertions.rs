@@ -1,0 +1,56 @@
+//! The `jti`s of JWT client assertions already used (RFC 7523 §3 item 7, OIDC Core §9).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ulid::Ulid;
+
+use super::{
+    for_each_backend,
+    types::{DbId, Ts},
+    StorageError,
+};
+
+#[async_trait]
+pub trait ClientAssertionRepository: Send {
+    /// Records that client `client` used an assertion with this `jti`, valid until `expires_at`.
+    /// `true` the first time, `false` when the pair was already recorded (a replay). The check
+    /// and the record are one `INSERT … ON CONFLICT DO NOTHING`, so two concurrent uses can't
+    /// both win.
+    async fn record_jti(
+        &mut self,
+        client: Ulid,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StorageError>;
+}
+
+macro_rules! implementation {
+    ($repo:ty) => {
+        #[async_trait]
+        impl ClientAssertionRepository for $repo {
+            async fn record_jti(
+                &mut self,
+                client: Ulid,
+                jti: &str,
+                expires_at: DateTime<Utc>,
+            ) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "INSERT INTO oauth2_client_assertion_jtis (client_id, jti, expires_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(DbId(client))
+                .bind(jti)
+                .bind(Ts(expires_at))
+                .execute(self.conn())
+                .await?;
+                match StorageError::inserted(done, "client assertion jti") {
+                    Ok(()) => Ok(true),
+                    Err(StorageError::Conflict(_)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    };
+}
+
+for_each_backend!(implementation);
