@@ -559,7 +559,80 @@ async fn the_device_endpoint_refuses_bad_requests(db: TestDb) {
     provider.stop().await;
 }
 
+/// The same grant with `openidconnect` as the device's client: its device authorization request,
+/// a person approving on the pages, and its polling loop (whose sleeps move the mock clock).
+async fn driven_by_openidconnect(db: TestDb) {
+    use openidconnect::{OAuth2TokenResponse as _, TokenResponse as _};
+
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = TestProvider::start(&db).await;
+    let client_id = register_device_client(&provider, "Living-room TV").await;
+    let metadata = CoreProviderMetadata::discover_async(
+        IssuerUrl::new(provider.base_url.to_string()).unwrap(),
+        &oidc_http(),
+    )
+    .await
+    .unwrap();
+    let client = openidconnect::core::CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(client_id.clone()),
+        None,
+    )
+    .set_device_authorization_url(
+        openidconnect::DeviceAuthorizationUrl::new(provider.url(endpoints::DEVICE_AUTHORIZATION))
+            .unwrap(),
+    )
+    .set_auth_type(openidconnect::AuthType::RequestBody);
+    let details: openidconnect::core::CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scopes(
+            SCOPE
+                .split(' ')
+                .map(|s| openidconnect::Scope::new(s.to_owned())),
+        )
+        .request_async(&oidc_http())
+        .await
+        .unwrap();
+    let started = json!({
+        "verification_uri_complete": details.verification_uri_complete().unwrap().secret(),
+    });
+    let (status, page) = approve(&provider, &started, "allow").await;
+    assert_eq!(status, 200, "{page}");
+
+    let clock = db.clock.clone();
+    let tokens = client
+        .exchange_device_access_token(&details)
+        .unwrap()
+        .request_async(
+            &oidc_http(),
+            move |wait: std::time::Duration| {
+                clock.advance(Duration::from_std(wait).unwrap_or_default());
+                std::future::ready(())
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(tokens.access_token().secret().starts_with("mat_"));
+    assert!(tokens.refresh_token().is_some(), "MSC4341: a refresh token");
+    let now = db.clock.now();
+    let verifier = client.id_token_verifier().set_time_fn(move || now);
+    let id_token = tokens.id_token().expect("openid was asked for");
+    // No nonce in the device flow: accept its absence.
+    let claims = id_token
+        .claims(&verifier, |nonce: Option<&Nonce>| {
+            nonce
+                .is_none()
+                .then_some(())
+                .ok_or_else(|| "unexpected nonce".to_owned())
+        })
+        .unwrap();
+    assert_eq!(claims.audiences()[0].as_str(), client_id);
+    provider.stop().await;
+}
+
 backend_tests!(
+    driven_by_openidconnect,
     device_flow_end_to_end,
     a_denied_request_gets_access_denied,
     an_expired_request_gets_expired_token,
