@@ -189,7 +189,35 @@ async fn denial_and_prompt_none_without_a_session(db: TestDb) {
     provider.stop().await;
 }
 
+/// OIDC Core §3.1.2.1: `login_hint` pre-fills the username (a Matrix ID of this server too).
+async fn login_hint_prefills_the_username(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let http = browser();
+    for (hint, expected) in [
+        ("carol", Some("carol")),
+        ("mxid:@carol:localhost", Some("carol")),
+        ("@carol:elsewhere", None),
+    ] {
+        let response = http
+            .get(authorize_url(&provider, &[("login_hint", hint)]))
+            .send()
+            .await
+            .unwrap();
+        let login = location(&response, &provider.base_url);
+        let page = http.get(login).send().await.unwrap().text().await.unwrap();
+        match expected {
+            Some(name) => assert!(
+                page.contains(&format!(r#"value="{name}""#)),
+                "{hint}: {page}"
+            ),
+            None => assert!(page.contains(r#"value="""#), "{hint}: {page}"),
+        }
+    }
+    provider.stop().await;
+}
+
 backend_tests!(
     sign_in_consent_and_code,
-    denial_and_prompt_none_without_a_session
+    denial_and_prompt_none_without_a_session,
+    login_hint_prefills_the_username,
 );

@@ -125,17 +125,50 @@ pub async fn get(
             return (cookie.into_jar(), page).into_response();
         }
     }
+    let hint = match &grant {
+        Some(grant) => login_hint(&state, grant).await,
+        None => None,
+    };
     let page = login_page(
         &state,
         &cookie,
         StatusCode::OK,
         grant.as_deref(),
         next.as_deref(),
-        "",
+        hint.as_deref().unwrap_or_default(),
         None,
     )
     .await;
     (cookie.into_jar(), page).into_response()
+}
+
+/// The username a request's `login_hint` suggests (OIDC Core §3.1.2.1), to pre-fill the form.
+async fn login_hint(state: &AppState, grant: &str) -> Option<String> {
+    let id = Ulid::from_string(grant).ok()?;
+    let mut repo = state.storage.reader().await.ok()?;
+    let hint = repo
+        .authorization_grants()
+        .lookup(id)
+        .await
+        .ok()??
+        .login_hint?;
+    username_from_hint(&hint, &state.settings.matrix.homeserver)
+}
+
+/// A hint is a username, or a Matrix ID of this server (`@alice:example.org`, optionally as
+/// `mxid:@alice:example.org`, the form Matrix clients send).
+pub fn username_from_hint(hint: &str, server_name: &str) -> Option<String> {
+    let hint = hint.strip_prefix("mxid:").unwrap_or(hint);
+    let name = match hint.strip_prefix('@') {
+        Some(mxid) => {
+            let (localpart, server) = mxid.split_once(':')?;
+            (server == server_name).then_some(localpart)?
+        }
+        None => hint,
+    };
+    crate::domain::username::check(name, server_name)
+        .is_ok()
+        .then(|| name.to_owned())
 }
 
 /// Why a sign-in attempt failed, as the user is told.
@@ -291,4 +324,20 @@ pub async fn post(
         }
     };
     (cookie.into_jar(), response).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints() {
+        let hint = |h| username_from_hint(h, "example.org");
+        assert_eq!(hint("alice"), Some("alice".into()));
+        assert_eq!(hint("@alice:example.org"), Some("alice".into()));
+        assert_eq!(hint("mxid:@alice:example.org"), Some("alice".into()));
+        assert_eq!(hint("@alice:elsewhere.org"), None);
+        assert_eq!(hint("Not A Name"), None);
+        assert_eq!(hint("@:example.org"), None);
+    }
 }
