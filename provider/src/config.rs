@@ -154,6 +154,9 @@ pub struct StaticClientConfig {
     /// Where RP-initiated logout may send the browser afterwards.
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
+    /// The ID token algorithm, `RS256` (default) or `ES256`.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<String>,
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<String>,
     /// For `private_key_jwt`: the client's public keys, inline...
@@ -663,6 +666,15 @@ impl Config {
                     Err(e) => p.push(Problem::new(at, format!("`{uri}` is not a valid URI: {e}"))),
                 }
             }
+            if let Some(alg) = &c.id_token_signed_response_alg {
+                let algs = crate::domain::client_registration::ID_TOKEN_ALGS;
+                if !algs.contains(&alg.as_str()) {
+                    p.push(Problem::new(
+                        format!("{path}.id_token_signed_response_alg"),
+                        format!("`{alg}` is not one of {}", algs.join(", ")),
+                    ));
+                }
+            }
             for (j, grant) in c.grant_types.iter().enumerate() {
                 if !GRANT_TYPES.contains(&grant.as_str()) {
                     p.push(Problem::new(
@@ -708,6 +720,9 @@ impl StaticClientConfig {
             }
             if let Some(uri) = &self.jwks_uri {
                 map.insert("jwks_uri".into(), uri.clone().into());
+            }
+            if let Some(alg) = &self.id_token_signed_response_alg {
+                map.insert("id_token_signed_response_alg".into(), alg.clone().into());
             }
         }
         StaticClient {
@@ -905,6 +920,10 @@ mod tests {
         ];
         let (config, settings) = parse(&generated(), env, Path::new(".")).unwrap();
         assert_eq!(settings.database_url, "postgres://db/provider");
+        assert!(settings.clients[0]
+            .metadata
+            .get("id_token_signed_response_alg")
+            .is_none());
         assert_eq!(settings.pool.max_connections, 25);
         assert_eq!(config.matrix.secret, "0123456789012345678");
         assert_eq!(settings.clients[0].metadata["client_name"], "Renamed");
@@ -1002,6 +1021,25 @@ mod tests {
         .unwrap_err();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].path, "database.max_connections", "{p:?}");
+    }
+
+    #[test]
+    fn static_clients_may_ask_for_es256() {
+        let env = vec![(
+            "PROVIDER__CLIENTS__0__ID_TOKEN_SIGNED_RESPONSE_ALG".to_owned(),
+            "ES256".to_owned(),
+        )];
+        let (_, settings) = parse(&generated(), env, Path::new(".")).unwrap();
+        assert_eq!(
+            settings.clients[0].metadata["id_token_signed_response_alg"],
+            "ES256"
+        );
+        let env = vec![(
+            "PROVIDER__CLIENTS__0__ID_TOKEN_SIGNED_RESPONSE_ALG".to_owned(),
+            "none".to_owned(),
+        )];
+        let p = parse(&generated(), env, Path::new(".")).unwrap_err();
+        assert_eq!(p[0].path, "clients[0].id_token_signed_response_alg");
     }
 
     #[test]

@@ -61,6 +61,7 @@ async fn the_journey(db: TestDb) {
             "redirect_uris": [REDIRECT],
             "post_logout_redirect_uris": [SIGNED_OUT],
             "token_endpoint_auth_method": "none",
+            "id_token_signed_response_alg": "ES256",
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
         }))
@@ -110,6 +111,14 @@ async fn the_journey(db: TestDb) {
     let now = db.clock.now();
     let id_verifier = client.id_token_verifier().set_time_fn(move || now);
     let id_token = tokens.id_token().unwrap();
+    // ES256 was asked for at registration (OIDC Dynamic Client Registration §2).
+    assert_eq!(
+        id_token.signing_alg().unwrap(),
+        &openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256
+    );
+    let id_verifier = id_verifier.set_allowed_algs(vec![
+        openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    ]);
     let claims = id_token.claims(&id_verifier, &nonce).unwrap();
     let subject = claims.subject().clone();
 

@@ -175,7 +175,12 @@ pub struct ValidatedMetadata {
     pub software_version: Option<String>,
     pub jwks: Option<Value>,
     pub jwks_uri: Option<String>,
+    /// OIDC Dynamic Client Registration §2: the ID token algorithm (RS256 when absent).
+    pub id_token_signed_response_alg: Option<String>,
 }
+
+/// The ID token algorithms a client may ask for: the ones this server signs with.
+pub const ID_TOKEN_ALGS: &[&str] = &["RS256", "ES256"];
 
 impl ValidatedMetadata {
     /// The registered metadata as a JSON object: what is stored and echoed (RFC 7591 §3.2.1).
@@ -208,6 +213,10 @@ impl ValidatedMetadata {
             ("software_id", &self.software_id),
             ("software_version", &self.software_version),
             ("jwks_uri", &self.jwks_uri),
+            (
+                "id_token_signed_response_alg",
+                &self.id_token_signed_response_alg,
+            ),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -422,6 +431,19 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
     };
     let software_id = m.non_empty_string("software_id")?;
     let software_version = m.non_empty_string("software_version")?;
+    // OIDC Dynamic Client Registration §2: id_token_signed_response_alg, one this server signs
+    // with (RS256 is the default and always available; `none` is never allowed with the code
+    // flow).
+    let id_token_signed_response_alg = match m.non_empty_string("id_token_signed_response_alg")? {
+        Some(alg) if ID_TOKEN_ALGS.contains(&alg.as_str()) => Some(alg),
+        Some(alg) => {
+            return Err(metadata_error(format!(
+                "id_token_signed_response_alg `{alg}` is not supported; use one of {}",
+                ID_TOKEN_ALGS.join(", ")
+            )))
+        }
+        None => None,
+    };
 
     Ok(ValidatedMetadata {
         client_uri: client_uri.to_owned(),
@@ -444,6 +466,7 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
         software_version,
         jwks,
         jwks_uri,
+        id_token_signed_response_alg,
     })
 }
 
@@ -760,6 +783,26 @@ mod tests {
             "client_uri": "https://example.com/",
             "redirect_uris": ["https://app.example.com/callback"],
         })
+    }
+
+    #[test]
+    fn id_token_algorithm_on_request() {
+        let es = validate(&with(web(), "id_token_signed_response_alg", json!("ES256"))).unwrap();
+        assert_eq!(es.id_token_signed_response_alg.as_deref(), Some("ES256"));
+        assert_eq!(es.to_json()["id_token_signed_response_alg"], "ES256");
+        let default = validate(&web()).unwrap();
+        assert!(default
+            .to_json()
+            .get("id_token_signed_response_alg")
+            .is_none());
+        for refused in ["none", "HS256", "PS256"] {
+            let e =
+                validate(&with(web(), "id_token_signed_response_alg", json!(refused))).unwrap_err();
+            assert!(
+                e.to_string().contains("id_token_signed_response_alg"),
+                "{refused}: {e}"
+            );
+        }
     }
 
     fn with(mut base: Value, member: &str, value: Value) -> Value {
