@@ -10,7 +10,8 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use support::{
-    add_user, authorize_url, browser, get_text, location, param, submit, REDIRECT, STATE,
+    add_user, authorize_url, browser, get_text, location, param, static_client, submit, REDIRECT,
+    STATE, VERIFIER,
 };
 
 async fn sign_in_consent_and_code(db: TestDb) {
@@ -216,7 +217,108 @@ async fn login_hint_prefills_the_username(db: TestDb) {
     provider.stop().await;
 }
 
+/// Signs alice in and allows one request, so the browser holds a session and a CSRF token;
+/// returns the consent page of that first request (its form carries the token).
+async fn signed_in_browser(provider: &TestProvider) -> (reqwest::Client, String) {
+    let http = browser();
+    let base = provider.base_url.clone();
+    let login = location(
+        &http.get(authorize_url(provider, &[])).send().await.unwrap(),
+        &base,
+    );
+    let page = get_text(&http, login).await;
+    let response = submit(
+        &http,
+        &base,
+        &page,
+        &[("username", "alice"), ("password", "correct horse battery")],
+    )
+    .await;
+    let consent = location(&response, &base);
+    let page = get_text(&http, consent).await;
+    (http, page)
+}
+
+/// An answer posted straight to `/consent/{id}` can't skip the sign-in `prompt=login` asks for.
+async fn a_posted_answer_cannot_skip_a_required_sign_in(db: TestDb) {
+    add_user(&db, "alice", "correct horse battery").await;
+    let provider = TestProvider::start(&db).await;
+    let base = provider.base_url.clone();
+    let (http, first_page) = signed_in_browser(&provider).await;
+    let csrf = support::form(&first_page)
+        .1
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .unwrap()
+        .1;
+    db.clock.advance(chrono::Duration::seconds(5));
+    let response = http
+        .get(authorize_url(&provider, &[("prompt", "login")]))
+        .send()
+        .await
+        .unwrap();
+    let login = location(&response, &base);
+    assert_eq!(login.path(), "/login");
+    let grant = param(&login, "grant").unwrap();
+    let response = http
+        .post(provider.url(&format!("/consent/{grant}")))
+        .form(&[("csrf", csrf.as_str()), ("action", "allow")])
+        .send()
+        .await
+        .unwrap();
+    let next = location(&response, &base);
+    assert_eq!(
+        next.path(),
+        "/login",
+        "no code without the fresh sign-in: {next}"
+    );
+    assert!(param(&next, "code").is_none());
+    provider.stop().await;
+}
+
+/// A user locked between consent and the code exchange gets no tokens.
+async fn a_locked_user_gets_no_tokens(db: TestDb) {
+    add_user(&db, "alice", "correct horse battery").await;
+    let provider = TestProvider::start(&db).await;
+    let base = provider.base_url.clone();
+    let (http, page) = signed_in_browser(&provider).await;
+    let back = location(
+        &submit(&http, &base, &page, &[("action", "allow")]).await,
+        &base,
+    );
+    let code = param(&back, "code").unwrap();
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo
+        .users()
+        .find_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    repo.users().set_locked(alice.id, true).await.unwrap();
+    repo.commit().await.unwrap();
+    let (client_id, secret) = static_client(&provider);
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(provider.url("/oauth2/token"))
+        .basic_auth(client_id, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    provider.stop().await;
+}
+
 backend_tests!(
+    a_posted_answer_cannot_skip_a_required_sign_in,
+    a_locked_user_gets_no_tokens,
     sign_in_consent_and_code,
     denial_and_prompt_none_without_a_session,
     login_hint_prefills_the_username,

@@ -30,7 +30,10 @@ use crate::{
         token::random_code,
     },
     oauth2::authorize::{respond_to_client, OAuthError, ResponseMode},
-    storage::{AuthorizationGrant, BrowserSession, Client, NewOAuth2Session, StorageError, User},
+    storage::{
+        AuthorizationGrant, BoxRepository, BrowserSession, Client, NewOAuth2Session, StorageError,
+        User,
+    },
     web::{self, session::BrowserCookie},
 };
 
@@ -42,10 +45,20 @@ pub async fn signed_in(
     state: &AppState,
     cookie: &BrowserCookie,
 ) -> Result<Option<(BrowserSession, User)>, StorageError> {
+    if cookie.session_id().is_none() {
+        return Ok(None);
+    }
+    signed_in_on(&mut state.storage.reader().await?, cookie).await
+}
+
+/// [`signed_in`] on a connection the caller already holds.
+async fn signed_in_on(
+    repo: &mut BoxRepository,
+    cookie: &BrowserCookie,
+) -> Result<Option<(BrowserSession, User)>, StorageError> {
     let Some(id) = cookie.session_id() else {
         return Ok(None);
     };
-    let mut repo = state.storage.reader().await?;
     let Some(session) = repo.browser_sessions().lookup(id).await? else {
         return Ok(None);
     };
@@ -78,7 +91,8 @@ fn prompts(grant: &AuthorizationGrant) -> Vec<&str> {
 }
 
 /// Decides what the request needs next (see the module docs).
-pub async fn decide(
+async fn decide(
+    repo: &mut BoxRepository,
     state: &AppState,
     grant: &AuthorizationGrant,
     signed_in: Option<&(BrowserSession, User)>,
@@ -88,7 +102,6 @@ pub async fn decide(
         return Ok(Decision::SignIn);
     };
     let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.reader().await?;
     let last = repo
         .browser_sessions()
         .last_authentication(session.id)
@@ -151,6 +164,18 @@ fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError)
     respond_to_client(state, &grant.redirect_uri, grant_mode(grant), &fields)
 }
 
+/// Who is signed in and what the request still needs, on one connection.
+async fn assess(
+    repo: &mut BoxRepository,
+    state: &AppState,
+    grant: &AuthorizationGrant,
+    cookie: &BrowserCookie,
+) -> Result<(Option<(BrowserSession, User)>, Decision), StorageError> {
+    let user = signed_in_on(repo, cookie).await?;
+    let decision = decide(repo, state, grant, user.as_ref(), cookie).await?;
+    Ok((user, decision))
+}
+
 /// Continues a request just stored by `/authorize`.
 pub async fn proceed(
     state: &AppState,
@@ -159,15 +184,29 @@ pub async fn proceed(
     client: Client,
 ) -> Response {
     let cookie = web::load_cookie(state, jar);
-    let user = match signed_in(state, &cookie).await {
-        Ok(user) => user,
-        Err(e) => return unavailable(state, &e),
-    };
-    let decision = match decide(state, &grant, user.as_ref(), &cookie).await {
-        Ok(d) => d,
+    let assessed = async {
+        let mut repo = state.storage.reader().await?;
+        assess(&mut repo, state, &grant, &cookie).await
+    }
+    .await;
+    let (user, decision) = match assessed {
+        Ok(assessed) => assessed,
         Err(e) => return unavailable(state, &e),
     };
     let none = prompts(&grant).contains(&"none");
+    if none && decision != Decision::Complete {
+        // OIDC Core §3.1.2.6: the request ends here with an error; the stored request must not
+        // be served later by the consent page.
+        let cancelled = async {
+            let mut repo = state.storage.begin().await?;
+            repo.authorization_grants().cancel(grant.id).await?;
+            repo.commit().await
+        }
+        .await;
+        if let Err(e) = cancelled {
+            return unavailable(state, &e);
+        }
+    }
     let response = match (decision, none, user) {
         (Decision::SignIn, true, _) => client_error(
             state,
@@ -255,13 +294,13 @@ pub const PATH: &str = "/consent";
 
 /// A stored grant still waiting for the user, with its client.
 async fn pending_grant(
+    repo: &mut BoxRepository,
     state: &AppState,
     id: &str,
 ) -> Result<Option<(AuthorizationGrant, Client)>, StorageError> {
     let Ok(id) = Ulid::from_string(id) else {
         return Ok(None);
     };
-    let mut repo = state.storage.reader().await?;
     let Some(grant) = repo.authorization_grants().lookup(id).await? else {
         return Ok(None);
     };
@@ -335,25 +374,31 @@ pub async fn get(
     jar: PrivateCookieJar,
     Path(id): Path<String>,
 ) -> Response {
-    let (grant, client) = match pending_grant(&state, &id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return expired(&state),
-        Err(e) => return unavailable(&state, &e),
-    };
     let cookie = web::load_cookie(&state, jar);
-    let user = match signed_in(&state, &cookie).await {
-        Ok(user) => user,
-        Err(e) => return unavailable(&state, &e),
+    // One connection for every read: the request, its client, the browser session, its user,
+    // the last sign-in and the remembered consents.
+    let found = async {
+        let mut repo = state.storage.reader().await?;
+        let Some((grant, client)) = pending_grant(&mut repo, &state, &id).await? else {
+            return Ok(None);
+        };
+        let (user, decision) = assess(&mut repo, &state, &grant, &cookie).await?;
+        Ok::<_, StorageError>(Some((grant, client, user, decision)))
+    }
+    .await;
+    let (grant, client, user, decision) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return (cookie.into_jar(), expired(&state)).into_response(),
+        Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };
-    let response = match (decide(&state, &grant, user.as_ref(), &cookie).await, &user) {
-        (Err(e), _) => unavailable(&state, &e),
-        (Ok(Decision::Consent), Some((_, user))) => {
+    let response = match (decision, &user) {
+        (Decision::Consent, Some((_, user))) => {
             consent_page(&state, &cookie, &grant, &client, user)
         }
-        (Ok(Decision::Complete), Some((session, user))) => {
+        (Decision::Complete, Some((session, user))) => {
             complete(&state, &grant, &client, session, user).await
         }
-        (Ok(_), _) => sign_in_first(&grant).into_response(),
+        _ => sign_in_first(&grant).into_response(),
     };
     (cookie.into_jar(), response).into_response()
 }
@@ -378,14 +423,23 @@ pub async fn post(
         let page = web::csrf_refused(&state, &e);
         return (cookie.into_jar(), page).into_response();
     }
-    let (grant, client) = match pending_grant(&state, &id).await {
-        Ok(Some(found)) => found,
+    let found = async {
+        let mut repo = state.storage.reader().await?;
+        let Some((grant, client)) = pending_grant(&mut repo, &state, &id).await? else {
+            return Ok(None);
+        };
+        // The same decision as the page: an answer posted straight here can't skip a sign-in
+        // that `prompt=login` or `max_age` asks for.
+        let (user, decision) = assess(&mut repo, &state, &grant, &cookie).await?;
+        Ok::<_, StorageError>(Some((grant, client, user, decision)))
+    }
+    .await;
+    let (grant, client, user) = match found {
+        Ok(Some((grant, client, Some(user), Decision::Consent | Decision::Complete))) => {
+            (grant, client, user)
+        }
+        Ok(Some((grant, ..))) => return (cookie.into_jar(), sign_in_first(&grant)).into_response(),
         Ok(None) => return (cookie.into_jar(), expired(&state)).into_response(),
-        Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
-    };
-    let user = match signed_in(&state, &cookie).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return (cookie.into_jar(), sign_in_first(&grant)).into_response(),
         Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };
     let response = match form.action.as_str() {

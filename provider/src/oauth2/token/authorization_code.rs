@@ -81,6 +81,19 @@ pub async fn exchange(
         .await?
         .filter(|s| s.finished_at.is_none())
         .ok_or_else(|| TokenError::invalid_grant("the session of this code has ended"))?;
+    // Locked or deactivated since consenting: no tokens (as the refresh and device grants).
+    if let Some(user_id) = session.user_id {
+        let active = repo
+            .users()
+            .lookup(user_id)
+            .await?
+            .is_some_and(|u| u.is_active());
+        if !active {
+            return Err(TokenError::invalid_grant(
+                "the account is locked or deactivated",
+            ));
+        }
+    }
 
     let approval = Approval {
         browser_session_id,
