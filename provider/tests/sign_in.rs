@@ -316,7 +316,73 @@ async fn a_locked_user_gets_no_tokens(db: TestDb) {
     provider.stop().await;
 }
 
+/// RFC 6749 §4.1.2: a code used twice revokes the tokens it issued.
+async fn a_replayed_code_revokes_what_it_issued(db: TestDb) {
+    add_user(&db, "alice", "correct horse battery").await;
+    let provider = TestProvider::start(&db).await;
+    let base = provider.base_url.clone();
+    let (http, page) = signed_in_browser(&provider).await;
+    let back = location(
+        &submit(&http, &base, &page, &[("action", "allow")]).await,
+        &base,
+    );
+    let code = param(&back, "code").unwrap();
+    let (client_id, secret) = static_client(&provider);
+    let exchange = || async {
+        reqwest::Client::new()
+            .post(provider.url("/oauth2/token"))
+            .basic_auth(&client_id, Some(&secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let introspect = |token: String| {
+        let (client_id, secret) = (client_id.clone(), secret.clone());
+        let url = provider.url("/oauth2/introspect");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(client_id, Some(secret))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let first = exchange().await;
+    let access = first["access_token"].as_str().unwrap().to_owned();
+    let refresh = first["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(introspect(access.clone()).await["active"], true);
+    assert_eq!(introspect(refresh.clone()).await["active"], true);
+
+    // The same code again, with everything else right.
+    let replay = exchange().await;
+    assert_eq!(replay["error"], "invalid_grant", "{replay}");
+    assert_eq!(
+        introspect(access).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(
+        introspect(refresh).await,
+        serde_json::json!({"active": false})
+    );
+    provider.stop().await;
+}
+
 backend_tests!(
+    a_replayed_code_revokes_what_it_issued,
     a_posted_answer_cannot_skip_a_required_sign_in,
     a_locked_user_gets_no_tokens,
     sign_in_consent_and_code,
