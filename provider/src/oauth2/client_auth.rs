@@ -415,11 +415,18 @@ async fn authenticate_assertion(
     let expires_at = DateTime::<Utc>::from_timestamp(exp + LEEWAY_SECS, 0)
         .ok_or_else(|| assertion_error("client_assertion `exp` is out of range"))?;
     let mut repo = state.storage.begin().await.map_err(TokenError::server)?;
-    let first_use = repo
+    let first_use = match repo
         .client_assertions()
         .record_jti(client.id, jti, expires_at)
         .await
-        .map_err(TokenError::server)?;
+    {
+        Ok(first) => first,
+        // Deleted while this request ran (config sync --prune): it no longer exists.
+        Err(crate::storage::StorageError::NotFound(_)) => {
+            return Err(assertion_error("unknown client"))
+        }
+        Err(e) => return Err(TokenError::server(e)),
+    };
     repo.commit().await.map_err(TokenError::server)?;
     if !first_use {
         return Err(assertion_error("the assertion was already used"));

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
+    for_each_backend, row_exists,
     types::{DbId, Ts},
     StorageError,
 };
@@ -34,9 +34,13 @@ macro_rules! implementation {
                 jti: &str,
                 expires_at: DateTime<Utc>,
             ) -> Result<bool, StorageError> {
+                // Guarded like every insert here: a client deleted meanwhile (config sync
+                // --prune) inserts nothing instead of failing on the foreign key, which would
+                // abort a PostgreSQL transaction.
                 let done = sqlx::query(
                     "INSERT INTO oauth2_client_assertion_jtis (client_id, jti, expires_at) \
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM oauth2_clients WHERE id = $1) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(DbId(client))
                 .bind(jti)
@@ -45,7 +49,10 @@ macro_rules! implementation {
                 .await?;
                 match StorageError::inserted(done, "client assertion jti") {
                     Ok(()) => Ok(true),
-                    Err(StorageError::Conflict(_)) => Ok(false),
+                    Err(StorageError::Conflict(_)) if row_exists!(self, "oauth2_clients", client) => {
+                        Ok(false)
+                    }
+                    Err(StorageError::Conflict(_)) => Err(StorageError::NotFound("client")),
                     Err(e) => Err(e),
                 }
             }

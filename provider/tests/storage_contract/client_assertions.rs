@@ -47,6 +47,22 @@ async fn a_jti_is_used_once_per_client(db: TestDb) {
         .record_jti(a.id, "jti-2", expires)
         .await
         .unwrap());
+
+    // A client deleted meanwhile: NotFound, and the transaction stays usable (PostgreSQL).
+    let mut repo = db.storage.begin().await.unwrap();
+    assert!(repo.clients().delete(b.id).await.unwrap());
+    assert!(matches!(
+        repo.client_assertions()
+            .record_jti(b.id, "jti-3", expires)
+            .await,
+        Err(provider::storage::StorageError::NotFound("client"))
+    ));
+    assert!(repo
+        .client_assertions()
+        .record_jti(a.id, "jti-3", expires)
+        .await
+        .unwrap());
+    repo.commit().await.unwrap();
 }
 
 backend_tests!(a_jti_is_used_once_per_client);
