@@ -54,6 +54,14 @@ impl Algorithm {
             Self::Es256 => "ES256",
         }
     }
+
+    /// The same algorithm for the JWS library.
+    pub fn jws(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
 }
 
 /// A private key of a supported kind.
@@ -194,6 +202,8 @@ pub struct SigningKey {
     /// The key in the form the JWS signer takes (PKCS#1 DER for RSA, PKCS#8 DER for P-256),
     /// encoded once rather than at every signature.
     encoding: jsonwebtoken::EncodingKey,
+    /// The public half as a JWS verification key, made once (for `id_token_hint`s).
+    decoding: Option<jsonwebtoken::DecodingKey>,
 }
 
 impl SigningKey {
@@ -219,17 +229,19 @@ impl SigningKey {
                     .as_slice(),
             ),
         };
-        Self { kid, key, encoding }
+        let decoding = Self::decoding_key(&key);
+        Self {
+            kid,
+            key,
+            encoding,
+            decoding,
+        }
     }
 
     /// Signs claims as a compact JWS (RFC 7515 §7.1) with this key's algorithm, naming the key
     /// in the `kid` header so verifiers pick it from the JWKS.
     pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
-        let alg = match self.key.algorithm() {
-            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
-            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
-        };
-        let mut header = jsonwebtoken::Header::new(alg);
+        let mut header = jsonwebtoken::Header::new(self.key.algorithm().jws());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError::Invalid {
             format: "JWS",
@@ -238,15 +250,15 @@ impl SigningKey {
     }
 
     /// The public half as a JWS verification key.
-    fn decoding_key(&self) -> Option<jsonwebtoken::DecodingKey> {
-        let jwk = self.key.required_members();
+    fn decoding_key(key: &PrivateKey) -> Option<jsonwebtoken::DecodingKey> {
+        let jwk = key.required_members();
         let member = |name: &str| {
             jwk.get(name)
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned()
         };
-        match self.key {
+        match key {
             PrivateKey::Rsa(_) => {
                 jsonwebtoken::DecodingKey::from_rsa_components(&member("n"), &member("e")).ok()
             }
@@ -327,10 +339,7 @@ impl Keystore {
             .keys
             .iter()
             .find(|k| Some(&k.kid) == header.kid.as_ref())?;
-        let alg = match key.key.algorithm() {
-            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
-            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
-        };
+        let alg = key.key.algorithm().jws();
         if header.alg != alg {
             return None;
         }
@@ -339,7 +348,7 @@ impl Keystore {
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[issuer]);
-        jsonwebtoken::decode::<T>(jwt, &key.decoding_key()?, &validation)
+        jsonwebtoken::decode::<T>(jwt, key.decoding.as_ref()?, &validation)
             .ok()
             .map(|data| data.claims)
     }
