@@ -145,10 +145,19 @@ async fn postgres_server() -> Option<&'static str> {
     static SERVER: OnceCell<Option<String>> = OnceCell::const_new();
     SERVER
         .get_or_init(|| async {
-            match std::env::var("DATABASE_URL") {
+            let server = match std::env::var("DATABASE_URL") {
                 Ok(url) if !url.is_empty() => Some(url),
                 _ => container::start().await,
+            };
+            if let Some(url) = &server {
+                // Straight to stderr (not captured): the test log shows the PostgreSQL cases ran.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL test cases run on {} (a fresh database per test)",
+                    crate::storage::redact_url(url)
+                );
             }
+            server
         })
         .await
         .as_deref()
