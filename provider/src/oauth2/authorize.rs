@@ -456,7 +456,7 @@ pub async fn get(
 }
 
 /// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1).
-fn error_response(
+pub(crate) fn error_response(
     state: &AppState,
     redirect: &str,
     mode: ResponseMode,

@@ -29,7 +29,7 @@ use crate::{
         scope::{self, API_SCOPE, SYNAPSE_ADMIN_SCOPE, UNSTABLE_API_SCOPE},
         token::random_code,
     },
-    oauth2::authorize::{respond_to_client, OAuthError, ResponseMode},
+    oauth2::authorize::{error_response, respond_to_client, OAuthError, ResponseMode},
     storage::{
         AuthorizationGrant, BoxRepository, BrowserSession, Client, NewOAuth2Session, StorageError,
         User,
@@ -154,14 +154,13 @@ fn grant_mode(grant: &AuthorizationGrant) -> ResponseMode {
 
 /// An error for the client, on behalf of a stored grant.
 fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError) -> Response {
-    let mut fields: Vec<(&str, &str)> = vec![
-        ("error", error.error),
-        ("error_description", &error.description),
-    ];
-    if let Some(s) = &grant.state {
-        fields.push(("state", s));
-    }
-    respond_to_client(state, &grant.redirect_uri, grant_mode(grant), &fields)
+    error_response(
+        state,
+        &grant.redirect_uri,
+        grant_mode(grant),
+        &error,
+        grant.state.as_deref(),
+    )
 }
 
 /// Who is signed in and what the request still needs, on one connection.
