@@ -22,7 +22,9 @@ use tracing::Level;
 
 use crate::{
     config::Settings,
-    endpoints, oauth2,
+    endpoints,
+    matrix::{self, Homeserver},
+    oauth2,
     passwords::{PasswordConfig, PasswordConfigError, PasswordHasher},
     storage::Storage,
     web::{self, Chrome, Templates},
@@ -45,6 +47,8 @@ pub struct AppState {
     /// Protects the browser cookie (see [`web::session`]).
     pub cookie_key: Key,
     pub passwords: PasswordHasher,
+    /// The homeserver this provider authenticates for.
+    pub homeserver: Homeserver,
     /// A hash to check unknown usernames against, made on first use.
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
 }
@@ -81,6 +85,7 @@ impl AppState {
         };
         let cookie_key = web::session::cookie_key(&settings.encryption_key);
         Self {
+            homeserver: matrix::homeserver::connect(&settings.matrix),
             settings: Arc::new(settings),
             storage,
             documents: Arc::new(documents),
@@ -154,6 +159,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(public_documents)
         .merge(browser_api)
+        .merge(matrix::compat::routes())
         .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
         .route(endpoints::INTROSPECTION, post(oauth2::introspection::post))
         .route(endpoints::END_SESSION, get(web::logout::handle).post(web::logout::handle))
@@ -163,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .route(endpoints::REGISTRATION, oauth2::registration::route())
         .route(endpoints::LINK, get(web::link::get).post(web::link::post))
         .route(endpoints::LINK_APPROVE, post(web::link::approve))
+        .route(endpoints::ACCOUNT, get(web::account::get).post(web::account::post))
         .route(web::STYLESHEET, get(web::stylesheet))
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)

@@ -115,12 +115,27 @@ pub struct KeyConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MatrixConfig {
+    /// Which API the provider speaks to the homeserver with.
+    #[serde(default)]
+    pub kind: HomeserverKind,
     /// The homeserver's server name (the part after `:` in user IDs).
     pub homeserver: String,
     /// Where the provider reaches the homeserver.
     pub endpoint: String,
     /// The secret shared with the homeserver (`matrix_authentication_service.secret` in Synapse).
     pub secret: String,
+}
+
+/// The API the provider provisions users and devices with (the homeserver contract of
+/// SPEC-NOTES.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HomeserverKind {
+    /// Synapse ≥ 1.136 in `matrix_authentication_service` mode: the `/_synapse/mas/*` API.
+    #[default]
+    Synapse,
+    /// Older Synapse: the `/_synapse/admin` API, with the shared secret as the admin token.
+    SynapseLegacy,
 }
 
 /// The client authentication methods (RFC 7591 §2, OIDC Core §9).
@@ -216,6 +231,7 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub struct MatrixSettings {
+    pub kind: HomeserverKind,
     pub homeserver: String,
     pub endpoint: Url,
     pub secret: String,
@@ -532,6 +548,7 @@ impl Config {
                 encryption_key,
                 keystore,
                 matrix: MatrixSettings {
+                    kind: self.matrix.kind,
                     homeserver: self.matrix.homeserver.clone(),
                     endpoint,
                     secret: self.matrix.secret.clone(),
@@ -825,6 +842,9 @@ secrets:
 {rsa}    - key: |
 {ec}
 matrix:
+  # How the provider talks to the homeserver: `synapse` (Synapse 1.136 or later, the
+  # /_synapse/mas API) or `synapse_legacy` (older Synapse, the /_synapse/admin API).
+  kind: synapse
   # The homeserver's server name (user IDs look like @alice:<homeserver>).
   homeserver: {homeserver}
   # Where the provider reaches the homeserver's API.

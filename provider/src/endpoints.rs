@@ -29,6 +29,27 @@ pub const DEVICE_AUTHORIZATION: &str = "/oauth2/device";
 pub const LINK: &str = "/link";
 /// Where the verification page's approval form posts (RFC 8628 §3.3).
 pub const LINK_APPROVE: &str = "/link/approve";
+/// Where the homeserver's reverse proxy sends the legacy Matrix login API (client-server API
+/// §"Login", MSC3824): under both the `r0` prefix old clients still use and `v3`. The paths
+/// below are relative to each prefix.
+pub const MATRIX_CLIENT_PREFIXES: [&str; 2] = ["/_matrix/client/r0", "/_matrix/client/v3"];
+/// `GET` the login flows, `POST` a login (`m.login.password`, `m.login.token`).
+pub const COMPAT_LOGIN: &str = "/login";
+/// `m.login.sso`: the browser starts here and comes back to the client with a `loginToken`.
+pub const COMPAT_SSO_REDIRECT: &str = "/login/sso/redirect";
+/// The same, naming an identity provider (ignored: the provider is the only one).
+pub const COMPAT_SSO_REDIRECT_IDP: &str = "/login/sso/redirect/{idp_id}";
+/// Refresh a compat access token (client-server API §"Refreshing access tokens").
+pub const COMPAT_REFRESH: &str = "/refresh";
+/// End the session of the access token.
+pub const COMPAT_LOGOUT: &str = "/logout";
+/// End every compat session of the access token's user.
+pub const COMPAT_LOGOUT_ALL: &str = "/logout/all";
+/// The page where the user confirms an `m.login.sso` login (`/complete-compat-sso/{id}`).
+pub const COMPLETE_COMPAT_SSO: &str = "/complete-compat-sso";
+/// The account management page (MSC4191 `account_management_uri`): profile, devices,
+/// deactivation, cross-signing reset, each opened with `?action=…`.
+pub const ACCOUNT: &str = "/account";
 /// Liveness and database check for load balancers and orchestrators.
 pub const HEALTH: &str = "/health";
 

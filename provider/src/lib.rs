@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod domain;
 pub mod endpoints;
 pub mod keys;
+pub mod matrix;
 pub mod oauth2;
 pub mod passwords;
 pub mod server;

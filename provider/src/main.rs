@@ -9,8 +9,10 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use provider::{
+    app::AppState,
     clock::Entropy,
     config::{self, GenerateOptions, Settings},
+    matrix::provisioning::{self, Outcome, Task},
     server::{self, Server},
     storage::redact_url,
     sync,
@@ -69,6 +71,12 @@ enum Command {
         after_help = "Example:\n  provider database migrate -c provider.yaml"
     )]
     Database(DatabaseCommand),
+    /// Keep the homeserver in step with the provider.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provider homeserver sync-devices -c provider.yaml --user alice"
+    )]
+    Homeserver(HomeserverCommand),
     /// Apply migrations, sync the configured clients, and serve.
     #[command(after_help = "Example:\n  provider serve -c provider.yaml")]
     Serve {
@@ -122,6 +130,32 @@ enum ConfigCommand {
         /// Report what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HomeserverCommand {
+    /// Make each user's devices on the homeserver exactly the devices of their active sessions
+    /// (creating missing ones, deleting stale ones), and provision users the homeserver lacks.
+    /// Prints one line per user: `synced` or `queued` (left to the server's job worker, with
+    /// the homeserver's error). Exit status 1 if any was queued.
+    #[command(
+        after_help = "Examples:\n  provider homeserver sync-devices -c provider.yaml --user alice --user bob\n  \
+            provider homeserver sync-devices -c provider.yaml --all"
+    )]
+    SyncDevices {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// A user (localpart) to reconcile; repeat for several.
+        #[arg(
+            long = "user",
+            value_name = "LOCALPART",
+            required_unless_present = "all"
+        )]
+        users: Vec<String>,
+        /// Reconcile every user.
+        #[arg(long, conflicts_with = "users")]
+        all: bool,
     },
 }
 
@@ -282,6 +316,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             storage.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Homeserver(HomeserverCommand::SyncDevices { file, users, all }) => {
+            let Some(settings) = load_config(&file.config) else {
+                return Ok(ExitCode::from(FAILURE));
+            };
+            let storage = server::open_storage(&settings, Entropy::system()).await?;
+            let state = AppState::new(settings, storage.clone())?;
+            let code = sync_devices(&state, &users, all).await?;
+            storage.close().await;
+            Ok(code)
+        }
         Command::Serve { file, no_migrate } => {
             let Some(settings) = load_config(&file.config) else {
                 return Ok(ExitCode::from(FAILURE));
@@ -298,6 +342,84 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `provider homeserver sync-devices`: one line per user on stdout, progress on a terminal's
+/// stderr for `--all`.
+async fn sync_devices(state: &AppState, names: &[String], all: bool) -> anyhow::Result<ExitCode> {
+    const PAGE: u32 = 200;
+    let mut queued = 0_usize;
+    let mut done = 0_usize;
+    let progress = all && std::io::stderr().is_terminal();
+    let mut report = |user: &str, outcome: Outcome| {
+        match outcome {
+            Outcome::Done => println!("synced\t{user}"),
+            Outcome::Queued(error) => {
+                queued += 1;
+                println!("queued\t{user}\t{error}");
+            }
+        }
+        done += 1;
+        if progress {
+            eprint!("\r{done} users reconciled");
+        }
+    };
+    if all {
+        let mut after = None;
+        loop {
+            let page = state
+                .storage
+                .reader()
+                .await?
+                .users()
+                .list_page(after, PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for user in page {
+                let task = Task::SyncDevices { user_id: user.id };
+                report(
+                    &user.username,
+                    provisioning::run_task_now(state, &task).await?,
+                );
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+    } else {
+        let mut unknown = Vec::new();
+        for name in names {
+            let found = state
+                .storage
+                .reader()
+                .await?
+                .users()
+                .find_by_username(name)
+                .await?;
+            match found {
+                Some(user) => {
+                    let task = Task::SyncDevices { user_id: user.id };
+                    report(
+                        &user.username,
+                        provisioning::run_task_now(state, &task).await?,
+                    );
+                }
+                None => unknown.push(name),
+            }
+        }
+        for name in &unknown {
+            eprintln!("error: no user `{name}`");
+        }
+        if !unknown.is_empty() {
+            return Ok(ExitCode::from(FAILURE));
+        }
+    }
+    Ok(if queued == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILURE)
+    })
 }
 
 fn plural(n: usize) -> &'static str {

@@ -8,6 +8,7 @@ use crate::{
     app::{self, AppState},
     clock::Entropy,
     config::Settings,
+    matrix::provisioning::Worker,
     storage::{redact_url, Storage, StorageError},
     sync::{self, SyncError},
 };
@@ -108,14 +109,23 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
+    ///
+    /// The homeserver job worker runs beside the HTTP server and stops with it.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(Worker::new(self.state.clone()).run(async {
+            let _ = worker_stopped.await;
+        }));
         let router = app::router(self.state);
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        let _ = stop_worker.send(());
+        let _ = worker.await;
+        served?;
         Ok(())
     }
 }

@@ -241,11 +241,18 @@ macro_rules! backend_tests {
     };
 }
 
-/// A provider served in-process on an ephemeral port, on a test database.
+/// A provider served in-process on an ephemeral port, on a test database, with a fake
+/// homeserver (the `fake-homeserver` crate, over HTTP) as its Matrix homeserver, and the
+/// homeserver job worker running.
 pub struct TestProvider {
     /// The issuer and base URL, `http://127.0.0.1:<port>/`.
     pub base_url: url::Url,
     pub settings: crate::config::Settings,
+    /// The homeserver the provider provisions users and devices on, and which introspects
+    /// tokens at the provider.
+    pub homeserver: fake_homeserver::FakeHomeserver,
+    /// The application state the server runs on (its storage, homeserver connection…).
+    pub state: crate::app::AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -257,7 +264,9 @@ impl TestProvider {
     }
 
     /// [`TestProvider::start`] with `PROVIDER__…` overrides applied to the configuration, as the
-    /// environment would (e.g. `("PROVIDER__ACCOUNT__REGISTRATION", "true")`).
+    /// environment would (e.g. `("PROVIDER__ACCOUNT__REGISTRATION", "true")`). The fake
+    /// homeserver is configured to match unless `PROVIDER__MATRIX__ENDPOINT` is overridden
+    /// (e.g. to point at a wiremock server).
     pub async fn start_with(db: &TestDb, overrides: &[(&str, &str)]) -> Self {
         use rand::SeedableRng as _;
 
@@ -265,11 +274,18 @@ impl TestProvider {
             .await
             .expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("the bound address");
+        let homeserver_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port for the homeserver");
+        let homeserver_addr = homeserver_listener
+            .local_addr()
+            .expect("the homeserver's address");
         let options = crate::config::GenerateOptions {
             issuer: format!("http://{addr}/"),
             listen: addr.to_string(),
             database_url: db.url.clone(),
-            ..Default::default()
+            homeserver: "localhost".to_owned(),
+            homeserver_endpoint: format!("http://{homeserver_addr}/"),
         };
         let text = crate::config::generate(
             &mut rand::rngs::StdRng::seed_from_u64(7),
@@ -282,24 +298,44 @@ impl TestProvider {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         let (_, settings) = crate::config::parse(&text, overrides, std::path::Path::new("."))
             .expect("the generated configuration is valid");
+        let homeserver = fake_homeserver::FakeHomeserver::start(
+            fake_homeserver::Config {
+                server_name: settings.matrix.homeserver.clone(),
+                provider_endpoint: settings.public_base.clone(),
+                secret: settings.matrix.secret.clone(),
+                proxy_login: true,
+                public_base: None,
+            },
+            homeserver_listener,
+        )
+        .await
+        .expect("start the fake homeserver");
         crate::server::prepare(&db.storage, &settings, false)
             .await
             .expect("sync the static clients");
-        let router = crate::app::router(
-            crate::app::AppState::new(settings.clone(), db.storage.clone())
-                .expect("the default password settings are valid"),
-        );
+        let state = crate::app::AppState::new(settings.clone(), db.storage.clone())
+            .expect("the default password settings are valid");
+        let router = crate::app::router(state.clone());
+        let worker = crate::matrix::provisioning::Worker::new(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+            let worker = tokio::spawn(worker.run(async {
+                let _ = worker_stopped.await;
+            }));
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
                 })
                 .await;
+            let _ = stop_worker.send(());
+            let _ = worker.await;
         });
         Self {
             base_url: settings.public_base.clone(),
             settings,
+            homeserver,
+            state,
             shutdown: Some(tx),
             task: Some(task),
         }

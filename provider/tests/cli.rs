@@ -585,6 +585,7 @@ fn help_has_examples() {
         &["config", "sync"],
         &["database", "migrate"],
         &["serve"],
+        &["homeserver", "sync-devices"],
     ] {
         for flag in ["--help", "-h"] {
             let mut all = args.to_vec();
@@ -1039,4 +1040,95 @@ fn serve_on_a_port_in_use_fails() {
     drop(taken);
 }
 
-backend_tests!(migrate_and_sync, generate_check_serve_discover);
+/// Runs `provider ARGS…` off the async runtime (the fake homeserver it talks to runs on it).
+async fn run_blocking(dir: std::sync::Arc<Workdir>, args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dir.run(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// `provider homeserver sync-devices`: the homeserver's devices become those of the user's
+/// active sessions; unknown users and an unreachable homeserver exit 1.
+async fn homeserver_sync_devices(db: TestDb) {
+    let dir = std::sync::Arc::new(Workdir::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    dir.generate(
+        "c.yaml",
+        &[
+            "--database-url",
+            &db.url,
+            "--homeserver-endpoint",
+            &endpoint,
+        ],
+    );
+    let (_, settings) = provider::config::load(&dir.path("c.yaml"), Vec::new()).unwrap();
+    let homeserver = fake_homeserver::FakeHomeserver::start(
+        fake_homeserver::Config {
+            server_name: settings.matrix.homeserver.clone(),
+            provider_endpoint: settings.public_base.clone(),
+            secret: settings.matrix.secret.clone(),
+            proxy_login: false,
+            public_base: None,
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    // Alice has one device (a legacy login); the homeserver has a stale one instead.
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo.users().add("alice").await.unwrap();
+    repo.compat_sessions()
+        .add(alice.id, "CLIDEVICE1", None, false, None)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    homeserver.store().insert_device("alice", "STALEDEVICE");
+
+    let sync = |extra: &[&str]| {
+        let mut args: Vec<String> = ["homeserver", "sync-devices", "-c", "c.yaml"]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        run_blocking(dir.clone(), args)
+    };
+    let out = sync(&["--user", "alice"]).await;
+    out.expect_code(0, "sync-devices --user alice");
+    assert_eq!(out.stdout, "synced\talice\n");
+    let devices: Vec<String> = homeserver
+        .store()
+        .devices("alice")
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(devices, ["CLIDEVICE1"]);
+
+    let out = sync(&["--all"]).await;
+    out.expect_code(0, "sync-devices --all");
+    assert_eq!(out.stdout, "synced\talice\n");
+
+    let out = sync(&["--user", "nobody"]).await;
+    out.expect_code(1, "sync-devices --user nobody");
+    assert!(out.stderr.contains("no user `nobody`"), "{out:#?}");
+
+    // Homeserver down: the reconciliation stays queued for the server's worker; exit 1.
+    homeserver.set_unavailable(true);
+    let out = sync(&["--user", "alice"]).await;
+    out.expect_code(1, "sync-devices with the homeserver down");
+    assert!(out.stdout.starts_with("queued\talice\t"), "{out:#?}");
+    assert!(out.stdout.contains("503"), "{out:#?}");
+
+    // Neither a user nor --all: a usage error.
+    let out = sync(&[]).await;
+    out.expect_code(2, "sync-devices without users");
+}
+
+backend_tests!(
+    migrate_and_sync,
+    generate_check_serve_discover,
+    homeserver_sync_devices
+);

@@ -210,7 +210,7 @@ async fn device_flow_end_to_end(db: TestDb) {
         approval.contains("Access your Matrix account"),
         "{approval}"
     );
-    assert!(approval.contains("Use the device ABCDEFGHIJ"), "{approval}");
+    assert!(approval.contains("Device ABCDEFGHIJ"), "{approval}");
     // ...and allows it.
     let (status, done) = answer(&browser, &base, &approval, "allow").await;
     assert_eq!(status, 200, "{done}");
@@ -231,6 +231,11 @@ async fn device_flow_end_to_end(db: TestDb) {
     let mut asked: Vec<&str> = SCOPE.split(' ').collect();
     asked.sort_unstable();
     assert_eq!(granted, asked);
+    // The device exists on the homeserver before the client gets its tokens (MSC2967).
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "ABCDEFGHIJ"));
 
     // The ID token (openid in scope): signed with a published key, for this client, about a
     // sign-in, with at_hash.

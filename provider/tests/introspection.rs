@@ -404,8 +404,8 @@ async fn introspection_refusals(db: TestDb) {
     provider.stop().await;
 }
 
-/// Every way a token stops being active: revocation of the access token, of the refresh token
-/// (the whole session), expiry, a locked user.
+/// Every way a token stops being active: revocation of the access token or of the refresh
+/// token (either ends the whole session), expiry, a locked user.
 async fn tokens_become_inactive(db: TestDb) {
     let provider = start(&db).await;
     let (id, secret) = static_client(&provider);
@@ -414,7 +414,8 @@ async fn tokens_become_inactive(db: TestDb) {
     let homeserver = Auth::Bearer(&homeserver_secret);
     let browser = browser();
 
-    // Revoking the access token: it is inactive, the refresh token lives on.
+    // Revoking the access token ends the whole session (MSC4254: revoking either token logs
+    // the device out): both tokens are inactive.
     let first = obtain(&provider, &browser, client, &id, MATRIX_SCOPE).await;
     assert_eq!(revoke(&provider, client, &first.access).await, 200);
     assert_eq!(
@@ -422,8 +423,8 @@ async fn tokens_become_inactive(db: TestDb) {
         inactive()
     );
     assert_eq!(
-        introspect(&provider, client, &first.refresh).await["active"],
-        true
+        introspect(&provider, client, &first.refresh).await,
+        inactive()
     );
     // Revoking it again is still a 200 (RFC 7009 §2.2).
     assert_eq!(revoke(&provider, client, &first.access).await, 200);
@@ -431,6 +432,7 @@ async fn tokens_become_inactive(db: TestDb) {
     // Revoking the refresh token ends the session: both are inactive, and the refresh token
     // can't be exchanged any more.
     let second = obtain(&provider, &browser, client, &id, MATRIX_SCOPE).await;
+    let other = obtain(&provider, &browser, client, &id, MATRIX_SCOPE).await;
     assert_eq!(
         introspect(&provider, homeserver, &second.access).await["active"],
         true
@@ -474,9 +476,9 @@ async fn tokens_become_inactive(db: TestDb) {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
-    // The first session was not touched by ending the second.
+    // Another session was not touched by ending the second.
     assert_eq!(
-        introspect(&provider, client, &first.refresh).await["active"],
+        introspect(&provider, client, &other.refresh).await["active"],
         true
     );
 
@@ -758,9 +760,12 @@ async fn compat_tokens(db: TestDb) {
     assert_eq!(body["active"], true, "{body}");
     assert_eq!(body["device_id"], "COMPATDEV");
     assert_eq!(body["username"], "alice");
+    // Both MSC2967 forms, so a homeserver knowing either reads the API scope and the device.
     assert_eq!(
         body["scope"],
-        "urn:matrix:client:api:* urn:matrix:client:device:COMPATDEV urn:synapse:admin:*"
+        "urn:matrix:client:api:* urn:matrix:client:device:COMPATDEV urn:synapse:admin:* \
+         urn:matrix:org.matrix.msc2967.client:api:* \
+         urn:matrix:org.matrix.msc2967.client:device:COMPATDEV"
     );
     // It never expires (issued without a refresh token) and belongs to no OAuth 2.0 client.
     assert!(body.get("expires_in").is_none() && body.get("exp").is_none());

@@ -268,13 +268,17 @@ fn check_pkce(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<()
     .map_err(|e| OAuthError::new("invalid_request", e.to_string()))
 }
 
-/// RFC 6749 §3.3: a well-formed, non-empty scope. (Which scopes a client may get is decided when
-/// the grant is issued.)
+/// RFC 6749 §3.3: a well-formed, non-empty scope, and MSC2967's rules for the Matrix tokens in
+/// it (one device, which needs the API scope; valid device IDs; one spelling). Both endpoints
+/// here are interactive grants, where Matrix scopes are allowed. (Whether this user may have
+/// `urn:synapse:admin:*` is decided once they are known, at consent.)
 fn check_scope(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
     let raw = params
         .get("scope")
         .ok_or_else(|| OAuthError::new("invalid_scope", "scope is required"))?;
-    Scope::parse(raw)
+    let scope = Scope::parse(raw).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+    scope
+        .matrix()
         .map(|_| ())
         .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
 }

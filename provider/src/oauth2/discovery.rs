@@ -61,6 +61,14 @@ pub struct ProviderMetadata {
     pub subject_types_supported: Vec<&'static str>,
     /// OIDC Discovery §3: REQUIRED, and RS256 MUST be included (OIDC Core §15.1).
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
+    /// OIDC Discovery §3: the `prompt` values `/authorize` understands; `create` (Initiating
+    /// User Registration via OpenID Connect 1.0 §4) only while registration is open. Matrix
+    /// clients look for `create` to offer "Create account" (MSC2965).
+    pub prompt_values_supported: Vec<&'static str>,
+    /// MSC4191: where users manage their account (MSC2965 clients link to it).
+    pub account_management_uri: String,
+    /// MSC4191: the `action` values the account page serves.
+    pub account_management_actions_supported: &'static [&'static str],
     /// OIDC Discovery §3: the `claims` request parameter (OIDC Core §5.5) is not supported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claims_parameter_supported: Option<bool>,
@@ -104,6 +112,13 @@ impl ProviderMetadata {
                 .into_iter()
                 .map(|a| a.as_str())
                 .collect(),
+            prompt_values_supported: if settings.registration {
+                vec!["none", "login", "consent", "create"]
+            } else {
+                vec!["none", "login", "consent"]
+            },
+            account_management_uri: endpoints::url(base, endpoints::ACCOUNT).to_string(),
+            account_management_actions_supported: crate::web::account::ACTIONS,
             claims_parameter_supported: Some(false),
             request_parameter_supported: Some(false),
             request_uri_parameter_supported: Some(false),

@@ -238,7 +238,7 @@ impl ActiveToken {
         };
         Some(Introspection {
             active: true,
-            scope: Some(scope),
+            scope: Some(with_both_forms(&scope)),
             client_id: self.client_id,
             username: self.user.as_ref().map(|u| u.username.clone()),
             token_type: Some(self.token_type),
@@ -274,6 +274,22 @@ fn scope_with_device(scope: &str, device_id: Option<&str>) -> Option<String> {
         }
         _ => Some(scope.to_owned()),
     }
+}
+
+/// The scope with every MSC2967 token in both spellings (stable and unstable), whichever the
+/// client asked for: a homeserver that knows only one of them still finds the API scope and
+/// the device (SPEC-NOTES.md, the homeserver contract).
+fn with_both_forms(scope: &str) -> String {
+    let tokens: Vec<&str> = scope.split(' ').filter(|t| !t.is_empty()).collect();
+    let mut out: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+    for token in &tokens {
+        if let Some(other) = scope::other_form(token) {
+            if !out.contains(&other) {
+                out.push(other);
+            }
+        }
+    }
+    out.join(" ")
 }
 
 /// `urn:matrix:client:device:<id>`, if that is one valid scope token (RFC 6749 §3.3).
@@ -479,12 +495,16 @@ mod tests {
     #[test]
     fn active_answers() {
         let scope = "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ";
+        // Every MSC2967 token in both forms, so a homeserver knowing either understands it.
+        let both = "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ \
+                    urn:matrix:org.matrix.msc2967.client:api:* \
+                    urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ";
         let with_header = token(scope, None).answer(true, at(100)).unwrap();
         assert_eq!(
             serde_json::to_value(&with_header).unwrap(),
             serde_json::json!({
                 "active": true,
-                "scope": scope,
+                "scope": both,
                 "client_id": "client",
                 "username": "alice",
                 "token_type": "access_token",
@@ -498,14 +518,32 @@ mod tests {
         // Without the header: no device_id member; the device is in the scope already.
         let without = token(scope, None).answer(false, at(100)).unwrap();
         assert_eq!(without.device_id, None);
-        assert_eq!(without.scope.as_deref(), Some(scope));
+        assert_eq!(without.scope.as_deref(), Some(both));
+        // The unstable form asked for: the stable one is added.
+        let unstable = token(
+            "urn:matrix:org.matrix.msc2967.client:api:* urn:synapse:admin:*",
+            None,
+        )
+        .answer(true, at(100))
+        .unwrap();
+        assert_eq!(
+            unstable.scope.as_deref(),
+            Some(
+                "urn:matrix:org.matrix.msc2967.client:api:* urn:synapse:admin:* \
+                 urn:matrix:client:api:*"
+            )
+        );
         // A session device missing from the scope is added to it.
         let added = token("urn:matrix:client:api:*", Some("DEV"))
             .answer(false, at(100))
             .unwrap();
         assert_eq!(
             added.scope.as_deref(),
-            Some("urn:matrix:client:api:* urn:matrix:client:device:DEV")
+            Some(
+                "urn:matrix:client:api:* urn:matrix:client:device:DEV \
+                 urn:matrix:org.matrix.msc2967.client:api:* \
+                 urn:matrix:org.matrix.msc2967.client:device:DEV"
+            )
         );
         // A device that can't be a scope token: only with the header.
         assert!(token("urn:matrix:client:api:*", Some("a b"))

@@ -57,19 +57,27 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
     let Ok(kind) = TokenKind::parse(token) else {
         return Ok(());
     };
+    let now = state.storage.entropy().clock.now();
     let mut repo = state.storage.begin().await?;
-    let changed = match kind {
-        TokenKind::AccessToken => revoke_access_token(&mut repo, &client, token).await?,
-        TokenKind::RefreshToken => revoke_refresh_token(&mut repo, &client, token).await?,
+    let session = match kind {
+        TokenKind::AccessToken => access_token_session(&mut repo, &client, token).await?,
+        TokenKind::RefreshToken => refresh_token_session(&mut repo, &client, token).await?,
         // Compat tokens belong to no OAuth 2.0 client (they end with the legacy `/logout`);
         // personal tokens are not issued. Neither is this client's to revoke.
         TokenKind::CompatAccessToken
         | TokenKind::CompatRefreshToken
-        | TokenKind::PersonalAccessToken => false,
+        | TokenKind::PersonalAccessToken => None,
     };
-    if changed {
-        repo.commit().await?;
-    }
+    let Some(session) = session else {
+        return Ok(());
+    };
+    // MSC4254 (RFC 7009 for Matrix logout): revoking either token of a session ends the whole
+    // session, and with it the Matrix device (RFC 7009 §2.1 allows revoking "other tokens
+    // based on the same authorization grant").
+    let jobs = end_oauth2_session(&mut repo, session, now).await?;
+    repo.commit().await?;
+    tracing::info!(%session, "session ended by the revocation of one of its tokens");
+    jobs.run(state).await;
     Ok(())
 }
 
@@ -88,36 +96,26 @@ async fn owned_session(
         .map(|s| s.id))
 }
 
-async fn revoke_access_token(
+/// The session of an access token issued to `client`, if the token is one.
+async fn access_token_session(
     repo: &mut BoxRepository,
     client: &AuthenticatedClient,
     token: &str,
-) -> Result<bool, StorageError> {
-    let Some(access) = repo.access_tokens().find_by_hash(&sha256(token)).await? else {
-        return Ok(false);
-    };
-    if owned_session(repo, client, access.session_id)
-        .await?
-        .is_none()
-    {
-        return Ok(false);
+) -> Result<Option<Ulid>, StorageError> {
+    match repo.access_tokens().find_by_hash(&sha256(token)).await? {
+        Some(access) => owned_session(repo, client, access.session_id).await,
+        None => Ok(None),
     }
-    // Compare-and-set: revoking a revoked token changes nothing and is still a 200.
-    repo.access_tokens().revoke(access.id).await
 }
 
-async fn revoke_refresh_token(
+/// The session of a refresh token issued to `client`, if the token is one.
+async fn refresh_token_session(
     repo: &mut BoxRepository,
     client: &AuthenticatedClient,
     token: &str,
-) -> Result<bool, StorageError> {
-    let Some(refresh) = repo.refresh_tokens().find_by_hash(&sha256(token)).await? else {
-        return Ok(false);
-    };
-    let Some(session) = owned_session(repo, client, refresh.session_id).await? else {
-        return Ok(false);
-    };
-    end_oauth2_session(repo, session).await?;
-    tracing::info!(%session, "session ended by the revocation of its refresh token");
-    Ok(true)
+) -> Result<Option<Ulid>, StorageError> {
+    match repo.refresh_tokens().find_by_hash(&sha256(token)).await? {
+        Some(refresh) => owned_session(repo, client, refresh.session_id).await,
+        None => Ok(None),
+    }
 }

@@ -115,6 +115,16 @@ pub trait JobRepository: Send {
         lock_for: Duration,
     ) -> Result<Vec<Job>, StorageError>;
 
+    /// Gives `worker` this one job, held until now + `lock_for`, when it is pending (not
+    /// ended, not held by an unexpired lock), whether or not it is due yet: for running a job
+    /// right after the transaction that enqueued it commits. `None` when it is not pending.
+    async fn claim_one(
+        &mut self,
+        id: Ulid,
+        worker: &str,
+        lock_for: Duration,
+    ) -> Result<Option<Job>, StorageError>;
+
     /// Marks a job done (compare-and-set): `true` when `worker` held it and it is now
     /// completed, `false` when `worker` does not hold it (another worker claimed it since, or
     /// it already ended); [`StorageError::NotFound`] when there is no such job.
@@ -294,6 +304,29 @@ macro_rules! implementation {
                 // RETURNING gives no order.
                 jobs.sort_by(|a, b| (a.run_at, a.id).cmp(&(b.run_at, b.id)));
                 Ok(jobs)
+            }
+
+            async fn claim_one(
+                &mut self,
+                id: Ulid,
+                worker: &str,
+                lock_for: Duration,
+            ) -> Result<Option<Job>, StorageError> {
+                let now = self.now();
+                let row: Option<JobRow> = sqlx::query_as(concat!(
+                    "UPDATE jobs SET locked_by = $2, locked_until = $3 \
+                     WHERE id = $1 AND completed_at IS NULL AND failed_at IS NULL \
+                       AND (locked_until IS NULL OR locked_until <= $4) \
+                     RETURNING ",
+                    job_columns!()
+                ))
+                .bind(DbId(id))
+                .bind(worker)
+                .bind(Ts(db_precision(now + lock_for)))
+                .bind(Ts(now))
+                .fetch_optional(self.conn())
+                .await?;
+                Ok(row.map(Into::into))
             }
 
             async fn complete(&mut self, id: Ulid, worker: &str) -> Result<bool, StorageError> {

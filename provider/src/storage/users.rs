@@ -65,6 +65,13 @@ pub trait UserRepository: Send {
     async fn set_deactivated(&mut self, id: Ulid, deactivated: bool) -> Result<User, StorageError>;
     async fn set_can_request_admin(&mut self, id: Ulid, can: bool) -> Result<User, StorageError>;
     async fn count(&mut self) -> Result<u64, StorageError>;
+    /// Up to `limit` users in ID (creation) order, after the user `after` when given: one page
+    /// of a walk through every user (keyset pagination, stable under inserts).
+    async fn list_page(
+        &mut self,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<User>, StorageError>;
 }
 
 #[async_trait]
@@ -198,6 +205,23 @@ macro_rules! implementation {
                 .await?;
                 StorageError::inserted(done, "user")?;
                 Ok(user)
+            }
+
+            async fn list_page(
+                &mut self,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<User>, StorageError> {
+                let rows: Vec<UserRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+                ))
+                .bind(after.map(DbId))
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<User>, StorageError> {

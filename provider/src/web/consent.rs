@@ -75,6 +75,9 @@ async fn signed_in_on(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     SignIn,
+    /// The signed-in user may not have what the request asks for: `urn:synapse:admin:*` is
+    /// only for users allowed to administer the server (MSC2967, the homeserver contract).
+    NotAllowed,
     Consent,
     /// Everything is there: issue the code.
     Complete,
@@ -109,6 +112,9 @@ async fn decide(
     let Some(last) = last else {
         return Ok(Decision::SignIn);
     };
+    if !user.can_request_admin && grant.scope.split(' ').any(|t| t == SYNAPSE_ADMIN_SCOPE) {
+        return Ok(Decision::NotAllowed);
+    }
     let prompts = prompts(grant);
     // prompt=login / prompt=create: a sign-in (or registration) made for this request, or
     // anyway after it was made.
@@ -163,6 +169,28 @@ fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError)
     )
 }
 
+/// Ends a request asking for more than the user may have (cancelled, so the consent page
+/// won't serve it later): `access_denied` for the client (RFC 6749 §4.1.2.1).
+async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
+    let cancelled = async {
+        let mut repo = state.storage.begin().await?;
+        repo.authorization_grants().cancel(grant.id).await?;
+        repo.commit().await
+    }
+    .await;
+    match cancelled {
+        Ok(()) => client_error(
+            state,
+            grant,
+            OAuthError::new(
+                "access_denied",
+                "this account may not be granted urn:synapse:admin:* (server administration)",
+            ),
+        ),
+        Err(e) => unavailable(state, &e),
+    }
+}
+
 /// Who is signed in and what the request still needs, on one connection.
 async fn assess(
     repo: &mut BoxRepository,
@@ -207,6 +235,7 @@ pub async fn proceed(
         }
     }
     let response = match (decision, none, user) {
+        (Decision::NotAllowed, ..) => not_allowed(state, &grant).await,
         (Decision::SignIn, true, _) => client_error(
             state,
             &grant,
@@ -257,7 +286,7 @@ async fn complete(
                 client_id: client.id,
                 browser_session_id: Some(session.id),
                 scope: &grant.scope,
-                device_id: None,
+                device_id: scope::granted_device(&grant.scope).as_deref(),
                 user_agent: session.user_agent.as_deref(),
             })
             .await?;
@@ -325,7 +354,7 @@ pub fn describe_scope(token: &str) -> String {
         API_SCOPE | UNSTABLE_API_SCOPE => "Access your Matrix account".into(),
         SYNAPSE_ADMIN_SCOPE => "Administer the Matrix server".into(),
         _ => match scope::device_id(token) {
-            Some(id) => format!("Use the device {id}"),
+            Some(id) => format!("Device {id}"),
             None => format!("Use the permission “{token}”"),
         },
     }
@@ -391,6 +420,7 @@ pub async fn get(
         Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };
     let response = match (decision, &user) {
+        (Decision::NotAllowed, _) => not_allowed(&state, &grant).await,
         (Decision::Consent, Some((_, user))) => {
             consent_page(&state, &cookie, &grant, &client, user)
         }
@@ -436,6 +466,10 @@ pub async fn post(
     let (grant, client, user) = match found {
         Ok(Some((grant, client, Some(user), Decision::Consent | Decision::Complete))) => {
             (grant, client, user)
+        }
+        Ok(Some((grant, _, _, Decision::NotAllowed))) => {
+            let response = not_allowed(&state, &grant).await;
+            return (cookie.into_jar(), response).into_response();
         }
         Ok(Some((grant, ..))) => return (cookie.into_jar(), sign_in_first(&grant)).into_response(),
         Ok(None) => return (cookie.into_jar(), expired(&state)).into_response(),

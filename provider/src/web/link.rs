@@ -26,7 +26,7 @@ use ulid::Ulid;
 
 use crate::{
     app::AppState,
-    domain::token::normalize_user_code,
+    domain::{scope::SYNAPSE_ADMIN_SCOPE, token::normalize_user_code},
     endpoints,
     storage::{BrowserSession, Client, DeviceCodeGrant, DeviceCodeGrantState, StorageError, User},
     web::{
@@ -312,8 +312,17 @@ async fn answered(state: &AppState, cookie: &BrowserCookie, form: &ApproveForm) 
         "deny" => false,
         _ => return web::invalid_answer(state),
     };
-    let result = decide(state, &form.grant, &session, allow).await;
+    let result = decide(state, &form.grant, &session, &user, allow).await;
     match result {
+        Ok(Decided::NotAllowed) => web::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::FORBIDDEN,
+            "This account can't approve this request",
+            "The device asked to administer the Matrix server, which this account may not do. \
+             The request was denied.",
+            None,
+        ),
         Ok(Decided::Answered(client)) => web::page(
             state,
             StatusCode::OK,
@@ -345,6 +354,8 @@ enum Decided {
     Closed(DeviceCodeGrantState),
     /// No such request.
     Unknown,
+    /// The request asks for more than the user may have; it was denied.
+    NotAllowed,
 }
 
 /// Records the answer to a pending request, in one transaction.
@@ -352,6 +363,7 @@ async fn decide(
     state: &AppState,
     grant_id: &str,
     session: &BrowserSession,
+    user: &User,
     allow: bool,
 ) -> Result<Decided, StorageError> {
     let Ok(id) = Ulid::from_string(grant_id) else {
@@ -364,6 +376,16 @@ async fn decide(
     let Some(client) = repo.clients().lookup(grant.client_id).await? else {
         return Ok(Decided::Unknown);
     };
+    // `urn:synapse:admin:*` only for users allowed to administer the server (MSC2967, the
+    // homeserver contract): approving such a request denies it instead.
+    let may_have =
+        user.can_request_admin || !grant.scope.split(' ').any(|t| t == SYNAPSE_ADMIN_SCOPE);
+    if allow && !may_have {
+        if repo.device_code_grants().reject(id, session.id).await? {
+            repo.commit().await?;
+        }
+        return Ok(Decided::NotAllowed);
+    }
     // RFC 8628 §3.3: approve → the device's next poll gets tokens; deny → `access_denied` (§3.5).
     // Both are compare-and-set: only a pending request (approval: one not expired either).
     let won = if allow {

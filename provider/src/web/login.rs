@@ -17,7 +17,7 @@ use ulid::Ulid;
 use crate::{
     app::AppState,
     passwords::Verified,
-    storage::{BoxRepository, StorageError},
+    storage::{BoxRepository, StorageError, User},
     web::{self, consent, session::BrowserCookie},
 };
 
@@ -60,10 +60,32 @@ pub(crate) async fn client_name(state: &AppState, grant: Option<&str>) -> Option
 }
 
 /// Where to return after signing in when there is no grant: only pages that say they accept it,
-/// rebuilt by them from what they understand (today the device link page, RFC 8628 §3.3, see
-/// [`super::link::return_target`]), so `next` is never an open redirect (RFC 9700 §4.11).
-fn valid_next(next: Option<&str>) -> Option<String> {
-    next.and_then(super::link::return_target)
+/// rebuilt by them from what they understand (the device link page, RFC 8628 §3.3, see
+/// [`super::link::return_target`]; the account page, MSC4191, see
+/// [`super::account::return_target`]; the confirmation page of a legacy Matrix SSO login, see
+/// [`crate::matrix::compat::sso::return_target`]), so `next` is never an open redirect
+/// (RFC 9700 §4.11). The registration page accepts the same.
+pub(crate) fn valid_next(next: Option<&str>) -> Option<String> {
+    next.and_then(|next| {
+        super::link::return_target(next)
+            .or_else(|| super::account::return_target(next))
+            .or_else(|| crate::matrix::compat::sso::return_target(next))
+    })
+}
+
+/// A page's link to another sign-in page (login ↔ registration), carrying the grant or the
+/// page to return to.
+pub(crate) fn with_return(path: &str, grant: Option<&str>, next: Option<&str>) -> String {
+    match (grant, next) {
+        (Some(grant), _) => format!("{path}?grant={grant}"),
+        (None, Some(next)) => {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", next)
+                .finish();
+            format!("{path}?{query}")
+        }
+        (None, None) => path.to_owned(),
+    }
 }
 
 /// A grant ID as it may appear in links: only a ULID passes, so it can't redirect elsewhere.
@@ -94,10 +116,10 @@ async fn login_page(
             next => next,
             username => username,
             error => error,
-            register => state.settings.registration.then(|| match grant {
-                Some(g) => format!("{}?grant={g}", super::register::PATH),
-                None => super::register::PATH.to_owned(),
-            }),
+            register => state
+                .settings
+                .registration
+                .then(|| with_return(super::register::PATH, grant, next)),
         },
     )
 }
@@ -171,15 +193,18 @@ pub fn username_from_hint(hint: &str, server_name: &str) -> Option<String> {
         .then(|| name.to_owned())
 }
 
-/// Why a sign-in attempt failed, as the user is told.
-enum Refusal {
+/// Why a password check refused a sign-in. Shared by the login page and the legacy Matrix
+/// login (`m.login.password`), which tell it in their own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Unknown username or wrong password: one answer for both.
     WrongCredentials,
     Locked,
     Deactivated,
 }
 
 impl Refusal {
-    fn message(&self) -> &'static str {
+    fn message(self) -> &'static str {
         match self {
             Self::WrongCredentials => "Wrong username or password.",
             Self::Locked => "This account is locked. Contact the server's administrators.",
@@ -188,14 +213,40 @@ impl Refusal {
     }
 }
 
-/// Checks the credentials; on success opens a browser session (storing an upgraded hash in
-/// the same transaction) and returns its ID.
-async fn authenticate(
+/// A user who gave the right password, with the stronger hash of it to store when theirs was
+/// made by an older scheme (see [`crate::passwords::Verified`]).
+#[derive(Debug)]
+pub(crate) struct PasswordMatch {
+    pub(crate) user: User,
+    /// `(version, hash, the stored password it replaces)`.
+    upgrade: Option<(i32, String, Ulid)>,
+}
+
+impl PasswordMatch {
+    /// Stores the upgraded hash, if any, in the caller's transaction (the one that opens the
+    /// session): it lands with the sign-in or not at all, and the next sign-in tries again.
+    pub(crate) async fn store_upgrade(&self, repo: &mut BoxRepository) -> Result<(), StorageError> {
+        if let Some((version, hash, replaces)) = &self.upgrade {
+            repo.user_passwords()
+                .add(self.user.id, hash, *version, Some(*replaces))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a username and password: the one credential check of the provider, used by the
+/// login page and the legacy Matrix login alike.
+///
+/// An unknown user (or one without a password) is checked against a dummy hash, so the answer
+/// comes after the same work and timing doesn't tell which usernames exist. Whether the
+/// account is locked or deactivated is said only after the right password. Nothing is written:
+/// the caller stores [`PasswordMatch::store_upgrade`] with the session it opens.
+pub(crate) async fn check_password(
     state: &AppState,
     username: &str,
     password: String,
-    user_agent: Option<&str>,
-) -> Result<Result<Ulid, Refusal>, LoginError> {
+) -> Result<Result<PasswordMatch, Refusal>, PasswordCheckError> {
     let mut repo = state.storage.reader().await?;
     let user = repo.users().find_by_username(username.trim()).await?;
     let stored = match &user {
@@ -225,13 +276,27 @@ async fn authenticate(
     if user.locked_at.is_some() {
         return Ok(Err(Refusal::Locked));
     }
+    Ok(Ok(PasswordMatch {
+        user,
+        upgrade: upgrade.map(|(version, hash)| (version, hash, stored.id)),
+    }))
+}
+
+/// Checks the credentials; on success opens a browser session (storing an upgraded hash in
+/// the same transaction) and returns its ID.
+async fn authenticate(
+    state: &AppState,
+    username: &str,
+    password: String,
+    user_agent: Option<&str>,
+) -> Result<Result<Ulid, Refusal>, PasswordCheckError> {
+    let matched = match check_password(state, username, password).await? {
+        Ok(matched) => matched,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let mut repo = state.storage.begin().await?;
-    if let Some((version, hash)) = upgrade {
-        repo.user_passwords()
-            .add(user.id, &hash, version, Some(stored.id))
-            .await?;
-    }
-    let session = open_password_session(&mut repo, user.id, user_agent).await?;
+    matched.store_upgrade(&mut repo).await?;
+    let session = open_password_session(&mut repo, matched.user.id, user_agent).await?;
     repo.commit().await?;
     Ok(Ok(session))
 }
@@ -253,8 +318,9 @@ pub(crate) async fn open_password_session(
     Ok(session.id)
 }
 
+/// Why a password could not be checked (not a refusal: the check itself failed).
 #[derive(Debug, thiserror::Error)]
-enum LoginError {
+pub(crate) enum PasswordCheckError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -339,5 +405,31 @@ mod tests {
         assert_eq!(hint("@alice:elsewhere.org"), None);
         assert_eq!(hint("Not A Name"), None);
         assert_eq!(hint("@:example.org"), None);
+    }
+
+    #[test]
+    fn return_targets_and_links() {
+        let id = Ulid::from_parts(1, 2);
+        let page = format!("/complete-compat-sso/{id}");
+        assert_eq!(valid_next(Some("/link")).as_deref(), Some("/link"));
+        assert_eq!(valid_next(Some(&page)).as_deref(), Some(page.as_str()));
+        for refused in [
+            "https://evil.example/",
+            "//evil.example",
+            "/consent/x",
+            "/login",
+        ] {
+            assert_eq!(valid_next(Some(refused)), None, "{refused}");
+        }
+        assert_eq!(valid_next(None), None);
+        assert_eq!(
+            with_return("/register", Some("G"), Some("/link")),
+            "/register?grant=G"
+        );
+        assert_eq!(
+            with_return("/register", None, Some(&page)),
+            format!("/register?next=%2Fcomplete-compat-sso%2F{id}")
+        );
+        assert_eq!(with_return("/login", None, None), "/login");
     }
 }

@@ -21,7 +21,11 @@ use url::Url;
 use crate::{
     app::AppState,
     domain::redirect_uri,
-    oauth2::authorize::{redirect_to, Params},
+    matrix::provisioning::AfterCommit,
+    oauth2::{
+        authorize::{redirect_to, Params},
+        sessions::end_oauth2_session,
+    },
     storage::{Client, StorageError},
     web::{self, consent},
 };
@@ -204,17 +208,27 @@ pub async fn handle(
         return (cookie.into_jar(), page).into_response();
     }
     let ended = async {
+        let now = state.storage.entropy().clock.now();
         let mut repo = state.storage.begin().await?;
-        repo.oauth2_sessions()
-            .finish_all_for_browser_session(session.id)
-            .await?;
+        // The OAuth 2.0 sessions approved from this browser session end with it, each the
+        // one way sessions end (their Matrix devices are deleted too).
+        let mut jobs = AfterCommit::default();
+        for oauth in repo.oauth2_sessions().list_active_for_user(user.id).await? {
+            if oauth.browser_session_id == Some(session.id) {
+                jobs.add(end_oauth2_session(&mut repo, oauth.id, now).await?);
+            }
+        }
         repo.browser_sessions().finish(session.id).await?;
-        repo.commit().await
+        repo.commit().await?;
+        Ok::<_, StorageError>(jobs)
     }
     .await;
-    if let Err(e) = ended {
-        tracing::error!(error = %e, "logout: can't end the session");
-        return (cookie.into_jar(), StatusCode::SERVICE_UNAVAILABLE).into_response();
+    match ended {
+        Ok(jobs) => jobs.run(&state).await,
+        Err(e) => {
+            tracing::error!(error = %e, "logout: can't end the session");
+            return (cookie.into_jar(), StatusCode::SERVICE_UNAVAILABLE).into_response();
+        }
     }
     let mut rng = state.storage.entropy().rng.rng();
     cookie.set_session(None, None, &mut rng);

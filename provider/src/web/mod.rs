@@ -18,6 +18,7 @@ use crate::{
     web::session::{BrowserCookie, CsrfError},
 };
 
+pub mod account;
 pub mod consent;
 pub mod link;
 pub mod login;
@@ -83,6 +84,38 @@ impl Templates {
             (
                 "pages/register.html",
                 include_str!("../../../templates/pages/register.html"),
+            ),
+            (
+                "pages/compat_sso.html",
+                include_str!("../../../templates/pages/compat_sso.html"),
+            ),
+            (
+                "pages/account_base.html",
+                include_str!("../../../templates/pages/account_base.html"),
+            ),
+            (
+                "pages/account.html",
+                include_str!("../../../templates/pages/account.html"),
+            ),
+            (
+                "pages/account_devices.html",
+                include_str!("../../../templates/pages/account_devices.html"),
+            ),
+            (
+                "pages/account_device.html",
+                include_str!("../../../templates/pages/account_device.html"),
+            ),
+            (
+                "pages/account_cross_signing.html",
+                include_str!("../../../templates/pages/account_cross_signing.html"),
+            ),
+            (
+                "pages/account_deactivate.html",
+                include_str!("../../../templates/pages/account_deactivate.html"),
+            ),
+            (
+                "pages/account_deactivated.html",
+                include_str!("../../../templates/pages/account_deactivated.html"),
             ),
         ] {
             // The templates are part of the binary and covered by tests: a syntax error is a

@@ -16,6 +16,7 @@ use ulid::Ulid;
 use crate::{
     app::AppState,
     domain::username,
+    matrix::provisioning::{self, Task},
     storage::StorageError,
     web::{self, consent, login, session::BrowserCookie},
 };
@@ -27,6 +28,9 @@ pub const PATH: &str = "/register";
 pub struct RegisterQuery {
     #[serde(default)]
     grant: Option<String>,
+    /// A page to return to afterwards, other than a grant (see [`login::valid_next`]).
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +39,8 @@ pub struct RegisterForm {
     csrf: String,
     #[serde(default)]
     grant: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
     #[serde(default)]
     username: String,
     #[serde(default)]
@@ -59,13 +65,11 @@ async fn page(
     cookie: &BrowserCookie,
     status: StatusCode,
     grant: Option<&str>,
+    next: Option<&str>,
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    let login = match grant {
-        Some(g) => format!("{}?grant={g}", login::PATH),
-        None => login::PATH.to_owned(),
-    };
+    let login = login::with_return(login::PATH, grant, next);
     web::page(
         state,
         status,
@@ -75,6 +79,7 @@ async fn page(
             csrf => cookie.csrf_token(),
             action => PATH,
             grant => grant,
+            next => next,
             username => username,
             error => error,
             server_name => state.settings.matrix.homeserver,
@@ -95,7 +100,17 @@ pub async fn get(
     }
     let cookie = web::load_cookie(&state, jar);
     let grant = login::valid_grant(query.grant.as_deref());
-    let response = page(&state, &cookie, StatusCode::OK, grant.as_deref(), "", None).await;
+    let next = login::valid_next(query.next.as_deref());
+    let response = page(
+        &state,
+        &cookie,
+        StatusCode::OK,
+        grant.as_deref(),
+        next.as_deref(),
+        "",
+        None,
+    )
+    .await;
     (cookie.into_jar(), response).into_response()
 }
 
@@ -115,6 +130,19 @@ async fn create(
     if form.password != form.password_confirm {
         return Ok(Err("The two passwords differ.".into()));
     }
+    // The homeserver may hold users the provider doesn't (imported, appservice users): it has
+    // the last word on whether the localpart is free (the homeserver contract).
+    match state.homeserver.is_localpart_available(name).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Err("This username is taken.".into())),
+        Err(e) => {
+            tracing::error!(error = %e, "registration: can't ask the homeserver about a username");
+            return Ok(Err(
+                "The Matrix server can't be reached to check this username. Try again shortly."
+                    .into(),
+            ));
+        }
+    }
     let (version, hash) = match state.passwords.hash(form.password.clone()).await {
         Ok(hashed) => hashed,
         Err(e) => return Ok(Err(format!("Password: {e}."))),
@@ -129,8 +157,14 @@ async fn create(
         .add(user.id, &hash, version, None)
         .await?;
     let session = login::open_password_session(&mut repo, user.id, user_agent).await?;
+    // The homeserver learns of the account through the job queue: at once below, or later by
+    // the worker if the homeserver is down meanwhile.
+    let now = state.storage.entropy().clock.now();
+    let job =
+        provisioning::enqueue(&mut repo, &Task::ProvisionUser { user_id: user.id }, now).await?;
     repo.commit().await?;
     tracing::info!(username = %user.username, "account created");
+    provisioning::run_now(state, &[job]).await;
     Ok(Ok(session))
 }
 
@@ -146,12 +180,14 @@ pub async fn post(
     }
     let mut cookie = web::load_cookie(&state, jar);
     let grant = login::valid_grant(form.grant.as_deref());
+    let next = login::valid_next(form.next.as_deref());
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
         let response = page(
             &state,
             &cookie,
             StatusCode::FORBIDDEN,
             grant.as_deref(),
+            next.as_deref(),
             &form.username,
             Some(&e.to_string()),
         )
@@ -164,9 +200,12 @@ pub async fn post(
             let mut rng = state.storage.entropy().rng.rng();
             let for_grant = grant.as_deref().and_then(|g| Ulid::from_string(g).ok());
             cookie.set_session(Some(session), for_grant, &mut rng);
-            match &grant {
-                Some(grant) => Redirect::to(&format!("{}/{grant}", consent::PATH)).into_response(),
-                None => Redirect::to(login::PATH).into_response(),
+            match (&grant, &next) {
+                (Some(grant), _) => {
+                    Redirect::to(&format!("{}/{grant}", consent::PATH)).into_response()
+                }
+                (None, Some(next)) => Redirect::to(next).into_response(),
+                (None, None) => Redirect::to(login::PATH).into_response(),
             }
         }
         Ok(Err(message)) => {
@@ -175,6 +214,7 @@ pub async fn post(
                 &cookie,
                 StatusCode::BAD_REQUEST,
                 grant.as_deref(),
+                next.as_deref(),
                 &form.username,
                 Some(&message),
             )

@@ -480,4 +480,64 @@ async fn jobs_concurrent_claims(db: TestDb) {
     );
 }
 
-backend_tests!(jobs_claim, jobs_retry_and_fail, jobs_concurrent_claims);
+/// `claim_one` takes one pending job, due or not, and never a held or ended one.
+async fn jobs_claim_one(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let later = db.clock.now() + Duration::hours(1);
+    let job = repo
+        .jobs()
+        .enqueue("homeserver", &json!({"n": 1}), 3, later)
+        .await
+        .unwrap();
+    // Not due for an hour, yet claimed by id.
+    let held = repo
+        .jobs()
+        .claim_one(job.id, "w1", Duration::minutes(1))
+        .await
+        .unwrap()
+        .expect("a pending job is claimed");
+    assert_eq!(held.locked_by.as_deref(), Some("w1"));
+    assert_eq!(held.state(db.clock.now()), JobState::Held);
+    // Held: neither the same nor another worker gets it again.
+    for worker in ["w1", "w2"] {
+        assert_eq!(
+            repo.jobs()
+                .claim_one(job.id, worker, Duration::minutes(1))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // Once its lock expires, it may be taken again.
+    db.clock.advance(Duration::minutes(2));
+    assert!(repo
+        .jobs()
+        .claim_one(job.id, "w2", Duration::minutes(1))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(repo.jobs().complete(job.id, "w2").await.unwrap());
+    // Ended jobs and unknown ids: nothing.
+    assert_eq!(
+        repo.jobs()
+            .claim_one(job.id, "w3", Duration::minutes(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.jobs()
+            .claim_one(Ulid::nil(), "w3", Duration::minutes(1))
+            .await
+            .unwrap(),
+        None
+    );
+    repo.commit().await.unwrap();
+}
+
+backend_tests!(
+    jobs_claim,
+    jobs_retry_and_fail,
+    jobs_concurrent_claims,
+    jobs_claim_one
+);

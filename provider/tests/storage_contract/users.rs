@@ -161,4 +161,26 @@ async fn emails(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
-backend_tests!(users, passwords, emails);
+/// Walking every user page by page: in ID order, each once, the last page short.
+async fn users_list_pages(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    assert!(repo.users().list_page(None, 10).await.unwrap().is_empty());
+    let mut added = Vec::new();
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        added.push(repo.users().add(name).await.unwrap());
+        db.clock.advance(chrono::Duration::milliseconds(1));
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = repo.users().list_page(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page);
+    }
+    assert_eq!(seen, added);
+    repo.commit().await.unwrap();
+}
+
+backend_tests!(users, passwords, emails, users_list_pages);

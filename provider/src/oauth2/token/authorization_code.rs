@@ -8,6 +8,7 @@ use crate::{
     crypto::sha256,
     domain::pkce,
     oauth2::{authorize::Params, client_auth::AuthenticatedClient, sessions::end_oauth2_session},
+    storage::User,
 };
 
 /// A code must be redeemed within 10 minutes of its issue (RFC 6749 §4.1.2: "a maximum
@@ -37,10 +38,12 @@ pub async fn exchange(
     }
     if grant.exchanged_at.is_some() {
         // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-        if let Some(session_id) = grant.session_id {
-            end_oauth2_session(&mut repo, session_id).await?;
-        }
+        let jobs = match grant.session_id {
+            Some(session_id) => end_oauth2_session(&mut repo, session_id, now).await?,
+            None => Default::default(),
+        };
         repo.commit().await?;
+        jobs.run(state).await;
         return Err(TokenError::invalid_grant(
             "the code was already used; the tokens it issued are revoked",
         ));
@@ -82,23 +85,20 @@ pub async fn exchange(
         .filter(|s| s.finished_at.is_none())
         .ok_or_else(|| TokenError::invalid_grant("the session of this code has ended"))?;
     // Locked or deactivated since consenting: no tokens (as the refresh and device grants).
-    if let Some(user_id) = session.user_id {
-        let active = repo
-            .users()
-            .lookup(user_id)
-            .await?
-            .is_some_and(|u| u.is_active());
-        if !active {
-            return Err(TokenError::invalid_grant(
-                "the account is locked or deactivated",
-            ));
-        }
-    }
+    let user_id = session
+        .user_id
+        .ok_or_else(|| TokenError::server("an authorization code session without a user"))?;
+    let user = repo
+        .users()
+        .lookup(user_id)
+        .await?
+        .filter(User::is_active)
+        .ok_or_else(|| TokenError::invalid_grant("the account is locked or deactivated"))?;
 
     let approval = Approval {
         browser_session_id,
         code: Some(code),
         nonce: grant.nonce.as_deref(),
     };
-    issue_for_user(state, repo, &client.client, session, now, approval).await
+    issue_for_user(state, repo, &client.client, session, &user, now, approval).await
 }

@@ -8,17 +8,15 @@
 use super::{issue_access_token, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
     app::AppState,
-    domain::scope::Scope,
+    domain::scope::{self, Scope},
     oauth2::{authorize::Params, client_auth::AuthenticatedClient},
     storage::NewOAuth2Session,
 };
 
 /// Scope tokens that only make sense with a user.
 fn needs_a_user(token: &str) -> bool {
-    token == "openid"
-        || token == "email"
-        || token.starts_with("urn:matrix:")
-        || token.starts_with("urn:synapse:")
+    // MSC2967 scopes only on interactive grants: they act as a user.
+    token == "openid" || token == "email" || scope::is_matrix_token(token)
 }
 
 pub async fn grant(

@@ -15,6 +15,7 @@ use super::{issue_for_user, Approval, TokenError, TokenResponse};
 use crate::{
     app::AppState,
     crypto::sha256,
+    domain::scope,
     oauth2::{authorize::Params, client_auth::AuthenticatedClient, device::INTERVAL_SECONDS},
     storage::{DeviceCodeGrant, DeviceCodeGrantState, NewOAuth2Session},
 };
@@ -126,7 +127,7 @@ pub async fn exchange(
             client_id: client.client.id,
             browser_session_id: Some(browser_session_id),
             scope: &grant.scope,
-            device_id: None,
+            device_id: scope::granted_device(&grant.scope).as_deref(),
             user_agent: grant.user_agent.as_deref(),
         })
         .await?;
@@ -149,7 +150,7 @@ pub async fn exchange(
         nonce: None,
     };
     // MSC4341: refresh tokens must be issued (every grant for a user gets one).
-    issue_for_user(state, repo, &client.client, session, now, approval).await
+    issue_for_user(state, repo, &client.client, session, &user, now, approval).await
 }
 
 #[cfg(test)]

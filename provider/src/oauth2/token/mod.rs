@@ -30,7 +30,10 @@ use crate::{
     app::AppState,
     crypto::sha256,
     domain::{client_registration::DEVICE_CODE, token::TokenKind},
-    storage::{AccessToken, BoxRepository, Client, OAuth2Session, RefreshToken, StorageError},
+    matrix::provisioning,
+    storage::{
+        AccessToken, BoxRepository, Client, OAuth2Session, RefreshToken, StorageError, User,
+    },
 };
 
 /// Access tokens live 5 minutes (DESIGN.md); clients refresh them.
@@ -100,6 +103,18 @@ impl TokenError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
     }
 
+    /// The homeserver could not be told about the device: 503 `temporarily_unavailable` (the
+    /// error code RFC 6749 §4.1.2.1 defines for a server that can't serve the request for
+    /// now), with `Retry-After`. Logged with its cause.
+    pub fn homeserver(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "token endpoint: can't provision the device on the homeserver");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the homeserver can't be reached to set up the device; try again shortly",
+        )
+    }
+
     /// A storage or signing failure: logged with its cause, answered without it.
     pub fn server(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "token endpoint: internal error");
@@ -124,6 +139,11 @@ impl IntoResponse for TokenError {
             Json(json!({ "error": self.error, "error_description": self.description })),
         )
             .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if self.basic_challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -249,14 +269,33 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenErro
 /// The end of every grant for a user (authorization code, device code): a fresh pair for
 /// `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`), all in
 /// `repo`'s transaction, which commits; then the token response.
+///
+/// When the session has a Matrix device (MSC2967 device scope), the homeserver gets it first,
+/// synchronously, before the commit: the client will use the token at once, and the homeserver
+/// counts a token of an unknown device as inactive. If the homeserver can't be reached the
+/// transaction rolls back (the code or device code stays unused) and the client may retry.
 pub(crate) async fn issue_for_user(
     state: &AppState,
     mut repo: BoxRepository,
     client: &Client,
     session: OAuth2Session,
+    user: &User,
     now: DateTime<Utc>,
     approval: Approval<'_>,
 ) -> Result<TokenResponse, TokenError> {
+    if let Some(device_id) = &session.device_id {
+        // The device is named after the client, as the account pages name the session.
+        let display_name = crate::web::client_name(client);
+        provisioning::ensure_device(
+            state.homeserver.as_ref(),
+            &mut repo,
+            user,
+            device_id,
+            Some(&display_name),
+        )
+        .await
+        .map_err(TokenError::homeserver)?;
+    }
     let mut rng = state.storage.entropy().rng.rng();
     let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
     let id_token = if id_token::wanted(&session.scope) {

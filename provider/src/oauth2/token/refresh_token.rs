@@ -82,8 +82,9 @@ pub async fn refresh(
             .filter(|s| s.consumed_at.is_none() && s.revoked_at.is_none());
         let Some(unused) = unused else {
             // RFC 9700 §4.14.2: reuse of a rotated token: end the session.
-            end_oauth2_session(&mut repo, session.id).await?;
+            let jobs = end_oauth2_session(&mut repo, session.id, now).await?;
             repo.commit().await?;
+            jobs.run(state).await;
             tracing::warn!(session = %session.id, "refresh token reuse: session ended");
             return Err(TokenError::invalid_grant(
                 "the refresh token was already used; the session has ended",
