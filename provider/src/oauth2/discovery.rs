@@ -13,6 +13,31 @@ use serde::Serialize;
 use super::authorize::ResponseMode;
 use crate::{app::AppState, config::Settings, domain::pkce, endpoints};
 
+/// The fixed scope values this provider grants (OIDC Core §5.4, MSC2967 in both forms).
+pub const SCOPES: &[&str] = &[
+    "openid",
+    "email",
+    crate::domain::scope::API_SCOPE,
+    crate::domain::scope::UNSTABLE_API_SCOPE,
+    crate::domain::scope::SYNAPSE_ADMIN_SCOPE,
+];
+
+/// The claims of the ID token (OIDC Core §2, §3.1.3.6) and userinfo (§5.3.2, §5.4).
+pub const CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "sid",
+    "email",
+    "email_verified",
+];
+
 /// The metadata document. Optional members are left out when `None`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderMetadata {
@@ -61,6 +86,12 @@ pub struct ProviderMetadata {
     pub subject_types_supported: Vec<&'static str>,
     /// OIDC Discovery §3: REQUIRED, and RS256 MUST be included (OIDC Core §15.1).
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
+    /// RFC 8414 §2 / OIDC Discovery §3 (RECOMMENDED): the scopes a client may ask for. Device
+    /// scopes (MSC2967) are open-ended (`urn:matrix:client:device:<id>`), so they are not listed
+    /// ("servers MAY choose not to advertise some supported scope values").
+    pub scopes_supported: &'static [&'static str],
+    /// OIDC Discovery §3 (RECOMMENDED): the claims the ID token and userinfo may carry.
+    pub claims_supported: &'static [&'static str],
     /// OIDC Discovery §3: the `prompt` values `/authorize` understands; `create` (Initiating
     /// User Registration via OpenID Connect 1.0 §4) only while registration is open. Matrix
     /// clients look for `create` to offer "Create account" (MSC2965).
@@ -112,6 +143,8 @@ impl ProviderMetadata {
                 .into_iter()
                 .map(|a| a.as_str())
                 .collect(),
+            scopes_supported: SCOPES,
+            claims_supported: CLAIMS,
             prompt_values_supported: if settings.registration {
                 vec!["none", "login", "consent", "create"]
             } else {
