@@ -45,11 +45,17 @@
     return section;
   }
 
+  // Scrolling to the newest step is instant for those who ask for less motion.
+  const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
+
   function record(title, request, response, ok) {
     state.steps.push({ title, request, response, ok });
     save();
     render();
-    $("steps").lastElementChild?.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    $("steps").lastElementChild?.scrollIntoView({
+      behavior: reducedMotion.matches ? "auto" : "smooth",
+      block: "nearest",
+    });
   }
 
   const short = (token) => (token ? token.slice(0, 12) + "…" : "—");

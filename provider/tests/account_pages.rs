@@ -200,6 +200,20 @@ async fn rp_initiated_logout(db: TestDb) {
         .append_pair("id_token_hint", &id_token)
         .append_pair("post_logout_redirect_uri", SIGNED_OUT)
         .append_pair("state", "bye");
+    // Signing out redirects to the client: the page's form-action allows its origin (browsers
+    // check a form's redirects against it).
+    let response = http.get(url.clone()).send().await.unwrap();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    let client_origin = Url::parse(SIGNED_OUT)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    assert!(
+        csp.contains(&format!("form-action 'self' {client_origin};")),
+        "{csp}"
+    );
     let page = get_text(&http, url).await;
     assert!(
         page.contains("Sign out?") && page.contains("dave"),

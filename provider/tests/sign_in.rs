@@ -32,6 +32,15 @@ async fn sign_in_consent_and_code(db: TestDb) {
     let page = http.get(login.clone()).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["x-frame-options"], "DENY");
+    // Signing in may end at the client (a remembered consent), and browsers check a form's
+    // redirects against form-action: the login and consent pages allow the client's origin.
+    let client_origin = url::Url::parse(REDIRECT)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let form_action = format!("form-action 'self' {client_origin};");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains(&form_action), "{csp}");
     let page = page.text().await.unwrap();
     assert!(page.contains("Example confidential client"), "{page}");
 
@@ -75,6 +84,9 @@ async fn sign_in_consent_and_code(db: TestDb) {
     .await;
     let consent = location(&response, &provider.base_url);
     assert_eq!(consent.path(), format!("/consent/{grant}"));
+    let page = http.get(consent.clone()).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains(&form_action), "{csp}");
     let page = get_text(&http, consent.clone()).await;
     assert!(
         page.contains("Signed in as <strong>alice</strong>"),

@@ -1,8 +1,10 @@
 //! The dashboard: server-rendered pages about the deployment, a browser OIDC client (the one
 //! place JavaScript must run), a device-flow panel, a legacy login panel, and the live exchange
-//! log. Pages are minijinja templates under `playground/templates/`, embedded in the binary; one
+//! log, and a conformance page that runs the conformance suite against this deployment (or another
+//! issuer) and shows its report. Pages are minijinja templates under `playground/templates/`, embedded in the binary; one
 //! style sheet; scripts only from files (the Content-Security-Policy forbids inline ones).
 
+mod conformance;
 mod device;
 mod http;
 mod legacy;
@@ -63,6 +65,7 @@ pub(crate) struct Inner {
     templates: Environment<'static>,
     http: reqwest::Client,
     devices: device::Grants,
+    conformance: conformance::Runs,
 }
 
 impl Deref for Dashboard {
@@ -97,6 +100,7 @@ pub(crate) fn router(setup: Setup) -> Result<Router, Error> {
         templates: templates()?,
         http,
         devices: device::Grants::default(),
+        conformance: conformance::Runs::default(),
         setup,
     }));
     Ok(Router::new()
@@ -108,6 +112,11 @@ pub(crate) fn router(setup: Setup) -> Result<Router, Error> {
         .route("/legacy", get(legacy::form).post(legacy::login))
         .route("/legacy/refresh", post(legacy::refresh))
         .route("/legacy/logout", post(legacy::logout))
+        .route(
+            "/conformance",
+            get(conformance::form).post(conformance::start),
+        )
+        .route("/conformance/runs/{file}", get(conformance::run))
         .route("/log", get(log::page))
         .route("/log/events", get(log::events))
         .route("/log.json", get(log::entries))
@@ -119,6 +128,10 @@ pub(crate) fn router(setup: Setup) -> Result<Router, Error> {
             get(|| asset("text/javascript", CLIENT_JS)),
         )
         .route("/static/log.js", get(|| asset("text/javascript", LOG_JS)))
+        .route(
+            "/static/conformance.css",
+            get(|| asset("text/css", conformance::STYLE)),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn(same_origin_posts))
         .layer(middleware::map_response(security_headers))
@@ -143,6 +156,14 @@ fn templates() -> Result<Environment<'static>, Error> {
         ),
         ("legacy.html", include_str!("../../templates/legacy.html")),
         ("log.html", include_str!("../../templates/log.html")),
+        (
+            "conformance.html",
+            include_str!("../../templates/conformance.html"),
+        ),
+        (
+            "conformance_run.html",
+            include_str!("../../templates/conformance_run.html"),
+        ),
         (
             "not_found.html",
             include_str!("../../templates/not_found.html"),
@@ -410,7 +431,10 @@ async fn security_headers(mut response: Response) -> Response {
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // `same-origin`, not `no-referrer`: with no referrer, browsers send `Origin: null` on the
+        // dashboard's own form posts and the cross-site check would refuse them; other sites
+        // still learn nothing.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));

@@ -59,6 +59,23 @@ pub(crate) async fn client_name(state: &AppState, grant: Option<&str>) -> Option
     Some(web::client_name(&client))
 }
 
+/// The CSP of a sign-in page for `grant`: when the consent is remembered, signing in redirects
+/// on to the client's redirect URI, and browsers check a form's redirects against `form-action`.
+pub(crate) async fn grant_csp(state: &AppState, grant: Option<&str>) -> String {
+    let target = async {
+        let id = Ulid::from_string(grant?).ok()?;
+        let mut repo = state.storage.reader().await.ok()?;
+        let grant = repo.authorization_grants().lookup(id).await.ok()??;
+        url::Url::parse(&grant.redirect_uri).ok()
+    }
+    .await;
+    let form_action = target.map_or_else(
+        || "'self'".to_owned(),
+        |target| crate::matrix::compat::sso::form_action(&target),
+    );
+    web::csp(&form_action, None)
+}
+
 /// Where to return after signing in when there is no grant: only pages that say they accept it,
 /// rebuilt by them from what they understand (the device link page, RFC 8628 §3.3, see
 /// [`super::link::return_target`]; the account page, MSC4191, see
@@ -104,7 +121,7 @@ async fn login_page(
     username: &str,
     error: Option<&str>,
 ) -> Response {
-    web::page(
+    web::page_with_csp(
         state,
         status,
         "pages/login.html",
@@ -121,6 +138,7 @@ async fn login_page(
                 .registration
                 .then(|| with_return(super::register::PATH, grant, next)),
         },
+        &grant_csp(state, grant).await,
     )
 }
 

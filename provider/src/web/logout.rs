@@ -189,7 +189,13 @@ pub async fn handle(
     };
     let confirmed = method == Method::POST && params.get("confirm") == Some("1");
     if !confirmed {
-        let page = web::page(
+        // Signing out redirects to `post_logout_redirect_uri`: `form-action` must allow it
+        // (browsers check a form's redirects against it too).
+        let form_action = request.redirect.as_ref().map_or_else(
+            || "'self'".to_owned(),
+            crate::matrix::compat::sso::form_action,
+        );
+        let page = web::page_with_csp(
             &state,
             StatusCode::OK,
             "pages/logout.html",
@@ -200,6 +206,7 @@ pub async fn handle(
                 action => crate::endpoints::END_SESSION,
                 fields => request.fields,
             },
+            &web::csp(&form_action, None),
         );
         return (cookie.into_jar(), page).into_response();
     }

@@ -70,7 +70,7 @@ async fn page(
     error: Option<&str>,
 ) -> Response {
     let login = login::with_return(login::PATH, grant, next);
-    web::page(
+    web::page_with_csp(
         state,
         status,
         "pages/register.html",
@@ -86,6 +86,7 @@ async fn page(
             min_length => state.passwords.policy().min_length,
             login => login,
         },
+        &login::grant_csp(state, grant).await,
     )
 }
 

@@ -221,8 +221,9 @@ pub fn display_target(url: &Url) -> String {
 }
 
 /// The CSP `form-action` of the confirmation page: ourselves, and where the answer redirects
-/// to (browsers check a form's redirects against it too).
-fn form_action(target: &Url) -> String {
+/// to (browsers check a form's redirects against it too). The consent, sign-in and logout
+/// pages, whose answers redirect to a client too, use it as well.
+pub(crate) fn form_action(target: &Url) -> String {
     let source = if matches!(target.scheme(), "http" | "https") {
         target.origin().ascii_serialization()
     } else {
