@@ -54,7 +54,10 @@ async fn the_browser_client_and_the_device_panel_work_in_chromium() {
             .context("the browser client's journey")?;
         device_journey(&browser, &playground)
             .await
-            .context("the device flow panel")
+            .context("the device flow panel")?;
+        legacy_journey(&browser, &playground)
+            .await
+            .context("the legacy login panel")
     }
     .await;
     // Say where the browser was before closing it (a panic would leave Chromium running).
@@ -418,6 +421,83 @@ async fn device_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
 }
 
 /// Fills in and sends the provider's sign-in form.
+/// The legacy login panel (`/legacy`): `m.login.password` through the homeserver with a refresh
+/// token, then refresh and log out, each a form post the dashboard must accept as its own.
+async fn legacy_journey(b: &Client, playground: &Playground) -> anyhow::Result<()> {
+    b.goto(&format!("{}legacy", playground.urls.dashboard))
+        .await?;
+    let username = wait_for(b, "form[action='/legacy'] input[name='username']").await?;
+    username.clear().await?;
+    username.send_keys("bob").await?;
+    b.find(Locator::Css(
+        "form[action='/legacy'] input[name='password']",
+    ))
+    .await?
+    .send_keys(&password(playground, "bob"))
+    .await?;
+    let refresh = b
+        .find(Locator::Css(
+            "form[action='/legacy'] input[name='refresh_token']",
+        ))
+        .await?;
+    if !refresh.is_selected().await? {
+        refresh.click().await?;
+    }
+    b.find(Locator::Css("form[action='/legacy'] button"))
+        .await?
+        .click()
+        .await?;
+    // The login and whoami steps, shown with their answers.
+    let shown = eventually(WAIT, || async move {
+        let text = b.find(Locator::Css("main")).await?.text().await?;
+        if text.contains("@bob:localhost") && text.contains("refresh_token") {
+            Ok(text)
+        } else {
+            Err(anyhow!("the login is not shown yet"))
+        }
+    })
+    .await?;
+    ensure!(
+        b.find_all(Locator::Css("section.step.failed"))
+            .await?
+            .is_empty(),
+        "a legacy step failed: {shown}"
+    );
+    // Refresh, then log out: both forms are the dashboard's own posts.
+    wait_for(b, "form[action='/legacy/refresh'] button")
+        .await?
+        .click()
+        .await?;
+    // The refresh is a page load: wait for its page before reaching for its logout button,
+    // and find the button again if the old page's went stale under us.
+    eventually(WAIT, || async move {
+        if b.current_url().await?.path() != "/legacy/refresh" {
+            return Err(anyhow!("the refresh page is not there yet"));
+        }
+        b.find(Locator::Css("form[action='/legacy/logout'] button"))
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    })
+    .await?;
+    // The token is dead afterwards: the homeserver answers whoami with 401.
+    let after = eventually(WAIT, || async move {
+        let text = b.find(Locator::Css("main")).await?.text().await?;
+        if text.contains("whoami after logging out") {
+            Ok(text)
+        } else {
+            Err(anyhow!("the logout is not shown yet"))
+        }
+    })
+    .await?;
+    ensure!(
+        after.contains("HTTP 200 OK") && after.contains("HTTP 401"),
+        "logout answered 200 and whoami 401 afterwards: {after}"
+    );
+    Ok(())
+}
+
 async fn sign_in(b: &Client, username: &str, password: &str) -> anyhow::Result<()> {
     let field = wait_for(b, "#username").await?;
     field.clear().await?;
