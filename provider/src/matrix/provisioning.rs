@@ -225,52 +225,55 @@ impl TaskError {
     }
 }
 
-/// Does what `task` asks, reading the current state.
+impl Task {
+    /// The user every task is about.
+    fn user_id(&self) -> Ulid {
+        match self {
+            Self::ProvisionUser { user_id }
+            | Self::ReactivateUser { user_id }
+            | Self::DeactivateUser { user_id, .. }
+            | Self::DeleteDevice { user_id, .. }
+            | Self::SyncDevices { user_id } => *user_id,
+        }
+    }
+}
+
+/// Does what `task` asks, reading the current state. A user deleted meanwhile leaves nothing
+/// to do. The database connection is released before the homeserver is called.
 async fn perform(state: &AppState, task: &Task) -> Result<(), TaskError> {
     let homeserver = state.homeserver.as_ref();
     let mut repo = state.storage.reader().await?;
+    let Some(user) = repo.users().lookup(task.user_id()).await? else {
+        return Ok(());
+    };
+    // "No such user" from the homeserver is success for the tasks that remove something.
+    let gone_is_done = |result: Result<(), HomeserverError>| match result {
+        Ok(()) | Err(HomeserverError::UserNotFound(_)) => Ok(()),
+        Err(e) => Err(TaskError::from(e)),
+    };
     match task {
-        Task::ProvisionUser { user_id } => {
-            let Some(user) = repo.users().lookup(*user_id).await? else {
-                return Ok(());
-            };
-            if user.deactivated_at.is_some() {
-                drop(repo);
-                homeserver.delete_user(&user.username, false).await?;
-            } else {
-                let request = provision_request(&mut repo, &user).await?;
-                drop(repo);
-                homeserver.provision_user(&request).await?;
-            }
+        Task::ProvisionUser { .. } if user.deactivated_at.is_some() => {
+            drop(repo);
+            homeserver.delete_user(&user.username, false).await?;
         }
-        Task::ReactivateUser { user_id } => {
-            let Some(user) = repo.users().lookup(*user_id).await? else {
-                return Ok(());
-            };
+        Task::ProvisionUser { .. } => {
+            let request = provision_request(&mut repo, &user).await?;
+            drop(repo);
+            homeserver.provision_user(&request).await?;
+        }
+        Task::ReactivateUser { .. } => {
             if user.deactivated_at.is_none() {
                 let request = provision_request(&mut repo, &user).await?;
                 drop(repo);
-                match homeserver.reactivate_user(&user.username).await {
-                    Ok(()) | Err(HomeserverError::UserNotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                gone_is_done(homeserver.reactivate_user(&user.username).await)?;
                 homeserver.provision_user(&request).await?;
             }
         }
-        Task::DeactivateUser { user_id, erase } => {
-            let Some(user) = repo.users().lookup(*user_id).await? else {
-                return Ok(());
-            };
+        Task::DeactivateUser { erase, .. } => {
             drop(repo);
-            match homeserver.delete_user(&user.username, *erase).await {
-                Ok(()) | Err(HomeserverError::UserNotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            gone_is_done(homeserver.delete_user(&user.username, *erase).await)?;
         }
-        Task::DeleteDevice { user_id, device_id } => {
-            let Some(user) = repo.users().lookup(*user_id).await? else {
-                return Ok(());
-            };
+        Task::DeleteDevice { device_id, .. } => {
             // The client logged in again with the same device ID since: keep the device.
             if active_devices(&mut repo, user.id)
                 .await?
@@ -279,27 +282,18 @@ async fn perform(state: &AppState, task: &Task) -> Result<(), TaskError> {
                 return Ok(());
             }
             drop(repo);
-            match homeserver.delete_device(&user.username, device_id).await {
-                // No such user on the homeserver: no device to delete either.
-                Ok(()) | Err(HomeserverError::UserNotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            gone_is_done(homeserver.delete_device(&user.username, device_id).await)?;
         }
-        Task::SyncDevices { user_id } => {
-            let Some(user) = repo.users().lookup(*user_id).await? else {
-                return Ok(());
-            };
+        Task::SyncDevices { .. } => {
             let devices = active_devices(&mut repo, user.id).await?;
             let request = provision_request(&mut repo, &user).await?;
             drop(repo);
             match homeserver.sync_devices(&user.username, &devices).await {
-                Ok(()) => {}
                 Err(HomeserverError::UserNotFound(_)) if user.deactivated_at.is_none() => {
                     homeserver.provision_user(&request).await?;
                     homeserver.sync_devices(&user.username, &devices).await?;
                 }
-                Err(HomeserverError::UserNotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+                result => gone_is_done(result)?,
             }
         }
     }

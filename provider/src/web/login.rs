@@ -50,30 +50,46 @@ pub struct LoginForm {
     password: String,
 }
 
-/// The name of the client a pending grant is for, to show "to continue to …".
-pub(crate) async fn client_name(state: &AppState, grant: Option<&str>) -> Option<String> {
-    let id = Ulid::from_string(grant?).ok()?;
-    let mut repo = state.storage.reader().await.ok()?;
-    let grant = repo.authorization_grants().lookup(id).await.ok()??;
-    let client = repo.clients().lookup(grant.client_id).await.ok()??;
-    Some(web::client_name(&client))
+/// What the sign-in pages take from the pending authorization request they serve, read once
+/// per page (one connection: the grant, then its client).
+pub(crate) struct ForGrant {
+    /// The client's name, to show "to continue to …".
+    pub client_name: Option<String>,
+    /// The username its `login_hint` suggests (OIDC Core §3.1.2.1), to pre-fill the form.
+    pub login_hint: Option<String>,
+    /// The page's CSP: when the consent is remembered, signing in redirects on to the client's
+    /// redirect URI, and browsers check a form's redirects against `form-action`.
+    pub csp: String,
 }
 
-/// The CSP of a sign-in page for `grant`: when the consent is remembered, signing in redirects
-/// on to the client's redirect URI, and browsers check a form's redirects against `form-action`.
-pub(crate) async fn grant_csp(state: &AppState, grant: Option<&str>) -> String {
-    let target = async {
+pub(crate) async fn for_grant(state: &AppState, grant: Option<&str>) -> ForGrant {
+    let found = async {
         let id = Ulid::from_string(grant?).ok()?;
         let mut repo = state.storage.reader().await.ok()?;
         let grant = repo.authorization_grants().lookup(id).await.ok()??;
-        url::Url::parse(&grant.redirect_uri).ok()
+        let client = repo.clients().lookup(grant.client_id).await.ok()?;
+        Some((grant, client))
     }
     .await;
-    let form_action = target.map_or_else(
-        || "'self'".to_owned(),
+    let Some((grant, client)) = found else {
+        return ForGrant {
+            client_name: None,
+            login_hint: None,
+            csp: web::csp("'self'", None),
+        };
+    };
+    let form_action = url::Url::parse(&grant.redirect_uri).map_or_else(
+        |_| "'self'".to_owned(),
         |target| crate::matrix::compat::sso::form_action(&target),
     );
-    web::csp(&form_action, None)
+    ForGrant {
+        client_name: client.as_ref().map(web::client_name),
+        login_hint: grant
+            .login_hint
+            .as_deref()
+            .and_then(|hint| username_from_hint(hint, &state.settings.matrix.homeserver)),
+        csp: web::csp(&form_action, None),
+    }
 }
 
 /// Where to return after signing in when there is no grant: only pages that say they accept it,
@@ -118,27 +134,28 @@ async fn login_page(
     status: StatusCode,
     grant: Option<&str>,
     next: Option<&str>,
-    username: &str,
+    username: Option<&str>,
     error: Option<&str>,
 ) -> Response {
+    let for_grant = for_grant(state, grant).await;
     web::page_with_csp(
         state,
         status,
         "pages/login.html",
         minijinja::context! {
-            client_name => client_name(state, grant).await,
+            client_name => for_grant.client_name,
             csrf => cookie.csrf_token(),
             action => PATH,
             grant => grant,
             next => next,
-            username => username,
+            username => username.or(for_grant.login_hint.as_deref()).unwrap_or_default(),
             error => error,
             register => state
                 .settings
                 .registration
                 .then(|| with_return(super::register::PATH, grant, next)),
         },
-        &grant_csp(state, grant).await,
+        &for_grant.csp,
     )
 }
 
@@ -165,34 +182,17 @@ pub async fn get(
             return (cookie.into_jar(), page).into_response();
         }
     }
-    let hint = match &grant {
-        Some(grant) => login_hint(&state, grant).await,
-        None => None,
-    };
     let page = login_page(
         &state,
         &cookie,
         StatusCode::OK,
         grant.as_deref(),
         next.as_deref(),
-        hint.as_deref().unwrap_or_default(),
+        None,
         None,
     )
     .await;
     (cookie.into_jar(), page).into_response()
-}
-
-/// The username a request's `login_hint` suggests (OIDC Core §3.1.2.1), to pre-fill the form.
-async fn login_hint(state: &AppState, grant: &str) -> Option<String> {
-    let id = Ulid::from_string(grant).ok()?;
-    let mut repo = state.storage.reader().await.ok()?;
-    let hint = repo
-        .authorization_grants()
-        .lookup(id)
-        .await
-        .ok()??
-        .login_hint?;
-    username_from_hint(&hint, &state.settings.matrix.homeserver)
 }
 
 /// A hint is a username, or a Matrix ID of this server (`@alice:example.org`, optionally as
@@ -362,7 +362,7 @@ pub async fn post(
             StatusCode::FORBIDDEN,
             grant.as_deref(),
             next.as_deref(),
-            &form.username,
+            Some(&form.username),
             Some(&e.to_string()),
         )
         .await;
@@ -390,7 +390,7 @@ pub async fn post(
                 StatusCode::UNAUTHORIZED,
                 grant.as_deref(),
                 next.as_deref(),
-                &form.username,
+                Some(&form.username),
                 Some(refusal.message()),
             )
             .await

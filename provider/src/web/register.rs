@@ -70,12 +70,13 @@ async fn page(
     error: Option<&str>,
 ) -> Response {
     let login = login::with_return(login::PATH, grant, next);
+    let for_grant = login::for_grant(state, grant).await;
     web::page_with_csp(
         state,
         status,
         "pages/register.html",
         minijinja::context! {
-            client_name => login::client_name(state, grant).await,
+            client_name => for_grant.client_name,
             csrf => cookie.csrf_token(),
             action => PATH,
             grant => grant,
@@ -86,7 +87,7 @@ async fn page(
             min_length => state.passwords.policy().min_length,
             login => login,
         },
-        &login::grant_csp(state, grant).await,
+        &for_grant.csp,
     )
 }
 
