@@ -378,10 +378,6 @@ fn consent_page(
 ) -> Response {
     // The answer redirects to the client: `form-action` must allow it (browsers check a form's
     // redirects against it too).
-    let form_action = url::Url::parse(&grant.redirect_uri).map_or_else(
-        |_| "'self'".to_owned(),
-        |target| crate::matrix::compat::sso::form_action(&target),
-    );
     web::page_with_csp(
         state,
         StatusCode::OK,
@@ -394,7 +390,7 @@ fn consent_page(
             csrf => cookie.csrf_token(),
             action => format!("{PATH}/{}", grant.id),
         },
-        &web::csp(&form_action, None),
+        &web::csp_redirecting_to(url::Url::parse(&grant.redirect_uri).ok().as_ref()),
     )
 }
 

@@ -75,20 +75,16 @@ pub(crate) async fn for_grant(state: &AppState, grant: Option<&str>) -> ForGrant
         return ForGrant {
             client_name: None,
             login_hint: None,
-            csp: web::csp("'self'", None),
+            csp: web::csp_redirecting_to(None),
         };
     };
-    let form_action = url::Url::parse(&grant.redirect_uri).map_or_else(
-        |_| "'self'".to_owned(),
-        |target| crate::matrix::compat::sso::form_action(&target),
-    );
     ForGrant {
         client_name: client.as_ref().map(web::client_name),
         login_hint: grant
             .login_hint
             .as_deref()
             .and_then(|hint| username_from_hint(hint, &state.settings.matrix.homeserver)),
-        csp: web::csp(&form_action, None),
+        csp: web::csp_redirecting_to(url::Url::parse(&grant.redirect_uri).ok().as_ref()),
     }
 }
 

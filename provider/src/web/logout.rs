@@ -191,10 +191,6 @@ pub async fn handle(
     if !confirmed {
         // Signing out redirects to `post_logout_redirect_uri`: `form-action` must allow it
         // (browsers check a form's redirects against it too).
-        let form_action = request.redirect.as_ref().map_or_else(
-            || "'self'".to_owned(),
-            crate::matrix::compat::sso::form_action,
-        );
         let page = web::page_with_csp(
             &state,
             StatusCode::OK,
@@ -206,7 +202,7 @@ pub async fn handle(
                 action => crate::endpoints::END_SESSION,
                 fields => request.fields,
             },
-            &web::csp(&form_action, None),
+            &web::csp_redirecting_to(request.redirect.as_ref()),
         );
         return (cookie.into_jar(), page).into_response();
     }

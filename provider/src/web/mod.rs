@@ -149,6 +149,31 @@ impl Default for Templates {
     }
 }
 
+/// The CSP `form-action` of a page whose form answer redirects to `target` (a client): ourselves
+/// and that origin, since browsers check a form's redirects against `form-action` too.
+pub fn form_action(target: &url::Url) -> String {
+    let source = if matches!(target.scheme(), "http" | "https") {
+        target.origin().ascii_serialization()
+    } else {
+        format!("{}:", target.scheme())
+    };
+    // Serialised URL origins and schemes hold no CSP delimiters; be sure anyway.
+    if source.is_empty() || source.contains([';', ',', ' ', '\'']) {
+        "'self'".to_owned()
+    } else {
+        format!("'self' {source}")
+    }
+}
+
+/// The CSP of a page whose form answer redirects on to `target` (the consent, sign-in, logout
+/// and legacy SSO confirmation pages); only ourselves when there is none.
+pub fn csp_redirecting_to(target: Option<&url::Url>) -> String {
+    csp(
+        &target.map_or_else(|| "'self'".to_owned(), form_action),
+        None,
+    )
+}
+
 /// Content-Security-Policy for pages: nothing but our stylesheet, no framing (clickjacking),
 /// forms only to ourselves unless a page says otherwise.
 pub fn csp(form_action: &str, script: Option<&str>) -> String {

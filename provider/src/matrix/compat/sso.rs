@@ -220,23 +220,6 @@ pub fn display_target(url: &Url) -> String {
     }
 }
 
-/// The CSP `form-action` of the confirmation page: ourselves, and where the answer redirects
-/// to (browsers check a form's redirects against it too). The consent, sign-in and logout
-/// pages, whose answers redirect to a client too, use it as well.
-pub(crate) fn form_action(target: &Url) -> String {
-    let source = if matches!(target.scheme(), "http" | "https") {
-        target.origin().ascii_serialization()
-    } else {
-        format!("{}:", target.scheme())
-    };
-    // Serialised URL origins and schemes hold no CSP delimiters; be sure anyway.
-    if source.is_empty() || source.contains([';', ',', ' ', '\'']) {
-        "'self'".to_owned()
-    } else {
-        format!("'self' {source}")
-    }
-}
-
 /// The sign-in (or registration) page, to come back here afterwards.
 fn sign_in_first(state: &AppState, id: Ulid, register: bool) -> Response {
     let page = if register && state.settings.registration {
@@ -268,7 +251,7 @@ fn confirm_page(
             action => path,
             switch_user => login::with_return(login::PATH, None, Some(&path)),
         },
-        &web::csp(&form_action(&target), None),
+        &web::csp_redirecting_to(Some(&target)),
     )
 }
 
@@ -523,15 +506,15 @@ mod tests {
             "im.example.app"
         );
         assert_eq!(
-            form_action(&url("https://app.example/sso?x=1")),
+            web::form_action(&url("https://app.example/sso?x=1")),
             "'self' https://app.example"
         );
         assert_eq!(
-            form_action(&url("http://127.0.0.1:8080/cb")),
+            web::form_action(&url("http://127.0.0.1:8080/cb")),
             "'self' http://127.0.0.1:8080"
         );
         assert_eq!(
-            form_action(&url("im.example.app:/sso")),
+            web::form_action(&url("im.example.app:/sso")),
             "'self' im.example.app:"
         );
     }
