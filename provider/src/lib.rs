@@ -7,6 +7,7 @@
 //!   protocol endpoints.
 //! - [`server`]: what `provider serve` does, reusable by the playground and tests.
 
+pub mod accounts;
 pub mod app;
 pub mod clock;
 pub mod config;

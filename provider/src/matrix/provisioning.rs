@@ -347,8 +347,10 @@ pub async fn active_devices(
     Ok(devices)
 }
 
-/// What the homeserver should know of a user: their confirmed email addresses and whether
-/// they are locked. Display names and avatars are the homeserver's (users set them there).
+/// What the homeserver should know of a user: their confirmed email addresses, whether they
+/// are locked, and their display name when the provider has one (set on the account page, by
+/// the admin API or CLI, or imported from an upstream provider). Without one, and for avatars,
+/// the homeserver keeps what users set there.
 pub async fn provision_request(
     repo: &mut BoxRepository,
     user: &User,
@@ -363,7 +365,10 @@ pub async fn provision_request(
         .collect::<Vec<_>>();
     Ok(ProvisionUser {
         localpart: user.username.clone(),
-        displayname: FieldChange::Keep,
+        displayname: user
+            .display_name
+            .clone()
+            .map_or(FieldChange::Keep, FieldChange::Set),
         avatar_url: FieldChange::Keep,
         emails: if emails.is_empty() {
             FieldChange::Unset

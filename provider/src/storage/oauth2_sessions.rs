@@ -329,6 +329,7 @@ struct TokenWithSessionRow {
     u_locked_at: Option<Ts>,
     u_deactivated_at: Option<Ts>,
     u_can_request_admin: Option<bool>,
+    u_display_name: Option<String>,
 }
 
 impl TryFrom<TokenWithSessionRow> for ActiveAccessToken {
@@ -343,6 +344,7 @@ impl TryFrom<TokenWithSessionRow> for ActiveAccessToken {
                 locked_at: r.u_locked_at.map(Into::into),
                 deactivated_at: r.u_deactivated_at.map(Into::into),
                 can_request_admin: r.u_can_request_admin.unwrap_or(false),
+                display_name: r.u_display_name,
             }),
             _ => None,
         };
@@ -598,7 +600,8 @@ macro_rules! implementation {
                             c.client_id AS c_client_id, \
                             u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at, \
                             u.locked_at AS u_locked_at, u.deactivated_at AS u_deactivated_at, \
-                            u.can_request_admin AS u_can_request_admin \
+                            u.can_request_admin AS u_can_request_admin, \
+                            u.display_name AS u_display_name \
                      FROM oauth2_access_tokens t \
                      JOIN oauth2_sessions s ON s.id = t.session_id \
                      JOIN oauth2_clients c ON c.id = s.client_id \

@@ -21,6 +21,8 @@ pub struct User {
     pub deactivated_at: Option<DateTime<Utc>>,
     /// May this user be granted `urn:synapse:admin:*` (MSC2967)?
     pub can_request_admin: bool,
+    /// The display name, pushed to the homeserver's profile; `None` leaves it unset there.
+    pub display_name: Option<String>,
 }
 
 impl User {
@@ -64,6 +66,12 @@ pub trait UserRepository: Send {
     /// Deactivates (`true`) or reactivates (`false`) a user. The username stays taken.
     async fn set_deactivated(&mut self, id: Ulid, deactivated: bool) -> Result<User, StorageError>;
     async fn set_can_request_admin(&mut self, id: Ulid, can: bool) -> Result<User, StorageError>;
+    /// Sets (`Some`) or clears (`None`) the display name.
+    async fn set_display_name(
+        &mut self,
+        id: Ulid,
+        display_name: Option<&str>,
+    ) -> Result<User, StorageError>;
     async fn count(&mut self) -> Result<u64, StorageError>;
     /// Up to `limit` users in ID (creation) order, after the user `after` when given: one page
     /// of a walk through every user (keyset pagination, stable under inserts).
@@ -109,6 +117,7 @@ struct UserRow {
     locked_at: Option<Ts>,
     deactivated_at: Option<Ts>,
     can_request_admin: bool,
+    display_name: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -120,13 +129,14 @@ impl From<UserRow> for User {
             locked_at: r.locked_at.map(Into::into),
             deactivated_at: r.deactivated_at.map(Into::into),
             can_request_admin: r.can_request_admin,
+            display_name: r.display_name,
         }
     }
 }
 
 macro_rules! user_columns {
     () => {
-        "id, username, created_at, locked_at, deactivated_at, can_request_admin"
+        "id, username, created_at, locked_at, deactivated_at, can_request_admin, display_name"
     };
 }
 
@@ -192,6 +202,7 @@ macro_rules! implementation {
                     locked_at: None,
                     deactivated_at: None,
                     can_request_admin: false,
+                    display_name: None,
                 };
                 let done = sqlx::query(
                     "INSERT INTO users (id, username, created_at, can_request_admin) \
@@ -292,6 +303,22 @@ macro_rules! implementation {
                 ))
                 .bind(DbId(id))
                 .bind(can)
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(Into::into).ok_or(StorageError::NotFound("user"))
+            }
+
+            async fn set_display_name(
+                &mut self,
+                id: Ulid,
+                display_name: Option<&str>,
+            ) -> Result<User, StorageError> {
+                let row: Option<UserRow> = sqlx::query_as(concat!(
+                    "UPDATE users SET display_name = $2 WHERE id = $1 RETURNING ",
+                    user_columns!()
+                ))
+                .bind(DbId(id))
+                .bind(display_name)
                 .fetch_optional(self.conn())
                 .await?;
                 row.map(Into::into).ok_or(StorageError::NotFound("user"))

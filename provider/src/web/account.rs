@@ -38,12 +38,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    accounts,
     app::AppState,
     domain::scope::is_valid_device_id,
     endpoints,
     matrix::{
         compat,
-        provisioning::{self, AfterCommit, Task},
+        provisioning::AfterCommit,
     },
     oauth2::sessions::end_oauth2_session,
     storage::{StorageError, User},
@@ -828,20 +829,7 @@ async fn deactivate(
     let done = async {
         let now = state.storage.entropy().clock.now();
         let mut repo = state.storage.begin().await?;
-        repo.users().set_deactivated(user.id, true).await?;
-        let mut jobs = AfterCommit::default();
-        for session in repo.oauth2_sessions().list_active_for_user(user.id).await? {
-            jobs.add(end_oauth2_session(&mut repo, session.id, now).await?);
-        }
-        for session in repo.compat_sessions().list_active_for_user(user.id).await? {
-            jobs.push(compat::end_session(&mut repo, &session, now).await?);
-        }
-        repo.browser_sessions().finish_all_for_user(user.id).await?;
-        let task = Task::DeactivateUser {
-            user_id: user.id,
-            erase: false,
-        };
-        jobs.push(provisioning::enqueue(&mut repo, &task, now).await?);
+        let jobs = accounts::deactivate(&mut repo, &user, false, now).await?;
         repo.commit().await?;
         Ok::<_, StorageError>(jobs)
     }
