@@ -442,9 +442,12 @@ impl Running {
         match tls {
             None => {
                 self.tasks.spawn(async move {
-                    let served = axum::serve(listener, router)
-                        .with_graceful_shutdown(stopped)
-                        .await;
+                    let served = axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopped)
+                    .await;
                     (name, served)
                 });
             }
@@ -453,9 +456,12 @@ impl Running {
                     .listener(listener)
                     .map_err(|e| Error::Tls(format!("can't serve {name}: {e}")))?;
                 self.tasks.spawn(async move {
-                    let served = axum::serve(listener, router)
-                        .with_graceful_shutdown(stopped)
-                        .await;
+                    let served = axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopped)
+                    .await;
                     (name, served)
                 });
             }

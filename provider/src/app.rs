@@ -22,10 +22,12 @@ use tracing::Level;
 
 use crate::{
     config::Settings,
+    email::Mailer,
     endpoints,
     matrix::{self, Homeserver},
     oauth2,
     passwords::{PasswordConfig, PasswordConfigError, PasswordHasher},
+    rate_limit::RateLimiter,
     storage::Storage,
     web::{self, Chrome, Templates},
 };
@@ -49,6 +51,13 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     /// The homeserver this provider authenticates for.
     pub homeserver: Homeserver,
+    /// The rate limits, kept in the database (see [`crate::rate_limit`]).
+    pub limiter: RateLimiter,
+    /// Sends the verification codes and recovery links (see [`crate::email`]).
+    pub mailer: Mailer,
+    /// The upstream login's HTTP client, with its metadata and key caches (see
+    /// [`crate::upstream`]).
+    pub upstream: crate::upstream::client::UpstreamHttp,
     /// A hash to check unknown usernames against, made on first use.
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
 }
@@ -86,12 +95,19 @@ impl AppState {
         let cookie_key = web::session::cookie_key(&settings.encryption_key);
         Self {
             homeserver: matrix::homeserver::connect(&settings.matrix),
+            mailer: Mailer::from_settings(
+                &settings.email,
+                settings.issuer.host_str().unwrap_or("localhost"),
+                storage.entropy().clone(),
+            ),
+            limiter: RateLimiter::new(storage.clone(), settings.rate_limits.clone()),
             settings: Arc::new(settings),
             storage,
             documents: Arc::new(documents),
             templates: Arc::new(Templates::new()),
             cookie_key,
             passwords,
+            upstream: crate::upstream::client::UpstreamHttp::new(),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
@@ -170,6 +186,17 @@ pub fn router(state: AppState) -> Router {
         .route(endpoints::LINK, get(web::link::get).post(web::link::post))
         .route(endpoints::LINK_APPROVE, post(web::link::approve))
         .route(endpoints::ACCOUNT, get(web::account::get).post(web::account::post))
+        .route(web::recover::PATH, get(web::recover::get).post(web::recover::post))
+        .route(
+            web::register_verify::PATH,
+            get(web::register_verify::get).post(web::register_verify::post),
+        )
+        .route(
+            web::recover::TICKET_PATH,
+            get(web::recover::get_ticket).post(web::recover::post_ticket),
+        )
+        .merge(crate::admin::router())
+        .merge(crate::upstream::routes())
         .route(web::STYLESHEET, get(web::stylesheet))
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)

@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::{
     keys::{Keystore, PrivateKey, SigningKey},
+    rate_limit::{client_ip::IpNet, Limit, Quota, RateLimits, TrustedProxies},
     storage::{DatabaseKind, PoolSettings},
 };
 
@@ -41,14 +42,169 @@ pub struct Config {
     pub clients: Vec<StaticClientConfig>,
     #[serde(default)]
     pub account: AccountConfig,
+    #[serde(default)]
+    pub captcha: CaptchaConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub email: EmailConfig,
+    #[serde(default)]
+    pub rate_limiting: RateLimitingConfig,
+    /// Upstream OpenID Connect providers to sign in with (see [`crate::upstream::config`]).
+    #[serde(default)]
+    pub upstream_oauth2: crate::upstream::config::UpstreamOAuth2Config,
+}
+
+/// The admin API (`/api/admin/v1`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AdminConfig {
+    /// The `client_id`s of confidential clients that may obtain the `urn:mas:admin` scope with
+    /// the client credentials grant (RFC 6749 §4.4): automation acting on the admin API without
+    /// a user. Users get the scope through the authorization code flow when they may administer
+    /// (`can_request_admin`). Empty by default: no client may.
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 /// What people may do with their accounts themselves.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountConfig {
     /// May people create accounts on the sign-in pages (and with `prompt=create`)?
     #[serde(default)]
     pub registration: bool,
+    /// May users change their display name on the account page?
+    #[serde(default = "yes")]
+    pub display_name_change_allowed: bool,
+    /// May users add and remove email addresses on the account page?
+    #[serde(default = "yes")]
+    pub email_change_allowed: bool,
+    /// May users change their password on the account page (with their current one)?
+    #[serde(default = "yes")]
+    pub password_change_allowed: bool,
+    /// "Forgot password?": a link mailed to a confirmed address sets a new password. Needs an
+    /// `email.transport` other than `none`.
+    #[serde(default)]
+    pub password_recovery_enabled: bool,
+    /// May users deactivate their own account on the account page (MSC4191
+    /// `org.matrix.account_deactivate`)?
+    #[serde(default = "yes")]
+    pub account_deactivation_allowed: bool,
+    /// Registration asks for an email address and creates the account only once the code
+    /// mailed to it is entered. Needs an `email.transport` other than `none`.
+    #[serde(default)]
+    pub password_registration_email_required: bool,
+    /// Registration needs a registration token issued by an administrator (admin API, CLI).
+    #[serde(default)]
+    pub registration_token_required: bool,
+    /// Terms of service people must accept to register (a required checkbox linking them);
+    /// each acceptance is recorded with the URL and the time.
+    #[serde(default)]
+    pub terms_of_service_url: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AccountConfig {
+    /// Every switch at its default, as when the section is absent.
+    fn default() -> Self {
+        Self {
+            registration: false,
+            display_name_change_allowed: true,
+            email_change_allowed: true,
+            password_change_allowed: true,
+            password_recovery_enabled: false,
+            account_deactivation_allowed: true,
+            password_registration_email_required: false,
+            registration_token_required: false,
+            terms_of_service_url: None,
+        }
+    }
+}
+
+/// Bot protection on the registration page (see [`crate::captcha`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CaptchaConfig {
+    /// `none` (the default), `hcaptcha`, `recaptcha_v2` or `turnstile`.
+    #[serde(default)]
+    pub service: crate::captcha::CaptchaService,
+    /// The public key the widget is rendered with.
+    #[serde(default)]
+    pub site_key: Option<String>,
+    /// The private key responses are verified with.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// Where responses are verified; defaults to the service's official siteverify URL.
+    #[serde(default)]
+    pub verify_url: Option<String>,
+}
+
+/// How the provider sends mail (verification codes, password recovery links).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmailConfig {
+    /// `none` (mail is dropped and logged: the default), `smtp`, or `capture` (kept in memory
+    /// for the playground and tests).
+    #[serde(default)]
+    pub transport: EmailTransportKind,
+    /// The sender, `Name <address>` or a bare address; defaults to `noreply@<homeserver>`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// `smtp`: the relay's host name (or address).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `smtp`: the relay's port; defaults to 587 for `starttls`, 465 for `tls`, 25 for `plain`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `smtp`: how the connection is secured.
+    #[serde(default)]
+    pub mode: SmtpMode,
+    /// `smtp`: credentials, both or neither (sent only over TLS, or on loopback).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `smtp`: a PEM file of certificate authorities to trust besides the public ones (a relay
+    /// with a private CA), relative to the config file.
+    #[serde(default)]
+    pub ca_certificate_file: Option<PathBuf>,
+}
+
+/// Where mail goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailTransportKind {
+    /// Dropped (and logged without its secrets): nothing is sent.
+    #[default]
+    None,
+    /// Sent through an SMTP relay.
+    Smtp,
+    /// Kept in memory (`Mailer::mailbox`): the playground's mailbox page, tests.
+    Capture,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpMode {
+    /// Plain connection upgraded with STARTTLS, which is required (RFC 3207): port 587.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (RFC 8314 §3.3, "implicit TLS"): port 465.
+    Tls,
+    /// No TLS at all: only to a relay on this machine (loopback).
+    Plain,
+}
+
+impl SmtpMode {
+    /// The port of this mode when none is configured.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Starttls => 587,
+            Self::Tls => 465,
+            Self::Plain => 25,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +217,10 @@ pub struct HttpConfig {
     /// The socket address to listen on.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Reverse proxies (addresses or networks like `10.0.0.0/8`) whose `X-Forwarded-For` names
+    /// the client for per-IP rate limits; from anyone else the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -186,6 +346,171 @@ fn default_grant_types() -> Vec<String> {
     vec!["authorization_code".into(), "refresh_token".into()]
 }
 
+/// `rate_limiting`: the limits of [`crate::rate_limit`], each `{burst, per_second}` with
+/// `enabled: false` to turn it off; a missing value takes the limit's default
+/// ([`Limit::default_rate`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimitingConfig {
+    /// Off: no limit at all (for a test bed behind its own limits).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub login: LoginRateLimits,
+    #[serde(default)]
+    pub registration: RegistrationRateLimits,
+    #[serde(default)]
+    pub email: EmailRateLimits,
+    #[serde(default)]
+    pub recovery: RecoveryRateLimits,
+    #[serde(default)]
+    pub token: TokenRateLimits,
+}
+
+impl Default for RateLimitingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login: LoginRateLimits::default(),
+            registration: RegistrationRateLimits::default(),
+            email: EmailRateLimits::default(),
+            recovery: RecoveryRateLimits::default(),
+            token: TokenRateLimits::default(),
+        }
+    }
+}
+
+/// `rate_limiting.login`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoginRateLimits {
+    /// Sign-in attempts per client IP.
+    #[serde(default)]
+    pub per_ip: LimitConfig,
+    /// Failed sign-in attempts per account.
+    #[serde(default)]
+    pub per_account: LimitConfig,
+}
+
+/// `rate_limiting.registration`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RegistrationRateLimits {
+    #[serde(default)]
+    pub per_ip: LimitConfig,
+}
+
+/// `rate_limiting.email`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmailRateLimits {
+    #[serde(default)]
+    pub per_address: LimitConfig,
+    #[serde(default)]
+    pub per_user: LimitConfig,
+}
+
+/// `rate_limiting.recovery`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoveryRateLimits {
+    #[serde(default)]
+    pub per_ip: LimitConfig,
+    #[serde(default)]
+    pub per_address: LimitConfig,
+}
+
+/// `rate_limiting.token`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenRateLimits {
+    /// Per authenticated client; public clients (shared by all their users) per IP.
+    #[serde(default)]
+    pub per_client: LimitConfig,
+}
+
+/// One limit: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LimitConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl RateLimitingConfig {
+    fn limit(&self, limit: Limit) -> &LimitConfig {
+        match limit {
+            Limit::LoginPerIp => &self.login.per_ip,
+            Limit::LoginPerAccount => &self.login.per_account,
+            Limit::Registration => &self.registration.per_ip,
+            Limit::EmailSend => &self.email.per_address,
+            Limit::EmailSendPerUser => &self.email.per_user,
+            Limit::Recovery => &self.recovery.per_address,
+            Limit::RecoveryPerIp => &self.recovery.per_ip,
+            Limit::Token => &self.token.per_client,
+        }
+    }
+
+    /// Every limit's quota (its defaults where unset), or the problems with their paths.
+    fn resolve(&self, p: &mut Vec<Problem>) -> RateLimits {
+        let mut limits = RateLimits::off();
+        for limit in Limit::ALL {
+            let conf = self.limit(limit);
+            let (default_burst, default_per_second) = limit.default_rate();
+            let (section, name) = limit.config_path();
+            let path = format!("rate_limiting.{section}.{name}");
+            let burst = conf.burst.unwrap_or(default_burst);
+            let per_second = conf.per_second.unwrap_or(default_per_second);
+            match Quota::new(burst, per_second) {
+                Ok(quota) if self.enabled && conf.enabled.unwrap_or(true) => {
+                    limits.set(limit, Some(quota));
+                }
+                Ok(_) => {}
+                Err(why) => {
+                    // Quota::new checks the burst first.
+                    let key = if Quota::new(burst, 1.0).is_err() {
+                        "burst"
+                    } else {
+                        "per_second"
+                    };
+                    p.push(Problem::new(format!("{path}.{key}"), why));
+                }
+            }
+        }
+        limits
+    }
+}
+
+/// The commented `rate_limiting` section of a generated file: every limit at its default.
+fn rate_limiting_yaml() -> String {
+    let mut out = String::new();
+    let mut section = "";
+    for limit in Limit::ALL {
+        let (s, name) = limit.config_path();
+        if s != section {
+            out.push_str(&format!("  # {s}:\n"));
+            section = s;
+        }
+        // `{}` of an f64 is the shortest text that reads back as the same number.
+        let (burst, per_second) = limit.default_rate();
+        out.push_str(&format!(
+            "  #   {name}: {{burst: {burst}, per_second: {per_second}}}\n"
+        ));
+    }
+    out
+}
+
+impl HttpConfig {
+    /// `http.trusted_proxies`, each an address or a network.
+    fn resolve_trusted_proxies(&self, p: &mut Vec<Problem>) -> TrustedProxies {
+        let mut networks = Vec::new();
+        for (i, entry) in self.trusted_proxies.iter().enumerate() {
+            match entry.parse::<IpNet>() {
+                Ok(net) => networks.push(net),
+                Err(why) => p.push(Problem::new(format!("http.trusted_proxies[{i}]"), why)),
+            }
+        }
+        TrustedProxies::new(networks)
+    }
+}
+
 /// One thing wrong with the configuration, at a path in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -219,6 +544,10 @@ pub struct Settings {
     pub issuer: Url,
     pub public_base: Url,
     pub listen: SocketAddr,
+    /// Whose `X-Forwarded-For` is believed (`http.trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
+    /// The quota of each rate limit (`rate_limiting`).
+    pub rate_limits: RateLimits,
     pub database_url: String,
     pub pool: PoolSettings,
     pub encryption_key: [u8; 32],
@@ -227,6 +556,54 @@ pub struct Settings {
     pub clients: Vec<StaticClient>,
     /// Self-service registration is open.
     pub registration: bool,
+    /// The clients that may get `urn:mas:admin` by client credentials (`admin.clients`).
+    pub admin_clients: Vec<String>,
+    /// What users may change themselves (the `account` section).
+    pub account: AccountConfig,
+    /// How mail is sent.
+    pub email: EmailSettings,
+    /// The captcha registration asks for (`captcha`), if any.
+    pub captcha: Option<crate::captcha::CaptchaSettings>,
+    /// The terms of service registration asks to accept (`account.terms_of_service_url`).
+    pub terms_of_service_url: Option<Url>,
+    /// The upstream OpenID Connect providers (`upstream_oauth2.providers`), written to the
+    /// database at start.
+    pub upstream_providers: Vec<crate::upstream::config::UpstreamProviderSettings>,
+}
+
+/// The validated `email` section.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub transport: EmailTransport,
+    /// The sender (`From`), checked to be a valid mailbox.
+    pub from: String,
+}
+
+/// Where mail goes, with what each transport needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailTransport {
+    None,
+    Capture,
+    Smtp(SmtpSettings),
+}
+
+/// A validated SMTP relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    pub hostname: String,
+    pub port: u16,
+    pub mode: SmtpMode,
+    /// `(username, password)`.
+    pub credentials: Option<(String, String)>,
+    /// Extra trusted certificate authorities (PEM), read from `ca_certificate_file`.
+    pub ca_certificates: Option<String>,
+}
+
+impl EmailSettings {
+    /// Is mail actually delivered somewhere (a transport other than `none`)?
+    pub fn delivers(&self) -> bool {
+        self.transport != EmailTransport::None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -418,6 +795,15 @@ fn check_url(problems: &mut Vec<Problem>, path: &str, raw: &str) -> Option<Url> 
     }
 }
 
+/// A host name or address on this machine: `localhost` or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -477,6 +863,8 @@ impl Config {
                 ))
             })
             .ok();
+        let trusted_proxies = self.http.resolve_trusted_proxies(p);
+        let rate_limits = self.rate_limiting.resolve(p);
 
         if let Err(e) = DatabaseKind::of_url(&self.database.url) {
             p.push(Problem::new("database.url", e.to_string()));
@@ -520,6 +908,10 @@ impl Config {
         }
 
         let clients = self.resolve_clients(p);
+        let admin_clients = self.resolve_admin(p);
+        let email = self.resolve_email(p, base_dir);
+        let (captcha, terms_of_service_url) = self.resolve_registration_controls(p);
+        let upstream_providers = self.upstream_oauth2.resolve(p);
 
         match (
             issuer,
@@ -540,6 +932,8 @@ impl Config {
                 issuer,
                 public_base,
                 listen,
+                trusted_proxies,
+                rate_limits,
                 database_url: self.database.url.clone(),
                 pool: PoolSettings {
                     max_connections: self.database.max_connections,
@@ -555,9 +949,212 @@ impl Config {
                 },
                 clients,
                 registration: self.account.registration,
+                admin_clients,
+                account: self.account.clone(),
+                email: email.unwrap_or(EmailSettings {
+                    transport: EmailTransport::None,
+                    from: String::new(),
+                }),
+                captcha,
+                terms_of_service_url,
+                upstream_providers,
             }),
             _ => Err(problems),
         }
+    }
+
+    /// The `captcha` section and `account.terms_of_service_url`.
+    fn resolve_registration_controls(
+        &self,
+        p: &mut Vec<Problem>,
+    ) -> (Option<crate::captcha::CaptchaSettings>, Option<Url>) {
+        let terms = self
+            .account
+            .terms_of_service_url
+            .as_deref()
+            .and_then(|raw| check_url(p, "account.terms_of_service_url", raw));
+        let c = &self.captcha;
+        let service = c.service;
+        let Some(default_verify_url) = service.default_verify_url() else {
+            for (key, set) in [
+                ("site_key", c.site_key.is_some()),
+                ("secret_key", c.secret_key.is_some()),
+                ("verify_url", c.verify_url.is_some()),
+            ] {
+                if set {
+                    p.push(Problem::new(
+                        format!("captcha.{key}"),
+                        "only used with a captcha `service`: remove it, or choose hcaptcha, recaptcha_v2 or turnstile",
+                    ));
+                }
+            }
+            return (None, terms);
+        };
+        let mut required = |key: &str, value: &Option<String>| match value.as_deref().map(str::trim)
+        {
+            Some(v) if !v.is_empty() => Some(v.to_owned()),
+            _ => {
+                p.push(Problem::new(
+                    format!("captcha.{key}"),
+                    format!("required by `service: {}`", service.name()),
+                ));
+                None
+            }
+        };
+        let site_key = required("site_key", &c.site_key);
+        let secret_key = required("secret_key", &c.secret_key);
+        let verify_url = check_url(
+            p,
+            "captcha.verify_url",
+            c.verify_url.as_deref().unwrap_or(default_verify_url),
+        );
+        let captcha = match (site_key, secret_key, verify_url) {
+            (Some(site_key), Some(secret_key), Some(verify_url)) => {
+                Some(crate::captcha::CaptchaSettings {
+                    service,
+                    site_key,
+                    secret_key,
+                    verify_url,
+                })
+            }
+            _ => None,
+        };
+        (captcha, terms)
+    }
+
+    /// The `email` section, and the `account` switches that need mail.
+    fn resolve_email(&self, p: &mut Vec<Problem>, base_dir: &Path) -> Option<EmailSettings> {
+        let e = &self.email;
+        let before = p.len();
+        let from = e
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("noreply@{}", self.matrix.homeserver.trim()));
+        if let Err(why) = crate::email::check_mailbox(&from) {
+            p.push(Problem::new(
+                "email.from",
+                format!("`{from}` is not a mail address like `Name <noreply@example.com>`: {why}"),
+            ));
+        }
+        let smtp_only = [
+            ("hostname", e.hostname.is_some()),
+            ("port", e.port.is_some()),
+            ("username", e.username.is_some()),
+            ("password", e.password.is_some()),
+            ("ca_certificate_file", e.ca_certificate_file.is_some()),
+        ];
+        let transport = match e.transport {
+            EmailTransportKind::None | EmailTransportKind::Capture => {
+                for (key, set) in smtp_only {
+                    if set {
+                        p.push(Problem::new(
+                            format!("email.{key}"),
+                            "only used by `transport: smtp`: remove it",
+                        ));
+                    }
+                }
+                if e.transport == EmailTransportKind::None {
+                    EmailTransport::None
+                } else {
+                    EmailTransport::Capture
+                }
+            }
+            EmailTransportKind::Smtp => {
+                let hostname = e.hostname.clone().unwrap_or_default();
+                if hostname.trim().is_empty() {
+                    p.push(Problem::new(
+                        "email.hostname",
+                        "required by `transport: smtp`",
+                    ));
+                } else if e.mode == SmtpMode::Plain && !is_loopback_host(&hostname) {
+                    // Without TLS the mail (recovery links) and the password cross the network
+                    // in the clear: only a relay on this machine may be reached that way.
+                    p.push(Problem::new(
+                        "email.mode",
+                        format!(
+                            "`plain` (no TLS) is only allowed to a relay on loopback, not `{hostname}`: use `starttls` or `tls`"
+                        ),
+                    ));
+                }
+                if e.port == Some(0) {
+                    p.push(Problem::new("email.port", "must be 1 to 65535"));
+                }
+                let credentials = match (&e.username, &e.password) {
+                    (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                    (None, None) => None,
+                    (Some(_), None) => {
+                        p.push(Problem::new("email.password", "required with `username`"));
+                        None
+                    }
+                    (None, Some(_)) => {
+                        p.push(Problem::new("email.username", "required with `password`"));
+                        None
+                    }
+                };
+                let ca_certificates = match &e.ca_certificate_file {
+                    None => None,
+                    Some(file) => {
+                        let file = base_dir.join(file);
+                        match std::fs::read_to_string(&file) {
+                            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+                                match crate::email::check_ca_certificates(&pem) {
+                                    Ok(()) => Some(pem),
+                                    Err(why) => {
+                                        p.push(Problem::new(
+                                            "email.ca_certificate_file",
+                                            format!("{}: {why}", file.display()),
+                                        ));
+                                        None
+                                    }
+                                }
+                            }
+                            Ok(_) => {
+                                p.push(Problem::new(
+                                    "email.ca_certificate_file",
+                                    format!("{} holds no PEM certificate", file.display()),
+                                ));
+                                None
+                            }
+                            Err(err) => {
+                                p.push(Problem::new(
+                                    "email.ca_certificate_file",
+                                    format!("can't read {}: {err}", file.display()),
+                                ));
+                                None
+                            }
+                        }
+                    }
+                };
+                EmailTransport::Smtp(SmtpSettings {
+                    hostname: hostname.trim().to_owned(),
+                    port: e.port.unwrap_or_else(|| e.mode.default_port()),
+                    mode: e.mode,
+                    credentials,
+                    ca_certificates,
+                })
+            }
+        };
+        // Both need mail that arrives: with `none`, nobody could finish them.
+        if e.transport == EmailTransportKind::None {
+            for (key, on) in [
+                (
+                    "password_recovery_enabled",
+                    self.account.password_recovery_enabled,
+                ),
+                (
+                    "password_registration_email_required",
+                    self.account.password_registration_email_required,
+                ),
+            ] {
+                if on {
+                    p.push(Problem::new(
+                        format!("account.{key}"),
+                        "needs mail: set `email.transport` to `smtp` (or `capture`)",
+                    ));
+                }
+            }
+        }
+        (p.len() == before).then_some(EmailSettings { transport, from })
     }
 
     fn resolve_keys(&self, p: &mut Vec<Problem>, base_dir: &Path) -> Option<Keystore> {
@@ -605,6 +1202,38 @@ impl Config {
         Keystore::new(keys)
             .map_err(|e| p.push(Problem::new("secrets.keys", e.to_string())))
             .ok()
+    }
+
+    /// The `admin` section: the admin clients, each named once; a static client named there
+    /// must be able to use the client credentials grant (confidential, with the grant).
+    fn resolve_admin(&self, p: &mut Vec<Problem>) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        for (i, id) in self.admin.clients.iter().enumerate() {
+            let path = format!("admin.clients[{i}]");
+            if id.trim().is_empty() {
+                p.push(Problem::new(path, "must be a client_id, not empty"));
+                continue;
+            }
+            if !seen.insert(id.as_str()) {
+                p.push(Problem::new(path, format!("`{id}` is listed twice")));
+                continue;
+            }
+            if let Some(c) = self.clients.iter().find(|c| c.client_id == *id) {
+                // RFC 6749 §4.4: the client credentials grant is for confidential clients only.
+                if c.client_auth_method == "none" {
+                    p.push(Problem::new(
+                        path,
+                        format!("`{id}` is a public client (`none`): it can't use client credentials"),
+                    ));
+                } else if !c.grant_types.iter().any(|g| g == "client_credentials") {
+                    p.push(Problem::new(
+                        path,
+                        format!("`{id}` doesn't have the client_credentials grant in its grant_types"),
+                    ));
+                }
+            }
+        }
+        self.admin.clients.clone()
     }
 
     fn resolve_clients(&self, p: &mut Vec<Problem>) -> Vec<StaticClient> {
@@ -823,6 +1452,9 @@ http:
   public_base: {issuer}
   # The address the server listens on.
   listen: {listen}
+  # Reverse proxies (addresses, or networks like 10.0.0.0/8) whose X-Forwarded-For header
+  # names the client for per-IP rate limits. From anyone else the header is ignored.
+  trusted_proxies: []
 
 database:
   # postgres://user:password@host/dbname for production; sqlite://path (created when missing)
@@ -856,7 +1488,60 @@ matrix:
 account:
   # Let people create their own accounts on the sign-in page (and with prompt=create).
   registration: false
+  # What people may change themselves on the account page.
+  display_name_change_allowed: true
+  email_change_allowed: true
+  password_change_allowed: true
+  account_deactivation_allowed: true
+  # "Forgot password?" on the login page: a link mailed to a confirmed address sets a new
+  # password. Needs an email transport.
+  password_recovery_enabled: false
+  # Registration asks for an email address and creates the account once the code mailed to it
+  # is entered. Needs an email transport.
+  password_registration_email_required: false
+  # Registration needs a registration token, issued by an administrator (admin API, or
+  # `provider manage issue-registration-token`).
+  registration_token_required: false
+  # Terms of service to accept when registering (a required checkbox linking them); each
+  # acceptance is recorded with its URL and time.
+  # terms_of_service_url: "https://example.com/terms"
 
+# Bot protection on the registration page: none, hcaptcha, recaptcha_v2 or turnstile.
+captcha:
+  service: none
+  # site_key: "…"
+  # secret_key: "…"
+  # Where responses are verified; defaults to the service's siteverify URL.
+  # verify_url: "https://api.hcaptcha.com/siteverify"
+
+# How mail (verification codes, password recovery links) is sent.
+email:
+  # none: mail is dropped (logged without codes or links); smtp: through a relay; capture:
+  # kept in memory (playground, tests).
+  transport: none
+  # The sender; defaults to noreply@<matrix.homeserver>.
+  # from: "Matrix <noreply@example.com>"
+  # For transport: smtp:
+  # hostname: smtp.example.com
+  # mode: starttls        # starttls (port 587), tls (implicit TLS, port 465) or plain (loopback only, port 25)
+  # port: 587
+  # username: provider
+  # password: "…"
+  # ca_certificate_file: relay-ca.pem   # extra certificate authorities to trust (PEM)
+
+admin:
+  # Clients (client_id) that may get the `urn:mas:admin` scope with the client_credentials
+  # grant, to call the admin API (/api/admin/v1) without a user. Users who may administer get
+  # it through the authorization code flow.
+  clients: []
+
+# Rate limits: a request over one is answered 429 with Retry-After (M_LIMIT_EXCEEDED on the
+# Matrix API). The buckets are kept in the database, so replicas share them. Each limit lets
+# `burst` requests through at once and refills at `per_second`; set a value to change it, or
+# `enabled: false` to turn one off. The defaults:
+rate_limiting:
+  enabled: true
+{rate_limiting}
 # Clients known in advance. `provider config sync` (and `provider serve`) writes them to the
 # database; edit or remove this example.
 clients:
@@ -869,9 +1554,11 @@ clients:
     post_logout_redirect_uris:
       - "https://client.example.com/signed-out"
     grant_types: [authorization_code, refresh_token]
-"#,
+
+{upstream}"#,
         issuer = quoted(&options.issuer),
         listen = quoted(&options.listen),
+        rate_limiting = rate_limiting_yaml(),
         database_url = quoted(&options.database_url),
         encryption = quoted(&hex::encode(encryption)),
         rsa = indented_block(&rsa, "        "),
@@ -881,6 +1568,7 @@ clients:
         matrix_secret = quoted(&matrix_secret),
         client_id = quoted(&client_id.to_string()),
         client_secret = quoted(&client_secret),
+        upstream = crate::upstream::config::GENERATED_EXAMPLE,
     ))
 }
 

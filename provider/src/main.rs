@@ -77,6 +77,26 @@ enum Command {
         after_help = "Example:\n  provider homeserver sync-devices -c provider.yaml --user alice"
     )]
     Homeserver(HomeserverCommand),
+    /// Check the deployment from the outside: issuer, public base, the homeserver's well-known,
+    /// auth_metadata, shared secret and legacy login routing, clock skew, key strength. One
+    /// line per check (✅/⚠️/❌, with a hint to fix); exit status 1 if any failed.
+    #[command(
+        after_help = "Examples:\n  provider doctor -c provider.yaml\n  provider doctor -c provider.yaml --json | jq '.checks[] | select(.status != \"ok\")'"
+    )]
+    Doctor {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Print the report as JSON: {"ok": bool, "checks": [{name, status, message, hint}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage accounts: create users, passwords, email addresses, admin rights, locks,
+    /// sessions; issue compatibility and registration tokens; provision every user.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provider manage register-user -c provider.yaml alice --email alice@example.com"
+    )]
+    Manage(provider::cli::manage::ManageCommand),
     /// Apply migrations, sync the configured clients, and serve.
     #[command(after_help = "Example:\n  provider serve -c provider.yaml")]
     Serve {
@@ -298,6 +318,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             for id in &report.kept {
                 println!("kept\t{id}\t(not in the config; --prune deletes it)");
             }
+            let upstream = &report.upstream;
+            for (what, ids) in [
+                ("created", &upstream.created),
+                ("updated", &upstream.updated),
+                ("unchanged", &upstream.unchanged),
+                ("disabled", &upstream.disabled),
+            ] {
+                for id in ids {
+                    let verb = if what == "unchanged" {
+                        what.to_owned()
+                    } else {
+                        format!("{prefix}{what}")
+                    };
+                    println!("{verb}\tupstream provider {id}");
+                }
+            }
             storage.close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -325,6 +361,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let code = sync_devices(&state, &users, all).await?;
             storage.close().await;
             Ok(code)
+        }
+        Command::Doctor { file, json } => {
+            let Some(settings) = load_config(&file.config) else {
+                return Ok(ExitCode::from(FAILURE));
+            };
+            let report = provider::doctor::run(&settings).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                print!("{}", report.text(color));
+            }
+            Ok(if report.failed() {
+                ExitCode::from(FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Manage(command) => {
+            let Some(settings) = load_config(command.config()) else {
+                return Ok(ExitCode::from(FAILURE));
+            };
+            provider::cli::manage::run(command, settings).await
         }
         Command::Serve { file, no_migrate } => {
             let Some(settings) = load_config(&file.config) else {

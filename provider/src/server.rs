@@ -72,6 +72,10 @@ pub async fn prepare(
     if report.changed() {
         tracing::info!(created = ?report.created, updated = ?report.updated, "synced static clients");
     }
+    if report.upstream.changed() {
+        let u = &report.upstream;
+        tracing::info!(created = ?u.created, updated = ?u.updated, disabled = ?u.disabled, "synced upstream providers");
+    }
     if !report.kept.is_empty() {
         tracing::warn!(clients = ?report.kept, "static clients in the database are no longer in the config; `provider config sync --prune` deletes them");
     }
@@ -110,7 +114,9 @@ impl Server {
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     ///
-    /// The homeserver job worker runs beside the HTTP server and stops with it.
+    /// The homeserver job worker runs beside the HTTP server and stops with it, and so does the
+    /// cleanup of full rate-limit buckets. Handlers get the peer address (`ConnectInfo`) for
+    /// per-IP rate limits.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -119,12 +125,21 @@ impl Server {
         let worker = tokio::spawn(Worker::new(self.state.clone()).run(async {
             let _ = worker_stopped.await;
         }));
+        let (stop_cleanup, cleanup_stopped) = tokio::sync::oneshot::channel::<()>();
+        let cleanup = tokio::spawn(self.state.limiter.clone().run_cleanup(async {
+            let _ = cleanup_stopped.await;
+        }));
         let router = app::router(self.state);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         let _ = stop_worker.send(());
+        let _ = stop_cleanup.send(());
         let _ = worker.await;
+        let _ = cleanup.await;
         served?;
         Ok(())
     }

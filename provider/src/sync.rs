@@ -1,4 +1,5 @@
-//! `config sync`: makes the database's static clients match the configuration.
+//! `config sync`: makes the database's static clients (and upstream providers, see
+//! [`crate::upstream::sync`]) match the configuration.
 
 use crate::{
     config::Settings,
@@ -16,11 +17,14 @@ pub struct SyncReport {
     pub deleted: Vec<String>,
     /// Static clients no longer in the config, kept because `--prune` was not given.
     pub kept: Vec<String>,
+    /// The upstream providers (`upstream_oauth2`), by ID.
+    pub upstream: crate::upstream::sync::ProviderSyncReport,
 }
 
 impl SyncReport {
     pub fn changed(&self) -> bool {
         !(self.created.is_empty() && self.updated.is_empty() && self.deleted.is_empty())
+            || self.upstream.changed()
     }
 }
 
@@ -101,6 +105,14 @@ pub async fn sync_clients(
             report.kept.push(stale.client_id);
         }
     }
+
+    report.upstream = crate::upstream::sync::sync_providers(
+        &mut repo,
+        &settings.upstream_providers,
+        &encrypter,
+        &mut rng,
+    )
+    .await?;
 
     if !dry_run {
         repo.commit().await?;

@@ -323,11 +323,14 @@ impl TestProvider {
             let worker = tokio::spawn(worker.run(async {
                 let _ = worker_stopped.await;
             }));
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
             let _ = stop_worker.send(());
             let _ = worker.await;
         });

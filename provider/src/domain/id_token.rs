@@ -39,6 +39,11 @@ pub struct IdTokenClaims {
     /// The session ID, for logout (OIDC Front-/Back-Channel Logout §2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// With the `email` scope (OIDC Core §5.4): the user's confirmed address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 impl IdTokenClaims {
@@ -61,6 +66,8 @@ impl IdTokenClaims {
             at_hash: None,
             c_hash: None,
             sid: None,
+            email: None,
+            email_verified: None,
         }
     }
 

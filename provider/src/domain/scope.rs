@@ -9,6 +9,18 @@ pub const API_SCOPE: &str = "urn:matrix:client:api:*";
 pub const UNSTABLE_API_SCOPE: &str = "urn:matrix:org.matrix.msc2967.client:api:*";
 /// Synapse administration (the Synapse admin API), as the homeserver contract names it.
 pub const SYNAPSE_ADMIN_SCOPE: &str = "urn:synapse:admin:*";
+/// The provider's own admin API (`/api/admin/v1`), as MAS names it. Granted only to users
+/// allowed to administer (`can_request_admin`, authorization code and device flows) and to the
+/// clients the config lists in `admin.clients` (client credentials).
+pub const MAS_ADMIN_SCOPE: &str = "urn:mas:admin";
+
+/// Does a scope hold a token only administrators may be granted ([`SYNAPSE_ADMIN_SCOPE`],
+/// [`MAS_ADMIN_SCOPE`])?
+pub fn asks_for_admin(scope: &str) -> bool {
+    scope
+        .split(' ')
+        .any(|t| t == SYNAPSE_ADMIN_SCOPE || t == MAS_ADMIN_SCOPE)
+}
 /// MSC2967: the device scope is this prefix followed by the device ID.
 pub const DEVICE_SCOPE_PREFIX: &str = "urn:matrix:client:device:";
 /// [`DEVICE_SCOPE_PREFIX`] in the unstable form of MSC2967.

@@ -98,6 +98,27 @@ impl AfterCommit {
     pub async fn run(self, state: &AppState) {
         run_now(state, &self.0).await;
     }
+
+    /// [`AfterCommit::run`], then where each job stands, in order: for callers that report it
+    /// (`provider manage …` prints `queued` when the homeserver is down).
+    pub async fn run_and_report(self, state: &AppState) -> Result<Vec<Outcome>, StorageError> {
+        run_now(state, &self.0).await;
+        let mut repo = state.storage.reader().await?;
+        let mut outcomes = Vec::with_capacity(self.0.len());
+        for &id in &self.0 {
+            outcomes.push(job_outcome(repo.jobs().lookup(id).await?));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Where a job run on demand stands ([`Outcome`]).
+fn job_outcome(job: Option<Job>) -> Outcome {
+    match job {
+        Some(job) if job.completed_at.is_some() => Outcome::Done,
+        Some(job) => Outcome::Queued(job.last_error.unwrap_or_else(|| "not run yet".into())),
+        None => Outcome::Queued("the job disappeared".into()),
+    }
 }
 
 /// Runs jobs the caller's transaction enqueued, now that it committed, so the homeserver
@@ -318,11 +339,7 @@ pub async fn run_task_now(state: &AppState, task: &Task) -> Result<Outcome, Stor
     repo.commit().await?;
     run_now(state, &[id]).await;
     let job = state.storage.reader().await?.jobs().lookup(id).await?;
-    Ok(match job {
-        Some(job) if job.completed_at.is_some() => Outcome::Done,
-        Some(job) => Outcome::Queued(job.last_error.unwrap_or_else(|| "not run yet".into())),
-        None => Outcome::Queued("the job disappeared".into()),
-    })
+    Ok(job_outcome(job))
 }
 
 /// The device IDs of a user's active sessions, OAuth 2.0 and compat alike.

@@ -20,6 +20,7 @@ pub const SCOPES: &[&str] = &[
     crate::domain::scope::API_SCOPE,
     crate::domain::scope::UNSTABLE_API_SCOPE,
     crate::domain::scope::SYNAPSE_ADMIN_SCOPE,
+    crate::domain::scope::MAS_ADMIN_SCOPE,
 ];
 
 /// The claims of the ID token (OIDC Core §2, §3.1.3.6) and userinfo (§5.3.2, §5.4).

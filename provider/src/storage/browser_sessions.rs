@@ -93,6 +93,17 @@ pub trait BrowserSessionRepository: Send {
         &mut self,
         browser_session_id: Ulid,
     ) -> Result<Option<BrowserAuthentication>, StorageError>;
+
+    /// Up to `limit` sessions, of `user_id` when given, only unfinished (`active: Some(true)`)
+    /// or finished (`Some(false)`) ones when asked, in ID (creation) order, after the session
+    /// `after` when given (keyset pagination; the admin API's session list).
+    async fn list_page(
+        &mut self,
+        user_id: Option<Ulid>,
+        active: Option<bool>,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<BrowserSession>, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -285,6 +296,30 @@ macro_rules! implementation {
                 .fetch_optional(self.conn())
                 .await?;
                 Ok(row.map(Into::into))
+            }
+
+            async fn list_page(
+                &mut self,
+                user_id: Option<Ulid>,
+                active: Option<bool>,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<BrowserSession>, StorageError> {
+                let rows: Vec<BrowserSessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    browser_session_columns!(),
+                    " FROM browser_sessions WHERE ($1 IS NULL OR id > $1) \
+                      AND ($2 IS NULL OR user_id = $2) \
+                      AND ($3 IS NULL OR (finished_at IS NULL) = $3) \
+                      ORDER BY id LIMIT $4"
+                ))
+                .bind(after.map(DbId))
+                .bind(user_id.map(DbId))
+                .bind(active)
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
         }
     };

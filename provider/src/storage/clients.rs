@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend,
+    for_each_backend, row_exists,
     types::{DbId, Ts},
     StorageError,
 };
@@ -83,6 +83,25 @@ pub trait ClientRepository: Send {
     /// Deletes a client, and with it (cascade) its sessions, tokens, grants and consents.
     /// `false` when there was none.
     async fn delete(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Up to `limit` clients, static and dynamic, in ID (creation) order, after the client
+    /// `after` when given (keyset pagination).
+    async fn list_page(
+        &mut self,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<Client>, StorageError>;
+
+    /// Replaces the secret, method and metadata of a dynamic client (bumping `updated_at`).
+    /// [`StorageError::NotFound`] when there is no such client, [`StorageError::Conflict`] when
+    /// it is static (the config owns those: `config sync` would undo the change).
+    async fn update_dynamic(
+        &mut self,
+        id: Ulid,
+        encrypted_client_secret: Option<&str>,
+        token_endpoint_auth_method: &str,
+        metadata: &serde_json::Value,
+    ) -> Result<Client, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -267,6 +286,52 @@ macro_rules! implementation {
                     .execute(self.conn())
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_page(
+                &mut self,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<Client>, StorageError> {
+                let rows: Vec<ClientRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM oauth2_clients WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+                ))
+                .bind(after.map(DbId))
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn update_dynamic(
+                &mut self,
+                id: Ulid,
+                encrypted_client_secret: Option<&str>,
+                token_endpoint_auth_method: &str,
+                metadata: &serde_json::Value,
+            ) -> Result<Client, StorageError> {
+                let row: Option<ClientRow> = sqlx::query_as(concat!(
+                    "UPDATE oauth2_clients SET encrypted_client_secret = $2, \
+                     token_endpoint_auth_method = $3, metadata = $4, updated_at = $5 \
+                     WHERE id = $1 AND NOT is_static RETURNING ",
+                    client_columns!()
+                ))
+                .bind(DbId(id))
+                .bind(encrypted_client_secret)
+                .bind(token_endpoint_auth_method)
+                .bind(sqlx::types::Json(metadata))
+                .bind(Ts(self.now()))
+                .fetch_optional(self.conn())
+                .await?;
+                match row {
+                    Some(row) => Ok(row.into()),
+                    None if row_exists!(self, "oauth2_clients", id) => {
+                        Err(StorageError::Conflict("static client"))
+                    }
+                    None => Err(StorageError::NotFound("client")),
+                }
             }
         }
     };

@@ -151,6 +151,17 @@ pub trait CompatSessionRepository: Send {
 
     /// Sets `last_active_at` to now; [`StorageError::NotFound`] when there is no such session.
     async fn touch(&mut self, id: Ulid) -> Result<(), StorageError>;
+
+    /// Up to `limit` sessions, of `user_id` when given, only unfinished (`active: Some(true)`)
+    /// or finished (`Some(false)`) ones when asked, in ID (creation) order, after the session
+    /// `after` when given (keyset pagination; the admin API's session list).
+    async fn list_page(
+        &mut self,
+        user_id: Option<Ulid>,
+        active: Option<bool>,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<CompatSession>, StorageError>;
 }
 
 #[async_trait]
@@ -565,6 +576,30 @@ macro_rules! implementation {
                     .execute(self.conn())
                     .await?;
                 StorageError::found(done, "compat session")
+            }
+
+            async fn list_page(
+                &mut self,
+                user_id: Option<Ulid>,
+                active: Option<bool>,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<CompatSession>, StorageError> {
+                let rows: Vec<CompatSessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM compat_sessions WHERE ($1 IS NULL OR id > $1) \
+                      AND ($2 IS NULL OR user_id = $2) \
+                      AND ($3 IS NULL OR (finished_at IS NULL) = $3) \
+                      ORDER BY id LIMIT $4"
+                ))
+                .bind(after.map(DbId))
+                .bind(user_id.map(DbId))
+                .bind(active)
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
         }
 

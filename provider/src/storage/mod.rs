@@ -21,10 +21,15 @@ mod browser_sessions;
 mod client_assertions;
 mod clients;
 mod compat;
+mod email_verifications;
 mod grants;
 mod jobs;
 mod oauth2_sessions;
+mod rate_limits;
+mod recovery_tickets;
+mod registration_tokens;
 mod upstream;
+mod user_terms;
 mod users;
 
 use std::{str::FromStr, time::Duration};
@@ -40,10 +45,13 @@ use sqlx::{
 };
 use ulid::Ulid;
 
+pub use self::rate_limits::*;
 pub use self::{
     browser_sessions::*, client_assertions::*, clients::*, compat::*, grants::*, jobs::*,
     oauth2_sessions::*, upstream::*, users::*,
 };
+pub use self::{registration_tokens::*, user_terms::*};
+pub use self::{email_verifications::*, recovery_tickets::*};
 use crate::clock::Entropy;
 
 /// The SHA-256 of a token or code: how every secret value is stored and looked up.
@@ -529,6 +537,12 @@ pub trait Repository: Send {
     fn upstream_links(&mut self) -> &mut dyn UpstreamLinkRepository;
     fn upstream_sessions(&mut self) -> &mut dyn UpstreamSessionRepository;
     fn jobs(&mut self) -> &mut dyn JobRepository;
+    fn user_email_verifications(&mut self) -> &mut dyn UserEmailVerificationRepository;
+    fn pending_registrations(&mut self) -> &mut dyn PendingRegistrationRepository;
+    fn recovery_tickets(&mut self) -> &mut dyn RecoveryTicketRepository;
+    fn rate_limits(&mut self) -> &mut dyn RateLimitRepository;
+    fn registration_tokens(&mut self) -> &mut dyn RegistrationTokenRepository;
+    fn user_terms(&mut self) -> &mut dyn UserTermsRepository;
 
     /// Makes every change done through this repository durable. Dropping the repository
     /// without committing rolls them back.
@@ -558,7 +572,13 @@ where
         + UpstreamProviderRepository
         + UpstreamLinkRepository
         + UpstreamSessionRepository
-        + JobRepository,
+        + JobRepository
+        + UserEmailVerificationRepository
+        + PendingRegistrationRepository
+        + RecoveryTicketRepository
+        + RateLimitRepository
+        + RegistrationTokenRepository
+        + UserTermsRepository,
 {
     fn users(&mut self) -> &mut dyn UserRepository {
         self
@@ -615,6 +635,24 @@ where
         self
     }
     fn jobs(&mut self) -> &mut dyn JobRepository {
+        self
+    }
+    fn user_email_verifications(&mut self) -> &mut dyn UserEmailVerificationRepository {
+        self
+    }
+    fn pending_registrations(&mut self) -> &mut dyn PendingRegistrationRepository {
+        self
+    }
+    fn recovery_tickets(&mut self) -> &mut dyn RecoveryTicketRepository {
+        self
+    }
+    fn rate_limits(&mut self) -> &mut dyn RateLimitRepository {
+        self
+    }
+    fn registration_tokens(&mut self) -> &mut dyn RegistrationTokenRepository {
+        self
+    }
+    fn user_terms(&mut self) -> &mut dyn UserTermsRepository {
         self
     }
 

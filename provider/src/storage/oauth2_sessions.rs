@@ -141,6 +141,26 @@ pub trait OAuth2SessionRepository: Send {
 
     /// Records that the session was used now; returns the session as it is now.
     async fn touch(&mut self, id: Ulid) -> Result<OAuth2Session, StorageError>;
+
+    /// Up to `limit` sessions `filter` selects, in ID (creation) order, after the session
+    /// `after` when given (keyset pagination; the admin API's session list).
+    async fn list_page(
+        &mut self,
+        filter: &OAuth2SessionFilter,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<OAuth2Session>, StorageError>;
+}
+
+/// Which sessions [`OAuth2SessionRepository::list_page`] returns; `None` members select
+/// everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OAuth2SessionFilter {
+    pub user_id: Option<Ulid>,
+    /// The internal ID of the client.
+    pub client_id: Option<Ulid>,
+    /// Only unfinished (`true`) or finished (`false`) sessions.
+    pub active: Option<bool>,
 }
 
 #[async_trait]
@@ -518,6 +538,30 @@ macro_rules! implementation {
                 .await?;
                 row.map(Into::into)
                     .ok_or(StorageError::NotFound("OAuth 2.0 session"))
+            }
+
+            async fn list_page(
+                &mut self,
+                filter: &OAuth2SessionFilter,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<OAuth2Session>, StorageError> {
+                let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM oauth2_sessions WHERE ($1 IS NULL OR id > $1) \
+                      AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR client_id = $3) \
+                      AND ($4 IS NULL OR (finished_at IS NULL) = $4) \
+                      ORDER BY id LIMIT $5"
+                ))
+                .bind(after.map(DbId))
+                .bind(filter.user_id.map(DbId))
+                .bind(filter.client_id.map(DbId))
+                .bind(filter.active)
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
         }
 

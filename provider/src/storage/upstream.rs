@@ -156,6 +156,16 @@ pub trait UpstreamLinkRepository: Send {
     /// Deletes a link; `false` when there was none. Authorization sessions that pointed at it
     /// keep their claims and lose the link.
     async fn remove(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Up to `limit` links, of `user_id` and of `provider_id` when given, in ID (creation)
+    /// order, after the link `after` when given (keyset pagination; the admin API's list).
+    async fn list_page(
+        &mut self,
+        user_id: Option<Ulid>,
+        provider_id: Option<Ulid>,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<UpstreamLink>, StorageError>;
 }
 
 #[async_trait]
@@ -511,6 +521,29 @@ macro_rules! implementation {
                     .execute(self.conn())
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_page(
+                &mut self,
+                user_id: Option<Ulid>,
+                provider_id: Option<Ulid>,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<UpstreamLink>, StorageError> {
+                let rows: Vec<LinkRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    link_columns!(),
+                    " FROM upstream_oauth_links WHERE ($1 IS NULL OR id > $1) \
+                      AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR provider_id = $3) \
+                      ORDER BY id LIMIT $4"
+                ))
+                .bind(after.map(DbId))
+                .bind(user_id.map(DbId))
+                .bind(provider_id.map(DbId))
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
         }
 

@@ -80,6 +80,47 @@ pub trait UserRepository: Send {
         after: Option<Ulid>,
         limit: u32,
     ) -> Result<Vec<User>, StorageError>;
+    /// [`UserRepository::list_page`] restricted to the users `filter` selects (the admin API's
+    /// user list).
+    async fn list_filtered(
+        &mut self,
+        filter: &UserFilter,
+        after: Option<Ulid>,
+        limit: u32,
+    ) -> Result<Vec<User>, StorageError>;
+}
+
+/// Where an account stands, as the admin API filters users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Neither locked nor deactivated: may sign in.
+    Active,
+    /// Locked, not deactivated.
+    Locked,
+    Deactivated,
+}
+
+/// Which users [`UserRepository::list_filtered`] returns; `None` members select everyone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub status: Option<UserStatus>,
+    /// Only users who may (`true`) or may not (`false`) be granted the admin scopes.
+    pub can_request_admin: Option<bool>,
+    /// Only usernames that start with this, compared exactly (case and all). (A scan in ID
+    /// order; `LIKE` would need escaping and is case-insensitive on SQLite.)
+    pub username_prefix: Option<String>,
+}
+
+impl UserFilter {
+    /// `(locked, deactivated)` conditions of the status, each `None` when it doesn't matter.
+    fn state_conditions(&self) -> (Option<bool>, Option<bool>) {
+        match self.status {
+            None => (None, None),
+            Some(UserStatus::Active) => (Some(false), Some(false)),
+            Some(UserStatus::Locked) => (Some(true), Some(false)),
+            Some(UserStatus::Deactivated) => (None, Some(true)),
+        }
+    }
 }
 
 #[async_trait]
@@ -329,6 +370,34 @@ macro_rules! implementation {
                     .fetch_one(self.conn())
                     .await?;
                 Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn list_filtered(
+                &mut self,
+                filter: &UserFilter,
+                after: Option<Ulid>,
+                limit: u32,
+            ) -> Result<Vec<User>, StorageError> {
+                let (locked, deactivated) = filter.state_conditions();
+                let rows: Vec<UserRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users WHERE ($1 IS NULL OR id > $1) \
+                      AND ($2 IS NULL OR (locked_at IS NOT NULL) = $2) \
+                      AND ($3 IS NULL OR (deactivated_at IS NOT NULL) = $3) \
+                      AND ($4 IS NULL OR can_request_admin = $4) \
+                      AND ($5 IS NULL OR substr(username, 1, length($5)) = $5) \
+                      ORDER BY id LIMIT $6"
+                ))
+                .bind(after.map(DbId))
+                .bind(locked)
+                .bind(deactivated)
+                .bind(filter.can_request_admin)
+                .bind(filter.username_prefix.as_deref())
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
         }
 

@@ -17,14 +17,25 @@
 //!   client without interactive authentication, for a while;
 //! - `org.matrix.account_deactivate`: deactivates the account, after the current password.
 //!
+//! and two pages of our own, outside MSC4191: `emails` (add an address, confirm it with the
+//! code mailed to it, send a new code, remove one) and `password` (change it, with the current
+//! one). The profile edits the display name.
+//!
+//! What users may change themselves is the operator's choice (the `account` section:
+//! `display_name_change_allowed`, `email_change_allowed`, `password_change_allowed`,
+//! `account_deactivation_allowed`): a change that isn't allowed is left out of the pages, and a
+//! form posted for it anyway gets a 403 page saying so.
+//!
 //! An unknown action shows the profile with a notice (MSC4191: "the server SHOULD fall back to
 //! the main account management page"). A signed-out browser goes to the login page first and
 //! comes back to the same URL (see [`return_target`]).
 //!
 //! `POST /account` (CSRF, like every form: the synchroniser token pattern of
 //! [`super::session`]) does the changes, each in one transaction; the homeserver jobs it
-//! enqueues (device deletions, deactivation) run right after the commit, so the homeserver
-//! knows before the page answers.
+//! enqueues (device deletions, deactivation, profile and address changes) run right after the
+//! commit, so the homeserver knows before the page answers, and mail (a code) is sent after the
+//! commit too. A change that succeeds answers with a redirect to its page (303, RFC 9110
+//! §15.4.4: a reload doesn't post again), which says what was done.
 
 use std::collections::HashMap;
 
@@ -36,22 +47,27 @@ use axum::{
 use axum_extra::extract::PrivateCookieJar;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ulid::Ulid;
 
 use crate::{
-    accounts,
-    app::AppState,
-    domain::scope::is_valid_device_id,
-    endpoints,
-    matrix::{
-        compat,
-        provisioning::AfterCommit,
+    accounts::{
+        self,
+        emails::{self as account_emails, AddRefusal, CodeCheck},
+        profile,
     },
+    app::AppState,
+    config::AccountConfig,
+    domain::scope::is_valid_device_id,
+    email::messages::{self, CodePurpose, Recipient},
+    endpoints,
+    matrix::{compat, provisioning::AfterCommit},
     oauth2::sessions::end_oauth2_session,
-    storage::{StorageError, User},
+    rate_limit::{self, ClientIp, Limit, RateLimitError},
+    storage::{StorageError, User, UserEmail},
     web::{
         self,
         consent::signed_in,
-        login::{check_password, Refusal},
+        login::{attempt_sign_in, check_password, AttemptError, Refusal},
         session::BrowserCookie,
     },
 };
@@ -70,6 +86,10 @@ pub const ACTIONS: &[&str] = &[
     "org.matrix.session_end",
 ];
 
+/// The account pages of our own, outside MSC4191 (not advertised in
+/// `account_management_actions_supported`).
+pub const OWN_ACTIONS: &[&str] = &["emails", "password"];
+
 /// Where the account page is served (MSC4191 `account_management_uri`).
 pub const PATH: &str = endpoints::ACCOUNT;
 
@@ -85,6 +105,10 @@ enum Action {
     DeviceDelete,
     AccountDeactivate,
     CrossSigningReset,
+    /// Ours: the email addresses.
+    Emails,
+    /// Ours: the password.
+    Password,
 }
 
 impl Action {
@@ -97,6 +121,8 @@ impl Action {
             "org.matrix.device_delete" | "org.matrix.session_end" => Self::DeviceDelete,
             "org.matrix.account_deactivate" => Self::AccountDeactivate,
             "org.matrix.cross_signing_reset" => Self::CrossSigningReset,
+            "emails" => Self::Emails,
+            "password" => Self::Password,
             _ => return None,
         })
     }
@@ -110,6 +136,32 @@ impl Action {
             Self::DeviceDelete => "org.matrix.device_delete",
             Self::AccountDeactivate => "org.matrix.account_deactivate",
             Self::CrossSigningReset => "org.matrix.cross_signing_reset",
+            Self::Emails => "emails",
+            Self::Password => "password",
+        }
+    }
+
+    /// Does the configuration let users do what this page does? `Err` says why not.
+    fn allowed(self, account: &AccountConfig) -> Result<(), &'static str> {
+        let (allowed, refusal) = match self {
+            Self::Emails => (
+                account.email_change_allowed,
+                "Email addresses can't be added or removed on this server.",
+            ),
+            Self::Password => (
+                account.password_change_allowed,
+                "Passwords can't be changed on this server.",
+            ),
+            Self::AccountDeactivate => (
+                account.account_deactivation_allowed,
+                "Accounts can't be deactivated by their users on this server.",
+            ),
+            _ => (true, ""),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(refusal)
         }
     }
 
@@ -129,6 +181,10 @@ struct AccountQuery {
     device_id: Option<String>,
     /// The device just signed out, for the devices list's notice (our own redirect).
     signed_out: Option<String>,
+    /// What a form just did, for the page's notice (our own redirect, see [`Done`]).
+    done: Option<String>,
+    /// The address that form was about (its ID), for the notice.
+    email: Option<String>,
 }
 
 impl AccountQuery {
@@ -139,6 +195,8 @@ impl AccountQuery {
                 "action" => &mut parsed.action,
                 "device_id" => &mut parsed.device_id,
                 "signed_out" => &mut parsed.signed_out,
+                "done" => &mut parsed.done,
+                "email" => &mut parsed.email,
                 _ => continue,
             };
             if slot.is_none() {
@@ -148,13 +206,14 @@ impl AccountQuery {
         parsed
     }
 
-    /// The same page, rebuilt from what we understand: a known action (MSC4191 names only) and
-    /// a device ID of RFC 3986 unreserved characters (MSC2967); nothing else is carried.
+    /// The same page, rebuilt from what we understand: a known action (MSC4191 names and our
+    /// own pages') and a device ID of RFC 3986 unreserved characters (MSC2967); nothing else is
+    /// carried.
     fn rebuilt(&self) -> String {
         let action = self
             .action
             .as_deref()
-            .filter(|action| ACTIONS.contains(action));
+            .filter(|action| Action::parse(action).is_some());
         let device_id = self.device_id.as_deref().filter(|d| is_valid_device_id(d));
         account_path(action, device_id)
     }
@@ -215,19 +274,23 @@ struct NavItem {
     current: bool,
 }
 
-/// The navigation between the account pages, `current` marked.
-fn nav(current: Action) -> Vec<NavItem> {
+/// The navigation between the account pages, `current` marked, without the pages the
+/// configuration doesn't allow.
+fn nav(current: Action, account: &AccountConfig) -> Vec<NavItem> {
     let current = match current {
         Action::DeviceView | Action::DeviceDelete => Action::DevicesList,
         other => other,
     };
     [
         (Action::Profile, "Profile"),
+        (Action::Emails, "Emails"),
+        (Action::Password, "Password"),
         (Action::DevicesList, "Devices"),
         (Action::CrossSigningReset, "Reset cross-signing"),
         (Action::AccountDeactivate, "Deactivate account"),
     ]
     .into_iter()
+    .filter(|(action, _)| action.allowed(account).is_ok())
     .map(|(action, label)| NavItem {
         label,
         href: action.path(None),
@@ -251,7 +314,7 @@ fn account_page(
         status,
         template,
         minijinja::context! {
-            nav => nav(current),
+            nav => nav(current, &state.settings.account),
             username => user.username,
             notice => notice,
             ..context
@@ -418,17 +481,32 @@ async fn show(
 ) -> Response {
     let action = query.action.as_deref().filter(|a| !a.is_empty());
     let device_id = query.device_id.as_deref().filter(|d| !d.is_empty());
+    let done = query.done.as_deref().and_then(Done::parse);
+    let done_email = query.email.as_deref().and_then(|e| Ulid::from_string(e).ok());
     let Some(action) = action else {
-        return profile(state, user, None).await;
+        return profile(state, cookie, user, StatusCode::OK, done, None).await;
     };
     let Some(parsed) = Action::parse(action) else {
         // MSC4191: an action the server doesn't support falls back to the main page.
         let shown: String = action.chars().take(MAX_SHOWN_CHARS).collect();
         let notice = format!("This page doesn't know the action “{shown}”: here is your profile.");
-        return profile(state, user, Some(notice)).await;
+        return profile_with_notice(state, cookie, user, notice).await;
     };
+    if let Err(refusal) = parsed.allowed(&state.settings.account) {
+        return refused(state, user, parsed, refusal);
+    }
     match (parsed, device_id) {
-        (Action::Profile, _) => profile(state, user, None).await,
+        (Action::Profile, _) => profile(state, cookie, user, StatusCode::OK, done, None).await,
+        (Action::Emails, _) => {
+            let page = EmailsPage {
+                done: done.map(|d| (d, done_email)),
+                ..EmailsPage::default()
+            };
+            emails_page(state, cookie, user, page).await
+        }
+        (Action::Password, _) => {
+            password_page(state, cookie, user, StatusCode::OK, done, None).await
+        }
         (Action::DevicesList, _) => {
             devices_list(state, user, query.signed_out.as_deref(), None).await
         }
@@ -458,6 +536,91 @@ async fn show(
     }
 }
 
+/// What a form of these pages just did: its page says so after the redirect (`done=…`, and
+/// `email=<id>` for an address). Only these names are understood, and the notice is ours: a
+/// link can't make a page say anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// A code was mailed to the address.
+    CodeSent,
+    /// The address was added (or a new code made), but the mail could not be sent.
+    MailFailed,
+    Verified,
+    Removed,
+    DisplayName,
+    Password,
+}
+
+impl Done {
+    fn name(self) -> &'static str {
+        match self {
+            Self::CodeSent => "code_sent",
+            Self::MailFailed => "mail_failed",
+            Self::Verified => "verified",
+            Self::Removed => "removed",
+            Self::DisplayName => "display_name",
+            Self::Password => "password",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [
+            Self::CodeSent,
+            Self::MailFailed,
+            Self::Verified,
+            Self::Removed,
+            Self::DisplayName,
+            Self::Password,
+        ]
+        .into_iter()
+        .find(|d| d.name() == name)
+    }
+
+    /// The notice, naming the address when it is one of the user's.
+    fn notice(self, address: Option<&str>) -> String {
+        let address = address.unwrap_or("the address");
+        match self {
+            Self::CodeSent => {
+                format!("We mailed a code to {address}. Enter it below to confirm the address.")
+            }
+            Self::MailFailed => format!(
+                "The mail with the code for {address} could not be sent right now. Try “Send a new code” in a moment."
+            ),
+            Self::Verified => format!("{address} is confirmed."),
+            Self::Removed => "The address was removed.".to_owned(),
+            Self::DisplayName => "Your display name was saved.".to_owned(),
+            Self::Password => "Your password was changed.".to_owned(),
+        }
+    }
+}
+
+/// The answer to a change that succeeded: its page, saying what was done (303, RFC 9110
+/// §15.4.4, so a reload doesn't post again).
+fn done_redirect(page: Action, done: Done, email: Option<Ulid>) -> Response {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if page != Action::Profile {
+        query.append_pair("action", page.name());
+    }
+    query.append_pair("done", done.name());
+    if let Some(email) = email {
+        query.append_pair("email", &email.to_string());
+    }
+    Redirect::to(&format!("{PATH}?{}", query.finish())).into_response()
+}
+
+/// The page for a change the configuration doesn't let users make (403).
+fn refused(state: &AppState, user: &User, page: Action, detail: &str) -> Response {
+    account_page(
+        state,
+        StatusCode::FORBIDDEN,
+        "pages/account_refused.html",
+        page,
+        user,
+        None,
+        minijinja::context! { detail => detail },
+    )
+}
+
 /// An email address as the profile shows it.
 #[derive(Debug, Serialize)]
 struct EmailView {
@@ -465,14 +628,45 @@ struct EmailView {
     confirmed: bool,
 }
 
-/// The profile (MSC4191 `org.matrix.profile`, and the main page).
-async fn profile(state: &AppState, user: &User, notice: Option<String>) -> Response {
-    let emails = async {
-        let mut repo = state.storage.reader().await?;
-        repo.user_emails().list_for_user(user.id).await
-    }
-    .await;
-    let emails: Vec<EmailView> = match emails {
+/// The user's addresses, oldest first.
+async fn load_emails(state: &AppState, user: &User) -> Result<Vec<UserEmail>, StorageError> {
+    let mut repo = state.storage.reader().await?;
+    repo.user_emails().list_for_user(user.id).await
+}
+
+/// The profile (MSC4191 `org.matrix.profile`, and the main page), with the display name's
+/// form when users may change it; `error` is a refused display name: `(message, as typed)`.
+async fn profile(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    status: StatusCode,
+    done: Option<Done>,
+    error: Option<(&str, &str)>,
+) -> Response {
+    let notice = done.filter(|d| *d == Done::DisplayName).map(|d| d.notice(None));
+    profile_page(state, cookie, user, status, notice, error).await
+}
+
+/// The profile with a notice.
+async fn profile_with_notice(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    notice: String,
+) -> Response {
+    profile_page(state, cookie, user, StatusCode::OK, Some(notice), None).await
+}
+
+async fn profile_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<(&str, &str)>,
+) -> Response {
+    let emails: Vec<EmailView> = match load_emails(state, user).await {
         Ok(emails) => emails
             .into_iter()
             .map(|e| EmailView {
@@ -482,17 +676,139 @@ async fn profile(state: &AppState, user: &User, notice: Option<String>) -> Respo
             .collect(),
         Err(e) => return unavailable(state, &e),
     };
+    let account = &state.settings.account;
     account_page(
         state,
-        StatusCode::OK,
+        status,
         "pages/account.html",
         Action::Profile,
         user,
         notice,
         minijinja::context! {
             matrix_id => format!("@{}:{}", user.username, state.settings.matrix.homeserver),
+            display_name => user.display_name,
             emails => emails,
+            emails_url => account.email_change_allowed.then(|| Action::Emails.path(None)),
             created_at => user.created_at.format("%Y-%m-%d").to_string(),
+            linked_accounts => crate::upstream::account::linked_accounts(state, user).await,
+            display_name_editable => account.display_name_change_allowed,
+            display_name_value => error.map_or_else(
+                || user.display_name.clone().unwrap_or_default(),
+                |(_, typed)| typed.to_owned(),
+            ),
+            max_display_name => accounts::MAX_DISPLAY_NAME_CHARS,
+            error => error.map(|(message, _)| message),
+            csrf => cookie.csrf_token(),
+            action => PATH,
+        },
+    )
+}
+
+/// An address as the emails page shows it.
+#[derive(Debug, Serialize)]
+struct EmailItem {
+    id: String,
+    email: String,
+    confirmed: bool,
+}
+
+/// What the emails page shows besides the addresses.
+#[derive(Debug)]
+struct EmailsPage<'a> {
+    status: StatusCode,
+    /// What a form just did, and the address it was about.
+    done: Option<(Done, Option<Ulid>)>,
+    /// A refusal or an error to show.
+    error: Option<&'a str>,
+    /// The address typed into the add form, kept when it comes back.
+    typed: &'a str,
+}
+
+impl Default for EmailsPage<'_> {
+    fn default() -> Self {
+        Self {
+            status: StatusCode::OK,
+            done: None,
+            error: None,
+            typed: "",
+        }
+    }
+}
+
+/// The emails page: the user's addresses (confirm one with its code, send a new code, remove
+/// one) and the form to add one.
+async fn emails_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    page: EmailsPage<'_>,
+) -> Response {
+    let emails = match load_emails(state, user).await {
+        Ok(emails) => emails,
+        Err(e) => return unavailable(state, &e),
+    };
+    let notice = page.done.map(|(done, id)| {
+        let address = id.and_then(|id| emails.iter().find(|e| e.id == id));
+        done.notice(address.map(|e| e.email.as_str()))
+    });
+    let items: Vec<EmailItem> = emails
+        .into_iter()
+        .map(|e| EmailItem {
+            id: e.id.to_string(),
+            email: e.email,
+            confirmed: e.confirmed_at.is_some(),
+        })
+        .collect();
+    account_page(
+        state,
+        page.status,
+        "pages/account_emails.html",
+        Action::Emails,
+        user,
+        notice,
+        minijinja::context! {
+            emails => items,
+            error => page.error,
+            email_value => page.typed,
+            delivers => state.mailer.delivers(),
+            csrf => cookie.csrf_token(),
+            action => PATH,
+        },
+    )
+}
+
+/// The password page, with an error after a refused change.
+async fn password_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    status: StatusCode,
+    done: Option<Done>,
+    error: Option<&str>,
+) -> Response {
+    let has_password = async {
+        let mut repo = state.storage.reader().await?;
+        repo.user_passwords().active(user.id).await
+    }
+    .await;
+    let has_password = match has_password {
+        Ok(password) => password.is_some(),
+        Err(e) => return unavailable(state, &e),
+    };
+    let notice = done.filter(|d| *d == Done::Password).map(|d| d.notice(None));
+    account_page(
+        state,
+        status,
+        "pages/account_password.html",
+        Action::Password,
+        user,
+        notice,
+        minijinja::context! {
+            has_password => has_password,
+            min_length => state.passwords.policy().min_length,
+            error => error,
+            csrf => cookie.csrf_token(),
+            action => PATH,
         },
     )
 }
@@ -619,7 +935,8 @@ async fn deactivate_page(
 pub struct AccountForm {
     #[serde(default)]
     csrf: String,
-    /// `end_device`, `allow_cross_signing_reset` or `deactivate`.
+    /// `end_device`, `allow_cross_signing_reset`, `deactivate`, `set_display_name`,
+    /// `add_email`, `verify_email`, `resend_code`, `remove_email` or `change_password`.
     #[serde(default)]
     action: String,
     #[serde(default)]
@@ -630,20 +947,57 @@ pub struct AccountForm {
     /// The deactivation's confirmation checkbox.
     #[serde(default)]
     confirm: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    /// An address to add.
+    #[serde(default)]
+    email: Option<String>,
+    /// The address a form is about (its ID).
+    #[serde(default)]
+    email_id: Option<String>,
+    /// The code mailed to it.
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    current_password: Option<String>,
+    #[serde(default)]
+    new_password: Option<String>,
+    #[serde(default)]
+    new_password_confirm: Option<String>,
 }
 
-/// `POST /account`: sign out a device, allow a cross-signing reset, deactivate the account.
+/// `POST /account`: sign out a device, allow a cross-signing reset, deactivate the account,
+/// set the display name, add, confirm or remove an address, change the password.
 pub async fn post(
     State(state): State<AppState>,
+    client_ip: ClientIp,
     jar: PrivateCookieJar,
     Form(form): Form<AccountForm>,
 ) -> Response {
     let mut cookie = web::load_cookie(&state, jar);
-    let response = submitted(&state, &mut cookie, form).await;
+    let response = submitted(&state, &mut cookie, &client_ip, form).await;
     (cookie.into_jar(), response).into_response()
 }
 
-async fn submitted(state: &AppState, cookie: &mut BrowserCookie, form: AccountForm) -> Response {
+/// The page each form is on, and the page the configuration must allow for it.
+fn form_page(action: &str) -> Option<Action> {
+    Some(match action {
+        "end_device" => Action::DeviceDelete,
+        "allow_cross_signing_reset" => Action::CrossSigningReset,
+        "deactivate" => Action::AccountDeactivate,
+        "set_display_name" => Action::Profile,
+        "add_email" | "verify_email" | "resend_code" | "remove_email" => Action::Emails,
+        "change_password" => Action::Password,
+        _ => return None,
+    })
+}
+
+async fn submitted(
+    state: &AppState,
+    cookie: &mut BrowserCookie,
+    client_ip: &ClientIp,
+    form: AccountForm,
+) -> Response {
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
         return web::csrf_refused(state, &e);
     }
@@ -651,21 +1005,34 @@ async fn submitted(state: &AppState, cookie: &mut BrowserCookie, form: AccountFo
         .device_id
         .clone()
         .filter(|d| !d.is_empty() && d.len() <= 255);
+    let page = form_page(&form.action);
     let user = match signed_in(state, cookie).await {
         Ok(Some((_, user))) => user,
         Ok(None) => {
             // Signed out meanwhile: sign in, then back to the page the form was on.
-            let back = match form.action.as_str() {
-                "end_device" => Action::DeviceDelete
+            let back = match page {
+                Some(Action::DeviceDelete) => Action::DeviceDelete
                     .path(device_id.as_deref().filter(|d| is_valid_device_id(d))),
-                "allow_cross_signing_reset" => Action::CrossSigningReset.path(None),
-                "deactivate" => Action::AccountDeactivate.path(None),
-                _ => PATH.to_owned(),
+                Some(page) => page.path(None),
+                None => PATH.to_owned(),
             };
             return sign_in_first(&back);
         }
         Err(e) => return unavailable(state, &e),
     };
+    let Some(page) = page else {
+        return web::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::BAD_REQUEST,
+            "Unknown request",
+            "This page can't do what the form asked. Go back, reload the page and try again.",
+            None,
+        );
+    };
+    if let Err(refusal) = page.allowed(&state.settings.account) {
+        return refused(state, &user, page, refusal);
+    }
     match form.action.as_str() {
         "end_device" => match device_id {
             Some(device_id) => end_device(state, &user, &device_id).await,
@@ -680,14 +1047,433 @@ async fn submitted(state: &AppState, cookie: &mut BrowserCookie, form: AccountFo
         },
         "allow_cross_signing_reset" => allow_cross_signing_reset(state, &user).await,
         "deactivate" => deactivate(state, cookie, &user, form).await,
-        _ => web::error_page(
-            &state.templates,
-            &state.chrome(),
+        "set_display_name" => {
+            if !state.settings.account.display_name_change_allowed {
+                return refused(
+                    state,
+                    &user,
+                    Action::Profile,
+                    "Display names can't be changed on this server.",
+                );
+            }
+            set_display_name(state, cookie, &user, form).await
+        }
+        "add_email" => add_email(state, cookie, &user, form).await,
+        "verify_email" => verify_email(state, cookie, &user, form).await,
+        "resend_code" => resend_code(state, cookie, &user, form).await,
+        "remove_email" => remove_email(state, &user, form).await,
+        // `form_page` knows no other action.
+        _ => change_password(state, cookie, &user, client_ip, form).await,
+    }
+}
+
+/// The display name's form: checked ([`profile::check_display_name`]), stored, and pushed to
+/// the homeserver's profile (a provisioning job, run after the commit).
+async fn set_display_name(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    form: AccountForm,
+) -> Response {
+    let typed = form.display_name.unwrap_or_default();
+    let name = match profile::check_display_name(&typed) {
+        Ok(name) => name.to_owned(),
+        Err(e) => {
+            let message = format!("Display name: {e}.");
+            return profile(
+                state,
+                cookie,
+                user,
+                StatusCode::BAD_REQUEST,
+                None,
+                Some((&message, &typed)),
+            )
+            .await;
+        }
+    };
+    let done = async {
+        let now = state.storage.entropy().clock.now();
+        let mut repo = state.storage.begin().await?;
+        let (_, jobs) = profile::set_display_name(&mut repo, user, &name, now).await?;
+        repo.commit().await?;
+        Ok::<_, StorageError>(jobs)
+    }
+    .await;
+    match done {
+        Ok(jobs) => {
+            jobs.run(state).await;
+            done_redirect(Action::Profile, Done::DisplayName, None)
+        }
+        Err(e) => unavailable(state, &e),
+    }
+}
+
+/// The emails page with an error (the add form keeps what was typed).
+async fn emails_error(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    status: StatusCode,
+    error: &str,
+    typed: &str,
+) -> Response {
+    let page = EmailsPage {
+        status,
+        error: Some(error),
+        typed,
+        ..EmailsPage::default()
+    };
+    emails_page(state, cookie, user, page).await
+}
+
+/// Spends the mail rate limits of a code mailed to `address` for `user`: per address
+/// ([`Limit::EmailSend`], nobody's inbox is flooded) and per user ([`Limit::EmailSendPerUser`],
+/// one account can't mail many people). `Some` is the answer when over one: the page again,
+/// 429 with `Retry-After` (RFC 6585 §4).
+async fn over_mail_limits(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    address: &str,
+    typed: &str,
+) -> Option<Response> {
+    let checks = [
+        (Limit::EmailSend, address.to_owned(), "to this address"),
+        (Limit::EmailSendPerUser, user.id.to_string(), "for your account"),
+    ];
+    for (limit, key, whom) in checks {
+        match state.limiter.check(limit, &key).await {
+            Ok(()) => {}
+            Err(RateLimitError::Limited { retry_after }) => {
+                let message = format!(
+                    "Too many mails were sent {whom}. Try again {}.",
+                    rate_limit::wait_in_words(retry_after)
+                );
+                let mut response = emails_error(
+                    state,
+                    cookie,
+                    user,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &message,
+                    typed,
+                )
+                .await;
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    rate_limit::retry_after_header(retry_after),
+                );
+                return Some(response);
+            }
+            Err(RateLimitError::Storage(e)) => return Some(unavailable(state, &e)),
+        }
+    }
+    None
+}
+
+/// Mails a code to an address of the user, after the commit that stored it. A failure is
+/// logged and `false`: the address and its code stay, and the user can ask for a new code.
+async fn mail_code(state: &AppState, user: &User, address: &str, code: &str) -> bool {
+    let recipient = Recipient {
+        to: address,
+        username: &user.username,
+        site_name: &state.settings.matrix.homeserver,
+    };
+    let sent = match messages::verification_code(
+        &state.templates,
+        recipient,
+        code,
+        account_emails::CODE_LIFETIME_MINUTES,
+        CodePurpose::AddEmail,
+    ) {
+        Ok(mail) => state.mailer.send(mail).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(user = %user.username, error = %e, "account: can't mail a verification code");
+            false
+        }
+    }
+}
+
+/// Adds an address (unconfirmed) with a code, then mails the code: the page then asks for it.
+async fn add_email(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    form: AccountForm,
+) -> Response {
+    let typed = form.email.unwrap_or_default();
+    let Ok(address) = account_emails::checked_address(&typed) else {
+        return emails_error(
+            state,
+            cookie,
+            user,
             StatusCode::BAD_REQUEST,
-            "Unknown request",
-            "This page can't do what the form asked. Go back, reload the page and try again.",
-            None,
+            "Enter a valid email address, like name@example.org.",
+            &typed,
+        )
+        .await;
+    };
+    if let Some(limited) = over_mail_limits(state, cookie, user, &address, &typed).await {
+        return limited;
+    }
+    let added = async {
+        let now = state.storage.entropy().clock.now();
+        let mut rng = state.storage.entropy().rng.rng();
+        let mut repo = state.storage.begin().await?;
+        let added = account_emails::start_adding(&mut repo, user, &address, now, &mut rng).await?;
+        if added.is_ok() {
+            repo.commit().await?;
+        }
+        Ok::<_, StorageError>(added)
+    }
+    .await;
+    let (email, code) = match added {
+        Ok(Ok(added)) => added,
+        Ok(Err(refusal)) => {
+            let message = match refusal {
+                AddRefusal::AlreadyAdded => "This address is on your account already.".to_owned(),
+                AddRefusal::TooMany => format!(
+                    "An account has at most {} addresses: remove one first.",
+                    account_emails::MAX_EMAILS_PER_USER
+                ),
+            };
+            return emails_error(state, cookie, user, StatusCode::BAD_REQUEST, &message, &typed)
+                .await;
+        }
+        Err(e) => return unavailable(state, &e),
+    };
+    let done = if mail_code(state, user, &email.email, &code).await {
+        Done::CodeSent
+    } else {
+        Done::MailFailed
+    };
+    done_redirect(Action::Emails, done, Some(email.id))
+}
+
+/// The user's own address a form names, read in the form's transaction; `None` for an
+/// address that isn't theirs (or is gone).
+async fn own_email(
+    repo: &mut crate::storage::BoxRepository,
+    user: &User,
+    email_id: Option<&str>,
+) -> Result<Option<UserEmail>, StorageError> {
+    let Some(id) = email_id.and_then(|id| Ulid::from_string(id).ok()) else {
+        return Ok(None);
+    };
+    Ok(repo
+        .user_emails()
+        .lookup(id)
+        .await?
+        .filter(|e| e.user_id == user.id))
+}
+
+/// The page for a form about an address the user doesn't have (removed meanwhile).
+fn unknown_email(state: &AppState) -> Response {
+    web::error_page(
+        &state.templates,
+        &state.chrome(),
+        StatusCode::NOT_FOUND,
+        "Unknown address",
+        "This address is not on your account (any more). Your account page lists the addresses it has now.",
+        None,
+    )
+}
+
+/// Confirms an address with the code mailed to it. The attempt counts whatever the outcome
+/// (see [`account_emails::confirm_with_code`]).
+async fn verify_email(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    form: AccountForm,
+) -> Response {
+    let typed = form.code.unwrap_or_default();
+    let checked = async {
+        let now = state.storage.entropy().clock.now();
+        let mut repo = state.storage.begin().await?;
+        let Some(email) = own_email(&mut repo, user, form.email_id.as_deref()).await? else {
+            return Ok(None);
+        };
+        let outcome = account_emails::confirm_with_code(&mut repo, &email, &typed, now).await?;
+        repo.commit().await?;
+        Ok::<_, StorageError>(Some((email, outcome)))
+    }
+    .await;
+    let (email, outcome) = match checked {
+        Ok(Some(checked)) => checked,
+        Ok(None) => return unknown_email(state),
+        Err(e) => return unavailable(state, &e),
+    };
+    let error = match outcome {
+        CodeCheck::Confirmed(_, jobs) => {
+            jobs.run(state).await;
+            return done_redirect(Action::Emails, Done::Verified, Some(email.id));
+        }
+        CodeCheck::AlreadyConfirmed => {
+            return done_redirect(Action::Emails, Done::Verified, Some(email.id))
+        }
+        CodeCheck::Wrong { attempts_left } if attempts_left > 0 => format!(
+            "Wrong code for {}. {attempts_left} {} left with this code.",
+            email.email,
+            if attempts_left == 1 { "try" } else { "tries" }
         ),
+        CodeCheck::Wrong { .. } | CodeCheck::TooManyAttempts => format!(
+            "Too many wrong codes for {}: send a new code and enter that one.",
+            email.email
+        ),
+        CodeCheck::Expired => format!(
+            "The code for {} has expired: send a new code.",
+            email.email
+        ),
+        CodeCheck::NoCode => format!(
+            "No code is waiting for {}: send a new code.",
+            email.email
+        ),
+    };
+    emails_error(state, cookie, user, StatusCode::BAD_REQUEST, &error, "").await
+}
+
+/// Mails a new code to an unconfirmed address (the earlier codes stop counting).
+async fn resend_code(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    form: AccountForm,
+) -> Response {
+    let found = async {
+        let mut repo = state.storage.reader().await?;
+        own_email(&mut repo, user, form.email_id.as_deref()).await
+    }
+    .await;
+    let email = match found {
+        Ok(Some(email)) => email,
+        Ok(None) => return unknown_email(state),
+        Err(e) => return unavailable(state, &e),
+    };
+    if email.confirmed_at.is_some() {
+        return done_redirect(Action::Emails, Done::Verified, Some(email.id));
+    }
+    if let Some(limited) = over_mail_limits(state, cookie, user, &email.email, "").await {
+        return limited;
+    }
+    let code = async {
+        let now = state.storage.entropy().clock.now();
+        let mut rng = state.storage.entropy().rng.rng();
+        let mut repo = state.storage.begin().await?;
+        let code = account_emails::new_code(&mut repo, email.id, now, &mut rng).await?;
+        repo.commit().await?;
+        Ok::<_, StorageError>(code)
+    }
+    .await;
+    let code = match code {
+        Ok(code) => code,
+        Err(StorageError::NotFound(_)) => return unknown_email(state),
+        Err(e) => return unavailable(state, &e),
+    };
+    let done = if mail_code(state, user, &email.email, &code).await {
+        Done::CodeSent
+    } else {
+        Done::MailFailed
+    };
+    done_redirect(Action::Emails, done, Some(email.id))
+}
+
+/// Removes an address; the homeserver gets the new list when it was a confirmed one.
+async fn remove_email(state: &AppState, user: &User, form: AccountForm) -> Response {
+    let removed = async {
+        let now = state.storage.entropy().clock.now();
+        let mut repo = state.storage.begin().await?;
+        let Some(email) = own_email(&mut repo, user, form.email_id.as_deref()).await? else {
+            return Ok(None);
+        };
+        let (_, jobs) = accounts::remove_email(&mut repo, &email, now).await?;
+        repo.commit().await?;
+        Ok::<_, StorageError>(Some(jobs))
+    }
+    .await;
+    match removed {
+        Ok(Some(jobs)) => {
+            jobs.run(state).await;
+            done_redirect(Action::Emails, Done::Removed, None)
+        }
+        Ok(None) => unknown_email(state),
+        Err(e) => unavailable(state, &e),
+    }
+}
+
+/// Changes the password, after the current one: checked as a sign-in is, behind the same rate
+/// limits ([`attempt_sign_in`]: a stolen session can't be used to guess the password).
+async fn change_password(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    client_ip: &ClientIp,
+    form: AccountForm,
+) -> Response {
+    let current = form.current_password.unwrap_or_default();
+    let new = form.new_password.unwrap_or_default();
+    let refuse = |status, message: String| async move {
+        password_page(state, cookie, user, status, None, Some(&message)).await
+    };
+    if current.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "Enter your current password.".into()).await;
+    }
+    if let Err(e) = state.passwords.check_policy(&new) {
+        return refuse(StatusCode::BAD_REQUEST, format!("New password: {e}.")).await;
+    }
+    if form.new_password_confirm.as_deref() != Some(new.as_str()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The two new passwords differ.".into(),
+        )
+        .await;
+    }
+    match attempt_sign_in(state, client_ip, &user.username, current).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(Refusal::WrongCredentials)) => {
+            return refuse(StatusCode::FORBIDDEN, "Wrong current password.".into()).await
+        }
+        // Not reached: only active users are signed in here.
+        Ok(Err(Refusal::Locked | Refusal::Deactivated)) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "This account can't be changed: it is locked or deactivated.".into(),
+            )
+            .await
+        }
+        Err(AttemptError::Limited { retry_after }) => {
+            let message = format!(
+                "Too many wrong passwords. Try again {}.",
+                rate_limit::wait_in_words(retry_after)
+            );
+            let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, message).await;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                rate_limit::retry_after_header(retry_after),
+            );
+            return response;
+        }
+        Err(AttemptError::Check(e)) => return web::unavailable(state, "account", &e),
+    }
+    let hashed = match accounts::hash_password(state, &new, false).await {
+        Ok(hashed) => hashed,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("New password: {e}.")).await,
+    };
+    let changed = async {
+        let mut repo = state.storage.begin().await?;
+        profile::change_password(&mut repo, user, &hashed).await?;
+        repo.commit().await
+    }
+    .await;
+    match changed {
+        Ok(()) => {
+            tracing::info!(user = %user.username, "account: password changed");
+            done_redirect(Action::Password, Done::Password, None)
+        }
+        Err(e) => unavailable(state, &e),
     }
 }
 
@@ -868,6 +1654,12 @@ mod tests {
             assert!(ACTIONS.contains(&action.name()));
             assert_eq!(Action::parse(action.name()), Some(action));
         }
+        // Our own pages are served, not advertised.
+        for action in [Action::Emails, Action::Password] {
+            assert!(OWN_ACTIONS.contains(&action.name()));
+            assert!(!ACTIONS.contains(&action.name()));
+            assert_eq!(Action::parse(action.name()), Some(action));
+        }
         assert_eq!(
             Action::parse("org.matrix.session_end"),
             Some(Action::DeviceDelete)
@@ -912,7 +1704,7 @@ mod tests {
 
     #[test]
     fn the_navigation_marks_the_current_page() {
-        let items = nav(Action::DeviceDelete);
+        let items = nav(Action::DeviceDelete, &AccountConfig::default());
         let current: Vec<&str> = items
             .iter()
             .filter(|i| i.current)
@@ -920,7 +1712,51 @@ mod tests {
             .collect();
         assert_eq!(current, ["Devices"]);
         assert_eq!(items[0].href, "/account");
-        assert_eq!(items[1].href, "/account?action=org.matrix.devices_list");
+        assert_eq!(items[1].href, "/account?action=emails");
+        assert_eq!(items[2].href, "/account?action=password");
+        assert_eq!(items[3].href, "/account?action=org.matrix.devices_list");
+    }
+
+    #[test]
+    fn the_navigation_leaves_out_what_is_not_allowed() {
+        let account = AccountConfig {
+            email_change_allowed: false,
+            password_change_allowed: false,
+            account_deactivation_allowed: false,
+            ..AccountConfig::default()
+        };
+        let labels: Vec<&str> = nav(Action::Profile, &account)
+            .iter()
+            .map(|i| i.label)
+            .collect();
+        assert_eq!(labels, ["Profile", "Devices", "Reset cross-signing"]);
+        assert!(Action::Emails.allowed(&account).is_err());
+        assert!(Action::Profile.allowed(&account).is_ok());
+    }
+
+    #[test]
+    fn notices_come_only_from_known_names() {
+        assert_eq!(Done::parse("code_sent"), Some(Done::CodeSent));
+        assert_eq!(Done::parse("<script>"), None);
+        assert!(Done::CodeSent
+            .notice(Some("bob@example.org"))
+            .contains("bob@example.org"));
+        let response = done_redirect(Action::Emails, Done::Verified, Some(Ulid::from_parts(1, 2)));
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = response.headers()["location"].to_str().unwrap();
+        assert!(
+            location.starts_with("/account?action=emails&done=verified&email="),
+            "{location}"
+        );
+        let response = done_redirect(Action::Profile, Done::DisplayName, None);
+        assert_eq!(
+            response.headers()["location"].to_str().unwrap(),
+            "/account?done=display_name"
+        );
+        assert_eq!(
+            return_target("/account?action=emails&done=verified").as_deref(),
+            Some("/account?action=emails")
+        );
     }
 
     #[test]
@@ -929,7 +1765,7 @@ mod tests {
         let base = minijinja::context! {
             site_name => "S",
             stylesheet => "/s.css",
-            nav => nav(Action::Profile),
+            nav => nav(Action::Profile, &AccountConfig::default()),
             username => "alice",
             notice => "<b>n</b>",
             csrf => "tok",
@@ -942,11 +1778,16 @@ mod tests {
                     matrix_id => "@alice:example.org",
                     emails => vec![EmailView { email: "a@example.org".into(), confirmed: false }],
                     created_at => "2022-01-16",
+                    display_name => "<i>Al</i>",
+                    display_name_editable => true,
+                    display_name_value => "Al",
                     ..base.clone()
                 },
             )
             .unwrap();
         assert!(html.contains("@alice:example.org"), "{html}");
+        assert!(html.contains("&lt;i&gt;Al&lt;"), "{html}");
+        assert!(html.contains(r#"name="display_name""#), "{html}");
         assert!(html.contains("not confirmed"), "{html}");
         assert!(
             html.contains("&lt;b&gt;n&lt;"),
@@ -958,6 +1799,9 @@ mod tests {
             "pages/account_cross_signing.html",
             "pages/account_deactivate.html",
             "pages/account_deactivated.html",
+            "pages/account_emails.html",
+            "pages/account_password.html",
+            "pages/account_refused.html",
         ] {
             let device = DeviceView {
                 device_id: "DEV".into(),
@@ -977,6 +1821,9 @@ mod tests {
                     confirm => true,
                     has_password => true,
                     allowed => false,
+                    emails => vec![EmailItem { id: "01H".into(), email: "a@example.org".into(), confirmed: false }],
+                    detail => "no",
+                    min_length => 8,
                     ..base.clone()
                 },
             );

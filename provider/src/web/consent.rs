@@ -26,7 +26,7 @@ use crate::{
     app::AppState,
     crypto::sha256,
     domain::{
-        scope::{self, API_SCOPE, SYNAPSE_ADMIN_SCOPE, UNSTABLE_API_SCOPE},
+        scope::{self, API_SCOPE, MAS_ADMIN_SCOPE, SYNAPSE_ADMIN_SCOPE, UNSTABLE_API_SCOPE},
         token::random_code,
     },
     oauth2::authorize::{error_response, respond_to_client, OAuthError, ResponseMode},
@@ -112,7 +112,8 @@ async fn decide(
     let Some(last) = last else {
         return Ok(Decision::SignIn);
     };
-    if !user.can_request_admin && grant.scope.split(' ').any(|t| t == SYNAPSE_ADMIN_SCOPE) {
+    // `urn:synapse:admin:*` and `urn:mas:admin` only for users allowed to administer.
+    if !user.can_request_admin && scope::asks_for_admin(&grant.scope) {
         return Ok(Decision::NotAllowed);
     }
     let prompts = prompts(grant);
@@ -184,7 +185,8 @@ async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
             grant,
             OAuthError::new(
                 "access_denied",
-                "this account may not be granted urn:synapse:admin:* (server administration)",
+                "this account may not be granted urn:synapse:admin:* or urn:mas:admin \
+                 (server administration)",
             ),
         ),
         Err(e) => unavailable(state, &e),
@@ -353,6 +355,7 @@ pub fn describe_scope(token: &str) -> String {
         "email" => "See your email address".into(),
         API_SCOPE | UNSTABLE_API_SCOPE => "Access your Matrix account".into(),
         SYNAPSE_ADMIN_SCOPE => "Administer the Matrix server".into(),
+        MAS_ADMIN_SCOPE => "Administer the accounts of this server (the admin API)".into(),
         _ => match scope::device_id(token) {
             Some(id) => format!("Device {id}"),
             None => format!("Use the permission “{token}”"),

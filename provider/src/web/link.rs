@@ -26,7 +26,7 @@ use ulid::Ulid;
 
 use crate::{
     app::AppState,
-    domain::{scope::SYNAPSE_ADMIN_SCOPE, token::normalize_user_code},
+    domain::{scope, token::normalize_user_code},
     endpoints,
     storage::{BrowserSession, Client, DeviceCodeGrant, DeviceCodeGrantState, StorageError, User},
     web::{
@@ -376,10 +376,9 @@ async fn decide(
     let Some(client) = repo.clients().lookup(grant.client_id).await? else {
         return Ok(Decided::Unknown);
     };
-    // `urn:synapse:admin:*` only for users allowed to administer the server (MSC2967, the
-    // homeserver contract): approving such a request denies it instead.
-    let may_have =
-        user.can_request_admin || !grant.scope.split(' ').any(|t| t == SYNAPSE_ADMIN_SCOPE);
+    // `urn:synapse:admin:*` (MSC2967, the homeserver contract) and `urn:mas:admin` only for
+    // users allowed to administer the server: approving such a request denies it instead.
+    let may_have = user.can_request_admin || !scope::asks_for_admin(&grant.scope);
     if allow && !may_have {
         if repo.device_code_grants().reject(id, session.id).await? {
             repo.commit().await?;

@@ -4,6 +4,10 @@
 //! checked against a dummy hash), so the page doesn't tell which usernames exist. Whether an
 //! account is locked or deactivated is said only after the right password. A stored hash made
 //! by an older scheme is replaced on the way (see [`crate::passwords`]).
+//!
+//! Rate limits ([`attempt_sign_in`], shared with the legacy Matrix login): attempts per client IP,
+//! and failed attempts per account; over either, 429 with `Retry-After` and the password is not
+//! checked, so a brute force learns nothing from the refused attempts.
 
 use axum::{
     extract::{Form, Query, State},
@@ -17,6 +21,7 @@ use ulid::Ulid;
 use crate::{
     app::AppState,
     passwords::Verified,
+    rate_limit::{self, ClientIp, Limit, RateLimitError},
     storage::{BoxRepository, StorageError, User},
     web::{self, consent, session::BrowserCookie},
 };
@@ -146,10 +151,12 @@ async fn login_page(
             next => next,
             username => username.or(for_grant.login_hint.as_deref()).unwrap_or_default(),
             error => error,
+            upstream_buttons => crate::upstream::login_buttons(state).await,
             register => state
                 .settings
                 .registration
                 .then(|| with_return(super::register::PATH, grant, next)),
+            recover => super::recover::enabled(state).then_some(super::recover::PATH),
         },
         &for_grant.csp,
     )
@@ -296,15 +303,74 @@ pub(crate) async fn check_password(
     }))
 }
 
-/// Checks the credentials; on success opens a browser session (storing an upgraded hash in
-/// the same transaction) and returns its ID.
+/// Why a sign-in attempt got no answer about its password.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttemptError {
+    /// Over a rate limit (attempts from this IP, or failed attempts on this account): the
+    /// password was not checked. Try again after `retry_after`.
+    #[error("too many sign-in attempts")]
+    Limited { retry_after: std::time::Duration },
+    /// The check itself failed.
+    #[error(transparent)]
+    Check(#[from] PasswordCheckError),
+}
+
+impl From<StorageError> for AttemptError {
+    fn from(e: StorageError) -> Self {
+        Self::Check(e.into())
+    }
+}
+
+impl From<RateLimitError> for AttemptError {
+    fn from(e: RateLimitError) -> Self {
+        match e {
+            RateLimitError::Limited { retry_after } => Self::Limited { retry_after },
+            RateLimitError::Storage(e) => Self::Check(e.into()),
+        }
+    }
+}
+
+/// [`check_password`] behind the sign-in rate limits, for the doors where anyone may try a
+/// password (the login page, the legacy Matrix login):
+///
+/// 1. one unit of [`Limit::LoginPerIp`] for the client's address, whatever the outcome;
+/// 2. one unit of [`Limit::LoginPerAccount`] for the username, spent before the check (so
+///    parallel guesses can't all slip in before the first failure counts) and given back when
+///    the password was right: only failed attempts count. An empty bucket refuses the attempt
+///    without checking the password, so while it is empty even the right password is refused
+///    and a guesser can't tell a right guess from a wrong one.
+///
+/// The account key is the trimmed username, as [`check_password`] looks it up; unknown
+/// usernames have buckets too, so the limits say nothing about which accounts exist.
+pub(crate) async fn attempt_sign_in(
+    state: &AppState,
+    client_ip: &ClientIp,
+    username: &str,
+    password: String,
+) -> Result<Result<PasswordMatch, Refusal>, AttemptError> {
+    state.limiter.check_ip(Limit::LoginPerIp, client_ip).await?;
+    let account = username.trim();
+    state.limiter.check(Limit::LoginPerAccount, account).await?;
+    let outcome = check_password(state, username, password).await?;
+    if !matches!(outcome, Err(Refusal::WrongCredentials)) {
+        // The right password (the account may still be locked): not a failed attempt.
+        if let Err(e) = state.limiter.refund(Limit::LoginPerAccount, account).await {
+            tracing::warn!(error = %e, "sign-in: can't give back the attempt's rate-limit unit");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Checks the credentials (behind the rate limits, see [`attempt_sign_in`]); on success opens a
+/// browser session (storing an upgraded hash in the same transaction) and returns its ID.
 async fn authenticate(
     state: &AppState,
+    client_ip: &ClientIp,
     username: &str,
     password: String,
     user_agent: Option<&str>,
-) -> Result<Result<Ulid, Refusal>, PasswordCheckError> {
-    let matched = match check_password(state, username, password).await? {
+) -> Result<Result<Ulid, Refusal>, AttemptError> {
+    let matched = match attempt_sign_in(state, client_ip, username, password).await? {
         Ok(matched) => matched,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -344,6 +410,7 @@ pub(crate) enum PasswordCheckError {
 /// `POST /login`.
 pub async fn post(
     State(state): State<AppState>,
+    client_ip: ClientIp,
     jar: PrivateCookieJar,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -365,7 +432,14 @@ pub async fn post(
         return (cookie.into_jar(), page).into_response();
     }
     let user_agent = web::user_agent(&headers);
-    let outcome = authenticate(&state, &form.username, form.password, user_agent.as_deref()).await;
+    let outcome = authenticate(
+        &state,
+        &client_ip,
+        &form.username,
+        form.password,
+        user_agent.as_deref(),
+    )
+    .await;
     let response = match outcome {
         Ok(Ok(session)) => {
             let mut rng = state.storage.entropy().rng.rng();
@@ -391,7 +465,29 @@ pub async fn post(
             )
             .await
         }
-        Err(e) => {
+        // RFC 6585 §4: 429 with Retry-After; the form again, saying when to try.
+        Err(AttemptError::Limited { retry_after }) => {
+            let message = format!(
+                "Too many sign-in attempts. Try again {}.",
+                rate_limit::wait_in_words(retry_after)
+            );
+            let mut page = login_page(
+                &state,
+                &cookie,
+                StatusCode::TOO_MANY_REQUESTS,
+                grant.as_deref(),
+                next.as_deref(),
+                Some(&form.username),
+                Some(&message),
+            )
+            .await;
+            page.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                rate_limit::retry_after_header(retry_after),
+            );
+            page
+        }
+        Err(AttemptError::Check(e)) => {
             tracing::error!(error = %e, "login failed");
             web::error_page(
                 &state.templates,

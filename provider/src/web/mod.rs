@@ -23,7 +23,10 @@ pub mod consent;
 pub mod link;
 pub mod login;
 pub mod logout;
+pub mod recover;
 pub mod register;
+pub mod register_controls;
+pub mod register_verify;
 pub mod session;
 
 /// Where the stylesheet is served.
@@ -117,7 +120,58 @@ impl Templates {
                 "pages/account_deactivated.html",
                 include_str!("../../../templates/pages/account_deactivated.html"),
             ),
-        ] {
+            (
+                "pages/account_emails.html",
+                include_str!("../../../templates/pages/account_emails.html"),
+            ),
+            (
+                "pages/account_password.html",
+                include_str!("../../../templates/pages/account_password.html"),
+            ),
+            (
+                "pages/account_refused.html",
+                include_str!("../../../templates/pages/account_refused.html"),
+            ),
+            (
+                "pages/recover.html",
+                include_str!("../../../templates/pages/recover.html"),
+            ),
+            (
+                "pages/recover_reset.html",
+                include_str!("../../../templates/pages/recover_reset.html"),
+            ),
+            (
+                "pages/recover_done.html",
+                include_str!("../../../templates/pages/recover_done.html"),
+            ),
+            (
+                "pages/register_verify.html",
+                include_str!("../../../templates/pages/register_verify.html"),
+            ),
+            (
+                "emails/base.html",
+                include_str!("../../../templates/emails/base.html"),
+            ),
+            (
+                "emails/verification.html",
+                include_str!("../../../templates/emails/verification.html"),
+            ),
+            (
+                "emails/verification.txt",
+                include_str!("../../../templates/emails/verification.txt"),
+            ),
+            (
+                "emails/recovery.html",
+                include_str!("../../../templates/emails/recovery.html"),
+            ),
+            (
+                "emails/recovery.txt",
+                include_str!("../../../templates/emails/recovery.txt"),
+            ),
+        ]
+        .into_iter()
+        .chain(crate::upstream::TEMPLATES.iter().copied())
+        {
             // The templates are part of the binary and covered by tests: a syntax error is a
             // build defect, reported when the page is rendered.
             if let Err(e) = env.add_template(name, source) {

@@ -17,8 +17,9 @@ use crate::{
     app::AppState,
     domain::username,
     matrix::provisioning::{self, Task},
+    rate_limit::{self, ClientIp, Limit, RateLimitError},
     storage::StorageError,
-    web::{self, consent, login, session::BrowserCookie},
+    web::{self, consent, login, register_controls, session::BrowserCookie},
 };
 
 /// Where the registration page is served.
@@ -47,6 +48,12 @@ pub struct RegisterForm {
     password: String,
     #[serde(default)]
     password_confirm: String,
+    /// The address the code is mailed to, when registration asks for one.
+    #[serde(default)]
+    email: String,
+    /// Registration token, terms of service, captcha (see [`register_controls`]).
+    #[serde(flatten)]
+    controls: register_controls::ControlsForm,
 }
 
 fn closed(state: &AppState) -> Response {
@@ -69,6 +76,48 @@ async fn page(
     username: &str,
     error: Option<&str>,
 ) -> Response {
+    page_with_controls(state, cookie, status, grant, next, username, error, None).await
+}
+
+/// [`page`], with the registration controls (token, terms box) refilled from a form that
+/// came back.
+#[allow(clippy::too_many_arguments)]
+async fn page_with_controls(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    status: StatusCode,
+    grant: Option<&str>,
+    next: Option<&str>,
+    username: &str,
+    error: Option<&str>,
+    controls: Option<&register_controls::ControlsForm>,
+) -> Response {
+    let typed = Typed { username, email: "" };
+    register_page(state, cookie, status, grant, next, typed, error, controls).await
+}
+
+/// What the form keeps of what was typed when it comes back.
+#[derive(Debug, Clone, Copy)]
+struct Typed<'a> {
+    username: &'a str,
+    /// The address, when registration asks for one
+    /// (`account.password_registration_email_required`).
+    email: &'a str,
+}
+
+/// [`page_with_controls`], keeping the address typed too.
+#[allow(clippy::too_many_arguments)]
+async fn register_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    status: StatusCode,
+    grant: Option<&str>,
+    next: Option<&str>,
+    typed: Typed<'_>,
+    error: Option<&str>,
+    controls: Option<&register_controls::ControlsForm>,
+) -> Response {
+    let username = typed.username;
     let login = login::with_return(login::PATH, grant, next);
     let for_grant = login::for_grant(state, grant).await;
     web::page_with_csp(
@@ -86,8 +135,11 @@ async fn page(
             server_name => state.settings.matrix.homeserver,
             min_length => state.passwords.policy().min_length,
             login => login,
+            controls => register_controls::page_controls(state, controls),
+            email_required => state.settings.account.password_registration_email_required,
+            email => typed.email,
         },
-        &for_grant.csp,
+        &register_controls::page_csp(state, &for_grant.csp),
     )
 }
 
@@ -120,30 +172,12 @@ pub async fn get(
 async fn create(
     state: &AppState,
     form: &RegisterForm,
+    passed: &register_controls::Passed,
     user_agent: Option<&str>,
 ) -> Result<Result<Ulid, String>, StorageError> {
     let name = form.username.trim();
-    if let Err(e) = username::check(name, &state.settings.matrix.homeserver) {
-        return Ok(Err(format!("Username: {e}.")));
-    }
-    if let Err(e) = state.passwords.check_policy(&form.password) {
-        return Ok(Err(format!("Password: {e}.")));
-    }
-    if form.password != form.password_confirm {
-        return Ok(Err("The two passwords differ.".into()));
-    }
-    // The homeserver may hold users the provider doesn't (imported, appservice users): it has
-    // the last word on whether the localpart is free (the homeserver contract).
-    match state.homeserver.is_localpart_available(name).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(Err("This username is taken.".into())),
-        Err(e) => {
-            tracing::error!(error = %e, "registration: can't ask the homeserver about a username");
-            return Ok(Err(
-                "The Matrix server can't be reached to check this username. Try again shortly."
-                    .into(),
-            ));
-        }
+    if let Err(message) = check_form(state, form).await {
+        return Ok(Err(message));
     }
     let (version, hash) = match state.passwords.hash(form.password.clone()).await {
         Ok(hashed) => hashed,
@@ -158,6 +192,12 @@ async fn create(
     repo.user_passwords()
         .add(user.id, &hash, version, None)
         .await?;
+    // The registration token's use counts in this transaction: refused (the token was used up
+    // meanwhile), dropping `repo` rolls the new account back.
+    let now = state.storage.entropy().clock.now();
+    if let Err(message) = passed.apply(&mut repo, user.id, now).await? {
+        return Ok(Err(message));
+    }
     let session = login::open_password_session(&mut repo, user.id, user_agent).await?;
     // The homeserver learns of the account through the job queue: at once below, or later by
     // the worker if the homeserver is down meanwhile.
@@ -170,9 +210,42 @@ async fn create(
     Ok(Ok(session))
 }
 
+/// Checks the form's username and passwords, then asks the homeserver whether the username is
+/// free; `Err` is what to tell the user.
+async fn check_form(state: &AppState, form: &RegisterForm) -> Result<(), String> {
+    let name = form.username.trim();
+    if let Err(e) = username::check(name, &state.settings.matrix.homeserver) {
+        return Err(format!("Username: {e}."));
+    }
+    if let Err(e) = state.passwords.check_policy(&form.password) {
+        return Err(format!("Password: {e}."));
+    }
+    if form.password != form.password_confirm {
+        return Err("The two passwords differ.".into());
+    }
+    check_username_free(state, name).await
+}
+
+/// The homeserver may hold users the provider doesn't (imported, appservice users): it has the
+/// last word on whether the localpart is free (the homeserver contract).
+async fn check_username_free(state: &AppState, name: &str) -> Result<(), String> {
+    match state.homeserver.is_localpart_available(name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("This username is taken.".into()),
+        Err(e) => {
+            tracing::error!(error = %e, "registration: can't ask the homeserver about a username");
+            Err(
+                "The Matrix server can't be reached to check this username. Try again shortly."
+                    .into(),
+            )
+        }
+    }
+}
+
 /// `POST /register`.
 pub async fn post(
     State(state): State<AppState>,
+    client_ip: ClientIp,
     jar: PrivateCookieJar,
     headers: HeaderMap,
     Form(form): Form<RegisterForm>,
@@ -196,8 +269,38 @@ pub async fn post(
         .await;
         return (cookie.into_jar(), response).into_response();
     }
+    if let Some(refused) = over_rate_limit(
+        &state,
+        &cookie,
+        &client_ip,
+        grant.as_deref(),
+        next.as_deref(),
+        &form.username,
+    )
+    .await
+    {
+        return (cookie.into_jar(), refused).into_response();
+    }
+    let passed = match check_controls(
+        &state,
+        &cookie,
+        &client_ip,
+        grant.as_deref(),
+        next.as_deref(),
+        &form,
+    )
+    .await
+    {
+        Ok(passed) => passed,
+        Err(refused) => return (cookie.into_jar(), refused).into_response(),
+    };
+    if state.settings.account.password_registration_email_required {
+        // The account waits for the code mailed to its address (see [`email_first`]).
+        let response = email_first(&state, &cookie, grant.as_deref(), next.as_deref(), &form, &passed).await;
+        return (cookie.into_jar(), response).into_response();
+    }
     let user_agent = web::user_agent(&headers);
-    let response = match create(&state, &form, user_agent.as_deref()).await {
+    let response = match create(&state, &form, &passed, user_agent.as_deref()).await {
         Ok(Ok(session)) => {
             let mut rng = state.storage.entropy().rng.rng();
             let for_grant = grant.as_deref().and_then(|g| Ulid::from_string(g).ok());
@@ -211,7 +314,7 @@ pub async fn post(
             }
         }
         Ok(Err(message)) => {
-            page(
+            page_with_controls(
                 &state,
                 &cookie,
                 StatusCode::BAD_REQUEST,
@@ -219,6 +322,7 @@ pub async fn post(
                 next.as_deref(),
                 &form.username,
                 Some(&message),
+                Some(&form.controls),
             )
             .await
         }
@@ -235,4 +339,137 @@ pub async fn post(
         }
     };
     (cookie.into_jar(), response).into_response()
+}
+
+/// Spends one unit of [`Limit::Registration`] for the client's address: every attempt counts,
+/// before any work (one with a taken username too, so this also bounds probing for
+/// usernames). The answer when over it: the form again with 429 and `Retry-After` (RFC 6585
+/// §4), saying when to try again.
+async fn over_rate_limit(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    client_ip: &ClientIp,
+    grant: Option<&str>,
+    next: Option<&str>,
+    username: &str,
+) -> Option<Response> {
+    match state.limiter.check_ip(Limit::Registration, client_ip).await {
+        Ok(()) => None,
+        Err(RateLimitError::Limited { retry_after }) => {
+            let message = format!(
+                "Too many accounts were asked for from your network. Try again {}.",
+                rate_limit::wait_in_words(retry_after)
+            );
+            let mut response = page(
+                state,
+                cookie,
+                StatusCode::TOO_MANY_REQUESTS,
+                grant,
+                next,
+                username,
+                Some(&message),
+            )
+            .await;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                rate_limit::retry_after_header(retry_after),
+            );
+            Some(response)
+        }
+        Err(RateLimitError::Storage(e)) => {
+            tracing::error!(error = %e, "registration: can't check the rate limit");
+            Some(web::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Creating accounts is not possible right now. Try again in a moment.",
+                None,
+            ))
+        }
+    }
+}
+
+/// The registration controls ([`register_controls::check`]): `Err` is the answer when they
+/// refuse (the form again, with what to fix, keeping what was typed).
+async fn check_controls(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    client_ip: &ClientIp,
+    grant: Option<&str>,
+    next: Option<&str>,
+    form: &RegisterForm,
+) -> Result<register_controls::Passed, Response> {
+    match register_controls::check(state, &form.controls, client_ip.0).await {
+        Ok(Ok(passed)) => Ok(passed),
+        Ok(Err(message)) => Err(page_with_controls(
+            state,
+            cookie,
+            StatusCode::BAD_REQUEST,
+            grant,
+            next,
+            &form.username,
+            Some(&message),
+            Some(&form.controls),
+        )
+        .await),
+        Err(e) => {
+            tracing::error!(error = %e, "registration: can't check the registration token");
+            Err(web::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Creating accounts is not possible right now. Try again in a moment.",
+                None,
+            ))
+        }
+    }
+}
+
+/// Registration that asks for an email address (`account.password_registration_email_required`):
+/// the checked form waits for the code mailed to the address, and the account is created when
+/// it is entered (see [`super::register_verify`]). `Err` messages come back on the form.
+async fn email_first(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    grant: Option<&str>,
+    next: Option<&str>,
+    form: &RegisterForm,
+    passed: &register_controls::Passed,
+) -> Response {
+    let checked = match check_form(state, form).await {
+        Ok(()) => {
+            let start = super::register_verify::Start {
+                username: form.username.trim(),
+                email: &form.email,
+                password: &form.password,
+                passed,
+                grant,
+                next,
+            };
+            super::register_verify::start(state, start).await
+        }
+        Err(message) => Err(message),
+    };
+    match checked {
+        Ok(response) => response,
+        Err(message) => {
+            let typed = Typed {
+                username: &form.username,
+                email: form.email.trim(),
+            };
+            register_page(
+                state,
+                cookie,
+                StatusCode::BAD_REQUEST,
+                grant,
+                next,
+                typed,
+                Some(&message),
+                Some(&form.controls),
+            )
+            .await
+        }
+    }
 }

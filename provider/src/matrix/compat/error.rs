@@ -61,8 +61,8 @@ pub enum MatrixError {
     /// codes").
     #[error("this method is not served here")]
     MethodNotAllowed,
-    /// 429 `M_LIMIT_EXCEEDED`, with the wait in milliseconds when known (§"Rate limiting").
-    /// No limiter produces it yet.
+    /// 429 `M_LIMIT_EXCEEDED`, with the wait in milliseconds when known (§"Rate limiting"):
+    /// password logins over a rate limit (see [`crate::rate_limit`]).
     #[error("too many requests")]
     LimitExceeded { retry_after_ms: Option<u64> },
     /// 503 `M_UNKNOWN`: the homeserver didn't take the device; nothing was stored, the client

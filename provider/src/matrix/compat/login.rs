@@ -3,7 +3,9 @@
 //! - `GET`: the login flows: `m.login.password`, `m.login.sso` marked as delegated to an
 //!   OAuth 2.0 provider (MSC3824), `m.login.token` (to finish `m.login.sso`).
 //! - `POST` `m.login.password`: the provider's own password check (the login page's, see
-//!   [`crate::web::login::check_password`]).
+//!   [`crate::web::login::check_password`]), behind the same rate limits (see
+//!   [`crate::web::login::attempt_sign_in`]): over one, 429 `M_LIMIT_EXCEEDED` with
+//!   `retry_after_ms` (client-server API §"Rate limiting").
 //! - `POST` `m.login.token`: the `loginToken` an `m.login.sso` login sent the client back with
 //!   (see [`super::sso`]), once, within [`LOGIN_TOKEN_LIFETIME_MINUTES`] of its issue.
 //!
@@ -28,10 +30,11 @@ use crate::{
     app::AppState,
     crypto::sha256,
     matrix::provisioning::{self, ensure_device},
+    rate_limit::ClientIp,
     storage::User,
     web::{
         self,
-        login::{check_password, Refusal},
+        login::{attempt_sign_in, AttemptError, Refusal},
     },
 };
 
@@ -263,8 +266,13 @@ impl LoginResponse {
 }
 
 /// `POST /login`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match login(&state, &headers, &body).await {
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match login(&state, &client_ip, &headers, &body).await {
         Ok(answer) => json_no_store(answer),
         Err(error) => error.into_response(),
     }
@@ -272,6 +280,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 
 async fn login(
     state: &AppState,
+    client_ip: &ClientIp,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<LoginResponse, MatrixError> {
@@ -282,7 +291,17 @@ async fn login(
             username,
             password,
             device,
-        } => password_login(state, &username, password, device, user_agent.as_deref()).await,
+        } => {
+            password_login(
+                state,
+                client_ip,
+                &username,
+                password,
+                device,
+                user_agent.as_deref(),
+            )
+            .await
+        }
         LoginRequest::Token { token, device } => {
             token_login(state, &token, device, user_agent.as_deref()).await
         }
@@ -292,14 +311,27 @@ async fn login(
 /// `m.login.password` (client-server API §"Password-based").
 async fn password_login(
     state: &AppState,
+    client_ip: &ClientIp,
     username: &str,
     password: String,
     device: DeviceRequest,
     user_agent: Option<&str>,
 ) -> Result<LoginResponse, MatrixError> {
     // The provider's one password check: constant work for unknown users, the account's state
-    // told only after the right password.
-    let matched = match check_password(state, username, password).await? {
+    // told only after the right password; rate limited like the login page. (`m.login.token`
+    // is not: its tokens can't be guessed, and the sign-in that issued one was limited.)
+    let checked = attempt_sign_in(state, client_ip, username, password)
+        .await
+        .map_err(|e| match e {
+            // §"Rate limiting": 429 M_LIMIT_EXCEEDED, retry_after_ms.
+            AttemptError::Limited { retry_after } => MatrixError::LimitExceeded {
+                retry_after_ms: Some(
+                    u64::try_from(retry_after.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+                ),
+            },
+            AttemptError::Check(e) => MatrixError::from(e),
+        })?;
+    let matched = match checked {
         Ok(matched) => matched,
         Err(Refusal::WrongCredentials) => {
             return Err(MatrixError::Forbidden("Invalid username or password"))

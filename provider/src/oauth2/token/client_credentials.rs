@@ -8,10 +8,19 @@
 use super::{issue_access_token, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
     app::AppState,
-    domain::scope::{self, Scope},
+    domain::scope::{self, Scope, MAS_ADMIN_SCOPE},
     oauth2::{authorize::Params, client_auth::AuthenticatedClient},
     storage::NewOAuth2Session,
 };
+
+/// Is the client one the config lists in `admin.clients`?
+fn is_admin_client(state: &AppState, client: &AuthenticatedClient) -> bool {
+    state
+        .settings
+        .admin_clients
+        .iter()
+        .any(|id| *id == client.client.client_id)
+}
 
 /// Scope tokens that only make sense with a user.
 fn needs_a_user(token: &str) -> bool {
@@ -35,6 +44,13 @@ pub async fn grant(
             if let Some(token) = scope.iter().find(|t| needs_a_user(t)) {
                 return Err(TokenError::invalid_scope(&format!(
                     "`{token}` needs a user; the client_credentials grant has none"
+                )));
+            }
+            // The admin API's scope only for the clients the operator listed (`admin.clients`).
+            if scope.contains(MAS_ADMIN_SCOPE) && !is_admin_client(state, client) {
+                return Err(TokenError::invalid_scope(&format!(
+                    "this client may not be granted {MAS_ADMIN_SCOPE}: it is not one of the \
+                     configured admin clients (admin.clients)"
                 )));
             }
             scope.to_string()

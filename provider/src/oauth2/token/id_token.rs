@@ -33,6 +33,8 @@ pub(crate) struct IdTokenFor<'a> {
     pub access_token: &'a str,
     /// How the user approved the grant.
     pub approval: Approval<'a>,
+    /// The granted scope: `email` adds the `email` claims (OIDC Core §5.4).
+    pub scope: &'a str,
 }
 
 /// Whether a granted scope asks for an ID token (OIDC Core §3.1.2.1: `openid`).
@@ -67,6 +69,16 @@ pub(crate) async fn sign(
     claims.nonce = about.approval.nonce.map(str::to_owned);
     claims.auth_time = auth_time;
     claims.sid = Some(about.approval.browser_session_id.to_string());
+    // OIDC Core §5.4: the `email` scope asks for `email` and `email_verified`, released in the
+    // ID token as at the UserInfo endpoint: the user's first confirmed address (so
+    // `email_verified` is always true), nothing when they have none.
+    if about.scope.split(' ').any(|s| s == "email") {
+        let emails = repo.user_emails().list_for_user(about.user_id).await?;
+        if let Some(email) = emails.into_iter().find(|e| e.confirmed_at.is_some()) {
+            claims.email = Some(email.email);
+            claims.email_verified = Some(true);
+        }
+    }
     // OIDC Dynamic Client Registration §2: id_token_signed_response_alg, RS256 by default.
     let alg = match client
         .metadata

@@ -2,6 +2,10 @@
 //!
 //! Responses carry `Cache-Control: no-store` (RFC 6749 §5.1); errors are the JSON of RFC 6749
 //! §5.2, with `WWW-Authenticate` when the client tried HTTP Basic and failed.
+//!
+//! Rate limited ([`Limit::Token`]) per authenticated client, after its authentication; public
+//! clients (`none`), which every user of an app shares, per client IP instead. Over the limit:
+//! see [`rate_limited`].
 
 pub mod authorization_code;
 pub mod client_credentials;
@@ -31,6 +35,7 @@ use crate::{
     crypto::sha256,
     domain::{client_registration::DEVICE_CODE, token::TokenKind},
     matrix::provisioning,
+    rate_limit::{self, ClientIp, Limit, RateLimitError},
     storage::{
         AccessToken, BoxRepository, Client, OAuth2Session, RefreshToken, StorageError, User,
     },
@@ -306,6 +311,7 @@ pub(crate) async fn issue_for_user(
             user_id,
             access_token: &pair.access_token,
             approval,
+            scope: &session.scope,
         };
         Some(id_token::sign(state, &mut repo, client, now, about).await?)
     } else {
@@ -315,21 +321,82 @@ pub(crate) async fn issue_for_user(
     Ok(TokenResponse::with_pair(pair, session.scope, id_token))
 }
 
+/// Why the token endpoint gave no tokens: an error of RFC 6749 §5.2, or the client is over its
+/// rate limit.
+enum Refused {
+    Error(TokenError),
+    Limited { retry_after: std::time::Duration },
+}
+
+impl From<TokenError> for Refused {
+    fn from(e: TokenError) -> Self {
+        Self::Error(e)
+    }
+}
+
+impl From<RateLimitError> for Refused {
+    fn from(e: RateLimitError) -> Self {
+        match e {
+            RateLimitError::Limited { retry_after } => Self::Limited { retry_after },
+            RateLimitError::Storage(e) => Self::Error(TokenError::server(e)),
+        }
+    }
+}
+
+/// The answer over the rate limit: 429 with `Retry-After` (RFC 6585 §4) and an RFC 6749 §5.2
+/// body with `temporarily_unavailable`. That code is registered (RFC 6749 §4.1.2.1: "unable to
+/// handle the request due to a temporary overloading"), so generic OAuth libraries parse it and
+/// clients that only look at the status and `Retry-After` need nothing else; an unregistered
+/// `rate_limited` would be an unknown extension to every client, and `slow_down` means "poll
+/// 5 seconds slower" to a device-flow client (RFC 8628 §3.5), which is not what this says.
+fn rate_limited(retry_after: std::time::Duration) -> Response {
+    let mut response = TokenError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        &format!(
+            "too many token requests from this client; retry after {} s",
+            rate_limit::retry_after_seconds(retry_after)
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        rate_limit::retry_after_header(retry_after),
+    );
+    response
+}
+
 /// `POST /oauth2/token`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&state, &headers, &body).await {
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&state, &client_ip, &headers, &body).await {
         Ok(tokens) => tokens.into_response(),
-        Err(error) => error.into_response(),
+        Err(Refused::Error(error)) => error.into_response(),
+        Err(Refused::Limited { retry_after }) => rate_limited(retry_after),
     }
 }
 
 async fn handle(
     state: &AppState,
+    client_ip: &ClientIp,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<TokenResponse, TokenError> {
+) -> Result<TokenResponse, Refused> {
     let params = form_params(headers, body)?;
     let client = client_auth::authenticate(state, headers, &params).await?;
+    // After authentication, so nobody can spend a confidential client's quota by naming it.
+    if client.client.token_endpoint_auth_method == "none" {
+        state.limiter.check_ip(Limit::Token, client_ip).await?;
+    } else {
+        state
+            .limiter
+            .check(Limit::Token, &client.client.client_id)
+            .await?;
+    }
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?;
@@ -338,20 +405,22 @@ async fn handle(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             &format!("grant_type `{grant_type}` is not supported"),
-        ));
+        )
+        .into());
     }
     // RFC 6749 §5.2 unauthorized_client: the client must be registered for the grant.
     if !client.metadata.allows_grant(grant_type) {
         return Err(TokenError::unauthorized_client(&format!(
             "this client is not registered for the {grant_type} grant"
-        )));
+        ))
+        .into());
     }
-    match grant_type {
-        "authorization_code" => authorization_code::exchange(state, &client, &params).await,
-        DEVICE_CODE => device_code::exchange(state, &client, &params).await,
-        "client_credentials" => client_credentials::grant(state, &client, &params).await,
-        _ => refresh_token::refresh(state, &client, &params).await,
-    }
+    Ok(match grant_type {
+        "authorization_code" => authorization_code::exchange(state, &client, &params).await?,
+        DEVICE_CODE => device_code::exchange(state, &client, &params).await?,
+        "client_credentials" => client_credentials::grant(state, &client, &params).await?,
+        _ => refresh_token::refresh(state, &client, &params).await?,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,142 @@
+//! What the provider's mails say: each one rendered from `templates/emails/` in plain text and
+//! HTML. Subjects never hold the code or the link, so logging a subject leaks nothing.
+
+use super::{Mail, MailError};
+use crate::web::Templates;
+
+/// Who the mail is for and which site sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    /// The address the mail goes to.
+    pub to: &'a str,
+    /// The account's username (a new account's, for a registration).
+    pub username: &'a str,
+    /// The site's name (the homeserver's server name).
+    pub site_name: &'a str,
+}
+
+/// Why a verification code is mailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodePurpose {
+    /// An address added on the account page.
+    AddEmail,
+    /// The address a new account registers with (`account.password_registration_email_required`).
+    Registration,
+}
+
+/// The mail with a verification code, valid `minutes`.
+pub fn verification_code(
+    templates: &Templates,
+    recipient: Recipient<'_>,
+    code: &str,
+    minutes: i64,
+    purpose: CodePurpose,
+) -> Result<Mail, MailError> {
+    let registration = purpose == CodePurpose::Registration;
+    let context = minijinja::context! {
+        site_name => recipient.site_name,
+        username => recipient.username,
+        email => recipient.to,
+        code => code,
+        minutes => minutes,
+        registration => registration,
+    };
+    let subject = if registration {
+        format!("Finish creating your account on {}", recipient.site_name)
+    } else {
+        format!("Confirm your email address for {}", recipient.site_name)
+    };
+    render(
+        templates,
+        "emails/verification",
+        recipient.to,
+        subject,
+        context,
+    )
+}
+
+/// The mail with a password recovery link, valid `minutes`.
+pub fn password_recovery(
+    templates: &Templates,
+    recipient: Recipient<'_>,
+    link: &str,
+    minutes: i64,
+) -> Result<Mail, MailError> {
+    let context = minijinja::context! {
+        site_name => recipient.site_name,
+        username => recipient.username,
+        link => link,
+        minutes => minutes,
+    };
+    let subject = format!("Reset your password on {}", recipient.site_name);
+    render(templates, "emails/recovery", recipient.to, subject, context)
+}
+
+/// Renders `<name>.txt` and `<name>.html` (a template that fails is logged by
+/// [`Templates::render`]; tests rule it out).
+fn render(
+    templates: &Templates,
+    name: &str,
+    to: &str,
+    subject: String,
+    context: minijinja::Value,
+) -> Result<Mail, MailError> {
+    let text = templates.render(&format!("{name}.txt"), &context);
+    let html = templates.render(&format!("{name}.html"), &context);
+    match (text, html) {
+        (Some(text), Some(html)) => Ok(Mail {
+            to: to.to_owned(),
+            subject,
+            text,
+            html,
+        }),
+        _ => Err(MailError::Build(format!("the template {name} failed"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipient() -> Recipient<'static> {
+        Recipient {
+            to: "bob@example.org",
+            username: "bob",
+            site_name: "example.org",
+        }
+    }
+
+    #[test]
+    fn the_code_mail_says_the_code_in_both_parts() {
+        let t = Templates::new();
+        let mail =
+            verification_code(&t, recipient(), "042137", 15, CodePurpose::AddEmail).unwrap();
+        assert_eq!(mail.to, "bob@example.org");
+        assert_eq!(mail.subject, "Confirm your email address for example.org");
+        assert!(!mail.subject.contains("042137"));
+        assert!(mail.text.contains("    042137\n"), "{}", mail.text);
+        assert!(mail.text.contains("To add bob@example.org to the account bob"));
+        assert!(mail.text.contains("for 15 minutes"));
+        assert!(mail.html.contains(">042137</p>"), "{}", mail.html);
+        let mail =
+            verification_code(&t, recipient(), "000001", 15, CodePurpose::Registration).unwrap();
+        assert!(mail.subject.starts_with("Finish creating your account"));
+        assert!(mail.text.contains("To create the account bob"));
+    }
+
+    #[test]
+    fn the_recovery_mail_holds_the_link_and_escapes_html() {
+        let t = Templates::new();
+        let hostile = Recipient {
+            username: "<b>eve</b>",
+            ..recipient()
+        };
+        let link = "https://auth.example.org/recover/abc?x=1&y=2";
+        let mail = password_recovery(&t, hostile, link, 60).unwrap();
+        assert!(mail.text.contains(&format!("    {link}\n")), "{}", mail.text);
+        assert!(mail.text.contains("<b>eve</b>"), "text is not escaped");
+        assert!(mail.html.contains("&lt;b&gt;eve&lt;"), "{}", mail.html);
+        assert!(mail.html.contains("x=1&amp;y=2"), "{}", mail.html);
+        assert_eq!(mail.subject, "Reset your password on example.org");
+    }
+}

@@ -1,0 +1,259 @@
+//! Linked identities on the account page: the list (with a button per provider to link one
+//! more), and `GET|POST /upstream/unlink/{link_id}` to remove one (a `GET` never changes
+//! anything, RFC 9110 §9.2.1: it asks for confirmation, the form posts).
+//!
+//! The last way to sign in is never removed: an account without a password keeps its last
+//! linked identity.
+
+use axum::{
+    extract::{Form, Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::PrivateCookieJar;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use super::{client::display_name, AUTHORIZE_PATH, UNLINK_PATH};
+use crate::{
+    app::AppState,
+    endpoints,
+    storage::{BoxRepository, StorageError, UpstreamLink, User},
+    web::{self, consent::signed_in},
+};
+
+/// A linked identity as the account page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkedView {
+    pub provider: String,
+    /// The upstream account's name (its username or email there), when known.
+    pub account: Option<String>,
+    pub linked_at: String,
+    pub unlink_url: String,
+}
+
+/// A provider the user may link an identity of.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkableView {
+    pub name: String,
+    /// A GET form's action; the form carries `next=/account`.
+    pub action: String,
+}
+
+/// The account page's "Linked accounts" section.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkedAccounts {
+    pub linked: Vec<LinkedView>,
+    pub providers: Vec<LinkableView>,
+    /// Where the link buttons return to.
+    pub next: &'static str,
+}
+
+async fn provider_names(
+    repo: &mut BoxRepository,
+    links: &[UpstreamLink],
+) -> Result<Vec<String>, StorageError> {
+    let mut names = Vec::with_capacity(links.len());
+    for link in links {
+        let row = repo.upstream_providers().lookup(link.provider_id).await?;
+        names.push(
+            row.as_ref()
+                .map_or_else(|| "A removed provider".to_owned(), display_name),
+        );
+    }
+    Ok(names)
+}
+
+/// The section for `user`; `None` (the section is hidden) when there is nothing to show — no
+/// provider configured and nothing linked — or when storage fails (logged: the rest of the
+/// account page still works).
+pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAccounts> {
+    let found = async {
+        let mut repo = state.storage.reader().await?;
+        let links = repo.upstream_links().list_for_user(user.id).await?;
+        let names = provider_names(&mut repo, &links).await?;
+        let providers = repo.upstream_providers().list_enabled().await?;
+        Ok::<_, StorageError>((links, names, providers))
+    }
+    .await;
+    let (links, names, providers) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "account page: can't read the linked identities");
+            return None;
+        }
+    };
+    if links.is_empty() && providers.is_empty() {
+        return None;
+    }
+    Some(LinkedAccounts {
+        linked: links
+            .into_iter()
+            .zip(names)
+            .map(|(link, provider)| LinkedView {
+                provider,
+                account: link.human_account_name,
+                linked_at: link.created_at.format("%Y-%m-%d").to_string(),
+                unlink_url: format!("{UNLINK_PATH}/{}", link.id),
+            })
+            .collect(),
+        providers: providers
+            .iter()
+            .map(|p| LinkableView {
+                name: display_name(p),
+                action: format!("{AUTHORIZE_PATH}/{}", p.id),
+            })
+            .collect(),
+        next: endpoints::ACCOUNT,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UnlinkForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// What the unlink pages know about the link.
+struct Target {
+    link: UpstreamLink,
+    provider: String,
+    /// Removing it would leave the account without a way to sign in.
+    last_way_in: bool,
+}
+
+/// The signed-in user's link `link_id`, or the response to give instead.
+async fn target(
+    state: &AppState,
+    user: &User,
+    link_id: &str,
+) -> Result<Result<Target, Response>, StorageError> {
+    let not_found = || {
+        web::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::NOT_FOUND,
+            "No such linked account",
+            "This identity is not linked to your account (any more).",
+            None,
+        )
+    };
+    let Ok(id) = Ulid::from_string(link_id) else {
+        return Ok(Err(not_found()));
+    };
+    let mut repo = state.storage.reader().await?;
+    let Some(link) = repo
+        .upstream_links()
+        .lookup(id)
+        .await?
+        .filter(|l| l.user_id == Some(user.id))
+    else {
+        return Ok(Err(not_found()));
+    };
+    let has_password = repo.user_passwords().active(user.id).await?.is_some();
+    let links = repo.upstream_links().list_for_user(user.id).await?.len();
+    let provider = provider_names(&mut repo, std::slice::from_ref(&link))
+        .await?
+        .remove(0);
+    Ok(Ok(Target {
+        link,
+        provider,
+        last_way_in: !has_password && links <= 1,
+    }))
+}
+
+/// The login page, coming back to the account page.
+fn sign_in_first() -> Response {
+    let next: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", endpoints::ACCOUNT)
+        .finish();
+    Redirect::to(&format!("{}?{next}", web::login::PATH)).into_response()
+}
+
+/// `GET /upstream/unlink/{link_id}`: the confirmation.
+pub async fn unlink_page(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Path(link_id): Path<String>,
+) -> Response {
+    let cookie = web::load_cookie(&state, jar);
+    let response = async {
+        let Some((_, user)) = signed_in(&state, &cookie).await? else {
+            return Ok(sign_in_first());
+        };
+        let target = match target(&state, &user, &link_id).await? {
+            Ok(target) => target,
+            Err(response) => return Ok(response),
+        };
+        Ok::<_, StorageError>(web::page(
+            &state,
+            StatusCode::OK,
+            "pages/upstream_unlink.html",
+            minijinja::context! {
+                username => user.username,
+                provider => target.provider,
+                account => target.link.human_account_name,
+                last_way_in => target.last_way_in,
+                csrf => cookie.csrf_token(),
+                action => format!("{UNLINK_PATH}/{}", target.link.id),
+                back => endpoints::ACCOUNT,
+            },
+        ))
+    }
+    .await
+    .unwrap_or_else(|e| web::unavailable(&state, "unlink", &e));
+    (cookie.into_jar(), response).into_response()
+}
+
+/// `POST /upstream/unlink/{link_id}`.
+pub async fn unlink(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Path(link_id): Path<String>,
+    Form(form): Form<UnlinkForm>,
+) -> Response {
+    let cookie = web::load_cookie(&state, jar);
+    if let Err(e) = cookie.verify_csrf(&form.csrf) {
+        let response = web::csrf_refused(&state, &e);
+        return (cookie.into_jar(), response).into_response();
+    }
+    let response = async {
+        let Some((_, user)) = signed_in(&state, &cookie).await? else {
+            return Ok(sign_in_first());
+        };
+        let target = match target(&state, &user, &link_id).await? {
+            Ok(target) => target,
+            Err(response) => return Ok(response),
+        };
+        if target.last_way_in {
+            return Ok(web::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::CONFLICT,
+                "Can't unlink",
+                &format!(
+                    "{} is the only way to sign in to your account: unlinking it would lock you out. \
+                     Link another account first.",
+                    target.provider
+                ),
+                None,
+            ));
+        }
+        let mut repo = state.storage.begin().await?;
+        // Checked again in the transaction, just before the delete. (Two unlinks of the last two
+        // identities submitted at the very same moment could still both pass on PostgreSQL; the
+        // account then needs a password reset or an operator.)
+        let has_password = repo.user_passwords().active(user.id).await?.is_some();
+        let links = repo.upstream_links().list_for_user(user.id).await?.len();
+        if !has_password && links <= 1 {
+            return Ok(Redirect::to(&format!("{UNLINK_PATH}/{}", target.link.id)).into_response());
+        }
+        repo.upstream_links().remove(target.link.id).await?;
+        repo.commit().await?;
+        tracing::info!(username = %user.username, link = %target.link.id, "upstream identity unlinked");
+        Ok::<_, StorageError>(Redirect::to(endpoints::ACCOUNT).into_response())
+    }
+    .await
+    .unwrap_or_else(|e| web::unavailable(&state, "unlink", &e));
+    (cookie.into_jar(), response).into_response()
+}

@@ -1,0 +1,159 @@
+use std::{sync::Arc, time::Duration};
+
+use provider::{
+    backend_tests,
+    clock::{Clock, Entropy, SeededRngSource},
+    rate_limit::Quota,
+    storage::{PoolSettings, Spend, Storage},
+    test_harness::TestDb,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// The clock's time as buckets store it (microseconds since the Unix epoch).
+fn now_micros(db: &TestDb) -> i64 {
+    db.clock.now().timestamp_micros()
+}
+
+async fn spend(db: &TestDb, key: &str, quota: Quota) -> Spend {
+    let mut repo = db.storage.reader().await.unwrap();
+    repo.rate_limits().spend(key, quota).await.unwrap()
+}
+
+fn refused(millis: u64) -> Spend {
+    Spend::Refused {
+        retry_after: Duration::from_millis(millis),
+    }
+}
+
+async fn rate_limits_spend_refill_and_refund(db: TestDb) {
+    // 3 at once, then one a second.
+    let quota = Quota::new(3, 1.0).unwrap();
+    for _ in 0..3 {
+        assert_eq!(spend(&db, "a", quota).await, Spend::Granted);
+    }
+    assert_eq!(spend(&db, "a", quota).await, refused(1000));
+    // Refusals change nothing; other keys have their own buckets.
+    assert_eq!(spend(&db, "a", quota).await, refused(1000));
+    assert_eq!(spend(&db, "b", quota).await, Spend::Granted);
+    db.clock.advance(chrono::Duration::milliseconds(400));
+    assert_eq!(spend(&db, "a", quota).await, refused(600));
+    db.clock.advance(chrono::Duration::milliseconds(600));
+    assert_eq!(spend(&db, "a", quota).await, Spend::Granted);
+    assert_eq!(spend(&db, "a", quota).await, refused(1000));
+
+    // A refund gives one unit back, once per refund.
+    let mut repo = db.storage.reader().await.unwrap();
+    repo.rate_limits().refund("a", quota).await.unwrap();
+    // Refunding a bucket that doesn't exist does nothing.
+    repo.rate_limits().refund("nobody", quota).await.unwrap();
+    drop(repo);
+    assert_eq!(spend(&db, "a", quota).await, Spend::Granted);
+    assert_eq!(spend(&db, "a", quota).await, refused(1000));
+
+    // Idle for long: full again, and never fuller than the burst (refunds included).
+    db.clock.advance(chrono::Duration::hours(1));
+    let mut repo = db.storage.reader().await.unwrap();
+    for _ in 0..5 {
+        repo.rate_limits().refund("a", quota).await.unwrap();
+    }
+    drop(repo);
+    for _ in 0..3 {
+        assert_eq!(spend(&db, "a", quota).await, Spend::Granted);
+    }
+    assert_eq!(spend(&db, "a", quota).await, refused(1000));
+}
+
+/// The database computes exactly [`Quota::spend`]: a seeded random walk of spends, refunds and
+/// clock moves over a few keys, compared with the pure function step by step.
+async fn rate_limits_follow_the_gcra_model(db: TestDb) {
+    let quota = Quota::new(4, 2.5).unwrap();
+    let interval = quota.interval_micros();
+    let keys = ["k0", "k1", "k2"];
+    let mut model: [Option<i64>; 3] = [None; 3];
+    let mut rng = StdRng::seed_from_u64(11);
+    for _ in 0..300 {
+        let k = rng.gen_range(0..keys.len());
+        match rng.gen_range(0..10) {
+            0..=5 => {
+                let now = now_micros(&db);
+                let expected = match quota.spend(model[k], now) {
+                    Ok(tat) => {
+                        model[k] = Some(tat);
+                        Spend::Granted
+                    }
+                    Err(wait) => Spend::Refused {
+                        retry_after: Duration::from_micros(wait),
+                    },
+                };
+                assert_eq!(spend(&db, keys[k], quota).await, expected);
+            }
+            6 => {
+                let mut repo = db.storage.reader().await.unwrap();
+                repo.rate_limits().refund(keys[k], quota).await.unwrap();
+                model[k] = model[k].map(|tat| tat - interval);
+            }
+            _ => db
+                .clock
+                .advance(chrono::Duration::microseconds(rng.gen_range(0..600_000))),
+        }
+    }
+}
+
+async fn rate_limits_delete_full_buckets(db: TestDb) {
+    let slow = Quota::new(2, 0.01).unwrap(); // refilled in 100 s a unit
+    let fast = Quota::new(2, 10.0).unwrap(); // in 0.1 s
+    for i in 0..5 {
+        assert_eq!(spend(&db, &format!("fast{i}"), fast).await, Spend::Granted);
+    }
+    assert_eq!(spend(&db, "slow", slow).await, Spend::Granted);
+    assert_eq!(spend(&db, "slow", slow).await, Spend::Granted);
+    let mut repo = db.storage.reader().await.unwrap();
+    // Nothing is full yet.
+    assert_eq!(repo.rate_limits().delete_full(100).await.unwrap(), 0);
+    db.clock.advance(chrono::Duration::seconds(1));
+    // The fast buckets are full again, in batches of at most `limit`.
+    assert_eq!(repo.rate_limits().delete_full(3).await.unwrap(), 3);
+    assert_eq!(repo.rate_limits().delete_full(3).await.unwrap(), 2);
+    assert_eq!(repo.rate_limits().delete_full(3).await.unwrap(), 0);
+    drop(repo);
+    // The slow one is kept: still empty.
+    assert_eq!(spend(&db, "slow", slow).await, refused(99_000));
+}
+
+/// Concurrent spends of one key, on a pool of several connections, are granted exactly the
+/// burst (the clock doesn't move, so nothing refills).
+async fn rate_limits_concurrent_spends_never_exceed_the_burst(db: TestDb) {
+    let entropy = Entropy {
+        clock: db.clock.clone(),
+        rng: Arc::new(SeededRngSource::new(3)),
+    };
+    let pool = PoolSettings {
+        max_connections: 8,
+        ..PoolSettings::default()
+    };
+    let storage = Storage::connect(&db.url, &pool, entropy).await.unwrap();
+    let quota = Quota::new(10, 0.001).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let storage = storage.clone();
+        tasks.spawn(async move {
+            let mut repo = storage.reader().await.unwrap();
+            repo.rate_limits().spend("hot", quota).await.unwrap()
+        });
+    }
+    let mut granted = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        if outcome.unwrap() == Spend::Granted {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 10);
+    storage.close().await;
+}
+
+backend_tests!(
+    rate_limits_spend_refill_and_refund,
+    rate_limits_follow_the_gcra_model,
+    rate_limits_delete_full_buckets,
+    rate_limits_concurrent_spends_never_exceed_the_burst,
+);
