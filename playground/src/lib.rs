@@ -4,7 +4,8 @@
 //! wired to it both ways with a shared secret (it introspects tokens at the provider, proxies the
 //! legacy login API to it, and the provider provisions users and devices on it), and a
 //! dashboard: the deployment's documents, a browser OIDC client, a device-flow panel, a legacy
-//! login panel and a live log of every HTTP exchange.
+//! login panel, a live log of every HTTP exchange, and a mailbox showing every mail the provider
+//! sent (its mail is captured in memory, never sent anywhere).
 //!
 //! The configuration (signing keys, secrets, the demo client), the seeded accounts' passwords
 //! and the TLS certificate are made once into the data directory and kept, so clients that
@@ -345,6 +346,7 @@ impl Playground {
             lines.push(format!("  {label:18}  {account}"));
         }
         lines.push(format!("  Create an account   {issuer}register"));
+        lines.push(format!("  Mailbox             {dashboard}mailbox  (the mail the provider sent)"));
         lines.push(format!(
             "  Demo client         {DEMO_CLIENT_ID}  (public; redirect URI {})",
             self.urls.callback()
@@ -526,6 +528,17 @@ fn configure(
         ("PROVIDER__DATABASE__URL", database_url),
         // Client authors need accounts to try the flows: let them create some.
         ("PROVIDER__ACCOUNT__REGISTRATION", "true".to_owned()),
+        // Everything comes from this machine, and the conformance page's run signs in some 30
+        // times in a few seconds: more than the per-IP sign-in limit lets through. The other
+        // limits stay at their defaults, so clients meet real 429 answers here too.
+        (
+            "PROVIDER__RATE_LIMITING__LOGIN__PER_IP__BURST",
+            "200".to_owned(),
+        ),
+        // Mail stays in memory and shows on the dashboard's mailbox page; with it, "Forgot
+        // password?" works too.
+        ("PROVIDER__EMAIL__TRANSPORT", "capture".to_owned()),
+        ("PROVIDER__ACCOUNT__PASSWORD_RECOVERY_ENABLED", "true".to_owned()),
         ("PROVIDER__MATRIX__HOMESERVER", options.server_name.clone()),
         (
             "PROVIDER__MATRIX__ENDPOINT",

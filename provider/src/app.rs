@@ -58,6 +58,8 @@ pub struct AppState {
     /// The upstream login's HTTP client, with its metadata and key caches (see
     /// [`crate::upstream`]).
     pub upstream: crate::upstream::client::UpstreamHttp,
+    /// Verifies the registration captcha when one is configured (see [`crate::captcha`]).
+    pub captcha: Option<crate::captcha::CaptchaVerifier>,
     /// A hash to check unknown usernames against, made on first use.
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
 }
@@ -101,6 +103,10 @@ impl AppState {
                 storage.entropy().clone(),
             ),
             limiter: RateLimiter::new(storage.clone(), settings.rate_limits.clone()),
+            captcha: settings
+                .captcha
+                .clone()
+                .map(crate::captcha::CaptchaVerifier::new),
             settings: Arc::new(settings),
             storage,
             documents: Arc::new(documents),

@@ -389,6 +389,16 @@ impl<'a> Doctor<'a> {
     async fn database(&self) -> Check {
         const NAME: &str = "database";
         let url = crate::storage::redact_url(&self.settings.database_url);
+        // Connecting creates a missing SQLite file: look for it first, the doctor writes nothing.
+        if let Some(file) = sqlite_file(&self.settings.database_url) {
+            if !file.exists() {
+                return Check::fail(
+                    NAME,
+                    format!("{url}: the file {} doesn't exist", file.display()),
+                    "check database.url (a relative path is relative to the working directory); `provider serve` or `provider database migrate` creates it",
+                );
+            }
+        }
         let settings = PoolSettings {
             max_connections: 1,
             connect_timeout: CONNECT_TIMEOUT,
@@ -991,6 +1001,18 @@ impl<'a> Doctor<'a> {
     }
 }
 
+/// The file of a SQLite URL (`None` for PostgreSQL and in-memory databases).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr as _;
+    if crate::storage::DatabaseKind::of_url(url).ok()? != crate::storage::DatabaseKind::Sqlite {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
+        .then(|| file.to_path_buf())
+}
+
 /// The start of a body, on one line, for messages.
 fn excerpt(body: &str) -> String {
     let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1031,6 +1053,16 @@ mod tests {
         ] {
             assert!(!is_loopback_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn sqlite_files_are_found_in_urls() {
+        assert_eq!(
+            sqlite_file("sqlite://data/provider.db"),
+            Some(std::path::PathBuf::from("data/provider.db"))
+        );
+        assert_eq!(sqlite_file("postgres://db/provider"), None);
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
     }
 
     #[test]

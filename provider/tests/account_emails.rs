@@ -83,7 +83,12 @@ fn wrong(code: &str) -> &'static str {
 }
 
 /// Signs `username` in on the login page with `password`; the status of the answer.
-async fn sign_in_with(browser: &reqwest::Client, base: &Url, username: &str, password: &str) -> u16 {
+async fn sign_in_with(
+    browser: &reqwest::Client,
+    base: &Url,
+    username: &str,
+    password: &str,
+) -> u16 {
     let page = get_text(browser, base.join("/login").unwrap()).await;
     support::submit(
         browser,
@@ -170,7 +175,11 @@ async fn post_account(
         .unwrap()
         .to_owned();
     let mut form = vec![("csrf".to_owned(), csrf)];
-    form.extend(fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    form.extend(
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     browser
         .post(provider.url("/account"))
         .form(&form)
@@ -194,7 +203,11 @@ fn email_form(html: &str, kind: &str, email: &str) -> String {
         .select(&Selector::parse("#emails li").unwrap())
         .find(|li| li.text().collect::<String>().contains(email))
         .unwrap_or_else(|| panic!("{email} listed in {html}"));
-    let id = item.value().attr("id").unwrap().trim_start_matches("email-");
+    let id = item
+        .value()
+        .attr("id")
+        .unwrap()
+        .trim_start_matches("email-");
     format!("#{kind}-{id}")
 }
 
@@ -231,7 +244,11 @@ async fn add_email(
 }
 
 /// Follows a redirect of the account pages; the page.
-async fn follow(browser: &reqwest::Client, provider: &TestProvider, response: reqwest::Response) -> String {
+async fn follow(
+    browser: &reqwest::Client,
+    provider: &TestProvider,
+    response: reqwest::Response,
+) -> String {
     let to = location(&response, &provider.base_url);
     let (status, page) = text(browser.get(to).send().await.unwrap()).await;
     assert_eq!(status, 200, "{page}");
@@ -272,10 +289,8 @@ async fn add_verify_and_remove_an_email(db: TestDb) {
     assert!(profile.contains("(not confirmed)"), "{profile}");
 
     let verify = email_form(&page, "verify", "alice@example.org");
-    let (status, body) = text(
-        post_form(&browser, &base, &page, &verify, &[("code", wrong(&code))]).await,
-    )
-    .await;
+    let (status, body) =
+        text(post_form(&browser, &base, &page, &verify, &[("code", wrong(&code))]).await).await;
     assert_eq!(status, 400);
     assert!(
         body.contains("Wrong code for alice@example.org. 4 tries left with this code."),
@@ -284,10 +299,16 @@ async fn add_verify_and_remove_an_email(db: TestDb) {
     // Typed with a space, as people copy it.
     let spaced = format!("{} {}", &code[..3], &code[3..]);
     let response = post_form(&browser, &base, &body, &verify, &[("code", &spaced)]).await;
-    assert_eq!(param(&location(&response, &base), "done").as_deref(), Some("verified"));
+    assert_eq!(
+        param(&location(&response, &base), "done").as_deref(),
+        Some("verified")
+    );
     let page = follow(&browser, &provider, response).await;
     assert!(page.contains("alice@example.org is confirmed."), "{page}");
-    assert!(form_of(&page, &verify).is_none(), "no code to enter any more");
+    assert!(
+        form_of(&page, &verify).is_none(),
+        "no code to enter any more"
+    );
     assert_eq!(
         provider.homeserver.store().user("alice").unwrap().emails,
         ["alice@example.org"]
@@ -296,7 +317,10 @@ async fn add_verify_and_remove_an_email(db: TestDb) {
     // The same address again; not an address at all.
     let (status, body) = text(add_email(&browser, &provider, "alice@example.org").await).await;
     assert_eq!(status, 400);
-    assert!(body.contains("This address is on your account already."), "{body}");
+    assert!(
+        body.contains("This address is on your account already."),
+        "{body}"
+    );
     let (status, body) = text(add_email(&browser, &provider, "not an address").await).await;
     assert_eq!(status, 400);
     assert!(body.contains("Enter a valid email address"), "{body}");
@@ -324,7 +348,10 @@ async fn add_verify_and_remove_an_email(db: TestDb) {
             &browser,
             &provider,
             &page,
-            &[("action", "remove_email"), ("email_id", "01ARZ3NDEKTSV4RRFFQ69G5FAV")],
+            &[
+                ("action", "remove_email"),
+                ("email_id", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+            ],
         )
         .await,
     )
@@ -342,7 +369,12 @@ async fn codes_expire_and_wrong_ones_are_limited(db: TestDb) {
     let browser = browser();
     sign_in(&browser, &base, "alice").await;
 
-    let page = follow(&browser, &provider, add_email(&browser, &provider, "bob@example.org").await).await;
+    let page = follow(
+        &browser,
+        &provider,
+        add_email(&browser, &provider, "bob@example.org").await,
+    )
+    .await;
     let first = code_in(&mailbox(&provider).to("bob@example.org")[0]);
     let verify = email_form(&page, "verify", "bob@example.org");
     let resend = email_form(&page, "resend", "bob@example.org");
@@ -351,11 +383,17 @@ async fn codes_expire_and_wrong_ones_are_limited(db: TestDb) {
     let (status, body) =
         text(post_form(&browser, &base, &page, &verify, &[("code", &first)]).await).await;
     assert_eq!(status, 400);
-    assert!(body.contains("The code for bob@example.org has expired: send a new code."), "{body}");
+    assert!(
+        body.contains("The code for bob@example.org has expired: send a new code."),
+        "{body}"
+    );
 
     // A new code: the old one no longer counts.
     let response = post_form(&browser, &base, &page, &resend, &[]).await;
-    assert_eq!(param(&location(&response, &base), "done").as_deref(), Some("code_sent"));
+    assert_eq!(
+        param(&location(&response, &base), "done").as_deref(),
+        Some("code_sent")
+    );
     let mails = mails_to(&provider, "bob@example.org", 2).await;
     let second = code_in(&mails[1]);
     if second != first {
@@ -367,14 +405,16 @@ async fn codes_expire_and_wrong_ones_are_limited(db: TestDb) {
     // Wrong codes until none is left: then even the right one is refused.
     let mut last = String::new();
     for _ in 0..5 {
-        let (status, body) = text(
-            post_form(&browser, &base, &page, &verify, &[("code", wrong(&second))]).await,
-        )
-        .await;
+        let (status, body) =
+            text(post_form(&browser, &base, &page, &verify, &[("code", wrong(&second))]).await)
+                .await;
         assert_eq!(status, 400);
         last = body;
     }
-    assert!(last.contains("Too many wrong codes for bob@example.org"), "{last}");
+    assert!(
+        last.contains("Too many wrong codes for bob@example.org"),
+        "{last}"
+    );
     let (status, body) =
         text(post_form(&browser, &base, &page, &verify, &[("code", &second)]).await).await;
     assert_eq!(status, 400);
@@ -384,10 +424,18 @@ async fn codes_expire_and_wrong_ones_are_limited(db: TestDb) {
     post_form(&browser, &base, &page, &resend, &[]).await;
     let third = code_in(&mails_to(&provider, "bob@example.org", 3).await[2]);
     let response = post_form(&browser, &base, &page, &verify, &[("code", &third)]).await;
-    assert_eq!(param(&location(&response, &base), "done").as_deref(), Some("verified"));
+    assert_eq!(
+        param(&location(&response, &base), "done").as_deref(),
+        Some("verified")
+    );
 
     // Three mails to one address, then a wait (rate_limiting.email.per_address).
-    let page = follow(&browser, &provider, add_email(&browser, &provider, "carol@example.org").await).await;
+    let page = follow(
+        &browser,
+        &provider,
+        add_email(&browser, &provider, "carol@example.org").await,
+    )
+    .await;
     let resend = email_form(&page, "resend", "carol@example.org");
     for _ in 0..2 {
         let response = post_form(&browser, &base, &page, &resend, &[]).await;
@@ -397,7 +445,10 @@ async fn codes_expire_and_wrong_ones_are_limited(db: TestDb) {
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
     let body = response.text().await.unwrap();
-    assert!(body.contains("Too many mails were sent to this address."), "{body}");
+    assert!(
+        body.contains("Too many mails were sent to this address."),
+        "{body}"
+    );
     assert_eq!(mailbox(&provider).to("carol@example.org").len(), 3);
     provider.stop().await;
 }
@@ -411,14 +462,27 @@ async fn display_name_reaches_the_homeserver(db: TestDb) {
     let browser = browser();
     sign_in(&browser, &base, "alice").await;
     let (_, page) = account(&browser, &provider, "").await;
-    assert_eq!(text_of(&page, "#display-name").as_deref(), Some("Not set here"));
+    assert_eq!(
+        text_of(&page, "#display-name").as_deref(),
+        Some("Not set here")
+    );
 
     for (typed, error) in [
         ("   ", "Display name: enter a display name."),
-        ("Alice\nLiddell", "Display name: a display name can&#x27;t hold control characters"),
+        (
+            "Alice\nLiddell",
+            "Display name: a display name can&#x27;t hold control characters",
+        ),
     ] {
         let (status, body) = text(
-            post_form(&browser, &base, &page, "#display-name-form", &[("display_name", typed)]).await,
+            post_form(
+                &browser,
+                &base,
+                &page,
+                "#display-name-form",
+                &[("display_name", typed)],
+            )
+            .await,
         )
         .await;
         assert_eq!(status, 400, "{typed:?}");
@@ -432,10 +496,16 @@ async fn display_name_reaches_the_homeserver(db: TestDb) {
         &[("display_name", "  Alice Liddell ")],
     )
     .await;
-    assert_eq!(location(&response, &base).as_str(), provider.url("/account?done=display_name"));
+    assert_eq!(
+        location(&response, &base).as_str(),
+        provider.url("/account?done=display_name")
+    );
     let page = follow(&browser, &provider, response).await;
     assert!(page.contains("Your display name was saved."), "{page}");
-    assert_eq!(text_of(&page, "#display-name").as_deref(), Some("Alice Liddell"));
+    assert_eq!(
+        text_of(&page, "#display-name").as_deref(),
+        Some("Alice Liddell")
+    );
     let on_homeserver = provider.homeserver.store().user("alice").unwrap();
     assert_eq!(on_homeserver.displayname.as_deref(), Some("Alice Liddell"));
     assert!(provider
@@ -460,10 +530,28 @@ async fn password_change(db: TestDb) {
     db.clock.advance(Duration::seconds(1));
 
     for (current, new, confirm, status, error) in [
-        ("wrong password!", NEW_PASSWORD, NEW_PASSWORD, 403, "Wrong current password."),
-        (PASSWORD, NEW_PASSWORD, "something else", 400, "The two new passwords differ."),
+        (
+            "wrong password!",
+            NEW_PASSWORD,
+            NEW_PASSWORD,
+            403,
+            "Wrong current password.",
+        ),
+        (
+            PASSWORD,
+            NEW_PASSWORD,
+            "something else",
+            400,
+            "The two new passwords differ.",
+        ),
         (PASSWORD, "short", "short", 400, "New password:"),
-        ("", NEW_PASSWORD, NEW_PASSWORD, 400, "Enter your current password."),
+        (
+            "",
+            NEW_PASSWORD,
+            NEW_PASSWORD,
+            400,
+            "Enter your current password.",
+        ),
     ] {
         let (got, body) = text(
             post_form(
@@ -499,8 +587,14 @@ async fn password_change(db: TestDb) {
     assert!(page.contains("Your password was changed."), "{page}");
     // This browser stays signed in.
     assert_eq!(account(&browser, &provider, "").await.0, 200);
-    assert_eq!(sign_in_with(&support::browser(), &base, "alice", PASSWORD).await, 401);
-    assert_eq!(sign_in_with(&support::browser(), &base, "alice", NEW_PASSWORD).await, 303);
+    assert_eq!(
+        sign_in_with(&support::browser(), &base, "alice", PASSWORD).await,
+        401
+    );
+    assert_eq!(
+        sign_in_with(&support::browser(), &base, "alice", NEW_PASSWORD).await,
+        303
+    );
     provider.stop().await;
 }
 
@@ -538,7 +632,10 @@ async fn password_recovery(db: TestDb) {
     confirmed_email(&db, "alice", "alice@example.org").await;
     let provider = TestProvider::start_with(
         &db,
-        &[CAPTURE, ("PROVIDER__ACCOUNT__PASSWORD_RECOVERY_ENABLED", "true")],
+        &[
+            CAPTURE,
+            ("PROVIDER__ACCOUNT__PASSWORD_RECOVERY_ENABLED", "true"),
+        ],
     )
     .await;
     let base = provider.base_url.clone();
@@ -547,7 +644,10 @@ async fn password_recovery(db: TestDb) {
     let elsewhere = browser();
     sign_in(&elsewhere, &base, "alice").await;
     legacy_login(&provider, "RECOVERDEV").await;
-    assert!(provider.homeserver.store().has_device("alice", "RECOVERDEV"));
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "RECOVERDEV"));
 
     let browser = browser();
     let login = get_text(&browser, provider.url("/login")).await;
@@ -562,13 +662,14 @@ async fn password_recovery(db: TestDb) {
         let browser = browser.clone();
         let form = form.clone();
         let base = base.clone();
-        async move {
-            text(post_form(&browser, &base, &form, "form", &[("email", address)]).await).await
-        }
+        async move { text(post_form(&browser, &base, &form, "form", &[("email", address)]).await).await }
     };
     let (status, known) = ask("alice@EXAMPLE.org").await;
     assert_eq!(status, 200);
-    assert!(known.contains("If an account has the confirmed address"), "{known}");
+    assert!(
+        known.contains("If an account has the confirmed address"),
+        "{known}"
+    );
     let (status, unknown) = ask("nobody@example.org").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -584,21 +685,30 @@ async fn password_recovery(db: TestDb) {
     assert_eq!(mail.subject, "Reset your password on localhost");
     assert!(mail.text.contains("the account alice"), "{}", mail.text);
     let link = link_in(&mail);
-    assert!(link.as_str().starts_with(&provider.url("/recover/")), "{link}");
+    assert!(
+        link.as_str().starts_with(&provider.url("/recover/")),
+        "{link}"
+    );
     tokio::time::sleep(StdDuration::from_millis(100)).await;
     assert!(mailbox(&provider).to("nobody@example.org").is_empty());
 
     db.clock.advance(Duration::seconds(1));
     let (status, page) = text(browser.get(link.clone()).send().await.unwrap()).await;
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("For the account <strong>alice</strong>"), "{page}");
+    assert!(
+        page.contains("For the account <strong>alice</strong>"),
+        "{page}"
+    );
     let (status, body) = text(
         post_form(
             &browser,
             &base,
             &page,
             "form",
-            &[("new_password", NEW_PASSWORD), ("new_password_confirm", "different")],
+            &[
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", "different"),
+            ],
         )
         .await,
     )
@@ -611,7 +721,10 @@ async fn password_recovery(db: TestDb) {
             &base,
             &page,
             "form",
-            &[("new_password", NEW_PASSWORD), ("new_password_confirm", NEW_PASSWORD)],
+            &[
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+            ],
         )
         .await,
     )
@@ -620,11 +733,24 @@ async fn password_recovery(db: TestDb) {
     assert!(body.contains("Your password was changed"), "{body}");
 
     // Every session ended: the other browser, the legacy device.
-    let response = elsewhere.get(provider.url("/account")).send().await.unwrap();
+    let response = elsewhere
+        .get(provider.url("/account"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(location(&response, &base).path(), "/login");
-    assert!(!provider.homeserver.store().has_device("alice", "RECOVERDEV"));
-    assert_eq!(sign_in_with(&support::browser(), &base, "alice", PASSWORD).await, 401);
-    assert_eq!(sign_in_with(&support::browser(), &base, "alice", NEW_PASSWORD).await, 303);
+    assert!(!provider
+        .homeserver
+        .store()
+        .has_device("alice", "RECOVERDEV"));
+    assert_eq!(
+        sign_in_with(&support::browser(), &base, "alice", PASSWORD).await,
+        401
+    );
+    assert_eq!(
+        sign_in_with(&support::browser(), &base, "alice", NEW_PASSWORD).await,
+        303
+    );
 
     // Once only.
     let (status, body) = text(browser.get(link.clone()).send().await.unwrap()).await;
@@ -634,9 +760,17 @@ async fn password_recovery(db: TestDb) {
     // An expired link (a fresh form: setting the password signed this browser out, with a new
     // CSRF token).
     let form = get_text(&browser, provider.url("/recover")).await;
-    let (status, _) =
-        text(post_form(&browser, &base, &form, "form", &[("email", "alice@example.org")]).await)
-            .await;
+    let (status, _) = text(
+        post_form(
+            &browser,
+            &base,
+            &form,
+            "form",
+            &[("email", "alice@example.org")],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 200);
     let late = link_in(&mails_to(&provider, "alice@example.org", 2).await[1]);
     db.clock.advance(Duration::minutes(61));
@@ -644,7 +778,14 @@ async fn password_recovery(db: TestDb) {
     assert_eq!(status, 410, "{body}");
     assert!(body.contains("has expired"), "{body}");
     // A made-up one.
-    let (status, _) = text(browser.get(provider.url("/recover/madeUpTicket1234")).send().await.unwrap()).await;
+    let (status, _) = text(
+        browser
+            .get(provider.url("/recover/madeUpTicket1234"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404);
     provider.stop().await;
 }
@@ -658,7 +799,10 @@ async fn registration_with_a_required_email(db: TestDb) {
         &[
             CAPTURE,
             ("PROVIDER__ACCOUNT__REGISTRATION", "true"),
-            ("PROVIDER__ACCOUNT__PASSWORD_REGISTRATION_EMAIL_REQUIRED", "true"),
+            (
+                "PROVIDER__ACCOUNT__PASSWORD_REGISTRATION_EMAIL_REQUIRED",
+                "true",
+            ),
         ],
     )
     .await;
@@ -705,23 +849,50 @@ async fn registration_with_a_required_email(db: TestDb) {
     let page = get_text(&first, verify.clone()).await;
     assert!(page.contains("dave@example.org"), "{page}");
     let (status, body) = text(
-        post_form(&first, &base, &page, "#register-verify", &[("code", wrong(&dave_code))]).await,
+        post_form(
+            &first,
+            &base,
+            &page,
+            "#register-verify",
+            &[("code", wrong(&dave_code))],
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 400);
-    assert!(body.contains("Wrong code. 4 tries left with this code."), "{body}");
+    assert!(
+        body.contains("Wrong code. 4 tries left with this code."),
+        "{body}"
+    );
 
     // Someone else registers "dave" meanwhile and confirms first: theirs.
     let second = browser();
-    let other = location(&register(second.clone(), "dave", "erin@example.org").await, &base);
+    let other = location(
+        &register(second.clone(), "dave", "erin@example.org").await,
+        &base,
+    );
     let erin_code = code_in(&mailbox(&provider).to("erin@example.org")[0]);
     let other_page = get_text(&second, other).await;
-    let response =
-        post_form(&second, &base, &other_page, "#register-verify", &[("code", &erin_code)]).await;
+    let response = post_form(
+        &second,
+        &base,
+        &other_page,
+        "#register-verify",
+        &[("code", &erin_code)],
+    )
+    .await;
     assert_eq!(location(&response, &base).path(), "/login");
-    let (status, body) =
-        text(post_form(&first, &base, &page, "#register-verify", &[("code", &dave_code)]).await)
-            .await;
+    let (status, body) = text(
+        post_form(
+            &first,
+            &base,
+            &page,
+            "#register-verify",
+            &[("code", &dave_code)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("Someone else took this username"), "{body}");
 
@@ -761,7 +932,10 @@ async fn registration_with_a_required_email(db: TestDb) {
         ["frank@example.org"]
     );
     // The password chosen at the start is the account's.
-    assert_eq!(sign_in_with(&support::browser(), &base, "frank", PASSWORD).await, 303);
+    assert_eq!(
+        sign_in_with(&support::browser(), &base, "frank", PASSWORD).await,
+        303
+    );
     // Used: the page is gone.
     let (status, _) = text(first.get(verify).send().await.unwrap()).await;
     assert_eq!(status, 404);
@@ -788,7 +962,9 @@ async fn account_switches_refuse_their_changes(db: TestDb) {
     let login = get_text(&browser, provider.url("/login")).await;
     assert!(!login.contains("forgot-password"), "{login}");
     assert_eq!(
-        text(browser.get(provider.url("/recover")).send().await.unwrap()).await.0,
+        text(browser.get(provider.url("/recover")).send().await.unwrap())
+            .await
+            .0,
         404
     );
     sign_in(&browser, &base, "alice").await;
@@ -796,14 +972,29 @@ async fn account_switches_refuse_their_changes(db: TestDb) {
     let (_, page) = account(&browser, &provider, "").await;
     assert!(form_of(&page, "#display-name-form").is_none(), "{page}");
     // A page with a form, for the CSRF token hand-made forms need.
-    let (_, with_form) = account(&browser, &provider, "?action=org.matrix.cross_signing_reset").await;
-    for hidden in ["action=emails", "action=password", "org.matrix.account_deactivate"] {
+    let (_, with_form) = account(
+        &browser,
+        &provider,
+        "?action=org.matrix.cross_signing_reset",
+    )
+    .await;
+    for hidden in [
+        "action=emails",
+        "action=password",
+        "org.matrix.account_deactivate",
+    ] {
         assert!(!page.contains(hidden), "{hidden}: {page}");
     }
     for (query, says) in [
-        ("?action=emails", "Email addresses can&#x27;t be added or removed"),
+        (
+            "?action=emails",
+            "Email addresses can&#x27;t be added or removed",
+        ),
         ("?action=password", "Passwords can&#x27;t be changed"),
-        ("?action=org.matrix.account_deactivate", "Accounts can&#x27;t be deactivated"),
+        (
+            "?action=org.matrix.account_deactivate",
+            "Accounts can&#x27;t be deactivated",
+        ),
     ] {
         let (status, body) = account(&browser, &provider, query).await;
         assert_eq!(status, 403, "{query}");
@@ -828,7 +1019,11 @@ async fn account_switches_refuse_their_changes(db: TestDb) {
             "Passwords can&#x27;t be changed",
         ),
         (
-            vec![("action", "deactivate"), ("password", PASSWORD), ("confirm", "yes")],
+            vec![
+                ("action", "deactivate"),
+                ("password", PASSWORD),
+                ("confirm", "yes"),
+            ],
             "Accounts can&#x27;t be deactivated",
         ),
     ] {
@@ -840,13 +1035,26 @@ async fn account_switches_refuse_their_changes(db: TestDb) {
     // Nothing changed.
     let _ = &page;
     let mut repo = db.storage.reader().await.unwrap();
-    let alice = repo.users().find_by_username("alice").await.unwrap().unwrap();
+    let alice = repo
+        .users()
+        .find_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(alice.is_active());
     assert_eq!(alice.display_name, None);
-    assert!(repo.user_emails().list_for_user(alice.id).await.unwrap().is_empty());
+    assert!(repo
+        .user_emails()
+        .list_for_user(alice.id)
+        .await
+        .unwrap()
+        .is_empty());
     drop(repo);
     assert!(mailbox(&provider).is_empty());
-    assert_eq!(sign_in_with(&support::browser(), &base, "alice", PASSWORD).await, 303);
+    assert_eq!(
+        sign_in_with(&support::browser(), &base, "alice", PASSWORD).await,
+        303
+    );
     provider.stop().await;
 }
 

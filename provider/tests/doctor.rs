@@ -96,8 +96,16 @@ impl Setup {
     }
 
     /// `provider doctor -c provider.yaml ARGS…` with the provider's shared secret (or
-    /// `secret`), off the async runtime (the servers it talks to run on it).
+    /// `secret`).
     async fn doctor(&self, args: &[&str], secret: Option<&str>) -> Output {
+        let secret = secret.unwrap_or(self.secret.as_str()).to_owned();
+        self.doctor_env(args, &[("PROVIDER__MATRIX__SECRET", secret.as_str())])
+            .await
+    }
+
+    /// `provider doctor -c provider.yaml ARGS…` with the provider's shared secret and `env`,
+    /// off the async runtime (the servers it talks to run on it).
+    async fn doctor_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_provider"));
         command
             .arg("doctor")
@@ -112,10 +120,8 @@ impl Setup {
                 command.env_remove(&name);
             }
         }
-        command.env(
-            "PROVIDER__MATRIX__SECRET",
-            secret.unwrap_or(self.secret.as_str()),
-        );
+        command.env("PROVIDER__MATRIX__SECRET", &self.secret);
+        command.envs(env.iter().copied());
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap();
@@ -373,6 +379,22 @@ async fn a_homeserver_of_another_provider_fails(db: TestDb) {
     provider.stop().await;
 }
 
+/// A SQLite database file that isn't there is reported, and not created.
+async fn a_missing_sqlite_file_is_not_created(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let setup = Setup::new(&db, &provider, provider.homeserver.base_url().as_str());
+    let missing = setup.dir.path().join("nowhere").join("provider.db");
+    let url = format!("sqlite://{}", missing.display());
+    let out = setup
+        .doctor_env(&[], &[("PROVIDER__DATABASE__URL", url.as_str())])
+        .await;
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    out.assert_failed("database", "doesn't exist", "database.url");
+    assert!(!missing.exists());
+    assert!(!missing.parent().unwrap().exists());
+    provider.stop().await;
+}
+
 /// An invalid configuration: its problems, exit 1, no checks run.
 #[test]
 fn an_invalid_configuration_is_reported() {
@@ -395,4 +417,5 @@ backend_tests!(
     a_homeserver_that_is_down_fails,
     a_login_not_routed_to_the_provider_fails,
     a_homeserver_of_another_provider_fails,
+    a_missing_sqlite_file_is_not_created,
 );

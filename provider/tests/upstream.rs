@@ -211,13 +211,29 @@ async fn through_upstream(b: &Browser, env: &Env, mut url: Url) -> Back {
     }
 }
 
+/// The `href` of the first link of `page` matching `selector`.
+fn link_href(page: &str, selector: &str) -> String {
+    let doc = Html::parse_document(page);
+    let link = doc
+        .select(&Selector::parse(selector).unwrap())
+        .next()
+        .unwrap_or_else(|| panic!("`{selector}` in {page}"));
+    link.value().attr("href").unwrap().to_owned()
+}
+
 /// From our login page (for `grant`), the button of `provider` up to the redirect to the
 /// upstream's authorization endpoint.
 async fn press_button(b: &Browser, env: &Env, login: &Url, provider: &str) -> Url {
     let (status, page) = b.get_text(login).await;
     assert_eq!(status, 200);
-    let selector = format!("form[action=\"/upstream/authorize/{provider}\"]");
-    let response = b.submit(&env.down.base_url, &page, &selector, &[]).await;
+    let href = link_href(
+        &page,
+        &format!("a[href^=\"/upstream/authorize/{provider}\"]"),
+    );
+    if let Some(grant) = param(login, "grant") {
+        assert!(href.ends_with(&format!("?grant={grant}")), "{href}");
+    }
+    let response = b.get(&env.down.base_url.join(&href).unwrap()).await;
     location(&response, &env.down.base_url)
 }
 
@@ -377,6 +393,10 @@ async fn new_account_then_linked_sign_in(db: TestDb) {
         .await;
     assert_eq!(status, 200, "{account}");
     assert!(account.contains("Linked accounts"), "{account}");
+    assert_eq!(
+        link_href(&account, "#linkable-list a"),
+        format!("/upstream/authorize/{A}?next=%2Faccount")
+    );
     assert!(
         account.contains("Upstream — alice@upstream.example"),
         "{account}"
@@ -567,7 +587,20 @@ async fn form_post_pkce_always_without_discovery(db: TestDb) {
     assert_eq!(status, 200, "{again}");
     assert!(again.contains(r#"name="resubmitted" value="1""#), "{again}");
     let response = b.submit(&env.down.base_url, &again, "form", &[]).await;
-    let link = location(&response, &env.down.base_url);
+    // Answered with a page that moves on by itself (a fresh navigation, not a redirect of the
+    // form's).
+    let (status, onward) = support::text(response).await;
+    assert_eq!(status, 200, "{onward}");
+    let href = link_href(&onward, "#continue");
+    let doc = Html::parse_document(&onward);
+    let refresh = doc
+        .select(&Selector::parse("meta[http-equiv=refresh]").unwrap())
+        .next()
+        .and_then(|m| m.value().attr("content"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(refresh, format!("0;url={href}"));
+    let link = env.down.base_url.join(&href).unwrap();
     let (status, page) = b.get_text(&link).await;
     assert_eq!(status, 200, "{page}");
     // Required and present: imposed. The address is imposed too, unverified (`never`).
@@ -1081,7 +1114,8 @@ async fn mock_provider_faults(db: TestDb) {
     assert!(page.contains("<code>invalid_grant</code>"), "{page}");
 
     // ID tokens: wrong nonce, wrong audience, forged signature, none at all.
-    let cases: [(&str, Box<dyn Fn(&str) -> String>); 4] = [
+    type MakeIdToken<'a> = Box<dyn Fn(&str) -> String + 'a>;
+    let cases: [(&str, MakeIdToken); 4] = [
         (
             "nonce does not match",
             Box::new(|_nonce: &str| idp.key.sign(&idp.claims("another nonce", now)).unwrap()),

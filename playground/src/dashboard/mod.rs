@@ -1,14 +1,16 @@
 //! The dashboard: server-rendered pages about the deployment, a browser OIDC client (the one
-//! place JavaScript must run), a device-flow panel, a legacy login panel, and the live exchange
-//! log, and a conformance page that runs the conformance suite against this deployment (or another
-//! issuer) and shows its report. Pages are minijinja templates under `playground/templates/`, embedded in the binary; one
-//! style sheet; scripts only from files (the Content-Security-Policy forbids inline ones).
+//! place JavaScript must run), a device-flow panel, a legacy login panel, the live exchange
+//! log, the mailbox (every mail the provider sent), and a conformance page that runs the
+//! conformance suite against this deployment (or another issuer) and shows its report. Pages
+//! are minijinja templates under `playground/templates/`, embedded in the binary; one style
+//! sheet; scripts only from files (the Content-Security-Policy forbids inline ones).
 
 mod conformance;
 mod device;
 mod http;
 mod legacy;
 mod log;
+mod mailbox;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -120,6 +122,8 @@ pub(crate) fn router(setup: Setup) -> Result<Router, Error> {
         .route("/log", get(log::page))
         .route("/log/events", get(log::events))
         .route("/log.json", get(log::entries))
+        .route("/mailbox", get(mailbox::page))
+        .route("/mailbox.json", get(mailbox::json))
         .route("/qr.svg", get(qr))
         .route("/certificate.pem", get(certificate))
         .route("/static/style.css", get(|| asset("text/css", STYLE)))
@@ -156,6 +160,7 @@ fn templates() -> Result<Environment<'static>, Error> {
         ),
         ("legacy.html", include_str!("../../templates/legacy.html")),
         ("log.html", include_str!("../../templates/log.html")),
+        ("mailbox.html", include_str!("../../templates/mailbox.html")),
         (
             "conformance.html",
             include_str!("../../templates/conformance.html"),

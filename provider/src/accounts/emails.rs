@@ -190,7 +190,9 @@ pub enum RegistrationCodeCheck {
     /// Right, and the registration is marked completed: create the account now, in the same
     /// transaction.
     Right,
-    Wrong { attempts_left: i32 },
+    Wrong {
+        attempts_left: i32,
+    },
     Expired,
     TooManyAttempts,
     /// Completed already (the account exists, or an earlier attempt created it).
@@ -331,7 +333,9 @@ pub async fn recover_password(
         return Ok(None);
     }
     super::set_password(repo, user, password).await?;
-    repo.recovery_tickets().consume_all_for_user(user.id).await?;
+    repo.recovery_tickets()
+        .consume_all_for_user(user.id)
+        .await?;
     Ok(Some(super::end_all_sessions(repo, user.id, now).await?))
 }
 
@@ -365,7 +369,10 @@ mod tests {
             checked_address(" Bob@Example.org").unwrap(),
             "Bob@example.org"
         );
-        assert!(checked_address("bob@localhost").is_err(), "no dotted domain");
+        assert!(
+            checked_address("bob@localhost").is_err(),
+            "no dotted domain"
+        );
         assert!(checked_address("bob").is_err());
     }
 }

@@ -149,6 +149,11 @@ pub fn is_plausible_email(address: &str) -> bool {
         && !address.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// An address as stored: normalised as the account pages do ([`emails::checked_address`]).
+fn checked_email(address: &str) -> Result<String, AccountError> {
+    emails::checked_address(address).map_err(|_| AccountError::InvalidEmail(address.to_owned()))
+}
+
 /// A display name as kept: trimmed; `None` when blank or too long.
 pub fn valid_display_name(name: &str) -> Option<&str> {
     let name = name.trim();
@@ -185,11 +190,11 @@ pub async fn create_user(
     new: &NewUser,
     now: DateTime<Utc>,
 ) -> Result<(User, AfterCommit), AccountError> {
-    for email in &new.emails {
-        if !is_plausible_email(&email.address) {
-            return Err(AccountError::InvalidEmail(email.address.clone()));
-        }
-    }
+    let addresses = new
+        .emails
+        .iter()
+        .map(|e| Ok((checked_email(&e.address)?, e.verified)))
+        .collect::<Result<Vec<_>, AccountError>>()?;
     let display_name = match &new.display_name {
         Some(name) => Some(valid_display_name(name).ok_or(AccountError::InvalidDisplayName)?),
         None => None,
@@ -206,9 +211,9 @@ pub async fn create_user(
             .add(user.id, &password.hash, password.version, None)
             .await?;
     }
-    for email in &new.emails {
-        match repo.user_emails().add(user.id, &email.address).await {
-            Ok(added) if email.verified => {
+    for (address, verified) in &addresses {
+        match repo.user_emails().add(user.id, address).await {
+            Ok(added) if *verified => {
                 repo.user_emails().confirm(added.id).await?;
             }
             Ok(_) | Err(StorageError::Conflict(_)) => {}
@@ -380,12 +385,10 @@ pub async fn add_email(
     verified: bool,
     now: DateTime<Utc>,
 ) -> Result<(UserEmail, AfterCommit), AccountError> {
-    if !is_plausible_email(address) {
-        return Err(AccountError::InvalidEmail(address.to_owned()));
-    }
-    let mut email = match repo.user_emails().add(user.id, address).await {
+    let address = checked_email(address)?;
+    let mut email = match repo.user_emails().add(user.id, &address).await {
         Ok(email) => email,
-        Err(StorageError::Conflict(_)) => return Err(AccountError::EmailTaken(address.to_owned())),
+        Err(StorageError::Conflict(_)) => return Err(AccountError::EmailTaken(address)),
         Err(e) => return Err(e.into()),
     };
     let mut jobs = AfterCommit::default();

@@ -61,7 +61,9 @@ pub async fn change_password(
     password: &HashedPassword,
 ) -> Result<(), StorageError> {
     super::set_password(repo, user, password).await?;
-    repo.recovery_tickets().consume_all_for_user(user.id).await?;
+    repo.recovery_tickets()
+        .consume_all_for_user(user.id)
+        .await?;
     Ok(())
 }
 

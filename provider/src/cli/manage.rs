@@ -44,11 +44,10 @@ pub struct ConfigFile {
 
 /// A new password, from the command line or standard input.
 #[derive(Debug, Clone, Args)]
-#[group(multiple = false)]
 pub struct PasswordInput {
     /// The password (visible to other users of this machine in the process list: prefer
     /// --password-stdin).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "password_stdin")]
     password: Option<String>,
     /// Read the password from the first line of standard input.
     #[arg(long)]
@@ -412,13 +411,16 @@ impl Manage<'_> {
                 username, email, ..
             } => {
                 let user = self.user(&username).await?;
+                // Stored normalised (the domain in lower case): compared the same way.
+                let wanted = accounts::emails::checked_address(&email)
+                    .unwrap_or_else(|_| email.trim().to_owned());
                 let mut repo = state.storage.begin().await?;
                 let found = repo
                     .user_emails()
                     .list_for_user(user.id)
                     .await?
                     .into_iter()
-                    .find(|e| e.email == email.trim());
+                    .find(|e| e.email == wanted);
                 let Some(found) = found else {
                     return Err(Refusal::Other(format!(
                         "{} has no address `{email}` (add it with add-email)",

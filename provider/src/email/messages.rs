@@ -109,13 +109,14 @@ mod tests {
     #[test]
     fn the_code_mail_says_the_code_in_both_parts() {
         let t = Templates::new();
-        let mail =
-            verification_code(&t, recipient(), "042137", 15, CodePurpose::AddEmail).unwrap();
+        let mail = verification_code(&t, recipient(), "042137", 15, CodePurpose::AddEmail).unwrap();
         assert_eq!(mail.to, "bob@example.org");
         assert_eq!(mail.subject, "Confirm your email address for example.org");
         assert!(!mail.subject.contains("042137"));
         assert!(mail.text.contains("    042137\n"), "{}", mail.text);
-        assert!(mail.text.contains("To add bob@example.org to the account bob"));
+        assert!(mail
+            .text
+            .contains("To add bob@example.org to the account bob"));
         assert!(mail.text.contains("for 15 minutes"));
         assert!(mail.html.contains(">042137</p>"), "{}", mail.html);
         let mail =
@@ -133,7 +134,11 @@ mod tests {
         };
         let link = "https://auth.example.org/recover/abc?x=1&y=2";
         let mail = password_recovery(&t, hostile, link, 60).unwrap();
-        assert!(mail.text.contains(&format!("    {link}\n")), "{}", mail.text);
+        assert!(
+            mail.text.contains(&format!("    {link}\n")),
+            "{}",
+            mail.text
+        );
         assert!(mail.text.contains("<b>eve</b>"), "text is not escaped");
         assert!(mail.html.contains("&lt;b&gt;eve&lt;"), "{}", mail.html);
         assert!(mail.html.contains("x=1&amp;y=2"), "{}", mail.html);

@@ -50,8 +50,8 @@ pub use self::{
     browser_sessions::*, client_assertions::*, clients::*, compat::*, grants::*, jobs::*,
     oauth2_sessions::*, upstream::*, users::*,
 };
-pub use self::{registration_tokens::*, user_terms::*};
 pub use self::{email_verifications::*, recovery_tickets::*};
+pub use self::{registration_tokens::*, user_terms::*};
 use crate::clock::Entropy;
 
 /// The SHA-256 of a token or code: how every secret value is stored and looked up.

@@ -14,7 +14,7 @@ use axum_extra::extract::PrivateCookieJar;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use super::{client::display_name, AUTHORIZE_PATH, UNLINK_PATH};
+use super::{client::display_name, UNLINK_PATH};
 use crate::{
     app::AppState,
     endpoints,
@@ -36,8 +36,8 @@ pub struct LinkedView {
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkableView {
     pub name: String,
-    /// A GET form's action; the form carries `next=/account`.
-    pub action: String,
+    /// Where the login starts, coming back to the account page.
+    pub href: String,
 }
 
 /// The account page's "Linked accounts" section.
@@ -45,8 +45,6 @@ pub struct LinkableView {
 pub struct LinkedAccounts {
     pub linked: Vec<LinkedView>,
     pub providers: Vec<LinkableView>,
-    /// Where the link buttons return to.
-    pub next: &'static str,
 }
 
 async fn provider_names(
@@ -101,10 +99,9 @@ pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAcco
             .iter()
             .map(|p| LinkableView {
                 name: display_name(p),
-                action: format!("{AUTHORIZE_PATH}/{}", p.id),
+                href: super::start_url(p.id, None, Some(endpoints::ACCOUNT)),
             })
             .collect(),
-        next: endpoints::ACCOUNT,
     })
 }
 

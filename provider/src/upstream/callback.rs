@@ -9,7 +9,8 @@
 //!
 //! A `form_post` response is a cross-site POST, which carries no `SameSite=Lax` cookie: the
 //! callback answers it with a page that posts the same fields again from our own origin, and
-//! that second POST has the cookie.
+//! that second POST has the cookie. A posted response is answered with a page that moves on by
+//! itself (see [`onward`]) rather than a redirect.
 
 use axum::{
     extract::{Form, Path, Query, State},
@@ -116,6 +117,19 @@ fn resubmit(state: &AppState, provider_id: &str, params: &CallbackParams) -> Res
     )
 }
 
+/// The answer to a posted response: a page that moves on to `target` by itself. Not a redirect:
+/// the POST came from a form (the provider's, or our re-post page), and browsers check a form's
+/// redirects against the page's `form-action`, which can't name the client the login may end
+/// at; a fresh navigation starts a new chain.
+fn onward(state: &AppState, target: &str) -> Response {
+    web::page(
+        state,
+        StatusCode::OK,
+        "pages/upstream_continue.html",
+        minijinja::context! { refresh => target },
+    )
+}
+
 async fn handle(
     state: AppState,
     jar: PrivateCookieJar,
@@ -133,6 +147,7 @@ async fn handle(
         Err(e) => return (cookie.into_jar(), e.page(&state, None)).into_response(),
     };
     let response = match complete(&state, &mut cookie, &provider, &params).await {
+        Ok(session) if posted => onward(&state, &format!("{LINK_PATH}/{session}")),
         Ok(session) => Redirect::to(&format!("{LINK_PATH}/{session}")).into_response(),
         Err(e) => e.page(&state, Some(&provider.name)),
     };

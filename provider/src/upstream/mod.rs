@@ -89,19 +89,28 @@ pub fn redirect_uri(state: &AppState, provider_id: Ulid) -> String {
     .to_string()
 }
 
-/// A "Continue with …" button of the login page.
+/// A "Continue with …" link of the login page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Button {
     pub name: String,
     pub brand: Option<String>,
-    /// The form's action (a GET).
-    pub action: String,
+    /// Where it starts the login, with the grant or the page to return to.
+    pub href: String,
 }
 
-/// One button per enabled provider, for the login page (the grant or page to return to is
-/// carried by the form's hidden fields). Empty when the providers can't be read: the password
-/// form still works.
-pub async fn login_buttons(state: &AppState) -> Vec<Button> {
+/// `/upstream/authorize/{id}`, carrying the pending authorization request or the page to
+/// return to.
+pub fn start_url(provider_id: Ulid, grant: Option<&str>, next: Option<&str>) -> String {
+    web::login::with_return(&format!("{AUTHORIZE_PATH}/{provider_id}"), grant, next)
+}
+
+/// One link per enabled provider, for the login page. Empty when the providers can't be read
+/// (logged): the password form still works.
+pub async fn login_buttons(
+    state: &AppState,
+    grant: Option<&str>,
+    next: Option<&str>,
+) -> Vec<Button> {
     let providers = async {
         let mut repo = state.storage.reader().await?;
         repo.upstream_providers().list_enabled().await
@@ -113,7 +122,7 @@ pub async fn login_buttons(state: &AppState) -> Vec<Button> {
             .map(|p| Button {
                 name: client::display_name(p),
                 brand: p.brand_name.clone(),
-                action: format!("{AUTHORIZE_PATH}/{}", p.id),
+                href: start_url(p.id, grant, next),
             })
             .collect(),
         Err(e) => {
@@ -127,7 +136,9 @@ pub async fn login_buttons(state: &AppState) -> Vec<Button> {
 /// page it came from, or the "signed in" page.
 pub fn continue_to(grant: Option<Ulid>, next: Option<&str>) -> Response {
     match (grant, next.and_then(|n| web::login::valid_next(Some(n)))) {
-        (Some(grant), _) => Redirect::to(&format!("/consent/{grant}")).into_response(),
+        (Some(grant), _) => {
+            Redirect::to(&format!("{}/{grant}", web::consent::PATH)).into_response()
+        }
         (None, Some(next)) => Redirect::to(&next).into_response(),
         (None, None) => Redirect::to(web::login::PATH).into_response(),
     }
@@ -319,3 +330,82 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/pages/upstream_unlink.html"),
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pages_render_and_escape() {
+        let t = web::Templates::new();
+        let chrome = minijinja::context! { site_name => "S", stylesheet => "/s.css" };
+        let html = t
+            .render(
+                "pages/upstream_link.html",
+                minijinja::context! {
+                    provider => "<Evil>", account_name => "a@b", csrf => "t", action => "/upstream/link/x",
+                    can_register => true, username => "alice", username_locked => false,
+                    username_taken => "alice", displayname => "Alice <3", displayname_locked => false,
+                    email => "a@b.c", email_locked => true, email_verified => false,
+                    login_username => "alice", current_user => "bob", server_name => "example.org",
+                    ..chrome.clone()
+                },
+            )
+            .unwrap();
+        assert!(html.contains("&lt;Evil&gt;"), "{html}");
+        assert!(html.contains("Alice &lt;3"), "{html}");
+        for id in [
+            "register-form",
+            "link-current-form",
+            "login-form",
+            "taken-hint",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}: {html}");
+        }
+        let html = t
+            .render(
+                "pages/upstream_link.html",
+                minijinja::context! {
+                    provider => "P", csrf => "t", action => "/a", can_register => false,
+                    username => "alice", username_taken => "alice", ..chrome.clone()
+                },
+            )
+            .unwrap();
+        assert!(html.contains("id=\"cannot-register\""), "{html}");
+        assert!(!html.contains("id=\"register-form\""), "{html}");
+        let html = t
+            .render(
+                "pages/upstream_buttons.html",
+                minijinja::context! {
+                    upstream_buttons => vec![Button {
+                        name: "Example".into(),
+                        brand: Some("example".into()),
+                        href: start_url(Ulid(1), None, Some("/account")),
+                    }],
+                },
+            )
+            .unwrap();
+        assert!(html.contains("Continue with Example"), "{html}");
+        assert!(html.contains("next=%2Faccount"), "{html}");
+        for (name, context) in [
+            (
+                "pages/upstream_unlink.html",
+                minijinja::context! { provider => "P", last_way_in => true, ..chrome.clone() },
+            ),
+            (
+                "pages/upstream_continue.html",
+                minijinja::context! { refresh => "/upstream/link/x", ..chrome.clone() },
+            ),
+            (
+                "pages/upstream_continue.html",
+                minijinja::context! { script => "s()", action => "/cb", fields => vec![("code", "c")], ..chrome.clone() },
+            ),
+            (
+                "pages/upstream_linked.html",
+                minijinja::context! { linked_accounts => account::LinkedAccounts { linked: vec![], providers: vec![] } },
+            ),
+        ] {
+            assert!(t.render(name, context).is_some(), "{name}");
+        }
+    }
+}

@@ -482,7 +482,10 @@ async fn show(
     let action = query.action.as_deref().filter(|a| !a.is_empty());
     let device_id = query.device_id.as_deref().filter(|d| !d.is_empty());
     let done = query.done.as_deref().and_then(Done::parse);
-    let done_email = query.email.as_deref().and_then(|e| Ulid::from_string(e).ok());
+    let done_email = query
+        .email
+        .as_deref()
+        .and_then(|e| Ulid::from_string(e).ok());
     let Some(action) = action else {
         return profile(state, cookie, user, StatusCode::OK, done, None).await;
     };
@@ -644,7 +647,9 @@ async fn profile(
     done: Option<Done>,
     error: Option<(&str, &str)>,
 ) -> Response {
-    let notice = done.filter(|d| *d == Done::DisplayName).map(|d| d.notice(None));
+    let notice = done
+        .filter(|d| *d == Done::DisplayName)
+        .map(|d| d.notice(None));
     profile_page(state, cookie, user, status, notice, error).await
 }
 
@@ -795,7 +800,9 @@ async fn password_page(
         Ok(password) => password.is_some(),
         Err(e) => return unavailable(state, &e),
     };
-    let notice = done.filter(|d| *d == Done::Password).map(|d| d.notice(None));
+    let notice = done
+        .filter(|d| *d == Done::Password)
+        .map(|d| d.notice(None));
     account_page(
         state,
         status,
@@ -1139,7 +1146,11 @@ async fn over_mail_limits(
 ) -> Option<Response> {
     let checks = [
         (Limit::EmailSend, address.to_owned(), "to this address"),
-        (Limit::EmailSendPerUser, user.id.to_string(), "for your account"),
+        (
+            Limit::EmailSendPerUser,
+            user.id.to_string(),
+            "for your account",
+        ),
     ];
     for (limit, key, whom) in checks {
         match state.limiter.check(limit, &key).await {
@@ -1240,8 +1251,15 @@ async fn add_email(
                     account_emails::MAX_EMAILS_PER_USER
                 ),
             };
-            return emails_error(state, cookie, user, StatusCode::BAD_REQUEST, &message, &typed)
-                .await;
+            return emails_error(
+                state,
+                cookie,
+                user,
+                StatusCode::BAD_REQUEST,
+                &message,
+                &typed,
+            )
+            .await;
         }
         Err(e) => return unavailable(state, &e),
     };
@@ -1324,14 +1342,8 @@ async fn verify_email(
             "Too many wrong codes for {}: send a new code and enter that one.",
             email.email
         ),
-        CodeCheck::Expired => format!(
-            "The code for {} has expired: send a new code.",
-            email.email
-        ),
-        CodeCheck::NoCode => format!(
-            "No code is waiting for {}: send a new code.",
-            email.email
-        ),
+        CodeCheck::Expired => format!("The code for {} has expired: send a new code.", email.email),
+        CodeCheck::NoCode => format!("No code is waiting for {}: send a new code.", email.email),
     };
     emails_error(state, cookie, user, StatusCode::BAD_REQUEST, &error, "").await
 }
@@ -1419,7 +1431,11 @@ async fn change_password(
         password_page(state, cookie, user, status, None, Some(&message)).await
     };
     if current.is_empty() {
-        return refuse(StatusCode::BAD_REQUEST, "Enter your current password.".into()).await;
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Enter your current password.".into(),
+        )
+        .await;
     }
     if let Err(e) = state.passwords.check_policy(&new) {
         return refuse(StatusCode::BAD_REQUEST, format!("New password: {e}.")).await;

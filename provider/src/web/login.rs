@@ -151,7 +151,7 @@ async fn login_page(
             next => next,
             username => username.or(for_grant.login_hint.as_deref()).unwrap_or_default(),
             error => error,
-            upstream_buttons => crate::upstream::login_buttons(state).await,
+            upstream_buttons => crate::upstream::login_buttons(state, grant, next).await,
             register => state
                 .settings
                 .registration

@@ -24,7 +24,9 @@ use serde::Deserialize;
 use crate::{
     accounts::{
         self,
-        emails::{self as account_emails, RecoveryToSend, TicketRefusal, RECOVERY_LIFETIME_MINUTES},
+        emails::{
+            self as account_emails, RecoveryToSend, TicketRefusal, RECOVERY_LIFETIME_MINUTES,
+        },
     },
     app::AppState,
     email::messages::{self, Recipient},

@@ -20,7 +20,7 @@ use ulid::Ulid;
 
 use crate::{
     app::AppState,
-    captcha::{CaptchaError, CaptchaVerifier, Widget},
+    captcha::{CaptchaError, Widget},
     storage::{BoxRepository, RegistrationTokenInvalid, StorageError},
 };
 
@@ -160,9 +160,9 @@ pub async fn check(
             },
         }
     }
-    if let Some(captcha) = &settings.captcha {
-        let verifier = CaptchaVerifier::new(captcha.clone());
-        let response = captcha
+    if let Some(verifier) = &state.captcha {
+        let response = verifier
+            .settings()
             .service
             .response_field()
             .and_then(|field| form.captcha_response(field));
@@ -223,8 +223,8 @@ impl Passed {
     }
 }
 
-// Kept with a registration that waits for the code mailed to its address (H1,
-// `account.password_registration_email_required`, see `super::register_verify`), and applied
+// Kept with a registration that waits for the code mailed to its address
+// (`account.password_registration_email_required`, see `super::register_verify`), and applied
 // when the code is entered.
 impl Passed {
     /// The registration token to count and the terms accepted, to keep until the account is

@@ -68,7 +68,9 @@ pub(crate) async fn start(state: &AppState, form: Start<'_>) -> Result<Response,
         }
         Err(RateLimitError::Storage(e)) => {
             tracing::error!(error = %e, "registration: can't check the mail rate limit");
-            return Err("Creating accounts is not possible right now. Try again in a moment.".into());
+            return Err(
+                "Creating accounts is not possible right now. Try again in a moment.".into(),
+            );
         }
     }
     let hashed = crate::accounts::hash_password(state, form.password, false)
@@ -295,7 +297,16 @@ pub async fn post(
         resend(&state, &cookie, &pending, grant, next).await
     } else {
         let user_agent = web::user_agent(&headers);
-        verify(&state, &mut cookie, &pending, &form.code, grant, next, user_agent.as_deref()).await
+        verify(
+            &state,
+            &mut cookie,
+            &pending,
+            &form.code,
+            grant,
+            next,
+            user_agent.as_deref(),
+        )
+        .await
     };
     (cookie.into_jar(), response).into_response()
 }
@@ -383,7 +394,11 @@ async fn verify(
     user_agent: Option<&str>,
 ) -> Response {
     // The homeserver has the last word on the username (outside the transaction: it's a call).
-    match state.homeserver.is_localpart_available(&pending.username).await {
+    match state
+        .homeserver
+        .is_localpart_available(&pending.username)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => return taken(state),
         Err(e) => {
@@ -396,7 +411,9 @@ async fn verify(
                 grant,
                 next,
                 None,
-                Some("The Matrix server can't be reached to check the username. Try again shortly."),
+                Some(
+                    "The Matrix server can't be reached to check the username. Try again shortly.",
+                ),
             );
         }
     }
@@ -451,9 +468,8 @@ async fn verify(
             return Ok(Creation::Refused(message));
         }
         let session = login::open_password_session(&mut repo, user.id, user_agent).await?;
-        let job =
-            provisioning::enqueue(&mut repo, &Task::ProvisionUser { user_id: user.id }, now)
-                .await?;
+        let job = provisioning::enqueue(&mut repo, &Task::ProvisionUser { user_id: user.id }, now)
+            .await?;
         repo.commit().await?;
         tracing::info!(username = %user.username, "account created (address confirmed)");
         provisioning::run_now(state, &[job]).await;

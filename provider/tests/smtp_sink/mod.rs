@@ -175,6 +175,10 @@ async fn serve(
     tls: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let mut session = builder.build(peer, handler);
+    if tls.load(Ordering::SeqCst) {
+        // Implicit TLS: the session is secure from the start (AUTH may be offered).
+        session.tls_active();
+    }
     let mut reader = BufReader::new(stream);
     reader
         .get_mut()

@@ -222,7 +222,10 @@ async fn pending_registrations(db: TestDb) {
         .unwrap();
     assert_eq!(renewed.attempts, 1);
     assert_eq!(renewed.code_hash, hash(2));
-    assert_eq!(renewed.expires_at, provider::storage::types::db_precision(later));
+    assert_eq!(
+        renewed.expires_at,
+        provider::storage::types::db_precision(later)
+    );
 
     // Completed once; the password hash is dropped; nothing more can happen to it.
     assert!(repo

@@ -5,6 +5,7 @@
 // of `clippy.toml` is for request code.
 #![allow(clippy::disallowed_methods)]
 
+mod admin_lists;
 mod browser_sessions;
 mod client_assertions;
 mod clients;

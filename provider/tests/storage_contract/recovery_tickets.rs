@@ -85,7 +85,12 @@ async fn recovery_tickets(db: TestDb) {
     // Expired: can't be used.
     let late = repo
         .recovery_tickets()
-        .add(alice.id, email.id, &hash(3), db.clock.now() + Duration::hours(1))
+        .add(
+            alice.id,
+            email.id,
+            &hash(3),
+            db.clock.now() + Duration::hours(1),
+        )
         .await
         .unwrap();
     db.clock.advance(Duration::hours(1));
@@ -94,12 +99,22 @@ async fn recovery_tickets(db: TestDb) {
     // A new password voids the others, only the user's.
     let a = repo
         .recovery_tickets()
-        .add(alice.id, email.id, &hash(4), db.clock.now() + Duration::hours(1))
+        .add(
+            alice.id,
+            email.id,
+            &hash(4),
+            db.clock.now() + Duration::hours(1),
+        )
         .await
         .unwrap();
     let b = repo
         .recovery_tickets()
-        .add(bob.id, bobs.id, &hash(5), db.clock.now() + Duration::hours(1))
+        .add(
+            bob.id,
+            bobs.id,
+            &hash(5),
+            db.clock.now() + Duration::hours(1),
+        )
         .await
         .unwrap();
     assert_eq!(
