@@ -458,8 +458,10 @@ impl Running {
                     .listener(listener)
                     .map_err(|e| Error::Tls(format!("can't serve {name}: {e}")))?;
                 self.tasks.spawn(async move {
+                    // The peer address for the provider's per-IP rate limits: axum gives it
+                    // for any listener once tapped (a no-op tap here).
                     let served = axum::serve(
-                        listener,
+                        axum::serve::ListenerExt::tap_io(listener, |_| {}),
                         router.into_make_service_with_connect_info::<SocketAddr>(),
                     )
                     .with_graceful_shutdown(stopped)

@@ -9,7 +9,9 @@
 //!     --database-url postgres://postgres@127.0.0.1:5432/provider_bench --duration 10
 //! ```
 //! The database must exist; it is migrated. Without `--database-url` a temporary SQLite file is
-//! used. Flags: `--duration SECONDS` (10), `--connections N` (16), `--threads N` (2).
+//! used. Flags: `--duration SECONDS` (10), `--connections N` (16), `--threads N` (2),
+//! `--no-rate-limits` (every rate limit off; by default the token endpoint's is checked on
+//! every request, with a quota the load doesn't reach).
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -28,6 +30,8 @@ struct Options {
     duration: u64,
     connections: u32,
     threads: u32,
+    /// Rate limits on (the default) or off (`--no-rate-limits`).
+    rate_limits: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -36,6 +40,7 @@ fn options() -> Result<Options, String> {
         duration: 10,
         connections: 16,
         threads: 2,
+        rate_limits: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -57,6 +62,7 @@ fn options() -> Result<Options, String> {
                     .parse()
                     .map_err(|e| format!("--threads: {e}"))?
             }
+            "--no-rate-limits" => options.rate_limits = false,
             // cargo bench passes --bench to every bench binary
             "--bench" => {}
             other => {
@@ -150,10 +156,28 @@ async fn run(options: Options) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let overrides = [(
-        "PROVIDER__CLIENTS__0__GRANT_TYPES".to_owned(),
-        "[authorization_code, refresh_token, client_credentials]".to_owned(),
-    )];
+    // The token endpoint's rate limit stays on (each request pays for its check) with a quota
+    // this load never reaches: the default (100 a second per client) would answer most of it
+    // 429. `--no-rate-limits` turns every limit off, to measure what the checks cost.
+    let rate_limits = if options.rate_limits { "true" } else { "false" };
+    let overrides = [
+        (
+            "PROVIDER__CLIENTS__0__GRANT_TYPES".to_owned(),
+            "[authorization_code, refresh_token, client_credentials]".to_owned(),
+        ),
+        (
+            "PROVIDER__RATE_LIMITING__ENABLED".to_owned(),
+            rate_limits.to_owned(),
+        ),
+        (
+            "PROVIDER__RATE_LIMITING__TOKEN__PER_CLIENT__BURST".to_owned(),
+            "100000".to_owned(),
+        ),
+        (
+            "PROVIDER__RATE_LIMITING__TOKEN__PER_CLIENT__PER_SECOND".to_owned(),
+            "1000000".to_owned(),
+        ),
+    ];
     let (_, settings) =
         config::parse(&text, overrides, Path::new(".")).map_err(|p| format!("{p:?}"))?;
     let storage = server::open_storage(&settings, entropy.clone())

@@ -1223,12 +1223,16 @@ impl Config {
                 if c.client_auth_method == "none" {
                     p.push(Problem::new(
                         path,
-                        format!("`{id}` is a public client (`none`): it can't use client credentials"),
+                        format!(
+                            "`{id}` is a public client (`none`): it can't use client credentials"
+                        ),
                     ));
                 } else if !c.grant_types.iter().any(|g| g == "client_credentials") {
                     p.push(Problem::new(
                         path,
-                        format!("`{id}` doesn't have the client_credentials grant in its grant_types"),
+                        format!(
+                            "`{id}` doesn't have the client_credentials grant in its grant_types"
+                        ),
                     ));
                 }
             }

@@ -250,12 +250,16 @@ fn describe(e: reqwest::Error) -> String {
 /// Is this host name or address this machine (`localhost`, 127.0.0.0/8, `::1`)? A port is
 /// ignored.
 fn is_loopback_name(name: &str) -> bool {
-    let host = match name.rsplit_once(':') {
-        // `host:port`, but not a bare IPv6 address.
-        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
-        _ => name,
+    let host = if let Some(bracketed) = name.strip_prefix('[') {
+        // `[::1]` or `[::1]:8448`
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        match name.rsplit_once(':') {
+            // `host:port`, but not a bare IPv6 address.
+            Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+            _ => name,
+        }
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
@@ -1007,10 +1011,12 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     if crate::storage::DatabaseKind::of_url(url).ok()? != crate::storage::DatabaseKind::Sqlite {
         return None;
     }
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
     let file = options.get_filename();
-    (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
-        .then(|| file.to_path_buf())
+    (!file.as_os_str().is_empty()).then(|| file.to_path_buf())
 }
 
 /// The start of a body, on one line, for messages.

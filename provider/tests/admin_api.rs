@@ -132,8 +132,14 @@ fn assert_problem(status: u16, headers: &reqwest::header::HeaderMap, body: &Valu
     );
     assert_eq!(body["type"], "about:blank", "{body}");
     assert_eq!(body["status"], status, "{body}");
-    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
 }
 
 fn api<'a>(provider: &'a TestProvider, token: &str) -> Api<'a> {
@@ -235,7 +241,10 @@ async fn admin_tokens(db: TestDb) {
     let browser = browser();
     let login = location(
         &browser
-            .get(authorize_url(&provider, &[("scope", "openid urn:mas:admin")]))
+            .get(authorize_url(
+                &provider,
+                &[("scope", "openid urn:mas:admin")],
+            ))
             .send()
             .await
             .unwrap(),
@@ -259,7 +268,9 @@ async fn admin_tokens(db: TestDb) {
     // A token of hers without the admin scope: 403 insufficient_scope.
     let plain = user_token(&provider, "openid").await;
     let plain = plain["access_token"].as_str().unwrap();
-    let (status, headers, _) = api(&provider, plain).call_full(Method::GET, "/users", None).await;
+    let (status, headers, _) = api(&provider, plain)
+        .call_full(Method::GET, "/users", None)
+        .await;
     assert_eq!(status, 403);
     assert_eq!(
         headers["www-authenticate"],
@@ -302,13 +313,19 @@ async fn admin_tokens(db: TestDb) {
             .call_full(Method::GET, "/users", None)
             .await;
         assert_eq!(status, 401, "{garbage}");
-        assert_eq!(headers["www-authenticate"], "Bearer error=\"invalid_token\"");
+        assert_eq!(
+            headers["www-authenticate"],
+            "Bearer error=\"invalid_token\""
+        );
     }
 
     // Demoted: the sessions holding the admin scope end, her token stops working at once.
     let alice_id = me["id"].as_str().unwrap().to_owned();
     let (status, body) = api(&provider, &robot)
-        .post(&format!("/users/{alice_id}/set-admin"), json!({"admin": false}))
+        .post(
+            &format!("/users/{alice_id}/set-admin"),
+            json!({"admin": false}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["admin"], false);
@@ -349,8 +366,14 @@ async fn users(db: TestDb) {
     assert_eq!(record.displayname.as_deref(), Some("Alice Liddell"));
     assert_eq!(record.emails, ["alice@example.com"]);
 
-    assert_eq!(api.get(&format!("/users/{id}")).await.1["username"], "alice");
-    assert_eq!(api.get("/users/by-username/alice").await.1["id"], id.as_str());
+    assert_eq!(
+        api.get(&format!("/users/{id}")).await.1["username"],
+        "alice"
+    );
+    assert_eq!(
+        api.get("/users/by-username/alice").await.1["id"],
+        id.as_str()
+    );
 
     // Refusals.
     let taken = api.post("/users", json!({"username": "alice"})).await;
@@ -433,7 +456,10 @@ async fn users(db: TestDb) {
             .map(|u| u["username"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(names(&api.get("/users?filter[admin]=true").await.1), ["alice"]);
+    assert_eq!(
+        names(&api.get("/users?filter[admin]=true").await.1),
+        ["alice"]
+    );
     assert_eq!(
         names(&api.get("/users?filter[search]=user0&page[first]=3").await.1),
         ["user00", "user01", "user02"]
@@ -460,7 +486,10 @@ async fn users(db: TestDb) {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let (status, _) = api
-        .post(&format!("/users/{id}/set-password"), json!({"password": "x"}))
+        .post(
+            &format!("/users/{id}/set-password"),
+            json!({"password": "x"}),
+        )
         .await;
     assert_eq!(status, 400);
 
@@ -495,7 +524,9 @@ async fn users(db: TestDb) {
         names(&api.get("/users?filter[status]=deactivated").await.1),
         ["alice"]
     );
-    let (status, body) = api.post(&format!("/users/{id}/reactivate"), json!({})).await;
+    let (status, body) = api
+        .post(&format!("/users/{id}/reactivate"), json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "active");
     assert!(!homeserver.user("alice").unwrap().deactivated);
@@ -567,7 +598,10 @@ async fn emails(db: TestDb) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["verified_at"].is_string());
-    assert_eq!(api.get(&format!("/user-emails/{email_id}")).await.1["email"], "bob@example.com");
+    assert_eq!(
+        api.get(&format!("/user-emails/{email_id}")).await.1["email"],
+        "bob@example.com"
+    );
     let mut emails = homeserver.user("bob").unwrap().emails;
     emails.sort();
     assert_eq!(emails, ["bob@example.com", "bob@work.example"]);
@@ -643,7 +677,11 @@ async fn sessions(db: TestDb) {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0]["device_id"], "OAUTHDEV01");
     let all = api.get("/oauth2-sessions?filter[status]=active").await.1;
-    assert!(all["data"].as_array().unwrap().iter().any(|s| s["user_id"].is_null()));
+    assert!(all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["user_id"].is_null()));
     let oauth_id = mine[0]["id"].as_str().unwrap().to_owned();
     let client_id = mine[0]["client_id"].as_str().unwrap().to_owned();
     let by_client = api
@@ -651,8 +689,10 @@ async fn sessions(db: TestDb) {
         .await
         .1;
     assert_eq!(by_client["data"].as_array().unwrap().len(), 1);
-    assert_eq!(api.get(&format!("/oauth2-sessions/{oauth_id}")).await.1["scope"],
-        mine[0]["scope"]);
+    assert_eq!(
+        api.get(&format!("/oauth2-sessions/{oauth_id}")).await.1["scope"],
+        mine[0]["scope"]
+    );
     let (status, body) = api
         .post(&format!("/oauth2-sessions/{oauth_id}/finish"), json!({}))
         .await;
@@ -676,7 +716,9 @@ async fn sessions(db: TestDb) {
 
     // Compat sessions: paged one at a time.
     let (_, first) = api
-        .get(&format!("/compat-sessions?filter[user]={alice_id}&page[first]=1"))
+        .get(&format!(
+            "/compat-sessions?filter[user]={alice_id}&page[first]=1"
+        ))
         .await;
     assert_eq!(first["data"][0]["device_id"], "COMPATONE");
     let next = first["next_cursor"].as_str().unwrap();
@@ -688,7 +730,10 @@ async fn sessions(db: TestDb) {
     assert_eq!(second["data"][0]["device_id"], "COMPATTWO");
     assert!(second["next_cursor"].is_null());
     let compat_id = first["data"][0]["id"].as_str().unwrap();
-    assert_eq!(api.get(&format!("/compat-sessions/{compat_id}")).await.1["device_id"], "COMPATONE");
+    assert_eq!(
+        api.get(&format!("/compat-sessions/{compat_id}")).await.1["device_id"],
+        "COMPATONE"
+    );
     let (status, body) = api
         .post(&format!("/compat-sessions/{compat_id}/finish"), json!({}))
         .await;
@@ -705,12 +750,16 @@ async fn sessions(db: TestDb) {
 
     // Browser sessions: the one of the code flow.
     let (status, page) = api
-        .get(&format!("/browser-sessions?filter[user]={alice_id}&filter[status]=active"))
+        .get(&format!(
+            "/browser-sessions?filter[user]={alice_id}&filter[status]=active"
+        ))
         .await;
     assert_eq!(status, 200, "{page}");
     let browser_id = page["data"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(api.get(&format!("/browser-sessions/{browser_id}")).await.1["user_id"],
-        alice_id.as_str());
+    assert_eq!(
+        api.get(&format!("/browser-sessions/{browser_id}")).await.1["user_id"],
+        alice_id.as_str()
+    );
     let (status, body) = api
         .post(&format!("/browser-sessions/{browser_id}/finish"), json!({}))
         .await;
@@ -767,10 +816,14 @@ async fn clients(db: TestDb) {
     assert_eq!(robot["admin"], true);
     let robot_id = robot["id"].as_str().unwrap();
     assert_eq!(
-        api.call(Method::PUT, &format!("/clients/{robot_id}"), Some(json!({
-            "client_uri": "https://robot.example.com/",
-            "grant_types": ["client_credentials"],
-        })))
+        api.call(
+            Method::PUT,
+            &format!("/clients/{robot_id}"),
+            Some(json!({
+                "client_uri": "https://robot.example.com/",
+                "grant_types": ["client_credentials"],
+            }))
+        )
         .await
         .0,
         409
@@ -797,7 +850,10 @@ async fn clients(db: TestDb) {
     assert_eq!(status, 201, "{web}");
     assert_eq!(web["static"], false);
     assert_eq!(web["metadata"]["client_name"], "Dashboard");
-    assert_eq!(web["metadata"]["grant_types"], json!(["authorization_code"]));
+    assert_eq!(
+        web["metadata"]["grant_types"],
+        json!(["authorization_code"])
+    );
     assert!(web["client_secret"].as_str().unwrap().len() >= 32);
     let web_id = web["id"].as_str().unwrap().to_owned();
     let (_, fetched) = api.get(&format!("/clients/{web_id}")).await;
@@ -826,7 +882,10 @@ async fn clients(db: TestDb) {
         )
         .await;
     assert_eq!(status, 201, "{service}");
-    assert_eq!(service["metadata"]["grant_types"], json!(["client_credentials"]));
+    assert_eq!(
+        service["metadata"]["grant_types"],
+        json!(["client_credentials"])
+    );
     assert_eq!(service["metadata"]["response_types"], json!([]));
     let service_client = service["client_id"].as_str().unwrap().to_owned();
     let service_secret = service["client_secret"].as_str().unwrap().to_owned();
@@ -950,30 +1009,54 @@ async fn upstream(db: TestDb) {
         api.get(&format!("/upstream-providers/{}", idp.id)).await.1["human_name"],
         "Example IdP"
     );
-    assert_eq!(api.get("/upstream-providers/01ARZ3NDEKTSV4RRFFQ69G5FAV").await.0, 404);
+    assert_eq!(
+        api.get("/upstream-providers/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .await
+            .0,
+        404
+    );
 
     let (status, links) = api.get("/upstream-links").await;
     assert_eq!(status, 200, "{links}");
     assert_eq!(links["data"].as_array().unwrap().len(), 2);
-    let (_, mine) = api.get(&format!("/upstream-links?filter[user]={alice_id}")).await;
+    let (_, mine) = api
+        .get(&format!("/upstream-links?filter[user]={alice_id}"))
+        .await;
     assert_eq!(mine["data"].as_array().unwrap().len(), 1);
     assert_eq!(mine["data"][0]["subject"], "subject-1");
     let (_, by_provider) = api
-        .get(&format!("/upstream-links?filter[provider]={}&page[first]=1", idp.id))
+        .get(&format!(
+            "/upstream-links?filter[provider]={}&page[first]=1",
+            idp.id
+        ))
         .await;
     assert_eq!(by_provider["data"][0]["id"], link.id.to_string());
     assert_eq!(by_provider["next_cursor"], link.id.to_string());
-    assert_eq!(api.get(&format!("/upstream-links/{}", other.id)).await.1["user_id"], Value::Null);
+    assert_eq!(
+        api.get(&format!("/upstream-links/{}", other.id)).await.1["user_id"],
+        Value::Null
+    );
 
     let (status, _) = api
-        .call(Method::DELETE, &format!("/upstream-links/{}", link.id), None)
+        .call(
+            Method::DELETE,
+            &format!("/upstream-links/{}", link.id),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
-    assert_eq!(api.get(&format!("/upstream-links/{}", link.id)).await.0, 404);
     assert_eq!(
-        api.call(Method::DELETE, &format!("/upstream-links/{}", link.id), None)
-            .await
-            .0,
+        api.get(&format!("/upstream-links/{}", link.id)).await.0,
+        404
+    );
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            &format!("/upstream-links/{}", link.id),
+            None
+        )
+        .await
+        .0,
         404
     );
     assert_eq!(api.get("/upstream-links?filter[provider]=x").await.0, 400);
@@ -998,9 +1081,7 @@ async fn registration_tokens(db: TestDb) {
     assert_eq!(limited["valid"], true);
     assert!(limited["token"].as_str().unwrap().len() >= 16);
     let limited_id = limited["id"].as_str().unwrap().to_owned();
-    let (status, chosen) = api
-        .call(Method::POST, "/registration-tokens", None)
-        .await;
+    let (status, chosen) = api.call(Method::POST, "/registration-tokens", None).await;
     assert_eq!(status, 201, "{chosen}");
     assert!(chosen["usage_limit"].is_null());
     let (status, named) = api
@@ -1020,7 +1101,11 @@ async fn registration_tokens(db: TestDb) {
         json!({"token": "with space"}),
         json!({"usage_limit": "many"}),
     ] {
-        assert_eq!(api.post("/registration-tokens", bad.clone()).await.0, 400, "{bad}");
+        assert_eq!(
+            api.post("/registration-tokens", bad.clone()).await.0,
+            400,
+            "{bad}"
+        );
     }
 
     let (status, fetched) = api.get(&format!("/registration-tokens/{limited_id}")).await;
@@ -1028,7 +1113,10 @@ async fn registration_tokens(db: TestDb) {
     assert!(fetched.get("token").is_none(), "the value is shown once");
 
     let (status, revoked) = api
-        .post(&format!("/registration-tokens/{limited_id}/revoke"), json!({}))
+        .post(
+            &format!("/registration-tokens/{limited_id}/revoke"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{revoked}");
     assert_eq!(revoked["valid"], false);
@@ -1044,17 +1132,26 @@ async fn registration_tokens(db: TestDb) {
     let (_, valid) = api.get("/registration-tokens?filter[valid]=true").await;
     assert_eq!(valid["data"].as_array().unwrap().len(), 2);
     let (status, back) = api
-        .post(&format!("/registration-tokens/{limited_id}/unrevoke"), json!({}))
+        .post(
+            &format!("/registration-tokens/{limited_id}/unrevoke"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(back["valid"], true);
     assert_eq!(
-        api.post("/registration-tokens/01ARZ3NDEKTSV4RRFFQ69G5FAV/revoke", json!({}))
-            .await
-            .0,
+        api.post(
+            "/registration-tokens/01ARZ3NDEKTSV4RRFFQ69G5FAV/revoke",
+            json!({})
+        )
+        .await
+        .0,
         404
     );
-    assert_eq!(api.get("/registration-tokens?filter[valid]=yes").await.0, 400);
+    assert_eq!(
+        api.get("/registration-tokens?filter[valid]=yes").await.0,
+        400
+    );
     provider.stop().await;
 }
 
@@ -1102,11 +1199,16 @@ async fn document_and_routes(db: TestDb) {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(csp.contains("script-src https://cdn.jsdelivr.net 'sha256-"), "{csp}");
+    assert!(
+        csp.contains("script-src https://cdn.jsdelivr.net 'sha256-"),
+        "{csp}"
+    );
     assert!(csp.contains("connect-src 'self'"), "{csp}");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let page = response.text().await.unwrap();
-    assert!(page.contains("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0/swagger-ui-bundle.js"));
+    assert!(
+        page.contains("https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0/swagger-ui-bundle.js")
+    );
     assert!(page.contains("integrity=\"sha384-"));
     assert!(page.contains("url: 'spec.json'"));
     provider.stop().await;

@@ -150,7 +150,12 @@ impl Workdir {
 /// it talks to runs on it).
 async fn manage(dir: &Arc<Workdir>, args: &[&str], stdin: Option<&str>) -> Output {
     let dir = dir.clone();
-    let mut all: Vec<String> = vec!["manage".into(), args[0].into(), "-c".into(), "c.yaml".into()];
+    let mut all: Vec<String> = vec![
+        "manage".into(),
+        args[0].into(),
+        "-c".into(),
+        "c.yaml".into(),
+    ];
     all.extend(args[1..].iter().map(|a| (*a).to_owned()));
     let stdin = stdin.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
@@ -263,13 +268,24 @@ async fn accounts(db: TestDb) {
     let out = manage(&dir, &["register-user", "Bad.Name"], None).await;
     out.expect_code(1, "register-user Bad.Name");
     assert!(out.stderr.contains("username"), "{out:#?}");
-    let out = manage(&dir, &["register-user", "dave", "--password", "short"], None).await;
+    let out = manage(
+        &dir,
+        &["register-user", "dave", "--password", "short"],
+        None,
+    )
+    .await;
     out.expect_code(1, "register-user with a short password");
     assert!(out.stderr.contains("too short"), "{out:#?}");
     assert!(user(&db, "dave").await.is_none());
     let out = manage(
         &dir,
-        &["register-user", "dave", "--password", "short", "--ignore-password-policy"],
+        &[
+            "register-user",
+            "dave",
+            "--password",
+            "short",
+            "--ignore-password-policy",
+        ],
         None,
     )
     .await;
@@ -282,7 +298,12 @@ async fn accounts(db: TestDb) {
     assert!(!bob.can_request_admin);
 
     // set-password
-    let out = manage(&dir, &["set-password", "alice", "--password-stdin"], Some("another long password\n")).await;
+    let out = manage(
+        &dir,
+        &["set-password", "alice", "--password-stdin"],
+        Some("another long password\n"),
+    )
+    .await;
     out.expect_code(0, "set-password alice");
     assert_eq!(out.stdout, "password-set\talice\n");
     let second_password = db
@@ -299,12 +320,23 @@ async fn accounts(db: TestDb) {
     let out = manage(&dir, &["set-password", "alice"], None).await;
     out.expect_code(1, "set-password without a password");
     assert!(out.stderr.contains("--password"), "{out:#?}");
-    let out = manage(&dir, &["set-password", "nobody", "--password", "whatever long"], None).await;
+    let out = manage(
+        &dir,
+        &["set-password", "nobody", "--password", "whatever long"],
+        None,
+    )
+    .await;
     out.expect_code(1, "set-password nobody");
     assert_eq!(out.stderr, "error: no user `nobody`\n");
     let out = manage(
         &dir,
-        &["set-password", "alice", "--password", "x", "--password-stdin"],
+        &[
+            "set-password",
+            "alice",
+            "--password",
+            "x",
+            "--password-stdin",
+        ],
         None,
     )
     .await;
@@ -319,7 +351,12 @@ async fn accounts(db: TestDb) {
     out.expect_code(0, "verify-email");
     assert_eq!(out.stdout, "email-verified\tbob\tbob@example.com\n");
     assert_eq!(store.user("bob").unwrap().emails, ["bob@example.com"]);
-    let out = manage(&dir, &["add-email", "bob", "bob@work.example", "--verified"], None).await;
+    let out = manage(
+        &dir,
+        &["add-email", "bob", "bob@work.example", "--verified"],
+        None,
+    )
+    .await;
     out.expect_code(0, "add-email --verified");
     assert_eq!(out.stdout, "email-added-verified\tbob\tbob@work.example\n");
     assert_eq!(store.user("bob").unwrap().emails.len(), 2);
@@ -357,14 +394,22 @@ async fn locks_sessions_and_tokens(db: TestDb) {
     // issue-compatibility-token: the token alone on stdout; the device on the homeserver.
     let out = manage(
         &dir,
-        &["issue-compatibility-token", "bob", "--device-id", "BOTDEVICE"],
+        &[
+            "issue-compatibility-token",
+            "bob",
+            "--device-id",
+            "BOTDEVICE",
+        ],
         None,
     )
     .await;
     out.expect_code(0, "issue-compatibility-token");
     assert_eq!(out.stderr, "");
     let token = out.stdout.strip_suffix('\n').expect("one line");
-    assert!(token.starts_with("mct_") && !token.contains(char::is_whitespace), "{token}");
+    assert!(
+        token.starts_with("mct_") && !token.contains(char::is_whitespace),
+        "{token}"
+    );
     let found = db
         .storage
         .reader()
@@ -387,10 +432,18 @@ async fn locks_sessions_and_tokens(db: TestDb) {
             "may not administer",
         ),
         (
-            &["issue-compatibility-token", "bob", "--device-id", "bad/device"][..],
+            &[
+                "issue-compatibility-token",
+                "bob",
+                "--device-id",
+                "bad/device",
+            ][..],
             "not a valid device ID",
         ),
-        (&["issue-compatibility-token", "nobody"][..], "no user `nobody`"),
+        (
+            &["issue-compatibility-token", "nobody"][..],
+            "no user `nobody`",
+        ),
     ] {
         let out = manage(&dir, args, None).await;
         out.expect_code(1, &args.join(" "));
@@ -435,7 +488,10 @@ async fn locks_sessions_and_tokens(db: TestDb) {
     homeserver.set_unavailable(true);
     let out = manage(&dir, &["lock-user", "bob"], None).await;
     out.expect_code(1, "lock-user with the homeserver down");
-    assert!(out.stdout.starts_with("locked\tbob\nqueued\tbob\t"), "{out:#?}");
+    assert!(
+        out.stdout.starts_with("locked\tbob\nqueued\tbob\t"),
+        "{out:#?}"
+    );
     assert!(out.stdout.contains("503"), "{out:#?}");
     assert!(user(&db, "bob").await.unwrap().locked_at.is_some());
     assert!(!store.user("bob").unwrap().locked);
@@ -452,14 +508,23 @@ async fn registration_tokens_and_provisioning(db: TestDb) {
 
     let out = manage(
         &dir,
-        &["issue-registration-token", "--usage-limit", "2", "--expires-in", "7d"],
+        &[
+            "issue-registration-token",
+            "--usage-limit",
+            "2",
+            "--expires-in",
+            "7d",
+        ],
         None,
     )
     .await;
     out.expect_code(0, "issue-registration-token");
     assert_eq!(out.stderr, "");
     let value = out.stdout.strip_suffix('\n').unwrap();
-    assert!(value.len() >= 16 && value.bytes().all(|b| b.is_ascii_alphanumeric()), "{value}");
+    assert!(
+        value.len() >= 16 && value.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{value}"
+    );
     let token = db
         .storage
         .reader()
@@ -477,10 +542,20 @@ async fn registration_tokens_and_provisioning(db: TestDb) {
     let expires = token.expires_at.expect("an expiry");
     assert!(expires > now + chrono::Duration::days(6) && expires < now + chrono::Duration::days(8));
 
-    let out = manage(&dir, &["issue-registration-token", "--token", "team-2026"], None).await;
+    let out = manage(
+        &dir,
+        &["issue-registration-token", "--token", "team-2026"],
+        None,
+    )
+    .await;
     out.expect_code(0, "issue-registration-token --token");
     assert_eq!(out.stdout, "team-2026\n");
-    let out = manage(&dir, &["issue-registration-token", "--token", "team-2026"], None).await;
+    let out = manage(
+        &dir,
+        &["issue-registration-token", "--token", "team-2026"],
+        None,
+    )
+    .await;
     out.expect_code(1, "the same token twice");
     for bad in [
         &["issue-registration-token", "--expires-in", "3w"][..],
@@ -511,16 +586,26 @@ async fn registration_tokens_and_provisioning(db: TestDb) {
     lines.sort_unstable();
     assert_eq!(lines, ["provisioned\tann", "provisioned\tben"]);
     assert_eq!(out.stderr, "", "no progress on a pipe");
-    assert_eq!(store.user("ann").unwrap().displayname.as_deref(), Some("Ann"));
+    assert_eq!(
+        store.user("ann").unwrap().displayname.as_deref(),
+        Some("Ann")
+    );
 
     homeserver.set_unavailable(true);
     let out = manage(&dir, &["provision-all-users"], None).await;
     out.expect_code(1, "provision-all-users with the homeserver down");
     assert_eq!(out.stdout.lines().count(), 2);
-    assert!(out.stdout.lines().all(|l| l.starts_with("queued\t")), "{out:#?}");
+    assert!(
+        out.stdout.lines().all(|l| l.starts_with("queued\t")),
+        "{out:#?}"
+    );
 }
 
-backend_tests!(accounts, locks_sessions_and_tokens, registration_tokens_and_provisioning);
+backend_tests!(
+    accounts,
+    locks_sessions_and_tokens,
+    registration_tokens_and_provisioning
+);
 
 /// Every `manage` subcommand explains itself with an example, on stdout, exit 0.
 #[test]
@@ -542,7 +627,10 @@ fn help_has_examples() {
     ] {
         let out = dir.run_with_input(&["manage", sub, "--help"], None);
         out.expect_code(0, sub);
-        assert!(out.stdout.contains("Usage: provider manage"), "{sub}: {out:#?}");
+        assert!(
+            out.stdout.contains("Usage: provider manage"),
+            "{sub}: {out:#?}"
+        );
         assert!(out.stdout.contains("Example"), "`{sub}` has no example");
         assert_eq!(out.stderr, "");
     }
@@ -553,4 +641,68 @@ fn help_has_examples() {
     let out = dir.run_with_input(&["manage", "lock-user", "-c", "missing.yaml", "bob"], None);
     out.expect_code(1, "manage with a missing config");
     assert!(out.stderr.contains("missing.yaml"), "{out:#?}");
+}
+
+/// `admin.clients` is checked by `config check`: each entry once, and a static client named
+/// there must be able to use client credentials.
+#[test]
+fn admin_clients_are_checked() {
+    let dir = Workdir::new();
+    let file = std::fs::File::create(dir.path("c.yaml")).unwrap();
+    let status = dir
+        .command(&["config", "generate"])
+        .stdout(file)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, settings) = provider::config::load(&dir.path("c.yaml"), Vec::new()).unwrap();
+    assert!(
+        settings.admin_clients.is_empty(),
+        "no admin client by default"
+    );
+    let example = settings.clients[0].client_id.clone();
+    let text = std::fs::read_to_string(dir.path("c.yaml")).unwrap();
+    assert!(
+        text.contains("\nadmin:\n"),
+        "config generate documents the section"
+    );
+
+    // The example client lacks the grant; a name listed twice; an empty one.
+    let listed = format!("  clients: [\"{example}\", robot, robot, \"\"]");
+    std::fs::write(
+        dir.path("bad.yaml"),
+        text.replacen("  clients: []", &listed, 1),
+    )
+    .unwrap();
+    let out = dir.run_with_input(&["config", "check", "bad.yaml"], None);
+    out.expect_code(1, "config check bad.yaml");
+    for problem in [
+        "admin.clients[0]: ",
+        "doesn't have the client_credentials grant",
+        "admin.clients[2]: `robot` is listed twice",
+        "admin.clients[3]: must be a client_id",
+    ] {
+        assert!(
+            out.stderr.contains(problem),
+            "missing `{problem}`: {out:#?}"
+        );
+    }
+
+    // With the grant, the example client may be an admin client; a client the file doesn't
+    // define (a dynamic one) is taken as it is.
+    let good = text
+        .replacen(
+            "  clients: []",
+            &format!("  clients: [\"{example}\", robot]"),
+            1,
+        )
+        .replace(
+            "grant_types: [authorization_code, refresh_token]",
+            "grant_types: [authorization_code, refresh_token, client_credentials]",
+        );
+    std::fs::write(dir.path("good.yaml"), good).unwrap();
+    let (_, settings) = provider::config::load(&dir.path("good.yaml"), Vec::new())
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(settings.admin_clients, [example, "robot".to_owned()]);
 }

@@ -1244,4 +1244,95 @@ async fn mock_provider_faults(db: TestDb) {
     drop(repo);
 }
 
-backend_tests!(mock_provider_claims_and_pkce_never, mock_provider_faults);
+async fn mock_provider_jwt_client_authentication(db: TestDb) {
+    let idp = MockIdp::start().await;
+    let providers = json!([
+        {"id": A, "issuer": idp.issuer, "client_id": MOCK_CLIENT, "client_secret": MOCK_SECRET,
+         "token_endpoint_auth_method": "client_secret_jwt", "id_token_signed_response_alg": "ES256"},
+        {"id": B, "issuer": idp.issuer, "client_id": MOCK_CLIENT,
+         "token_endpoint_auth_method": "private_key_jwt", "id_token_signed_response_alg": "ES256"},
+    ])
+    .to_string();
+    let down = TestProvider::start_with(
+        &db,
+        &[("PROVIDER__UPSTREAM_OAUTH2__PROVIDERS", providers.as_str())],
+    )
+    .await;
+    let browser = support::browser();
+    let now = db.clock.now().timestamp();
+    let token_endpoint = format!("{}/token", idp.server.uri());
+    let mut assertions = Vec::new();
+    for id in [A, B] {
+        idp.basics().await;
+        let response = browser
+            .get(down.url(&format!("/upstream/authorize/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let url = location(&response, &down.base_url);
+        // pkce_method auto: discovery lists S256.
+        assert_eq!(
+            param(&url, "code_challenge_method").as_deref(),
+            Some("S256")
+        );
+        let (state, nonce) = (param(&url, "state").unwrap(), param(&url, "nonce").unwrap());
+        let id_token = idp.key.sign(&idp.claims(&nonce, now)).unwrap();
+        idp.token(
+            200,
+            json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token}),
+        )
+        .await;
+        let mut back = Url::parse(&down.url(&format!("/upstream/callback/{id}"))).unwrap();
+        back.query_pairs_mut()
+            .extend_pairs([("code", "c"), ("state", state.as_str())]);
+        let response = browser.get(back).send().await.unwrap();
+        let link = location(&response, &down.base_url);
+        assert!(link.path().starts_with("/upstream/link/"), "{link}");
+
+        let requests = idp.server.received_requests().await.unwrap();
+        let token = requests.iter().find(|r| r.url.path() == "/token").unwrap();
+        assert!(token.headers.get("authorization").is_none());
+        let body: Vec<(String, String)> = url::form_urlencoded::parse(&token.body)
+            .into_owned()
+            .collect();
+        let field = |name: &str| body.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(
+            field("client_assertion_type").as_deref(),
+            Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        );
+        assert_eq!(field("client_id").as_deref(), Some(MOCK_CLIENT));
+        assert_eq!(field("client_secret"), None);
+        assert_eq!(field("code_verifier").map(|v| v.len()), Some(64));
+        assertions.push(field("client_assertion").unwrap());
+    }
+    // client_secret_jwt: HS256 keyed with the secret (RFC 7523 §3).
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.set_audience(&[token_endpoint.as_str()]);
+    validation.set_issuer(&[MOCK_CLIENT]);
+    let claims = jsonwebtoken::decode::<Value>(
+        &assertions[0],
+        &jsonwebtoken::DecodingKey::from_secret(MOCK_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], MOCK_CLIENT);
+    assert_eq!(claims["iat"], now);
+    assert_eq!(claims["exp"], now + 300);
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+    // private_key_jwt: signed with this provider's own key (published in its JWKS).
+    let claims: Value = down
+        .settings
+        .keystore
+        .verify_own(&assertions[1], MOCK_CLIENT)
+        .expect("signed with our key");
+    assert_eq!(claims["aud"], token_endpoint);
+    assert_ne!(claims["jti"], json!(null));
+}
+
+backend_tests!(
+    mock_provider_claims_and_pkce_never,
+    mock_provider_faults,
+    mock_provider_jwt_client_authentication,
+);

@@ -76,7 +76,12 @@ impl FromRequestParts<AppState> for Admin {
             });
         };
         drop(repo);
-        if !active.session.scope.split(' ').any(|t| t == MAS_ADMIN_SCOPE) {
+        if !active
+            .session
+            .scope
+            .split(' ')
+            .any(|t| t == MAS_ADMIN_SCOPE)
+        {
             return Err(ApiError::Forbidden(format!(
                 "the access token lacks the scope {MAS_ADMIN_SCOPE}"
             )));
@@ -89,12 +94,7 @@ impl FromRequestParts<AppState> for Admin {
                     user.username
                 )))
             }
-            None if state
-                .settings
-                .admin_clients
-                .iter()
-                .any(|id| *id == active.client_id) =>
-            {
+            None if state.settings.admin_clients.contains(&active.client_id) => {
                 Actor::Client(active.client_id)
             }
             None => {

@@ -125,9 +125,12 @@ pub async fn list(
         .clients()
         .list_page(paging.after, paging.fetch())
         .await?;
-    Ok(Json(Page::of(clients, paging.limit, |c| c.id, |c| {
-        ClientView::new(&state, c)
-    })))
+    Ok(Json(Page::of(
+        clients,
+        paging.limit,
+        |c| c.id,
+        |c| ClientView::new(&state, c),
+    )))
 }
 
 /// Get a client.
@@ -173,7 +176,10 @@ fn judge(request: &Value) -> Result<Judged, ApiError> {
     // Without an interactive grant, a service client: the rules of the interactive grants
     // (redirect URIs, the code response type) don't apply to it. The device grant asks for
     // neither, so the other rules are checked as for it.
-    let service = credentials && !grants.iter().any(|g| [AUTHORIZATION_CODE, DEVICE_CODE].contains(g));
+    let service = credentials
+        && !grants
+            .iter()
+            .any(|g| [AUTHORIZATION_CODE, DEVICE_CODE].contains(g));
     if credentials {
         let interactive: Vec<Value> = if service {
             vec![DEVICE_CODE.into()]
@@ -189,9 +195,8 @@ fn judge(request: &Value) -> Result<Judged, ApiError> {
             for_rules.insert("response_types".into(), Value::Array(Vec::new()));
         }
     }
-    let validated = client_registration::validate(&Value::Object(for_rules)).map_err(|e| {
-        ApiError::bad_request(format!("{}: {}", e.code(), e.description()))
-    })?;
+    let validated = client_registration::validate(&Value::Object(for_rules))
+        .map_err(|e| ApiError::bad_request(format!("{}: {}", e.code(), e.description())))?;
     if credentials && validated.token_endpoint_auth_method == AuthMethod::None {
         return Err(ApiError::bad_request(
             "the client_credentials grant is for confidential clients only (RFC 6749 §4.4): \
@@ -203,7 +208,11 @@ fn judge(request: &Value) -> Result<Judged, ApiError> {
         let mut grants: Vec<Value> = if service {
             Vec::new()
         } else {
-            validated.grant_types.iter().map(|g| Value::from(*g)).collect()
+            validated
+                .grant_types
+                .iter()
+                .map(|g| Value::from(*g))
+                .collect()
         };
         grants.push(CLIENT_CREDENTIALS.into());
         metadata.insert("grant_types".into(), Value::Array(grants));
@@ -369,7 +378,10 @@ pub async fn delete(
     loop {
         // Each page's sessions are finished before the next page is read, so the filter
         // (active only) moves on by itself.
-        let sessions = repo.oauth2_sessions().list_page(&filter, None, PAGE).await?;
+        let sessions = repo
+            .oauth2_sessions()
+            .list_page(&filter, None, PAGE)
+            .await?;
         if sessions.is_empty() {
             break;
         }

@@ -18,7 +18,8 @@ use crate::web;
 const CDN: &str = "https://cdn.jsdelivr.net";
 const BASE: &str = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0";
 /// SRI hashes of `swagger-ui-dist@5.35.0`'s files (SHA-384 of the files in the npm package).
-const CSS_INTEGRITY: &str = "sha384-WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I";
+const CSS_INTEGRITY: &str =
+    "sha384-WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I";
 const BUNDLE_INTEGRITY: &str =
     "sha384-gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9";
 

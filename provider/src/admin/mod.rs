@@ -201,9 +201,7 @@ pub fn openapi() -> OpenApiDocument {
 /// The admin API, its document and its documentation page.
 pub fn router() -> Router<AppState> {
     let (routes, _) = api().split_for_parts();
-    routes
-        .route(SPEC, get(spec))
-        .route(DOCS, get(doc::page))
+    routes.route(SPEC, get(spec)).route(DOCS, get(doc::page))
 }
 
 /// `GET /api/spec.json`: the document, with the server it is served from.
@@ -237,7 +235,12 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// A page from up to `limit + 1` items (one more than asked, to know whether another page
     /// follows), each with its ID.
-    fn of<S>(mut items: Vec<S>, limit: u32, id: impl Fn(&S) -> Ulid, view: impl Fn(S) -> T) -> Self {
+    fn of<S>(
+        mut items: Vec<S>,
+        limit: u32,
+        id: impl Fn(&S) -> Ulid,
+        view: impl Fn(S) -> T,
+    ) -> Self {
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = if more { items.last().map(&id) } else { None };

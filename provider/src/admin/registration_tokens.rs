@@ -104,9 +104,12 @@ pub async fn list(
         .registration_tokens()
         .list_page(paging.after, paging.fetch(), valid)
         .await?;
-    Ok(Json(Page::of(tokens, paging.limit, |t| t.id, |t| {
-        RegistrationTokenView::new(t, now)
-    })))
+    Ok(Json(Page::of(
+        tokens,
+        paging.limit,
+        |t| t.id,
+        |t| RegistrationTokenView::new(t, now),
+    )))
 }
 
 /// Get a registration token.
@@ -190,7 +193,9 @@ pub async fn create(
     {
         Ok(token) => token,
         Err(StorageError::Conflict(_)) => {
-            return Err(ApiError::conflict("a registration token with this value exists"))
+            return Err(ApiError::conflict(
+                "a registration token with this value exists",
+            ))
         }
         Err(e) => return Err(e.into()),
     };

@@ -132,7 +132,12 @@ pub async fn list(
         .users()
         .list_filtered(&filter, paging.after, paging.fetch())
         .await?;
-    Ok(Json(Page::of(users, paging.limit, |u| u.id, UserView::from)))
+    Ok(Json(Page::of(
+        users,
+        paging.limit,
+        |u| u.id,
+        UserView::from,
+    )))
 }
 
 /// Get a user.

@@ -432,16 +432,10 @@ impl Manage<'_> {
                 println!("email-verified\t{}\t{}", user.username, email.email);
                 Ok(self.report(&user.username, &jobs.run_and_report(state).await?))
             }
-            ManageCommand::PromoteAdmin { username, .. } => {
-                self.set_admin(&username, true).await
-            }
-            ManageCommand::DemoteAdmin { username, .. } => {
-                self.set_admin(&username, false).await
-            }
+            ManageCommand::PromoteAdmin { username, .. } => self.set_admin(&username, true).await,
+            ManageCommand::DemoteAdmin { username, .. } => self.set_admin(&username, false).await,
             ManageCommand::LockUser { username, .. } => self.set_locked(&username, true).await,
-            ManageCommand::UnlockUser { username, .. } => {
-                self.set_locked(&username, false).await
-            }
+            ManageCommand::UnlockUser { username, .. } => self.set_locked(&username, false).await,
             ManageCommand::KillSessions { username, .. } => {
                 let user = self.user(&username).await?;
                 let mut repo = state.storage.begin().await?;

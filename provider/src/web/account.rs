@@ -1631,7 +1631,7 @@ async fn deactivate(
     let done = async {
         let now = state.storage.entropy().clock.now();
         let mut repo = state.storage.begin().await?;
-        let jobs = accounts::deactivate(&mut repo, &user, false, now).await?;
+        let jobs = accounts::deactivate(&mut repo, user, false, now).await?;
         repo.commit().await?;
         Ok::<_, StorageError>(jobs)
     }

@@ -15,7 +15,9 @@ use provider::{
 use serde_json::json;
 use ulid::Ulid;
 
-use super::fixtures::{browser_session, compat_session, oauth2_session, session_for, user_and_client};
+use super::fixtures::{
+    browser_session, compat_session, oauth2_session, session_for, user_and_client,
+};
 
 /// IDs of a list, to compare.
 fn ids<T>(items: &[T], id: impl Fn(&T) -> Ulid) -> Vec<Ulid> {
@@ -84,7 +86,11 @@ async fn users_filtered(db: TestDb) {
         .list_filtered(&by_status(UserStatus::Locked), None, 10)
         .await
         .unwrap();
-    assert_eq!(ids(&locked, |u| u.id), [bob.id], "deactivated ones are not 'locked'");
+    assert_eq!(
+        ids(&locked, |u| u.id),
+        [bob.id],
+        "deactivated ones are not 'locked'"
+    );
     let deactivated = repo
         .users()
         .list_filtered(&by_status(UserStatus::Deactivated), None, 10)
@@ -97,7 +103,10 @@ async fn users_filtered(db: TestDb) {
         ..UserFilter::default()
     };
     assert_eq!(
-        ids(&repo.users().list_filtered(&admins, None, 10).await.unwrap(), |u| u.id),
+        ids(
+            &repo.users().list_filtered(&admins, None, 10).await.unwrap(),
+            |u| u.id
+        ),
         [alfred.id]
     );
     // A prefix is exact: `_` is not a wildcard, case matters.
@@ -106,11 +115,25 @@ async fn users_filtered(db: TestDb) {
         ..UserFilter::default()
     };
     assert_eq!(
-        ids(&repo.users().list_filtered(&prefix("al"), None, 10).await.unwrap(), |u| u.id),
+        ids(
+            &repo
+                .users()
+                .list_filtered(&prefix("al"), None, 10)
+                .await
+                .unwrap(),
+            |u| u.id
+        ),
         [al_ice.id, alfred.id]
     );
     assert_eq!(
-        ids(&repo.users().list_filtered(&prefix("al_"), None, 10).await.unwrap(), |u| u.id),
+        ids(
+            &repo
+                .users()
+                .list_filtered(&prefix("al_"), None, 10)
+                .await
+                .unwrap(),
+            |u| u.id
+        ),
         [al_ice.id]
     );
     assert!(repo
@@ -138,7 +161,13 @@ async fn clients_paged_and_updated(db: TestDb) {
     db.clock.advance(Duration::seconds(1));
     let fixed = repo
         .clients()
-        .add("static", true, Some("enc"), "client_secret_basic", &json!({}))
+        .add(
+            "static",
+            true,
+            Some("enc"),
+            "client_secret_basic",
+            &json!({}),
+        )
         .await
         .unwrap();
     repo.commit().await.unwrap();
@@ -149,7 +178,14 @@ async fn clients_paged_and_updated(db: TestDb) {
         [dynamic.id, fixed.id]
     );
     assert_eq!(
-        ids(&repo.clients().list_page(Some(dynamic.id), 10).await.unwrap(), |c| c.id),
+        ids(
+            &repo
+                .clients()
+                .list_page(Some(dynamic.id), 10)
+                .await
+                .unwrap(),
+            |c| c.id
+        ),
         [fixed.id]
     );
 
@@ -169,7 +205,10 @@ async fn clients_paged_and_updated(db: TestDb) {
     assert_eq!(updated.metadata, json!({"client_name": "B"}));
     assert_eq!(updated.created_at, dynamic.created_at);
     assert_eq!(updated.updated_at, db.clock.now_db());
-    assert_eq!(repo.clients().lookup(dynamic.id).await.unwrap(), Some(updated));
+    assert_eq!(
+        repo.clients().lookup(dynamic.id).await.unwrap(),
+        Some(updated)
+    );
 
     assert!(matches!(
         repo.clients()
@@ -337,8 +376,14 @@ async fn upstream_links_paged(db: TestDb) {
     let l2 = repo.upstream_links().add(two.id, "s2", None).await.unwrap();
     db.clock.advance(Duration::seconds(1));
     let l3 = repo.upstream_links().add(one.id, "s3", None).await.unwrap();
-    repo.upstream_links().associate(l1.id, alice.id).await.unwrap();
-    repo.upstream_links().associate(l2.id, alice.id).await.unwrap();
+    repo.upstream_links()
+        .associate(l1.id, alice.id)
+        .await
+        .unwrap();
+    repo.upstream_links()
+        .associate(l2.id, alice.id)
+        .await
+        .unwrap();
 
     let page = repo
         .upstream_links()

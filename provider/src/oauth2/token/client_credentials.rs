@@ -18,8 +18,7 @@ fn is_admin_client(state: &AppState, client: &AuthenticatedClient) -> bool {
     state
         .settings
         .admin_clients
-        .iter()
-        .any(|id| *id == client.client.client_id)
+        .contains(&client.client.client_id)
 }
 
 /// Scope tokens that only make sense with a user.
