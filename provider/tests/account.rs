@@ -271,6 +271,8 @@ async fn profile(db: TestDb) {
             nav_links(&page),
             [
                 "/account",
+                "/account?action=emails",
+                "/account?action=password",
                 "/account?action=org.matrix.devices_list",
                 "/account?action=org.matrix.cross_signing_reset",
                 "/account?action=org.matrix.account_deactivate",

@@ -1032,6 +1032,26 @@ async fn account_switches_refuse_their_changes(db: TestDb) {
         assert_eq!(status, 403, "{fields:?}: {body}");
         assert!(body.contains(says), "{body}");
     }
+    // MSC4191: deactivation is not advertised either.
+    let (_, _, metadata) = json_of(
+        http()
+            .get(provider.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let actions = metadata["account_management_actions_supported"]
+        .as_array()
+        .unwrap();
+    assert!(
+        actions.contains(&json!("org.matrix.profile")),
+        "{actions:?}"
+    );
+    assert!(
+        !actions.contains(&json!("org.matrix.account_deactivate")),
+        "{actions:?}"
+    );
     // Nothing changed.
     let _ = &page;
     let mut repo = db.storage.reader().await.unwrap();

@@ -109,6 +109,7 @@ impl Api<'_> {
         } else {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
         };
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
         if status >= 400 {
             assert_problem(status, &headers, &body);
         }
@@ -331,6 +332,81 @@ async fn admin_tokens(db: TestDb) {
     assert_eq!(body["admin"], false);
     assert_eq!(api(&provider, &token).get("/users").await.0, 401);
     assert_eq!(introspect(&provider, &token).await["active"], false);
+    provider.stop().await;
+}
+
+/// The device flow (RFC 8628) grants `urn:mas:admin` to administrators only: a user who may
+/// not administer approving such a request denies it.
+async fn device_flow_admin_scope(db: TestDb) {
+    const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = start(&db).await;
+    let base = provider.base_url.clone();
+    let (status, _, client) = json_of(
+        http()
+            .post(provider.url("/oauth2/registration"))
+            .json(&json!({
+                "client_uri": "https://tv.example.com/",
+                "application_type": "native",
+                "grant_types": [DEVICE_CODE],
+                "token_endpoint_auth_method": "none",
+            }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().unwrap();
+    let (status, _, started) = json_of(
+        http()
+            .post(provider.url("/oauth2/device"))
+            .form(&[("client_id", client_id), ("scope", "urn:mas:admin")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+
+    // Alice signs in through the link and approves: refused, and the request is denied.
+    let browser = browser();
+    let link = started["verification_uri_complete"].as_str().unwrap();
+    let login = location(&browser.get(link).send().await.unwrap(), &base);
+    let page = get_text(&browser, login).await;
+    let back = location(
+        &submit(
+            &browser,
+            &base,
+            &page,
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await,
+        &base,
+    );
+    let page = get_text(&browser, back).await;
+    let approval = submit(&browser, &base, &page, &[]).await;
+    let approval = approval.text().await.unwrap();
+    let answered = submit(&browser, &base, &approval, &[("action", "allow")]).await;
+    assert_eq!(answered.status(), StatusCode::FORBIDDEN);
+    let (status, _, polled) = json_of(
+        http()
+            .post(provider.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", DEVICE_CODE),
+                ("device_code", started["device_code"].as_str().unwrap()),
+                ("client_id", client_id),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, polled["error"].as_str()),
+        (400, Some("access_denied")),
+        "{polled}"
+    );
     provider.stop().await;
 }
 
@@ -1268,6 +1344,7 @@ fn openapi_document_snapshot() {
 
 backend_tests!(
     admin_tokens,
+    device_flow_admin_scope,
     users,
     emails,
     sessions,

@@ -198,10 +198,21 @@ pub fn openapi() -> OpenApiDocument {
         .clone()
 }
 
-/// The admin API, its document and its documentation page.
+/// The admin API, its document and its documentation page. Answers are never cached: they
+/// hold account data, and some a secret shown once (RFC 9111 §5.2.2.5 `no-store`).
 pub fn router() -> Router<AppState> {
     let (routes, _) = api().split_for_parts();
-    routes.route(SPEC, get(spec)).route(DOCS, get(doc::page))
+    routes
+        .layer(axum::middleware::map_response(no_store))
+        .route(SPEC, get(spec))
+        .route(DOCS, get(doc::page))
+}
+
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `GET /api/spec.json`: the document, with the server it is served from.

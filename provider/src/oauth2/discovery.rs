@@ -99,8 +99,9 @@ pub struct ProviderMetadata {
     pub prompt_values_supported: Vec<&'static str>,
     /// MSC4191: where users manage their account (MSC2965 clients link to it).
     pub account_management_uri: String,
-    /// MSC4191: the `action` values the account page serves.
-    pub account_management_actions_supported: &'static [&'static str],
+    /// MSC4191: the `action` values the account page serves (deactivation only when
+    /// `account.account_deactivation_allowed`).
+    pub account_management_actions_supported: Vec<&'static str>,
     /// OIDC Discovery §3: the `claims` request parameter (OIDC Core §5.5) is not supported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claims_parameter_supported: Option<bool>,
@@ -152,7 +153,9 @@ impl ProviderMetadata {
                 vec!["none", "login", "consent"]
             },
             account_management_uri: endpoints::url(base, endpoints::ACCOUNT).to_string(),
-            account_management_actions_supported: crate::web::account::ACTIONS,
+            account_management_actions_supported: crate::web::account::supported_actions(
+                &settings.account,
+            ),
             claims_parameter_supported: Some(false),
             request_parameter_supported: Some(false),
             request_uri_parameter_supported: Some(false),

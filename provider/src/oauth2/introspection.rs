@@ -469,6 +469,7 @@ mod tests {
             locked_at: None,
             deactivated_at: None,
             can_request_admin: false,
+            display_name: None,
         }
     }
 

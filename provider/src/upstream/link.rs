@@ -531,7 +531,7 @@ async fn link_with_password(
             return Ok(Err(Retry::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "Too many sign-in attempts. Try again in {}.",
+                    "Too many sign-in attempts. Try again {}.",
                     wait_in_words(retry_after)
                 ),
             )))

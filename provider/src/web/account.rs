@@ -86,6 +86,17 @@ pub const ACTIONS: &[&str] = &[
     "org.matrix.session_end",
 ];
 
+/// The [`ACTIONS`] this configuration serves (MSC4191 `account_management_actions_supported`):
+/// all of them, but `org.matrix.account_deactivate` only when users may deactivate their
+/// account.
+pub fn supported_actions(account: &AccountConfig) -> Vec<&'static str> {
+    ACTIONS
+        .iter()
+        .copied()
+        .filter(|name| Action::parse(name).is_some_and(|a| a.allowed(account).is_ok()))
+        .collect()
+}
+
 /// The account pages of our own, outside MSC4191 (not advertised in
 /// `account_management_actions_supported`).
 pub const OWN_ACTIONS: &[&str] = &["emails", "password"];
@@ -1731,6 +1742,18 @@ mod tests {
         assert_eq!(items[1].href, "/account?action=emails");
         assert_eq!(items[2].href, "/account?action=password");
         assert_eq!(items[3].href, "/account?action=org.matrix.devices_list");
+    }
+
+    #[test]
+    fn deactivation_is_advertised_only_when_allowed() {
+        assert_eq!(supported_actions(&AccountConfig::default()), ACTIONS);
+        let account = AccountConfig {
+            account_deactivation_allowed: false,
+            ..AccountConfig::default()
+        };
+        let supported = supported_actions(&account);
+        assert!(!supported.contains(&"org.matrix.account_deactivate"));
+        assert_eq!(supported.len(), ACTIONS.len() - 1);
     }
 
     #[test]
