@@ -346,7 +346,9 @@ impl Playground {
             lines.push(format!("  {label:18}  {account}"));
         }
         lines.push(format!("  Create an account   {issuer}register"));
-        lines.push(format!("  Mailbox             {dashboard}mailbox  (the mail the provider sent)"));
+        lines.push(format!(
+            "  Mailbox             {dashboard}mailbox  (the mail the provider sent)"
+        ));
         lines.push(format!(
             "  Demo client         {DEMO_CLIENT_ID}  (public; redirect URI {})",
             self.urls.callback()
@@ -540,7 +542,10 @@ fn configure(
         // Mail stays in memory and shows on the dashboard's mailbox page; with it, "Forgot
         // password?" works too.
         ("PROVIDER__EMAIL__TRANSPORT", "capture".to_owned()),
-        ("PROVIDER__ACCOUNT__PASSWORD_RECOVERY_ENABLED", "true".to_owned()),
+        (
+            "PROVIDER__ACCOUNT__PASSWORD_RECOVERY_ENABLED",
+            "true".to_owned(),
+        ),
         ("PROVIDER__MATRIX__HOMESERVER", options.server_name.clone()),
         (
             "PROVIDER__MATRIX__ENDPOINT",

@@ -92,7 +92,10 @@ async fn page_with_controls(
     error: Option<&str>,
     controls: Option<&register_controls::ControlsForm>,
 ) -> Response {
-    let typed = Typed { username, email: "" };
+    let typed = Typed {
+        username,
+        email: "",
+    };
     register_page(state, cookie, status, grant, next, typed, error, controls).await
 }
 
@@ -296,7 +299,15 @@ pub async fn post(
     };
     if state.settings.account.password_registration_email_required {
         // The account waits for the code mailed to its address (see [`email_first`]).
-        let response = email_first(&state, &cookie, grant.as_deref(), next.as_deref(), &form, &passed).await;
+        let response = email_first(
+            &state,
+            &cookie,
+            grant.as_deref(),
+            next.as_deref(),
+            &form,
+            &passed,
+        )
+        .await;
         return (cookie.into_jar(), response).into_response();
     }
     let user_agent = web::user_agent(&headers);
