@@ -271,6 +271,7 @@ impl Playground {
             )?;
         }
         running.worker(Worker::new(provider.clone()));
+        running.housekeeping(provider.storage.clone());
 
         accounts::seed(&provider, &accounts).await?;
         accounts::sync_homeserver(&provider).await?;
@@ -481,6 +482,15 @@ impl Running {
         self.tasks.spawn(async move {
             worker.run(stopped).await;
             ("worker", Ok(()))
+        });
+    }
+
+    /// The provider's housekeeping of expired rows, as `provider serve` runs it.
+    fn housekeeping(&mut self, storage: provider::storage::Storage) {
+        let stopped = self.stopped();
+        self.tasks.spawn(async move {
+            provider::housekeeping::run(storage, stopped).await;
+            ("housekeeping", Ok(()))
         });
     }
 }

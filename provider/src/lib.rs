@@ -23,6 +23,7 @@ pub mod doctor;
 pub mod domain;
 pub mod email;
 pub mod endpoints;
+pub mod housekeeping;
 pub mod keys;
 pub mod matrix;
 pub mod oauth2;

@@ -21,7 +21,7 @@
 //! a spend counts even when the request then fails. Bucket keys come from requests, so they
 //! are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and without the usernames,
 //! addresses and IPs themselves. Full buckets (nothing spent that is not refilled) are the same
-//! as no row; [`RateLimiter::run_cleanup`] deletes them in bounded batches.
+//! as no row; [`crate::housekeeping`] deletes them in bounded batches.
 //!
 //! Time comes from the storage's injected clock, so tests move a mock clock instead of sleeping.
 
@@ -281,13 +281,6 @@ impl fmt::Debug for RateLimiter {
     }
 }
 
-/// How many full buckets one cleanup statement deletes.
-pub const CLEANUP_BATCH: u32 = 1000;
-/// How many statements one cleanup run makes at most (so a run's work is bounded).
-pub const CLEANUP_BATCHES_PER_RUN: u32 = 10;
-/// How often [`RateLimiter::run_cleanup`] runs.
-pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
-
 impl RateLimiter {
     pub fn new(storage: Storage, limits: RateLimits) -> Self {
         Self {
@@ -349,38 +342,6 @@ impl RateLimiter {
         repo.rate_limits()
             .refund(&bucket_key(limit, key), quota)
             .await
-    }
-
-    /// One cleanup run: deletes full buckets, at most [`CLEANUP_BATCHES_PER_RUN`] statements of
-    /// [`CLEANUP_BATCH`] rows. Returns how many it deleted.
-    pub async fn cleanup(&self) -> Result<u64, StorageError> {
-        let mut deleted = 0;
-        for _ in 0..CLEANUP_BATCHES_PER_RUN {
-            let mut repo = self.storage.reader().await?;
-            let n = repo.rate_limits().delete_full(CLEANUP_BATCH).await?;
-            deleted += n;
-            if n < u64::from(CLEANUP_BATCH) {
-                break;
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// Runs [`RateLimiter::cleanup`] every [`CLEANUP_INTERVAL`] until `shutdown` resolves. Each
-    /// replica may run it: the deletes are idempotent.
-    pub async fn run_cleanup(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(CLEANUP_INTERVAL) => {}
-            }
-            match self.cleanup().await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::debug!(deleted, "rate limits: deleted full buckets"),
-                Err(e) => tracing::warn!(error = %e, "rate limits: can't delete full buckets"),
-            }
-        }
     }
 }
 

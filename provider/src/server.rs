@@ -8,6 +8,7 @@ use crate::{
     app::{self, AppState},
     clock::Entropy,
     config::Settings,
+    housekeeping,
     matrix::provisioning::Worker,
     storage::{redact_url, Storage, StorageError},
     sync::{self, SyncError},
@@ -115,7 +116,8 @@ impl Server {
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     ///
     /// The homeserver job worker runs beside the HTTP server and stops with it, and so does the
-    /// cleanup of full rate-limit buckets. Handlers get the peer address (`ConnectInfo`) for
+    /// housekeeping of expired rows ([`housekeeping`]: full rate-limit buckets, codes,
+    /// tickets, …). Handlers get the peer address (`ConnectInfo`) for
     /// per-IP rate limits.
     pub async fn run(
         self,
@@ -126,7 +128,7 @@ impl Server {
             let _ = worker_stopped.await;
         }));
         let (stop_cleanup, cleanup_stopped) = tokio::sync::oneshot::channel::<()>();
-        let cleanup = tokio::spawn(self.state.limiter.clone().run_cleanup(async {
+        let cleanup = tokio::spawn(housekeeping::run(self.state.storage.clone(), async {
             let _ = cleanup_stopped.await;
         }));
         let router = app::router(self.state);

@@ -124,7 +124,23 @@ pub async fn hash_password(
 /// the localpart is free (the homeserver contract). Run it before the transaction: it calls the
 /// homeserver. (The provider's own table is checked by [`create_user`], in the transaction.)
 pub async fn check_new_username(state: &AppState, username: &str) -> Result<(), AccountError> {
+    check_username(state, username)?;
+    check_localpart_available(state, username).await
+}
+
+/// The grammar half of [`check_new_username`]: a Matrix localpart on this server. For a form
+/// that reports a bad username before anything else (the registration page).
+pub fn check_username(state: &AppState, username: &str) -> Result<(), AccountError> {
     username::check(username, &state.settings.matrix.homeserver)?;
+    Ok(())
+}
+
+/// The homeserver half of [`check_new_username`]: whether the homeserver has the localpart
+/// free (it may hold users the provider doesn't). A call: run it before the transaction.
+pub async fn check_localpart_available(
+    state: &AppState,
+    username: &str,
+) -> Result<(), AccountError> {
     match state.homeserver.is_localpart_available(username).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(AccountError::UsernameTaken(username.to_owned())),

@@ -22,6 +22,16 @@ pub trait ClientAssertionRepository: Send {
         jti: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StorageError>;
+
+    /// Deletes the `jti`s of assertions that expired before `before`: an expired assertion
+    /// is refused for its `exp` anyway, so its `jti` no longer needs remembering.
+    /// Deletes at most `limit` rows and returns how many (housekeeping, see
+    /// [`crate::housekeeping`]).
+    async fn delete_expired(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 macro_rules! implementation {
@@ -55,6 +65,25 @@ macro_rules! implementation {
                     Err(StorageError::Conflict(_)) => Err(StorageError::NotFound("client")),
                     Err(e) => Err(e),
                 }
+            }
+
+            async fn delete_expired(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
+                // by a limited sub-select (assertions expired before `before`).
+                let done = sqlx::query(
+                    "DELETE FROM oauth2_client_assertion_jtis WHERE expires_at < $1 AND (client_id, jti) IN (\
+                       SELECT client_id, jti FROM oauth2_client_assertion_jtis \
+                       WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -54,6 +54,16 @@ pub trait UserEmailVerificationRepository: Send {
     ) -> Result<Option<EmailVerification>, StorageError>;
     /// Marks the code used (compare-and-set: only an unused, unexpired one, once).
     async fn consume(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Deletes the codes that expired before `before` (used or not: an expired code is
+    /// never tried again).
+    /// Deletes at most `limit` rows and returns how many (housekeeping, see
+    /// [`crate::housekeeping`]).
+    async fn delete_expired(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 /// A registration waiting for the code mailed to its address: no user exists (and no username
@@ -115,6 +125,17 @@ pub trait PendingRegistrationRepository: Send {
     /// Marks it completed (compare-and-set: once, before it expires), forgetting the password
     /// hash (the new user's password row has it now).
     async fn complete(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Deletes the pending registrations whose code expired before `before`, completed or
+    /// abandoned (a completed one is a user now; an abandoned one can only be started
+    /// again).
+    /// Deletes at most `limit` rows and returns how many (housekeeping, see
+    /// [`crate::housekeeping`]).
+    async fn delete_expired(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -287,6 +308,24 @@ macro_rules! implementation {
                     "email verification"
                 )
             }
+
+            async fn delete_expired(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
+                // by a limited sub-select (codes expired before `before`).
+                let done = sqlx::query(
+                    "DELETE FROM user_email_verifications WHERE expires_at < $1 AND id IN (\
+                       SELECT id FROM user_email_verifications WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
+            }
         }
 
         #[async_trait]
@@ -405,6 +444,24 @@ macro_rules! implementation {
                     id,
                     "pending registration"
                 )
+            }
+
+            async fn delete_expired(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
+                // by a limited sub-select (registrations expired before `before`).
+                let done = sqlx::query(
+                    "DELETE FROM pending_registrations WHERE expires_at < $1 AND id IN (\
+                       SELECT id FROM pending_registrations WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -281,6 +281,17 @@ pub trait DeviceCodeGrantRepository: Send {
     /// transaction). Compare-and-set: only a fulfilled grant, not expired now, and only once
     /// (the device code is single use, RFC 8628 §3.5); on `false` roll back.
     async fn exchange(&mut self, id: Ulid, session_id: Ulid) -> Result<bool, StorageError>;
+
+    /// Deletes the device code grants that expired before `before` (the caller passes a
+    /// time well in the past, so a finished grant is kept a while for its audit trail and a
+    /// late poll still gets `expired_token`).
+    /// Deletes at most `limit` rows and returns how many (housekeeping, see
+    /// [`crate::housekeeping`]).
+    async fn delete_expired(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -825,6 +836,24 @@ macro_rules! implementation {
                     id,
                     "device code grant"
                 )
+            }
+
+            async fn delete_expired(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
+                // by a limited sub-select (grants expired before `before`).
+                let done = sqlx::query(
+                    "DELETE FROM oauth2_device_code_grants WHERE expires_at < $1 AND id IN (\
+                       SELECT id FROM oauth2_device_code_grants WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -53,6 +53,15 @@ pub trait RecoveryTicketRepository: Send {
     /// Marks every unused ticket of the user used (a new password voids the other links);
     /// returns how many.
     async fn consume_all_for_user(&mut self, user_id: Ulid) -> Result<u64, StorageError>;
+
+    /// Deletes the recovery tickets that expired before `before` (used or not).
+    /// Deletes at most `limit` rows and returns how many (housekeeping, see
+    /// [`crate::housekeeping`]).
+    async fn delete_expired(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -163,6 +172,24 @@ macro_rules! implementation {
                 )
                 .bind(DbId(user_id))
                 .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn delete_expired(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
+                // by a limited sub-select (tickets expired before `before`).
+                let done = sqlx::query(
+                    "DELETE FROM user_recovery_tickets WHERE expires_at < $1 AND id IN (\
+                       SELECT id FROM user_recovery_tickets WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
                 .execute(self.conn())
                 .await?;
                 Ok(done.rows_affected())

@@ -209,6 +209,16 @@ pub trait UpstreamSessionRepository: Send {
     /// consumed it, `false` when it is not completed or already consumed;
     /// [`StorageError::NotFound`] when there is no such session.
     async fn consume(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Deletes the upstream authorization sessions started before `before`, consumed or
+    /// abandoned (their login is over either way; the link a consumed one made stays).
+    /// Deletes at most `limit` rows and returns how many (housekeeping, see
+    /// [`crate::housekeeping`]).
+    async fn delete_expired(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -675,6 +685,26 @@ macro_rules! implementation {
                     id,
                     "upstream authorization session"
                 )
+            }
+
+            async fn delete_expired(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
+                // by a limited sub-select. A login through an upstream provider lasts minutes:
+                // a session started before `before` is done with, whether it was consumed or
+                // abandoned halfway (the browser closed at the upstream's page).
+                let done = sqlx::query(
+                    "DELETE FROM upstream_oauth_authorization_sessions WHERE created_at < $1 AND id IN (\
+                       SELECT id FROM upstream_oauth_authorization_sessions WHERE created_at < $1 LIMIT $2)",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
             }
         }
     };

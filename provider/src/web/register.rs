@@ -14,9 +14,8 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use crate::{
+    accounts::{self, AccountError},
     app::AppState,
-    domain::username,
-    matrix::provisioning::{self, Task},
     rate_limit::{self, ClientIp, Limit, RateLimitError},
     storage::StorageError,
     web::{self, consent, login, register_controls, session::BrowserCookie},
@@ -171,45 +170,44 @@ pub async fn get(
     (cookie.into_jar(), response).into_response()
 }
 
-/// Creates the account and its first browser session; `Err` carries what to tell the user.
+/// Creates the account ([`accounts::create_user`]) and its first browser session, in one
+/// transaction with the registration controls; `Err` carries what to tell the user.
 async fn create(
     state: &AppState,
     form: &RegisterForm,
     passed: &register_controls::Passed,
     user_agent: Option<&str>,
 ) -> Result<Result<Ulid, String>, StorageError> {
-    let name = form.username.trim();
     if let Err(message) = check_form(state, form).await {
         return Ok(Err(message));
     }
-    let (version, hash) = match state.passwords.hash(form.password.clone()).await {
+    // The policy was checked with the form.
+    let password = match accounts::hash_password(state, &form.password, false).await {
         Ok(hashed) => hashed,
-        Err(e) => return Ok(Err(format!("Password: {e}."))),
+        Err(e) => return refusal(e).map(Err),
     };
+    let new = accounts::NewUser {
+        username: form.username.trim().to_owned(),
+        password: Some(password),
+        ..Default::default()
+    };
+    let now = state.storage.entropy().clock.now();
     let mut repo = state.storage.begin().await?;
-    let user = match repo.users().add(name).await {
-        Ok(user) => user,
-        Err(StorageError::Conflict(_)) => return Ok(Err("This username is taken.".into())),
-        Err(e) => return Err(e),
+    let (user, jobs) = match accounts::create_user(&mut repo, &new, now).await {
+        Ok(created) => created,
+        Err(e) => return refusal(e).map(Err),
     };
-    repo.user_passwords()
-        .add(user.id, &hash, version, None)
-        .await?;
     // The registration token's use counts in this transaction: refused (the token was used up
     // meanwhile), dropping `repo` rolls the new account back.
-    let now = state.storage.entropy().clock.now();
     if let Err(message) = passed.apply(&mut repo, user.id, now).await? {
         return Ok(Err(message));
     }
     let session = login::open_password_session(&mut repo, user.id, user_agent).await?;
-    // The homeserver learns of the account through the job queue: at once below, or later by
-    // the worker if the homeserver is down meanwhile.
-    let now = state.storage.entropy().clock.now();
-    let job =
-        provisioning::enqueue(&mut repo, &Task::ProvisionUser { user_id: user.id }, now).await?;
     repo.commit().await?;
     tracing::info!(username = %user.username, "account created");
-    provisioning::run_now(state, &[job]).await;
+    // The homeserver learns of the account through the job queue: at once here, or later by
+    // the worker if the homeserver is down meanwhile.
+    jobs.run(state).await;
     Ok(Ok(session))
 }
 
@@ -217,32 +215,47 @@ async fn create(
 /// free; `Err` is what to tell the user.
 async fn check_form(state: &AppState, form: &RegisterForm) -> Result<(), String> {
     let name = form.username.trim();
-    if let Err(e) = username::check(name, &state.settings.matrix.homeserver) {
-        return Err(format!("Username: {e}."));
+    let checked = async {
+        accounts::check_username(state, name)?;
+        state.passwords.check_policy(&form.password)?;
+        if form.password != form.password_confirm {
+            return Ok(Err("The two passwords differ.".to_owned()));
+        }
+        accounts::check_localpart_available(state, name).await?;
+        Ok::<_, AccountError>(Ok(()))
     }
-    if let Err(e) = state.passwords.check_policy(&form.password) {
-        return Err(format!("Password: {e}."));
+    .await;
+    match checked {
+        Ok(answer) => answer,
+        // No storage is touched by these checks.
+        Err(e) => Err(refusal(e).unwrap_or_else(|e| unavailable_message(&e))),
     }
-    if form.password != form.password_confirm {
-        return Err("The two passwords differ.".into());
-    }
-    check_username_free(state, name).await
 }
 
-/// The homeserver may hold users the provider doesn't (imported, appservice users): it has the
-/// last word on whether the localpart is free (the homeserver contract).
-async fn check_username_free(state: &AppState, name: &str) -> Result<(), String> {
-    match state.homeserver.is_localpart_available(name).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("This username is taken.".into()),
-        Err(e) => {
+/// What to tell the user when [`accounts`] refuses a new account (the form shows it); `Err`
+/// when it is the storage's fault, not the form's.
+pub(crate) fn refusal(error: AccountError) -> Result<String, StorageError> {
+    Ok(match error {
+        AccountError::InvalidUsername(e) => format!("Username: {e}."),
+        AccountError::UsernameTaken(_) => "This username is taken.".into(),
+        AccountError::Homeserver(e) => {
             tracing::error!(error = %e, "registration: can't ask the homeserver about a username");
-            Err(
-                "The Matrix server can't be reached to check this username. Try again shortly."
-                    .into(),
-            )
+            "The Matrix server can't be reached to check this username. Try again shortly.".into()
         }
-    }
+        AccountError::PasswordPolicy(e) => format!("Password: {e}."),
+        AccountError::Password(e) => format!("Password: {e}."),
+        AccountError::Storage(e) => return Err(e),
+        // Not asked of a registration (no addresses or display name given here).
+        e @ (AccountError::InvalidEmail(_)
+        | AccountError::EmailTaken(_)
+        | AccountError::InvalidDisplayName) => format!("{e}."),
+    })
+}
+
+/// The form's message when the storage fails during a check.
+fn unavailable_message(error: &StorageError) -> String {
+    tracing::error!(error = %error, "registration failed");
+    "Creating accounts is not possible right now. Try again in a moment.".into()
 }
 
 /// `POST /register`.

@@ -24,10 +24,13 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use crate::{
-    accounts::emails::{self as account_emails, RegistrationCodeCheck, CODE_LIFETIME_MINUTES},
+    accounts::{
+        self,
+        emails::{self as account_emails, RegistrationCodeCheck, CODE_LIFETIME_MINUTES},
+        AccountError,
+    },
     app::AppState,
     email::messages::{self, CodePurpose, Recipient},
-    matrix::provisioning::{self, Task},
     rate_limit::{self, Limit, RateLimitError},
     storage::{NewPendingRegistration, PendingRegistration, StorageError},
     web::{self, consent, login, register, register_controls, session::BrowserCookie},
@@ -73,9 +76,14 @@ pub(crate) async fn start(state: &AppState, form: Start<'_>) -> Result<Response,
             );
         }
     }
-    let hashed = crate::accounts::hash_password(state, form.password, false)
+    let hashed = accounts::hash_password(state, form.password, false)
         .await
-        .map_err(|e| format!("Password: {e}."))?;
+        .map_err(|e| {
+            register::refusal(e).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "registration: can't hash the password");
+                "Creating accounts is not possible right now. Try again in a moment.".to_owned()
+            })
+        })?;
     let (token, terms) = form.passed.parts();
     let stored = async {
         let now = state.storage.entropy().clock.now();
@@ -381,9 +389,10 @@ enum Creation {
     Taken,
 }
 
-/// Tries the code; when it is right, creates the account in the same transaction: the user with
-/// the password chosen, the address confirmed, the registration controls applied, a browser
-/// session, and the homeserver's provisioning job (run after the commit).
+/// Tries the code; when it is right, creates the account in the same transaction
+/// ([`accounts::create_user`]: the user with the password chosen, the address confirmed, the
+/// homeserver's provisioning job, run after the commit), the registration controls applied and
+/// a browser session.
 async fn verify(
     state: &AppState,
     cookie: &mut BrowserCookie,
@@ -394,13 +403,9 @@ async fn verify(
     user_agent: Option<&str>,
 ) -> Response {
     // The homeserver has the last word on the username (outside the transaction: it's a call).
-    match state
-        .homeserver
-        .is_localpart_available(&pending.username)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return taken(state),
+    match accounts::check_localpart_available(state, &pending.username).await {
+        Ok(()) => {}
+        Err(AccountError::UsernameTaken(_)) => return taken(state),
         Err(e) => {
             tracing::error!(error = %e, "registration: can't ask the homeserver about a username");
             return verify_page(
@@ -443,22 +448,25 @@ async fn verify(
             repo.commit().await?;
             return Ok(Creation::Refused(message));
         }
-        let user = match repo.users().add(&pending.username).await {
-            Ok(user) => user,
-            // Dropped without commit: the code stays usable (but the username is gone).
-            Err(StorageError::Conflict(_)) => return Ok(Creation::Taken),
-            Err(e) => return Err(e),
+        let new = accounts::NewUser {
+            username: pending.username.clone(),
+            password: Some(accounts::HashedPassword {
+                version: pending.password_version,
+                hash: pending.hashed_password.clone(),
+            }),
+            // The code mailed to it was entered: the address is the user's.
+            emails: vec![accounts::NewEmail {
+                address: pending.email.clone(),
+                verified: true,
+            }],
+            ..Default::default()
         };
-        repo.user_passwords()
-            .add(
-                user.id,
-                &pending.hashed_password,
-                pending.password_version,
-                None,
-            )
-            .await?;
-        let email = repo.user_emails().add(user.id, &pending.email).await?;
-        repo.user_emails().confirm(email.id).await?;
+        let (user, jobs) = match accounts::create_user(&mut repo, &new, now).await {
+            Ok(created) => created,
+            // Dropped without commit: the code stays usable (but the username is gone).
+            Err(AccountError::UsernameTaken(_)) => return Ok(Creation::Taken),
+            Err(e) => return register::refusal(e).map(Creation::Refused),
+        };
         let passed = register_controls::Passed::from_parts(
             pending.registration_token_id,
             pending.accepted_terms_url.clone(),
@@ -468,11 +476,9 @@ async fn verify(
             return Ok(Creation::Refused(message));
         }
         let session = login::open_password_session(&mut repo, user.id, user_agent).await?;
-        let job = provisioning::enqueue(&mut repo, &Task::ProvisionUser { user_id: user.id }, now)
-            .await?;
         repo.commit().await?;
         tracing::info!(username = %user.username, "account created (address confirmed)");
-        provisioning::run_now(state, &[job]).await;
+        jobs.run(state).await;
         Ok::<_, StorageError>(Creation::Created(session))
     }
     .await;
