@@ -530,6 +530,27 @@ async fn deactivation(db: TestDb) {
         text_of(&refused, "#deactivate-error").as_deref(),
         Some("Wrong password.")
     );
+    // The form checks the password behind the login page's limits: a stolen session can't be
+    // used to guess it. Four more wrong ones empty alice's bucket (5 failures by default); the
+    // next attempt is refused without a check, even with the right password.
+    for _ in 0..4 {
+        let (status, _) =
+            text(submit(&browser, &base, &page, &[("password", "not my password")]).await).await;
+        assert_eq!(status, 403);
+    }
+    let limited = submit(&browser, &base, &page, &[("password", PASSWORD)]).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let (_, limited) = text(limited).await;
+    assert!(
+        text_of(&limited, "#deactivate-error")
+            .unwrap_or_default()
+            .starts_with("Too many wrong passwords."),
+        "{limited}"
+    );
+    assert!(!store.user("alice").unwrap().deactivated);
+    // A minute later one more attempt is allowed (the bucket refills one failure a minute).
+    db.clock.advance(chrono::Duration::seconds(61));
     let (_, fields) = form(&page);
     let mut unconfirmed = fields.clone();
     unconfirmed.retain(|(n, _)| n != "confirm");

@@ -67,7 +67,7 @@ use crate::{
     web::{
         self,
         consent::signed_in,
-        login::{attempt_sign_in, check_password, AttemptError, Refusal},
+        login::{attempt_sign_in, AttemptError, Refusal},
         session::BrowserCookie,
     },
 };
@@ -1064,7 +1064,7 @@ async fn submitted(
             ),
         },
         "allow_cross_signing_reset" => allow_cross_signing_reset(state, &user).await,
-        "deactivate" => deactivate(state, cookie, &user, form).await,
+        "deactivate" => deactivate(state, cookie, &user, client_ip, form).await,
         "set_display_name" => {
             if !state.settings.account.display_name_change_allowed {
                 return refused(
@@ -1584,7 +1584,7 @@ async fn allow_cross_signing_reset(state: &AppState, user: &User) -> Response {
 }
 
 /// MSC4191 `org.matrix.account_deactivate`: after the current password (checked as the login
-/// page does, [`check_password`]) and the confirmation, in one transaction: the user is
+/// page does, behind the same rate limits: [`attempt_sign_in`]) and the confirmation, in one transaction: the user is
 /// deactivated, every OAuth 2.0 and legacy session ends (their devices are deleted), every
 /// browser session ends, and the deactivation on the homeserver is enqueued (without erasure);
 /// the jobs run right after the commit. The browser is signed out.
@@ -1592,6 +1592,7 @@ async fn deactivate(
     state: &AppState,
     cookie: &mut BrowserCookie,
     user: &User,
+    client_ip: &ClientIp,
     form: AccountForm,
 ) -> Response {
     let password = form.password.unwrap_or_default();
@@ -1615,7 +1616,7 @@ async fn deactivate(
         )
         .await;
     }
-    match check_password(state, &user.username, password).await {
+    match attempt_sign_in(state, client_ip, &user.username, password).await {
         Ok(Ok(_)) => {}
         Ok(Err(refusal)) => {
             let error = match refusal {
@@ -1627,7 +1628,26 @@ async fn deactivate(
             };
             return deactivate_page(state, cookie, user, StatusCode::FORBIDDEN, Some(error)).await;
         }
-        Err(e) => {
+        Err(AttemptError::Limited { retry_after }) => {
+            let message = format!(
+                "Too many wrong passwords. Try again {}.",
+                rate_limit::wait_in_words(retry_after)
+            );
+            let mut response = deactivate_page(
+                state,
+                cookie,
+                user,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&message),
+            )
+            .await;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                rate_limit::retry_after_header(retry_after),
+            );
+            return response;
+        }
+        Err(AttemptError::Check(e)) => {
             tracing::error!(error = %e, "account: can't check the password");
             return web::error_page(
                 &state.templates,
