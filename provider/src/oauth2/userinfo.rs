@@ -19,7 +19,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{authorize::Params, introspection, token::is_form_urlencoded};
-use crate::{app::AppState, domain::scope::Scope, storage::StorageError};
+use crate::{
+    app::AppState,
+    domain::scope::Scope,
+    storage::{BoxRepository, StorageError},
+};
+use ulid::Ulid;
 
 /// What the `Authorization` header of a request holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,16 +257,27 @@ async fn handle(
         email: None,
         email_verified: None,
     };
-    // OIDC Core §5.4: the `email` scope asks for `email` and `email_verified`. Only confirmed
-    // addresses are released, so `email_verified` is always true.
     if scope.contains("email") {
-        let emails = repo.user_emails().list_for_user(user.id).await?;
-        if let Some(email) = emails.into_iter().find(|e| e.confirmed_at.is_some()) {
-            claims.email = Some(email.email);
+        if let Some(email) = released_email(&mut repo, user.id).await? {
+            claims.email = Some(email);
             claims.email_verified = Some(true);
         }
     }
     Ok(claims)
+}
+
+/// OIDC Core §5.4: the address the `email` scope releases, at the UserInfo endpoint and in the
+/// ID token alike: the user's first confirmed one. Only confirmed addresses are released, so
+/// `email_verified` is always true; `None` when the user has none.
+pub(crate) async fn released_email(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+) -> Result<Option<String>, StorageError> {
+    let emails = repo.user_emails().list_for_user(user_id).await?;
+    Ok(emails
+        .into_iter()
+        .find(|e| e.confirmed_at.is_some())
+        .map(|e| e.email))
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use ulid::Ulid;
 use super::{TokenError, ID_TOKEN_LIFETIME_SECONDS};
 use crate::{
     app::AppState,
-    domain::id_token::IdTokenClaims,
+    domain::{id_token::IdTokenClaims, scope::Scope},
     keys::Algorithm,
+    oauth2::userinfo::released_email,
     storage::{BoxRepository, Client},
 };
 
@@ -69,13 +70,11 @@ pub(crate) async fn sign(
     claims.nonce = about.approval.nonce.map(str::to_owned);
     claims.auth_time = auth_time;
     claims.sid = Some(about.approval.browser_session_id.to_string());
-    // OIDC Core §5.4: the `email` scope asks for `email` and `email_verified`, released in the
-    // ID token as at the UserInfo endpoint: the user's first confirmed address (so
-    // `email_verified` is always true), nothing when they have none.
-    if about.scope.split(' ').any(|s| s == "email") {
-        let emails = repo.user_emails().list_for_user(about.user_id).await?;
-        if let Some(email) = emails.into_iter().find(|e| e.confirmed_at.is_some()) {
-            claims.email = Some(email.email);
+    // OIDC Core §5.4: the `email` scope releases `email` and `email_verified` in the ID token
+    // as at the UserInfo endpoint.
+    if Scope::parse(about.scope).is_ok_and(|scope| scope.contains("email")) {
+        if let Some(email) = released_email(repo, about.user_id).await? {
+            claims.email = Some(email);
             claims.email_verified = Some(true);
         }
     }
