@@ -30,7 +30,7 @@ use url::Url;
 
 pub use checks::CHECKS;
 pub use context::{system_clock, Checked, Clock, Probe, Stop};
-pub use report::Summary;
+pub use report::{render_exchange, Summary};
 pub use runner::{run, run_checks, run_with, select, unknown_selectors};
 
 /// How strongly a spec asks for something (RFC 2119).

@@ -78,8 +78,9 @@ fn cut(text: &str, limit: usize) -> String {
     }
 }
 
-/// One exchange, readable: `>` request lines, `<` response lines.
-pub(crate) fn render_exchange(e: &Exchange) -> String {
+/// One exchange of a failure's evidence, readable: `>` request lines, `<` response lines; bodies
+/// cut to 2,000 characters (the JSON report keeps them whole).
+pub fn render_exchange(e: &Exchange) -> String {
     let mut out = String::new();
     if let Some(step) = &e.step {
         let _ = writeln!(out, "== {step}");
@@ -130,6 +131,27 @@ impl Report {
         Summary::of(&self.findings)
     }
 
+    /// The findings grouped by profile, in registry order; profiles without findings left out.
+    pub fn by_profile(&self) -> impl Iterator<Item = (Profile, Vec<&Finding>)> {
+        Profile::ALL.into_iter().filter_map(|profile| {
+            let findings: Vec<&Finding> = self
+                .findings
+                .iter()
+                .filter(|f| f.profile == profile)
+                .collect();
+            (!findings.is_empty()).then_some((profile, findings))
+        })
+    }
+
+    /// "every MUST holds" or "a MUST failed".
+    pub fn verdict(&self) -> &'static str {
+        if self.passed_all_musts() {
+            "every MUST holds"
+        } else {
+            "a MUST failed"
+        }
+    }
+
     /// One line per check (`PASS`/`FAIL`/`SKIP`, id, level, spec, requirement); failures are
     /// followed by their reason and evidence, skips by why.
     pub fn render_text(&self) -> String {
@@ -166,12 +188,7 @@ impl Report {
                 let _ = writeln!(out, "     note: {note}");
             }
         }
-        let verdict = if self.passed_all_musts() {
-            "every MUST holds"
-        } else {
-            "a MUST failed"
-        };
-        let _ = writeln!(out, "{}; {verdict}", self.summary().line());
+        let _ = writeln!(out, "{}; {}", self.summary().line(), self.verdict());
         out
     }
 
@@ -231,15 +248,7 @@ impl Report {
             all.skipped,
             seconds(self.findings.iter().map(|f| f.millis).sum())
         );
-        for profile in Profile::ALL {
-            let findings: Vec<&Finding> = self
-                .findings
-                .iter()
-                .filter(|f| f.profile == profile)
-                .collect();
-            if findings.is_empty() {
-                continue;
-            }
+        for (profile, findings) in self.by_profile() {
             let s = Summary::of(findings.iter().copied());
             let _ = writeln!(
                 out,
@@ -304,15 +313,7 @@ impl Report {
         if let Some(why) = &self.unreachable {
             let _ = writeln!(out, "\n**Unreachable:** {}", md_cell(why));
         }
-        for profile in Profile::ALL {
-            let findings: Vec<&Finding> = self
-                .findings
-                .iter()
-                .filter(|f| f.profile == profile)
-                .collect();
-            if findings.is_empty() {
-                continue;
-            }
+        for (profile, findings) in self.by_profile() {
             let _ = writeln!(out, "\n## {}\n", profile.as_str());
             out.push_str("| Requirement | Spec | Level | Result |\n");
             out.push_str("|---|---|---|---|\n");
@@ -337,9 +338,9 @@ impl Report {
         }
         let s = self.summary();
         let verdict = if self.passed_all_musts() {
-            "every MUST holds"
+            self.verdict().to_owned()
         } else {
-            "**a MUST failed**"
+            format!("**{}**", self.verdict())
         };
         let _ = writeln!(
             out,

@@ -1,8 +1,10 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium` package) driven over
 //! WebDriver (Debian's `chromium-driver`) clicks through the browser client's whole journey
 //! (discovery, dynamic registration, authorization through the provider's sign-in and consent
-//! pages, token exchange, whoami, refresh, revocation, RP-initiated logout) and the device-flow
-//! panel (a grant approved through `verification_uri_complete`), asserting on what the pages show.
+//! pages, token exchange, whoami, refresh, revocation, RP-initiated logout), the exchange log
+//! showing the homeserver's introspections during that journey, the device-flow panel (a grant
+//! approved through `verification_uri_complete`) and the legacy login panel, asserting on what
+//! the pages show.
 //!
 //! Without `/usr/bin/chromium` and `/usr/bin/chromedriver` the test says it was skipped and
 //! passes; CI installs both (`.ci/run`).
@@ -52,6 +54,9 @@ async fn the_browser_client_and_the_device_panel_work_in_chromium() {
         client_journey(&browser, &playground)
             .await
             .context("the browser client's journey")?;
+        log_shows_introspections(&browser, &playground)
+            .await
+            .context("the exchange log")?;
         device_journey(&browser, &playground)
             .await
             .context("the device flow panel")?;
@@ -364,11 +369,16 @@ async fn device_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
         "the approval page names the device: {page}"
     );
     allow.click().await?;
-    wait_for_xpath(b, "//h1[normalize-space()='Device connected']", WAIT).await?;
+    wait_until(
+        b,
+        Locator::XPath("//h1[normalize-space()='Device connected']"),
+        WAIT,
+    )
+    .await?;
 
     // Back on the panel: at its next poll the device has its tokens, and whoami works.
     b.goto(grant_page.as_str()).await?;
-    wait_for_within(b, "p.status.approved", DEVICE_WAIT).await?;
+    wait_until(b, Locator::Css("p.status.approved"), DEVICE_WAIT).await?;
     let status = text(b, "p.status").await?;
     ensure!(
         status.contains("the device has its tokens"),
@@ -405,9 +415,9 @@ async fn device_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
 
     // The panel lists the grant as approved.
     b.goto(&format!("{}device", urls.dashboard)).await?;
-    let listed = wait_for_xpath(
+    let listed = wait_until(
         b,
-        &format!("//li[code[normalize-space()='{user_code}']]"),
+        Locator::XPath(&format!("//li[code[normalize-space()='{user_code}']]")),
         WAIT,
     )
     .await?
@@ -420,7 +430,51 @@ async fn device_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
     Ok(())
 }
 
-/// Fills in and sends the provider's sign-in form.
+/// The exchange log page (`/log`, live over server-sent events) shows the introspections the
+/// homeserver made at the provider while the client journey called whoami: one per access token
+/// it had not seen (the first and the refreshed one), the token and the shared secret elided.
+async fn log_shows_introspections(b: &Client, playground: &Playground) -> anyhow::Result<()> {
+    b.goto(&format!("{}log", playground.urls.dashboard)).await?;
+    wait_for(b, "#filter")
+        .await?
+        .send_keys("/oauth2/introspect")
+        .await?;
+    let shown = eventually(WAIT, || async move {
+        let mut shown = Vec::new();
+        for entry in b
+            .find_all(Locator::Css("#log details.entry:not([hidden])"))
+            .await?
+        {
+            shown.push(entry.prop("textContent").await?.unwrap_or_default());
+        }
+        let introspections = shown
+            .iter()
+            .filter(|t| t.contains("homeserver → provider") && t.contains("POST"))
+            .count();
+        ensure!(
+            introspections >= 2,
+            "{introspections} introspections shown yet: {shown:#?}"
+        );
+        Ok(shown)
+    })
+    .await?;
+    for entry in &shown {
+        ensure!(
+            entry.contains("/oauth2/introspect") && entry.contains("200"),
+            "the filter shows introspections answered 200 only: {entry}"
+        );
+        ensure!(
+            entry.contains("token=<elided>") && entry.contains("Bearer <elided>"),
+            "the token and the shared secret are elided: {entry}"
+        );
+        ensure!(
+            !entry.contains(playground.settings.matrix.secret.as_str()),
+            "the shared secret is not shown: {entry}"
+        );
+    }
+    Ok(())
+}
+
 /// The legacy login panel (`/legacy`): `m.login.password` through the homeserver with a refresh
 /// token, then refresh and log out, each a form post the dashboard must accept as its own.
 async fn legacy_journey(b: &Client, playground: &Playground) -> anyhow::Result<()> {
@@ -448,15 +502,7 @@ async fn legacy_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
         .click()
         .await?;
     // The login and whoami steps, shown with their answers.
-    let shown = eventually(WAIT, || async move {
-        let text = b.find(Locator::Css("main")).await?.text().await?;
-        if text.contains("@bob:localhost") && text.contains("refresh_token") {
-            Ok(text)
-        } else {
-            Err(anyhow!("the login is not shown yet"))
-        }
-    })
-    .await?;
+    let shown = main_showing(b, &["@bob:localhost", "refresh_token"]).await?;
     ensure!(
         b.find_all(Locator::Css("section.step.failed"))
             .await?
@@ -482,15 +528,7 @@ async fn legacy_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
     })
     .await?;
     // The token is dead afterwards: the homeserver answers whoami with 401.
-    let after = eventually(WAIT, || async move {
-        let text = b.find(Locator::Css("main")).await?.text().await?;
-        if text.contains("whoami after logging out") {
-            Ok(text)
-        } else {
-            Err(anyhow!("the logout is not shown yet"))
-        }
-    })
-    .await?;
+    let after = main_showing(b, &["whoami after logging out"]).await?;
     ensure!(
         after.contains("HTTP 200 OK") && after.contains("HTTP 401"),
         "logout answered 200 and whoami 401 afterwards: {after}"
@@ -498,6 +536,7 @@ async fn legacy_journey(b: &Client, playground: &Playground) -> anyhow::Result<(
     Ok(())
 }
 
+/// Fills in and sends the provider's sign-in form.
 async fn sign_in(b: &Client, username: &str, password: &str) -> anyhow::Result<()> {
     let field = wait_for(b, "#username").await?;
     field.clear().await?;
@@ -528,7 +567,10 @@ async fn fact(b: &Client, name: &str) -> anyhow::Result<String> {
         &format!("//dl[@id='state']/dt[normalize-space()='{name}']/following-sibling::dd[1]");
     // The list is redrawn with every step: read again what went stale.
     eventually(WAIT, || async move {
-        let value = wait_for_xpath(b, xpath, WAIT).await?.text().await?;
+        let value = wait_until(b, Locator::XPath(xpath), WAIT)
+            .await?
+            .text()
+            .await?;
         Ok(value.trim().to_owned())
     })
     .await
@@ -538,34 +580,35 @@ async fn text(b: &Client, selector: &str) -> anyhow::Result<String> {
     Ok(wait_for(b, selector).await?.text().await?.trim().to_owned())
 }
 
+/// The element the CSS `selector` finds, once there (at most [`WAIT`]).
 async fn wait_for(b: &Client, selector: &str) -> anyhow::Result<fantoccini::elements::Element> {
-    wait_for_within(b, selector, WAIT).await
+    wait_until(b, Locator::Css(selector), WAIT).await
 }
 
-async fn wait_for_within(
+/// The element `locator` finds, once there (at most `limit`).
+async fn wait_until(
     b: &Client,
-    selector: &str,
+    locator: Locator<'_>,
     limit: Duration,
 ) -> anyhow::Result<fantoccini::elements::Element> {
     b.wait()
         .at_most(limit)
         .every(POLL)
-        .for_element(Locator::Css(selector))
+        .for_element(locator)
         .await
-        .with_context(|| format!("waiting {limit:?} for `{selector}`"))
+        .with_context(|| format!("waiting {limit:?} for `{locator:?}`"))
 }
 
-async fn wait_for_xpath(
-    b: &Client,
-    xpath: &str,
-    limit: Duration,
-) -> anyhow::Result<fantoccini::elements::Element> {
-    b.wait()
-        .at_most(limit)
-        .every(POLL)
-        .for_element(Locator::XPath(xpath))
-        .await
-        .with_context(|| format!("waiting {limit:?} for `{xpath}`"))
+/// The text of `<main>` once it shows each of `texts` (the page may change under the reader).
+async fn main_showing(b: &Client, texts: &[&str]) -> anyhow::Result<String> {
+    eventually(WAIT, || async move {
+        let text = b.find(Locator::Css("main")).await?.text().await?;
+        match texts.iter().find(|t| !text.contains(**t)) {
+            None => Ok(text),
+            Some(missing) => Err(anyhow!("`{missing}` is not shown yet")),
+        }
+    })
+    .await
 }
 
 /// Retries `read` until it succeeds (for pages that change under the reader), at most `limit`.

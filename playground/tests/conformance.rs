@@ -7,17 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{options, start};
-use reqwest::{header, redirect::Policy, StatusCode};
+use common::{get_text, no_redirects, start_in_temp_dir};
+use reqwest::{header, StatusCode};
 use serde_json::Value;
 use url::Url;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// Posts the form; the run's page, from the redirect.
 async fn post_run(http: &reqwest::Client, dashboard: &Url, form: &[(&str, &str)]) -> Url {
@@ -69,10 +62,9 @@ async fn download(http: &reqwest::Client, run: &Url, extension: &str) -> (String
 
 #[tokio::test]
 async fn the_suite_run_from_the_page_finds_every_must_passing_here() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
-    let http = client();
+    let http = no_redirects();
 
     let form = http
         .get(dashboard.join("conformance").unwrap())
@@ -185,14 +177,7 @@ async fn the_suite_run_from_the_page_finds_every_must_passing_here() {
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     // The run is listed on the form.
-    let form = http
-        .get(dashboard.join("conformance").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let form = get_text(&http, dashboard.join("conformance").unwrap()).await;
     assert!(form.contains(run.path()), "{form}");
     assert!(form.contains("(this deployment)"));
     let missing = http
@@ -206,10 +191,9 @@ async fn the_suite_run_from_the_page_finds_every_must_passing_here() {
 
 #[tokio::test]
 async fn an_unreachable_issuer_ends_in_a_clear_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
-    let http = client();
+    let http = no_redirects();
     // Nothing listens there: bind a port, then free it.
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -288,10 +272,9 @@ async fn an_unreachable_issuer_ends_in_a_clear_report() {
 
 #[tokio::test]
 async fn cross_site_posts_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
-    let http = client();
+    let http = no_redirects();
     let cross = http
         .post(dashboard.join("conformance").unwrap())
         .header(header::ORIGIN, "http://evil.example")
@@ -301,14 +284,7 @@ async fn cross_site_posts_are_refused() {
         .unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
     // Nothing was started.
-    let form = http
-        .get(dashboard.join("conformance").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let form = get_text(&http, dashboard.join("conformance").unwrap()).await;
     assert!(!form.contains("/conformance/runs/"), "{form}");
     // The same form from the dashboard's own origin is accepted.
     let origin = dashboard.as_str().trim_end_matches('/').to_owned();
@@ -329,10 +305,9 @@ async fn cross_site_posts_are_refused() {
 
 #[tokio::test]
 async fn one_run_at_a_time_per_issuer() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
-    let http = client();
+    let http = no_redirects();
     // An issuer that accepts connections and never answers: the run stays in progress.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}/", silent.local_addr().unwrap());
@@ -348,14 +323,7 @@ async fn one_run_at_a_time_per_issuer() {
         ("profile", "oauth2"),
     ];
     let run = post_run(&http, &dashboard, &form).await;
-    let page = http
-        .get(run.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, run.clone()).await;
     assert!(page.contains("http-equiv=\"refresh\""), "{page}");
     assert!(page.contains("Running 72 checks"), "{page}");
     let early = http

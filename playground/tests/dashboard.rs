@@ -6,14 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{login, options, password, start, whoami};
-use reqwest::{header, redirect::Policy, StatusCode};
+use common::{get_text, login, no_redirects, password, start_in_temp_dir, whoami};
+use reqwest::{header, StatusCode};
 use serde_json::Value;
 
 #[tokio::test]
 async fn pages_render_with_a_strict_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
     let http = reqwest::Client::new();
     for path in [
@@ -43,14 +42,7 @@ async fn pages_render_with_a_strict_policy() {
         assert!(!html.contains("<script>"), "no inline script on /{path}");
         assert!(html.contains("Matrix OAuth playground"), "{path}");
     }
-    let overview = http
-        .get(dashboard.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let overview = get_text(&http, dashboard.clone()).await;
     for expected in [
         password(&playground, "alice"),
         password(&playground, "bob"),
@@ -67,14 +59,7 @@ async fn pages_render_with_a_strict_policy() {
             "`{expected}` missing from the overview"
         );
     }
-    let client_page = http
-        .get(dashboard.join("client").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let client_page = get_text(&http, dashboard.join("client").unwrap()).await;
     assert!(client_page.contains(r#"<script src="/static/client.js">"#));
     assert!(client_page.contains("data-demo-client=\"playground-demo\""));
 
@@ -109,8 +94,7 @@ async fn pages_render_with_a_strict_policy() {
 
 #[tokio::test]
 async fn qr_codes_are_svg() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let http = reqwest::Client::new();
     let mut url = playground.urls.dashboard.join("qr.svg").unwrap();
     url.query_pairs_mut()
@@ -137,21 +121,10 @@ async fn qr_codes_are_svg() {
 
 #[tokio::test]
 async fn the_device_panel_starts_a_grant_and_shows_its_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
-    let form = http
-        .get(dashboard.join("device").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let http = no_redirects();
+    let form = get_text(&http, dashboard.join("device").unwrap()).await;
     assert!(form.contains("urn:matrix:client:device:"));
     let started = http
         .post(dashboard.join("device").unwrap())
@@ -168,14 +141,7 @@ async fn the_device_panel_starts_a_grant_and_shows_its_code() {
         .unwrap()
         .to_owned();
     assert!(location.starts_with("/device/"), "{location}");
-    let page = http
-        .get(dashboard.join(&location).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, dashboard.join(&location).unwrap()).await;
     assert!(page.contains("class=\"user-code\""), "{page}");
     assert!(
         page.contains("qr.svg?data=http%3A%2F%2F127.0.0.1"),
@@ -187,14 +153,7 @@ async fn the_device_panel_starts_a_grant_and_shows_its_code() {
     );
     assert!(page.contains("Waiting for approval"));
     // The grant is listed on the form.
-    let form = http
-        .get(dashboard.join("device").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let form = get_text(&http, dashboard.join("device").unwrap()).await;
     assert!(form.contains(&location));
     // A grant that doesn't exist.
     let missing = http
@@ -208,8 +167,7 @@ async fn the_device_panel_starts_a_grant_and_shows_its_code() {
 
 #[tokio::test]
 async fn the_legacy_panel_logs_in_refreshes_and_logs_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let dashboard = playground.urls.dashboard.clone();
     let http = reqwest::Client::new();
     let alice = password(&playground, "alice");
@@ -296,8 +254,7 @@ async fn read_events_until(mut stream: reqwest::Response, needle: &str) -> Strin
 
 #[tokio::test]
 async fn the_exchange_log_shows_every_exchange_with_secrets_elided() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let urls = playground.urls.clone();
     let http = reqwest::Client::new();
     let events = http

@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::{get_json, login, options, password, start, whoami};
+use common::{get_json, login, password, start_in_temp_dir, whoami};
 use serde_json::Value;
 
 #[tokio::test]
 async fn the_exchange_log_shows_the_homeservers_introspection_calls() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let urls = playground.urls.clone();
     let http = reqwest::Client::new();
     let alice = password(&playground, "alice");

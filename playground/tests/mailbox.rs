@@ -3,39 +3,13 @@
 
 mod common;
 
-use common::{options, password, start};
-use reqwest::redirect::Policy;
+use common::{browser, get_text, password, start_in_temp_dir};
 use scraper::{Html, Selector};
-
-/// The named inputs of the form `selector` of a page, and its action.
-fn form(html: &str, selector: &str) -> (String, Vec<(String, String)>) {
-    let doc = Html::parse_document(html);
-    let form = doc
-        .select(&Selector::parse(selector).unwrap())
-        .next()
-        .unwrap_or_else(|| panic!("{selector} in {html}"));
-    let fields = form
-        .select(&Selector::parse("input[name]").unwrap())
-        .filter(|i| i.value().attr("type") != Some("password"))
-        .map(|i| {
-            (
-                i.value().attr("name").unwrap().to_owned(),
-                i.value().attr("value").unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    (form.value().attr("action").unwrap().to_owned(), fields)
-}
-
-fn set(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
-    fields.retain(|(n, _)| n != name);
-    fields.push((name.to_owned(), value.to_owned()));
-}
+use test_clients::pages::{form_matching, set};
 
 #[tokio::test]
 async fn a_code_mailed_to_bob_shows_on_the_mailbox_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let playground = start(&options(dir.path())).await;
+    let (_dir, playground) = start_in_temp_dir().await;
     let issuer = playground.urls.issuer.clone();
     let dashboard = playground.urls.dashboard.clone();
     let http = reqwest::Client::new();
@@ -54,56 +28,23 @@ async fn a_code_mailed_to_bob_shows_on_the_mailbox_page() {
     );
 
     // bob signs in and adds an address on his account page.
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
-    let login = browser
-        .get(issuer.join("login").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let (action, mut fields) = form(&login, "form");
+    let browser = browser();
+    let login_page = issuer.join("login").unwrap();
+    let emails_page = issuer.join("account?action=emails").unwrap();
+    let login = get_text(&browser, login_page.clone()).await;
+    let (action, mut fields) = form_matching(&login, &login_page, "form").unwrap();
     set(&mut fields, "username", "bob");
     set(&mut fields, "password", &password(&playground, "bob"));
-    let signed_in = browser
-        .post(issuer.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let signed_in = browser.post(action).form(&fields).send().await.unwrap();
     assert_eq!(signed_in.status(), 303);
-    let emails = browser
-        .get(issuer.join("account?action=emails").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let (action, mut fields) = form(&emails, "#add-email");
+    let emails = get_text(&browser, emails_page.clone()).await;
+    let (action, mut fields) = form_matching(&emails, &emails_page, "#add-email").unwrap();
     set(&mut fields, "email", "bob@example.org");
-    let added = browser
-        .post(issuer.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let added = browser.post(action).form(&fields).send().await.unwrap();
     assert_eq!(added.status(), 303);
 
     // The mailbox shows it, with the code standing out.
-    let page = http
-        .get(dashboard.join("mailbox").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&http, dashboard.join("mailbox").unwrap()).await;
     let doc = Html::parse_document(&page);
     let text_of = |selector: &str| {
         doc.select(&Selector::parse(selector).unwrap())
@@ -132,22 +73,10 @@ async fn a_code_mailed_to_bob_shows_on_the_mailbox_page() {
     assert_eq!(listed[0]["to"], "bob@example.org");
 
     // The code from the page confirms the address.
-    let emails = browser
-        .get(issuer.join("account?action=emails").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let (action, mut fields) = form(&emails, "form[id^=verify-]");
+    let emails = get_text(&browser, emails_page.clone()).await;
+    let (action, mut fields) = form_matching(&emails, &emails_page, "form[id^=verify-]").unwrap();
     set(&mut fields, "code", &code);
-    let confirmed = browser
-        .post(issuer.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let confirmed = browser.post(action).form(&fields).send().await.unwrap();
     let to = confirmed.headers()["location"].to_str().unwrap().to_owned();
     assert!(to.contains("done=verified"), "{to}");
     playground.stop().await.unwrap();

@@ -795,9 +795,20 @@ fn check_url(problems: &mut Vec<Problem>, path: &str, raw: &str) -> Option<Url> 
     }
 }
 
-/// A host name or address on this machine: `localhost` or a loopback address.
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+/// Is this host name or address this machine (`localhost`, 127.0.0.0/8, `::1`)? A port is
+/// ignored (`localhost:8448`, `[::1]:8008`): the Matrix server name may carry one.
+pub(crate) fn is_loopback_host(name: &str) -> bool {
+    let name = name.trim();
+    let host = if let Some(bracketed) = name.strip_prefix('[') {
+        // `[::1]` or `[::1]:8448`
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        match name.rsplit_once(':') {
+            // `host:port`, but not a bare IPv6 address.
+            Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+            _ => name,
+        }
+    };
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
@@ -1581,6 +1592,28 @@ mod tests {
     use rand::{rngs::StdRng, SeedableRng};
 
     use super::*;
+
+    #[test]
+    fn loopback_names() {
+        for name in [
+            "localhost",
+            "LOCALHOST:8448",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "::1",
+            "[::1]:8008",
+        ] {
+            assert!(is_loopback_host(name), "{name}");
+        }
+        for name in [
+            "example.com",
+            "matrix.org:443",
+            "10.0.0.1",
+            "localhost.example",
+        ] {
+            assert!(!is_loopback_host(name), "{name}");
+        }
+    }
 
     fn generated() -> String {
         let clock = crate::clock::MockClock::default();

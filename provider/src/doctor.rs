@@ -41,9 +41,10 @@ use url::Url;
 
 use crate::{
     clock::{Clock, Entropy},
-    config::{HomeserverKind, Settings},
+    config::{is_loopback_host, HomeserverKind, Settings},
     endpoints,
     keys::{Algorithm, PrivateKey},
+    matrix::homeserver::HomeserverError,
     storage::{PoolSettings, Storage},
 };
 
@@ -207,15 +208,13 @@ pub struct Doctor<'a> {
     clock: &'a dyn Clock,
     /// Follows a few redirects, as clients do.
     http: reqwest::Client,
-    /// Never follows redirects: it carries the shared secret.
-    secret_http: reqwest::Client,
 }
 
-fn client(redirects: reqwest::redirect::Policy) -> reqwest::Client {
+fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(redirects)
+        .redirect(reqwest::redirect::Policy::limited(5))
         .user_agent(concat!("provider-doctor/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
@@ -247,25 +246,6 @@ fn describe(e: reqwest::Error) -> String {
     }
 }
 
-/// Is this host name or address this machine (`localhost`, 127.0.0.0/8, `::1`)? A port is
-/// ignored.
-fn is_loopback_name(name: &str) -> bool {
-    let host = if let Some(bracketed) = name.strip_prefix('[') {
-        // `[::1]` or `[::1]:8448`
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        match name.rsplit_once(':') {
-            // `host:port`, but not a bare IPv6 address.
-            Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
-            _ => name,
-        }
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// A base URL with a trailing `/`, so paths join below it.
 fn as_base(mut url: Url) -> Url {
     if !url.path().ends_with('/') {
@@ -286,18 +266,15 @@ impl<'a> Doctor<'a> {
         Self {
             settings,
             clock,
-            http: client(reqwest::redirect::Policy::limited(5)),
-            secret_http: client(reqwest::redirect::Policy::none()),
+            http: client(),
         }
     }
 
     async fn get(&self, url: &Url) -> Result<Fetched, String> {
-        self.send(self.http.get(url.clone())).await
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Fetched, String> {
         let sent = self.clock.now();
-        let response = request
+        let response = self
+            .http
+            .get(url.clone())
             .header(header::ACCEPT, "application/json")
             .send()
             .await
@@ -615,7 +592,7 @@ impl<'a> Doctor<'a> {
     fn well_known_url(&self) -> Option<Url> {
         let server_name = self.settings.matrix.homeserver.trim();
         let path = ".well-known/matrix/client";
-        if is_loopback_name(server_name) {
+        if is_loopback_host(server_name) {
             as_base(self.settings.matrix.endpoint.clone())
                 .join(path)
                 .ok()
@@ -824,52 +801,28 @@ impl<'a> Doctor<'a> {
         }
     }
 
-    /// Step 8: the homeserver API takes the shared secret.
+    /// Step 8: the homeserver API takes the shared secret. Asked through the provider's own
+    /// homeserver connection ([`crate::matrix::homeserver::connect`]), so the check takes the
+    /// path the provider takes: whether a name is free (any answer about the name means the
+    /// secret was accepted; nothing is created).
     async fn shared_secret(&self) -> Check {
         const NAME: &str = "shared secret";
         let matrix = &self.settings.matrix;
         let base = as_base(matrix.endpoint.clone());
-        let (path, query) = match matrix.kind {
-            HomeserverKind::Synapse => ("_synapse/mas/is_localpart_available", "localpart"),
-            HomeserverKind::SynapseLegacy => ("_synapse/admin/v1/username_available", "username"),
+        // For the messages only: the connection builds the URL.
+        let path = match matrix.kind {
+            HomeserverKind::Synapse => "_synapse/mas/is_localpart_available",
+            HomeserverKind::SynapseLegacy => "_synapse/admin/v1/username_available",
         };
-        let mut url = base.join(path).unwrap_or_else(|_| base.clone());
-        url.query_pairs_mut().append_pair(query, PROBE_LOCALPART);
-        let request = self
-            .secret_http
-            .get(url.clone())
-            .bearer_auth(&matrix.secret);
-        let fetched =
-            match self.send(request).await {
-                Ok(f) => f,
-                Err(e) => return Check::fail(
-                    NAME,
-                    format!("the homeserver API is unreachable at {base}: {e}"),
-                    "start the homeserver, or fix matrix.endpoint (where the provider reaches it)",
-                ),
-            };
-        let status = fetched.status;
-        let errcode = fetched.errcode();
-        match status.as_u16() {
-            // 200: available; 400 M_USER_IN_USE / M_INVALID_USERNAME: an answer about the name.
-            // Either way the secret was accepted.
-            200 => Check::ok(NAME, format!("{base}{path} accepts matrix.secret")),
-            400 if matches!(
-                errcode.as_deref(),
-                Some("M_USER_IN_USE" | "M_INVALID_USERNAME")
-            ) =>
-            {
-                Check::ok(NAME, format!("{base}{path} accepts matrix.secret"))
-            }
-            401 | 403 => Check::fail(
+        let homeserver = crate::matrix::homeserver::connect(matrix);
+        match homeserver.is_localpart_available(PROBE_LOCALPART).await {
+            Ok(_) => Check::ok(NAME, format!("{base}{path} accepts matrix.secret")),
+            Err(HomeserverError::Unauthorized { status }) => Check::fail(
                 NAME,
-                format!(
-                    "{base}{path} refused matrix.secret (HTTP {status}{})",
-                    errcode.map(|c| format!(" {c}")).unwrap_or_default()
-                ),
+                format!("{base}{path} refused matrix.secret (HTTP {status})"),
                 "make matrix.secret equal the homeserver's matrix_authentication_service.secret",
             ),
-            404 => Check::fail(
+            Err(HomeserverError::Refused { status: 404, .. }) => Check::fail(
                 NAME,
                 format!("{base}{path} doesn't exist (HTTP 404)"),
                 match matrix.kind {
@@ -877,9 +830,14 @@ impl<'a> Doctor<'a> {
                     HomeserverKind::SynapseLegacy => "this homeserver has no /_synapse/admin API at matrix.endpoint: check the endpoint (for Synapse 1.136 or later use matrix.kind: synapse)",
                 },
             ),
-            _ => Check::fail(
+            Err(HomeserverError::Unreachable(e)) => Check::fail(
                 NAME,
-                format!("{base}{path} answered HTTP {status}: {}", excerpt(&fetched.body)),
+                format!("the homeserver API is unreachable at {base}: {e}"),
+                "start the homeserver, or fix matrix.endpoint (where the provider reaches it)",
+            ),
+            Err(e) => Check::fail(
+                NAME,
+                format!("{base}{path}: {e}"),
                 "look at the homeserver's logs",
             ),
         }
@@ -1038,28 +996,6 @@ pub async fn run(settings: &Settings) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_names() {
-        for name in [
-            "localhost",
-            "LOCALHOST:8448",
-            "127.0.0.1",
-            "127.1.2.3:80",
-            "::1",
-            "[::1]:8008",
-        ] {
-            assert!(is_loopback_name(name), "{name}");
-        }
-        for name in [
-            "example.com",
-            "matrix.org:443",
-            "10.0.0.1",
-            "localhost.example",
-        ] {
-            assert!(!is_loopback_name(name), "{name}");
-        }
-    }
 
     #[test]
     fn sqlite_files_are_found_in_urls() {

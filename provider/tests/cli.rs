@@ -3,189 +3,20 @@
 //! `PROVIDER…` and `RUST_LOG` variables of the test's own environment removed.
 
 use std::{
-    io::Read,
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use openidconnect::{core::CoreProviderMetadata, IssuerUrl};
 use provider::{backend_tests, storage::redact_url, test_harness::TestDb};
 
-/// How long any one command may run before the test gives up on it (the binary waits up to 30 s
-/// for a database connection).
-const COMMAND_LIMIT: Duration = Duration::from_secs(90);
+mod support;
+
+use support::cli::{describe, run_blocking, KillOnDrop, Workdir};
+
 /// How long `serve` may take to answer `/health`, and to exit after SIGTERM.
 const SERVE_LIMIT: Duration = Duration::from_secs(30);
-
-/// What a finished command did.
-#[derive(Debug)]
-struct Output {
-    /// The exit code; `None` when a signal ended the process.
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    /// Asserts the exit code and that nothing panicked, showing the whole output when not.
-    fn expect_code(&self, code: i32, what: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "`{what}`: unexpected exit status\n{self:#?}"
-        );
-        self.no_panic(what)
-    }
-
-    fn no_panic(&self, what: &str) -> &Self {
-        assert!(
-            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
-            "`{what}` panicked\n{self:#?}"
-        );
-        self
-    }
-}
-
-/// Kills the process when dropped: a failing test never leaves a server behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl KillOnDrop {
-    /// Waits for the process to exit, up to `limit`; `None` when it is still running.
-    fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("poll the child process") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// A temporary directory to run the binary in.
-struct Workdir {
-    dir: tempfile::TempDir,
-}
-
-impl Workdir {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("create a temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) {
-        std::fs::write(self.path(name), contents).expect("write a file in the work directory");
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read a file in the work directory")
-    }
-
-    /// `provider ARGS…` in this directory, with a clean environment plus `env`.
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provider"));
-        command.args(args).current_dir(self.dir.path());
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("PROVIDER") || text == "RUST_LOG" {
-                command.env_remove(&name);
-            }
-        }
-        command.envs(env.iter().copied());
-        command
-    }
-
-    /// Runs `provider ARGS…` to completion, capturing its output.
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = self.command(args, env);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        finish(command, &describe(args))
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_env(args, &[])
-    }
-
-    /// `provider config generate ARGS… > FILE`; asserts it succeeded quietly.
-    fn generate(&self, file: &str, args: &[&str]) {
-        let mut all = vec!["config", "generate"];
-        all.extend_from_slice(args);
-        let mut command = self.command(&all, &[]);
-        let out = std::fs::File::create(self.path(file)).expect("create the config file");
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(Stdio::piped());
-        let what = format!("{} > {file}", describe(&all));
-        let output = finish(command, &what);
-        output.expect_code(0, &what);
-        assert_eq!(output.stderr, "", "`{what}` wrote to stderr");
-        assert!(
-            self.read(file).contains("\nclients:\n"),
-            "`{what}` wrote no configuration"
-        );
-    }
-}
-
-fn describe(args: &[&str]) -> String {
-    format!("provider {}", args.join(" "))
-}
-
-/// Spawns `command` (its stdout and/or stderr piped), reads what it writes, and waits for it.
-fn finish(mut command: Command, what: &str) -> Output {
-    let mut child = KillOnDrop(command.spawn().expect("start the provider binary"));
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = reader(
-        child
-            .0
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .0
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let status = child
-        .wait_for_exit(COMMAND_LIMIT)
-        .unwrap_or_else(|| panic!("`{what}` still runs after {COMMAND_LIMIT:?}"));
-    drop(child);
-    Output {
-        code: status.code(),
-        stdout: stdout.join().expect("read stdout"),
-        stderr: stderr.join().expect("read stderr"),
-    }
-}
 
 /// A port nothing listens on (bound, then released).
 fn free_port() -> u16 {
@@ -1040,16 +871,6 @@ fn serve_on_a_port_in_use_fails() {
     drop(taken);
 }
 
-/// Runs `provider ARGS…` off the async runtime (the fake homeserver it talks to runs on it).
-async fn run_blocking(dir: std::sync::Arc<Workdir>, args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        dir.run(&args)
-    })
-    .await
-    .unwrap()
-}
-
 /// `provider homeserver sync-devices`: the homeserver's devices become those of the user's
 /// active sessions; unknown users and an unreachable homeserver exit 1.
 async fn homeserver_sync_devices(db: TestDb) {
@@ -1094,7 +915,7 @@ async fn homeserver_sync_devices(db: TestDb) {
             .map(|a| (*a).to_owned())
             .collect();
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        run_blocking(dir.clone(), args)
+        run_blocking(dir.clone(), args, None)
     };
     let out = sync(&["--user", "alice"]).await;
     out.expect_code(0, "sync-devices --user alice");

@@ -3,153 +3,17 @@
 //! database and to the homeserver (a fake one, over HTTP), and `queued` when the homeserver is
 //! down.
 
-use std::{
-    io::{Read, Write as _},
-    path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use provider::{backend_tests, clock::Clock as _, crypto::sha256, test_harness::TestDb};
 
-/// How long any one command may run before the test gives up on it.
-const COMMAND_LIMIT: Duration = Duration::from_secs(90);
+mod support;
 
-/// What a finished command did.
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    /// Asserts the exit code and that nothing panicked, showing the whole output when not.
-    fn expect_code(&self, code: i32, what: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "`{what}`: unexpected exit status\n{self:#?}"
-        );
-        assert!(
-            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
-            "`{what}` panicked\n{self:#?}"
-        );
-        self
-    }
-}
-
-/// Kills the process when dropped: a failing test never leaves one behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl KillOnDrop {
-    fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("poll the child process") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// A temporary directory to run the binary in.
-struct Workdir {
-    dir: tempfile::TempDir,
-}
-
-impl Workdir {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("create a temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `provider ARGS…` in this directory, with the `PROVIDER…` and `RUST_LOG` variables of the
-    /// test's environment removed.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provider"));
-        command.args(args).current_dir(self.dir.path());
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("PROVIDER") || text == "RUST_LOG" {
-                command.env_remove(&name);
-            }
-        }
-        command
-    }
-
-    /// Runs `provider ARGS…` to completion with `stdin` as its input, capturing its output.
-    fn run_with_input(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = self.command(args);
-        command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let what = format!("provider {}", args.join(" "));
-        let mut child = KillOnDrop(command.spawn().expect("start the provider binary"));
-        if let (Some(input), Some(mut pipe)) = (stdin, child.0.stdin.take()) {
-            pipe.write_all(input.as_bytes()).expect("write stdin");
-        }
-        let reader = |pipe: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_end(&mut bytes);
-                }
-                String::from_utf8_lossy(&bytes).into_owned()
-            })
-        };
-        let stdout = reader(
-            child
-                .0
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let stderr = reader(
-            child
-                .0
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let status = child
-            .wait_for_exit(COMMAND_LIMIT)
-            .unwrap_or_else(|| panic!("`{what}` still runs after {COMMAND_LIMIT:?}"));
-        drop(child);
-        Output {
-            code: status.code(),
-            stdout: stdout.join().expect("read stdout"),
-            stderr: stderr.join().expect("read stderr"),
-        }
-    }
-}
+use support::cli::{run_blocking, Output, Workdir};
 
 /// `provider manage SUBCOMMAND -c c.yaml ARGS…`, off the async runtime (the fake homeserver
 /// it talks to runs on it).
 async fn manage(dir: &Arc<Workdir>, args: &[&str], stdin: Option<&str>) -> Output {
-    let dir = dir.clone();
     let mut all: Vec<String> = vec![
         "manage".into(),
         args[0].into(),
@@ -157,13 +21,7 @@ async fn manage(dir: &Arc<Workdir>, args: &[&str], stdin: Option<&str>) -> Outpu
         "c.yaml".into(),
     ];
     all.extend(args[1..].iter().map(|a| (*a).to_owned()));
-    let stdin = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        dir.run_with_input(&args, stdin.as_deref())
-    })
-    .await
-    .unwrap()
+    run_blocking(dir.clone(), all, stdin.map(str::to_owned)).await
 }
 
 /// A work directory with a config on `db` and a fake homeserver it provisions.
@@ -171,21 +29,15 @@ async fn setup(db: &TestDb) -> (Arc<Workdir>, fake_homeserver::FakeHomeserver) {
     let dir = Arc::new(Workdir::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}/", listener.local_addr().unwrap());
-    let file = std::fs::File::create(dir.path("c.yaml")).unwrap();
-    let status = dir
-        .command(&[
-            "config",
-            "generate",
+    dir.generate(
+        "c.yaml",
+        &[
             "--database-url",
             &db.url,
             "--homeserver-endpoint",
             &endpoint,
-        ])
-        .stdout(file)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+        ],
+    );
     let (_, settings) = provider::config::load(&dir.path("c.yaml"), Vec::new()).unwrap();
     let homeserver = fake_homeserver::FakeHomeserver::start(
         fake_homeserver::Config {
@@ -559,6 +411,16 @@ async fn registration_tokens_and_provisioning(db: TestDb) {
     )
     .await;
     out.expect_code(1, "the same token twice");
+    // A chosen value is held to the admin API's rule: people type it.
+    let out = manage(
+        &dir,
+        &["issue-registration-token", "--token", "team 2026"],
+        None,
+    )
+    .await;
+    out.expect_code(1, "a token with a space");
+    assert!(out.stderr.contains("1 to 64 of"), "{out:#?}");
+    assert_eq!(out.stdout, "");
     for bad in [
         &["issue-registration-token", "--expires-in", "3w"][..],
         &["issue-registration-token", "--usage-limit", "0"][..],
@@ -627,7 +489,7 @@ fn help_has_examples() {
         "issue-registration-token",
         "provision-all-users",
     ] {
-        let out = dir.run_with_input(&["manage", sub, "--help"], None);
+        let out = dir.run(&["manage", sub, "--help"]);
         out.expect_code(0, sub);
         assert!(
             out.stdout.contains("Usage: provider manage"),
@@ -636,11 +498,11 @@ fn help_has_examples() {
         assert!(out.stdout.contains("Example"), "`{sub}` has no example");
         assert_eq!(out.stderr, "");
     }
-    let out = dir.run_with_input(&["manage", "--help"], None);
+    let out = dir.run(&["manage", "--help"]);
     out.expect_code(0, "manage --help");
     assert!(out.stdout.contains("provision-all-users"));
     // An unknown config file: the problem is said, exit 1.
-    let out = dir.run_with_input(&["manage", "lock-user", "-c", "missing.yaml", "bob"], None);
+    let out = dir.run(&["manage", "lock-user", "-c", "missing.yaml", "bob"]);
     out.expect_code(1, "manage with a missing config");
     assert!(out.stderr.contains("missing.yaml"), "{out:#?}");
 }
@@ -650,21 +512,14 @@ fn help_has_examples() {
 #[test]
 fn admin_clients_are_checked() {
     let dir = Workdir::new();
-    let file = std::fs::File::create(dir.path("c.yaml")).unwrap();
-    let status = dir
-        .command(&["config", "generate"])
-        .stdout(file)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    dir.generate("c.yaml", &[]);
     let (_, settings) = provider::config::load(&dir.path("c.yaml"), Vec::new()).unwrap();
     assert!(
         settings.admin_clients.is_empty(),
         "no admin client by default"
     );
     let example = settings.clients[0].client_id.clone();
-    let text = std::fs::read_to_string(dir.path("c.yaml")).unwrap();
+    let text = dir.read("c.yaml");
     assert!(
         text.contains("\nadmin:\n"),
         "config generate documents the section"
@@ -672,12 +527,8 @@ fn admin_clients_are_checked() {
 
     // The example client lacks the grant; a name listed twice; an empty one.
     let listed = format!("  clients: [\"{example}\", robot, robot, \"\"]");
-    std::fs::write(
-        dir.path("bad.yaml"),
-        text.replacen("  clients: []", &listed, 1),
-    )
-    .unwrap();
-    let out = dir.run_with_input(&["config", "check", "bad.yaml"], None);
+    dir.write("bad.yaml", text.replacen("  clients: []", &listed, 1));
+    let out = dir.run(&["config", "check", "bad.yaml"]);
     out.expect_code(1, "config check bad.yaml");
     for problem in [
         "admin.clients[0]: ",
@@ -703,7 +554,7 @@ fn admin_clients_are_checked() {
             "grant_types: [authorization_code, refresh_token]",
             "grant_types: [authorization_code, refresh_token, client_credentials]",
         );
-    std::fs::write(dir.path("good.yaml"), good).unwrap();
+    dir.write("good.yaml", good);
     let (_, settings) = provider::config::load(&dir.path("good.yaml"), Vec::new())
         .unwrap_or_else(|p| panic!("{p:?}"));
     assert_eq!(settings.admin_clients, [example, "robot".to_owned()]);

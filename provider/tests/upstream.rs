@@ -1331,8 +1331,92 @@ async fn mock_provider_jwt_client_authentication(db: TestDb) {
     assert_ne!(claims["jti"], json!(null));
 }
 
+/// `discovery_mode`: `oidc` refuses a document whose `issuer` isn't the configured one (OIDC
+/// Discovery §4.3), `insecure` takes it and the login completes; the document is fetched once
+/// for both logins (cached), and `pkce_method: auto` sends no challenge when discovery lists no
+/// S256.
+async fn mock_provider_discovery_modes(db: TestDb) {
+    let idp = MockIdp::start().await;
+    idp.server.reset().await;
+    let base = idp.server.uri();
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            // Without the configured issuer's trailing slash: not identical.
+            "issuer": base,
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"),
+            "jwks_uri": format!("{base}/jwks"),
+            "response_types_supported": ["code"],
+        })))
+        .mount(&idp.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"keys": [idp.key.public_jwk()]})),
+        )
+        .mount(&idp.server)
+        .await;
+    let providers = json!([
+        {"id": A, "issuer": idp.issuer, "client_id": MOCK_CLIENT, "client_secret": MOCK_SECRET,
+         "id_token_signed_response_alg": "ES256"},
+        {"id": B, "issuer": idp.issuer, "client_id": MOCK_CLIENT, "client_secret": MOCK_SECRET,
+         "id_token_signed_response_alg": "ES256", "discovery_mode": "insecure"},
+    ])
+    .to_string();
+    let down = TestProvider::start_with(
+        &db,
+        &[("PROVIDER__UPSTREAM_OAUTH2__PROVIDERS", providers.as_str())],
+    )
+    .await;
+    let browser = support::browser();
+
+    let (status, page) = support::text(
+        browser
+            .get(down.url(&format!("/upstream/authorize/{A}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502, "{page}");
+    assert!(page.contains("differs from the configured"), "{page}");
+
+    let response = browser
+        .get(down.url(&format!("/upstream/authorize/{B}")))
+        .send()
+        .await
+        .unwrap();
+    let url = location(&response, &down.base_url);
+    assert_eq!(url.path(), "/authorize");
+    assert_eq!(param(&url, "code_challenge"), None, "auto without S256");
+    let (state, nonce) = (param(&url, "state").unwrap(), param(&url, "nonce").unwrap());
+    let id_token = idp
+        .key
+        .sign(&idp.claims(&nonce, db.clock.now().timestamp()))
+        .unwrap();
+    idp.token(
+        200,
+        json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token}),
+    )
+    .await;
+    let mut back = Url::parse(&down.url(&format!("/upstream/callback/{B}"))).unwrap();
+    back.query_pairs_mut()
+        .extend_pairs([("code", "c"), ("state", state.as_str())]);
+    let response = browser.get(back).send().await.unwrap();
+    let link = location(&response, &down.base_url);
+    assert!(link.path().starts_with("/upstream/link/"), "{link}");
+
+    let requests = idp.server.received_requests().await.unwrap();
+    let fetched = |p: &str| requests.iter().filter(|r| r.url.path() == p).count();
+    assert_eq!(fetched("/.well-known/openid-configuration"), 1, "cached");
+    assert_eq!(fetched("/jwks"), 1);
+}
+
 backend_tests!(
     mock_provider_claims_and_pkce_never,
     mock_provider_faults,
     mock_provider_jwt_client_authentication,
+    mock_provider_discovery_modes,
 );

@@ -88,10 +88,15 @@ fn selector(css: &str) -> Selector {
 }
 
 fn parse_forms(page: &str, base: &Url) -> Vec<Form> {
+    parse_forms_matching(page, base, &selector("form"))
+}
+
+/// The forms of a page that `forms` selects.
+fn parse_forms_matching(page: &str, base: &Url, forms: &Selector) -> Vec<Form> {
     let doc = Html::parse_document(page);
     let controls = selector("input[name], textarea[name], select[name], button[name]");
     let option = selector("option");
-    doc.select(&selector("form"))
+    doc.select(forms)
         .filter_map(|form| {
             let action = match form.value().attr("action") {
                 Some(a) if !a.trim().is_empty() => base.join(a.trim()).ok()?,
@@ -169,13 +174,25 @@ fn read_control(form: &mut Form, control: ElementRef<'_>, option: &Selector) {
 /// The first form of an HTML page: its action (absolute, resolved against `base`) and its named
 /// inputs with their values (password inputs included, empty; buttons left out).
 pub fn form(page: &str, base: &Url) -> Result<(Url, Vec<(String, String)>), Error> {
-    parse_forms(page, base)
+    form_matching(page, base, "form")
+}
+
+/// Like [`form`], for the first form the CSS selector `css` matches (`#add-email`,
+/// `form[id^=verify-]`).
+pub fn form_matching(
+    page: &str,
+    base: &Url,
+    css: &str,
+) -> Result<(Url, Vec<(String, String)>), Error> {
+    let forms = Selector::parse(css)
+        .map_err(|e| Error::Page(format!("the selector `{css}` is not valid CSS: {e}")))?;
+    parse_forms_matching(page, base, &forms)
         .into_iter()
         .next()
         .map(|f| (f.action, f.fields))
         .ok_or_else(|| {
             Error::Page(format!(
-                "no form on the page at {}: {}",
+                "no `{css}` form on the page at {}: {}",
                 short_url(base),
                 page_text(page)
             ))
@@ -206,7 +223,8 @@ fn link_ending_with(page: &str, base: &Url, suffix: &str) -> Option<Url> {
         .find(|url| url.path().ends_with(suffix))
 }
 
-fn set(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
+/// Sets the field `name` of a form's fields to `value` (adding it when missing).
+pub fn set(fields: &mut Vec<(String, String)>, name: &str, value: &str) {
     match fields.iter_mut().find(|(n, _)| n == name) {
         Some((_, v)) => *v = value.to_owned(),
         None => fields.push((name.to_owned(), value.to_owned())),

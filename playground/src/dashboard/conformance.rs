@@ -5,9 +5,9 @@
 //! their reason and evidence (elided by the suite), and downloads as JSON, JUnit XML and
 //! Markdown. The last [`KEPT`] runs are kept in memory; one run at a time per issuer.
 
-use std::{collections::VecDeque, fmt::Write as _, sync::Arc};
+use std::{collections::VecDeque, sync::Arc};
 
-use ::conformance::{Finding, Outcome, Profile, Report, Summary, CHECKS};
+use ::conformance::{render_exchange, Finding, Outcome, Profile, Report, Summary, CHECKS};
 use axum::{
     extract::{Path, RawForm, State},
     http::{header, StatusCode},
@@ -29,8 +29,6 @@ pub const KEPT: usize = 10;
 const MAX_RUNNING: usize = 3;
 /// How often a running run's page reloads itself, in seconds.
 const REFRESH_SECONDS: i64 = 2;
-/// The longest body shown in the evidence of a failure (the JSON download keeps them whole).
-const EVIDENCE_BODY_LIMIT: usize = 4000;
 
 /// The runs started from the page, oldest first.
 #[derive(Default)]
@@ -479,18 +477,10 @@ fn run_page(d: &Dashboard, run: &Run) -> Response {
     let elapsed = (run.finished_at().unwrap_or(now) - run.started_at)
         .num_seconds()
         .max(0);
-    let why = match &run.progress {
-        Progress::Stopped { why, .. } => Some(why.as_str()),
-        _ => None,
-    };
-    let state = match run.progress {
-        Progress::Running => "running",
-        Progress::Done { .. } => "done",
-        Progress::Stopped { .. } => "stopped",
-    };
-    let report = match &run.progress {
-        Progress::Done { report, .. } => Some(report_context(report)),
-        _ => None,
+    let (state, why, report) = match &run.progress {
+        Progress::Running => ("running", None, None),
+        Progress::Done { report, .. } => ("done", None, Some(report_context(report))),
+        Progress::Stopped { why, .. } => ("stopped", Some(why.as_str()), None),
     };
     d.render(
         "conformance_run.html",
@@ -500,7 +490,6 @@ fn run_page(d: &Dashboard, run: &Run) -> Response {
                 id => run.id,
                 issuer => run.target.issuer.as_str(),
                 homeserver => run.target.homeserver.as_ref().map(Url::as_str),
-                secret => run.target.this_deployment,
                 this_deployment => run.target.this_deployment,
                 profiles => run.profiles.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 checks => run.checks,
@@ -518,27 +507,20 @@ fn run_page(d: &Dashboard, run: &Run) -> Response {
 
 /// The report, as the run page shows it: grouped by profile, in registry order.
 fn report_context(report: &Report) -> minijinja::Value {
-    let profiles: Vec<_> = Profile::ALL
-        .iter()
-        .filter_map(|profile| {
-            let findings: Vec<&Finding> = report
-                .findings
-                .iter()
-                .filter(|f| f.profile == *profile)
-                .collect();
-            if findings.is_empty() {
-                return None;
+    let profiles: Vec<_> = report
+        .by_profile()
+        .map(|(profile, findings)| {
+            context! {
+                name => profile.as_str(),
+                summary => Summary::of(findings.iter().copied()).line(),
+                findings => findings.into_iter().map(finding_context).collect::<Vec<_>>(),
             }
-            let summary = Summary::of(findings.iter().copied()).line();
-            let findings: Vec<_> = findings.into_iter().map(finding_context).collect();
-            Some(context! { name => profile.as_str(), summary, findings })
         })
         .collect();
-    let passed = report.passed_all_musts();
     context! {
         summary => report.summary().line(),
-        passed_all_musts => passed,
-        verdict => if passed { "every MUST holds" } else { "a MUST failed" },
+        passed_all_musts => report.passed_all_musts(),
+        verdict => report.verdict(),
         unreachable => report.unreachable,
         profiles,
     }
@@ -548,7 +530,7 @@ fn finding_context(f: &Finding) -> minijinja::Value {
     let (result, evidence) = match &f.outcome {
         Outcome::Pass => ("pass", Vec::new()),
         Outcome::Skipped(_) => ("skipped", Vec::new()),
-        Outcome::Fail { evidence, .. } => ("fail", evidence.iter().map(exchange_text).collect()),
+        Outcome::Fail { evidence, .. } => ("fail", evidence.iter().map(render_exchange).collect()),
     };
     context! {
         id => f.id,
@@ -560,47 +542,6 @@ fn finding_context(f: &Finding) -> minijinja::Value {
         reason => f.outcome.reason(),
         evidence,
         notes => f.notes,
-    }
-}
-
-/// One exchange of a failure's evidence, readable: `>` request lines, `<` response lines.
-fn exchange_text(e: &test_clients::transcript::Exchange) -> String {
-    let mut out = String::new();
-    if let Some(step) = &e.step {
-        let _ = writeln!(out, "== {step}");
-    }
-    let _ = writeln!(out, "> {} {}", e.method, e.url);
-    for (name, value) in &e.request_headers {
-        let _ = writeln!(out, "> {name}: {value}");
-    }
-    if let Some(body) = e.request_body.as_deref().filter(|b| !b.is_empty()) {
-        let _ = writeln!(out, ">");
-        for line in cut(body).lines() {
-            let _ = writeln!(out, "> {line}");
-        }
-    }
-    let _ = writeln!(out, "< HTTP {}", e.status);
-    for (name, value) in &e.response_headers {
-        let _ = writeln!(out, "< {name}: {value}");
-    }
-    if !e.response_body.is_empty() {
-        let _ = writeln!(out, "<");
-        for line in cut(&e.response_body).lines() {
-            let _ = writeln!(out, "< {line}");
-        }
-    }
-    out
-}
-
-/// A body, cut to [`EVIDENCE_BODY_LIMIT`] characters.
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(EVIDENCE_BODY_LIMIT) {
-        Some((at, _)) => format!(
-            "{}… ({} more bytes; the JSON report has it whole)",
-            &text[..at],
-            text.len() - at
-        ),
-        None => text.to_owned(),
     }
 }
 
@@ -633,12 +574,5 @@ mod tests {
         assert_eq!(form.target, "url");
         assert_eq!(form.issuer, "https://a.example/");
         assert_eq!(form.profiles, ["oauth2", "oidc"]);
-    }
-
-    #[test]
-    fn long_bodies_are_cut_on_a_char_boundary() {
-        let text = "é".repeat(EVIDENCE_BODY_LIMIT + 3);
-        let cut = cut(&text);
-        assert!(cut.contains("… (6 more bytes"), "{cut}");
     }
 }

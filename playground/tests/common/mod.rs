@@ -1,5 +1,5 @@
 //! Shared by the playground's tests: start on ephemeral ports in a temporary data directory,
-//! and log in the way a legacy client does.
+//! HTTP clients and requests, and log in the way a legacy client does.
 
 #![allow(dead_code)]
 
@@ -24,6 +24,36 @@ pub async fn start(options: &Options) -> Playground {
     Playground::start(options, Entropy::system())
         .await
         .expect("the playground starts")
+}
+
+/// A playground with the default options in a fresh temporary data directory (deleted when the
+/// returned guard is dropped: keep it for the length of the test).
+pub async fn start_in_temp_dir() -> (tempfile::TempDir, Playground) {
+    let dir = tempfile::tempdir().unwrap();
+    let playground = start(&options(dir.path())).await;
+    (dir, playground)
+}
+
+/// A client that doesn't follow redirects (to assert on them).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A browser-like client: a cookie jar, redirects left to the test.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The body of `GET url`, whatever its status.
+pub async fn get_text(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// The password of a seeded account.

@@ -209,20 +209,17 @@ pub async fn check_registration_code(
     typed: &str,
     now: DateTime<Utc>,
 ) -> Result<RegistrationCodeCheck, StorageError> {
-    let Some(pending) = repo.pending_registrations().lookup(id).await? else {
-        return Ok(RegistrationCodeCheck::Unknown);
-    };
     let Some(tried) = repo
         .pending_registrations()
         .record_attempt(id, MAX_CODE_ATTEMPTS)
         .await?
     else {
-        return Ok(if pending.completed_at.is_some() {
-            RegistrationCodeCheck::Completed
-        } else if pending.expires_at <= now {
-            RegistrationCodeCheck::Expired
-        } else {
-            RegistrationCodeCheck::TooManyAttempts
+        // Not counted: read it only to say why.
+        return Ok(match repo.pending_registrations().lookup(id).await? {
+            None => RegistrationCodeCheck::Unknown,
+            Some(pending) if pending.completed_at.is_some() => RegistrationCodeCheck::Completed,
+            Some(pending) if pending.expires_at <= now => RegistrationCodeCheck::Expired,
+            Some(_) => RegistrationCodeCheck::TooManyAttempts,
         });
     };
     if !matches(typed, &tried.code_hash) {

@@ -17,7 +17,7 @@ use crate::{
     app::AppState,
     crypto::sha256,
     domain::{
-        scope::{MAS_ADMIN_SCOPE, SYNAPSE_ADMIN_SCOPE},
+        scope,
         token::TokenKind,
         username::{self, UsernameError},
     },
@@ -88,7 +88,10 @@ pub enum AccountError {
     InvalidEmail(String),
     #[error("the user already has the address {0}")]
     EmailTaken(String),
-    #[error("the display name must be 1 to {MAX_DISPLAY_NAME_CHARS} characters, not blank")]
+    #[error(
+        "the display name must be 1 to {MAX_DISPLAY_NAME_CHARS} characters, not blank, \
+         without control characters"
+    )]
     InvalidDisplayName,
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -211,8 +214,11 @@ pub async fn create_user(
         .iter()
         .map(|e| Ok((checked_email(&e.address)?, e.verified)))
         .collect::<Result<Vec<_>, AccountError>>()?;
+    // The account page's rule ([`profile::check_display_name`]).
     let display_name = match &new.display_name {
-        Some(name) => Some(valid_display_name(name).ok_or(AccountError::InvalidDisplayName)?),
+        Some(name) => {
+            Some(profile::check_display_name(name).map_err(|_| AccountError::InvalidDisplayName)?)
+        }
         None => None,
     };
     let mut user = match repo.users().add(&new.username).await {
@@ -306,11 +312,7 @@ pub async fn set_admin(
     let mut jobs = AfterCommit::default();
     if !admin {
         for session in repo.oauth2_sessions().list_active_for_user(user.id).await? {
-            if session
-                .scope
-                .split(' ')
-                .any(|t| t == SYNAPSE_ADMIN_SCOPE || t == MAS_ADMIN_SCOPE)
-            {
+            if scope::asks_for_admin(&session.scope) {
                 jobs.add(end_oauth2_session(repo, session.id, now).await?);
             }
         }
@@ -339,6 +341,19 @@ pub async fn end_browser_session(
     }
     let ended = repo.browser_sessions().finish(session_id).await?;
     Ok((ended, jobs))
+}
+
+/// The longest registration token value an operator may choose.
+pub const MAX_REGISTRATION_TOKEN_LEN: usize = 64;
+
+/// A registration token value an operator chooses (admin API, `provider manage
+/// issue-registration-token`): typed or pasted by people, so 1 to
+/// [`MAX_REGISTRATION_TOKEN_LEN`] unreserved characters (RFC 3986 §2.3).
+pub fn is_valid_registration_token(value: &str) -> bool {
+    (1..=MAX_REGISTRATION_TOKEN_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// A compat access token issued by an operator ([`issue_compat_token`]).
@@ -481,5 +496,20 @@ pub async fn provision_all(
                 report(user, outcome);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chosen_registration_token_values() {
+        assert!(is_valid_registration_token("team-2026_spring.~"));
+        assert!(!is_valid_registration_token(""));
+        assert!(!is_valid_registration_token("has space"));
+        assert!(!is_valid_registration_token(
+            &"a".repeat(MAX_REGISTRATION_TOKEN_LEN + 1)
+        ));
     }
 }

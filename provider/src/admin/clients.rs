@@ -12,12 +12,12 @@
 use axum::{extract::Path, extract::State, http::StatusCode, Json};
 use chrono::{DateTime, Utc};
 use rand::{distributions::Alphanumeric, Rng as _};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use ulid::Ulid;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::{error::Params, parse_id, Admin, ApiError, Page, PageParams, Paging, Problem};
+use super::{parse_id, Admin, ApiError, Page, PageParams, Paging, Problem};
 use crate::{
     app::AppState,
     crypto::Encrypter,
@@ -87,23 +87,10 @@ async fn find_client(repo: &mut BoxRepository, raw_id: &str) -> Result<Client, A
         .ok_or_else(|| ApiError::not_found(format!("no client `{raw_id}`")))
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Items after this ID (the `next_cursor` of the previous page).
-    #[serde(rename = "page[after]")]
-    #[param(rename = "page[after]", value_type = Option<String>)]
-    after: Option<String>,
-    /// Page size, 1 to 100 (default 10).
-    #[serde(rename = "page[first]")]
-    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
-    first: Option<String>,
-}
-
 /// List clients, static and dynamic, in ID (creation) order.
 #[utoipa::path(
     get, path = "/clients", tag = "clients", operation_id = "listClients",
-    params(ListParams),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of clients", body = Page<ClientView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -112,12 +99,8 @@ pub struct ListParams {
 pub async fn list(
     _: Admin,
     State(state): State<AppState>,
-    Params(p): Params<ListParams>,
+    paging: Paging,
 ) -> Result<Json<Page<ClientView>>, ApiError> {
-    let paging = Paging::parse(&PageParams {
-        after: p.after,
-        first: p.first,
-    })?;
     let clients = state
         .storage
         .reader()

@@ -23,8 +23,8 @@
 use std::sync::OnceLock;
 
 use axum::{
-    extract::State,
-    http::{header, HeaderValue},
+    extract::{FromRequestParts, State},
+    http::{header, request::Parts, HeaderValue},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -36,7 +36,7 @@ use utoipa::{
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
         Content, OpenApi as OpenApiDocument, Ref, ResponseBuilder, Server,
     },
-    Modify, OpenApi, ToSchema,
+    IntoParams, Modify, OpenApi, ToSchema,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -52,6 +52,7 @@ mod sessions;
 mod upstream;
 mod users;
 
+use self::error::Params;
 pub use self::{
     auth::{Actor, Admin},
     error::{ApiError, Problem},
@@ -262,29 +263,41 @@ impl<T> Page<T> {
     }
 }
 
-/// The paging parameters every list takes, as sent.
-#[derive(Debug, Default, Deserialize)]
-struct PageParams {
+/// The paging parameters every list takes, as sent (each list names them in its `params`, and
+/// takes them checked, as [`Paging`]).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items after this ID (the `next_cursor` of the previous page).
     #[serde(rename = "page[after]")]
+    #[param(rename = "page[after]", value_type = Option<String>)]
     after: Option<String>,
+    /// Page size, 1 to 100 (default 10).
     #[serde(rename = "page[first]")]
+    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
     first: Option<String>,
 }
 
-/// Paging, checked: the ID to start after and the page size.
+/// Paging, checked: the ID to start after and the page size. Extracting it reads
+/// [`PageParams`] from the query; a bad one is a 400 problem.
 #[derive(Debug, Clone, Copy)]
-struct Paging {
+pub struct Paging {
     after: Option<Ulid>,
     limit: u32,
 }
 
+impl FromRequestParts<AppState> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Params(params) = Params::<PageParams>::from_request_parts(parts, state).await?;
+        Self::parse(&params)
+    }
+}
+
 impl Paging {
     fn parse(params: &PageParams) -> Result<Self, ApiError> {
-        let after = params
-            .after
-            .as_deref()
-            .map(|raw| parse_id_param("page[after]", raw))
-            .transpose()?;
+        let after = parse_id_param("page[after]", params.after.as_deref())?;
         let limit = match params.first.as_deref() {
             None => DEFAULT_PAGE,
             Some(raw) => match raw.parse::<u32>() {
@@ -305,10 +318,13 @@ impl Paging {
     }
 }
 
-/// A ULID given as a query parameter.
-fn parse_id_param(name: &str, raw: &str) -> Result<Ulid, ApiError> {
-    Ulid::from_string(raw)
-        .map_err(|_| ApiError::bad_request(format!("{name} must be a ULID, not `{raw}`")))
+/// A ULID given as a query parameter, when given.
+fn parse_id_param(name: &str, raw: Option<&str>) -> Result<Option<Ulid>, ApiError> {
+    raw.map(|raw| {
+        Ulid::from_string(raw)
+            .map_err(|_| ApiError::bad_request(format!("{name} must be a ULID, not `{raw}`")))
+    })
+    .transpose()
 }
 
 /// A ULID in the path: one that isn't can name nothing (404).
@@ -338,25 +354,4 @@ fn parse_session_status(raw: Option<&str>) -> Result<Option<bool>, ApiError> {
             "filter[status] must be `active` or `finished`, not `{other}`"
         ))),
     }
-}
-
-/// Every route of the admin API, as `(METHOD, path)`, from its document: what the router serves.
-pub fn routes() -> Vec<(String, String)> {
-    let document = openapi();
-    let mut out = Vec::new();
-    for (path, item) in &document.paths.paths {
-        let methods = [
-            ("GET", item.get.is_some()),
-            ("POST", item.post.is_some()),
-            ("PUT", item.put.is_some()),
-            ("PATCH", item.patch.is_some()),
-            ("DELETE", item.delete.is_some()),
-        ];
-        for (method, present) in methods {
-            if present {
-                out.push((method.to_owned(), path.clone()));
-            }
-        }
-    }
-    out
 }

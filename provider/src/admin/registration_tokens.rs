@@ -12,12 +12,10 @@ use super::{
     error::Params, parse_bool_param, parse_id, Admin, ApiError, Page, PageParams, Paging, Problem,
 };
 use crate::{
+    accounts::{self, MAX_REGISTRATION_TOKEN_LEN},
     app::AppState,
     storage::{generate_registration_token, RegistrationToken, StorageError},
 };
-
-/// The longest token an operator may choose.
-const MAX_TOKEN_LEN: usize = 64;
 
 /// A registration token (without its value).
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,14 +61,6 @@ pub struct IssuedRegistrationToken {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Items after this ID (the `next_cursor` of the previous page).
-    #[serde(rename = "page[after]")]
-    #[param(rename = "page[after]", value_type = Option<String>)]
-    after: Option<String>,
-    /// Page size, 1 to 100 (default 10).
-    #[serde(rename = "page[first]")]
-    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
-    first: Option<String>,
     /// `true`: only tokens usable now; `false`: only revoked, expired or used-up ones.
     #[serde(rename = "filter[valid]")]
     #[param(rename = "filter[valid]", value_type = Option<bool>)]
@@ -80,7 +70,7 @@ pub struct ListParams {
 /// List registration tokens, in ID (creation) order.
 #[utoipa::path(
     get, path = "/registration-tokens", tag = "registration-tokens", operation_id = "listRegistrationTokens",
-    params(ListParams),
+    params(PageParams, ListParams),
     responses(
         (status = 200, description = "A page of tokens", body = Page<RegistrationTokenView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -89,12 +79,9 @@ pub struct ListParams {
 pub async fn list(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Page<RegistrationTokenView>>, ApiError> {
-    let paging = Paging::parse(&PageParams {
-        after: p.after,
-        first: p.first,
-    })?;
     let valid = parse_bool_param("filter[valid]", p.valid.as_deref())?;
     let now = state.storage.entropy().clock.now();
     let tokens = state
@@ -177,10 +164,10 @@ pub async fn create(
         return Err(ApiError::bad_request("expires_at must be in the future"));
     }
     let value = match body.token {
-        Some(value) if is_valid_token(&value) => value,
+        Some(value) if accounts::is_valid_registration_token(&value) => value,
         Some(_) => {
             return Err(ApiError::bad_request(format!(
-                "token must be 1 to {MAX_TOKEN_LEN} of A-Z a-z 0-9 - . _ ~"
+                "token must be 1 to {MAX_REGISTRATION_TOKEN_LEN} of A-Z a-z 0-9 - . _ ~"
             )))
         }
         None => generate_registration_token(&mut state.storage.entropy().rng.rng()),
@@ -208,14 +195,6 @@ pub async fn create(
             value,
         }),
     ))
-}
-
-/// A token value an operator may choose: typed or pasted by people, so unreserved characters.
-fn is_valid_token(value: &str) -> bool {
-    (1..=MAX_TOKEN_LEN).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Revoke a registration token: it can't be used any longer (until unrevoked).
@@ -276,17 +255,4 @@ async fn set_revoked(
     repo.commit().await?;
     tracing::info!(actor = %admin.actor, token = %token.id, revoked, "admin: registration token changed");
     Ok(Json(RegistrationTokenView::new(token, now)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chosen_token_values() {
-        assert!(is_valid_token("team-2026_spring.~"));
-        assert!(!is_valid_token(""));
-        assert!(!is_valid_token("has space"));
-        assert!(!is_valid_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
-    }
 }

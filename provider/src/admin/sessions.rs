@@ -18,7 +18,10 @@ use crate::{
     app::AppState,
     matrix::{compat, provisioning::AfterCommit},
     oauth2::sessions::end_oauth2_session,
-    storage::{BrowserSession, CompatSession, OAuth2Session, OAuth2SessionFilter},
+    storage::{
+        BoxRepository, BrowserSession, CompatSession, OAuth2Session, OAuth2SessionFilter,
+        StorageError,
+    },
 };
 
 /// An OAuth 2.0 session: what one client was granted, for a user or (client credentials) for
@@ -126,14 +129,6 @@ impl From<BrowserSession> for BrowserSessionView {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Items after this ID (the `next_cursor` of the previous page).
-    #[serde(rename = "page[after]")]
-    #[param(rename = "page[after]", value_type = Option<String>)]
-    after: Option<String>,
-    /// Page size, 1 to 100 (default 10).
-    #[serde(rename = "page[first]")]
-    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
-    first: Option<String>,
     /// Only the sessions of this user (ID).
     #[serde(rename = "filter[user]")]
     #[param(rename = "filter[user]", value_type = Option<String>)]
@@ -147,14 +142,6 @@ pub struct ListParams {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OAuth2ListParams {
-    /// Items after this ID (the `next_cursor` of the previous page).
-    #[serde(rename = "page[after]")]
-    #[param(rename = "page[after]", value_type = Option<String>)]
-    after: Option<String>,
-    /// Page size, 1 to 100 (default 10).
-    #[serde(rename = "page[first]")]
-    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
-    first: Option<String>,
     /// Only the sessions of this user (ID).
     #[serde(rename = "filter[user]")]
     #[param(rename = "filter[user]", value_type = Option<String>)]
@@ -169,24 +156,136 @@ pub struct OAuth2ListParams {
     status: Option<String>,
 }
 
-/// The common filters: paging, user, status.
-fn common(
-    after: Option<String>,
-    first: Option<String>,
+/// What the three kinds of session share here: found by ID, active until finished, and ended
+/// the one way each kind ends.
+trait Session: Sized {
+    /// How the kind is named in problems and logs.
+    const WHAT: &'static str;
+
+    async fn lookup(repo: &mut BoxRepository, id: Ulid) -> Result<Option<Self>, StorageError>;
+
+    fn active(&self) -> bool;
+
+    /// Ends the session in the caller's transaction; the homeserver jobs to run after it.
+    async fn end(
+        &self,
+        repo: &mut BoxRepository,
+        now: DateTime<Utc>,
+    ) -> Result<AfterCommit, StorageError>;
+}
+
+impl Session for OAuth2Session {
+    const WHAT: &'static str = "OAuth 2.0 session";
+
+    async fn lookup(repo: &mut BoxRepository, id: Ulid) -> Result<Option<Self>, StorageError> {
+        repo.oauth2_sessions().lookup(id).await
+    }
+
+    fn active(&self) -> bool {
+        self.is_active()
+    }
+
+    async fn end(
+        &self,
+        repo: &mut BoxRepository,
+        now: DateTime<Utc>,
+    ) -> Result<AfterCommit, StorageError> {
+        end_oauth2_session(repo, self.id, now).await
+    }
+}
+
+impl Session for CompatSession {
+    const WHAT: &'static str = "compat session";
+
+    async fn lookup(repo: &mut BoxRepository, id: Ulid) -> Result<Option<Self>, StorageError> {
+        repo.compat_sessions().lookup(id).await
+    }
+
+    fn active(&self) -> bool {
+        self.is_active()
+    }
+
+    async fn end(
+        &self,
+        repo: &mut BoxRepository,
+        now: DateTime<Utc>,
+    ) -> Result<AfterCommit, StorageError> {
+        let mut jobs = AfterCommit::default();
+        jobs.push(compat::end_session(repo, self, now).await?);
+        Ok(jobs)
+    }
+}
+
+impl Session for BrowserSession {
+    const WHAT: &'static str = "browser session";
+
+    async fn lookup(repo: &mut BoxRepository, id: Ulid) -> Result<Option<Self>, StorageError> {
+        repo.browser_sessions().lookup(id).await
+    }
+
+    fn active(&self) -> bool {
+        self.is_active()
+    }
+
+    /// As a logout: the OAuth 2.0 sessions approved from it end too.
+    async fn end(
+        &self,
+        repo: &mut BoxRepository,
+        now: DateTime<Utc>,
+    ) -> Result<AfterCommit, StorageError> {
+        let (_, jobs) = accounts::end_browser_session(repo, self.id, self.user_id, now).await?;
+        Ok(jobs)
+    }
+}
+
+/// The session `raw_id` (as it appears in a path).
+async fn find<S: Session>(repo: &mut BoxRepository, raw_id: &str) -> Result<S, ApiError> {
+    S::lookup(repo, parse_id(S::WHAT, raw_id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {} `{raw_id}`", S::WHAT)))
+}
+
+/// `GET …/{id}` of any kind.
+async fn get<S: Session>(state: &AppState, raw_id: &str) -> Result<S, ApiError> {
+    find(&mut state.storage.reader().await?, raw_id).await
+}
+
+/// `POST …/{id}/finish` of any kind: 409 when it is finished already; the session as it is
+/// now.
+async fn finish<S: Session>(admin: &Admin, state: &AppState, raw_id: &str) -> Result<S, ApiError> {
+    let now = state.storage.entropy().clock.now();
+    let mut repo = state.storage.begin().await?;
+    let session: S = find(&mut repo, raw_id).await?;
+    if !session.active() {
+        return Err(ApiError::conflict(format!(
+            "the {} `{raw_id}` is finished already",
+            S::WHAT
+        )));
+    }
+    let jobs = session.end(&mut repo, now).await?;
+    // Read again, for the `finished_at` the end stored.
+    let session: S = find(&mut repo, raw_id).await?;
+    repo.commit().await?;
+    jobs.run(state).await;
+    tracing::info!(actor = %admin.actor, kind = S::WHAT, session = raw_id, "admin: session finished");
+    Ok(session)
+}
+
+/// The user and status filters every session list takes.
+fn user_and_status(
     user: Option<&str>,
     status: Option<&str>,
-) -> Result<(Paging, Option<Ulid>, Option<bool>), ApiError> {
-    let paging = Paging::parse(&PageParams { after, first })?;
-    let user = user
-        .map(|raw| parse_id_param("filter[user]", raw))
-        .transpose()?;
-    Ok((paging, user, parse_session_status(status)?))
+) -> Result<(Option<Ulid>, Option<bool>), ApiError> {
+    Ok((
+        parse_id_param("filter[user]", user)?,
+        parse_session_status(status)?,
+    ))
 }
 
 /// List OAuth 2.0 sessions, in ID (creation) order.
 #[utoipa::path(
     get, path = "/oauth2-sessions", tag = "sessions", operation_id = "listOAuth2Sessions",
-    params(OAuth2ListParams),
+    params(PageParams, OAuth2ListParams),
     responses(
         (status = 200, description = "A page of sessions", body = Page<OAuth2SessionView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -195,18 +294,13 @@ fn common(
 pub async fn list_oauth2(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
     Params(p): Params<OAuth2ListParams>,
 ) -> Result<Json<Page<OAuth2SessionView>>, ApiError> {
-    let (paging, user_id, active) =
-        common(p.after, p.first, p.user.as_deref(), p.status.as_deref())?;
-    let client_id = p
-        .client
-        .as_deref()
-        .map(|raw| parse_id_param("filter[client]", raw))
-        .transpose()?;
+    let (user_id, active) = user_and_status(p.user.as_deref(), p.status.as_deref())?;
     let filter = OAuth2SessionFilter {
         user_id,
-        client_id,
+        client_id: parse_id_param("filter[client]", p.client.as_deref())?,
         active,
     };
     let sessions = state
@@ -233,15 +327,7 @@ pub async fn get_oauth2(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<OAuth2SessionView>, ApiError> {
-    let session = state
-        .storage
-        .reader()
-        .await?
-        .oauth2_sessions()
-        .lookup(parse_id("OAuth 2.0 session", &id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no OAuth 2.0 session `{id}`")))?;
-    Ok(Json(session.into()))
+    Ok(Json(get::<OAuth2Session>(&state, &id).await?.into()))
 }
 
 /// Finish an OAuth 2.0 session: its tokens stop working, its device is deleted on the
@@ -260,34 +346,15 @@ pub async fn finish_oauth2(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<OAuth2SessionView>, ApiError> {
-    let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.begin().await?;
-    let session = repo
-        .oauth2_sessions()
-        .lookup(parse_id("OAuth 2.0 session", &id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no OAuth 2.0 session `{id}`")))?;
-    if !session.is_active() {
-        return Err(ApiError::conflict(format!(
-            "the OAuth 2.0 session `{id}` is finished already"
-        )));
-    }
-    let jobs = end_oauth2_session(&mut repo, session.id, now).await?;
-    let session = repo
-        .oauth2_sessions()
-        .lookup(session.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no OAuth 2.0 session `{id}`")))?;
-    repo.commit().await?;
-    jobs.run(&state).await;
-    tracing::info!(actor = %admin.actor, session = %session.id, "admin: OAuth 2.0 session finished");
-    Ok(Json(session.into()))
+    Ok(Json(
+        finish::<OAuth2Session>(&admin, &state, &id).await?.into(),
+    ))
 }
 
 /// List compat sessions, in ID (creation) order.
 #[utoipa::path(
     get, path = "/compat-sessions", tag = "sessions", operation_id = "listCompatSessions",
-    params(ListParams),
+    params(PageParams, ListParams),
     responses(
         (status = 200, description = "A page of sessions", body = Page<CompatSessionView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -296,10 +363,10 @@ pub async fn finish_oauth2(
 pub async fn list_compat(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Page<CompatSessionView>>, ApiError> {
-    let (paging, user_id, active) =
-        common(p.after, p.first, p.user.as_deref(), p.status.as_deref())?;
+    let (user_id, active) = user_and_status(p.user.as_deref(), p.status.as_deref())?;
     let sessions = state
         .storage
         .reader()
@@ -324,15 +391,7 @@ pub async fn get_compat(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CompatSessionView>, ApiError> {
-    let session = state
-        .storage
-        .reader()
-        .await?
-        .compat_sessions()
-        .lookup(parse_id("compat session", &id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no compat session `{id}`")))?;
-    Ok(Json(session.into()))
+    Ok(Json(get::<CompatSession>(&state, &id).await?.into()))
 }
 
 /// Finish a compat session: its tokens stop working, its device is deleted on the homeserver.
@@ -350,35 +409,15 @@ pub async fn finish_compat(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CompatSessionView>, ApiError> {
-    let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.begin().await?;
-    let session = repo
-        .compat_sessions()
-        .lookup(parse_id("compat session", &id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no compat session `{id}`")))?;
-    if !session.is_active() {
-        return Err(ApiError::conflict(format!(
-            "the compat session `{id}` is finished already"
-        )));
-    }
-    let mut jobs = AfterCommit::default();
-    jobs.push(compat::end_session(&mut repo, &session, now).await?);
-    let session = repo
-        .compat_sessions()
-        .lookup(session.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no compat session `{id}`")))?;
-    repo.commit().await?;
-    jobs.run(&state).await;
-    tracing::info!(actor = %admin.actor, session = %session.id, "admin: compat session finished");
-    Ok(Json(session.into()))
+    Ok(Json(
+        finish::<CompatSession>(&admin, &state, &id).await?.into(),
+    ))
 }
 
 /// List browser sessions, in ID (creation) order.
 #[utoipa::path(
     get, path = "/browser-sessions", tag = "sessions", operation_id = "listBrowserSessions",
-    params(ListParams),
+    params(PageParams, ListParams),
     responses(
         (status = 200, description = "A page of sessions", body = Page<BrowserSessionView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -387,10 +426,10 @@ pub async fn finish_compat(
 pub async fn list_browser(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Page<BrowserSessionView>>, ApiError> {
-    let (paging, user_id, active) =
-        common(p.after, p.first, p.user.as_deref(), p.status.as_deref())?;
+    let (user_id, active) = user_and_status(p.user.as_deref(), p.status.as_deref())?;
     let sessions = state
         .storage
         .reader()
@@ -415,15 +454,7 @@ pub async fn get_browser(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BrowserSessionView>, ApiError> {
-    let session = state
-        .storage
-        .reader()
-        .await?
-        .browser_sessions()
-        .lookup(parse_id("browser session", &id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no browser session `{id}`")))?;
-    Ok(Json(session.into()))
+    Ok(Json(get::<BrowserSession>(&state, &id).await?.into()))
 }
 
 /// Finish a browser session (sign the browser out), and the OAuth 2.0 sessions approved from
@@ -442,27 +473,7 @@ pub async fn finish_browser(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BrowserSessionView>, ApiError> {
-    let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.begin().await?;
-    let session = repo
-        .browser_sessions()
-        .lookup(parse_id("browser session", &id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no browser session `{id}`")))?;
-    if !session.is_active() {
-        return Err(ApiError::conflict(format!(
-            "the browser session `{id}` is finished already"
-        )));
-    }
-    let (_, jobs) =
-        accounts::end_browser_session(&mut repo, session.id, session.user_id, now).await?;
-    let session = repo
-        .browser_sessions()
-        .lookup(session.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no browser session `{id}`")))?;
-    repo.commit().await?;
-    jobs.run(&state).await;
-    tracing::info!(actor = %admin.actor, session = %session.id, "admin: browser session finished");
-    Ok(Json(session.into()))
+    Ok(Json(
+        finish::<BrowserSession>(&admin, &state, &id).await?.into(),
+    ))
 }

@@ -126,14 +126,6 @@ pub async fn get_provider(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LinkParams {
-    /// Items after this ID (the `next_cursor` of the previous page).
-    #[serde(rename = "page[after]")]
-    #[param(rename = "page[after]", value_type = Option<String>)]
-    after: Option<String>,
-    /// Page size, 1 to 100 (default 10).
-    #[serde(rename = "page[first]")]
-    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
-    first: Option<String>,
     /// Only the links of this user (ID).
     #[serde(rename = "filter[user]")]
     #[param(rename = "filter[user]", value_type = Option<String>)]
@@ -147,7 +139,7 @@ pub struct LinkParams {
 /// List upstream links, in ID (creation) order.
 #[utoipa::path(
     get, path = "/upstream-links", tag = "upstream", operation_id = "listUpstreamLinks",
-    params(LinkParams),
+    params(PageParams, LinkParams),
     responses(
         (status = 200, description = "A page of links", body = Page<UpstreamLinkView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -156,22 +148,11 @@ pub struct LinkParams {
 pub async fn list_links(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
     Params(p): Params<LinkParams>,
 ) -> Result<Json<Page<UpstreamLinkView>>, ApiError> {
-    let paging = Paging::parse(&PageParams {
-        after: p.after,
-        first: p.first,
-    })?;
-    let user = p
-        .user
-        .as_deref()
-        .map(|raw| parse_id_param("filter[user]", raw))
-        .transpose()?;
-    let provider = p
-        .provider
-        .as_deref()
-        .map(|raw| parse_id_param("filter[provider]", raw))
-        .transpose()?;
+    let user = parse_id_param("filter[user]", p.user.as_deref())?;
+    let provider = parse_id_param("filter[provider]", p.provider.as_deref())?;
     let links = state
         .storage
         .reader()

@@ -69,14 +69,6 @@ pub(super) async fn find_user(repo: &mut BoxRepository, raw_id: &str) -> Result<
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Items after this ID (the `next_cursor` of the previous page).
-    #[serde(rename = "page[after]")]
-    #[param(rename = "page[after]", value_type = Option<String>)]
-    after: Option<String>,
-    /// Page size, 1 to 100 (default 10).
-    #[serde(rename = "page[first]")]
-    #[param(rename = "page[first]", value_type = Option<u32>, minimum = 1, maximum = 100)]
-    first: Option<String>,
     /// `active`, `locked` or `deactivated`.
     #[serde(rename = "filter[status]")]
     #[param(rename = "filter[status]", value_type = Option<String>)]
@@ -94,7 +86,7 @@ pub struct ListParams {
 /// List users, in ID (creation) order.
 #[utoipa::path(
     get, path = "/users", tag = "users", operation_id = "listUsers",
-    params(ListParams),
+    params(PageParams, ListParams),
     responses(
         (status = 200, description = "A page of users", body = Page<UserView>),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
@@ -103,12 +95,9 @@ pub struct ListParams {
 pub async fn list(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
     Params(params): Params<ListParams>,
 ) -> Result<Json<Page<UserView>>, ApiError> {
-    let paging = Paging::parse(&PageParams {
-        after: params.after,
-        first: params.first,
-    })?;
     let status = match params.status.as_deref() {
         None => None,
         Some("active") => Some(UserStatus::Active),

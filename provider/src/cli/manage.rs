@@ -20,13 +20,13 @@ use chrono::Duration;
 use clap::{Args, Subcommand};
 
 use crate::{
-    accounts::{self, AccountError, HashedPassword, NewEmail, NewUser},
+    accounts::{self, AccountError, HashedPassword, NewEmail, NewUser, MAX_REGISTRATION_TOKEN_LEN},
     app::AppState,
     clock::Entropy,
     config::Settings,
     matrix::{compat, provisioning::Outcome},
     server,
-    storage::{generate_registration_token, StorageError, User},
+    storage::{generate_registration_token, BoxRepository, StorageError, User},
 };
 
 /// The configuration file (as every other command takes it).
@@ -200,7 +200,8 @@ pub enum ManageCommand {
         /// How long it works: a number with s, m, h or d (e.g. 90m, 7d; default: for ever).
         #[arg(long, value_parser = parse_duration)]
         expires_in: Option<Duration>,
-        /// The token's value, when you choose it (default: a random one).
+        /// The token's value, when you choose it: 1 to 64 of A-Z a-z 0-9 - . _ ~ (default: a
+        /// random one).
         #[arg(long)]
         token: Option<String>,
     },
@@ -300,17 +301,6 @@ impl Manage<'_> {
         }
     }
 
-    async fn user(&self, username: &str) -> Result<User, Refusal> {
-        self.state
-            .storage
-            .reader()
-            .await?
-            .users()
-            .find_by_username(username)
-            .await?
-            .ok_or_else(|| Refusal::NoUser(username.to_owned()))
-    }
-
     /// Prints `queued` for each job that stayed queued; the exit status.
     fn report(&self, username: &str, outcomes: &[Outcome]) -> ExitCode {
         let mut queued = false;
@@ -376,7 +366,8 @@ impl Manage<'_> {
             ManageCommand::SetPassword {
                 username, password, ..
             } => {
-                let user = self.user(&username).await?;
+                // Read before hashing, which runs outside any transaction.
+                let user = find_user(&mut state.storage.reader().await?, &username).await?;
                 let Some(hashed) = self.hash(&password).await? else {
                     return Err(Refusal::Other(
                         "give the password with --password or --password-stdin".into(),
@@ -394,8 +385,8 @@ impl Manage<'_> {
                 verified,
                 ..
             } => {
-                let user = self.user(&username).await?;
                 let mut repo = state.storage.begin().await?;
+                let user = find_user(&mut repo, &username).await?;
                 let (email, jobs) =
                     accounts::add_email(&mut repo, &user, email.trim(), verified, now()).await?;
                 repo.commit().await?;
@@ -410,11 +401,11 @@ impl Manage<'_> {
             ManageCommand::VerifyEmail {
                 username, email, ..
             } => {
-                let user = self.user(&username).await?;
                 // Stored normalised (the domain in lower case): compared the same way.
                 let wanted = accounts::emails::checked_address(&email)
                     .unwrap_or_else(|_| email.trim().to_owned());
                 let mut repo = state.storage.begin().await?;
+                let user = find_user(&mut repo, &username).await?;
                 let found = repo
                     .user_emails()
                     .list_for_user(user.id)
@@ -437,8 +428,8 @@ impl Manage<'_> {
             ManageCommand::LockUser { username, .. } => self.set_locked(&username, true).await,
             ManageCommand::UnlockUser { username, .. } => self.set_locked(&username, false).await,
             ManageCommand::KillSessions { username, .. } => {
-                let user = self.user(&username).await?;
                 let mut repo = state.storage.begin().await?;
+                let user = find_user(&mut repo, &username).await?;
                 let jobs = accounts::end_all_sessions(&mut repo, user.id, now()).await?;
                 repo.commit().await?;
                 println!("sessions-ended\t{}", user.username);
@@ -450,7 +441,8 @@ impl Manage<'_> {
                 synapse_admin,
                 ..
             } => {
-                let user = self.user(&username).await?;
+                let mut repo = state.storage.begin().await?;
+                let user = find_user(&mut repo, &username).await?;
                 if synapse_admin && !user.can_request_admin {
                     return Err(Refusal::Other(format!(
                         "{} may not administer the server (promote-admin first)",
@@ -470,7 +462,6 @@ impl Manage<'_> {
                         "`{device_id}` is not a valid device ID: use 1 to 255 of A-Z a-z 0-9 - . _ ~"
                     )));
                 }
-                let mut repo = state.storage.begin().await?;
                 let (issued, jobs) = accounts::issue_compat_token(
                     &mut repo,
                     &user,
@@ -512,10 +503,10 @@ impl Manage<'_> {
                     Some(value) => value,
                     None => generate_registration_token(&mut state.storage.entropy().rng.rng()),
                 };
-                if value.is_empty() || value.chars().any(char::is_whitespace) {
-                    return Err(Refusal::Other(
-                        "a token can't be empty or hold spaces".into(),
-                    ));
+                if !accounts::is_valid_registration_token(&value) {
+                    return Err(Refusal::Other(format!(
+                        "a token must be 1 to {MAX_REGISTRATION_TOKEN_LEN} of A-Z a-z 0-9 - . _ ~"
+                    )));
                 }
                 let expires_at = expires_in.map(|d| now() + d);
                 let mut repo = state.storage.begin().await?;
@@ -567,9 +558,9 @@ impl Manage<'_> {
     }
 
     async fn set_admin(&self, username: &str, admin: bool) -> Result<ExitCode, Refusal> {
-        let user = self.user(username).await?;
         let now = self.state.storage.entropy().clock.now();
         let mut repo = self.state.storage.begin().await?;
+        let user = find_user(&mut repo, username).await?;
         let (user, jobs) = accounts::set_admin(&mut repo, &user, admin, now).await?;
         repo.commit().await?;
         println!(
@@ -581,19 +572,27 @@ impl Manage<'_> {
     }
 
     async fn set_locked(&self, username: &str, locked: bool) -> Result<ExitCode, Refusal> {
-        let user = self.user(username).await?;
+        let now = self.state.storage.entropy().clock.now();
+        let mut repo = self.state.storage.begin().await?;
+        let user = find_user(&mut repo, username).await?;
         let verb = if locked { "locked" } else { "unlocked" };
         if user.locked_at.is_some() == locked {
             println!("{verb}\t{}\t(already)", user.username);
             return Ok(ExitCode::SUCCESS);
         }
-        let now = self.state.storage.entropy().clock.now();
-        let mut repo = self.state.storage.begin().await?;
         let (user, jobs) = accounts::set_locked(&mut repo, &user, locked, now).await?;
         repo.commit().await?;
         println!("{verb}\t{}", user.username);
         Ok(self.report(&user.username, &jobs.run_and_report(self.state).await?))
     }
+}
+
+/// The user `username`, read in the command's transaction (or a reader, before hashing).
+async fn find_user(repo: &mut BoxRepository, username: &str) -> Result<User, Refusal> {
+    repo.users()
+        .find_by_username(username)
+        .await?
+        .ok_or_else(|| Refusal::NoUser(username.to_owned()))
 }
 
 /// Asks on the terminal whether to create the user.

@@ -2,7 +2,11 @@
 //! HTML. Subjects never hold the code or the link, so logging a subject leaks nothing.
 
 use super::{Mail, MailError};
-use crate::web::Templates;
+use crate::{
+    accounts::emails::{CODE_LIFETIME_MINUTES, RECOVERY_LIFETIME_MINUTES},
+    app::AppState,
+    web::Templates,
+};
 
 /// Who the mail is for and which site sends it.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +74,64 @@ pub fn password_recovery(
     };
     let subject = format!("Reset your password on {}", recipient.site_name);
     render(templates, "emails/recovery", recipient.to, subject, context)
+}
+
+/// Mails `code` (valid [`CODE_LIFETIME_MINUTES`]) to `to` for the account `username`, after
+/// the commit that stored it; see [`deliver`].
+pub async fn send_code(
+    state: &AppState,
+    to: &str,
+    username: &str,
+    code: &str,
+    purpose: CodePurpose,
+) -> bool {
+    let recipient = recipient(state, to, username);
+    let mail = verification_code(
+        &state.templates,
+        recipient,
+        code,
+        CODE_LIFETIME_MINUTES,
+        purpose,
+    );
+    deliver(state, recipient, mail).await
+}
+
+/// Mails a password recovery `link` (valid [`RECOVERY_LIFETIME_MINUTES`]) to `to` for the
+/// account `username`, after the commit that stored its ticket; see [`deliver`].
+pub async fn send_recovery_link(state: &AppState, to: &str, username: &str, link: &str) -> bool {
+    let recipient = recipient(state, to, username);
+    let mail = password_recovery(&state.templates, recipient, link, RECOVERY_LIFETIME_MINUTES);
+    deliver(state, recipient, mail).await
+}
+
+/// The provider's site is the homeserver's server name.
+fn recipient<'a>(state: &'a AppState, to: &'a str, username: &'a str) -> Recipient<'a> {
+    Recipient {
+        to,
+        username,
+        site_name: &state.settings.matrix.homeserver,
+    }
+}
+
+/// Sends a rendered mail with the provider's mailer. A failure (of the template or the
+/// transport) is logged, never with the body, and `false`: what the mail is about stays, and the
+/// user may ask again.
+async fn deliver(
+    state: &AppState,
+    recipient: Recipient<'_>,
+    mail: Result<Mail, MailError>,
+) -> bool {
+    let sent = match mail {
+        Ok(mail) => state.mailer.send(mail).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(user = %recipient.username, error = %e, "email: can't send a mail");
+            false
+        }
+    }
 }
 
 /// Renders `<name>.txt` and `<name>.html` (a template that fails is logged by

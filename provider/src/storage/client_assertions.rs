@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend, row_exists,
+    delete_batch, for_each_backend, row_exists,
     types::{DbId, Ts},
     StorageError,
 };
@@ -72,18 +72,14 @@ macro_rules! implementation {
                 before: DateTime<Utc>,
                 limit: u32,
             ) -> Result<u64, StorageError> {
-                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
-                // by a limited sub-select (assertions expired before `before`).
-                let done = sqlx::query(
-                    "DELETE FROM oauth2_client_assertion_jtis WHERE expires_at < $1 AND (client_id, jti) IN (\
-                       SELECT client_id, jti FROM oauth2_client_assertion_jtis \
-                       WHERE expires_at < $1 LIMIT $2)",
+                delete_batch!(
+                    self,
+                    "oauth2_client_assertion_jtis",
+                    "client_id, jti",
+                    "expires_at < $1",
+                    Ts(before),
+                    limit
                 )
-                .bind(Ts(before))
-                .bind(i64::from(limit))
-                .execute(self.conn())
-                .await?;
-                Ok(done.rows_affected())
             }
         }
     };

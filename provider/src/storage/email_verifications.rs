@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    compare_and_set, for_each_backend, inserted_under,
+    compare_and_set, delete_batch, for_each_backend, inserted_under,
     types::{db_precision, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
@@ -213,6 +213,31 @@ macro_rules! pending_columns {
     };
 }
 
+/// Counts one attempt at the code of row `$id` of `$table` (both tables' code columns are
+/// alike), if it can still be tried now: `$done` (its use) not set, not expired, fewer than
+/// `$max` attempts so far. Evaluates to the row with the new count, or `None`.
+macro_rules! record_attempt {
+    (
+        $self:ident, $table:literal, $row:ty, $columns:ident,
+        unless $done:literal, $id:expr, $max:expr
+    ) => {{
+        let row: Option<$row> = sqlx::query_as(concat!(
+            "UPDATE ",
+            $table,
+            " SET attempts = attempts + 1 WHERE id = $1 AND ",
+            $done,
+            " IS NULL AND expires_at > $2 AND attempts < $3 RETURNING ",
+            $columns!()
+        ))
+        .bind(DbId($id))
+        .bind(Ts($self.now()))
+        .bind($max)
+        .fetch_optional($self.conn())
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }};
+}
+
 macro_rules! implementation {
     ($repo:ty) => {
         #[async_trait]
@@ -277,18 +302,10 @@ macro_rules! implementation {
                 id: Ulid,
                 max_attempts: i32,
             ) -> Result<Option<EmailVerification>, StorageError> {
-                let row: Option<VerificationRow> = sqlx::query_as(concat!(
-                    "UPDATE user_email_verifications SET attempts = attempts + 1 \
-                     WHERE id = $1 AND consumed_at IS NULL AND expires_at > $2 \
-                       AND attempts < $3 RETURNING ",
-                    verification_columns!()
-                ))
-                .bind(DbId(id))
-                .bind(Ts(self.now()))
-                .bind(max_attempts)
-                .fetch_optional(self.conn())
-                .await?;
-                row.map(TryInto::try_into).transpose()
+                record_attempt!(
+                    self, "user_email_verifications", VerificationRow, verification_columns,
+                    unless "consumed_at", id, max_attempts
+                )
             }
 
             async fn consume(&mut self, id: Ulid) -> Result<bool, StorageError> {
@@ -314,17 +331,14 @@ macro_rules! implementation {
                 before: DateTime<Utc>,
                 limit: u32,
             ) -> Result<u64, StorageError> {
-                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
-                // by a limited sub-select (codes expired before `before`).
-                let done = sqlx::query(
-                    "DELETE FROM user_email_verifications WHERE expires_at < $1 AND id IN (\
-                       SELECT id FROM user_email_verifications WHERE expires_at < $1 LIMIT $2)",
+                delete_batch!(
+                    self,
+                    "user_email_verifications",
+                    "id",
+                    "expires_at < $1",
+                    Ts(before),
+                    limit
                 )
-                .bind(Ts(before))
-                .bind(i64::from(limit))
-                .execute(self.conn())
-                .await?;
-                Ok(done.rows_affected())
             }
         }
 
@@ -389,18 +403,10 @@ macro_rules! implementation {
                 id: Ulid,
                 max_attempts: i32,
             ) -> Result<Option<PendingRegistration>, StorageError> {
-                let row: Option<PendingRow> = sqlx::query_as(concat!(
-                    "UPDATE pending_registrations SET attempts = attempts + 1 \
-                     WHERE id = $1 AND completed_at IS NULL AND expires_at > $2 \
-                       AND attempts < $3 RETURNING ",
-                    pending_columns!()
-                ))
-                .bind(DbId(id))
-                .bind(Ts(self.now()))
-                .bind(max_attempts)
-                .fetch_optional(self.conn())
-                .await?;
-                row.map(TryInto::try_into).transpose()
+                record_attempt!(
+                    self, "pending_registrations", PendingRow, pending_columns,
+                    unless "completed_at", id, max_attempts
+                )
             }
 
             async fn renew_code(
@@ -451,17 +457,14 @@ macro_rules! implementation {
                 before: DateTime<Utc>,
                 limit: u32,
             ) -> Result<u64, StorageError> {
-                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
-                // by a limited sub-select (registrations expired before `before`).
-                let done = sqlx::query(
-                    "DELETE FROM pending_registrations WHERE expires_at < $1 AND id IN (\
-                       SELECT id FROM pending_registrations WHERE expires_at < $1 LIMIT $2)",
+                delete_batch!(
+                    self,
+                    "pending_registrations",
+                    "id",
+                    "expires_at < $1",
+                    Ts(before),
+                    limit
                 )
-                .bind(Ts(before))
-                .bind(i64::from(limit))
-                .execute(self.conn())
-                .await?;
-                Ok(done.rows_affected())
             }
         }
     };

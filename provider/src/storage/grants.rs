@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    compare_and_set, for_each_backend,
+    compare_and_set, delete_batch, for_each_backend,
     types::{db_precision, decode_token_hash, DbId, Ts},
     Dialect, StorageError, TokenHash,
 };
@@ -843,17 +843,14 @@ macro_rules! implementation {
                 before: DateTime<Utc>,
                 limit: u32,
             ) -> Result<u64, StorageError> {
-                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
-                // by a limited sub-select (grants expired before `before`).
-                let done = sqlx::query(
-                    "DELETE FROM oauth2_device_code_grants WHERE expires_at < $1 AND id IN (\
-                       SELECT id FROM oauth2_device_code_grants WHERE expires_at < $1 LIMIT $2)",
+                delete_batch!(
+                    self,
+                    "oauth2_device_code_grants",
+                    "id",
+                    "expires_at < $1",
+                    Ts(before),
+                    limit
                 )
-                .bind(Ts(before))
-                .bind(i64::from(limit))
-                .execute(self.conn())
-                .await?;
-                Ok(done.rows_affected())
             }
         }
     };

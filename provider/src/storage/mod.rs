@@ -45,13 +45,11 @@ use sqlx::{
 };
 use ulid::Ulid;
 
-pub use self::rate_limits::*;
 pub use self::{
-    browser_sessions::*, client_assertions::*, clients::*, compat::*, grants::*, jobs::*,
-    oauth2_sessions::*, upstream::*, users::*,
+    browser_sessions::*, client_assertions::*, clients::*, compat::*, email_verifications::*,
+    grants::*, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
+    registration_tokens::*, upstream::*, user_terms::*, users::*,
 };
-pub use self::{email_verifications::*, recovery_tickets::*};
-pub use self::{registration_tokens::*, user_terms::*};
 use crate::clock::Entropy;
 
 /// The SHA-256 of a token or code: how every secret value is stored and looked up.
@@ -504,6 +502,27 @@ macro_rules! inserted_under {
     }};
 }
 pub(crate) use inserted_under;
+
+/// Deletes one bounded batch of dead rows of `$table` and returns how many (housekeeping, see
+/// [`crate::housekeeping`]): at most `$limit` rows matching `$condition`, whose `$1` is bound to
+/// `$before`. PostgreSQL has no `DELETE … LIMIT`, so the rows are picked by a limited
+/// sub-select over `$key` (the primary key's columns); the outer `$condition` is checked again
+/// on each row's latest version before it goes (PostgreSQL re-evaluates a `DELETE`'s own
+/// condition on a row updated since its snapshot), so a row brought back to life meanwhile stays.
+macro_rules! delete_batch {
+    ($self:ident, $table:literal, $key:literal, $condition:literal, $before:expr, $limit:expr) => {{
+        let done = ::sqlx::query(concat!(
+            "DELETE FROM ", $table, " WHERE ", $condition, " AND (", $key, ") IN (SELECT ", $key,
+            " FROM ", $table, " WHERE ", $condition, " LIMIT $2)"
+        ))
+        .bind($before)
+        .bind(i64::from($limit))
+        .execute($self.conn())
+        .await?;
+        Ok(done.rows_affected())
+    }};
+}
+pub(crate) use delete_batch;
 
 /// Instantiates an implementation body (a `macro_rules!` taking the repository type) for both
 /// backends.

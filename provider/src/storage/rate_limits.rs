@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{for_each_backend, StorageError};
+use super::{delete_batch, for_each_backend, StorageError};
 use crate::rate_limit::Quota;
 
 /// The outcome of spending one unit of a bucket.
@@ -112,19 +112,9 @@ macro_rules! implementation {
             }
 
             async fn delete_full(&mut self, limit: u32) -> Result<u64, StorageError> {
+                // A bucket spent meanwhile is kept (see [`delete_batch`]).
                 let now = micros(self.entropy.clock.now());
-                // The outer `tat <= $1` is checked again on the row's latest version before it
-                // is deleted (PostgreSQL re-evaluates a DELETE's own condition on a row updated
-                // since its snapshot), so a bucket spent meanwhile is kept.
-                let done = sqlx::query(
-                    "DELETE FROM rate_limits WHERE tat <= $1 AND key IN (\
-                       SELECT key FROM rate_limits WHERE tat <= $1 LIMIT $2)",
-                )
-                .bind(now)
-                .bind(i64::from(limit))
-                .execute(self.conn())
-                .await?;
-                Ok(done.rows_affected())
+                delete_batch!(self, "rate_limits", "key", "tat <= $1", now, limit)
             }
         }
     };

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    compare_and_set, for_each_backend, inserted_under,
+    compare_and_set, delete_batch, for_each_backend, inserted_under,
     types::{db_precision, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
@@ -182,17 +182,14 @@ macro_rules! implementation {
                 before: DateTime<Utc>,
                 limit: u32,
             ) -> Result<u64, StorageError> {
-                // A bounded batch: PostgreSQL has no `DELETE … LIMIT`, so the rows are picked
-                // by a limited sub-select (tickets expired before `before`).
-                let done = sqlx::query(
-                    "DELETE FROM user_recovery_tickets WHERE expires_at < $1 AND id IN (\
-                       SELECT id FROM user_recovery_tickets WHERE expires_at < $1 LIMIT $2)",
+                delete_batch!(
+                    self,
+                    "user_recovery_tickets",
+                    "id",
+                    "expires_at < $1",
+                    Ts(before),
+                    limit
                 )
-                .bind(Ts(before))
-                .bind(i64::from(limit))
-                .execute(self.conn())
-                .await?;
-                Ok(done.rows_affected())
             }
         }
     };

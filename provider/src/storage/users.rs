@@ -79,7 +79,10 @@ pub trait UserRepository: Send {
         &mut self,
         after: Option<Ulid>,
         limit: u32,
-    ) -> Result<Vec<User>, StorageError>;
+    ) -> Result<Vec<User>, StorageError> {
+        self.list_filtered(&UserFilter::default(), after, limit)
+            .await
+    }
     /// [`UserRepository::list_page`] restricted to the users `filter` selects (the admin API's
     /// user list).
     async fn list_filtered(
@@ -257,23 +260,6 @@ macro_rules! implementation {
                 .await?;
                 StorageError::inserted(done, "user")?;
                 Ok(user)
-            }
-
-            async fn list_page(
-                &mut self,
-                after: Option<Ulid>,
-                limit: u32,
-            ) -> Result<Vec<User>, StorageError> {
-                let rows: Vec<UserRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    user_columns!(),
-                    " FROM users WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
-                ))
-                .bind(after.map(DbId))
-                .bind(i64::from(limit))
-                .fetch_all(self.conn())
-                .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<User>, StorageError> {

@@ -18,7 +18,7 @@ use super::{client::display_name, UNLINK_PATH};
 use crate::{
     app::AppState,
     endpoints,
-    storage::{BoxRepository, StorageError, UpstreamLink, User},
+    storage::{BoxRepository, StorageError, UpstreamLink, UpstreamProvider, User},
     web::{self, consent::signed_in},
 };
 
@@ -47,19 +47,19 @@ pub struct LinkedAccounts {
     pub providers: Vec<LinkableView>,
 }
 
-async fn provider_names(
+/// The name of a link's provider: from `enabled` (already read), else read (a disabled one).
+async fn provider_name(
     repo: &mut BoxRepository,
-    links: &[UpstreamLink],
-) -> Result<Vec<String>, StorageError> {
-    let mut names = Vec::with_capacity(links.len());
-    for link in links {
-        let row = repo.upstream_providers().lookup(link.provider_id).await?;
-        names.push(
-            row.as_ref()
-                .map_or_else(|| "A removed provider".to_owned(), display_name),
-        );
+    enabled: &[UpstreamProvider],
+    provider_id: Ulid,
+) -> Result<String, StorageError> {
+    if let Some(provider) = enabled.iter().find(|p| p.id == provider_id) {
+        return Ok(display_name(provider));
     }
-    Ok(names)
+    let row = repo.upstream_providers().lookup(provider_id).await?;
+    Ok(row
+        .as_ref()
+        .map_or_else(|| "A removed provider".to_owned(), display_name))
 }
 
 /// The section for `user`; `None` (the section is hidden) when there is nothing to show — no
@@ -68,33 +68,31 @@ async fn provider_names(
 pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAccounts> {
     let found = async {
         let mut repo = state.storage.reader().await?;
-        let links = repo.upstream_links().list_for_user(user.id).await?;
-        let names = provider_names(&mut repo, &links).await?;
         let providers = repo.upstream_providers().list_enabled().await?;
-        Ok::<_, StorageError>((links, names, providers))
+        let mut linked = Vec::new();
+        for link in repo.upstream_links().list_for_user(user.id).await? {
+            linked.push(LinkedView {
+                provider: provider_name(&mut repo, &providers, link.provider_id).await?,
+                account: link.human_account_name,
+                linked_at: link.created_at.format("%Y-%m-%d").to_string(),
+                unlink_url: format!("{UNLINK_PATH}/{}", link.id),
+            });
+        }
+        Ok::<_, StorageError>((linked, providers))
     }
     .await;
-    let (links, names, providers) = match found {
+    let (linked, providers) = match found {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "account page: can't read the linked identities");
             return None;
         }
     };
-    if links.is_empty() && providers.is_empty() {
+    if linked.is_empty() && providers.is_empty() {
         return None;
     }
     Some(LinkedAccounts {
-        linked: links
-            .into_iter()
-            .zip(names)
-            .map(|(link, provider)| LinkedView {
-                provider,
-                account: link.human_account_name,
-                linked_at: link.created_at.format("%Y-%m-%d").to_string(),
-                unlink_url: format!("{UNLINK_PATH}/{}", link.id),
-            })
-            .collect(),
+        linked,
         providers: providers
             .iter()
             .map(|p| LinkableView {
@@ -119,39 +117,31 @@ struct Target {
     last_way_in: bool,
 }
 
-/// The signed-in user's link `link_id`, or the response to give instead.
+/// The signed-in user's link `link_id`, read on `repo` (the POST's transaction, so the
+/// "last way in" check and the removal see the same rows), or the response to give instead.
 async fn target(
     state: &AppState,
+    repo: &mut BoxRepository,
     user: &User,
     link_id: &str,
 ) -> Result<Result<Target, Response>, StorageError> {
-    let not_found = || {
-        web::error_page(
+    let link = match Ulid::from_string(link_id) {
+        Ok(id) => repo.upstream_links().lookup(id).await?,
+        Err(_) => None,
+    };
+    let Some(link) = link.filter(|l| l.user_id == Some(user.id)) else {
+        return Ok(Err(web::error_page(
             &state.templates,
             &state.chrome(),
             StatusCode::NOT_FOUND,
             "No such linked account",
             "This identity is not linked to your account (any more).",
             None,
-        )
-    };
-    let Ok(id) = Ulid::from_string(link_id) else {
-        return Ok(Err(not_found()));
-    };
-    let mut repo = state.storage.reader().await?;
-    let Some(link) = repo
-        .upstream_links()
-        .lookup(id)
-        .await?
-        .filter(|l| l.user_id == Some(user.id))
-    else {
-        return Ok(Err(not_found()));
+        )));
     };
     let has_password = repo.user_passwords().active(user.id).await?.is_some();
     let links = repo.upstream_links().list_for_user(user.id).await?.len();
-    let provider = provider_names(&mut repo, std::slice::from_ref(&link))
-        .await?
-        .remove(0);
+    let provider = provider_name(repo, &[], link.provider_id).await?;
     Ok(Ok(Target {
         link,
         provider,
@@ -161,10 +151,12 @@ async fn target(
 
 /// The login page, coming back to the account page.
 fn sign_in_first() -> Response {
-    let next: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("next", endpoints::ACCOUNT)
-        .finish();
-    Redirect::to(&format!("{}?{next}", web::login::PATH)).into_response()
+    Redirect::to(&web::login::with_return(
+        web::login::PATH,
+        None,
+        Some(endpoints::ACCOUNT),
+    ))
+    .into_response()
 }
 
 /// `GET /upstream/unlink/{link_id}`: the confirmation.
@@ -178,7 +170,8 @@ pub async fn unlink_page(
         let Some((_, user)) = signed_in(&state, &cookie).await? else {
             return Ok(sign_in_first());
         };
-        let target = match target(&state, &user, &link_id).await? {
+        let mut repo = state.storage.reader().await?;
+        let target = match target(&state, &mut repo, &user, &link_id).await? {
             Ok(target) => target,
             Err(response) => return Ok(response),
         };
@@ -218,7 +211,11 @@ pub async fn unlink(
         let Some((_, user)) = signed_in(&state, &cookie).await? else {
             return Ok(sign_in_first());
         };
-        let target = match target(&state, &user, &link_id).await? {
+        // One transaction: the "last way in" check and the removal see the same rows. (Two
+        // unlinks of the last two identities submitted at the very same moment could still both
+        // pass on PostgreSQL; the account then needs a password reset or an operator.)
+        let mut repo = state.storage.begin().await?;
+        let target = match target(&state, &mut repo, &user, &link_id).await? {
             Ok(target) => target,
             Err(response) => return Ok(response),
         };
@@ -235,15 +232,6 @@ pub async fn unlink(
                 ),
                 None,
             ));
-        }
-        let mut repo = state.storage.begin().await?;
-        // Checked again in the transaction, just before the delete. (Two unlinks of the last two
-        // identities submitted at the very same moment could still both pass on PostgreSQL; the
-        // account then needs a password reset or an operator.)
-        let has_password = repo.user_passwords().active(user.id).await?.is_some();
-        let links = repo.upstream_links().list_for_user(user.id).await?.len();
-        if !has_password && links <= 1 {
-            return Ok(Redirect::to(&format!("{UNLINK_PATH}/{}", target.link.id)).into_response());
         }
         repo.upstream_links().remove(target.link.id).await?;
         repo.commit().await?;

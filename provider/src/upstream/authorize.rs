@@ -35,22 +35,11 @@ pub struct StartQuery {
     next: Option<String>,
 }
 
-/// Reads an enabled provider.
-pub(super) async fn load_provider(state: &AppState, id: &str) -> Result<Provider, UpstreamError> {
+/// Reads an enabled provider named in a path.
+async fn load_provider(state: &AppState, id: &str) -> Result<Provider, UpstreamError> {
     let id = Ulid::from_string(id).map_err(|_| UpstreamError::UnknownProvider)?;
-    let row = state
-        .storage
-        .reader()
-        .await?
-        .upstream_providers()
-        .lookup(id)
-        .await?
-        .filter(|p| p.is_enabled())
-        .ok_or(UpstreamError::UnknownProvider)?;
-    Provider::from_row(
-        &row,
-        &crate::crypto::Encrypter::new(&state.settings.encryption_key),
-    )
+    let mut repo = state.storage.reader().await?;
+    Provider::load_enabled(&mut repo, id, &state.settings.encryption_key).await
 }
 
 /// `GET /upstream/authorize/{provider_id}`.
@@ -60,8 +49,7 @@ pub async fn get(
     Path(provider_id): Path<String>,
     Query(query): Query<StartQuery>,
 ) -> Response {
-    let now = state.storage.entropy().clock.now();
-    let mut cookie = UpstreamCookie::load(jar, now, state.settings.issuer.scheme() == "https");
+    let mut cookie = UpstreamCookie::for_request(&state, jar);
     let provider = match load_provider(&state, &provider_id).await {
         Ok(provider) => provider,
         Err(e) => return (cookie.into_jar(), e.page(&state, None)).into_response(),

@@ -22,9 +22,9 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use ulid::Ulid;
 
 use super::{
-    authorize::load_provider,
     client::Provider,
     cookie::{UpstreamCookie, LIFETIME},
     id_token, redirect_uri, UpstreamError, CALLBACK_PATH, LINK_PATH,
@@ -32,7 +32,7 @@ use super::{
 use crate::{
     app::AppState,
     crypto::sha256,
-    storage::{StorageError, UpstreamAuthorizationSession},
+    storage::{BoxRepository, StorageError, UpstreamAuthorizationSession},
     web,
 };
 
@@ -137,16 +137,29 @@ async fn handle(
     params: CallbackParams,
     posted: bool,
 ) -> Response {
-    let now = state.storage.entropy().clock.now();
-    let mut cookie = UpstreamCookie::load(jar, now, state.settings.issuer.scheme() == "https");
+    let mut cookie = UpstreamCookie::for_request(&state, jar);
     if posted && !cookie.is_present() && params.resubmitted.is_none() {
         return (cookie.into_jar(), resubmit(&state, &provider_id, &params)).into_response();
     }
-    let provider = match load_provider(&state, &provider_id).await {
-        Ok(provider) => provider,
+    // The provider and the session on one connection, released before calling the provider.
+    let found = async {
+        let id = Ulid::from_string(&provider_id).map_err(|_| UpstreamError::UnknownProvider)?;
+        let mut repo = state.storage.reader().await?;
+        let provider =
+            Provider::load_enabled(&mut repo, id, &state.settings.encryption_key).await?;
+        let session = find_session(&state, &mut repo, &cookie, &provider, &params).await;
+        Ok::<_, UpstreamError>((provider, session))
+    }
+    .await;
+    let (provider, session) = match found {
+        Ok(found) => found,
         Err(e) => return (cookie.into_jar(), e.page(&state, None)).into_response(),
     };
-    let response = match complete(&state, &mut cookie, &provider, &params).await {
+    let outcome = match session {
+        Ok(session) => complete(&state, &mut cookie, &provider, session, &params).await,
+        Err(e) => Err(e),
+    };
+    let response = match outcome {
         Ok(session) if posted => onward(&state, &format!("{LINK_PATH}/{session}")),
         Ok(session) => Redirect::to(&format!("{LINK_PATH}/{session}")).into_response(),
         Err(e) => e.page(&state, Some(&provider.name)),
@@ -157,15 +170,16 @@ async fn handle(
 /// The session this response answers, if this browser started it and it is still open.
 async fn find_session(
     state: &AppState,
+    repo: &mut BoxRepository,
     cookie: &UpstreamCookie,
     provider: &Provider,
-    state_value: Option<&str>,
+    params: &CallbackParams,
 ) -> Result<UpstreamAuthorizationSession, UpstreamError> {
-    let state_value = state_value.ok_or(UpstreamError::UnknownSession)?;
-    let session = state
-        .storage
-        .reader()
-        .await?
+    let state_value = params
+        .state
+        .as_deref()
+        .ok_or(UpstreamError::UnknownSession)?;
+    let session = repo
         .upstream_sessions()
         .find_by_state_hash(&sha256(state_value))
         .await?
@@ -192,9 +206,9 @@ async fn complete(
     state: &AppState,
     cookie: &mut UpstreamCookie,
     provider: &Provider,
+    session: UpstreamAuthorizationSession,
     params: &CallbackParams,
-) -> Result<ulid::Ulid, UpstreamError> {
-    let session = find_session(state, cookie, provider, params.state.as_deref()).await?;
+) -> Result<Ulid, UpstreamError> {
     let now = state.storage.entropy().clock.now();
     let endpoints = state.upstream.endpoints(provider, now).await?;
     // RFC 9207 §2.4: an `iss` that isn't the provider's is a mix-up attack; a provider that

@@ -22,6 +22,7 @@ use jsonwebtoken::jwk::Jwk;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use ulid::Ulid;
 use url::Url;
 
 use super::{
@@ -32,7 +33,8 @@ use crate::{
     crypto::Encrypter,
     domain::token::random_code,
     keys::{Algorithm, Keystore},
-    storage::UpstreamProvider,
+    oauth2::client_auth::JWT_BEARER,
+    storage::{BoxRepository, UpstreamProvider},
 };
 
 /// How long fetched metadata and keys are used before they are fetched again.
@@ -50,11 +52,10 @@ const ASSERTION_LIFETIME: Duration = Duration::minutes(5);
 /// A provider as the login uses it: its row, the secret decrypted, the settings parsed.
 #[derive(Clone)]
 pub struct Provider {
-    pub id: ulid::Ulid,
+    pub id: Ulid,
     pub issuer: String,
     /// The name shown on buttons and pages.
     pub name: String,
-    pub brand_name: Option<String>,
     pub client_id: String,
     client_secret: Option<String>,
     pub auth_method: AuthMethod,
@@ -84,6 +85,22 @@ pub fn display_name(row: &UpstreamProvider) -> String {
 }
 
 impl Provider {
+    /// Reads an enabled provider; [`UpstreamError::UnknownProvider`] when there is no such
+    /// provider or it is disabled.
+    pub async fn load_enabled(
+        repo: &mut BoxRepository,
+        id: Ulid,
+        encryption_key: &[u8; 32],
+    ) -> Result<Self, UpstreamError> {
+        let row = repo
+            .upstream_providers()
+            .lookup(id)
+            .await?
+            .filter(UpstreamProvider::is_enabled)
+            .ok_or(UpstreamError::UnknownProvider)?;
+        Self::from_row(&row, &Encrypter::new(encryption_key))
+    }
+
     /// Reads a stored provider.
     pub fn from_row(row: &UpstreamProvider, encrypter: &Encrypter) -> Result<Self, UpstreamError> {
         let settings: StoredSettings = serde_json::from_value(row.settings.clone())
@@ -108,7 +125,6 @@ impl Provider {
             id: row.id,
             issuer,
             name: display_name(row),
-            brand_name: row.brand_name.clone(),
             client_id: row.client_id.clone(),
             client_secret,
             auth_method,
@@ -153,8 +169,6 @@ struct Discovered {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
-    #[serde(default)]
-    pub token_type: Option<String>,
     /// OIDC Core §3.1.3.3: REQUIRED in an OpenID Connect token response.
     #[serde(default)]
     pub id_token: Option<String>,
@@ -226,6 +240,26 @@ fn unreachable(endpoint: &'static str) -> impl Fn(reqwest::Error) -> UpstreamErr
     }
 }
 
+/// Sends a request asking for JSON; an answer other than 2xx is [`UpstreamError::BadStatus`].
+async fn send_ok(
+    request: reqwest::RequestBuilder,
+    endpoint: &'static str,
+) -> Result<reqwest::Response, UpstreamError> {
+    let response = request
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(unreachable(endpoint))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(UpstreamError::BadStatus {
+            endpoint,
+            status: status.as_u16(),
+        });
+    }
+    Ok(response)
+}
+
 /// An http(s) URL; https unless `strict` is off or the host is the local machine.
 fn endpoint_url(raw: &str, strict: bool, what: &str) -> Result<Url, UpstreamError> {
     let url = Url::parse(raw)
@@ -260,20 +294,7 @@ impl UpstreamHttp {
     }
 
     async fn get_json(&self, url: &Url, endpoint: &'static str) -> Result<Value, UpstreamError> {
-        let response = self
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(unreachable(endpoint))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(UpstreamError::BadStatus {
-                endpoint,
-                status: status.as_u16(),
-            });
-        }
+        let response = send_ok(self.client.get(url.clone()), endpoint).await?;
         let bytes = body(response, endpoint).await?;
         serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse {
             endpoint,
@@ -531,10 +552,7 @@ impl UpstreamHttp {
                         })?
                 };
                 form.push(("client_id", provider.client_id.clone()));
-                form.push((
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-                ));
+                form.push(("client_assertion_type", JWT_BEARER.into()));
                 form.push(("client_assertion", assertion));
             }
         }
@@ -583,21 +601,8 @@ impl UpstreamHttp {
         subject: &str,
     ) -> Result<Map<String, Value>, UpstreamError> {
         const ENDPOINT: &str = "userinfo endpoint";
-        let response = self
-            .client
-            .get(endpoint.clone())
-            .bearer_auth(access_token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(unreachable(ENDPOINT))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(UpstreamError::BadStatus {
-                endpoint: ENDPOINT,
-                status: status.as_u16(),
-            });
-        }
+        let request = self.client.get(endpoint.clone()).bearer_auth(access_token);
+        let response = send_ok(request, ENDPOINT).await?;
         let signed = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)

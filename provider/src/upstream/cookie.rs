@@ -15,6 +15,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+use crate::app::AppState;
+
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "provider_upstream";
 /// How long an upstream login may take, from the button to the end of the link page.
@@ -48,6 +50,16 @@ pub struct UpstreamCookie {
 }
 
 impl UpstreamCookie {
+    /// The cookie of a request, read at the server's clock (secure when the issuer is https,
+    /// like the session cookie).
+    pub fn for_request(state: &AppState, jar: PrivateCookieJar) -> Self {
+        Self::load(
+            jar,
+            state.storage.entropy().clock.now(),
+            state.settings.issuer.scheme() == "https",
+        )
+    }
+
     /// Reads the cookie (a missing or undecryptable one is an empty list), dropping expired
     /// entries.
     pub fn load(jar: PrivateCookieJar, now: DateTime<Utc>, secure: bool) -> Self {

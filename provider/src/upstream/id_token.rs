@@ -15,8 +15,10 @@ use jsonwebtoken::{
     Algorithm, AlgorithmFamily, DecodingKey, Validation,
 };
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256, Sha384, Sha512};
+use sha2::{Digest, Sha384, Sha512};
 use subtle::ConstantTimeEq as _;
+
+use crate::domain::id_token::left_half_sha256;
 
 /// Clock skew tolerated on `exp` and `iat`, in seconds.
 pub const LEEWAY_SECS: i64 = 60;
@@ -72,11 +74,6 @@ pub struct Expected<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// The JOSE header's `kid`, for picking the key (and knowing when to refetch the JWKS).
-pub fn key_id(jwt: &str) -> Result<Option<String>, IdTokenError> {
-    Ok(header(jwt)?.kid)
-}
-
 fn header(jwt: &str) -> Result<jsonwebtoken::Header, IdTokenError> {
     // RFC 7516 §9: a JWE has five parts, a JWS three.
     match jwt.split('.').count() {
@@ -130,19 +127,20 @@ pub fn has_key(keys: &[Jwk], jwt: &str, algorithm: &str) -> bool {
     select(keys, header.kid.as_deref(), alg).is_some()
 }
 
-/// The hash `at_hash` is made with: the one of the signature algorithm (OIDC Core §3.1.3.6).
+/// The `at_hash` of a token for an ID token signed with `alg`: the left half of its hash with
+/// the algorithm's hash function (OIDC Core §3.1.3.6), SHA-256 as for our own ID tokens
+/// ([`left_half_sha256`]) unless the algorithm says otherwise.
 fn left_half_hash(alg: Algorithm, value: &str) -> String {
-    let digest = match alg {
-        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => {
-            Sha384::digest(value.as_bytes()).to_vec()
-        }
+    fn left_half<D: Digest>(value: &str) -> String {
+        let digest = D::digest(value.as_bytes());
+        URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+    }
+    match alg {
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => left_half::<Sha384>(value),
         // EdDSA with Ed25519 uses SHA-512 (OpenID Connect errata for EdDSA).
-        Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => {
-            Sha512::digest(value.as_bytes()).to_vec()
-        }
-        _ => Sha256::digest(value.as_bytes()).to_vec(),
-    };
-    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => left_half::<Sha512>(value),
+        _ => left_half_sha256(value),
+    }
 }
 
 /// Validates an ID token; returns its claims.
@@ -295,7 +293,7 @@ mod tests {
         json!({
             "iss": "https://id.example/", "sub": "u1", "aud": "client",
             "exp": f.now.timestamp() + 300, "iat": f.now.timestamp(), "nonce": "n0nce",
-            "at_hash": crate::domain::id_token::left_half_sha256("at"),
+            "at_hash": left_half_sha256("at"),
             "email": "u1@id.example",
         })
     }
@@ -467,7 +465,7 @@ mod tests {
     fn key_selection() {
         let f = fixture();
         let jwt = f.rsa.sign(&claims(&f)).unwrap();
-        assert_eq!(key_id(&jwt).unwrap().as_deref(), Some("r1"));
+        assert_eq!(header(&jwt).unwrap().kid.as_deref(), Some("r1"));
         assert!(has_key(&jwks(&[&f.rsa]), &jwt, "RS256"));
         assert!(!has_key(&jwks(&[&f.ec]), &jwt, "RS256"));
         // A key marked for encryption is not used.
@@ -494,7 +492,7 @@ mod tests {
             &key,
         )
         .unwrap();
-        assert_eq!(key_id(&jwt).unwrap(), None);
+        assert_eq!(header(&jwt).unwrap().kid, None);
         assert!(validate(&jwt, &unnamed(&[&f.rsa, &f.ec]), &expected(&f)).is_ok());
         assert_eq!(
             validate(&jwt, &unnamed(&[&f.rsa, &f.other]), &expected(&f)).unwrap_err(),

@@ -96,16 +96,12 @@ async fn load(
         None => None,
     }
     .ok_or(UpstreamError::UnknownSession)?;
-    let row = repo
-        .upstream_providers()
-        .lookup(session.provider_id)
-        .await?
-        .filter(|p| p.is_enabled())
-        .ok_or(UpstreamError::UnknownProvider)?;
-    let provider = Provider::from_row(
-        &row,
-        &crate::crypto::Encrypter::new(&state.settings.encryption_key),
-    )?;
+    let provider = Provider::load_enabled(
+        &mut repo,
+        session.provider_id,
+        &state.settings.encryption_key,
+    )
+    .await?;
     Ok(Completed {
         session,
         link,
@@ -115,9 +111,7 @@ async fn load(
 }
 
 fn cookies(state: &AppState, jar: PrivateCookieJar) -> (BrowserCookie, UpstreamCookie) {
-    let now = state.storage.entropy().clock.now();
-    let secure = state.settings.issuer.scheme() == "https";
-    let upstream = UpstreamCookie::load(jar.clone(), now, secure);
+    let upstream = UpstreamCookie::for_request(state, jar.clone());
     (web::load_cookie(state, jar), upstream)
 }
 
@@ -153,7 +147,7 @@ async fn open_session(
     repo: &mut BoxRepository,
     done: &Completed,
     user: &User,
-    methods: &[&str],
+    methods: &[impl AsRef<str>],
     user_agent: Option<&str>,
 ) -> Result<Option<Ulid>, StorageError> {
     // Single use: the same login can't sign in twice.
@@ -166,7 +160,7 @@ async fn open_session(
         .await?;
     for method in methods {
         repo.browser_sessions()
-            .record_authentication(session.id, method)
+            .record_authentication(session.id, method.as_ref())
             .await?;
     }
     Ok(Some(session.id))
@@ -181,49 +175,33 @@ async fn sign_in_linked(
     user_id: Ulid,
     headers: &HeaderMap,
 ) -> Response {
-    let outcome = async {
+    let user_agent = web::user_agent(headers);
+    let opened = async {
         let mut repo = state.storage.begin().await?;
-        let Some(user) = repo.users().lookup(user_id).await? else {
-            return Ok(Err(UpstreamError::UnknownSession));
-        };
+        let user = repo
+            .users()
+            .lookup(user_id)
+            .await?
+            .ok_or(UpstreamError::UnknownSession)?;
         if !user.is_active() {
-            return Ok(Ok(Err(user)));
+            return Err(UpstreamError::AccountUnavailable {
+                deactivated: user.deactivated_at.is_some(),
+            });
         }
-        let user_agent = web::user_agent(headers);
-        let opened = open_session(
-            &mut repo,
-            done,
-            &user,
-            &[&method(done.link.id)],
-            user_agent.as_deref(),
-        )
-        .await?;
-        let Some(session) = opened else {
-            return Ok(Err(UpstreamError::UnknownSession));
-        };
+        let methods = [method(done.link.id)];
+        let session = open_session(&mut repo, done, &user, &methods, user_agent.as_deref())
+            .await?
+            .ok_or(UpstreamError::UnknownSession)?;
         repo.commit().await?;
-        Ok::<_, StorageError>(Ok(Ok((user, session))))
+        Ok((user, session))
     }
     .await;
-    match outcome {
-        Ok(Ok(Ok((user, session)))) => {
+    match opened {
+        Ok((user, session)) => {
             tracing::info!(user = %user.username, provider = %done.provider.id, "signed in through an upstream provider");
             finish(state, cookie, upstream, done, session)
         }
-        Ok(Ok(Err(user))) => web::error_page(
-            &state.templates,
-            &state.chrome(),
-            StatusCode::FORBIDDEN,
-            "Account not available",
-            if user.deactivated_at.is_some() {
-                "The account linked to this identity has been deactivated."
-            } else {
-                "The account linked to this identity is locked. Contact the server's administrators."
-            },
-            None,
-        ),
-        Ok(Err(e)) => e.page(state, Some(&done.provider.name)),
-        Err(e) => UpstreamError::from(e).page(state, Some(&done.provider.name)),
+        Err(e) => e.page(state, Some(&done.provider.name)),
     }
 }
 
@@ -241,24 +219,20 @@ fn finish(
     continue_to(done.pending.grant, done.pending.next.as_deref())
 }
 
-/// Is this localpart free, here and on the homeserver? `None` when the homeserver can't tell.
-async fn localpart_free(state: &AppState, localpart: &str) -> Result<Option<bool>, StorageError> {
-    if state
-        .storage
-        .reader()
-        .await?
-        .users()
-        .find_by_username(localpart)
-        .await?
-        .is_some()
-    {
-        return Ok(Some(false));
+/// Is this localpart taken, here or on the homeserver? `false` when the homeserver can't tell
+/// (the registration checks again, see [`register`]).
+async fn localpart_taken(state: &AppState, localpart: &str) -> Result<bool, StorageError> {
+    let mut repo = state.storage.reader().await?;
+    if repo.users().find_by_username(localpart).await?.is_some() {
+        return Ok(true);
     }
-    match state.homeserver.is_localpart_available(localpart).await {
-        Ok(free) => Ok(Some(free)),
+    drop(repo);
+    match accounts::check_localpart_available(state, localpart).await {
+        Ok(()) => Ok(false),
+        Err(AccountError::UsernameTaken(_)) => Ok(true),
         Err(e) => {
             tracing::warn!(error = %e, "upstream link: can't ask the homeserver about a username");
-            Ok(None)
+            Ok(false)
         }
     }
 }
@@ -278,24 +252,20 @@ async fn page(
         Err(e) => return UpstreamError::from(e).page(state, Some(&done.provider.name)),
     };
     let localpart = imported.localpart.value.clone();
+    let invalid = localpart
+        .as_deref()
+        .and_then(|n| accounts::check_username(state, n).err())
+        .map(|e| e.to_string());
     let taken = match &localpart {
-        Some(name)
-            if crate::domain::username::check(name, &state.settings.matrix.homeserver).is_ok() =>
-        {
-            match localpart_free(state, name).await {
-                Ok(free) => free == Some(false),
-                Err(e) => return UpstreamError::from(e).page(state, Some(&done.provider.name)),
-            }
-        }
+        Some(name) if invalid.is_none() => match localpart_taken(state, name).await {
+            Ok(taken) => taken,
+            Err(e) => return UpstreamError::from(e).page(state, Some(&done.provider.name)),
+        },
         _ => false,
     };
     // An imposed username that is taken (or invalid) can't make an account: only linking is
     // left.
     let locked = imported.localpart.is_locked();
-    let invalid = localpart
-        .as_deref()
-        .and_then(|n| crate::domain::username::check(n, &state.settings.matrix.homeserver).err())
-        .map(|e| e.to_string());
     let can_register = !(locked && (taken || invalid.is_some()));
     let current = match signed_in(state, cookie).await {
         Ok(current) => current.map(|(_, user)| user.username),
@@ -436,17 +406,21 @@ async fn register(
         (Some(imposed), true) => imposed.clone(),
         _ => form.username.trim().to_owned(),
     };
+    let taken = || {
+        Ok(Err(Retry::new(
+            StatusCode::CONFLICT,
+            format!("The username {username} is taken. Choose another, or sign in to that account to link it."),
+        )))
+    };
     // The homeserver has the last word on the localpart (the homeserver contract).
     match accounts::check_new_username(state, &username).await {
         Ok(()) => {}
-        Err(AccountError::UsernameTaken(_)) => {
-            return Ok(Err(Retry::new(
-                StatusCode::CONFLICT,
-                format!("The username {username} is taken. Choose another, or sign in to that account to link it."),
-            )))
-        }
+        Err(AccountError::UsernameTaken(_)) => return taken(),
         Err(AccountError::InvalidUsername(e)) => {
-            return Ok(Err(Retry::new(StatusCode::BAD_REQUEST, format!("Username: {e}."))))
+            return Ok(Err(Retry::new(
+                StatusCode::BAD_REQUEST,
+                format!("Username: {e}."),
+            )))
         }
         Err(e) => {
             tracing::error!(error = %e, "upstream registration: can't check the username");
@@ -481,12 +455,7 @@ async fn register(
     let mut repo = state.storage.begin().await?;
     let (user, jobs) = match accounts::create_user(&mut repo, &new, now).await {
         Ok(created) => created,
-        Err(AccountError::UsernameTaken(_)) => {
-            return Ok(Err(Retry::new(
-                StatusCode::CONFLICT,
-                format!("The username {username} is taken. Choose another, or sign in to that account to link it."),
-            )))
-        }
+        Err(AccountError::UsernameTaken(_)) => return taken(),
         Err(AccountError::Storage(e)) => return Err(e.into()),
         Err(e) => return Ok(Err(Retry::new(StatusCode::BAD_REQUEST, e.to_string()))),
     };
@@ -494,7 +463,7 @@ async fn register(
         return Ok(Err(retry));
     }
     let Some(session) =
-        open_session(&mut repo, done, &user, &[&method(done.link.id)], user_agent).await?
+        open_session(&mut repo, done, &user, &[method(done.link.id)], user_agent).await?
     else {
         return Err(UpstreamError::UnknownSession);
     };
@@ -545,7 +514,7 @@ async fn link_with_password(
     if let Err(retry) = associate(&mut repo, done, &matched.user).await? {
         return Ok(Err(retry));
     }
-    let methods = [login::METHOD_PASSWORD, &method(done.link.id)];
+    let methods = [login::METHOD_PASSWORD.to_owned(), method(done.link.id)];
     let Some(session) = open_session(&mut repo, done, &matched.user, &methods, user_agent).await?
     else {
         return Err(UpstreamError::UnknownSession);

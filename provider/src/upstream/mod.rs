@@ -194,6 +194,8 @@ pub enum UpstreamError {
     Import(#[from] claims::ImportError),
     #[error("the subject template gives no subject for this account")]
     NoSubject,
+    #[error("the linked account is {}", if *deactivated { "deactivated" } else { "locked" })]
+    AccountUnavailable { deactivated: bool },
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -250,6 +252,18 @@ impl UpstreamError {
                         other => other,
                     }
                 ),
+                None,
+            ),
+            Self::AccountUnavailable { deactivated } => (
+                StatusCode::FORBIDDEN,
+                "Account not available",
+                if *deactivated {
+                    "The account linked to this identity has been deactivated.".into()
+                } else {
+                    "The account linked to this identity is locked. Contact the server's \
+                     administrators."
+                        .into()
+                },
                 None,
             ),
             Self::Storage(_) => (

@@ -58,7 +58,7 @@ use crate::{
     app::AppState,
     config::AccountConfig,
     domain::scope::is_valid_device_id,
-    email::messages::{self, CodePurpose, Recipient},
+    email::messages::{self, CodePurpose},
     endpoints,
     matrix::{compat, provisioning::AfterCommit},
     oauth2::sessions::end_oauth2_session,
@@ -519,7 +519,7 @@ async fn show(
             emails_page(state, cookie, user, page).await
         }
         (Action::Password, _) => {
-            password_page(state, cookie, user, StatusCode::OK, done, None).await
+            password_form_page(state, cookie, user, parsed, StatusCode::OK, done, None).await
         }
         (Action::DevicesList, _) => {
             devices_list(state, user, query.signed_out.as_deref(), None).await
@@ -545,7 +545,7 @@ async fn show(
             },
         ),
         (Action::AccountDeactivate, _) => {
-            deactivate_page(state, cookie, user, StatusCode::OK, None).await
+            password_form_page(state, cookie, user, parsed, StatusCode::OK, None, None).await
         }
     }
 }
@@ -793,11 +793,15 @@ async fn emails_page(
     )
 }
 
-/// The password page, with an error after a refused change.
-async fn password_page(
+/// A page whose form needs the current password: the password change ([`Action::Password`],
+/// with "Your password was changed." after one) or the deactivation (MSC4191
+/// `org.matrix.account_deactivate`), with an error after a refused attempt. An account without
+/// a password gets neither form.
+async fn password_form_page(
     state: &AppState,
     cookie: &BrowserCookie,
     user: &User,
+    page: Action,
     status: StatusCode,
     done: Option<Done>,
     error: Option<&str>,
@@ -811,14 +815,19 @@ async fn password_page(
         Ok(password) => password.is_some(),
         Err(e) => return unavailable(state, &e),
     };
-    let notice = done
-        .filter(|d| *d == Done::Password)
-        .map(|d| d.notice(None));
+    let (template, notice) = if page == Action::AccountDeactivate {
+        ("pages/account_deactivate.html", None)
+    } else {
+        let notice = done
+            .filter(|d| *d == Done::Password)
+            .map(|d| d.notice(None));
+        ("pages/account_password.html", notice)
+    };
     account_page(
         state,
         status,
-        "pages/account_password.html",
-        Action::Password,
+        template,
+        page,
         user,
         notice,
         minijinja::context! {
@@ -910,40 +919,6 @@ async fn device_page(
             confirm => confirm,
             csrf => cookie.csrf_token(),
             action => PATH,
-        },
-    )
-}
-
-/// The deactivation page (MSC4191 `org.matrix.account_deactivate`), with an error after a
-/// refused attempt.
-async fn deactivate_page(
-    state: &AppState,
-    cookie: &BrowserCookie,
-    user: &User,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Response {
-    let has_password = async {
-        let mut repo = state.storage.reader().await?;
-        repo.user_passwords().active(user.id).await
-    }
-    .await;
-    let has_password = match has_password {
-        Ok(password) => password.is_some(),
-        Err(e) => return unavailable(state, &e),
-    };
-    account_page(
-        state,
-        status,
-        "pages/account_deactivate.html",
-        Action::AccountDeactivate,
-        user,
-        None,
-        minijinja::context! {
-            has_password => has_password,
-            csrf => cookie.csrf_token(),
-            action => PATH,
-            error => error,
         },
     )
 }
@@ -1171,7 +1146,7 @@ async fn over_mail_limits(
                     "Too many mails were sent {whom}. Try again {}.",
                     rate_limit::wait_in_words(retry_after)
                 );
-                let mut response = emails_error(
+                let page = emails_error(
                     state,
                     cookie,
                     user,
@@ -1180,11 +1155,7 @@ async fn over_mail_limits(
                     typed,
                 )
                 .await;
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    rate_limit::retry_after_header(retry_after),
-                );
-                return Some(response);
+                return Some(with_retry_after(page, retry_after));
             }
             Err(RateLimitError::Storage(e)) => return Some(unavailable(state, &e)),
         }
@@ -1192,31 +1163,23 @@ async fn over_mail_limits(
     None
 }
 
-/// Mails a code to an address of the user, after the commit that stored it. A failure is
-/// logged and `false`: the address and its code stay, and the user can ask for a new code.
-async fn mail_code(state: &AppState, user: &User, address: &str, code: &str) -> bool {
-    let recipient = Recipient {
-        to: address,
-        username: &user.username,
-        site_name: &state.settings.matrix.homeserver,
-    };
-    let sent = match messages::verification_code(
-        &state.templates,
-        recipient,
+/// Mails the code just stored for an address of the user, then back to the emails page, which
+/// asks for the code or (the mail failed: logged) says to send a new one.
+async fn mail_code(state: &AppState, user: &User, email: &UserEmail, code: &str) -> Response {
+    let sent = messages::send_code(
+        state,
+        &email.email,
+        &user.username,
         code,
-        account_emails::CODE_LIFETIME_MINUTES,
         CodePurpose::AddEmail,
-    ) {
-        Ok(mail) => state.mailer.send(mail).await,
-        Err(e) => Err(e),
+    )
+    .await;
+    let done = if sent {
+        Done::CodeSent
+    } else {
+        Done::MailFailed
     };
-    match sent {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(user = %user.username, error = %e, "account: can't mail a verification code");
-            false
-        }
-    }
+    done_redirect(Action::Emails, done, Some(email.id))
 }
 
 /// Adds an address (unconfirmed) with a code, then mails the code: the page then asks for it.
@@ -1274,12 +1237,7 @@ async fn add_email(
         }
         Err(e) => return unavailable(state, &e),
     };
-    let done = if mail_code(state, user, &email.email, &code).await {
-        Done::CodeSent
-    } else {
-        Done::MailFailed
-    };
-    done_redirect(Action::Emails, done, Some(email.id))
+    mail_code(state, user, &email, &code).await
 }
 
 /// The user's own address a form names, read in the form's transaction; `None` for an
@@ -1396,12 +1354,7 @@ async fn resend_code(
         Err(StorageError::NotFound(_)) => return unknown_email(state),
         Err(e) => return unavailable(state, &e),
     };
-    let done = if mail_code(state, user, &email.email, &code).await {
-        Done::CodeSent
-    } else {
-        Done::MailFailed
-    };
-    done_redirect(Action::Emails, done, Some(email.id))
+    mail_code(state, user, &email, &code).await
 }
 
 /// Removes an address; the homeserver gets the new list when it was a confirmed one.
@@ -1427,6 +1380,72 @@ async fn remove_email(state: &AppState, user: &User, form: AccountForm) -> Respo
     }
 }
 
+/// The current password posted with a change on `page` ([`Action::Password`] or
+/// [`Action::AccountDeactivate`]), and what to say when it is wrong.
+struct CurrentPassword {
+    page: Action,
+    password: String,
+    wrong: &'static str,
+}
+
+/// Checks the current password posted with a change as a sign-in is, behind the same rate
+/// limits ([`attempt_sign_in`]: a stolen session can't be used to guess the password). `Err` is
+/// the answer: the form's page again, saying why (429 with `Retry-After` over the limits).
+async fn check_current_password(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    user: &User,
+    client_ip: &ClientIp,
+    current: CurrentPassword,
+) -> Result<(), Response> {
+    let (status, message, retry_after) =
+        match attempt_sign_in(state, client_ip, &user.username, current.password).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(Refusal::WrongCredentials)) => {
+                (StatusCode::FORBIDDEN, current.wrong.to_owned(), None)
+            }
+            // Not reached: only active users are signed in here.
+            Ok(Err(Refusal::Locked | Refusal::Deactivated)) => (
+                StatusCode::FORBIDDEN,
+                "This account can't be changed: it is locked or deactivated.".to_owned(),
+                None,
+            ),
+            Err(AttemptError::Limited { retry_after }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many wrong passwords. Try again {}.",
+                    rate_limit::wait_in_words(retry_after)
+                ),
+                Some(retry_after),
+            ),
+            Err(AttemptError::Check(e)) => return Err(web::unavailable(state, "account", &e)),
+        };
+    let page = password_form_page(
+        state,
+        cookie,
+        user,
+        current.page,
+        status,
+        None,
+        Some(&message),
+    )
+    .await;
+    Err(match retry_after {
+        Some(retry_after) => with_retry_after(page, retry_after),
+        None => page,
+    })
+}
+
+/// A page refusing a request over a rate limit (429), with when to try again: `Retry-After`
+/// (RFC 6585 §4).
+pub(crate) fn with_retry_after(mut page: Response, retry_after: std::time::Duration) -> Response {
+    page.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        rate_limit::retry_after_header(retry_after),
+    );
+    page
+}
+
 /// Changes the password, after the current one: checked as a sign-in is, behind the same rate
 /// limits ([`attempt_sign_in`]: a stolen session can't be used to guess the password).
 async fn change_password(
@@ -1439,7 +1458,16 @@ async fn change_password(
     let current = form.current_password.unwrap_or_default();
     let new = form.new_password.unwrap_or_default();
     let refuse = |status, message: String| async move {
-        password_page(state, cookie, user, status, None, Some(&message)).await
+        password_form_page(
+            state,
+            cookie,
+            user,
+            Action::Password,
+            status,
+            None,
+            Some(&message),
+        )
+        .await
     };
     if current.is_empty() {
         return refuse(
@@ -1458,32 +1486,13 @@ async fn change_password(
         )
         .await;
     }
-    match attempt_sign_in(state, client_ip, &user.username, current).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(Refusal::WrongCredentials)) => {
-            return refuse(StatusCode::FORBIDDEN, "Wrong current password.".into()).await
-        }
-        // Not reached: only active users are signed in here.
-        Ok(Err(Refusal::Locked | Refusal::Deactivated)) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "This account can't be changed: it is locked or deactivated.".into(),
-            )
-            .await
-        }
-        Err(AttemptError::Limited { retry_after }) => {
-            let message = format!(
-                "Too many wrong passwords. Try again {}.",
-                rate_limit::wait_in_words(retry_after)
-            );
-            let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, message).await;
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
-            );
-            return response;
-        }
-        Err(AttemptError::Check(e)) => return web::unavailable(state, "account", &e),
+    let checked = CurrentPassword {
+        page: Action::Password,
+        password: current,
+        wrong: "Wrong current password.",
+    };
+    if let Err(refused) = check_current_password(state, cookie, user, client_ip, checked).await {
+        return refused;
     }
     let hashed = match accounts::hash_password(state, &new, false).await {
         Ok(hashed) => hashed,
@@ -1595,69 +1604,31 @@ async fn deactivate(
     client_ip: &ClientIp,
     form: AccountForm,
 ) -> Response {
+    let refuse = |message| {
+        password_form_page(
+            state,
+            cookie,
+            user,
+            Action::AccountDeactivate,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some(message),
+        )
+    };
     let password = form.password.unwrap_or_default();
     if password.is_empty() {
-        return deactivate_page(
-            state,
-            cookie,
-            user,
-            StatusCode::BAD_REQUEST,
-            Some("Enter your current password."),
-        )
-        .await;
+        return refuse("Enter your current password.").await;
     }
     if form.confirm.as_deref().unwrap_or_default().is_empty() {
-        return deactivate_page(
-            state,
-            cookie,
-            user,
-            StatusCode::BAD_REQUEST,
-            Some("Tick the box to confirm that you want to deactivate your account."),
-        )
-        .await;
+        return refuse("Tick the box to confirm that you want to deactivate your account.").await;
     }
-    match attempt_sign_in(state, client_ip, &user.username, password).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(refusal)) => {
-            let error = match refusal {
-                Refusal::WrongCredentials => "Wrong password.",
-                // Not reached: only active users are signed in here.
-                Refusal::Locked | Refusal::Deactivated => {
-                    "This account can't be changed: it is locked or deactivated."
-                }
-            };
-            return deactivate_page(state, cookie, user, StatusCode::FORBIDDEN, Some(error)).await;
-        }
-        Err(AttemptError::Limited { retry_after }) => {
-            let message = format!(
-                "Too many wrong passwords. Try again {}.",
-                rate_limit::wait_in_words(retry_after)
-            );
-            let mut response = deactivate_page(
-                state,
-                cookie,
-                user,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(&message),
-            )
-            .await;
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
-            );
-            return response;
-        }
-        Err(AttemptError::Check(e)) => {
-            tracing::error!(error = %e, "account: can't check the password");
-            return web::error_page(
-                &state.templates,
-                &state.chrome(),
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Temporarily unavailable",
-                "Your account can't be deactivated right now. Try again in a moment.",
-                None,
-            );
-        }
+    let checked = CurrentPassword {
+        page: Action::AccountDeactivate,
+        password,
+        wrong: "Wrong password.",
+    };
+    if let Err(refused) = check_current_password(state, cookie, user, client_ip, checked).await {
+        return refused;
     }
     let done = async {
         let now = state.storage.entropy().clock.now();

@@ -29,11 +29,11 @@ use crate::{
         },
     },
     app::AppState,
-    email::messages::{self, Recipient},
+    email::messages,
     endpoints,
     rate_limit::{self, ClientIp, Limit, RateLimitError},
     storage::StorageError,
-    web::{self, session::BrowserCookie},
+    web::{self, account, session::BrowserCookie},
 };
 
 /// Where the "Forgot password?" page is served.
@@ -166,7 +166,7 @@ async fn requested(
                 "Too many recovery requests. Try again {}.",
                 rate_limit::wait_in_words(retry_after)
             );
-            let mut page = request_page(
+            let page = request_page(
                 state,
                 cookie,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -174,11 +174,7 @@ async fn requested(
                 false,
                 Some(&message),
             );
-            page.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
-            );
-            return page;
+            return account::with_retry_after(page, retry_after);
         }
         Err(RateLimitError::Storage(e)) => return unavailable(state, &e),
     }
@@ -204,31 +200,14 @@ async fn requested(
     request_page(state, cookie, StatusCode::OK, &address, true, None)
 }
 
-/// Mails each recovery link.
+/// Mails each recovery link (a failure is logged; the user may ask again).
 async fn mail_links(state: &AppState, tickets: Vec<RecoveryToSend>) {
     for sent in tickets {
         let link = endpoints::url(
             &state.settings.public_base,
             &format!("{PATH}/{}", sent.ticket),
         );
-        let recipient = Recipient {
-            to: &sent.email,
-            username: &sent.username,
-            site_name: &state.settings.matrix.homeserver,
-        };
-        let mail = messages::password_recovery(
-            &state.templates,
-            recipient,
-            link.as_str(),
-            RECOVERY_LIFETIME_MINUTES,
-        );
-        let result = match mail {
-            Ok(mail) => state.mailer.send(mail).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!(user = %sent.username, error = %e, "password recovery: can't mail the link");
-        }
+        messages::send_recovery_link(state, &sent.email, &sent.username, link.as_str()).await;
     }
 }
 

@@ -30,10 +30,10 @@ use crate::{
         AccountError,
     },
     app::AppState,
-    email::messages::{self, CodePurpose, Recipient},
+    email::messages::{self, CodePurpose},
     rate_limit::{self, Limit, RateLimitError},
     storage::{NewPendingRegistration, PendingRegistration, StorageError},
-    web::{self, consent, login, register, register_controls, session::BrowserCookie},
+    web::{self, account, consent, login, register, register_controls, session::BrowserCookie},
 };
 
 /// Where a pending registration's code is entered.
@@ -118,31 +118,17 @@ pub(crate) async fn start(state: &AppState, form: Start<'_>) -> Result<Response,
     Ok(Redirect::to(&to).into_response())
 }
 
-/// Mails the code of a pending registration; a failure is logged and `false` (the user may ask
-/// for a new code).
+/// Mails the code of a pending registration; `false` when it could not be sent (the user may
+/// ask for a new code).
 async fn mail_code(state: &AppState, pending: &PendingRegistration, code: &str) -> bool {
-    let recipient = Recipient {
-        to: &pending.email,
-        username: &pending.username,
-        site_name: &state.settings.matrix.homeserver,
-    };
-    let sent = match messages::verification_code(
-        &state.templates,
-        recipient,
+    messages::send_code(
+        state,
+        &pending.email,
+        &pending.username,
         code,
-        CODE_LIFETIME_MINUTES,
         CodePurpose::Registration,
-    ) {
-        Ok(mail) => state.mailer.send(mail).await,
-        Err(e) => Err(e),
-    };
-    match sent {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(username = %pending.username, error = %e, "registration: can't mail the code");
-            false
-        }
-    }
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,12 +323,8 @@ async fn resend(
                 "Too many mails were sent to this address. Try again {}.",
                 rate_limit::wait_in_words(retry_after)
             );
-            let mut response = page(StatusCode::TOO_MANY_REQUESTS, None, Some(&message));
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
-            );
-            return response;
+            let page = page(StatusCode::TOO_MANY_REQUESTS, None, Some(&message));
+            return account::with_retry_after(page, retry_after);
         }
         Err(RateLimitError::Storage(e)) => return unavailable(state, &e),
     }

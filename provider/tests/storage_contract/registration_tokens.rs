@@ -1,11 +1,28 @@
 use chrono::Duration;
 use provider::{
     backend_tests,
-    storage::{generate_registration_token, RegistrationTokenInvalid, StorageError},
+    storage::{
+        generate_registration_token, BoxRepository, RegistrationToken, RegistrationTokenInvalid,
+        StorageError,
+    },
     test_harness::TestDb,
 };
 use rand::{rngs::StdRng, SeedableRng};
 use ulid::Ulid;
+
+/// Counts a use of token `id`: whether it was granted.
+async fn use_token(repo: &mut BoxRepository, id: Ulid) -> bool {
+    repo.registration_tokens().use_token(id).await.unwrap()
+}
+
+/// Token `id` as stored now (it must be there).
+async fn stored(repo: &mut BoxRepository, id: Ulid) -> RegistrationToken {
+    repo.registration_tokens()
+        .lookup(id)
+        .await
+        .unwrap()
+        .unwrap()
+}
 
 async fn a_token_is_stored_hashed_and_found_by_value(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
@@ -110,28 +127,11 @@ async fn a_use_is_counted_until_the_limit(db: TestDb) {
         .await
         .unwrap();
     db.clock.advance(Duration::minutes(1));
-    assert!(repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
-    assert!(repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
+    assert!(use_token(&mut repo, token.id).await);
+    assert!(use_token(&mut repo, token.id).await);
     // Used up: refused, and the count stays.
-    assert!(!repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
-    let used = repo
-        .registration_tokens()
-        .lookup(token.id)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(!use_token(&mut repo, token.id).await);
+    let used = stored(&mut repo, token.id).await;
     assert_eq!(used.times_used, 2);
     assert_eq!(used.last_used_at, Some(db.clock.now_db()));
     assert_eq!(
@@ -150,11 +150,7 @@ async fn a_use_is_counted_until_the_limit(db: TestDb) {
         .await
         .unwrap();
     for _ in 0..5 {
-        assert!(repo
-            .registration_tokens()
-            .use_token(unlimited.id)
-            .await
-            .unwrap());
+        assert!(use_token(&mut repo, unlimited.id).await);
     }
     // A limit of zero allows nothing.
     let zero = repo
@@ -162,7 +158,7 @@ async fn a_use_is_counted_until_the_limit(db: TestDb) {
         .add("none", Some(0), None)
         .await
         .unwrap();
-    assert!(!repo.registration_tokens().use_token(zero.id).await.unwrap());
+    assert!(!use_token(&mut repo, zero.id).await);
     repo.commit().await.unwrap();
 }
 
@@ -176,26 +172,13 @@ async fn a_rolled_back_use_is_given_back(db: TestDb) {
     repo.commit().await.unwrap();
 
     let mut repo = db.storage.begin().await.unwrap();
-    assert!(repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
+    assert!(use_token(&mut repo, token.id).await);
     drop(repo);
 
     let mut repo = db.storage.begin().await.unwrap();
-    let after = repo
-        .registration_tokens()
-        .lookup(token.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let after = stored(&mut repo, token.id).await;
     assert_eq!(after.times_used, 0);
-    assert!(repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
+    assert!(use_token(&mut repo, token.id).await);
     repo.commit().await.unwrap();
 }
 
@@ -207,24 +190,11 @@ async fn an_expired_token_is_refused(db: TestDb) {
         .add("soon", None, Some(expires))
         .await
         .unwrap();
-    assert!(repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
+    assert!(use_token(&mut repo, token.id).await);
     // Expiry is exclusive: at `expires_at` the token is expired.
     db.clock.advance(Duration::hours(1));
-    assert!(!repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
-    let token = repo
-        .registration_tokens()
-        .lookup(token.id)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(!use_token(&mut repo, token.id).await);
+    let token = stored(&mut repo, token.id).await;
     assert_eq!(token.times_used, 1);
     assert_eq!(
         token.invalid_reason(db.clock.now_db()),
@@ -246,11 +216,7 @@ async fn revocation_blocks_use_and_can_be_taken_back(db: TestDb) {
         revoked.invalid_reason(db.clock.now_db()),
         Some(RegistrationTokenInvalid::Revoked)
     );
-    assert!(!repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
+    assert!(!use_token(&mut repo, token.id).await);
     // Revoking again keeps the first time.
     db.clock.advance(Duration::minutes(5));
     let again = repo.registration_tokens().revoke(token.id).await.unwrap();
@@ -259,11 +225,7 @@ async fn revocation_blocks_use_and_can_be_taken_back(db: TestDb) {
     let back = repo.registration_tokens().unrevoke(token.id).await.unwrap();
     assert_eq!(back.revoked_at, None);
     assert!(back.is_valid(db.clock.now_db()));
-    assert!(repo
-        .registration_tokens()
-        .use_token(token.id)
-        .await
-        .unwrap());
+    assert!(use_token(&mut repo, token.id).await);
 
     assert!(matches!(
         repo.registration_tokens().revoke(Ulid::new()).await,
@@ -306,11 +268,7 @@ async fn tokens_are_listed_by_page_and_validity(db: TestDb) {
         .add("used-up", Some(1), None)
         .await
         .unwrap();
-    assert!(repo
-        .registration_tokens()
-        .use_token(used_up.id)
-        .await
-        .unwrap());
+    assert!(use_token(&mut repo, used_up.id).await);
     db.clock.advance(Duration::seconds(1));
     let unlimited = repo
         .registration_tokens()
@@ -401,11 +359,7 @@ async fn concurrent_uses_never_exceed_the_limit(db: TestDb) {
             let storage = db.storage.clone();
             tokio::spawn(async move {
                 let mut repo = storage.begin().await.unwrap();
-                let used = repo
-                    .registration_tokens()
-                    .use_token(token.id)
-                    .await
-                    .unwrap();
+                let used = use_token(&mut repo, token.id).await;
                 // Hold the transaction open a little, so the others pile up behind it.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 repo.commit().await.unwrap();
@@ -421,12 +375,7 @@ async fn concurrent_uses_never_exceed_the_limit(db: TestDb) {
     }
     assert_eq!(granted, 3);
     let mut repo = db.storage.reader().await.unwrap();
-    let token = repo
-        .registration_tokens()
-        .lookup(token.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let token = stored(&mut repo, token.id).await;
     assert_eq!(token.times_used, 3);
 }
 

@@ -6,6 +6,8 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::sync::Arc;
 
 use provider::{
