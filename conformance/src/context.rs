@@ -2,6 +2,10 @@
 //! registered public client, a confidential client, signed-in users), each created at most once
 //! however many checks need it; and the [`Probe`] each check runs with: its own HTTP client
 //! and transcript, so a failure carries exactly the exchanges that show it.
+//!
+//! All the suite's HTTP, the checks' and the fixtures', goes through the run's
+//! [`RateLimiter::through`]: a `429` is waited out and the request repeated, or the check is
+//! skipped ("rate limited by the server: …"); never failed.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -20,7 +24,10 @@ use test_clients::{
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::Options;
+use crate::{
+    rate_limit::{GaveUp, RateLimiter, Sleep},
+    Options,
+};
 
 /// What a check's function returns: `Ok(())` passes.
 pub type Checked = Result<(), Stop>;
@@ -84,6 +91,8 @@ pub(crate) struct Discovery {
     pub metadata: Option<Value>,
     /// Why there is no document.
     pub error: Option<String>,
+    /// The server kept answering 429 beyond the suite's bounds: `error` says so.
+    pub rate_limited: bool,
     /// The exchange that fetched it.
     pub evidence: Vec<Exchange>,
 }
@@ -92,18 +101,33 @@ impl Discovery {
     /// Fetches the OpenID Connect Discovery document (OIDC Discovery §4: the issuer with any
     /// trailing `/` removed, then `/.well-known/openid-configuration`; this is also where
     /// Synapse reads it).
-    pub(crate) async fn fetch(issuer: &Url) -> Self {
+    pub(crate) async fn fetch(issuer: &Url, limits: &RateLimiter) -> Self {
         let url = openid_configuration_url(issuer);
         let transcript = Transcript::new();
         let http = Http::new(transcript.clone());
-        let reply = http.get(url.as_str()).await;
+        let reply = limits.through(&transcript, || http.get(url.as_str())).await;
         let evidence = transcript.entries();
+        let reply = match reply {
+            Ok(reply) => reply,
+            // Still 429 (RFC 6585 §4): no document, and nothing to judge about it.
+            Err(gave_up) => {
+                return Self {
+                    url,
+                    reply: None,
+                    metadata: None,
+                    error: Some(gave_up.0),
+                    rate_limited: true,
+                    evidence,
+                }
+            }
+        };
         match reply {
             Err(e) => Self {
                 url,
                 reply: None,
                 metadata: None,
                 error: Some(format!("GET {}: {e}", openid_configuration_url(issuer))),
+                rate_limited: false,
                 evidence,
             },
             Ok(reply) => {
@@ -121,6 +145,7 @@ impl Discovery {
                     reply: Some(reply),
                     metadata,
                     error,
+                    rate_limited: false,
                     evidence,
                 }
             }
@@ -300,6 +325,8 @@ pub(crate) struct Credentials {
 pub struct Context {
     pub(crate) options: Options,
     pub(crate) discovery: Discovery,
+    /// The one door of the run's HTTP (rate limits).
+    pub(crate) limits: RateLimiter,
     clock: Clock,
     rng: Mutex<StdRng>,
     credentials: Result<Credentials, String>,
@@ -322,8 +349,14 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// Fetches the metadata and decides on the account.
-    pub(crate) async fn new(options: Options, clock: Clock, mut rng: StdRng) -> Self {
-        let discovery = Discovery::fetch(&options.issuer).await;
+    pub(crate) async fn new(options: Options, clock: Clock, sleep: Sleep, mut rng: StdRng) -> Self {
+        let limits = RateLimiter::new(
+            options.rate_limit_wait,
+            options.rate_limit_budget,
+            clock,
+            sleep,
+        );
+        let discovery = Discovery::fetch(&options.issuer, &limits).await;
         let credentials = match (&options.account, &discovery.metadata) {
             (Some((username, password)), _) => Ok(Credentials {
                 username: username.clone(),
@@ -347,6 +380,7 @@ impl Context {
         Self {
             options,
             discovery,
+            limits,
             clock,
             rng: Mutex::new(rng),
             credentials,
@@ -490,8 +524,11 @@ impl Context {
         }
         let transcript = Transcript::new();
         let http = Http::new(transcript.clone());
-        let registered = oauth::register(&http, metadata, body)
+        let registered = self
+            .limits
+            .through(&transcript, || oauth::register(&http, metadata, body))
             .await
+            .map_err(rate_limited)?
             .map_err(|e| FixtureError::broken(format!("registration failed: {e}"), &transcript))?;
         let client_id = registered
             .get("client_id")
@@ -573,8 +610,13 @@ impl Context {
         let token_endpoint = self
             .endpoint("token_endpoint")
             .map_err(|_| FixtureError::unavailable("the metadata has no token_endpoint"))?;
-        let reply = exchange(&http, &token_endpoint, &code, client.basic())
+        let reply = self
+            .limits
+            .through(&transcript, || {
+                exchange(&http, &token_endpoint, &code, client.basic())
+            })
             .await
+            .map_err(rate_limited)?
             .map_err(|e| FixtureError::broken(format!("token request failed: {e}"), &transcript))?;
         match (reply.status, reply.json()) {
             (200, Ok(tokens)) if tokens.get("access_token").is_some_and(Value::is_string) => {
@@ -699,8 +741,10 @@ impl Context {
         )
         .map_err(|e| FixtureError::unavailable(format!("no authorization URL: {e}")))?;
         let browser = Http::browser(transcript.clone());
-        let back = pages::walk(&browser, &url, &client.redirect_uri, account)
+        let back = self
+            .walk(&browser, &url, &client.redirect_uri, account)
             .await
+            .map_err(rate_limited)?
             .map_err(|e| {
                 FixtureError::pages(format!(
                     "the suite could not get through the provider's pages for `{scope}` ({}): {e}",
@@ -733,7 +777,8 @@ impl Context {
             .get_or_init(|| async {
                 let mut candidates: Vec<Url> = self.options.homeserver.iter().cloned().collect();
                 candidates.push(self.options.issuer.clone());
-                let http = Http::new(Transcript::new());
+                let transcript = Transcript::new();
+                let http = Http::new(transcript.clone());
                 let mut seen = Vec::new();
                 for base in candidates {
                     let compat = Compat {
@@ -741,7 +786,12 @@ impl Context {
                         flows: Value::Null,
                     };
                     let url = compat.url("login");
-                    match http.get(url.as_str()).await {
+                    let reply = self
+                        .limits
+                        .through(&transcript, || http.get(url.as_str()))
+                        .await
+                        .map_err(|gave_up| gave_up.0)?;
+                    match reply {
                         Ok(reply) => match reply.json() {
                             Ok(flows) if reply.status == 200 && flows["flows"].is_array() => {
                                 return Ok(Compat { flows, ..compat });
@@ -760,6 +810,30 @@ impl Context {
             .as_ref()
             .map_err(|reason| Stop::skip(reason.clone()))
     }
+}
+
+impl Context {
+    /// A walk through the provider's pages (see [`pages::walk`]) in the browser `http`. A 429
+    /// on the way (the sign-in rate limit, typically) ends the walk: after the wait it starts
+    /// again from `url` (the helper's requests can't be repeated one by one from here).
+    pub(crate) async fn walk(
+        &self,
+        browser: &Http,
+        url: &Url,
+        stop_at: &str,
+        account: &Account,
+    ) -> Result<Result<Url, test_clients::Error>, GaveUp> {
+        self.limits
+            .through(browser.transcript(), || {
+                pages::walk(browser, url, stop_at, account)
+            })
+            .await
+    }
+}
+
+/// A fixture the server's rate limit kept from being made: unavailable (skipped), not broken.
+fn rate_limited(gave_up: GaveUp) -> FixtureError {
+    FixtureError::unavailable(gave_up.0)
 }
 
 /// The exchange of a code at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.5): public
@@ -870,14 +944,29 @@ impl Probe {
         self.http.transcript().note(text);
     }
 
+    /// Every request of the check goes through here, and so through the run's rate limiting:
+    /// a 429 is waited out and `attempt` repeated; a 429 the bounds don't allow waiting out
+    /// skips the check (RFC 6585 §4: the answer says nothing about the requirement).
+    pub(crate) async fn through<T, Fut>(&self, attempt: impl FnMut() -> Fut) -> Result<T, Stop>
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        self.cx
+            .limits
+            .through(self.http.transcript(), attempt)
+            .await
+            .map_err(|gave_up| Stop::Skip(gave_up.0))
+    }
+
     pub(crate) async fn get(&self, url: &Url) -> Result<Reply, Stop> {
-        self.http.get(url.as_str()).await.map_err(transport)
+        self.through(|| self.http.get(url.as_str()))
+            .await?
+            .map_err(transport)
     }
 
     pub(crate) async fn get_bearer(&self, url: &Url, token: &str) -> Result<Reply, Stop> {
-        self.http
-            .get_bearer(url.as_str(), token)
-            .await
+        self.through(|| self.http.get_bearer(url.as_str(), token))
+            .await?
             .map_err(transport)
     }
 
@@ -887,9 +976,8 @@ impl Probe {
         form: &[(&str, &str)],
         basic: Option<(&str, &str)>,
     ) -> Result<Reply, Stop> {
-        self.http
-            .post_form(url.as_str(), form, basic)
-            .await
+        self.through(|| self.http.post_form(url.as_str(), form, basic))
+            .await?
             .map_err(transport)
     }
 
@@ -899,14 +987,29 @@ impl Probe {
         body: &Value,
         bearer: Option<&str>,
     ) -> Result<Reply, Stop> {
-        self.http
-            .post_json(url.as_str(), body, bearer)
-            .await
+        self.through(|| self.http.post_json(url.as_str(), body, bearer))
+            .await?
             .map_err(transport)
     }
 
     pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, Stop> {
-        self.http.send(request).await.map_err(transport)
+        // A body that can't be copied (a stream; the checks send none) is sent once.
+        let Some(template) = request.try_clone() else {
+            return self.http.send(request).await.map_err(transport);
+        };
+        self.through(|| {
+            let request = template.try_clone();
+            async move {
+                match request {
+                    Some(request) => self.http.send(request).await,
+                    None => Err(test_clients::Error::protocol(
+                        "the request can't be repeated",
+                    )),
+                }
+            }
+        })
+        .await?
+        .map_err(transport)
     }
 
     pub(crate) fn request(&self, method: reqwest::Method, url: &Url) -> reqwest::RequestBuilder {

@@ -19,6 +19,7 @@
 mod checks;
 mod context;
 mod jwt;
+mod rate_limit;
 mod report;
 mod runner;
 
@@ -30,8 +31,11 @@ use url::Url;
 
 pub use checks::CHECKS;
 pub use context::{system_clock, Checked, Clock, Probe, Stop};
+pub use rate_limit::{
+    system_sleep, RateLimitEvent, RateLimits, Sleep, DEFAULT_BUDGET, DEFAULT_MAX_WAIT,
+};
 pub use report::{render_exchange, Summary};
-pub use runner::{run, run_checks, run_with, select, unknown_selectors};
+pub use runner::{run, run_checks, run_checks_in, run_with, select, unknown_selectors};
 
 /// How strongly a spec asks for something (RFC 2119).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -242,12 +246,19 @@ pub struct Options {
     pub only: Vec<String>,
     /// How many checks run at once.
     pub concurrency: usize,
-    /// The time one check may take before it fails.
+    /// The time one check may take before it fails (time spent waiting for rate limits is
+    /// added to it).
     pub timeout: Duration,
+    /// The longest the suite waits for a rate limit at once (`Retry-After`, `retry_after_ms`);
+    /// a longer wait asked for skips the check.
+    pub rate_limit_wait: Duration,
+    /// The longest the suite waits for rate limits in all, over the run.
+    pub rate_limit_budget: Duration,
 }
 
 impl Options {
-    /// Every profile, 4 checks at a time, 30 s per check.
+    /// Every profile, 4 checks at a time, 30 s per check; rate limits waited for up to 30 s at
+    /// once and 5 min in all.
     pub fn new(issuer: Url) -> Self {
         Self {
             issuer,
@@ -258,6 +269,8 @@ impl Options {
             only: Vec::new(),
             concurrency: 4,
             timeout: Duration::from_secs(30),
+            rate_limit_wait: rate_limit::DEFAULT_MAX_WAIT,
+            rate_limit_budget: rate_limit::DEFAULT_BUDGET,
         }
     }
 }
@@ -271,6 +284,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Set when the issuer's metadata could not be fetched at all (a transport error).
     pub unreachable: Option<String>,
+    /// How much the server's rate limits (429) slowed the run down.
+    pub rate_limits: RateLimits,
 }
 
 impl Report {

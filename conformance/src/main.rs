@@ -18,7 +18,12 @@ Examples:
 
 Without --username/--password the suite registers an account `conformance-<8 letters>`
 (prompt=create) when the issuer offers registration; checks that need a user are skipped
-otherwise.";
+otherwise.
+
+A 429 answer (the provider's sign-in rate limit, say) is waited out as Retry-After or
+retry_after_ms asks and the request repeated, within --rate-limit-wait and
+--rate-limit-budget; beyond them the check is skipped, never failed. The report says how
+much rate limits slowed the run down.";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
@@ -72,9 +77,16 @@ struct Cli {
     /// How many checks run at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Seconds one check may take.
+    /// Seconds one check may take (waits for rate limits not counted).
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// The longest wait, in seconds, for one rate-limited answer (429 with Retry-After or
+    /// retry_after_ms); a longer one skips the check. 0: never wait.
+    #[arg(long, value_name = "SECONDS", default_value_t = conformance::DEFAULT_MAX_WAIT.as_secs())]
+    rate_limit_wait: u64,
+    /// The longest the whole run waits for rate limits, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = conformance::DEFAULT_BUDGET.as_secs())]
+    rate_limit_budget: u64,
     /// List the checks and exit.
     #[arg(long)]
     list: bool,
@@ -120,6 +132,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
     options.only = cli.only;
     options.concurrency = cli.concurrency.max(1);
     options.timeout = Duration::from_secs(cli.timeout.max(1));
+    options.rate_limit_wait = Duration::from_secs(cli.rate_limit_wait);
+    options.rate_limit_budget = Duration::from_secs(cli.rate_limit_budget);
     let unknown = conformance::unknown_selectors(&options);
     if !unknown.is_empty() {
         eprintln!(
@@ -141,6 +155,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("error: the issuer can't be reached: {why}");
     } else if cli.output.is_some() || !matches!(cli.format, Format::Text) {
         eprintln!("{}", report.summary().line());
+        if !report.rate_limits.is_empty() {
+            eprintln!("rate limits: {}", report.rate_limits.line());
+        }
     }
     Ok(ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(2),

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use test_clients::transcript::Exchange;
 
-use crate::{Finding, Level, Outcome, Profile, Report};
+use crate::{rate_limit::seconds as wait, Finding, Level, Outcome, Profile, Report};
 
 /// Longest body shown in evidence (the JSON report keeps them whole).
 const BODY_LIMIT: usize = 2000;
@@ -188,8 +188,53 @@ impl Report {
                 let _ = writeln!(out, "     note: {note}");
             }
         }
+        for line in self.rate_limit_lines() {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "{}; {}", self.summary().line(), self.verdict());
         out
+    }
+
+    /// When rate limits slowed the run down: a line of totals, then one per check that met
+    /// them (and one for the metadata fetched before the checks). Nothing when none did.
+    pub fn rate_limit_lines(&self) -> Vec<String> {
+        let limits = &self.rate_limits;
+        if limits.is_empty() {
+            return Vec::new();
+        }
+        let mut lines = vec![format!("Rate limits: {}", limits.line())];
+        let before: Vec<_> = limits.events.iter().filter(|e| e.check.is_none()).collect();
+        if !before.is_empty() {
+            let waited = before.iter().map(|e| e.waited_millis).sum();
+            lines.push(format!(
+                "  (metadata, before the checks): {} × 429, waited {}",
+                before.len(),
+                wait(waited)
+            ));
+        }
+        for id in limits.checks() {
+            let (n, waited) = limits.of_check(id);
+            let first = limits
+                .events
+                .iter()
+                .find(|e| e.check == Some(id))
+                .map_or(0, |e| e.at_millis);
+            let gave_up = limits
+                .events
+                .iter()
+                .any(|e| e.check == Some(id) && e.gave_up.is_some());
+            lines.push(format!(
+                "  {id}: {n} × 429 from {} into the run, waited {}{}",
+                wait(first),
+                wait(waited),
+                if gave_up {
+                    "; then gave up (skipped)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        lines
     }
 
     /// `{"issuer", "homeserver", "profiles", "unreachable", "findings": [...], "summary"}`.
@@ -230,6 +275,14 @@ impl Report {
             "unreachable": self.unreachable,
             "passed_all_musts": self.passed_all_musts(),
             "summary": self.summary(),
+            "rate_limits": {
+                "responses": self.rate_limits.responses,
+                "waited_millis": self.rate_limits.waited_millis,
+                "max_wait_millis": self.rate_limits.max_wait_millis,
+                "budget_millis": self.rate_limits.budget_millis,
+                "checks": self.rate_limits.checks(),
+                "events": self.rate_limits.events,
+            },
             "findings": findings,
         });
         serde_json::to_string_pretty(&document).unwrap_or_else(|_| document.to_string())
@@ -248,6 +301,15 @@ impl Report {
             all.skipped,
             seconds(self.findings.iter().map(|f| f.millis).sum())
         );
+        // JUnit has no place for run-wide facts: the rate limits go in a comment, and in
+        // properties and system-out of the suites and cases they slowed down.
+        if !self.rate_limits.is_empty() {
+            let _ = writeln!(
+                out,
+                "  <!-- {} -->",
+                self.rate_limit_lines().join("; ").replace("--", "- -")
+            );
+        }
         for (profile, findings) in self.by_profile() {
             let s = Summary::of(findings.iter().copied());
             let _ = writeln!(
@@ -259,7 +321,29 @@ impl Report {
                 s.skipped,
                 seconds(findings.iter().map(|f| f.millis).sum())
             );
+            let (limited, waited) = findings
+                .iter()
+                .map(|f| self.rate_limits.of_check(f.id))
+                .fold((0, 0), |(n, ms), (fn_, fms)| (n + fn_, ms + fms));
+            if limited > 0 {
+                let _ = writeln!(
+                    out,
+                    "    <properties>\n      <property name=\"rate_limited_responses\" value=\"{limited}\"/>\n      <property name=\"rate_limit_wait\" value=\"{}\"/>\n    </properties>",
+                    seconds(waited)
+                );
+            }
             for f in findings {
+                let (limited, waited) = self.rate_limits.of_check(f.id);
+                let system_out = (limited > 0).then(|| {
+                    format!(
+                        "\n      <system-out>{}</system-out>",
+                        cdata(&format!(
+                            "slowed down by rate limits: {limited} × 429, waited {}",
+                            wait(waited)
+                        ))
+                    )
+                });
+                let system_out = system_out.unwrap_or_default();
                 let _ = write!(
                     out,
                     "    <testcase classname=\"{}\" name=\"{}\" time=\"{}\"",
@@ -271,11 +355,14 @@ impl Report {
                     seconds(f.millis)
                 );
                 match &f.outcome {
-                    Outcome::Pass => out.push_str("/>\n"),
+                    Outcome::Pass if system_out.is_empty() => out.push_str("/>\n"),
+                    Outcome::Pass => {
+                        let _ = writeln!(out, ">{system_out}\n    </testcase>");
+                    }
                     Outcome::Skipped(why) => {
                         let _ = writeln!(
                             out,
-                            ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                            ">\n      <skipped message=\"{}\"/>{system_out}\n    </testcase>",
                             xml_attr(why)
                         );
                     }
@@ -292,7 +379,7 @@ impl Report {
                         }
                         let _ = writeln!(
                             out,
-                            ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
+                            ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>{system_out}\n    </testcase>",
                             xml_attr(reason),
                             f.level,
                             cdata(&body)
@@ -342,6 +429,37 @@ impl Report {
         } else {
             format!("**{}**", self.verdict())
         };
+        let limits = &self.rate_limits;
+        if !limits.is_empty() {
+            let _ = writeln!(out, "\n## Rate limits\n\n{}.\n", md_cell(&limits.line()));
+            out.push_str("| Check | 429 answers | First, into the run | Waited | Gave up |\n");
+            out.push_str("|---|---|---|---|---|\n");
+            let mut rows: Vec<Option<&str>> = Vec::new();
+            if limits.events.iter().any(|e| e.check.is_none()) {
+                rows.push(None);
+            }
+            rows.extend(limits.checks().into_iter().map(Some));
+            for row in rows {
+                let events: Vec<_> = limits.events.iter().filter(|e| e.check == row).collect();
+                let waited = events.iter().map(|e| e.waited_millis).sum();
+                let gave_up = events
+                    .iter()
+                    .find_map(|e| e.gave_up.as_deref())
+                    .map_or_else(|| "no".to_owned(), |why| md_cell(&cut(why, CELL_LIMIT)));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    row.map_or_else(
+                        || "(metadata, before the checks)".to_owned(),
+                        |id| format!("`{id}`")
+                    ),
+                    events.len(),
+                    wait(events.first().map_or(0, |e| e.at_millis)),
+                    wait(waited),
+                    gave_up
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "\n**Summary:** {} checks: ✅ {} passed, ❌ {} failed ({} MUST), ⏭️ {} skipped; {verdict}.",

@@ -1,5 +1,6 @@
 //! Runs the selected checks: a few at a time, each with its own transcript and a time limit,
-//! reported in registry order. A check that panics or runs out of time fails.
+//! reported in registry order. A check that panics or runs out of time fails (time spent
+//! waiting for the server's rate limits does not count against it).
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -12,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     context::{system_clock, Clock, Context, Probe, Stop},
+    rate_limit::{seconds, system_sleep, Sleep, CURRENT_CHECK},
     Check, Finding, Options, Outcome, Profile, Report, CHECKS,
 };
 
@@ -58,10 +60,22 @@ pub async fn run_with(options: &Options, clock: Clock, rng: StdRng) -> Report {
 /// Runs `checks` (in this order, whatever `options.profiles` and `options.only` say) against
 /// the issuer of `options`.
 pub async fn run_checks(options: &Options, checks: &[Check], clock: Clock, rng: StdRng) -> Report {
-    let cx = Arc::new(Context::new(options.clone(), clock, rng).await);
+    run_checks_in(options, checks, clock, system_sleep, rng).await
+}
+
+/// [`run_checks`] with the way of waiting for rate limits given too (tests don't sleep).
+pub async fn run_checks_in(
+    options: &Options,
+    checks: &[Check],
+    clock: Clock,
+    sleep: Sleep,
+    rng: StdRng,
+) -> Report {
+    let cx = Arc::new(Context::new(options.clone(), clock, sleep, rng).await);
+    // A metadata fetch the server's rate limit stopped is not an unreachable issuer.
     let unreachable = match &cx.discovery.reply {
-        None => cx.discovery.error.clone(),
-        Some(_) => None,
+        None if !cx.discovery.rate_limited => cx.discovery.error.clone(),
+        _ => None,
     };
     let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tasks: Vec<_> = checks
@@ -83,11 +97,9 @@ pub async fn run_checks(options: &Options, checks: &[Check], clock: Clock, rng: 
                     {
                         Err(Stop::skip("no --homeserver"))
                     } else {
-                        let probe = Probe::new(cx, transcript, notes);
-                        match tokio::time::timeout(timeout, (check.run)(probe)).await {
-                            Ok(result) => result,
-                            Err(_) => Err(Stop::fail(format!("timed out after {timeout:?}"))),
-                        }
+                        let probe = Probe::new(cx.clone(), transcript, notes);
+                        let run = CURRENT_CHECK.scope(check.id, (check.run)(probe));
+                        within(timeout, &cx, run).await
                     };
                     (outcome, started.elapsed())
                 })
@@ -120,7 +132,16 @@ pub async fn run_checks(options: &Options, checks: &[Check], clock: Clock, rng: 
                 Outcome::Fail { reason, evidence }
             }
         };
-        let notes = notes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut notes = notes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let limits = cx.limits.report();
+        let (limited, waited) = limits.of_check(check.id);
+        if limited > 0 {
+            notes.push(format!(
+                "slowed down by rate limits: {limited} answer{} 429, waited {}",
+                if limited == 1 { "" } else { "s" },
+                seconds(waited)
+            ));
+        }
         findings.push(Finding {
             notes,
             millis: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -133,6 +154,27 @@ pub async fn run_checks(options: &Options, checks: &[Check], clock: Clock, rng: 
         profiles: options.profiles.clone(),
         findings,
         unreachable,
+        rate_limits: cx.limits.report(),
+    }
+}
+
+/// Runs a check within `timeout`, plus however long the run waited for rate limits meanwhile
+/// (the waits of a fixture the check shares count too).
+async fn within(
+    timeout: std::time::Duration,
+    cx: &Context,
+    run: impl std::future::Future<Output = Result<(), Stop>>,
+) -> Result<(), Stop> {
+    let started = tokio::time::Instant::now();
+    let waited_before = cx.limits.waited();
+    tokio::pin!(run);
+    loop {
+        let allowed = timeout + cx.limits.waited().saturating_sub(waited_before);
+        match tokio::time::timeout_at(started + allowed, &mut run).await {
+            Ok(result) => return result,
+            Err(_) if cx.limits.waited().saturating_sub(waited_before) + timeout > allowed => {}
+            Err(_) => return Err(Stop::fail(format!("timed out after {timeout:?}"))),
+        }
     }
 }
 

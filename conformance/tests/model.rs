@@ -164,6 +164,7 @@ fn sample() -> Report {
             ),
         ],
         unreachable: None,
+        rate_limits: Default::default(),
     }
 }
 

@@ -277,13 +277,15 @@ pub(crate) async fn sso_login(p: Probe) -> Checked {
     let mut url = compat.url("login/sso/redirect");
     url.query_pairs_mut().append_pair("redirectUrl", back);
     let browser = test_clients::http::Http::browser(test_clients::transcript::Transcript::new());
-    let returned = test_clients::pages::walk(&browser, &url, back, &account)
-        .await
-        .map_err(|e| {
-            skip(format!(
-                "the suite could not get through the SSO pages: {e}"
-            ))
-        })?;
+    let returned =
+        p.cx.walk(&browser, &url, back, &account)
+            .await
+            .map_err(|gave_up| skip(gave_up.0))?
+            .map_err(|e| {
+                skip(format!(
+                    "the suite could not get through the SSO pages: {e}"
+                ))
+            })?;
     let token = returned
         .query_pairs()
         .find(|(k, _)| k == "loginToken")

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_clients::{http::Http, pages, transcript::Transcript};
+use test_clients::{http::Http, transcript::Transcript};
 
 use crate::checks::expect::{ensure, fail, skip};
 use crate::checks::oauth2::device::{poll, started};
@@ -39,7 +39,10 @@ pub(crate) async fn grant(p: Probe) -> Checked {
     // The approval happens in a browser: not evidence. Its end is a page, not a redirect, so
     // the walk's answer only matters if no tokens come.
     let browser = Http::browser(Transcript::new());
-    let walked = pages::walk(&browser, &page, "conformance:never", &account).await;
+    let walked =
+        p.cx.walk(&browser, &page, "conformance:never", &account)
+            .await
+            .map_err(|gave_up| skip(gave_up.0))?;
 
     let started_at = Instant::now();
     loop {

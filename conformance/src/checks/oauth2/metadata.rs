@@ -71,6 +71,8 @@ pub(crate) async fn reachable(p: Probe) -> Checked {
     let d = &p.cx.discovery;
     match &d.metadata {
         Some(_) => Ok(()),
+        // Still 429 beyond the suite's bounds: nothing to judge (RFC 6585 §4).
+        None if d.rate_limited => Err(Stop::skip(d.error.clone().unwrap_or_default())),
         None => Err(metadata_fail(
             &p,
             format!(

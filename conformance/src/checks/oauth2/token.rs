@@ -465,8 +465,9 @@ pub(crate) async fn confidential_tokens(p: &Probe) -> Result<(Client, Value), St
     let code = p.code(&client, "openid", &[]).await?;
     let token = p.cx.endpoint("token_endpoint")?;
     p.step("exchange the code (client_secret_basic)");
-    let reply = exchange(&p.http, &token, &code, client.basic())
-        .await
+    let reply = p
+        .through(|| exchange(&p.http, &token, &code, client.basic()))
+        .await?
         .map_err(|e| fail(format!("the request failed: {e}")))?;
     let tokens = tokens(&reply, "the confidential client's exchange")?;
     Ok((client, tokens))
