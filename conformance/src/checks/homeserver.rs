@@ -70,9 +70,40 @@ pub(crate) async fn auth_metadata_issuer(p: Probe) -> Checked {
     crate::checks::oauth2::metadata::issuer_is_expected(&served, &expected).map_err(fail)
 }
 
-/// MSC2965: the unstable path serves the same document (older clients).
+/// An unstable MSC2965 discovery endpoint. Matrix v1.15 (MSC2965 merged) made
+/// `GET /_matrix/client/v1/auth_metadata` the requirement (`homeserver.auth_metadata`); the
+/// unstable endpoints are optional now (Synapse 1.163 no longer serves `auth_issuer`). Not
+/// served (404, or `M_UNRECOGNIZED`: C-S API §API standards, unknown endpoints) is a skip;
+/// served, the answer is its JSON body, and anything else a failure (of a MAY).
+async fn served_unstable(p: &Probe, path: &str) -> Result<Value, Stop> {
+    let url = at(p, path)?;
+    let reply = p.get(&url).await?;
+    let errcode = reply
+        .json()
+        .ok()
+        .and_then(|b| b.get("errcode").and_then(Value::as_str).map(str::to_owned));
+    if reply.status == 404 || errcode.as_deref() == Some("M_UNRECOGNIZED") {
+        return Err(skip(format!(
+            "not served (HTTP {}{}): optional since Matrix v1.15, where clients use \
+             GET /_matrix/client/v1/auth_metadata (homeserver.auth_metadata)",
+            reply.status,
+            errcode.map(|e| format!(" {e}")).unwrap_or_default()
+        )));
+    }
+    ensure(reply.status == 200, || {
+        format!(
+            "GET {url} answered HTTP {}: {}",
+            reply.status,
+            short(&reply.body)
+        )
+    })?;
+    json(&reply, path)
+}
+
+/// MSC2965 (unstable path, a MAY since Matrix v1.15): when served, the same document as
+/// the issuer's metadata (older clients).
 pub(crate) async fn unstable_auth_metadata(p: Probe) -> Checked {
-    let served = get_json(
+    let served = served_unstable(
         &p,
         "_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
     )
@@ -83,9 +114,11 @@ pub(crate) async fn unstable_auth_metadata(p: Probe) -> Checked {
     })
 }
 
-/// MSC2965 (older form): `auth_issuer` names the issuer.
+/// MSC2965 (older, unstable form; a MAY since Matrix v1.15): when served, `auth_issuer`
+/// names the issuer.
 pub(crate) async fn auth_issuer(p: Probe) -> Checked {
-    let served = get_json(&p, "_matrix/client/unstable/org.matrix.msc2965/auth_issuer").await?;
+    let served =
+        served_unstable(&p, "_matrix/client/unstable/org.matrix.msc2965/auth_issuer").await?;
     let expected =
         p.cx.metadata()?
             .get("issuer")

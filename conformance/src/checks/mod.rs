@@ -216,8 +216,10 @@ pub static CHECKS: &[Check] = &[
     check!("homeserver.versions", "Matrix v1.15 §Server discovery", Must, MatrixHomeserver, "/versions lists v1.15 or later", homeserver::versions),
     check!("homeserver.auth_metadata", "MSC2965 (Matrix v1.15)", Must, MatrixHomeserver, "auth_metadata is the issuer's metadata, unchanged", homeserver::auth_metadata),
     check!("homeserver.auth_metadata_issuer", "MSC2965 (Matrix v1.15)", Must, MatrixHomeserver, "auth_metadata's issuer is exactly the issuer", homeserver::auth_metadata_issuer),
-    check!("homeserver.unstable_auth_metadata", "MSC2965", Should, MatrixHomeserver, "the unstable auth_metadata path serves the same document", homeserver::unstable_auth_metadata),
-    check!("homeserver.auth_issuer", "MSC2965", Should, MatrixHomeserver, "the unstable auth_issuer names the issuer", homeserver::auth_issuer),
+    // The unstable MSC2965 endpoints are optional since Matrix v1.15 made v1/auth_metadata the
+    // discovery endpoint (above, a MUST); Synapse 1.163 no longer serves auth_issuer.
+    check!("homeserver.unstable_auth_metadata", "MSC2965", May, MatrixHomeserver, "the unstable auth_metadata path, when served, serves the same document", homeserver::unstable_auth_metadata),
+    check!("homeserver.auth_issuer", "MSC2965", May, MatrixHomeserver, "the unstable auth_issuer, when served, names the issuer", homeserver::auth_issuer),
     check!("homeserver.well_known", "MSC2965", Should, MatrixHomeserver, "/.well-known/matrix/client has the org.matrix.msc2965.authentication block", homeserver::well_known),
     check!("homeserver.whoami", "MSC3861, Matrix C-S API §whoami", Must, MatrixHomeserver, "a Matrix grant's token is accepted as its user and device", homeserver::whoami_token),
     check!("homeserver.missing_token", "Matrix C-S API §Using access tokens", Must, MatrixHomeserver, "a request without a token is 401 M_MISSING_TOKEN", homeserver::missing_token),
