@@ -118,12 +118,13 @@ impl RateLimits {
     }
 }
 
-/// "1.5 s".
+/// "1.5 s", "2 s": to the tenth of a second.
 pub(crate) fn seconds(millis: u64) -> String {
-    if millis % 1000 == 0 {
-        format!("{} s", millis / 1000)
+    let tenths = millis.saturating_add(50) / 100;
+    if tenths % 10 == 0 {
+        format!("{} s", tenths / 10)
     } else {
-        format!("{:.1} s", millis as f64 / 1000.0)
+        format!("{}.{} s", tenths / 10, tenths % 10)
     }
 }
 
