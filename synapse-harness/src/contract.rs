@@ -1,0 +1,1 @@
+//! The homeserver contract suite.

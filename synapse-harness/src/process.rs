@@ -1,0 +1,88 @@
+//! Shared pieces of running a child server: a free port, waiting for it to answer, log tails.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::process::Child;
+use url::Url;
+
+use crate::Error;
+
+/// A free TCP port on 127.0.0.1, found by binding port 0 and letting it go. (Another process
+/// could take it before the child binds it; the child then fails to start with a clear log.)
+pub(crate) fn free_port() -> Result<u16, Error> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("looking for a free port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(Error::io("looking for a free port"))?
+        .port();
+    Ok(port)
+}
+
+/// The last `n` lines of `text`.
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `n` lines of each file that exists, each under its name.
+pub(crate) fn log_tails(files: &[&Path], n: usize) -> String {
+    let mut out = String::new();
+    for file in files {
+        if let Ok(bytes) = std::fs::read(file) {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.trim().is_empty() {
+                continue;
+            }
+            out.push_str(&format!("[{}]\n{}\n", file.display(), last_lines(&text, n)));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(no log output)");
+    }
+    out
+}
+
+/// Polls `GET url` every 100 ms until it answers `ok_status` (any status when `None`), the child
+/// exits, or `limit` passes. Returns a failure reason.
+pub(crate) async fn wait_until_answering(
+    child: &mut Child,
+    url: &Url,
+    ok_status: Option<u16>,
+    limit: Duration,
+) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut last: String;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("the process exited with {status}"));
+        }
+        match http.get(url.clone()).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if ok_status.is_none_or(|ok| ok == status) {
+                    return Ok(());
+                }
+                last = format!("{url} answered {status}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if started.elapsed() > limit {
+            return Err(format!("no answer within {limit:?} (last: {last})"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kills a child and reaps it.
+pub(crate) async fn kill(child: &mut Child) {
+    if let Err(error) = child.kill().await {
+        tracing::warn!(%error, "could not kill a child process");
+    }
+}
