@@ -55,8 +55,8 @@ impl From<MatrixError> for Refusal {
 
 /// The device the token acts for: the explicit `device_id` field (sent because we ask with
 /// `X-MAS-Supports-Device-Id: 1`), else the single device scope, stable or unstable (MSC2967).
-/// Several different device scopes, or an out-of-bounds ID, are the provider's fault: 500, as in
-/// Synapse.
+/// Several different device scopes, or an out-of-bounds ID, are the provider's fault: 500
+/// `M_FORBIDDEN`, as in Synapse (`AuthError(500, …)` in `synapse/api/auth/mas.py`).
 fn device_of(
     introspection: &Introspection,
     scopes: &BTreeSet<String>,
@@ -73,14 +73,14 @@ fn device_of(
                 })
                 .collect();
             if ids.len() > 1 {
-                return Err(MatrixError::internal("Multiple device IDs in scope"));
+                return Err(MatrixError::provider_fault("Multiple device IDs in scope"));
             }
             ids.into_iter().next().map(str::to_owned)
         }
     };
     if let Some(id) = &device_id {
         if id.is_empty() || id.len() > MAX_DEVICE_ID_LENGTH {
-            return Err(MatrixError::internal(
+            return Err(MatrixError::provider_fault(
                 "Invalid device ID in introspection result",
             ));
         }
@@ -89,16 +89,19 @@ fn device_of(
 }
 
 /// The checks on an introspection answer, in this order, applied to every request even when
-/// the answer came from the cache (so changes on the homeserver take effect at once):
+/// the answer came from the cache (so changes on the homeserver take effect at once). Steps 1,
+/// 2, 3 and 4 are Synapse's (`synapse/api/auth/mas.py`, `get_user_by_access_token`):
 /// 1. the token is active and not past `expires_in` (RFC 7662 §2.2) → else 401 `M_UNKNOWN_TOKEN`;
-/// 2. the scope grants the C-S API (MSC2967) → else 401 `M_UNKNOWN_TOKEN`, as Synapse's
-///    `mas.py` answers;
-/// 3. `username` names a user of this homeserver → else 401 `M_UNKNOWN_TOKEN`; not deactivated
-///    → else 403 `M_USER_DEACTIVATED`;
-/// 4. not locked → else 401 `M_USER_LOCKED` with `soft_logout: true`;
-/// 5. the device, when the token names one, exists for that user → else 401 `M_UNKNOWN_TOKEN`
+/// 2. the scope grants the C-S API (MSC2967) → else 401 `M_UNKNOWN_TOKEN`;
+/// 3. `username` is present and names a user of this homeserver → else 500 `M_FORBIDDEN` (the
+///    provider's fault: Synapse's `AuthError(500, "User not found")`);
+/// 4. the device, when the token names one, exists for that user → else 401 `M_UNKNOWN_TOKEN`
 ///    and the cached answer is dropped (homeserver contract: deleting the device is how a
-///    logout takes effect despite the 2-minute cache).
+///    logout takes effect despite the 2-minute cache);
+/// 5. (the fake only, on purpose: Synapse does not look at these flags here and relies on the
+///    provider answering inactive) not deactivated → else 403 `M_USER_DEACTIVATED`; not locked
+///    → else 401 `M_USER_LOCKED` with `soft_logout: true`. This catches a provider that keeps
+///    tokens of deactivated or locked users active (the contract suite states the difference).
 pub(crate) fn evaluate(
     introspection: &Introspection,
     now: Instant,
@@ -124,20 +127,12 @@ pub(crate) fn evaluate(
         );
     }
 
-    let localpart = introspection
-        .body
-        .username
-        .clone()
-        .ok_or_else(|| MatrixError::unknown_token("Token has no username"))?;
+    let localpart = introspection.body.username.clone().ok_or_else(|| {
+        MatrixError::provider_fault("Invalid username claim in the introspection result")
+    })?;
     let user = store
         .user(&localpart)
-        .ok_or_else(|| MatrixError::unknown_token("User not found"))?;
-    if user.deactivated {
-        return Err(MatrixError::user_deactivated().into());
-    }
-    if user.locked {
-        return Err(MatrixError::user_locked().into());
-    }
+        .ok_or_else(|| MatrixError::provider_fault("User not found"))?;
 
     let device_id = device_of(introspection, &scopes)?;
     if let Some(device_id) = &device_id {
@@ -147,6 +142,13 @@ pub(crate) fn evaluate(
                 forget_token: true,
             });
         }
+    }
+
+    if user.deactivated {
+        return Err(MatrixError::user_deactivated().into());
+    }
+    if user.locked {
+        return Err(MatrixError::user_locked().into());
     }
 
     Ok(Requester {
@@ -263,12 +265,23 @@ mod tests {
             "M_UNKNOWN_TOKEN"
         );
 
+        // An unknown user is the provider's fault, as in Synapse: 500 `M_FORBIDDEN`.
         let mut stranger = answer("urn:matrix:client:api:*", Some("DEV"));
         stranger.body.username = Some("bob".into());
-        assert_eq!(refuse(&stranger, &store).errcode(), "M_UNKNOWN_TOKEN");
+        let refusal = refuse(&stranger, &store);
+        assert_eq!(
+            (refusal.status().as_u16(), refusal.errcode()),
+            (500, "M_FORBIDDEN")
+        );
 
+        // A missing device wins over the account flags (Synapse checks the device only).
         store.update_user("alice", |u| u.locked = true);
-        let ok = answer("urn:matrix:client:api:*", Some("GONE"));
+        let gone = answer("urn:matrix:client:api:*", Some("GONE"));
+        let refusal = evaluate(&gone, Instant::now(), &store, "hs").unwrap_err();
+        assert_eq!(refusal.error.errcode(), "M_UNKNOWN_TOKEN");
+        assert!(refusal.forget_token);
+
+        let ok = answer("urn:matrix:client:api:*", Some("DEV"));
         assert_eq!(refuse(&ok, &store).errcode(), "M_USER_LOCKED");
         store.update_user("alice", |u| u.deactivated = true);
         assert_eq!(refuse(&ok, &store).errcode(), "M_USER_DEACTIVATED");
@@ -276,9 +289,7 @@ mod tests {
             u.deactivated = false;
             u.locked = false;
         });
-        let refusal = evaluate(&ok, Instant::now(), &store, "hs").unwrap_err();
-        assert_eq!(refusal.error.errcode(), "M_UNKNOWN_TOKEN");
-        assert!(refusal.forget_token);
+        assert!(evaluate(&ok, Instant::now(), &store, "hs").is_ok());
     }
 
     #[test]

@@ -48,12 +48,6 @@ pub(crate) async fn auth_metadata(State(state): State<AppState>) -> Result<Respo
     Ok(([(CONTENT_TYPE, "application/json")], metadata.raw).into_response())
 }
 
-/// `GET /_matrix/client/unstable/org.matrix.msc2965/auth_issuer` (MSC2965, older form).
-pub(crate) async fn auth_issuer(State(state): State<AppState>) -> Result<Json<Value>, MatrixError> {
-    let metadata = metadata(&state).await?;
-    Ok(Json(json!({ "issuer": metadata.issuer })))
-}
-
 /// `GET /_matrix/client/{r0,v3}/capabilities`: authenticated as in Synapse. In MAS mode
 /// passwords and threepids are managed by the provider, so both changes are disabled.
 pub(crate) async fn capabilities(_requester: Requester) -> Json<Value> {

@@ -107,6 +107,19 @@ impl MatrixError {
         Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
     }
 
+    /// 403 `M_UNKNOWN`: Synapse's bare `SynapseError(403, …)`, as `/_synapse/mas/*` answers a
+    /// token that is not the shared secret (`synapse/rest/synapse/mas/_base.py`).
+    pub(crate) fn forbidden_unknown(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_UNKNOWN", message)
+    }
+
+    /// 500 `M_FORBIDDEN`: Synapse's `AuthError(500, …)` (whose default errcode is
+    /// `M_FORBIDDEN`), raised by `synapse/api/auth/mas.py` when the provider's introspection
+    /// answer is unusable (no username, unknown user, several device scopes, bad device ID).
+    pub(crate) fn provider_fault(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_FORBIDDEN", message)
+    }
+
     /// 403 `M_USER_DEACTIVATED`.
     pub(crate) fn user_deactivated() -> Self {
         Self::new(
@@ -169,11 +182,6 @@ impl MatrixError {
     /// 502 `M_UNKNOWN`: the proxied request did not reach the provider.
     pub(crate) fn bad_gateway(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
-    }
-
-    /// 500 `M_UNKNOWN`: the provider said something a homeserver cannot use.
-    pub(crate) fn internal(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", message)
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! What it serves:
 //! - discovery for clients (MSC2965): `/.well-known/matrix/client`, `/_matrix/client/versions`,
-//!   `auth_metadata` (the provider's metadata, unchanged and cached), `auth_issuer`;
+//!   `auth_metadata` (the provider's metadata, unchanged and cached); not the unstable
+//!   `auth_issuer`, which Synapse 1.163 no longer serves;
 //! - a few client endpoints (`whoami`, `devices`, `profile`, `capabilities`), each request
 //!   authenticated by introspecting its bearer token at the provider (cached like Synapse);
 //! - the homeserver API the provider calls, `/_synapse/mas/*` and the legacy
@@ -284,11 +285,9 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
             get(c::auth_metadata),
-        )
-        .route(
-            "/_matrix/client/unstable/org.matrix.msc2965/auth_issuer",
-            get(c::auth_issuer),
         );
+    // No `…/org.matrix.msc2965/auth_issuer`: Synapse 1.163 dropped it, so it falls through to
+    // 404 `M_UNRECOGNIZED` like any unknown path (SPEC-NOTES.md, discovery).
     for version in ["r0", "v3"] {
         let at = |path: &str| format!("/_matrix/client/{version}{path}");
         client = client

@@ -258,9 +258,13 @@ pub(crate) async fn update_device_display_name(
     ok()
 }
 
-/// `POST /_synapse/mas/delete_device {localpart, device_id}` → 200 `{}`, also when the device is
-/// already gone (idempotent); 404 unknown user. (Synapse itself answers 204 here.)
-pub(crate) async fn delete_device(State(state): State<AppState>, body: Bytes) -> Answer {
+/// `POST /_synapse/mas/delete_device {localpart, device_id}` → 204 without a body, also when the
+/// device is already gone (idempotent); 404 unknown user (`synapse/rest/synapse/mas/devices.py`
+/// answers `HTTPStatus.NO_CONTENT`).
+pub(crate) async fn delete_device(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<StatusCode, MatrixError> {
     let body = JsonObject::parse(&body)?;
     let localpart = body.req_str("localpart")?;
     let device_id = body.req_str("device_id")?;
@@ -268,7 +272,7 @@ pub(crate) async fn delete_device(State(state): State<AppState>, body: Bytes) ->
         entry.devices.remove(&device_id);
         Ok(())
     })?;
-    ok()
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /_synapse/mas/sync_devices {localpart, devices}` → 200 `{}`: afterwards the user's

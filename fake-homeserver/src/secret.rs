@@ -54,7 +54,9 @@ pub(crate) fn secret_matches(presented: &str, secret: &str) -> bool {
 
 /// Route layer on every `/_synapse/*` route (homeserver contract: the provider authenticates
 /// with `Authorization: Bearer <shared secret>`): no token → 401 `M_MISSING_TOKEN`, another
-/// token → 403 `M_FORBIDDEN`.
+/// token → 403: `M_UNKNOWN` "This endpoint must only be called by MAS" on `/_synapse/mas/*`, as
+/// Synapse's bare `SynapseError(403, …)` (`synapse/rest/synapse/mas/_base.py`); `M_FORBIDDEN`
+/// on the legacy admin API.
 pub(crate) async fn require_secret(
     State(state): State<AppState>,
     request: Request,
@@ -68,6 +70,10 @@ pub(crate) async fn require_secret(
         Err(error) => error.into_response(),
         Ok(None) => MatrixError::missing_token("Missing access token").into_response(),
         Ok(Some(token)) if secret_matches(&token, state.secret()) => next.run(request).await,
+        Ok(Some(_)) if request.uri().path().starts_with("/_synapse/mas/") => {
+            MatrixError::forbidden_unknown("This endpoint must only be called by MAS")
+                .into_response()
+        }
         Ok(Some(_)) => MatrixError::forbidden(
             "This endpoint must only be called by the authentication service",
         )

@@ -20,12 +20,12 @@ use url::Url;
 /// for the life of the process; five minutes lets a test or playground change the provider.)
 pub(crate) const METADATA_TTL: Duration = Duration::from_secs(5 * 60);
 
-/// How long an active introspection answer is reused: Synapse's `mas_token_introspection`
-/// cache keeps answers 2 minutes, and never past the token's own `expires_in`.
-pub(crate) const ACTIVE_TOKEN_TTL: Duration = Duration::from_secs(120);
-
-/// How long an inactive answer is reused (briefly, so a just-issued token is not refused long).
-pub(crate) const INACTIVE_TOKEN_TTL: Duration = Duration::from_secs(5);
+/// How long an introspection answer is reused: Synapse's `mas_token_introspection` cache
+/// (`synapse/api/auth/mas.py`, a `ResponseCache` with a 2-minute timeout) keeps every
+/// well-formed answer that long, active or not and whatever its `expires_in` (expiry is checked
+/// on each use by [`Introspection::is_active`]). Only a missing device drops an entry early
+/// ([`Upstream::forget`]).
+pub(crate) const INTROSPECTION_TTL: Duration = Duration::from_secs(120);
 
 /// At most this many tokens are cached; beyond it, expired entries are purged and, if still
 /// full, new answers are simply not cached.
@@ -112,18 +112,6 @@ impl Introspection {
             None => true,
             Some(secs) if secs <= 0 => false,
             Some(secs) => now < self.retrieved_at + Duration::from_secs(secs.unsigned_abs()),
-        }
-    }
-
-    /// How long this answer may be cached; `None`: not at all.
-    pub(crate) fn cache_ttl(&self) -> Option<Duration> {
-        if !self.body.active {
-            return Some(INACTIVE_TOKEN_TTL);
-        }
-        match self.body.expires_in {
-            None => Some(ACTIVE_TOKEN_TTL),
-            Some(secs) if secs <= 0 => None,
-            Some(secs) => Some(ACTIVE_TOKEN_TTL.min(Duration::from_secs(secs.unsigned_abs()))),
         }
     }
 }
@@ -271,11 +259,9 @@ impl Upstream {
             return Ok(hit);
         }
         let introspection = Arc::new(self.fetch_introspection(token).await?);
-        if let Some(ttl) = introspection.cache_ttl() {
-            let now = Instant::now();
-            self.lock_tokens()
-                .insert(key, introspection.clone(), now + ttl, now);
-        }
+        let now = Instant::now();
+        self.lock_tokens()
+            .insert(key, introspection.clone(), now + INTROSPECTION_TTL, now);
         Ok(introspection)
     }
 
@@ -362,28 +348,6 @@ mod tests {
         assert!(introspection(true, None, t0).is_active(t0 + Duration::from_secs(86_400)));
         assert!(!introspection(true, Some(0), t0).is_active(t0));
         assert!(!introspection(false, None, t0).is_active(t0));
-    }
-
-    #[test]
-    fn cache_lifetimes() {
-        let t0 = Instant::now();
-        assert_eq!(
-            introspection(true, None, t0).cache_ttl(),
-            Some(ACTIVE_TOKEN_TTL)
-        );
-        assert_eq!(
-            introspection(true, Some(3600), t0).cache_ttl(),
-            Some(ACTIVE_TOKEN_TTL)
-        );
-        assert_eq!(
-            introspection(true, Some(30), t0).cache_ttl(),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(introspection(true, Some(-1), t0).cache_ttl(), None);
-        assert_eq!(
-            introspection(false, None, t0).cache_ttl(),
-            Some(INACTIVE_TOKEN_TTL)
-        );
     }
 
     #[test]

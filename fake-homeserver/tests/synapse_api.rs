@@ -15,9 +15,10 @@ async fn the_shared_secret_is_required_and_refusals_are_journaled() {
     let missing = call(&hs, Method::GET, path, None, None).await;
     assert_error(&missing, 401, "M_MISSING_TOKEN");
     let wrong = call(&hs, Method::GET, path, Some("not-the-secret"), None).await;
-    assert_error(&wrong, 403, "M_FORBIDDEN");
+    // Synapse's bare `SynapseError(403, …)` (`synapse/rest/synapse/mas/_base.py`): M_UNKNOWN.
+    assert_error(&wrong, 403, "M_UNKNOWN");
     let prefix = call(&hs, Method::GET, path, Some("s3cre"), None).await;
-    assert_error(&prefix, 403, "M_FORBIDDEN");
+    assert_error(&prefix, 403, "M_UNKNOWN");
     let body = json!({"localpart": "alice"});
     let refused_post = call(
         &hs,
@@ -27,7 +28,7 @@ async fn the_shared_secret_is_required_and_refusals_are_journaled() {
         Some(body.clone()),
     )
     .await;
-    assert_error(&refused_post, 403, "M_FORBIDDEN");
+    assert_error(&refused_post, 403, "M_UNKNOWN");
     assert!(
         hs.store().user("alice").is_none(),
         "refused calls change nothing"
@@ -477,10 +478,15 @@ async fn delete_device_is_idempotent() {
     assert_error(&delete().await, 404, "M_NOT_FOUND");
     hs.store().insert_device("alice", "DEV1");
     hs.store().insert_device("alice", "DEV2");
-    assert_eq!(delete().await, (200, json!({})));
+    // 204 No Content, as Synapse (`synapse/rest/synapse/mas/devices.py`).
+    assert_eq!(delete().await, (204, Value::Null));
     assert!(!hs.store().has_device("alice", "DEV1"));
     assert!(hs.store().has_device("alice", "DEV2"));
-    assert_eq!(delete().await, (200, json!({})), "already gone: still 200");
+    assert_eq!(
+        delete().await,
+        (204, Value::Null),
+        "already gone: still 204"
+    );
 }
 
 #[tokio::test]
