@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use provider::{
-    app::AppState,
-    matrix::provisioning::{self, Outcome, Task},
+    core::matrix::provisioning::{self, Outcome, Task},
+    http::AppState,
 };
 use rand::seq::SliceRandom as _;
 use serde::{Deserialize, Serialize};

@@ -31,7 +31,7 @@ pub enum Error {
     #[error("storage: {0}")]
     Storage(#[from] provider::storage::StorageError),
     #[error("can't hash a seeded password: {0}")]
-    Password(#[from] provider::passwords::PasswordError),
+    Password(#[from] provider::core::passwords::PasswordError),
     #[error("the fake homeserver: {0}")]
     Homeserver(#[from] fake_homeserver::Error),
     #[error("TLS: {0}")]

@@ -33,10 +33,10 @@ use std::{
 
 use axum::Router;
 use provider::{
-    app::AppState,
     clock::Entropy,
     config::{self, Settings},
-    matrix::provisioning::Worker,
+    core::matrix::provisioning::Worker,
+    http::AppState,
     server::{self, ServeError},
     storage::Storage,
 };
@@ -270,7 +270,7 @@ impl Playground {
                 None,
             )?;
         }
-        running.worker(Worker::new(provider.clone()));
+        running.worker(Worker::new(provider.core.clone()));
         running.housekeeping(provider.storage.clone());
 
         accounts::seed(&provider, &accounts).await?;
@@ -489,7 +489,7 @@ impl Running {
     fn housekeeping(&mut self, storage: provider::storage::Storage) {
         let stopped = self.stopped();
         self.tasks.spawn(async move {
-            provider::housekeeping::run(storage, stopped).await;
+            provider::core::housekeeping::run(storage, stopped).await;
             ("housekeeping", Ok(()))
         });
     }

@@ -1,17 +1,15 @@
 //! Builds the HTTP application from the settings and the storage. Used by `provider serve`, the
 //! playground and the integration tests alike.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::{
-    body::Bytes,
-    extract::{FromRef, MatchedPath, State},
+    extract::{MatchedPath, State},
     http::{header, Method, Request, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
-use axum_extra::extract::cookie::Key;
 use serde_json::json;
 use tower_http::{
     cors::{Any, CorsLayer},
@@ -20,127 +18,11 @@ use tower_http::{
 };
 use tracing::Level;
 
+use crate::http::AppState;
 use crate::{
-    config::Settings,
-    email::Mailer,
     endpoints,
-    matrix::{self, Homeserver},
-    oauth2,
-    passwords::{PasswordConfig, PasswordConfigError, PasswordHasher},
-    rate_limit::RateLimiter,
-    storage::Storage,
-    web::{self, Chrome, Templates},
+    http::{admin, compat, kit, oauth2, upstream, web},
 };
-
-/// Documents that never change while the server runs, serialised once.
-#[derive(Debug)]
-pub struct Documents {
-    pub metadata: Bytes,
-    pub jwks: Bytes,
-}
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub storage: Storage,
-    pub documents: Arc<Documents>,
-    pub templates: Arc<Templates>,
-    /// Protects the browser cookie (see [`web::session`]).
-    pub cookie_key: Key,
-    pub passwords: PasswordHasher,
-    /// The homeserver this provider authenticates for.
-    pub homeserver: Homeserver,
-    /// The rate limits, kept in the database (see [`crate::rate_limit`]).
-    pub limiter: RateLimiter,
-    /// Sends the verification codes and recovery links (see [`crate::email`]).
-    pub mailer: Mailer,
-    /// The upstream login's HTTP client, with its metadata and key caches (see
-    /// [`crate::upstream`]).
-    pub upstream: crate::upstream::client::UpstreamHttp,
-    /// Verifies the registration captcha when one is configured (see [`crate::captcha`]).
-    pub captcha: Option<crate::captcha::CaptchaVerifier>,
-    /// A hash to check unknown usernames against, made on first use.
-    dummy_hash: Arc<tokio::sync::OnceCell<String>>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("issuer", &self.settings.issuer.as_str())
-            .field("storage", &self.storage)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FromRef<AppState> for Key {
-    fn from_ref(state: &AppState) -> Self {
-        state.cookie_key.clone()
-    }
-}
-
-impl AppState {
-    /// The state, hashing passwords with the default schemes (argon2id, OWASP parameters).
-    pub fn new(settings: Settings, storage: Storage) -> Result<Self, PasswordConfigError> {
-        let passwords =
-            PasswordHasher::new(PasswordConfig::default(), storage.entropy().rng.clone())?;
-        Ok(Self::with_passwords(settings, storage, passwords))
-    }
-
-    /// The state with a given password hasher.
-    pub fn with_passwords(settings: Settings, storage: Storage, passwords: PasswordHasher) -> Self {
-        let metadata = oauth2::discovery::ProviderMetadata::new(&settings);
-        let documents = Documents {
-            metadata: Bytes::from(serde_json::to_vec(&metadata).unwrap_or_default()),
-            jwks: Bytes::from(settings.keystore.jwks().to_string()),
-        };
-        let cookie_key = web::session::cookie_key(&settings.encryption_key);
-        Self {
-            homeserver: matrix::homeserver::connect(&settings.matrix),
-            mailer: Mailer::from_settings(
-                &settings.email,
-                settings.issuer.host_str().unwrap_or("localhost"),
-                storage.entropy().clone(),
-            ),
-            limiter: RateLimiter::new(storage.clone(), settings.rate_limits.clone()),
-            captcha: settings
-                .captcha
-                .clone()
-                .map(crate::captcha::CaptchaVerifier::new),
-            settings: Arc::new(settings),
-            storage,
-            documents: Arc::new(documents),
-            templates: Arc::new(Templates::new()),
-            cookie_key,
-            passwords,
-            upstream: crate::upstream::client::UpstreamHttp::new(),
-            dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
-        }
-    }
-
-    /// A valid hash of no one's password, for checking unknown usernames in the same time as
-    /// known ones.
-    pub async fn dummy_password_hash(&self) -> String {
-        self.dummy_hash
-            .get_or_init(|| async {
-                self.passwords
-                    .hash("not a password of anyone".to_owned())
-                    .await
-                    .map(|(_, hash)| hash)
-                    .unwrap_or_default()
-            })
-            .await
-            .clone()
-    }
-
-    /// What every page shows besides its content.
-    pub fn chrome(&self) -> Chrome<'_> {
-        Chrome {
-            site_name: &self.settings.matrix.homeserver,
-            stylesheet: web::STYLESHEET,
-        }
-    }
-}
 
 /// The whole router, with request IDs, a tracing span per request and CORS where browser
 /// clients call cross-origin: the public documents, and the API endpoints a client running in
@@ -181,13 +63,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(public_documents)
         .merge(browser_api)
-        .merge(matrix::compat::routes())
+        .merge(compat::routes())
         .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
         .route(endpoints::INTROSPECTION, post(oauth2::introspection::post))
         .route(endpoints::END_SESSION, get(web::logout::handle).post(web::logout::handle))
         .route(web::register::PATH, get(web::register::get).post(web::register::post))
         .route(web::login::PATH, get(web::login::get).post(web::login::post))
-        .route("/consent/{grant}", get(web::consent::get).post(web::consent::post))
+        .route(
+            &format!("{}/{{grant}}", endpoints::CONSENT),
+            get(oauth2::authorize::consent::get).post(oauth2::authorize::consent::post),
+        )
         .route(endpoints::REGISTRATION, oauth2::registration::route())
         .route(endpoints::LINK, get(web::link::get).post(web::link::post))
         .route(endpoints::LINK_APPROVE, post(web::link::approve))
@@ -201,9 +86,9 @@ pub fn router(state: AppState) -> Router {
             web::recover::TICKET_PATH,
             get(web::recover::get_ticket).post(web::recover::post_ticket),
         )
-        .merge(crate::admin::router())
-        .merge(crate::upstream::routes())
-        .route(web::STYLESHEET, get(web::stylesheet))
+        .merge(admin::router())
+        .merge(upstream::routes())
+        .route(kit::STYLESHEET, get(kit::stylesheet))
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)
         .with_state(state)

@@ -42,9 +42,9 @@ use url::Url;
 use crate::{
     clock::{Clock, Entropy},
     config::{is_loopback_host, HomeserverKind, Settings},
+    core::matrix::homeserver::HomeserverError,
     endpoints,
     keys::{Algorithm, PrivateKey},
-    matrix::homeserver::HomeserverError,
     storage::{PoolSettings, Storage},
 };
 
@@ -802,7 +802,7 @@ impl<'a> Doctor<'a> {
     }
 
     /// Step 8: the homeserver API takes the shared secret. Asked through the provider's own
-    /// homeserver connection ([`crate::matrix::homeserver::connect`]), so the check takes the
+    /// homeserver connection ([`crate::core::matrix::homeserver::connect`]), so the check takes the
     /// path the provider takes: whether a name is free (any answer about the name means the
     /// secret was accepted; nothing is created).
     async fn shared_secret(&self) -> Check {
@@ -814,7 +814,7 @@ impl<'a> Doctor<'a> {
             HomeserverKind::Synapse => "_synapse/mas/is_localpart_available",
             HomeserverKind::SynapseLegacy => "_synapse/admin/v1/username_available",
         };
-        let homeserver = crate::matrix::homeserver::connect(matrix);
+        let homeserver = crate::core::matrix::homeserver::connect(matrix);
         match homeserver.is_localpart_available(PROBE_LOCALPART).await {
             Ok(_) => Check::ok(NAME, format!("{base}{path} accepts matrix.secret")),
             Err(HomeserverError::Unauthorized { status }) => Check::fail(

@@ -1,39 +1,30 @@
-//! An OAuth 2.0 / OpenID Connect provider for Matrix homeservers (MSC3861).
+//! An OAuth 2.0 / OpenID Connect provider for Matrix homeservers (MSC3861), in layers that
+//! import only downwards (README "Architecture"):
 //!
+//! - `domain` (crate `provider-domain`): protocol rules and types without I/O, the clock, crypto
+//!   helpers, signing keys, every path served ([`endpoints`]).
+//! - `storage` (crate `provider-storage`): repository traits per aggregate, on PostgreSQL and
+//!   SQLite.
 //! - [`config`]: the YAML configuration, environment overrides, validation, generation.
-//! - [`storage`]: repository traits per aggregate, on PostgreSQL and SQLite.
-//! - [`keys`]: signing keys and the JWKS; [`crypto`]: secrets at rest.
-//! - [`app`]: the HTTP application; [`endpoints`]: every path it serves; [`oauth2`]: the
-//!   protocol endpoints.
-//! - [`server`]: what `provider serve` does, reusable by the playground and tests.
-//! - [`admin`]: the admin API (`/api/admin/v1`) and its OpenAPI document.
-//! - [`cli`]: `provider manage …`, account operations from the command line.
-//! - [`email`]: outgoing mail (SMTP, captured, or dropped).
-//! - [`upstream`]: signing in through upstream OpenID Connect providers.
+//! - [`core`]: what can happen, whatever the door: accounts and sign-in, sessions, grants,
+//!   the homeserver and its provisioning jobs, rate limits, passwords, email, the upstream client.
+//! - [`http`]: `AppState`, the kit the doors share, and the doors: OAuth 2.0 endpoints, pages,
+//!   the legacy Matrix login API, the admin API, the upstream login pages.
+//! - wiring: [`app`] (the router), [`server`] (what `provider serve` does, reusable by the
+//!   playground and tests), [`cli`], [`doctor`], [`telemetry`].
 
-pub mod accounts;
-pub mod admin;
+// The bottom two layers are crates of their own (`domain/`, `storage/`); re-exported so that
+// `provider::storage::…` and `crate::clock::…` name the same items everywhere.
+pub use domain::{self, clock, crypto, endpoints, keys};
+pub use storage;
+
 pub mod app;
-pub mod captcha;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod crypto;
+pub mod core;
 pub mod doctor;
-pub mod domain;
-pub mod email;
-pub mod endpoints;
-pub mod housekeeping;
-pub mod keys;
-pub mod matrix;
-pub mod oauth2;
-pub mod passwords;
-pub mod rate_limit;
+pub mod http;
 pub mod server;
-pub mod storage;
-pub mod sync;
 pub mod telemetry;
 #[cfg(feature = "test-harness")]
 pub mod test_harness;
-pub mod upstream;
-pub mod web;

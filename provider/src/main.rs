@@ -9,13 +9,15 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use provider::{
-    app::AppState,
     clock::Entropy,
     config::{self, GenerateOptions, Settings},
-    matrix::provisioning::{self, Outcome, Task},
+    core::{
+        matrix::provisioning::{self, Outcome, Task},
+        sync,
+    },
+    http::AppState,
     server::{self, Server},
     storage::redact_url,
-    sync,
     telemetry::{self, LogFormat},
 };
 

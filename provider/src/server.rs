@@ -5,13 +5,16 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::{
-    app::{self, AppState},
+    app,
     clock::Entropy,
     config::Settings,
-    housekeeping,
-    matrix::provisioning::Worker,
+    core::{
+        housekeeping,
+        matrix::provisioning::Worker,
+        sync::{self, SyncError},
+    },
+    http::AppState,
     storage::{redact_url, Storage, StorageError},
-    sync::{self, SyncError},
 };
 
 /// Each message carries its cause, so none is chained as a `source` (printing the chain would
@@ -32,7 +35,7 @@ pub enum ServeError {
     #[error("the server stopped: {0}")]
     Io(std::io::Error),
     #[error("invalid password settings: {0}")]
-    Passwords(crate::passwords::PasswordConfigError),
+    Passwords(crate::core::passwords::PasswordConfigError),
 }
 
 impl From<SyncError> for ServeError {
@@ -124,7 +127,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(Worker::new(self.state.clone()).run(async {
+        let worker = tokio::spawn(Worker::new(self.state.core.clone()).run(async {
             let _ = worker_stopped.await;
         }));
         let (stop_cleanup, cleanup_stopped) = tokio::sync::oneshot::channel::<()>();

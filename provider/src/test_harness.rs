@@ -252,7 +252,7 @@ pub struct TestProvider {
     /// tokens at the provider.
     pub homeserver: fake_homeserver::FakeHomeserver,
     /// The application state the server runs on (its storage, homeserver connection…).
-    pub state: crate::app::AppState,
+    pub state: crate::http::AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -313,10 +313,10 @@ impl TestProvider {
         crate::server::prepare(&db.storage, &settings, false)
             .await
             .expect("sync the static clients");
-        let state = crate::app::AppState::new(settings.clone(), db.storage.clone())
+        let state = crate::http::AppState::new(settings.clone(), db.storage.clone())
             .expect("the default password settings are valid");
         let router = crate::app::router(state.clone());
-        let worker = crate::matrix::provisioning::Worker::new(state.clone());
+        let worker = crate::core::matrix::provisioning::Worker::new(state.core.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();

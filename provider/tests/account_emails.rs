@@ -12,7 +12,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use chrono::Duration;
 use provider::{
     backend_tests,
-    email::{MailBox, SentMail},
+    core::email::{MailBox, SentMail},
     test_harness::{TestDb, TestProvider},
 };
 use scraper::{Html, Selector};

@@ -7,7 +7,8 @@
 mod support;
 
 use provider::{
-    admin, backend_tests,
+    backend_tests,
+    http::admin,
     test_harness::{TestDb, TestProvider},
 };
 use reqwest::{Method, StatusCode};

@@ -13,7 +13,7 @@ mod support;
 use chrono::Duration;
 use provider::{
     backend_tests,
-    matrix::provisioning::{Worker, QUEUE},
+    core::matrix::provisioning::{Worker, QUEUE},
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};

@@ -14,8 +14,8 @@ use provider::{
     backend_tests,
     clock::{Entropy, SeededRngSource},
     config::{self, GenerateOptions},
+    core::rate_limit::{Limit, Quota, RateLimitError, RateLimiter, RateLimits},
     endpoints,
-    rate_limit::{Limit, Quota, RateLimitError, RateLimiter, RateLimits},
     storage::{PoolSettings, Storage},
     test_harness::{TestDb, TestProvider},
 };
@@ -472,7 +472,7 @@ async fn parallel_checks_never_grant_more_than_the_burst(db: TestDb) {
 
 /// How many full buckets one housekeeping run deletes.
 async fn buckets_deleted(db: &TestDb) -> u64 {
-    provider::housekeeping::run_once(&db.storage)
+    provider::core::housekeeping::run_once(&db.storage)
         .await
         .unwrap()
         .rate_limit_buckets

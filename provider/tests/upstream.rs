@@ -688,7 +688,7 @@ async fn providers_are_synced_and_disabled(db: TestDb) {
     drop(repo);
 
     // Syncing again changes nothing (the ciphertext is kept).
-    let report = provider::sync::sync_clients(&db.storage, &env.down.settings, false, false)
+    let report = provider::core::sync::sync_clients(&db.storage, &env.down.settings, false, false)
         .await
         .unwrap();
     assert_eq!(report.upstream.unchanged, vec![A.to_owned()]);

@@ -7,7 +7,7 @@ use axum::{
     Json,
 };
 use minijinja::context;
-use provider::email::SentMail;
+use provider::core::email::SentMail;
 use serde::Serialize;
 
 use super::Dashboard;
@@ -102,7 +102,7 @@ pub async fn page(State(d): State<Dashboard>) -> Response {
         context! {
             mails,
             capturing => d.provider.mailer.mailbox().is_some(),
-            capacity => provider::email::MAILBOX_CAPACITY,
+            capacity => provider::core::email::MAILBOX_CAPACITY,
             account => provider::endpoints::url(&d.urls.issuer, provider::endpoints::ACCOUNT).to_string(),
         },
     )

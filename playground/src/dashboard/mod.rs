@@ -23,7 +23,7 @@ use axum::{
     Router,
 };
 use minijinja::{context, Environment};
-use provider::{app::AppState, clock::Entropy};
+use provider::{clock::Entropy, http::AppState};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;

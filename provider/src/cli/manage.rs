@@ -1,5 +1,5 @@
 //! `provider manage …`: account operations from the command line, for operators (the same
-//! operations as the admin API, through [`crate::accounts`]).
+//! operations as the admin API, through [`crate::core::accounts`]).
 //!
 //! Output, the same style as `provider homeserver sync-devices`: one line per thing done on
 //! stdout, `<what>\t<user>[\t<detail>]`, plain whether or not it is a terminal (progress, for
@@ -20,11 +20,15 @@ use chrono::Duration;
 use clap::{Args, Subcommand};
 
 use crate::{
-    accounts::{self, AccountError, HashedPassword, NewEmail, NewUser, MAX_REGISTRATION_TOKEN_LEN},
-    app::AppState,
     clock::Entropy,
     config::Settings,
-    matrix::{compat, provisioning::Outcome},
+    core::{
+        accounts::{
+            self, AccountError, HashedPassword, NewEmail, NewUser, MAX_REGISTRATION_TOKEN_LEN,
+        },
+        matrix::provisioning::Outcome,
+    },
+    http::{compat, AppState},
     server,
     storage::{generate_registration_token, BoxRepository, StorageError, User},
 };

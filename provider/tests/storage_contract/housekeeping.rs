@@ -7,8 +7,10 @@ use chrono::Duration;
 use provider::{
     backend_tests,
     clock::Clock as _,
-    housekeeping::{self, Deleted},
-    rate_limit::Quota,
+    core::{
+        housekeeping::{self, Deleted},
+        rate_limit::Quota,
+    },
     storage::{BoxRepository, NewDeviceCodeGrant, NewPendingRegistration, User},
     test_harness::TestDb,
 };

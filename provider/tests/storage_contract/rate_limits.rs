@@ -3,7 +3,7 @@ use std::{sync::Arc, time::Duration};
 use provider::{
     backend_tests,
     clock::{Clock, Entropy, SeededRngSource},
-    rate_limit::Quota,
+    core::rate_limit::Quota,
     storage::{PoolSettings, Spend, Storage},
     test_harness::TestDb,
 };

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use provider::{
     clock::SeededRngSource,
+    core::passwords::{PasswordConfig, PasswordHasher},
     endpoints,
-    passwords::{PasswordConfig, PasswordHasher},
     test_harness::{TestDb, TestProvider},
 };
 use scraper::{Html, Selector};

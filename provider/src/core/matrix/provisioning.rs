@@ -1,0 +1,531 @@
+//! Keeping the homeserver in step with the provider, through the persistent job queue.
+//!
+//! Every change the homeserver must learn about (a user created or changed, a device whose
+//! session ended, a reconciliation) is a [`Task`], enqueued in the same transaction as the
+//! change itself: it commits with the change or not at all. Right after the commit the request
+//! runs its tasks at once ([`run_now`]), so the homeserver usually knows before the response
+//! leaves; when the homeserver is down the job stays queued and the [`Worker`] retries it with
+//! exponential backoff, so an outage delays a change but never loses it.
+//!
+//! Tasks carry IDs, not data: a task reads the current state when it runs, so a retried task
+//! never pushes stale data, and running one twice is harmless (every homeserver call is
+//! idempotent).
+//!
+//! The exception is the device of a new grant: the token exchange upserts it synchronously
+//! ([`ensure_device`]), since the device must exist before the client uses its token.
+
+use std::{collections::BTreeSet, time::Duration as StdDuration};
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use super::{FieldChange, HomeserverConnection, HomeserverError, ProvisionUser};
+use crate::{
+    core::Core,
+    storage::{BoxRepository, Job, StorageError, User},
+};
+
+/// The queue of homeserver tasks.
+pub const QUEUE: &str = "homeserver";
+/// How often a task is tried before it is failed for good: with the backoff capped at
+/// [`MAX_BACKOFF_SECONDS`], about a day and a half of outage. `provider` reconciles the rest
+/// with `sync_devices` on demand.
+pub const MAX_ATTEMPTS: i32 = 200;
+/// The first retry waits this long; each later one twice as long as the one before.
+pub const FIRST_BACKOFF_SECONDS: i64 = 2;
+/// No retry waits longer than this.
+pub const MAX_BACKOFF_SECONDS: i64 = 600;
+/// A worker holds a job this long; a homeserver call times out well before.
+const LOCK_SECONDS: i64 = 60;
+/// How many due jobs a worker takes at a time.
+const BATCH: u32 = 16;
+/// How often an idle worker looks for due jobs.
+const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
+
+/// One thing the homeserver must learn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum Task {
+    /// Create the user or bring them up to date (profile, emails, lock); a deactivated user is
+    /// deactivated on the homeserver.
+    ProvisionUser { user_id: Ulid },
+    /// Reactivate a user the provider reactivated, then provision them.
+    ReactivateUser { user_id: Ulid },
+    /// Deactivate the user on the homeserver, erasing their data when asked.
+    DeactivateUser { user_id: Ulid, erase: bool },
+    /// Delete a device whose session ended, unless another active session of the user uses the
+    /// same device ID by the time the task runs.
+    DeleteDevice { user_id: Ulid, device_id: String },
+    /// Make the homeserver's devices of the user exactly the devices of their active sessions.
+    SyncDevices { user_id: Ulid },
+}
+
+/// Enqueues `task` in the caller's transaction, due at once. Returns the job's ID, for
+/// [`run_now`] after the commit.
+pub async fn enqueue(
+    repo: &mut BoxRepository,
+    task: &Task,
+    now: DateTime<Utc>,
+) -> Result<Ulid, StorageError> {
+    let payload = serde_json::to_value(task).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    Ok(repo
+        .jobs()
+        .enqueue(QUEUE, &payload, MAX_ATTEMPTS, now)
+        .await?
+        .id)
+}
+
+/// Homeserver jobs a transaction enqueued, to run once it has committed.
+#[derive(Debug, Default)]
+#[must_use = "run the homeserver jobs after the commit"]
+pub struct AfterCommit(Vec<Ulid>);
+
+impl AfterCommit {
+    /// Adds a job enqueued in the transaction.
+    pub fn push(&mut self, job: Ulid) {
+        self.0.push(job);
+    }
+
+    /// Adds the jobs of another part of the transaction.
+    pub fn add(&mut self, other: AfterCommit) {
+        self.0.extend(other.0);
+    }
+
+    /// Runs the jobs now, so the homeserver knows before the response leaves (failures stay
+    /// queued for the worker). Call it after the commit.
+    pub async fn run(self, state: &Core) {
+        run_now(state, &self.0).await;
+    }
+
+    /// [`AfterCommit::run`], then where each job stands, in order: for callers that report it
+    /// (`provider manage …` prints `queued` when the homeserver is down).
+    pub async fn run_and_report(self, state: &Core) -> Result<Vec<Outcome>, StorageError> {
+        run_now(state, &self.0).await;
+        let mut repo = state.storage.reader().await?;
+        let mut outcomes = Vec::with_capacity(self.0.len());
+        for &id in &self.0 {
+            outcomes.push(job_outcome(repo.jobs().lookup(id).await?));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Where a job run on demand stands ([`Outcome`]).
+fn job_outcome(job: Option<Job>) -> Outcome {
+    match job {
+        Some(job) if job.completed_at.is_some() => Outcome::Done,
+        Some(job) => Outcome::Queued(job.last_error.unwrap_or_else(|| "not run yet".into())),
+        None => Outcome::Queued("the job disappeared".into()),
+    }
+}
+
+/// Runs jobs the caller's transaction enqueued, now that it committed, so the homeserver
+/// learns of the change before the response leaves. A job that fails stays queued for the
+/// worker (with its backoff); a job a worker took meanwhile is left to it. Never fails: the
+/// change is durable whatever happens here.
+pub async fn run_now(state: &Core, jobs: &[Ulid]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let worker = worker_name(state);
+    for &id in jobs {
+        let claimed = async {
+            let mut repo = state.storage.begin().await?;
+            let job = repo
+                .jobs()
+                .claim_one(id, &worker, Duration::seconds(LOCK_SECONDS))
+                .await?;
+            repo.commit().await?;
+            Ok::<_, StorageError>(job)
+        }
+        .await;
+        match claimed {
+            Ok(Some(job)) => execute(state, &worker, job).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "can't claim a homeserver job; the worker will run it")
+            }
+        }
+    }
+}
+
+/// A unique name for a worker (or a request running its jobs), for the jobs' `locked_by`.
+fn worker_name(state: &Core) -> String {
+    let mut rng = state.storage.entropy().rng.rng();
+    format!("worker-{:016x}", rng.gen::<u64>())
+}
+
+/// Runs one claimed job and records the outcome: complete, or failed with the next retry.
+async fn execute(state: &Core, worker: &str, job: Job) {
+    let outcome = match serde_json::from_value::<Task>(job.payload.clone()) {
+        Ok(task) => perform(state, &task).await,
+        Err(e) => Err(TaskError::Invalid(e.to_string())),
+    };
+    let recorded = async {
+        let mut repo = state.storage.begin().await?;
+        match &outcome {
+            Ok(()) => {
+                repo.jobs().complete(job.id, worker).await?;
+            }
+            Err(error) => {
+                // A refusal that retrying won't cure soon (a wrong `matrix.kind`, a request the
+                // homeserver rejects) waits the longest backoff: an operator may fix the
+                // configuration meanwhile, and the queue isn't hammered.
+                let wait = if error.is_transient() {
+                    backoff(state, job.attempts)
+                } else {
+                    Duration::seconds(MAX_BACKOFF_SECONDS)
+                };
+                let retry_at = state.storage.entropy().clock.now() + wait;
+                let after = repo
+                    .jobs()
+                    .fail(job.id, worker, &error.to_string(), retry_at)
+                    .await?;
+                match after {
+                    Some(j) if j.failed_at.is_some() => tracing::error!(
+                        job = %job.id, attempts = j.attempts, error = %error,
+                        "homeserver task failed for good; `sync_devices` and re-provisioning reconcile it"
+                    ),
+                    Some(j) => tracing::warn!(
+                        job = %job.id, attempts = j.attempts, retry_at = %j.run_at, error = %error,
+                        "homeserver task failed; will retry"
+                    ),
+                    None => {}
+                }
+            }
+        }
+        repo.commit().await
+    }
+    .await;
+    if let Err(e) = recorded {
+        // The lock expires and another run picks the job up again: nothing is lost.
+        tracing::error!(job = %job.id, error = %e, "can't record the outcome of a homeserver task");
+    }
+}
+
+/// The wait before the next try after `attempts` failed runs: exponential from
+/// [`FIRST_BACKOFF_SECONDS`], capped at [`MAX_BACKOFF_SECONDS`], plus up to a second of jitter
+/// so replicas that failed together don't retry together.
+fn backoff(state: &Core, attempts: i32) -> Duration {
+    backoff_with_jitter(
+        attempts,
+        state.storage.entropy().rng.rng().gen_range(0..1000),
+    )
+}
+
+/// [`backoff`] with the jitter given, in milliseconds.
+fn backoff_with_jitter(attempts: i32, jitter_ms: i64) -> Duration {
+    let exponent = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
+    let seconds = FIRST_BACKOFF_SECONDS
+        .saturating_mul(1_i64 << exponent)
+        .min(MAX_BACKOFF_SECONDS);
+    Duration::seconds(seconds) + Duration::milliseconds(jitter_ms)
+}
+
+/// Why a task did not complete.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the job's payload is not a task: {0}")]
+    Invalid(String),
+}
+
+impl TaskError {
+    /// Might a retry soon succeed?
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Homeserver(e) => e.is_transient(),
+            Self::Storage(_) => true,
+            Self::Invalid(_) => false,
+        }
+    }
+}
+
+impl Task {
+    /// The user every task is about.
+    fn user_id(&self) -> Ulid {
+        match self {
+            Self::ProvisionUser { user_id }
+            | Self::ReactivateUser { user_id }
+            | Self::DeactivateUser { user_id, .. }
+            | Self::DeleteDevice { user_id, .. }
+            | Self::SyncDevices { user_id } => *user_id,
+        }
+    }
+}
+
+/// Does what `task` asks, reading the current state. A user deleted meanwhile leaves nothing
+/// to do. The database connection is released before the homeserver is called.
+async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
+    let homeserver = state.homeserver.as_ref();
+    let mut repo = state.storage.reader().await?;
+    let Some(user) = repo.users().lookup(task.user_id()).await? else {
+        return Ok(());
+    };
+    // "No such user" from the homeserver is success for the tasks that remove something.
+    let gone_is_done = |result: Result<(), HomeserverError>| match result {
+        Ok(()) | Err(HomeserverError::UserNotFound(_)) => Ok(()),
+        Err(e) => Err(TaskError::from(e)),
+    };
+    match task {
+        Task::ProvisionUser { .. } if user.deactivated_at.is_some() => {
+            drop(repo);
+            homeserver.delete_user(&user.username, false).await?;
+        }
+        Task::ProvisionUser { .. } => {
+            let request = provision_request(&mut repo, &user).await?;
+            drop(repo);
+            homeserver.provision_user(&request).await?;
+        }
+        Task::ReactivateUser { .. } => {
+            if user.deactivated_at.is_none() {
+                let request = provision_request(&mut repo, &user).await?;
+                drop(repo);
+                gone_is_done(homeserver.reactivate_user(&user.username).await)?;
+                homeserver.provision_user(&request).await?;
+            }
+        }
+        Task::DeactivateUser { erase, .. } => {
+            drop(repo);
+            gone_is_done(homeserver.delete_user(&user.username, *erase).await)?;
+        }
+        Task::DeleteDevice { device_id, .. } => {
+            // The client logged in again with the same device ID since: keep the device.
+            if active_devices(&mut repo, user.id)
+                .await?
+                .contains(device_id)
+            {
+                return Ok(());
+            }
+            drop(repo);
+            gone_is_done(homeserver.delete_device(&user.username, device_id).await)?;
+        }
+        Task::SyncDevices { .. } => {
+            let devices = active_devices(&mut repo, user.id).await?;
+            let request = provision_request(&mut repo, &user).await?;
+            drop(repo);
+            match homeserver.sync_devices(&user.username, &devices).await {
+                Err(HomeserverError::UserNotFound(_)) if user.deactivated_at.is_none() => {
+                    homeserver.provision_user(&request).await?;
+                    homeserver.sync_devices(&user.username, &devices).await?;
+                }
+                result => gone_is_done(result)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What became of a task run on demand ([`run_task_now`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The homeserver has it.
+    Done,
+    /// It failed this time and stays queued for the worker, with this error.
+    Queued(String),
+}
+
+/// Enqueues a task, commits, and runs it at once: for on-demand work (the CLI's
+/// `homeserver sync-devices`). Tells whether it completed or stays queued.
+pub async fn run_task_now(state: &Core, task: &Task) -> Result<Outcome, StorageError> {
+    let now = state.storage.entropy().clock.now();
+    let mut repo = state.storage.begin().await?;
+    let id = enqueue(&mut repo, task, now).await?;
+    repo.commit().await?;
+    run_now(state, &[id]).await;
+    let job = state.storage.reader().await?.jobs().lookup(id).await?;
+    Ok(job_outcome(job))
+}
+
+/// The device IDs of a user's active sessions, OAuth 2.0 and compat alike.
+pub async fn active_devices(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+) -> Result<BTreeSet<String>, StorageError> {
+    let mut devices: BTreeSet<String> = repo
+        .oauth2_sessions()
+        .list_active_for_user(user_id)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.device_id)
+        .collect();
+    devices.extend(
+        repo.compat_sessions()
+            .list_active_for_user(user_id)
+            .await?
+            .into_iter()
+            .map(|s| s.device_id),
+    );
+    Ok(devices)
+}
+
+/// What the homeserver should know of a user: their confirmed email addresses, whether they
+/// are locked, and their display name when the provider has one (set on the account page, by
+/// the admin API or CLI, or imported from an upstream provider). Without one, and for avatars,
+/// the homeserver keeps what users set there.
+pub async fn provision_request(
+    repo: &mut BoxRepository,
+    user: &User,
+) -> Result<ProvisionUser, StorageError> {
+    let emails = repo
+        .user_emails()
+        .list_for_user(user.id)
+        .await?
+        .into_iter()
+        .filter(|e| e.confirmed_at.is_some())
+        .map(|e| e.email)
+        .collect::<Vec<_>>();
+    Ok(ProvisionUser {
+        localpart: user.username.clone(),
+        displayname: user
+            .display_name
+            .clone()
+            .map_or(FieldChange::Keep, FieldChange::Set),
+        avatar_url: FieldChange::Keep,
+        emails: if emails.is_empty() {
+            FieldChange::Unset
+        } else {
+            FieldChange::Set(emails)
+        },
+        locked: Some(user.locked_at.is_some()),
+    })
+}
+
+/// Makes sure the homeserver has the device before the client gets its token (the token
+/// exchange of a grant with a device scope, a compat login): upserts it, provisioning the user
+/// first when the homeserver doesn't know them yet (their provisioning job may still be
+/// waiting for the homeserver to come back).
+pub async fn ensure_device(
+    homeserver: &dyn HomeserverConnection,
+    repo: &mut BoxRepository,
+    user: &User,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> Result<(), EnsureDeviceError> {
+    match homeserver
+        .upsert_device(&user.username, device_id, display_name)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(HomeserverError::UserNotFound(_)) => {
+            let request = provision_request(repo, user).await?;
+            homeserver.provision_user(&request).await?;
+            homeserver
+                .upsert_device(&user.username, device_id, display_name)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why [`ensure_device`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureDeviceError {
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Runs the homeserver jobs in the background: due jobs in batches, then a short sleep when
+/// there are none. Several workers (replicas) may run against one database: claims are
+/// exclusive.
+#[derive(Debug)]
+pub struct Worker {
+    state: Core,
+    name: String,
+}
+
+impl Worker {
+    /// A worker over these services (or anything that holds them, such as the http layer's
+    /// state).
+    pub fn new(state: impl Into<Core>) -> Self {
+        let state = state.into();
+        let name = worker_name(&state);
+        Self { state, name }
+    }
+
+    /// Runs every due job once (in batches of [`BATCH`]); returns how many ran. For tests and
+    /// the CLI; the background loop calls it.
+    pub async fn run_due(&self) -> Result<usize, StorageError> {
+        let mut ran = 0;
+        loop {
+            let mut repo = self.state.storage.begin().await?;
+            let jobs = repo
+                .jobs()
+                .claim(&self.name, &[QUEUE], BATCH, Duration::seconds(LOCK_SECONDS))
+                .await?;
+            repo.commit().await?;
+            if jobs.is_empty() {
+                return Ok(ran);
+            }
+            let count = jobs.len();
+            for job in jobs {
+                execute(&self.state, &self.name, job).await;
+            }
+            ran += count;
+            if count < BATCH as usize {
+                return Ok(ran);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.run_due().await {
+                tracing::warn!(error = %e, "homeserver worker: can't read the job queue");
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let waits: Vec<i64> = (0..10)
+            .map(|a| backoff_with_jitter(a, 0).num_seconds())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 512, 600]);
+        assert_eq!(
+            backoff_with_jitter(i32::MAX, 0).num_seconds(),
+            MAX_BACKOFF_SECONDS
+        );
+        assert_eq!(
+            backoff_with_jitter(-3, 0).num_seconds(),
+            FIRST_BACKOFF_SECONDS
+        );
+        assert_eq!(
+            backoff_with_jitter(0, 999),
+            Duration::seconds(2) + Duration::milliseconds(999)
+        );
+    }
+
+    #[test]
+    fn tasks_serialise_with_their_name() {
+        let id = Ulid::from_parts(1, 2);
+        let task = Task::DeleteDevice {
+            user_id: id,
+            device_id: "ABCDEFGHIJ".into(),
+        };
+        let value = serde_json::to_value(&task).unwrap();
+        assert_eq!(value["task"], "delete_device");
+        assert_eq!(value["device_id"], "ABCDEFGHIJ");
+        assert_eq!(serde_json::from_value::<Task>(value).unwrap(), task);
+        assert!(serde_json::from_value::<Task>(serde_json::json!({"task": "nope"})).is_err());
+    }
+}

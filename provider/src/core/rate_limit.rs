@@ -1,0 +1,199 @@
+//! Rate limits on the doors an attacker knocks on: password sign-in (per IP, and failed attempts
+//! per account), registration (per IP), email sends (per address and per user), account recovery
+//! (per IP and per address) and the token endpoint (per client). A request over a limit is
+//! answered 429 with `Retry-After` (RFC 6585 §4, RFC 9110 §10.2.3): `M_LIMIT_EXCEEDED` with
+//! `retry_after_ms` on the Matrix API (client-server API §"Rate limiting"), an error JSON on the
+//! token endpoint, a page saying when to try again in the browser.
+//!
+//! # The algorithm: GCRA
+//!
+//! Each (limit, key) pair is a bucket of `burst` units refilled at `per_second`, kept as one
+//! number, its *theoretical arrival time* (TAT): the instant the bucket is full again. Spending
+//! one unit at `now` moves it to `max(tat, now) + interval` (`interval` = 1 / `per_second`), and
+//! is allowed when that is at most `burst × interval` ahead of `now`; a refused spend changes
+//! nothing and is told to wait until it would be allowed ([`Quota::spend`]). Over any window of
+//! time, at most `burst + window × per_second` spends are granted (the property test below). One
+//! number per bucket makes a check one `UPSERT` in the database, which is what lets several
+//! replicas share the limits with no service besides the database (see
+//! [`crate::storage::RateLimitRepository`] for why that statement is atomic on PostgreSQL).
+//!
+//! Each check is its own statement on its own connection, outside the request's transaction:
+//! a spend counts even when the request then fails. Bucket keys come from requests, so they
+//! are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and without the usernames,
+//! addresses and IPs themselves. Full buckets (nothing spent that is not refilled) are the same
+//! as no row; [`crate::core::housekeeping`] deletes them in bounded batches.
+//!
+//! Time comes from the storage's injected clock, so tests move a mock clock instead of sleeping.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv6Addr},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use axum::http::HeaderValue;
+
+pub use crate::domain::rate_limit::*;
+use crate::storage::{Spend, Storage, StorageError};
+
+/// Why a check did not let the request through.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// The bucket is empty: try again after `retry_after`.
+    #[error("rate limited: retry after {retry_after:?}")]
+    Limited { retry_after: Duration },
+    /// The bucket could not be read: the caller answers as for any storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The limits, checked against the buckets in the database. Cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    storage: Storage,
+    limits: Arc<RateLimits>,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    pub fn new(storage: Storage, limits: RateLimits) -> Self {
+        Self {
+            storage,
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// The quota of a limit, `None` when it is turned off.
+    pub fn quota(&self, limit: Limit) -> Option<Quota> {
+        self.limits.quota(limit)
+    }
+
+    /// Spends one unit of `limit` for `key` (an IP, a username, an email address, a client
+    /// id); [`RateLimitError::Limited`] when the bucket is empty. A limit turned off always
+    /// passes, without a query. Runs as its own statement, outside any transaction.
+    pub async fn check(&self, limit: Limit, key: &str) -> Result<(), RateLimitError> {
+        let Some(quota) = self.limits.quota(limit) else {
+            return Ok(());
+        };
+        let mut repo = self.storage.reader().await?;
+        match repo
+            .rate_limits()
+            .spend(&bucket_key(limit, key), quota)
+            .await?
+        {
+            Spend::Granted => Ok(()),
+            Spend::Refused { retry_after } => {
+                tracing::info!(
+                    limit = limit.name(),
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "rate limited"
+                );
+                Err(RateLimitError::Limited { retry_after })
+            }
+        }
+    }
+
+    /// [`RateLimiter::check`] keyed by the client's IP address (IPv6 by its /64, see
+    /// [`ClientIp::bucket_key`]). Passes when the address is unknown (a server started without
+    /// connection info: every server this crate starts passes it).
+    pub async fn check_ip(&self, limit: Limit, ip: &ClientIp) -> Result<(), RateLimitError> {
+        match ip.bucket_key() {
+            Some(key) => self.check(limit, &key).await,
+            None => {
+                warn_unknown_peer_once();
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives back the unit a [`RateLimiter::check`] of `limit` for `key` took: the attempt
+    /// turned out not to count (a sign-in with the right password is not a failed attempt).
+    pub async fn refund(&self, limit: Limit, key: &str) -> Result<(), StorageError> {
+        let Some(quota) = self.limits.quota(limit) else {
+            return Ok(());
+        };
+        let mut repo = self.storage.reader().await?;
+        repo.rate_limits()
+            .refund(&bucket_key(limit, key), quota)
+            .await
+    }
+}
+
+/// The `Retry-After` header value for a wait.
+pub fn retry_after_header(wait: Duration) -> HeaderValue {
+    HeaderValue::from(retry_after_seconds(wait))
+}
+
+/// The client's IP address, as per-IP limits key it (see the module documentation); `None` when
+/// the server was started without connection info (`into_make_service_with_connect_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl ClientIp {
+    /// The bucket key of the address: an IPv4 address itself; an IPv6 address by its /64
+    /// network, since one subscriber gets a whole /64 and can pick any address in it.
+    pub fn bucket_key(&self) -> Option<String> {
+        self.0.map(|ip| match ip.to_canonical() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let network = Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64));
+                format!("{network}/64")
+            }
+        })
+    }
+}
+
+/// Says once that per-IP limits are off because the server gives no peer addresses.
+pub(crate) fn warn_unknown_peer_once() {
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        tracing::warn!("per-IP rate limits are not applied: the server does not pass the peer address (serve the router with into_make_service_with_connect_info)");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_headers_are_whole_seconds() {
+        assert_eq!(retry_after_header(Duration::from_secs(60)), "60");
+        assert_eq!(retry_after_header(Duration::from_millis(1)), "1");
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use std::net::IpAddr;
+
+    use super::ClientIp;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a = ClientIp(Some(ip("2001:db8:1:2:aaaa::1")));
+        let b = ClientIp(Some(ip("2001:db8:1:2:bbbb::2")));
+        assert_eq!(a.bucket_key(), b.bucket_key());
+        assert_eq!(a.bucket_key().as_deref(), Some("2001:db8:1:2::/64"));
+        assert_ne!(
+            a.bucket_key(),
+            ClientIp(Some(ip("2001:db8:1:3::1"))).bucket_key()
+        );
+        assert_eq!(
+            ClientIp(Some(ip("203.0.113.7"))).bucket_key().as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(ClientIp(None).bucket_key(), None);
+    }
+}

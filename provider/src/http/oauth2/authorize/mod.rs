@@ -1,0 +1,669 @@
+//! `GET /authorize`: the authorization request (RFC 6749 §4.1.1, OIDC Core §3.1.2).
+//!
+//! The request is checked in two stages:
+//! 1. The client and its redirect URI. Until both are trusted, errors are shown to the user as a
+//!    page and never redirected (RFC 6749 §4.1.2.1, RFC 9700 §4.1.3).
+//! 2. Everything else, by the named checks of [`CHECKS`], in order. The table says which
+//!    endpoint runs which check, so the device authorization endpoint shares the same checks over
+//!    the same [`Params`]. Their errors go back to the client's redirect URI in the requested
+//!    response mode, with `state` and `iss` (RFC 9207).
+//!
+//! 3. A request that passes is stored as an authorization grant, and [`consent::proceed`]
+//!    takes over: sign-in when needed, consent when needed, then the code goes to the client.
+
+pub mod consent;
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{RawQuery, State},
+    http::StatusCode,
+    response::Response,
+};
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use axum_extra::extract::PrivateCookieJar;
+
+use crate::http::kit;
+use crate::{
+    domain::{client_metadata::RegisteredMetadata, pkce, redirect_uri, scope::Scope},
+    http::AppState,
+    storage::NewAuthorizationGrant,
+};
+
+/// The endpoints that run the shared request checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /authorize` (RFC 6749 §4.1.1).
+    Authorization,
+    /// `POST /oauth2/device` (RFC 8628 §3.1).
+    DeviceAuthorization,
+}
+
+/// An OAuth error for the client (RFC 6749 §4.1.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            error,
+            description: description.into(),
+        }
+    }
+}
+
+/// Request parameters. RFC 6749 §3.1: parameters MUST NOT be included more than once; the
+/// names that were are kept to be refused.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    values: BTreeMap<String, String>,
+    repeated: Vec<String>,
+}
+
+impl Params {
+    /// Parses an `application/x-www-form-urlencoded` query or body. Never fails: bad input is
+    /// judged by the checks.
+    pub fn parse(input: &str) -> Self {
+        let mut params = Self::default();
+        for (name, value) in url::form_urlencoded::parse(input.as_bytes()) {
+            if params.values.contains_key(name.as_ref()) {
+                if !params.repeated.iter().any(|r| r == name.as_ref()) {
+                    params.repeated.push(name.into_owned());
+                }
+            } else {
+                params.values.insert(name.into_owned(), value.into_owned());
+            }
+        }
+        params
+    }
+
+    /// A parameter's value; RFC 6749 §3.1: a parameter sent without a value is treated as if
+    /// it were omitted.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn is_repeated(&self, name: &str) -> bool {
+        self.repeated.iter().any(|r| r == name)
+    }
+
+    /// The names of the parameters sent more than once.
+    pub fn repeated_names(&self) -> &[String] {
+        &self.repeated
+    }
+}
+
+/// How the authorization response is returned (OAuth 2.0 Multiple Response Type Encoding
+/// Practices §2.1, OAuth 2.0 Form Post Response Mode §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    Query,
+    Fragment,
+    FormPost,
+}
+
+impl ResponseMode {
+    pub const SUPPORTED: &'static [&'static str] = &["query", "fragment", "form_post"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Fragment => "fragment",
+            Self::FormPost => "form_post",
+        }
+    }
+
+    /// The mode of a request; `None` (absent) is `query`, the default for `response_type=code`.
+    pub fn parse(value: Option<&str>) -> Result<Self, OAuthError> {
+        match value {
+            // the default for `response_type=code`
+            None | Some("query") => Ok(Self::Query),
+            Some("fragment") => Ok(Self::Fragment),
+            Some("form_post") => Ok(Self::FormPost),
+            Some(other) => Err(OAuthError::new(
+                "invalid_request",
+                format!(
+                    "response_mode `{other}` is not supported; use query, fragment or form_post"
+                ),
+            )),
+        }
+    }
+}
+
+/// A check over a request whose client is known.
+pub type Check = fn(&Params, &RegisteredMetadata, Endpoint) -> Result<(), OAuthError>;
+
+use Endpoint::{Authorization, DeviceAuthorization};
+
+/// The checks after the client (and redirect URI) are trusted, in the order they run, with the
+/// endpoints each applies to.
+pub const CHECKS: &[(&str, Check, &[Endpoint])] = &[
+    (
+        "parameters_once",
+        check_parameters_once,
+        &[Authorization, DeviceAuthorization],
+    ),
+    (
+        "no_request_object",
+        check_no_request_object,
+        &[Authorization],
+    ),
+    ("response_type", check_response_type, &[Authorization]),
+    (
+        "grant_type_allowed",
+        check_grant_type_allowed,
+        &[Authorization, DeviceAuthorization],
+    ),
+    ("pkce", check_pkce, &[Authorization]),
+    ("scope", check_scope, &[Authorization, DeviceAuthorization]),
+    ("prompt", check_prompt, &[Authorization]),
+    ("max_age", check_max_age, &[Authorization]),
+];
+
+/// Runs every check of [`CHECKS`] that applies to `endpoint`; the first failure wins.
+pub fn run_checks(
+    params: &Params,
+    metadata: &RegisteredMetadata,
+    endpoint: Endpoint,
+) -> Result<(), OAuthError> {
+    CHECKS
+        .iter()
+        .filter(|(_, _, endpoints)| endpoints.contains(&endpoint))
+        .try_for_each(|(_, check, _)| check(params, metadata, endpoint))
+}
+
+/// RFC 6749 §3.1: no parameter more than once.
+fn check_parameters_once(
+    params: &Params,
+    _: &RegisteredMetadata,
+    _: Endpoint,
+) -> Result<(), OAuthError> {
+    match params.repeated.first() {
+        Some(name) => Err(OAuthError::new(
+            "invalid_request",
+            format!("the `{name}` parameter is repeated (RFC 6749 §3.1)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// OIDC Core §6: request objects are not supported (discovery says so).
+fn check_no_request_object(
+    params: &Params,
+    _: &RegisteredMetadata,
+    _: Endpoint,
+) -> Result<(), OAuthError> {
+    if params.get("request").is_some() {
+        return Err(OAuthError::new(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
+    }
+    if params.get("request_uri").is_some() {
+        return Err(OAuthError::new(
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 6749 §4.1.1 / §4.1.2.1: only `code` (MSC2964: the authorization code flow), and only for
+/// clients registered for it (RFC 7591 §2).
+fn check_response_type(
+    params: &Params,
+    metadata: &RegisteredMetadata,
+    _: Endpoint,
+) -> Result<(), OAuthError> {
+    match params.get("response_type") {
+        None => Err(OAuthError::new(
+            "invalid_request",
+            "response_type is required",
+        )),
+        Some("code") if metadata.allows_response_type("code") => Ok(()),
+        Some("code") => Err(OAuthError::new(
+            "unauthorized_client",
+            "this client is not registered for response_type=code",
+        )),
+        Some(other) => Err(OAuthError::new(
+            "unsupported_response_type",
+            format!("response_type `{other}` is not supported; use code"),
+        )),
+    }
+}
+
+/// RFC 6749 §4.1.2.1 / RFC 8628 §3.2: the client must be registered for the grant it starts.
+fn check_grant_type_allowed(
+    _: &Params,
+    metadata: &RegisteredMetadata,
+    endpoint: Endpoint,
+) -> Result<(), OAuthError> {
+    let grant = match endpoint {
+        Authorization => "authorization_code",
+        DeviceAuthorization => "urn:ietf:params:oauth:grant-type:device_code",
+    };
+    if metadata.allows_grant(grant) {
+        Ok(())
+    } else {
+        Err(OAuthError::new(
+            "unauthorized_client",
+            format!("this client is not registered for the {grant} grant"),
+        ))
+    }
+}
+
+/// RFC 7636 §4.3 with MSC2964: S256 on every request, `plain` refused.
+fn check_pkce(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
+    pkce::check_challenge(
+        params.get("code_challenge_method"),
+        params.get("code_challenge"),
+    )
+    .map_err(|e| OAuthError::new("invalid_request", e.to_string()))
+}
+
+/// RFC 6749 §3.3: a well-formed, non-empty scope, and MSC2967's rules for the Matrix tokens in
+/// it (one device, which needs the API scope; valid device IDs; one spelling). Both endpoints
+/// here are interactive grants, where Matrix scopes are allowed. (Whether this user may have
+/// `urn:synapse:admin:*` is decided once they are known, at consent.)
+fn check_scope(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
+    let raw = params
+        .get("scope")
+        .ok_or_else(|| OAuthError::new("invalid_scope", "scope is required"))?;
+    let scope = Scope::parse(raw).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+    scope
+        .matrix()
+        .map(|_| ())
+        .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
+}
+
+/// OIDC Core §3.1.2.1: known prompt values; `none` only on its own.
+fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
+    let Some(raw) = params.get("prompt") else {
+        return Ok(());
+    };
+    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
+    for value in &values {
+        if !matches!(
+            *value,
+            "none" | "login" | "consent" | "create" | "select_account"
+        ) {
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("prompt value `{value}` is not supported"),
+            ));
+        }
+    }
+    if values.contains(&"none") && values.len() > 1 {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "prompt=none can't be combined with other values",
+        ));
+    }
+    Ok(())
+}
+
+/// OIDC Core §3.1.2.1: `max_age` is a non-negative number of seconds.
+fn check_max_age(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
+    match params.get("max_age") {
+        Some(raw) if raw.parse::<u32>().is_err() => Err(OAuthError::new(
+            "invalid_request",
+            "max_age must be a non-negative number of seconds",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /authorize`.
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = Params::parse(query.as_deref().unwrap_or(""));
+    let page = |status: StatusCode, title: &str, detail: String, code: Option<&str>| {
+        kit::error_page(
+            &state.templates,
+            &state.chrome(),
+            status,
+            title,
+            &detail,
+            code,
+        )
+    };
+
+    // Stage 1: the client and the redirect URI (errors shown, never redirected).
+    if params.is_repeated("client_id") || params.is_repeated("redirect_uri") {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            "The request names its application or its return address more than once.".into(),
+            Some("invalid_request"),
+        );
+    }
+    let Some(client_id) = params.get("client_id") else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            "The request doesn't say which application is asking (client_id is missing).".into(),
+            Some("invalid_request"),
+        );
+    };
+    let client = match state.storage.reader().await {
+        Ok(mut repo) => repo.clients().find_by_client_id(client_id).await,
+        Err(e) => Err(e),
+    };
+    let client = match client {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                format!("No application is registered here as `{client_id}`."),
+                Some("invalid_client"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "authorize: can't look up the client");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The sign-in service can't process requests right now. Try again in a moment."
+                    .into(),
+                None,
+            );
+        }
+    };
+    let metadata = RegisteredMetadata::from_json(&client.metadata);
+    // OIDC Core §3.1.2.1: redirect_uri is REQUIRED, and must match a registered one exactly
+    // (RFC 9700 §4.1.3; loopback redirects on any port, RFC 8252 §7.3).
+    let Some(redirect) = params.get("redirect_uri") else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            "The request doesn't say where to return (redirect_uri is missing).".into(),
+            Some("invalid_request"),
+        );
+    };
+    if redirect_uri::find_match(&metadata.redirect_uris, redirect).is_none() {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Invalid return address",
+            format!("`{redirect}` is not a return address registered for this application, so you are not sent there."),
+            Some("invalid_request"),
+        );
+    }
+    let redirect = redirect.to_owned();
+    let client_state = params.get("state").map(str::to_owned);
+
+    // Stage 2: errors go back to the client.
+    let respond = |mode: ResponseMode, error: OAuthError| {
+        error_response(&state, &redirect, mode, &error, client_state.as_deref())
+    };
+    let mode = match ResponseMode::parse(params.get("response_mode")) {
+        Ok(mode) => mode,
+        Err(error) => return respond(ResponseMode::Query, error),
+    };
+    if let Err(error) = run_checks(&params, &metadata, Endpoint::Authorization) {
+        return respond(mode, error);
+    }
+
+    // Stage 3: remember the request; sign-in and consent take over (web::consent).
+    let scope = params
+        .get("scope")
+        .and_then(|s| Scope::parse(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let max_age = params.get("max_age").and_then(|m| m.parse::<i64>().ok());
+    let stored = async {
+        let mut repo = state.storage.begin().await?;
+        let grant = repo
+            .authorization_grants()
+            .add(NewAuthorizationGrant {
+                client_id: client.id,
+                redirect_uri: &redirect,
+                scope: &scope,
+                state: client_state.as_deref(),
+                nonce: params.get("nonce"),
+                response_mode: mode.as_str(),
+                code_challenge: params.get("code_challenge"),
+                code_challenge_method: params.get("code_challenge_method"),
+                max_age,
+                prompt: params.get("prompt"),
+                login_hint: params.get("login_hint"),
+                code_hash: None,
+            })
+            .await?;
+        repo.commit().await?;
+        Ok::<_, crate::storage::StorageError>(grant)
+    }
+    .await;
+    match stored {
+        Ok(grant) => consent::proceed(&state, jar, grant, client).await,
+        Err(e) => {
+            tracing::error!(error = %e, "authorize: can't store the request");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The sign-in service can't process requests right now. Try again in a moment."
+                    .into(),
+                None,
+            )
+        }
+    }
+}
+
+/// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1).
+pub(crate) fn error_response(
+    state: &AppState,
+    redirect: &str,
+    mode: ResponseMode,
+    error: &OAuthError,
+    client_state: Option<&str>,
+) -> Response {
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("error", error.error),
+        ("error_description", &error.description),
+    ];
+    if let Some(s) = client_state {
+        fields.push(("state", s));
+    }
+    respond_to_client(state, redirect, mode, &fields)
+}
+
+/// Sends an authorization response (a code, or an error) to the client's redirect URI in the
+/// requested response mode, adding `iss` (RFC 9207 §2). `redirect` must be one the client
+/// registered (checked before any call).
+pub fn respond_to_client(
+    state: &AppState,
+    redirect: &str,
+    mode: ResponseMode,
+    fields: &[(&str, &str)],
+) -> Response {
+    let issuer = state.settings.issuer.to_string();
+    let mut fields = fields.to_vec();
+    fields.push(("iss", &issuer));
+
+    let Ok(mut url) = Url::parse(redirect) else {
+        return kit::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::BAD_REQUEST,
+            "Invalid return address",
+            "The registered return address is not a valid URL.",
+            Some("invalid_request"),
+        );
+    };
+    match mode {
+        ResponseMode::Query => {
+            url.query_pairs_mut().extend_pairs(fields.iter());
+            kit::redirect_to(&url)
+        }
+        ResponseMode::Fragment => {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields.iter())
+                .finish();
+            url.set_fragment(Some(&encoded));
+            kit::redirect_to(&url)
+        }
+        ResponseMode::FormPost => form_post(state, &url, &fields),
+    }
+}
+
+/// The auto-submitting form of OAuth 2.0 Form Post Response Mode §2 (with a button when
+/// JavaScript is off). The CSP allows exactly this script and a post to the client's origin.
+const FORM_POST_SCRIPT: &str =
+    "window.addEventListener('DOMContentLoaded',function(){document.forms[0].submit()});";
+
+fn form_post(state: &AppState, action: &Url, fields: &[(&str, &str)]) -> Response {
+    let hash = format!(
+        "sha256-{}",
+        STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()))
+    );
+    let origin = action.origin().ascii_serialization();
+    kit::page_with_csp(
+        state,
+        StatusCode::OK,
+        "pages/form_post.html",
+        minijinja::context! {
+            script => FORM_POST_SCRIPT,
+            action => action.as_str(),
+            fields => fields,
+        },
+        &kit::csp(&origin, Some(&hash)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn metadata() -> RegisteredMetadata {
+        RegisteredMetadata::from_json(&json!({
+            "redirect_uris": ["https://app.example/cb"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }))
+    }
+
+    const GOOD: &str = "client_id=c&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&response_type=code\
+        &scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256";
+
+    fn check(query: &str) -> Result<(), OAuthError> {
+        run_checks(&Params::parse(query), &metadata(), Endpoint::Authorization)
+    }
+
+    fn error_of(query: &str) -> &'static str {
+        check(query).unwrap_err().error
+    }
+
+    #[test]
+    fn a_good_request_passes_every_check() {
+        assert_eq!(check(GOOD), Ok(()));
+    }
+
+    #[test]
+    fn each_check_refuses_with_its_error() {
+        assert_eq!(error_of(&format!("{GOOD}&scope=x")), "invalid_request");
+        assert_eq!(
+            error_of(&format!("{GOOD}&request=eyJ")),
+            "request_not_supported"
+        );
+        assert_eq!(
+            error_of(&format!("{GOOD}&request_uri=urn:x")),
+            "request_uri_not_supported"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("response_type=code", "response_type=token")),
+            "unsupported_response_type"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("response_type=code", "")),
+            "invalid_request"
+        );
+        assert_eq!(error_of(&GOOD.replace("S256", "plain")), "invalid_request");
+        assert_eq!(
+            error_of(&GOOD.replace("&code_challenge_method=S256", "")),
+            "invalid_request"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("scope=openid", "scope=")),
+            "invalid_scope"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("scope=openid", "scope=a%22b")),
+            "invalid_scope"
+        );
+        assert_eq!(
+            error_of(&format!("{GOOD}&prompt=none%20login")),
+            "invalid_request"
+        );
+        assert_eq!(
+            error_of(&format!("{GOOD}&prompt=sometimes")),
+            "invalid_request"
+        );
+        assert_eq!(error_of(&format!("{GOOD}&max_age=-1")), "invalid_request");
+        assert_eq!(check(&format!("{GOOD}&prompt=consent&max_age=0")), Ok(()));
+    }
+
+    #[test]
+    fn a_client_must_be_registered_for_the_grant() {
+        let implicit_only = RegisteredMetadata::from_json(&json!({
+            "redirect_uris": ["https://app.example/cb"],
+            "grant_types": ["implicit"],
+            "response_types": ["token"],
+        }));
+        let e = run_checks(
+            &Params::parse(GOOD),
+            &implicit_only,
+            Endpoint::Authorization,
+        )
+        .unwrap_err();
+        assert_eq!(e.error, "unauthorized_client");
+        let e = run_checks(
+            &Params::parse("scope=openid"),
+            &metadata(),
+            Endpoint::DeviceAuthorization,
+        )
+        .unwrap_err();
+        assert_eq!(e.error, "unauthorized_client");
+    }
+
+    #[test]
+    fn the_table_is_explicit_about_endpoints() {
+        let device: Vec<&str> = CHECKS
+            .iter()
+            .filter(|(_, _, e)| e.contains(&Endpoint::DeviceAuthorization))
+            .map(|(name, _, _)| *name)
+            .collect();
+        assert_eq!(device, ["parameters_once", "grant_type_allowed", "scope"]);
+    }
+
+    proptest! {
+        /// No query string makes the checks panic.
+        #[test]
+        fn never_panics(query in "\\PC{0,200}") {
+            let _ = check(&query);
+            let _ = ResponseMode::parse(Params::parse(&query).get("response_mode"));
+        }
+
+        /// Any parameter repeated is refused.
+        #[test]
+        fn repeated_parameters_are_refused(i in 0usize..6) {
+            let name = ["response_type", "scope", "code_challenge", "code_challenge_method", "state", "nonce"][i];
+            let query = format!("{GOOD}&{name}=x&{name}=y");
+            prop_assert_eq!(check(&query).unwrap_err().error, "invalid_request");
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Client authentication at the token endpoint (RFC 6749 §2.3, OIDC Core §9).
+//!
+//! Supported: `none` (public clients send only `client_id`), `client_secret_basic` (HTTP Basic,
+//! with the form-urlencoded id and secret of RFC 6749 §2.3.1), `client_secret_post`, and the JWT
+//! assertions of RFC 7523 §2.2 / OIDC Core §9: `client_secret_jwt` (HS256 keyed with the client
+//! secret) and `private_key_jwt` (RS256 or ES256 with a key of the client's inline `jwks`). A
+//! client must use the method it registered, and only one method per request (RFC 6749 §2.3).
+
+use axum::http::{header, HeaderMap};
+use base64::{
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+    Engine as _,
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use subtle::ConstantTimeEq as _;
+
+use super::{authorize::Params, token::TokenError};
+use crate::{
+    crypto::Encrypter, domain::client_metadata::RegisteredMetadata, endpoints, http::AppState,
+    storage::Client,
+};
+
+pub use crate::domain::protocol::JWT_BEARER;
+/// The signature algorithms accepted in client assertions (`HS256` for `client_secret_jwt`,
+/// the others for `private_key_jwt`), as advertised in discovery.
+pub const ASSERTION_SIGNING_ALGS: &[&str] = &["HS256", "RS256", "ES256"];
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY_SECS: i64 = 60;
+/// The longest an assertion may stay valid from now, in seconds: short-lived assertions keep
+/// the table of used `jti`s small (RFC 7523 §3 item 4 lets the server limit it).
+const MAX_LIFETIME_SECS: i64 = 5 * 60;
+
+/// A client that proved who it is (or, for `none`, said who it is).
+#[derive(Debug, Clone)]
+pub struct AuthenticatedClient {
+    pub client: Client,
+    pub metadata: RegisteredMetadata,
+}
+
+/// The credentials a request carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    Basic {
+        id: String,
+        secret: String,
+    },
+    Post {
+        id: String,
+        secret: String,
+    },
+    None {
+        id: String,
+    },
+    /// RFC 7523 §2.2: a JWT in `client_assertion`, with the optional body `client_id`.
+    Assertion {
+        assertion: String,
+        body_id: Option<String>,
+    },
+}
+
+/// RFC 6749 §2.3.1: the Basic user name and password are form-urlencoded first.
+fn form_decode(value: &str) -> String {
+    url::form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, TokenError> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value.to_str().unwrap_or_default();
+            let encoded = value
+                .strip_prefix("Basic ")
+                .or_else(|| value.strip_prefix("basic "))
+                .ok_or_else(|| {
+                    TokenError::invalid_client(
+                        "only HTTP Basic authentication is accepted here",
+                        true,
+                    )
+                })?;
+            let decoded = STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .ok_or_else(|| {
+                    TokenError::invalid_client(
+                        "the Basic credentials are not valid base64 of id:secret",
+                        true,
+                    )
+                })?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(|| {
+                TokenError::invalid_client("the Basic credentials have no `:`", true)
+            })?;
+            Some((form_decode(id), form_decode(secret)))
+        }
+        None => None,
+    };
+    let body_id = params.get("client_id").map(str::to_owned);
+    let body_secret = params.get("client_secret").map(str::to_owned);
+    let assertion_type = params.get("client_assertion_type");
+    let assertion = params.get("client_assertion");
+    if assertion_type.is_some() || assertion.is_some() {
+        // RFC 6749 §2.3: one authentication method per request.
+        if basic.is_some() || body_secret.is_some() {
+            return Err(TokenError::invalid_request(
+                "the client authenticated twice (a client assertion and a secret): use one method",
+            ));
+        }
+        // RFC 7523 §2.2: the type MUST be jwt-bearer and the assertion a single JWT.
+        if assertion_type != Some(JWT_BEARER) {
+            return Err(TokenError::invalid_client(
+                &format!("client_assertion_type must be `{JWT_BEARER}`"),
+                false,
+            ));
+        }
+        let Some(assertion) = assertion.filter(|a| !a.is_empty()) else {
+            return Err(TokenError::invalid_client(
+                "client_assertion_type was sent without a client_assertion",
+                false,
+            ));
+        };
+        return Ok(Credentials::Assertion {
+            assertion: assertion.to_owned(),
+            body_id,
+        });
+    }
+    match (basic, body_id, body_secret) {
+        // RFC 6749 §2.3: one authentication method per request.
+        (Some(_), _, Some(_)) => Err(TokenError::invalid_request(
+            "the client authenticated twice (Basic and client_secret): use one method",
+        )),
+        (Some((id, secret)), body_id, None) => {
+            if body_id.is_some_and(|b| b != id) {
+                return Err(TokenError::invalid_request(
+                    "client_id in the body differs from the Basic credentials",
+                ));
+            }
+            Ok(Credentials::Basic { id, secret })
+        }
+        (None, Some(id), Some(secret)) => Ok(Credentials::Post { id, secret }),
+        (None, Some(id), None) => Ok(Credentials::None { id }),
+        (None, None, _) => Err(TokenError::invalid_client(
+            "the client did not say who it is (client_id)",
+            false,
+        )),
+    }
+}
+
+/// Authenticates the client of a token request.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<AuthenticatedClient, TokenError> {
+    let credentials = credentials(headers, params)?;
+    let (id, secret, used, basic) = match &credentials {
+        Credentials::Basic { id, secret } => (id, Some(secret), "client_secret_basic", true),
+        Credentials::Post { id, secret } => (id, Some(secret), "client_secret_post", false),
+        Credentials::None { id } => (id, None, "none", false),
+        Credentials::Assertion { assertion, body_id } => {
+            return authenticate_assertion(state, assertion, body_id.as_deref()).await;
+        }
+    };
+    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
+    let client = repo
+        .clients()
+        .find_by_client_id(id)
+        .await
+        .map_err(TokenError::server)?
+        .ok_or_else(|| TokenError::invalid_client("unknown client", basic))?;
+    if client.token_endpoint_auth_method != used {
+        return Err(TokenError::invalid_client(
+            &format!(
+                "this client is registered for `{}`, not `{used}`",
+                client.token_endpoint_auth_method
+            ),
+            basic,
+        ));
+    }
+    if let Some(secret) = secret {
+        let stored = client
+            .encrypted_client_secret
+            .as_deref()
+            .and_then(|enc| {
+                Encrypter::new(&state.settings.encryption_key)
+                    .decrypt(enc)
+                    .ok()
+            })
+            .ok_or_else(|| TokenError::invalid_client("this client has no usable secret", basic))?;
+        if !bool::from(stored.as_bytes().ct_eq(secret.as_bytes())) {
+            return Err(TokenError::invalid_client("wrong client secret", basic));
+        }
+    }
+    let metadata = RegisteredMetadata::from_json(&client.metadata);
+    Ok(AuthenticatedClient { client, metadata })
+}
+
+fn assertion_error(description: &str) -> TokenError {
+    TokenError::invalid_client(description, false)
+}
+
+/// The claims of a JWT, read without checking its signature (only to find the client whose key
+/// checks it).
+fn unverified_claims(jwt: &str) -> Option<serde_json::Map<String, Value>> {
+    let mut parts = jwt.split('.');
+    let (_, payload) = (parts.next()?, parts.next()?);
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// The key a `private_key_jwt` assertion must verify with: from the client's inline `jwks`, the
+/// key its `kid` names, or the only key when the header names none (OIDC Core §10.1).
+fn client_public_key(
+    metadata: &Value,
+    header: &jsonwebtoken::Header,
+) -> Result<jsonwebtoken::DecodingKey, TokenError> {
+    let Some(jwks) = metadata.get("jwks") else {
+        if metadata.get("jwks_uri").is_some() {
+            return Err(assertion_error(
+                "jwks_uri is not supported yet; register jwks inline",
+            ));
+        }
+        return Err(assertion_error(
+            "this client registered no keys (jwks) to verify private_key_jwt assertions",
+        ));
+    };
+    let keys: Vec<&Value> = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| keys.iter().collect())
+        .unwrap_or_default();
+    let key =
+        match &header.kid {
+            Some(kid) => keys
+                .iter()
+                .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid.as_str()))
+                .ok_or_else(|| {
+                    assertion_error(&format!("the client's jwks has no key with kid `{kid}`"))
+                })?,
+            None => match keys.as_slice() {
+                [only] => only,
+                _ => return Err(assertion_error(
+                    "the client's jwks holds several keys: name one with `kid` in the JWT header",
+                )),
+            },
+        };
+    let member = |name: &str| key.get(name).and_then(Value::as_str).unwrap_or_default();
+    // RFC 7518 §3.3 / §3.4: RS256 takes an RSA key, ES256 a P-256 key.
+    let decoding = match (header.alg, member("kty")) {
+        (jsonwebtoken::Algorithm::RS256, "RSA") => {
+            jsonwebtoken::DecodingKey::from_rsa_components(member("n"), member("e")).ok()
+        }
+        (jsonwebtoken::Algorithm::ES256, "EC") if member("crv") == "P-256" => {
+            jsonwebtoken::DecodingKey::from_ec_components(member("x"), member("y")).ok()
+        }
+        _ => {
+            return Err(assertion_error(&format!(
+                "the client's key does not fit the assertion's alg `{:?}` (RS256 needs an RSA \
+                 key, ES256 a P-256 key)",
+                header.alg
+            )))
+        }
+    };
+    decoding.ok_or_else(|| assertion_error("the client's key in jwks is not a valid public key"))
+}
+
+/// Authenticates a client by a JWT assertion (RFC 7523 §2.2 and §3, OIDC Core §9).
+async fn authenticate_assertion(
+    state: &AppState,
+    assertion: &str,
+    body_id: Option<&str>,
+) -> Result<AuthenticatedClient, TokenError> {
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| assertion_error("client_assertion is not a JWT (RFC 7523 §2.2)"))?;
+    let claims = unverified_claims(assertion)
+        .ok_or_else(|| assertion_error("client_assertion has no JSON claims set"))?;
+    let claim = |name: &str| claims.get(name).and_then(Value::as_str);
+
+    // RFC 7523 §3 items 1 and 2 / OIDC Core §9: `iss` and `sub` are both the client_id.
+    let (Some(iss), Some(sub)) = (claim("iss"), claim("sub")) else {
+        return Err(assertion_error(
+            "client_assertion must have `iss` and `sub` claims, both the client_id",
+        ));
+    };
+    if iss != sub {
+        return Err(assertion_error(
+            "client_assertion `iss` and `sub` must both be the client_id",
+        ));
+    }
+    // RFC 7523 §3: a client_id sent alongside must name the same client.
+    if body_id.is_some_and(|id| id != sub) {
+        return Err(assertion_error(
+            "client_id differs from the client_assertion's `sub`",
+        ));
+    }
+
+    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
+    let client = repo
+        .clients()
+        .find_by_client_id(sub)
+        .await
+        .map_err(TokenError::server)?
+        .ok_or_else(|| assertion_error("unknown client"))?;
+    drop(repo);
+
+    // OIDC Core §9: the client must use the method it registered.
+    let (alg, key) = match client.token_endpoint_auth_method.as_str() {
+        "client_secret_jwt" => {
+            // OIDC Core §9: an HMAC (HS256) keyed with the client secret.
+            if header.alg != jsonwebtoken::Algorithm::HS256 {
+                return Err(assertion_error(
+                    "client_secret_jwt assertions must be signed with HS256",
+                ));
+            }
+            let secret = client
+                .encrypted_client_secret
+                .as_deref()
+                .and_then(|enc| {
+                    Encrypter::new(&state.settings.encryption_key)
+                        .decrypt(enc)
+                        .ok()
+                })
+                .ok_or_else(|| assertion_error("this client has no usable secret"))?;
+            (
+                jsonwebtoken::Algorithm::HS256,
+                jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            )
+        }
+        "private_key_jwt" => {
+            // OIDC Core §9: signed with the client's private key; RS256 or ES256 here.
+            if !matches!(
+                header.alg,
+                jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::ES256
+            ) {
+                return Err(assertion_error(
+                    "private_key_jwt assertions must be signed with RS256 or ES256",
+                ));
+            }
+            (header.alg, client_public_key(&client.metadata, &header)?)
+        }
+        other => {
+            return Err(assertion_error(&format!(
+                "this client is registered for `{other}`, not a JWT client assertion"
+            )))
+        }
+    };
+
+    // RFC 7523 §3 item 9: the signature must verify. jsonwebtoken checks times against the
+    // system clock, so its time checks are off and done below against the injected clock.
+    let mut validation = jsonwebtoken::Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<Value>(assertion, &key, &validation)
+        .map_err(|_| assertion_error("the client_assertion signature does not verify"))?;
+
+    let now = state.storage.entropy().clock.now().timestamp();
+    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+    // RFC 7523 §3 item 4: `exp` is required and the assertion must not have expired.
+    let exp = number("exp")
+        .ok_or_else(|| assertion_error("client_assertion must have a numeric `exp` claim"))?;
+    if exp + LEEWAY_SECS < now {
+        return Err(assertion_error("the client_assertion has expired"));
+    }
+    // The server may refuse assertions valid unreasonably far into the future (RFC 7523 §3
+    // item 4); this bounds how long used `jti`s are kept.
+    if exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
+        return Err(assertion_error(&format!(
+            "the client_assertion lives too long: `exp` may be at most {MAX_LIFETIME_SECS} \
+             seconds from now"
+        )));
+    }
+    // RFC 7523 §3 item 5: not before `nbf`.
+    if number("nbf").is_some_and(|nbf| nbf - LEEWAY_SECS > now) {
+        return Err(assertion_error(
+            "the client_assertion is not valid yet (nbf)",
+        ));
+    }
+    // RFC 7523 §3 item 6: `iat` in the future is refused.
+    if number("iat").is_some_and(|iat| iat - LEEWAY_SECS > now) {
+        return Err(assertion_error(
+            "the client_assertion was issued in the future (iat)",
+        ));
+    }
+
+    // RFC 7523 §3 item 3 / OIDC Core §9: the audience must name this authorization server:
+    // the token endpoint URL or the issuer.
+    let token_endpoint = endpoints::url(&state.settings.public_base, endpoints::TOKEN).to_string();
+    let issuer = state.settings.issuer.to_string();
+    let accepted =
+        |aud: &str| aud == token_endpoint || aud == issuer || aud == issuer.trim_end_matches('/');
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => accepted(aud),
+        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(accepted),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(assertion_error(&format!(
+            "the client_assertion `aud` must contain the token endpoint `{token_endpoint}` or \
+             the issuer `{issuer}`"
+        )));
+    }
+
+    // RFC 7523 §3 item 7 / OIDC Core §9: `jti` is required and an assertion is used only once.
+    let jti = claim("jti")
+        .filter(|j| !j.is_empty())
+        .ok_or_else(|| assertion_error("client_assertion must have a `jti` claim"))?;
+    let expires_at = DateTime::<Utc>::from_timestamp(exp + LEEWAY_SECS, 0)
+        .ok_or_else(|| assertion_error("client_assertion `exp` is out of range"))?;
+    let mut repo = state.storage.begin().await.map_err(TokenError::server)?;
+    let first_use = match repo
+        .client_assertions()
+        .record_jti(client.id, jti, expires_at)
+        .await
+    {
+        Ok(first) => first,
+        // Deleted while this request ran (config sync --prune): it no longer exists.
+        Err(crate::storage::StorageError::NotFound(_)) => {
+            return Err(assertion_error("unknown client"))
+        }
+        Err(e) => return Err(TokenError::server(e)),
+    };
+    repo.commit().await.map_err(TokenError::server)?;
+    if !first_use {
+        return Err(assertion_error("the assertion was already used"));
+    }
+
+    let metadata = RegisteredMetadata::from_json(&client.metadata);
+    Ok(AuthenticatedClient { client, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn basic(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(value))).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn reads_each_method() {
+        let none = Params::parse("client_id=abc");
+        assert_eq!(
+            credentials(&HeaderMap::new(), &none).unwrap(),
+            Credentials::None { id: "abc".into() }
+        );
+        let post = Params::parse("client_id=abc&client_secret=s%20t");
+        assert_eq!(
+            credentials(&HeaderMap::new(), &post).unwrap(),
+            Credentials::Post {
+                id: "abc".into(),
+                secret: "s t".into()
+            }
+        );
+        // RFC 6749 §2.3.1: form-urlencoded inside Basic.
+        assert_eq!(
+            credentials(&basic("a%3Ab:p%2Bq+r"), &Params::parse("")).unwrap(),
+            Credentials::Basic {
+                id: "a:b".into(),
+                secret: "p+q r".into()
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_ambiguity_and_garbage() {
+        let both = Params::parse("client_id=abc&client_secret=x");
+        assert_eq!(
+            credentials(&basic("abc:x"), &both).unwrap_err().error,
+            "invalid_request"
+        );
+        let other = Params::parse("client_id=zzz");
+        assert_eq!(
+            credentials(&basic("abc:x"), &other).unwrap_err().error,
+            "invalid_request"
+        );
+        assert_eq!(
+            credentials(&basic("no-colon"), &Params::parse(""))
+                .unwrap_err()
+                .error,
+            "invalid_client"
+        );
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(
+            credentials(&bearer, &Params::parse("")).unwrap_err().error,
+            "invalid_client"
+        );
+        assert_eq!(
+            credentials(&HeaderMap::new(), &Params::parse(""))
+                .unwrap_err()
+                .error,
+            "invalid_client"
+        );
+        // RFC 7523 §2.2: an assertion needs the jwt-bearer type, and is the only method used.
+        let jwt = Params::parse("client_id=a&client_assertion=x");
+        assert_eq!(
+            credentials(&HeaderMap::new(), &jwt).unwrap_err().error,
+            "invalid_client"
+        );
+        let no_assertion = Params::parse(&format!("client_assertion_type={JWT_BEARER}"));
+        assert_eq!(
+            credentials(&HeaderMap::new(), &no_assertion)
+                .unwrap_err()
+                .error,
+            "invalid_client"
+        );
+        let jwt = format!("client_assertion_type={JWT_BEARER}&client_assertion=x.y.z");
+        assert_eq!(
+            credentials(&basic("abc:x"), &Params::parse(&jwt))
+                .unwrap_err()
+                .error,
+            "invalid_request"
+        );
+        assert_eq!(
+            credentials(
+                &HeaderMap::new(),
+                &Params::parse(&format!("{jwt}&client_id=a"))
+            )
+            .unwrap(),
+            Credentials::Assertion {
+                assertion: "x.y.z".into(),
+                body_id: Some("a".into())
+            }
+        );
+        assert!(unverified_claims("garbage").is_none());
+        assert!(unverified_claims("a.bm90IGpzb24.c").is_none());
+    }
+}

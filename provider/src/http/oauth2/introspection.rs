@@ -1,0 +1,623 @@
+//! `POST /oauth2/introspect` (RFC 7662): is a token active, and what does it stand for.
+//!
+//! Two kinds of callers (RFC 7662 §2.1: "the endpoint MUST also require some form of
+//! authorization"):
+//! - the homeserver, with `Authorization: Bearer <matrix shared secret>` (the homeserver
+//!   contract of SPEC-NOTES.md; Synapse's `matrix_authentication_service` mode);
+//! - a confidential client, authenticated as at the token endpoint ([`client_auth`]). Public
+//!   clients (`none`) have no credentials and may not introspect.
+//!
+//! Every token that is not active, whatever the reason (unknown, malformed, expired, revoked,
+//! finished session, locked or deactivated user, not the caller's to see), is answered exactly
+//! `{"active": false}` (§2.2). Answers are never cached (`Cache-Control: no-store`).
+//!
+//! Cost of the hot path (the homeserver introspecting an OAuth 2.0 access token): three indexed
+//! lookups: the token and its session in one query (unique hash index, then primary key), the
+//! user (primary key) and the client (primary key). A client introspecting a token of its own
+//! saves the client lookup.
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    Json,
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use subtle::ConstantTimeEq as _;
+
+use super::{
+    authorize::Params,
+    client_auth::{self, AuthenticatedClient},
+    token::{form_params, TokenError},
+    userinfo::{self, Authorization, BearerError},
+};
+use crate::{
+    crypto::sha256,
+    domain::{
+        scope::{self, Scope, API_SCOPE, DEVICE_SCOPE_PREFIX, SYNAPSE_ADMIN_SCOPE},
+        token::TokenKind,
+    },
+    http::AppState,
+    storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
+};
+
+/// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
+/// token endpoint authentication methods, or access token types such as `Bearer`, which the
+/// homeserver uses).
+pub const AUTH_METHODS: &[&str] = &[
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "Bearer",
+];
+
+/// Sent by Synapse (MAS 0.15+ contract): it reads the device from `device_id` rather than from
+/// the scope.
+pub const SUPPORTS_DEVICE_ID_HEADER: &str = "x-mas-supports-device-id";
+
+/// RFC 7662 §2.2 members. An inactive token has `active: false` and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The public `client_id` the token was issued to (none for compat tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The Matrix localpart (our `users.username`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The RFC 7009 §4.1.2 token type hint value: `access_token` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// The user's ULID, as in the ID token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Seconds until `exp` (Synapse caches no longer than this); absent when it never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// The Matrix device, for callers that sent `X-MAS-Supports-Device-Id: 1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+impl Introspection {
+    /// RFC 7662 §2.2: "the authorization server MUST return an introspection response with the
+    /// "active" field set to false" and SHOULD NOT say more.
+    pub fn inactive() -> Self {
+        Self::default()
+    }
+}
+
+/// Who is asking.
+#[derive(Debug)]
+enum Caller {
+    /// The homeserver, with the shared secret.
+    Homeserver,
+    /// A confidential client.
+    Client(Box<AuthenticatedClient>),
+}
+
+/// Why a request was refused before any token was looked at.
+#[derive(Debug)]
+enum IntrospectionError {
+    /// RFC 7662 §2.3: a client's credentials are refused as in RFC 6749 §5.2; so are malformed
+    /// requests.
+    Client(TokenError),
+    /// RFC 7662 §2.3: a bearer credential that is invalid is refused as in RFC 6750 §3.
+    Bearer(BearerError),
+}
+
+impl From<TokenError> for IntrospectionError {
+    fn from(e: TokenError) -> Self {
+        Self::Client(e)
+    }
+}
+
+impl IntoResponse for IntrospectionError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Client(e) => e.into_response(),
+            Self::Bearer(e) => e.into_response(),
+        }
+    }
+}
+
+/// RFC 7662 §2.1 / RFC 7009 §2.1: `token` is REQUIRED. `token_type_hint` is OPTIONAL and
+/// ignored: the token's prefix already says what it is, and a wrong hint must not hide a token
+/// ("the authorization server MUST extend its search").
+pub(crate) fn token_param(params: &Params) -> Result<&str, TokenError> {
+    params
+        .get("token")
+        .ok_or_else(|| TokenError::invalid_request("token is required"))
+}
+
+/// Does `given` equal the configured shared secret? Compared in constant time over SHA-256
+/// digests, so neither the content nor the length of the secret leaks through timing. An empty
+/// secret matches nothing.
+fn is_shared_secret(given: &str, secret: &str) -> bool {
+    !secret.is_empty() && bool::from(sha256(given).ct_eq(&sha256(secret)))
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Caller, IntrospectionError> {
+    match userinfo::authorization(headers) {
+        Authorization::Bearer(token) => {
+            if is_shared_secret(token, &state.settings.matrix.secret) {
+                Ok(Caller::Homeserver)
+            } else {
+                Err(IntrospectionError::Bearer(BearerError::InvalidToken(
+                    "the bearer token is not the homeserver's shared secret",
+                )))
+            }
+        }
+        Authorization::Malformed => Err(IntrospectionError::Bearer(BearerError::InvalidRequest(
+            "the Authorization header is malformed",
+        ))),
+        // HTTP Basic, client_secret_post or nothing: client authentication decides.
+        Authorization::Absent | Authorization::Other => {
+            let client = client_auth::authenticate(state, headers, params).await?;
+            // RFC 7662 §2.1 requires authorization; a public client proves nothing.
+            if client.client.token_endpoint_auth_method == "none" {
+                return Err(TokenError::invalid_client(
+                    "public clients may not introspect tokens",
+                    false,
+                )
+                .into());
+            }
+            Ok(Caller::Client(Box::new(client)))
+        }
+    }
+}
+
+/// `POST /oauth2/introspect`.
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    match handle(&state, &headers, &body).await {
+        Ok(answer) => super::no_store(Json(answer).into_response()),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Introspection, IntrospectionError> {
+    let params = form_params(headers, body)?;
+    let caller = authenticate(state, headers, &params).await?;
+    let token = token_param(&params)?;
+    let supports_device_id = headers
+        .get(SUPPORTS_DEVICE_ID_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1");
+    let now = state.storage.entropy().clock.now();
+    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
+    let found = find(&mut repo, &caller, token, now)
+        .await
+        .map_err(TokenError::server)?;
+    Ok(found
+        .and_then(|active| active.answer(supports_device_id, now))
+        .unwrap_or_else(Introspection::inactive))
+}
+
+/// An active token, whatever its kind, before it is put in the caller's terms.
+#[derive(Debug)]
+struct ActiveToken {
+    token_type: &'static str,
+    scope: String,
+    client_id: Option<String>,
+    user: Option<User>,
+    /// The session's Matrix device, when it records one.
+    device_id: Option<String>,
+    issued_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl ActiveToken {
+    /// The introspection response; `None` when the device can't be told to this caller.
+    fn answer(self, supports_device_id: bool, now: DateTime<Utc>) -> Option<Introspection> {
+        let device_id = self
+            .device_id
+            .or_else(|| device_in_scope(&self.scope).map(str::to_owned));
+        let scope = if supports_device_id {
+            self.scope
+        } else {
+            // The homeserver contract: a caller without the header reads the device from the
+            // scope, so it must be there. A device ID that can't be a scope token (RFC 6749
+            // §3.3) can't be told that way: the token is inactive for this caller.
+            scope_with_device(&self.scope, device_id.as_deref())?
+        };
+        Some(Introspection {
+            active: true,
+            scope: Some(with_both_forms(&scope)),
+            client_id: self.client_id,
+            username: self.user.as_ref().map(|u| u.username.clone()),
+            token_type: Some(self.token_type),
+            exp: self.expires_at.map(|e| e.timestamp()),
+            iat: Some(self.issued_at.timestamp()),
+            sub: self.user.as_ref().map(|u| u.id.to_string()),
+            // Rounded down: Synapse counts the token as expired after `expires_in` seconds.
+            expires_in: self.expires_at.map(|e| (e - now).num_seconds().max(0)),
+            device_id: device_id.filter(|_| supports_device_id),
+        })
+    }
+}
+
+/// The ID of the one device scope (MSC2967, stable or unstable form) of a scope, if it has
+/// exactly one device.
+fn device_in_scope(scope: &str) -> Option<&str> {
+    let mut devices = scope.split(' ').filter_map(scope::device_id);
+    let first = devices.next()?;
+    devices.all(|d| d == first).then_some(first)
+}
+
+/// `scope`, with the device scope of `device_id` added when the scope names no device. `None`
+/// when the device ID can't be written as a scope token.
+fn scope_with_device(scope: &str, device_id: Option<&str>) -> Option<String> {
+    match device_id {
+        Some(device) if device_in_scope(scope).is_none() => {
+            let token = device_scope(device)?;
+            Some(if scope.is_empty() {
+                token
+            } else {
+                format!("{scope} {token}")
+            })
+        }
+        _ => Some(scope.to_owned()),
+    }
+}
+
+/// The scope with every MSC2967 token in both spellings (stable and unstable), whichever the
+/// client asked for: a homeserver that knows only one of them still finds the API scope and
+/// the device (SPEC-NOTES.md, the homeserver contract).
+fn with_both_forms(scope: &str) -> String {
+    let tokens: Vec<&str> = scope.split(' ').filter(|t| !t.is_empty()).collect();
+    let mut out: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+    for token in &tokens {
+        if let Some(other) = scope::other_form(token) {
+            if !out.contains(&other) {
+                out.push(other);
+            }
+        }
+    }
+    out.join(" ")
+}
+
+/// `urn:matrix:client:device:<id>`, if that is one valid scope token (RFC 6749 §3.3).
+fn device_scope(device_id: &str) -> Option<String> {
+    let token = format!("{DEVICE_SCOPE_PREFIX}{device_id}");
+    let parsed = Scope::parse(&token).ok()?;
+    (parsed.iter().count() == 1 && parsed.contains(&token)).then_some(token)
+}
+
+/// The scope a compat session (legacy login, MSC3824) acts with: the whole client API, its
+/// device, and Synapse administration when it was granted.
+fn compat_scope(device_id: &str, is_synapse_admin: bool) -> Option<String> {
+    let mut scope = format!("{API_SCOPE} {}", device_scope(device_id)?);
+    if is_synapse_admin {
+        scope.push(' ');
+        scope.push_str(SYNAPSE_ADMIN_SCOPE);
+    }
+    Some(scope)
+}
+
+/// Finds an active OAuth 2.0 access token (`mat_…`) by its value: what introspection and
+/// userinfo both ask. Malformed tokens are refused by their checksum before any query; then ONE
+/// query returns the token, its session, its client's ID and its user (the repository's hot
+/// path), with expiry, revocation, the session's end and the user's lock all checked in SQL.
+pub(crate) async fn find_active_access_token(
+    repo: &mut BoxRepository,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ActiveAccessToken>, StorageError> {
+    if TokenKind::parse(token) != Ok(TokenKind::AccessToken) {
+        return Ok(None);
+    }
+    repo.access_tokens()
+        .find_active_by_hash(&sha256(token), now)
+        .await
+}
+
+/// The user, when they may still use their tokens (`User::is_active`).
+async fn active_user(
+    repo: &mut BoxRepository,
+    id: ulid::Ulid,
+) -> Result<Option<User>, StorageError> {
+    Ok(repo.users().lookup(id).await?.filter(User::is_active))
+}
+
+/// Looks the token up by its kind (the prefix, checked by the checksum first).
+async fn find(
+    repo: &mut BoxRepository,
+    caller: &Caller,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ActiveToken>, StorageError> {
+    // RFC 7662 §2.2: a malformed token "does not exist on this server": no query at all.
+    let Ok(kind) = TokenKind::parse(token) else {
+        return Ok(None);
+    };
+    match kind {
+        TokenKind::AccessToken => oauth2_access_token(repo, token, now).await,
+        // Refresh tokens only ever travel between a client and this server: a client may
+        // introspect its own; the homeserver never sees one (RFC 7662 §2.2: "not allowed to
+        // introspect this particular token").
+        TokenKind::RefreshToken => match caller {
+            Caller::Client(client) => oauth2_refresh_token(repo, client, &sha256(token)).await,
+            Caller::Homeserver => Ok(None),
+        },
+        TokenKind::CompatAccessToken => compat_access_token(repo, &sha256(token), now).await,
+        // Compat refresh tokens belong to no OAuth 2.0 client; personal tokens are not issued.
+        TokenKind::CompatRefreshToken | TokenKind::PersonalAccessToken => Ok(None),
+    }
+}
+
+async fn oauth2_access_token(
+    repo: &mut BoxRepository,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ActiveToken>, StorageError> {
+    let Some(active) = find_active_access_token(repo, token, now).await? else {
+        return Ok(None);
+    };
+    Ok(Some(ActiveToken {
+        token_type: "access_token",
+        scope: active.session.scope,
+        client_id: Some(active.client_id),
+        user: active.user,
+        device_id: active.session.device_id,
+        issued_at: active.token.created_at,
+        expires_at: active.token.expires_at,
+    }))
+}
+
+async fn oauth2_refresh_token(
+    repo: &mut BoxRepository,
+    client: &AuthenticatedClient,
+    hash: &TokenHash,
+) -> Result<Option<ActiveToken>, StorageError> {
+    // Active while it may be exchanged: not consumed (rotated), not revoked, session going on.
+    let Some(refresh) = repo
+        .refresh_tokens()
+        .find_by_hash(hash)
+        .await?
+        .filter(|t| t.is_usable())
+    else {
+        return Ok(None);
+    };
+    let Some(session) = repo
+        .oauth2_sessions()
+        .lookup(refresh.session_id)
+        .await?
+        .filter(|s| s.is_active() && s.client_id == client.client.id)
+    else {
+        return Ok(None);
+    };
+    let user = match session.user_id {
+        Some(id) => match active_user(repo, id).await? {
+            Some(user) => Some(user),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(Some(ActiveToken {
+        token_type: "refresh_token",
+        scope: session.scope,
+        client_id: Some(client.client.client_id.clone()),
+        user,
+        device_id: session.device_id,
+        issued_at: refresh.created_at,
+        expires_at: None,
+    }))
+}
+
+async fn compat_access_token(
+    repo: &mut BoxRepository,
+    hash: &TokenHash,
+    now: DateTime<Utc>,
+) -> Result<Option<ActiveToken>, StorageError> {
+    // The same hot path as OAuth 2.0 access tokens: token and session in one query.
+    let Some((token, session)) = repo
+        .compat_tokens()
+        .find_active_access_by_hash_with_session(hash, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(user) = active_user(repo, session.user_id).await? else {
+        return Ok(None);
+    };
+    // A device ID that can't be a scope token leaves only the `device_id` member to carry it.
+    let scope = compat_scope(&session.device_id, session.is_synapse_admin)
+        .unwrap_or_else(|| API_SCOPE.to_owned());
+    Ok(Some(ActiveToken {
+        token_type: "access_token",
+        scope,
+        client_id: None,
+        user: Some(user),
+        device_id: Some(session.device_id),
+        issued_at: token.created_at,
+        expires_at: token.expires_at,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    fn user() -> User {
+        User {
+            id: ulid::Ulid::from_parts(1, 2),
+            username: "alice".into(),
+            created_at: at(0),
+            locked_at: None,
+            deactivated_at: None,
+            can_request_admin: false,
+            display_name: None,
+        }
+    }
+
+    fn token(scope: &str, device: Option<&str>) -> ActiveToken {
+        ActiveToken {
+            token_type: "access_token",
+            scope: scope.into(),
+            client_id: Some("client".into()),
+            user: Some(user()),
+            device_id: device.map(Into::into),
+            issued_at: at(0),
+            expires_at: Some(at(300)),
+        }
+    }
+
+    #[test]
+    fn inactive_is_exactly_active_false() {
+        assert_eq!(
+            serde_json::to_value(Introspection::inactive()).unwrap(),
+            serde_json::json!({ "active": false })
+        );
+    }
+
+    #[test]
+    fn active_answers() {
+        let scope = "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ";
+        // Every MSC2967 token in both forms, so a homeserver knowing either understands it.
+        let both = "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ \
+                    urn:matrix:org.matrix.msc2967.client:api:* \
+                    urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ";
+        let with_header = token(scope, None).answer(true, at(100)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&with_header).unwrap(),
+            serde_json::json!({
+                "active": true,
+                "scope": both,
+                "client_id": "client",
+                "username": "alice",
+                "token_type": "access_token",
+                "exp": 1_700_000_300,
+                "iat": 1_700_000_000,
+                "sub": user().id.to_string(),
+                "expires_in": 200,
+                "device_id": "ABCDEFGHIJ",
+            })
+        );
+        // Without the header: no device_id member; the device is in the scope already.
+        let without = token(scope, None).answer(false, at(100)).unwrap();
+        assert_eq!(without.device_id, None);
+        assert_eq!(without.scope.as_deref(), Some(both));
+        // The unstable form asked for: the stable one is added.
+        let unstable = token(
+            "urn:matrix:org.matrix.msc2967.client:api:* urn:synapse:admin:*",
+            None,
+        )
+        .answer(true, at(100))
+        .unwrap();
+        assert_eq!(
+            unstable.scope.as_deref(),
+            Some(
+                "urn:matrix:org.matrix.msc2967.client:api:* urn:synapse:admin:* \
+                 urn:matrix:client:api:*"
+            )
+        );
+        // A session device missing from the scope is added to it.
+        let added = token("urn:matrix:client:api:*", Some("DEV"))
+            .answer(false, at(100))
+            .unwrap();
+        assert_eq!(
+            added.scope.as_deref(),
+            Some(
+                "urn:matrix:client:api:* urn:matrix:client:device:DEV \
+                 urn:matrix:org.matrix.msc2967.client:api:* \
+                 urn:matrix:org.matrix.msc2967.client:device:DEV"
+            )
+        );
+        // A device that can't be a scope token: only with the header.
+        assert!(token("urn:matrix:client:api:*", Some("a b"))
+            .answer(false, at(100))
+            .is_none());
+        let explicit = token("urn:matrix:client:api:*", Some("a b"))
+            .answer(true, at(100))
+            .unwrap();
+        assert_eq!(explicit.device_id.as_deref(), Some("a b"));
+        // expires_in is rounded down and never negative.
+        let late = token("openid", None)
+            .answer(true, at(300) - Duration::milliseconds(1))
+            .unwrap();
+        assert_eq!(late.expires_in, Some(0));
+    }
+
+    #[test]
+    fn devices_in_scopes() {
+        assert_eq!(
+            device_in_scope("openid urn:matrix:client:device:ABC"),
+            Some("ABC")
+        );
+        assert_eq!(
+            device_in_scope("urn:matrix:org.matrix.msc2967.client:device:ABC"),
+            Some("ABC")
+        );
+        assert_eq!(
+            device_in_scope(
+                "urn:matrix:client:device:ABC urn:matrix:org.matrix.msc2967.client:device:ABC"
+            ),
+            Some("ABC")
+        );
+        assert_eq!(
+            device_in_scope("urn:matrix:client:device:A urn:matrix:client:device:B"),
+            None
+        );
+        assert_eq!(device_in_scope("urn:matrix:client:device:"), None);
+        assert_eq!(device_in_scope("openid"), None);
+        assert_eq!(
+            scope_with_device("", Some("D")).as_deref(),
+            Some("urn:matrix:client:device:D")
+        );
+        assert_eq!(scope_with_device("openid", None).as_deref(), Some("openid"));
+    }
+
+    #[test]
+    fn compat_scopes() {
+        assert_eq!(
+            compat_scope("DEV", false).as_deref(),
+            Some("urn:matrix:client:api:* urn:matrix:client:device:DEV")
+        );
+        assert_eq!(
+            compat_scope("DEV", true).as_deref(),
+            Some("urn:matrix:client:api:* urn:matrix:client:device:DEV urn:synapse:admin:*")
+        );
+        assert_eq!(compat_scope("a\"b", false), None);
+        assert_eq!(compat_scope("a b", true), None);
+    }
+
+    #[test]
+    fn shared_secret() {
+        assert!(is_shared_secret("s3cret", "s3cret"));
+        assert!(!is_shared_secret("s3cre", "s3cret"));
+        assert!(!is_shared_secret("s3cret ", "s3cret"));
+        assert!(!is_shared_secret("", ""));
+    }
+
+    proptest! {
+        #[test]
+        fn scope_helpers_never_panic(scope in "\\PC{0,60}", device in "\\PC{0,12}") {
+            let _ = device_in_scope(&scope);
+            let _ = scope_with_device(&scope, Some(&device));
+            let _ = compat_scope(&device, true);
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! `POST /oauth2/token` (RFC 6749 §3.2): client authentication, then one module per grant.
+//!
+//! Responses carry `Cache-Control: no-store` (RFC 6749 §5.1); errors are the JSON of RFC 6749
+//! §5.2, with `WWW-Authenticate` when the client tried HTTP Basic and failed.
+//!
+//! Rate limited ([`Limit::Token`]) per authenticated client, after its authentication; public
+//! clients (`none`), which every user of an app shares, per client IP instead. Over the limit:
+//! see [`rate_limited`].
+
+pub mod authorization_code;
+pub mod client_credentials;
+pub mod device_code;
+mod id_token;
+pub mod refresh_token;
+
+pub(crate) use id_token::Approval;
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use serde_json::json;
+use ulid::Ulid;
+
+use self::id_token::IdTokenFor;
+use super::{authorize::Params, client_auth, no_store};
+use crate::{
+    core::{
+        matrix::provisioning,
+        rate_limit::{self, ClientIp, Limit, RateLimitError},
+    },
+    crypto::sha256,
+    domain::{client_registration::DEVICE_CODE, token::TokenKind},
+    http::AppState,
+    storage::{
+        AccessToken, BoxRepository, Client, OAuth2Session, RefreshToken, StorageError, User,
+    },
+};
+
+/// Access tokens live 5 minutes (DESIGN.md); clients refresh them.
+pub const ACCESS_TOKEN_LIFETIME_SECONDS: i64 = 300;
+/// ID tokens are valid for an hour (they are read once, at sign-in).
+pub const ID_TOKEN_LIFETIME_SECONDS: i64 = 3600;
+
+/// The grant types this endpoint serves.
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    // RFC 6749 §4.4.
+    "client_credentials",
+    // RFC 8628 §3.4 (MSC4341).
+    DEVICE_CODE,
+];
+/// The client authentication methods it accepts.
+pub const AUTH_METHODS: &[&str] = &[
+    "none",
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+];
+
+/// A token endpoint error (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    /// Add `WWW-Authenticate: Basic` (the client tried HTTP Basic).
+    pub basic_challenge: bool,
+}
+
+impl TokenError {
+    fn new(status: StatusCode, error: &'static str, description: &str) -> Self {
+        Self {
+            status,
+            error,
+            description: description.to_owned(),
+            basic_challenge: false,
+        }
+    }
+
+    pub fn invalid_request(description: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// RFC 6749 §5.2: 401, with `WWW-Authenticate` when the client used the Authorization header.
+    pub fn invalid_client(description: &str, basic: bool) -> Self {
+        Self {
+            basic_challenge: basic,
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+        }
+    }
+
+    pub fn invalid_grant(description: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    pub fn unauthorized_client(description: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+
+    pub fn invalid_scope(description: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    /// The homeserver could not be told about the device: 503 `temporarily_unavailable` (the
+    /// error code RFC 6749 §4.1.2.1 defines for a server that can't serve the request for
+    /// now), with `Retry-After`. Logged with its cause.
+    pub fn homeserver(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "token endpoint: can't provision the device on the homeserver");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the homeserver can't be reached to set up the device; try again shortly",
+        )
+    }
+
+    /// A storage or signing failure: logged with its cause, answered without it.
+    pub fn server(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "token endpoint: internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request",
+        )
+    }
+}
+
+impl From<StorageError> for TokenError {
+    fn from(e: StorageError) -> Self {
+        Self::server(e)
+    }
+}
+
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({ "error": self.error, "error_description": self.description })),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if self.basic_challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"token\""),
+            );
+        }
+        no_store(response)
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+impl TokenResponse {
+    /// The answer for a fresh pair: a bearer access token valid for
+    /// [`ACCESS_TOKEN_LIFETIME_SECONDS`] and its refresh token (every grant for a user gets one:
+    /// Matrix clients never ask for `offline_access`, and MSC4341 requires it for devices).
+    pub(crate) fn with_pair(pair: IssuedPair, scope: String, id_token: Option<String>) -> Self {
+        Self {
+            access_token: pair.access_token,
+            token_type: "Bearer",
+            expires_in: ACCESS_TOKEN_LIFETIME_SECONDS,
+            refresh_token: Some(pair.refresh_token),
+            scope,
+            id_token,
+        }
+    }
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        no_store(Json(self).into_response())
+    }
+}
+
+/// A fresh access and refresh token pair for a session, stored as hashes.
+pub(crate) struct IssuedPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub refresh: RefreshToken,
+}
+
+/// A fresh access token for a session, valid for [`ACCESS_TOKEN_LIFETIME_SECONDS`] from `now`,
+/// stored as its hash: the token and its stored row.
+pub(crate) async fn issue_access_token(
+    repo: &mut BoxRepository,
+    rng: &mut impl RngCore,
+    session_id: Ulid,
+    now: DateTime<Utc>,
+) -> Result<(String, AccessToken), StorageError> {
+    let access_token = TokenKind::AccessToken.generate(rng);
+    let access = repo
+        .access_tokens()
+        .add(
+            session_id,
+            &sha256(&access_token),
+            Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
+        )
+        .await?;
+    Ok((access_token, access))
+}
+
+/// A fresh access and refresh token pair for a session, valid from `now`, stored as hashes.
+pub(crate) async fn issue_pair(
+    repo: &mut BoxRepository,
+    rng: &mut impl RngCore,
+    session_id: Ulid,
+    now: DateTime<Utc>,
+) -> Result<IssuedPair, StorageError> {
+    let (access_token, access) = issue_access_token(repo, rng, session_id, now).await?;
+    let refresh_token = TokenKind::RefreshToken.generate(rng);
+    let refresh = repo
+        .refresh_tokens()
+        .add(session_id, &sha256(&refresh_token), Some(access.id))
+        .await?;
+    Ok(IssuedPair {
+        access_token,
+        refresh_token,
+        refresh,
+    })
+}
+
+/// Whether a request's body is `application/x-www-form-urlencoded` (parameters such as `charset`
+/// allowed).
+pub(crate) fn is_form_urlencoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The parameters of a `POST` to the token endpoint and the endpoints built like it:
+/// an `application/x-www-form-urlencoded` body (RFC 6749 §3.2; device authorization RFC 8628
+/// §3.1, introspection RFC 7662 §2.1, revocation RFC 7009 §2.1), in UTF-8, each parameter at most
+/// once (RFC 6749 §3.1). Anything else is `invalid_request` (RFC 6749 §5.2).
+pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenError> {
+    if !is_form_urlencoded(headers) {
+        return Err(TokenError::invalid_request(
+            "the request body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| TokenError::invalid_request("the body is not UTF-8"))?;
+    let params = Params::parse(text);
+    if let Some(name) = params.repeated_names().first() {
+        return Err(TokenError::invalid_request(&format!(
+            "the `{name}` parameter is repeated (RFC 6749 §3.1)"
+        )));
+    }
+    Ok(params)
+}
+
+/// The end of every grant for a user (authorization code, device code): a fresh pair for
+/// `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`), all in
+/// `repo`'s transaction, which commits; then the token response.
+///
+/// When the session has a Matrix device (MSC2967 device scope), the homeserver gets it first,
+/// synchronously, before the commit: the client will use the token at once, and the homeserver
+/// counts a token of an unknown device as inactive. If the homeserver can't be reached the
+/// transaction rolls back (the code or device code stays unused) and the client may retry.
+pub(crate) async fn issue_for_user(
+    state: &AppState,
+    mut repo: BoxRepository,
+    client: &Client,
+    session: OAuth2Session,
+    user: &User,
+    now: DateTime<Utc>,
+    approval: Approval<'_>,
+) -> Result<TokenResponse, TokenError> {
+    if let Some(device_id) = &session.device_id {
+        // The device is named after the client, as the account pages name the session.
+        let display_name = crate::core::clients::client_name(client);
+        provisioning::ensure_device(
+            state.homeserver.as_ref(),
+            &mut repo,
+            user,
+            device_id,
+            Some(&display_name),
+        )
+        .await
+        .map_err(TokenError::homeserver)?;
+    }
+    let mut rng = state.storage.entropy().rng.rng();
+    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
+    let id_token = if id_token::wanted(&session.scope) {
+        let user_id = session
+            .user_id
+            .ok_or_else(|| TokenError::server("a user's grant for a session without a user"))?;
+        let about = IdTokenFor {
+            user_id,
+            access_token: &pair.access_token,
+            approval,
+            scope: &session.scope,
+        };
+        Some(id_token::sign(state, &mut repo, client, now, about).await?)
+    } else {
+        None
+    };
+    repo.commit().await?;
+    Ok(TokenResponse::with_pair(pair, session.scope, id_token))
+}
+
+/// Why the token endpoint gave no tokens: an error of RFC 6749 §5.2, or the client is over its
+/// rate limit.
+enum Refused {
+    Error(TokenError),
+    Limited { retry_after: std::time::Duration },
+}
+
+impl From<TokenError> for Refused {
+    fn from(e: TokenError) -> Self {
+        Self::Error(e)
+    }
+}
+
+impl From<RateLimitError> for Refused {
+    fn from(e: RateLimitError) -> Self {
+        match e {
+            RateLimitError::Limited { retry_after } => Self::Limited { retry_after },
+            RateLimitError::Storage(e) => Self::Error(TokenError::server(e)),
+        }
+    }
+}
+
+/// The answer over the rate limit: 429 with `Retry-After` (RFC 6585 §4) and an RFC 6749 §5.2
+/// body with `temporarily_unavailable`. That code is registered (RFC 6749 §4.1.2.1: "unable to
+/// handle the request due to a temporary overloading"), so generic OAuth libraries parse it and
+/// clients that only look at the status and `Retry-After` need nothing else; an unregistered
+/// `rate_limited` would be an unknown extension to every client, and `slow_down` means "poll
+/// 5 seconds slower" to a device-flow client (RFC 8628 §3.5), which is not what this says.
+fn rate_limited(retry_after: std::time::Duration) -> Response {
+    let mut response = TokenError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        &format!(
+            "too many token requests from this client; retry after {} s",
+            rate_limit::retry_after_seconds(retry_after)
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        rate_limit::retry_after_header(retry_after),
+    );
+    response
+}
+
+/// `POST /oauth2/token`.
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&state, &client_ip, &headers, &body).await {
+        Ok(tokens) => tokens.into_response(),
+        Err(Refused::Error(error)) => error.into_response(),
+        Err(Refused::Limited { retry_after }) => rate_limited(retry_after),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    client_ip: &ClientIp,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TokenResponse, Refused> {
+    let params = form_params(headers, body)?;
+    let client = client_auth::authenticate(state, headers, &params).await?;
+    // After authentication, so nobody can spend a confidential client's quota by naming it.
+    if client.client.token_endpoint_auth_method == "none" {
+        state.limiter.check_ip(Limit::Token, client_ip).await?;
+    } else {
+        state
+            .limiter
+            .check(Limit::Token, &client.client.client_id)
+            .await?;
+    }
+    let grant_type = params
+        .get("grant_type")
+        .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?;
+    if !GRANT_TYPES.contains(&grant_type) {
+        return Err(TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            &format!("grant_type `{grant_type}` is not supported"),
+        )
+        .into());
+    }
+    // RFC 6749 §5.2 unauthorized_client: the client must be registered for the grant.
+    if !client.metadata.allows_grant(grant_type) {
+        return Err(TokenError::unauthorized_client(&format!(
+            "this client is not registered for the {grant_type} grant"
+        ))
+        .into());
+    }
+    Ok(match grant_type {
+        "authorization_code" => authorization_code::exchange(state, &client, &params).await?,
+        DEVICE_CODE => device_code::exchange(state, &client, &params).await?,
+        "client_credentials" => client_credentials::grant(state, &client, &params).await?,
+        _ => refresh_token::refresh(state, &client, &params).await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn form_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
+        headers
+    }
+
+    fn refusal(headers: &HeaderMap, body: &[u8]) -> String {
+        let error = form_params(headers, body).unwrap_err();
+        assert_eq!(
+            (error.status, error.error),
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        );
+        error.description
+    }
+
+    #[test]
+    fn form_bodies_are_read_once_per_parameter() {
+        let params = form_params(&form_headers(), b"grant_type=x&code=a%20b&empty=").unwrap();
+        assert_eq!(params.get("grant_type"), Some("x"));
+        assert_eq!(params.get("code"), Some("a b"));
+        // RFC 6749 §3.1: a parameter without a value is as if omitted.
+        assert_eq!(params.get("empty"), None);
+        assert!(refusal(&form_headers(), b"code=a&code=b").contains("`code` parameter is repeated"));
+        assert!(refusal(&form_headers(), b"code=\xff").contains("not UTF-8"));
+        assert!(refusal(&HeaderMap::new(), b"code=a").contains("x-www-form-urlencoded"));
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_form_urlencoded(&json));
+        assert!(refusal(&json, b"{}").contains("x-www-form-urlencoded"));
+    }
+
+    proptest! {
+        /// Any body is either parameters or `invalid_request`, never a panic.
+        #[test]
+        fn any_body_is_parameters_or_invalid_request(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Err(e) = form_params(&form_headers(), &body) {
+                prop_assert_eq!(e.error, "invalid_request");
+            }
+        }
+    }
+}

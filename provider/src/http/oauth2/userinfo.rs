@@ -1,0 +1,438 @@
+//! `GET|POST /oauth2/userinfo` (OIDC Core §5.3): the claims about the user an access token
+//! stands for, to a client holding it.
+//!
+//! The token is a bearer token (RFC 6750): in the `Authorization` header (§2.1), or on a `POST`
+//! in the `access_token` form parameter (§2.2); never in the query (§2.3 is not offered). Errors
+//! are those of RFC 6750 §3, as a `WWW-Authenticate: Bearer` challenge (and the same error as
+//! JSON in the body). This module also holds the bearer header parsing the introspection
+//! endpoint uses for the homeserver's shared secret.
+
+use super::no_store;
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{authorize::Params, introspection, token::is_form_urlencoded};
+use crate::{
+    domain::scope::Scope,
+    http::AppState,
+    storage::{BoxRepository, StorageError},
+};
+use ulid::Ulid;
+
+/// What the `Authorization` header of a request holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Authorization<'a> {
+    /// No `Authorization` header.
+    Absent,
+    /// RFC 6750 §2.1: `Bearer <token>` (the scheme is case-insensitive, RFC 9110 §11.1).
+    Bearer(&'a str),
+    /// Another scheme, e.g. `Basic` client credentials (RFC 6749 §2.3.1).
+    Other,
+    /// A `Bearer` header without a token, a header that is not text, or several `Authorization`
+    /// headers (RFC 9110 §5.3 allows one value only).
+    Malformed,
+}
+
+/// Reads the `Authorization` header of a request.
+pub(crate) fn authorization(headers: &HeaderMap) -> Authorization<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Authorization::Absent;
+    };
+    if values.next().is_some() {
+        return Authorization::Malformed;
+    }
+    match value.to_str() {
+        Ok(text) => parse_authorization(text),
+        Err(_) => Authorization::Malformed,
+    }
+}
+
+/// Parses an `Authorization` value. RFC 6750 §2.1: `credentials = "Bearer" 1*SP b64token`; the
+/// token is taken as it is (surrounding spaces trimmed) without checking the b64token alphabet:
+/// our tokens are checked by their checksum, and an operator's shared secret may use any
+/// printable character.
+pub(crate) fn parse_authorization(value: &str) -> Authorization<'_> {
+    let value = value.trim_start();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return if scheme.is_empty() {
+            Authorization::Malformed
+        } else {
+            Authorization::Other
+        };
+    }
+    match rest.trim() {
+        "" => Authorization::Malformed,
+        token => Authorization::Bearer(token),
+    }
+}
+
+/// An error of a request made with a bearer token (RFC 6750 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BearerError {
+    /// RFC 6750 §3.1: the request carries no credentials: 401 with a bare challenge, "the
+    /// resource server SHOULD NOT include an error code".
+    Missing,
+    /// `invalid_request` (400): malformed, or the token sent in more than one way (§2).
+    InvalidRequest(&'static str),
+    /// `invalid_token` (401): unknown, expired, revoked, or otherwise unusable.
+    InvalidToken(&'static str),
+    /// `insufficient_scope` (403), with the scope the request needs.
+    InsufficientScope {
+        scope: &'static str,
+        description: &'static str,
+    },
+    /// A storage failure: logged with its cause, answered without it.
+    Server,
+}
+
+impl From<StorageError> for BearerError {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "bearer-authenticated endpoint: internal error");
+        Self::Server
+    }
+}
+
+impl IntoResponse for BearerError {
+    fn into_response(self) -> Response {
+        let (status, error, description, scope) = match self {
+            Self::Missing => (StatusCode::UNAUTHORIZED, None, "", None),
+            Self::InvalidRequest(d) => (StatusCode::BAD_REQUEST, Some("invalid_request"), d, None),
+            Self::InvalidToken(d) => (StatusCode::UNAUTHORIZED, Some("invalid_token"), d, None),
+            Self::InsufficientScope { scope, description } => (
+                StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                description,
+                Some(scope),
+            ),
+            Self::Server => {
+                let body = json!({
+                    "error": "server_error",
+                    "error_description": "the server could not complete the request",
+                });
+                return no_store((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response());
+            }
+        };
+        let mut response = match error {
+            Some(error) => (
+                status,
+                Json(json!({ "error": error, "error_description": description })),
+            )
+                .into_response(),
+            None => status.into_response(),
+        };
+        // RFC 6750 §3: the challenge; its attribute values never hold `"` or `\` (ours are
+        // fixed strings).
+        let challenge = challenge(error, description, scope);
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        no_store(response)
+    }
+}
+
+/// The `WWW-Authenticate` value of RFC 6750 §3.
+fn challenge(error: Option<&str>, description: &str, scope: Option<&str>) -> String {
+    let Some(error) = error else {
+        return "Bearer".to_owned();
+    };
+    let mut challenge = format!("Bearer error=\"{error}\", error_description=\"{description}\"");
+    if let Some(scope) = scope {
+        challenge.push_str(&format!(", scope=\"{scope}\""));
+    }
+    challenge
+}
+
+/// The access token of a userinfo request: from the header, or from a `POST` form body.
+fn access_token(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, BearerError> {
+    let from_header = match authorization(headers) {
+        Authorization::Bearer(token) => Some(token),
+        Authorization::Malformed => {
+            return Err(BearerError::InvalidRequest(
+                "the Authorization header is malformed",
+            ))
+        }
+        Authorization::Absent | Authorization::Other => None,
+    };
+    // RFC 6750 §2.2: the form parameter counts only in an application/x-www-form-urlencoded
+    // body.
+    let params = match body {
+        Some(body) if is_form_urlencoded(headers) => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| BearerError::InvalidRequest("the body is not UTF-8"))?;
+            Some(Params::parse(text))
+        }
+        _ => None,
+    };
+    if params
+        .as_ref()
+        .is_some_and(|p| p.repeated_names().iter().any(|n| n == "access_token"))
+    {
+        return Err(BearerError::InvalidRequest(
+            "the access_token parameter is repeated",
+        ));
+    }
+    let from_body = params.as_ref().and_then(|p| p.get("access_token"));
+    match (from_header, from_body) {
+        // RFC 6750 §2: "Clients MUST NOT use more than one method to transmit the token in each
+        // request."
+        (Some(_), Some(_)) => Err(BearerError::InvalidRequest(
+            "the access token was sent both in the header and in the body",
+        )),
+        (Some(token), None) => Ok(token.to_owned()),
+        (None, Some(token)) => Ok(token.to_owned()),
+        (None, None) => Err(BearerError::Missing),
+    }
+}
+
+/// The claims of OIDC Core §5.3.2 this provider returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct UserInfo {
+    /// OIDC Core §5.3.2: REQUIRED, the same `sub` as in the ID token (the user's ULID).
+    sub: String,
+    /// OIDC Core §5.4: with the `email` scope, when the user has a confirmed address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
+}
+
+/// `GET /oauth2/userinfo` (OIDC Core §5.3.1).
+pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    respond(handle(&state, &headers, None).await)
+}
+
+/// `POST /oauth2/userinfo` (OIDC Core §5.3.1: "MUST support the use of the HTTP GET and HTTP
+/// POST methods").
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    respond(handle(&state, &headers, Some(&body)).await)
+}
+
+fn respond(result: Result<UserInfo, BearerError>) -> Response {
+    match result {
+        // OIDC Core §5.3.2: a JSON object (the claims are not signed here).
+        Ok(claims) => no_store(Json(claims).into_response()),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+) -> Result<UserInfo, BearerError> {
+    let token = access_token(headers, body)?;
+    let now = state.storage.entropy().clock.now();
+    let mut repo = state.storage.reader().await?;
+    // One query: the token, its session, client and user (the hot path).
+    let active = introspection::find_active_access_token(&mut repo, &token, now)
+        .await?
+        .ok_or(BearerError::InvalidToken(
+            "the access token is unknown, expired or revoked",
+        ))?;
+    let user = active.user.ok_or(BearerError::InvalidToken(
+        "the access token does not stand for a user",
+    ))?;
+    let scope = Scope::parse(&active.session.scope).unwrap_or_default();
+    // OIDC Core §5.3: the UserInfo endpoint serves tokens granted with the `openid` scope;
+    // RFC 6750 §3.1: otherwise insufficient_scope.
+    if !scope.contains("openid") {
+        return Err(BearerError::InsufficientScope {
+            scope: "openid",
+            description: "the access token was not granted the openid scope",
+        });
+    }
+    let mut claims = UserInfo {
+        sub: user.id.to_string(),
+        email: None,
+        email_verified: None,
+    };
+    if scope.contains("email") {
+        if let Some(email) = released_email(&mut repo, user.id).await? {
+            claims.email = Some(email);
+            claims.email_verified = Some(true);
+        }
+    }
+    Ok(claims)
+}
+
+/// OIDC Core §5.4: the address the `email` scope releases, at the UserInfo endpoint and in the
+/// ID token alike: the user's first confirmed one. Only confirmed addresses are released, so
+/// `email_verified` is always true; `None` when the user has none.
+pub(crate) async fn released_email(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+) -> Result<Option<String>, StorageError> {
+    let emails = repo.user_emails().list_for_user(user_id).await?;
+    Ok(emails
+        .into_iter()
+        .find(|e| e.confirmed_at.is_some())
+        .map(|e| e.email))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    #[test]
+    fn parses_bearer_headers() {
+        assert_eq!(
+            parse_authorization("Bearer abc"),
+            Authorization::Bearer("abc")
+        );
+        // RFC 9110 §11.1: the scheme is case-insensitive; extra spaces are tolerated.
+        assert_eq!(
+            parse_authorization("bearer abc"),
+            Authorization::Bearer("abc")
+        );
+        assert_eq!(
+            parse_authorization("BEARER   abc  "),
+            Authorization::Bearer("abc")
+        );
+        assert_eq!(
+            parse_authorization("Bearer a=b/c+"),
+            Authorization::Bearer("a=b/c+")
+        );
+        assert_eq!(parse_authorization("Bearer"), Authorization::Malformed);
+        assert_eq!(parse_authorization("Bearer    "), Authorization::Malformed);
+        assert_eq!(parse_authorization(""), Authorization::Malformed);
+        assert_eq!(parse_authorization("Basic YTpi"), Authorization::Other);
+        assert_eq!(parse_authorization("Bearerabc"), Authorization::Other);
+        assert_eq!(parse_authorization("DPoP abc"), Authorization::Other);
+    }
+
+    #[test]
+    fn reads_the_header() {
+        assert_eq!(authorization(&HeaderMap::new()), Authorization::Absent);
+        let one = headers(&[(header::AUTHORIZATION, "Bearer x")]);
+        assert_eq!(authorization(&one), Authorization::Bearer("x"));
+        let two = headers(&[
+            (header::AUTHORIZATION, "Bearer x"),
+            (header::AUTHORIZATION, "Bearer y"),
+        ]);
+        assert_eq!(authorization(&two), Authorization::Malformed);
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert_eq!(authorization(&binary), Authorization::Malformed);
+    }
+
+    #[test]
+    fn finds_the_access_token_in_one_place_only() {
+        let bearer = headers(&[(header::AUTHORIZATION, "Bearer tok")]);
+        assert_eq!(access_token(&bearer, None).as_deref(), Ok("tok"));
+        let form = headers(&[(header::CONTENT_TYPE, FORM)]);
+        assert_eq!(
+            access_token(&form, Some(b"access_token=t%2Bk")).as_deref(),
+            Ok("t+k")
+        );
+        // §2.2: only a form body counts.
+        let json = headers(&[(header::CONTENT_TYPE, "application/json")]);
+        assert_eq!(
+            access_token(&json, Some(b"access_token=tok")),
+            Err(BearerError::Missing)
+        );
+        assert_eq!(
+            access_token(&HeaderMap::new(), None),
+            Err(BearerError::Missing)
+        );
+        let basic = headers(&[(header::AUTHORIZATION, "Basic YTpi")]);
+        assert_eq!(access_token(&basic, None), Err(BearerError::Missing));
+        let both = headers(&[
+            (header::AUTHORIZATION, "Bearer tok"),
+            (header::CONTENT_TYPE, FORM),
+        ]);
+        assert!(matches!(
+            access_token(&both, Some(b"access_token=tok")),
+            Err(BearerError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            access_token(&form, Some(b"access_token=a&access_token=b")),
+            Err(BearerError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            access_token(&form, Some(b"access_token=\xff")),
+            Err(BearerError::InvalidRequest(_))
+        ));
+        let malformed = headers(&[(header::AUTHORIZATION, "Bearer ")]);
+        assert!(matches!(
+            access_token(&malformed, None),
+            Err(BearerError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn challenges() {
+        assert_eq!(challenge(None, "", None), "Bearer");
+        assert_eq!(
+            challenge(Some("invalid_token"), "expired", None),
+            "Bearer error=\"invalid_token\", error_description=\"expired\""
+        );
+        assert_eq!(
+            challenge(Some("insufficient_scope"), "no", Some("openid")),
+            "Bearer error=\"insufficient_scope\", error_description=\"no\", scope=\"openid\""
+        );
+        let response = BearerError::InvalidToken("gone").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\""));
+        let response = BearerError::Missing.into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let response = BearerError::InsufficientScope {
+            scope: "openid",
+            description: "no",
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    proptest! {
+        #[test]
+        fn header_parsing_never_panics(value in "\\PC{0,80}") {
+            let _ = parse_authorization(&value);
+        }
+
+        #[test]
+        fn request_parsing_never_panics(
+            header in proptest::option::of("\\PC{0,60}"),
+            body in proptest::collection::vec(any::<u8>(), 0..120),
+            form in any::<bool>(),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = header.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            if form {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FORM));
+            }
+            let _ = access_token(&headers, Some(&body));
+        }
+    }
+}

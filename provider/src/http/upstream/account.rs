@@ -1,0 +1,244 @@
+//! Linked identities on the account page: the list (with a button per provider to link one
+//! more), and `GET|POST /upstream/unlink/{link_id}` to remove one (a `GET` never changes
+//! anything, RFC 9110 §9.2.1: it asks for confirmation, the form posts).
+//!
+//! The last way to sign in is never removed: an account without a password keeps its last
+//! linked identity.
+
+use axum::{
+    extract::{Form, Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use axum_extra::extract::PrivateCookieJar;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use super::UNLINK_PATH;
+use crate::core::upstream::client::display_name;
+use crate::http::kit::{
+    self,
+    continuation::{self, AfterSignIn},
+};
+use crate::{
+    endpoints,
+    http::{kit::signed_in, AppState},
+    storage::{BoxRepository, StorageError, UpstreamLink, UpstreamProvider, User},
+};
+
+/// A linked identity as the account page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkedView {
+    pub provider: String,
+    /// The upstream account's name (its username or email there), when known.
+    pub account: Option<String>,
+    pub linked_at: String,
+    pub unlink_url: String,
+}
+
+/// A provider the user may link an identity of.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkableView {
+    pub name: String,
+    /// Where the login starts, coming back to the account page.
+    pub href: String,
+}
+
+/// The account page's "Linked accounts" section.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkedAccounts {
+    pub linked: Vec<LinkedView>,
+    pub providers: Vec<LinkableView>,
+}
+
+/// The name of a link's provider: from `enabled` (already read), else read (a disabled one).
+async fn provider_name(
+    repo: &mut BoxRepository,
+    enabled: &[UpstreamProvider],
+    provider_id: Ulid,
+) -> Result<String, StorageError> {
+    if let Some(provider) = enabled.iter().find(|p| p.id == provider_id) {
+        return Ok(display_name(provider));
+    }
+    let row = repo.upstream_providers().lookup(provider_id).await?;
+    Ok(row
+        .as_ref()
+        .map_or_else(|| "A removed provider".to_owned(), display_name))
+}
+
+/// The section for `user`; `None` (the section is hidden) when there is nothing to show — no
+/// provider configured and nothing linked — or when storage fails (logged: the rest of the
+/// account page still works).
+pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAccounts> {
+    let found = async {
+        let mut repo = state.storage.reader().await?;
+        let providers = repo.upstream_providers().list_enabled().await?;
+        let mut linked = Vec::new();
+        for link in repo.upstream_links().list_for_user(user.id).await? {
+            linked.push(LinkedView {
+                provider: provider_name(&mut repo, &providers, link.provider_id).await?,
+                account: link.human_account_name,
+                linked_at: link.created_at.format("%Y-%m-%d").to_string(),
+                unlink_url: format!("{UNLINK_PATH}/{}", link.id),
+            });
+        }
+        Ok::<_, StorageError>((linked, providers))
+    }
+    .await;
+    let (linked, providers) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "account page: can't read the linked identities");
+            return None;
+        }
+    };
+    if linked.is_empty() && providers.is_empty() {
+        return None;
+    }
+    Some(LinkedAccounts {
+        linked,
+        providers: providers
+            .iter()
+            .map(|p| LinkableView {
+                name: display_name(p),
+                href: super::start_url(p.id, AfterSignIn::from_next(endpoints::ACCOUNT).as_ref()),
+            })
+            .collect(),
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UnlinkForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// What the unlink pages know about the link.
+struct Target {
+    link: UpstreamLink,
+    provider: String,
+    /// Removing it would leave the account without a way to sign in.
+    last_way_in: bool,
+}
+
+/// The signed-in user's link `link_id`, read on `repo` (the POST's transaction, so the
+/// "last way in" check and the removal see the same rows), or the response to give instead.
+async fn target(
+    state: &AppState,
+    repo: &mut BoxRepository,
+    user: &User,
+    link_id: &str,
+) -> Result<Result<Target, Response>, StorageError> {
+    let link = match Ulid::from_string(link_id) {
+        Ok(id) => repo.upstream_links().lookup(id).await?,
+        Err(_) => None,
+    };
+    let Some(link) = link.filter(|l| l.user_id == Some(user.id)) else {
+        return Ok(Err(kit::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::NOT_FOUND,
+            "No such linked account",
+            "This identity is not linked to your account (any more).",
+            None,
+        )));
+    };
+    let has_password = repo.user_passwords().active(user.id).await?.is_some();
+    let links = repo.upstream_links().list_for_user(user.id).await?.len();
+    let provider = provider_name(repo, &[], link.provider_id).await?;
+    Ok(Ok(Target {
+        link,
+        provider,
+        last_way_in: !has_password && links <= 1,
+    }))
+}
+
+/// The login page, coming back to the account page.
+fn sign_in_first() -> Response {
+    let back = AfterSignIn::from_next(endpoints::ACCOUNT);
+    Redirect::to(&continuation::sign_in_link(endpoints::LOGIN, back.as_ref())).into_response()
+}
+
+/// `GET /upstream/unlink/{link_id}`: the confirmation.
+pub async fn unlink_page(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Path(link_id): Path<String>,
+) -> Response {
+    let cookie = kit::load_cookie(&state, jar);
+    let response = async {
+        let Some((_, user)) = signed_in(&state, &cookie).await? else {
+            return Ok(sign_in_first());
+        };
+        let mut repo = state.storage.reader().await?;
+        let target = match target(&state, &mut repo, &user, &link_id).await? {
+            Ok(target) => target,
+            Err(response) => return Ok(response),
+        };
+        Ok::<_, StorageError>(kit::page(
+            &state,
+            StatusCode::OK,
+            "pages/upstream_unlink.html",
+            minijinja::context! {
+                username => user.username,
+                provider => target.provider,
+                account => target.link.human_account_name,
+                last_way_in => target.last_way_in,
+                csrf => cookie.csrf_token(),
+                action => format!("{UNLINK_PATH}/{}", target.link.id),
+                back => endpoints::ACCOUNT,
+            },
+        ))
+    }
+    .await
+    .unwrap_or_else(|e| kit::unavailable(&state, "unlink", &e));
+    (cookie.into_jar(), response).into_response()
+}
+
+/// `POST /upstream/unlink/{link_id}`.
+pub async fn unlink(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Path(link_id): Path<String>,
+    Form(form): Form<UnlinkForm>,
+) -> Response {
+    let cookie = kit::load_cookie(&state, jar);
+    if let Err(e) = cookie.verify_csrf(&form.csrf) {
+        let response = kit::csrf_refused(&state, &e);
+        return (cookie.into_jar(), response).into_response();
+    }
+    let response = async {
+        let Some((_, user)) = signed_in(&state, &cookie).await? else {
+            return Ok(sign_in_first());
+        };
+        // One transaction: the "last way in" check and the removal see the same rows. (Two
+        // unlinks of the last two identities submitted at the very same moment could still both
+        // pass on PostgreSQL; the account then needs a password reset or an operator.)
+        let mut repo = state.storage.begin().await?;
+        let target = match target(&state, &mut repo, &user, &link_id).await? {
+            Ok(target) => target,
+            Err(response) => return Ok(response),
+        };
+        if target.last_way_in {
+            return Ok(kit::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::CONFLICT,
+                "Can't unlink",
+                &format!(
+                    "{} is the only way to sign in to your account: unlinking it would lock you out. \
+                     Link another account first.",
+                    target.provider
+                ),
+                None,
+            ));
+        }
+        repo.upstream_links().remove(target.link.id).await?;
+        repo.commit().await?;
+        tracing::info!(username = %user.username, link = %target.link.id, "upstream identity unlinked");
+        Ok::<_, StorageError>(Redirect::to(endpoints::ACCOUNT).into_response())
+    }
+    .await
+    .unwrap_or_else(|e| kit::unavailable(&state, "unlink", &e));
+    (cookie.into_jar(), response).into_response()
+}

@@ -1,0 +1,202 @@
+//! `GET|POST /login`: password sign-in.
+//!
+//! Wrong username and wrong password get the same answer, after the same work (an unknown user is
+//! checked against a dummy hash), so the page doesn't tell which usernames exist. Whether an
+//! account is locked or deactivated is said only after the right password. A stored hash made
+//! by an older scheme is replaced on the way (see [`crate::core::passwords`]).
+//!
+//! Rate limits ([`attempt_sign_in`], shared with the legacy Matrix login): attempts per client IP,
+//! and failed attempts per account; over either, 429 with `Retry-After` and the password is not
+//! checked, so a brute force learns nothing from the refused attempts.
+
+use axum::{
+    extract::{Form, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use axum_extra::extract::PrivateCookieJar;
+use serde::Deserialize;
+
+use crate::core::sign_in::{authenticate, AttemptError};
+use crate::endpoints;
+use crate::http::kit::{
+    self,
+    continuation::{self, AfterSignIn},
+};
+use crate::{
+    core::rate_limit::{self, ClientIp},
+    http::{kit::session::BrowserCookie, AppState},
+};
+
+/// Where the login page is served.
+pub const PATH: &str = endpoints::LOGIN;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    grant: Option<String>,
+    /// A page to return to after signing in, other than a grant (see [`AfterSignIn`]).
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    grant: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login_page(
+    state: &AppState,
+    cookie: &BrowserCookie,
+    status: StatusCode,
+    after: Option<&AfterSignIn>,
+    username: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let for_grant = continuation::for_grant(state, after).await;
+    let (grant, next) = after.map(AfterSignIn::fields).unwrap_or_default();
+    kit::page_with_csp(
+        state,
+        status,
+        "pages/login.html",
+        minijinja::context! {
+            client_name => for_grant.client_name,
+            csrf => cookie.csrf_token(),
+            action => PATH,
+            grant => grant,
+            next => next,
+            username => username.or(for_grant.login_hint.as_deref()).unwrap_or_default(),
+            error => error,
+            upstream_buttons => crate::http::upstream::login_buttons(state, after).await,
+            register => state
+                .settings
+                .registration
+                .then(|| continuation::sign_in_link(endpoints::REGISTER, after)),
+            recover => super::recover::enabled(state).then_some(super::recover::PATH),
+        },
+        &for_grant.csp,
+    )
+}
+
+/// `GET /login`.
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let cookie = kit::load_cookie(&state, jar);
+    let after = AfterSignIn::from_params(query.grant.as_deref(), query.next.as_deref());
+    if after.is_none() {
+        // Nothing to continue to: say who is signed in, if anyone.
+        if let Ok(Some((_, user))) = kit::signed_in(&state, &cookie).await {
+            let page = kit::page(
+                &state,
+                StatusCode::OK,
+                "pages/signed_in.html",
+                minijinja::context! {
+                    username => user.username,
+                },
+            );
+            return (cookie.into_jar(), page).into_response();
+        }
+    }
+    let page = login_page(&state, &cookie, StatusCode::OK, after.as_ref(), None, None).await;
+    (cookie.into_jar(), page).into_response()
+}
+
+/// `POST /login`.
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    jar: PrivateCookieJar,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let mut cookie = kit::load_cookie(&state, jar);
+    let after = AfterSignIn::from_params(form.grant.as_deref(), form.next.as_deref());
+    if let Err(e) = cookie.verify_csrf(&form.csrf) {
+        let page = login_page(
+            &state,
+            &cookie,
+            StatusCode::FORBIDDEN,
+            after.as_ref(),
+            Some(&form.username),
+            Some(&e.to_string()),
+        )
+        .await;
+        return (cookie.into_jar(), page).into_response();
+    }
+    let user_agent = kit::user_agent(&headers);
+    let outcome = authenticate(
+        &state,
+        &client_ip,
+        &form.username,
+        form.password,
+        user_agent.as_deref(),
+    )
+    .await;
+    let response = match outcome {
+        Ok(Ok(session)) => {
+            let mut rng = state.storage.entropy().rng.rng();
+            cookie.set_session(
+                Some(session),
+                after.as_ref().and_then(AfterSignIn::grant),
+                &mut rng,
+            );
+            continuation::go_on(after.as_ref())
+        }
+        Ok(Err(refusal)) => {
+            login_page(
+                &state,
+                &cookie,
+                StatusCode::UNAUTHORIZED,
+                after.as_ref(),
+                Some(&form.username),
+                Some(refusal.message()),
+            )
+            .await
+        }
+        // RFC 6585 §4: 429 with Retry-After; the form again, saying when to try.
+        Err(AttemptError::Limited { retry_after }) => {
+            let message = format!(
+                "Too many sign-in attempts. Try again {}.",
+                rate_limit::wait_in_words(retry_after)
+            );
+            let mut page = login_page(
+                &state,
+                &cookie,
+                StatusCode::TOO_MANY_REQUESTS,
+                after.as_ref(),
+                Some(&form.username),
+                Some(&message),
+            )
+            .await;
+            page.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                rate_limit::retry_after_header(retry_after),
+            );
+            page
+        }
+        Err(AttemptError::Check(e)) => {
+            tracing::error!(error = %e, "login failed");
+            kit::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "Signing in is not possible right now. Try again in a moment.",
+                None,
+            )
+        }
+    };
+    (cookie.into_jar(), response).into_response()
+}
