@@ -58,8 +58,7 @@ impl Stop {
     }
 }
 
-/// Where the time comes from (injected; see [`crate::runner::run_with`]).
-pub type Clock = fn() -> SystemTime;
+pub use crate::Clock;
 
 /// The real clock: the one place the suite reads the system time.
 #[allow(clippy::disallowed_methods)]

@@ -30,7 +30,7 @@ use test_clients::transcript::Exchange;
 use url::Url;
 
 pub use checks::CHECKS;
-pub use context::{system_clock, Checked, Clock, Probe, Stop};
+pub use context::{system_clock, Checked, Probe, Stop};
 pub use rate_limit::{
     system_sleep, RateLimitEvent, RateLimits, Sleep, DEFAULT_BUDGET, DEFAULT_MAX_WAIT,
 };
@@ -118,6 +118,9 @@ impl FromStr for Profile {
             })
     }
 }
+
+/// Where the time comes from (injected; see [`runner::run_with`]).
+pub type Clock = fn() -> std::time::SystemTime;
 
 /// A boxed, sendable future (what a check's function returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

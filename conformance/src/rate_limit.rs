@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use test_clients::transcript::{Exchange, Transcript};
 
-use crate::{context::Clock, BoxFuture};
+use crate::{BoxFuture, Clock};
 
 /// How long a wait may be, at most, by default (`--rate-limit-wait`).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);

@@ -129,6 +129,12 @@ impl Entropy {
     }
 }
 
+/// Truncates an instant to what both storage backends keep (PostgreSQL keeps microseconds,
+/// SQLite milliseconds), so a value read back equals the value written.
+pub fn db_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,10 +159,4 @@ mod tests {
         assert_eq!(x2, b2.next_u64());
         assert_ne!(x1, x2);
     }
-}
-
-/// Truncates an instant to what both storage backends keep (PostgreSQL keeps microseconds,
-/// SQLite milliseconds), so a value read back equals the value written.
-pub fn db_precision(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }

@@ -29,6 +29,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+/// What the dashboard's own HTTP client calls itself; the log tells its requests by it.
+pub const USER_AGENT_PREFIX: &str = "playground-dashboard/";
+
 /// How many exchanges are kept.
 pub const CAPACITY: usize = 500;
 /// Bodies larger than this are passed on but not shown.
@@ -281,7 +284,7 @@ fn sender(to: Server, path: &str, headers: &HeaderMap) -> &'static str {
         {
             "homeserver"
         }
-        _ if agent.starts_with(crate::dashboard::USER_AGENT_PREFIX) => "dashboard",
+        _ if agent.starts_with(USER_AGENT_PREFIX) => "dashboard",
         _ => "client",
     }
 }

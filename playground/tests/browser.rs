@@ -39,10 +39,10 @@ const POLL: Duration = Duration::from_millis(100);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_client_and_the_device_panel_work_in_chromium() {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        println!(
+        provider::test_harness::skip_or_fail(&format!(
             "skipped: the browser test needs {CHROMIUM} and {CHROMEDRIVER} \
              (apt-get install chromium chromium-driver)"
-        );
+        ));
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -154,10 +154,12 @@ async fn the_suite_run_from_the_page_finds_every_must_passing_here() {
         .filter(|f| f["profile"] == "matrix-homeserver")
         .collect();
     assert!(!introspection_checks.is_empty());
+    // Every homeserver check ran, but the optional unstable `auth_issuer`, which the fake
+    // homeserver no longer serves (Synapse 1.163 answers 404 M_UNRECOGNIZED there).
     assert!(
         introspection_checks
             .iter()
-            .all(|f| f["result"] != "skipped"),
+            .all(|f| f["result"] != "skipped" || f["id"] == "homeserver.auth_issuer"),
         "{introspection_checks:?}"
     );
     assert!(!json.contains(&secret), "the secret is not in the report");

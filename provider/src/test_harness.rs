@@ -9,11 +9,7 @@
 //! [`backend_tests!`](crate::backend_tests) turns `async fn name(db: TestDb)` functions into a
 //! `name::sqlite` and a `name::postgres` test.
 
-use std::{
-    io::Write as _,
-    path::PathBuf,
-    sync::{Arc, OnceLock},
-};
+use std::{io::Write as _, path::PathBuf, sync::Arc};
 
 use tokio::sync::OnceCell;
 
@@ -70,6 +66,9 @@ impl TestDb {
     }
 
     /// A fresh PostgreSQL database, or `None` (after saying so once) when no server is available.
+    ///
+    /// Under CI (the `CI` variable set, as `.ci/run` runs) a missing server is a failure, not a
+    /// skip: a green CI always means both databases ran.
     pub async fn postgres() -> Option<Self> {
         let Some(server) = postgres_server().await else {
             skip_once();
@@ -164,15 +163,29 @@ async fn postgres_server() -> Option<&'static str> {
 }
 
 fn skip_once() {
-    static SAID: OnceLock<()> = OnceLock::new();
-    SAID.get_or_init(|| {
-        // Written straight to stderr: the test harness captures `eprintln!`, and this line must
-        // show in the test log.
-        let _ = writeln!(
-            std::io::stderr(),
-            "PostgreSQL test cases skipped: DATABASE_URL is not set and Docker is not reachable"
-        );
-    });
+    skip_or_fail(
+        "PostgreSQL test cases skipped: DATABASE_URL is not set and Docker is not reachable",
+    );
+}
+
+/// Is this run under CI (`CI` set to anything but empty, `0` or `false`)?
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// A test that can't run here: one line saying why (written straight to stderr, which the test
+/// harness does not capture, so it shows in the log), or, under CI, a failure: what CI skips it
+/// has not tested.
+pub fn skip_or_fail(why: &str) {
+    if under_ci() {
+        panic!("{why} — under CI every test must run (set up what it needs, see .ci/run)");
+    }
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|s| s == why) {
+        let _ = writeln!(std::io::stderr(), "{why}");
+        said.push(why.to_owned());
+    }
 }
 
 mod container {

@@ -9,6 +9,7 @@ use reqwest::{
     header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION},
     Method, RequestBuilder,
 };
+use scraper::{Html, Selector};
 use url::Url;
 
 use crate::{
@@ -239,12 +240,31 @@ impl Reply {
     pub fn quoted_body(&self) -> String {
         let content_type = self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let body = if content_type.is_some_and(|t| t.contains("html")) {
-            crate::pages::page_text(&self.body)
+            page_text(&self.body)
         } else {
             transcript::elide_body(&self.body, content_type, &mut Vec::new())
         };
         shorten(&body, MAX_ERROR_BODY)
     }
+}
+
+/// The text a person reads on a page (of `<main>`, else `<body>`), whitespace collapsed and
+/// shortened: for error messages.
+pub fn page_text(page: &str) -> String {
+    let doc = Html::parse_document(page);
+    let root = doc
+        .select(&Selector::parse("main").expect("a valid CSS selector"))
+        .next()
+        .or_else(|| {
+            doc.select(&Selector::parse("body").expect("a valid CSS selector"))
+                .next()
+        });
+    let text: String = match root {
+        Some(root) => root.text().collect::<Vec<_>>().join(" "),
+        None => doc.root_element().text().collect::<Vec<_>>().join(" "),
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    shorten(&text, 500)
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.

@@ -8,7 +8,7 @@ use scraper::{ElementRef, Html, Selector};
 use url::Url;
 
 use crate::{
-    http::{short_url, Http, Reply},
+    http::{page_text, short_url, Http, Reply},
     Error,
 };
 
@@ -197,22 +197,6 @@ pub fn form_matching(
                 page_text(page)
             ))
         })
-}
-
-/// The text a person reads on a page (of `<main>`, else `<body>`), whitespace collapsed and
-/// shortened: for error messages.
-pub fn page_text(page: &str) -> String {
-    let doc = Html::parse_document(page);
-    let root = doc
-        .select(&selector("main"))
-        .next()
-        .or_else(|| doc.select(&selector("body")).next());
-    let text: String = match root {
-        Some(root) => root.text().collect::<Vec<_>>().join(" "),
-        None => doc.root_element().text().collect::<Vec<_>>().join(" "),
-    };
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::http::shorten(&text, 500)
 }
 
 /// The first link of a page whose path ends with `suffix`, resolved against `base`.

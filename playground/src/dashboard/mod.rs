@@ -30,8 +30,7 @@ use tokio::sync::watch;
 
 use crate::{exchange::ExchangeLog, Account, Error, Tls, Urls, DEMO_CLIENT_ID};
 
-/// What the dashboard's own HTTP client calls itself; the exchange log tells its requests by it.
-pub const USER_AGENT_PREFIX: &str = "playground-dashboard/";
+pub use crate::exchange::USER_AGENT_PREFIX;
 
 /// Time limit on the dashboard's calls to the provider and the homeserver.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);

@@ -13,10 +13,8 @@ use super::ApiError;
 use crate::{
     domain::scope::MAS_ADMIN_SCOPE,
     http::{
-        oauth2::{
-            introspection::find_active_access_token,
-            userinfo::{authorization, Authorization},
-        },
+        kit::params::{authorization, Authorization},
+        oauth2::introspection::find_active_access_token,
         AppState,
     },
     storage::User,

@@ -26,54 +26,7 @@ use crate::{
 };
 use ulid::Ulid;
 
-/// What the `Authorization` header of a request holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Authorization<'a> {
-    /// No `Authorization` header.
-    Absent,
-    /// RFC 6750 §2.1: `Bearer <token>` (the scheme is case-insensitive, RFC 9110 §11.1).
-    Bearer(&'a str),
-    /// Another scheme, e.g. `Basic` client credentials (RFC 6749 §2.3.1).
-    Other,
-    /// A `Bearer` header without a token, a header that is not text, or several `Authorization`
-    /// headers (RFC 9110 §5.3 allows one value only).
-    Malformed,
-}
-
-/// Reads the `Authorization` header of a request.
-pub(crate) fn authorization(headers: &HeaderMap) -> Authorization<'_> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Authorization::Absent;
-    };
-    if values.next().is_some() {
-        return Authorization::Malformed;
-    }
-    match value.to_str() {
-        Ok(text) => parse_authorization(text),
-        Err(_) => Authorization::Malformed,
-    }
-}
-
-/// Parses an `Authorization` value. RFC 6750 §2.1: `credentials = "Bearer" 1*SP b64token`; the
-/// token is taken as it is (surrounding spaces trimmed) without checking the b64token alphabet:
-/// our tokens are checked by their checksum, and an operator's shared secret may use any
-/// printable character.
-pub(crate) fn parse_authorization(value: &str) -> Authorization<'_> {
-    let value = value.trim_start();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return if scheme.is_empty() {
-            Authorization::Malformed
-        } else {
-            Authorization::Other
-        };
-    }
-    match rest.trim() {
-        "" => Authorization::Malformed,
-        token => Authorization::Bearer(token),
-    }
-}
+pub(crate) use crate::http::kit::params::{authorization, Authorization};
 
 /// An error of a request made with a bearer token (RFC 6750 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +238,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::http::kit::params::parse_authorization;
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -23,7 +23,10 @@ use crate::http::kit;
 use crate::{
     core::{matrix::provisioning::AfterCommit, sessions::end_oauth2_session},
     domain::redirect_uri,
-    http::{kit::redirect_to, oauth2::authorize::Params, AppState},
+    http::{
+        kit::{params::Params, redirect_to},
+        AppState,
+    },
     storage::{Client, StorageError},
 };
 

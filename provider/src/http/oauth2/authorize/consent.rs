@@ -2,6 +2,10 @@
 //! (`GET|POST /consent/{grant}`): sign-in when needed, consent when needed, then the code goes to
 //! the client (RFC 6749 §4.1.2).
 //!
+//! The answer to the client is sent from here too ([`respond_to_client`], [`error_response`]:
+//! the response modes and RFC 9207 `iss`), so a request walks `/authorize` → this module →
+//! (the sign-in pages) → this module → the client, and never back.
+//!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
 //! answers the decision, and is the only one that does: `/authorize` hands a request it just
 //! stored to [`proceed`]; the sign-in pages come back to [`get`] (their
@@ -14,9 +18,12 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use url::Url;
 
-use super::{error_response, respond_to_client, OAuthError, ResponseMode};
+use super::{OAuthError, ResponseMode};
 use crate::{
     core::{
         clients,
@@ -321,4 +328,85 @@ pub async fn post(
         _ => kit::invalid_answer(&state),
     };
     (cookie.into_jar(), response).into_response()
+}
+
+/// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1).
+pub fn error_response(
+    state: &AppState,
+    redirect: &str,
+    mode: ResponseMode,
+    error: &OAuthError,
+    client_state: Option<&str>,
+) -> Response {
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("error", error.error),
+        ("error_description", &error.description),
+    ];
+    if let Some(s) = client_state {
+        fields.push(("state", s));
+    }
+    respond_to_client(state, redirect, mode, &fields)
+}
+
+/// Sends an authorization response (a code, or an error) to the client's redirect URI in the
+/// requested response mode, adding `iss` (RFC 9207 §2). `redirect` must be one the client
+/// registered (checked before any call).
+pub fn respond_to_client(
+    state: &AppState,
+    redirect: &str,
+    mode: ResponseMode,
+    fields: &[(&str, &str)],
+) -> Response {
+    let issuer = state.settings.issuer.to_string();
+    let mut fields = fields.to_vec();
+    fields.push(("iss", &issuer));
+
+    let Ok(mut url) = Url::parse(redirect) else {
+        return kit::error_page(
+            &state.templates,
+            &state.chrome(),
+            StatusCode::BAD_REQUEST,
+            "Invalid return address",
+            "The registered return address is not a valid URL.",
+            Some("invalid_request"),
+        );
+    };
+    match mode {
+        ResponseMode::Query => {
+            url.query_pairs_mut().extend_pairs(fields.iter());
+            kit::redirect_to(&url)
+        }
+        ResponseMode::Fragment => {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields.iter())
+                .finish();
+            url.set_fragment(Some(&encoded));
+            kit::redirect_to(&url)
+        }
+        ResponseMode::FormPost => form_post(state, &url, &fields),
+    }
+}
+
+/// The auto-submitting form of OAuth 2.0 Form Post Response Mode §2 (with a button when
+/// JavaScript is off). The CSP allows exactly this script and a post to the client's origin.
+const FORM_POST_SCRIPT: &str =
+    "window.addEventListener('DOMContentLoaded',function(){document.forms[0].submit()});";
+
+fn form_post(state: &AppState, action: &Url, fields: &[(&str, &str)]) -> Response {
+    let hash = format!(
+        "sha256-{}",
+        STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()))
+    );
+    let origin = action.origin().ascii_serialization();
+    kit::page_with_csp(
+        state,
+        StatusCode::OK,
+        "pages/form_post.html",
+        minijinja::context! {
+            script => FORM_POST_SCRIPT,
+            action => action.as_str(),
+            fields => fields,
+        },
+        &kit::csp(&origin, Some(&hash)),
+    )
 }

@@ -13,16 +13,11 @@
 
 pub mod consent;
 
-use std::collections::BTreeMap;
-
 use axum::{
     extract::{RawQuery, State},
     http::StatusCode,
     response::Response,
 };
-use base64::{engine::general_purpose::STANDARD, Engine as _};
-use sha2::{Digest as _, Sha256};
-use url::Url;
 
 use axum_extra::extract::PrivateCookieJar;
 
@@ -58,49 +53,7 @@ impl OAuthError {
     }
 }
 
-/// Request parameters. RFC 6749 §3.1: parameters MUST NOT be included more than once; the
-/// names that were are kept to be refused.
-#[derive(Debug, Clone, Default)]
-pub struct Params {
-    values: BTreeMap<String, String>,
-    repeated: Vec<String>,
-}
-
-impl Params {
-    /// Parses an `application/x-www-form-urlencoded` query or body. Never fails: bad input is
-    /// judged by the checks.
-    pub fn parse(input: &str) -> Self {
-        let mut params = Self::default();
-        for (name, value) in url::form_urlencoded::parse(input.as_bytes()) {
-            if params.values.contains_key(name.as_ref()) {
-                if !params.repeated.iter().any(|r| r == name.as_ref()) {
-                    params.repeated.push(name.into_owned());
-                }
-            } else {
-                params.values.insert(name.into_owned(), value.into_owned());
-            }
-        }
-        params
-    }
-
-    /// A parameter's value; RFC 6749 §3.1: a parameter sent without a value is treated as if
-    /// it were omitted.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn is_repeated(&self, name: &str) -> bool {
-        self.repeated.iter().any(|r| r == name)
-    }
-
-    /// The names of the parameters sent more than once.
-    pub fn repeated_names(&self) -> &[String] {
-        &self.repeated
-    }
-}
+pub use crate::http::kit::params::Params;
 
 /// How the authorization response is returned (OAuth 2.0 Multiple Response Type Encoding
 /// Practices §2.1, OAuth 2.0 Form Post Response Mode §2).
@@ -187,7 +140,7 @@ fn check_parameters_once(
     _: &RegisteredMetadata,
     _: Endpoint,
 ) -> Result<(), OAuthError> {
-    match params.repeated.first() {
+    match params.repeated_names().first() {
         Some(name) => Err(OAuthError::new(
             "invalid_request",
             format!("the `{name}` parameter is repeated (RFC 6749 §3.1)"),
@@ -406,7 +359,7 @@ pub async fn get(
 
     // Stage 2: errors go back to the client.
     let respond = |mode: ResponseMode, error: OAuthError| {
-        error_response(&state, &redirect, mode, &error, client_state.as_deref())
+        consent::error_response(&state, &redirect, mode, &error, client_state.as_deref())
     };
     let mode = match ResponseMode::parse(params.get("response_mode")) {
         Ok(mode) => mode,
@@ -459,87 +412,6 @@ pub async fn get(
             )
         }
     }
-}
-
-/// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1).
-pub(crate) fn error_response(
-    state: &AppState,
-    redirect: &str,
-    mode: ResponseMode,
-    error: &OAuthError,
-    client_state: Option<&str>,
-) -> Response {
-    let mut fields: Vec<(&str, &str)> = vec![
-        ("error", error.error),
-        ("error_description", &error.description),
-    ];
-    if let Some(s) = client_state {
-        fields.push(("state", s));
-    }
-    respond_to_client(state, redirect, mode, &fields)
-}
-
-/// Sends an authorization response (a code, or an error) to the client's redirect URI in the
-/// requested response mode, adding `iss` (RFC 9207 §2). `redirect` must be one the client
-/// registered (checked before any call).
-pub fn respond_to_client(
-    state: &AppState,
-    redirect: &str,
-    mode: ResponseMode,
-    fields: &[(&str, &str)],
-) -> Response {
-    let issuer = state.settings.issuer.to_string();
-    let mut fields = fields.to_vec();
-    fields.push(("iss", &issuer));
-
-    let Ok(mut url) = Url::parse(redirect) else {
-        return kit::error_page(
-            &state.templates,
-            &state.chrome(),
-            StatusCode::BAD_REQUEST,
-            "Invalid return address",
-            "The registered return address is not a valid URL.",
-            Some("invalid_request"),
-        );
-    };
-    match mode {
-        ResponseMode::Query => {
-            url.query_pairs_mut().extend_pairs(fields.iter());
-            kit::redirect_to(&url)
-        }
-        ResponseMode::Fragment => {
-            let encoded = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(fields.iter())
-                .finish();
-            url.set_fragment(Some(&encoded));
-            kit::redirect_to(&url)
-        }
-        ResponseMode::FormPost => form_post(state, &url, &fields),
-    }
-}
-
-/// The auto-submitting form of OAuth 2.0 Form Post Response Mode §2 (with a button when
-/// JavaScript is off). The CSP allows exactly this script and a post to the client's origin.
-const FORM_POST_SCRIPT: &str =
-    "window.addEventListener('DOMContentLoaded',function(){document.forms[0].submit()});";
-
-fn form_post(state: &AppState, action: &Url, fields: &[(&str, &str)]) -> Response {
-    let hash = format!(
-        "sha256-{}",
-        STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()))
-    );
-    let origin = action.origin().ascii_serialization();
-    kit::page_with_csp(
-        state,
-        StatusCode::OK,
-        "pages/form_post.html",
-        minijinja::context! {
-            script => FORM_POST_SCRIPT,
-            action => action.as_str(),
-            fields => fields,
-        },
-        &kit::csp(&origin, Some(&hash)),
-    )
 }
 
 #[cfg(test)]
