@@ -31,6 +31,14 @@ pub const CONSENT: &str = "/consent";
 pub const LOGIN: &str = "/login";
 /// The registration page.
 pub const REGISTER: &str = "/register";
+/// `GET /upstream/authorize/{provider_id}`: starts a login at an upstream provider.
+pub const UPSTREAM_AUTHORIZE: &str = "/upstream/authorize";
+/// `GET|POST /upstream/callback/{provider_id}`: the upstream provider's redirect URI.
+pub const UPSTREAM_CALLBACK: &str = "/upstream/callback";
+/// `GET|POST /upstream/link/{session_id}`: what to do with the identity that came back.
+pub const UPSTREAM_LINK: &str = "/upstream/link";
+/// `GET|POST /upstream/unlink/{link_id}`: removes a linked identity from the account.
+pub const UPSTREAM_UNLINK: &str = "/upstream/unlink";
 /// The device flow's verification page, where the user enters the code (RFC 8628 §3.3).
 pub const LINK: &str = "/link";
 /// Where the verification page's approval form posts (RFC 8628 §3.3).

@@ -9,6 +9,7 @@
 //! open redirect, RFC 9700 §4.11).
 
 use axum::response::{IntoResponse, Redirect, Response};
+use serde::Serialize;
 use ulid::Ulid;
 
 use crate::{
@@ -176,6 +177,48 @@ pub fn username_from_hint(hint: &str, server_name: &str) -> Option<String> {
     crate::domain::username::check(name, server_name)
         .is_ok()
         .then(|| name.to_owned())
+}
+
+/// A "Continue with …" link of the login page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Button {
+    pub name: String,
+    pub brand: Option<String>,
+    /// Where it starts the login, with the grant or the page to return to.
+    pub href: String,
+}
+
+/// `/upstream/authorize/{id}`, carrying the pending authorization request or the page to
+/// return to.
+pub fn start_url(provider_id: Ulid, after: Option<&AfterSignIn>) -> String {
+    sign_in_link(
+        &format!("{}/{provider_id}", endpoints::UPSTREAM_AUTHORIZE),
+        after,
+    )
+}
+
+/// One link per enabled upstream provider, for the sign-in pages. Empty when the providers can't be read
+/// (logged): the password form still works.
+pub async fn login_buttons(state: &AppState, after: Option<&AfterSignIn>) -> Vec<Button> {
+    let providers = async {
+        let mut repo = state.storage.reader().await?;
+        repo.upstream_providers().list_enabled().await
+    }
+    .await;
+    match providers {
+        Ok(providers) => providers
+            .iter()
+            .map(|p| Button {
+                name: crate::core::upstream::client::display_name(p),
+                brand: p.brand_name.clone(),
+                href: start_url(p.id, after),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "login page: can't list the upstream providers");
+            Vec::new()
+        }
+    }
 }
 
 /// The part after a page's path: nothing, or a query.

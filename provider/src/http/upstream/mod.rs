@@ -23,13 +23,9 @@
 //! read any claim the provider sends.
 
 use axum::{http::StatusCode, response::Response, routing::get, Router};
-use serde::Serialize;
 use ulid::Ulid;
 
-use crate::http::kit::{
-    self,
-    continuation::{self, AfterSignIn},
-};
+use crate::http::kit::{self, continuation};
 use crate::{core::upstream::UpstreamError, http::AppState};
 
 pub mod account;
@@ -38,14 +34,10 @@ pub mod callback;
 pub mod cookie;
 pub mod link;
 
-/// `GET /upstream/authorize/{provider_id}`: starts a login at a provider.
-pub const AUTHORIZE_PATH: &str = "/upstream/authorize";
-/// `GET|POST /upstream/callback/{provider_id}`: the provider's redirect URI.
-pub const CALLBACK_PATH: &str = "/upstream/callback";
-/// `GET|POST /upstream/link/{session_id}`: what to do with the identity that came back.
-pub const LINK_PATH: &str = "/upstream/link";
-/// `GET|POST /upstream/unlink/{link_id}`: removes a linked identity from the account.
-pub const UNLINK_PATH: &str = "/upstream/unlink";
+pub use crate::endpoints::{
+    UPSTREAM_AUTHORIZE as AUTHORIZE_PATH, UPSTREAM_CALLBACK as CALLBACK_PATH,
+    UPSTREAM_LINK as LINK_PATH, UPSTREAM_UNLINK as UNLINK_PATH,
+};
 
 /// The sign-in method recorded on browser sessions opened by an upstream login
 /// (`upstream:<link id>`, see the `browser_session_authentications` table).
@@ -83,44 +75,7 @@ pub fn redirect_uri(state: &AppState, provider_id: Ulid) -> String {
     .to_string()
 }
 
-/// A "Continue with …" link of the login page.
-#[derive(Debug, Clone, Serialize)]
-pub struct Button {
-    pub name: String,
-    pub brand: Option<String>,
-    /// Where it starts the login, with the grant or the page to return to.
-    pub href: String,
-}
-
-/// `/upstream/authorize/{id}`, carrying the pending authorization request or the page to
-/// return to.
-pub fn start_url(provider_id: Ulid, after: Option<&AfterSignIn>) -> String {
-    continuation::sign_in_link(&format!("{AUTHORIZE_PATH}/{provider_id}"), after)
-}
-
-/// One link per enabled provider, for the login page. Empty when the providers can't be read
-/// (logged): the password form still works.
-pub async fn login_buttons(state: &AppState, after: Option<&AfterSignIn>) -> Vec<Button> {
-    let providers = async {
-        let mut repo = state.storage.reader().await?;
-        repo.upstream_providers().list_enabled().await
-    }
-    .await;
-    match providers {
-        Ok(providers) => providers
-            .iter()
-            .map(|p| Button {
-                name: crate::core::upstream::client::display_name(p),
-                brand: p.brand_name.clone(),
-                href: start_url(p.id, after),
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "login page: can't list the upstream providers");
-            Vec::new()
-        }
-    }
-}
+pub use crate::http::kit::continuation::{login_buttons, start_url, Button};
 
 /// Where a browser goes once signed in: what the login that started it was to continue with
 /// (kept in the cookie, [`Pending::after`]), or the "signed in" page.
@@ -298,7 +253,10 @@ mod tests {
                     upstream_buttons => vec![Button {
                         name: "Example".into(),
                         brand: Some("example".into()),
-                        href: start_url(Ulid(1), AfterSignIn::from_next("/account").as_ref()),
+                        href: start_url(
+                            Ulid(1),
+                            continuation::AfterSignIn::from_next("/account").as_ref(),
+                        ),
                     }],
                 },
             )

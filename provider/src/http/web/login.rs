@@ -76,7 +76,7 @@ async fn login_page(
             next => next,
             username => username.or(for_grant.login_hint.as_deref()).unwrap_or_default(),
             error => error,
-            upstream_buttons => crate::http::upstream::login_buttons(state, after).await,
+            upstream_buttons => continuation::login_buttons(state, after).await,
             register => state
                 .settings
                 .registration
