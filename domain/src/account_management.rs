@@ -46,3 +46,17 @@ impl Action {
         }
     }
 }
+
+/// MSC4191 `account_management_actions_supported`: the `action` values `/account` serves, with
+/// the older unstable names (`org.matrix.sessions_list`, …) that clients still send.
+pub const ACTIONS: &[&str] = &[
+    "org.matrix.profile",
+    "org.matrix.devices_list",
+    "org.matrix.device_view",
+    "org.matrix.device_delete",
+    "org.matrix.account_deactivate",
+    "org.matrix.cross_signing_reset",
+    "org.matrix.sessions_list",
+    "org.matrix.session_view",
+    "org.matrix.session_end",
+];

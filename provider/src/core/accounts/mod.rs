@@ -15,6 +15,10 @@ use ulid::Ulid;
 
 use crate::core::{sessions::end_compat_session, Core};
 use crate::{
+    config::AccountConfig,
+    domain::account_management::{Action, ACTIONS},
+};
+use crate::{
     core::{
         matrix::{
             provisioning::{self, AfterCommit, Outcome, Task},
@@ -339,6 +343,42 @@ pub async fn end_browser_session(
     }
     let ended = repo.browser_sessions().finish(session_id).await?;
     Ok((ended, jobs))
+}
+
+/// Does the configuration let users do what this account-management action does (MSC4191)?
+/// `Err` says why not, for the page that refuses it.
+pub fn action_allowed(action: Action, account: &AccountConfig) -> Result<(), &'static str> {
+    let (allowed, refusal) = match action {
+        Action::Emails => (
+            account.email_change_allowed,
+            "Email addresses can't be added or removed on this server.",
+        ),
+        Action::Password => (
+            account.password_change_allowed,
+            "Passwords can't be changed on this server.",
+        ),
+        Action::AccountDeactivate => (
+            account.account_deactivation_allowed,
+            "Accounts can't be deactivated by their users on this server.",
+        ),
+        _ => (true, ""),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(refusal)
+    }
+}
+
+/// The [`ACTIONS`] this configuration serves (MSC4191 `account_management_actions_supported`):
+/// all of them, but `org.matrix.account_deactivate` only when users may deactivate their
+/// account.
+pub fn supported_actions(account: &AccountConfig) -> Vec<&'static str> {
+    ACTIONS
+        .iter()
+        .copied()
+        .filter(|name| Action::parse(name).is_some_and(|a| action_allowed(a, account).is_ok()))
+        .collect()
 }
 
 /// The longest registration token value an operator may choose.

@@ -629,3 +629,19 @@ impl UpstreamHttp {
         Ok(claims)
     }
 }
+/// The name of a link's provider: from `enabled` (already read), else read (a disabled one).
+pub async fn provider_name(
+    repo: &mut BoxRepository,
+    enabled: &[UpstreamProvider],
+    provider_id: Ulid,
+) -> Result<String, crate::storage::StorageError> {
+    if let Some(provider) = enabled.iter().find(|p| p.id == provider_id) {
+        return Ok(display_name(provider));
+    }
+    let row = repo.upstream_providers().lookup(provider_id).await?;
+    Ok(row
+        .as_ref()
+        .map_or_else(|| "A removed provider".to_owned(), display_name))
+}
+
+

@@ -153,7 +153,7 @@ impl ProviderMetadata {
                 vec!["none", "login", "consent"]
             },
             account_management_uri: endpoints::url(base, endpoints::ACCOUNT).to_string(),
-            account_management_actions_supported: crate::http::web::account::supported_actions(
+            account_management_actions_supported: crate::core::accounts::supported_actions(
                 &settings.account,
             ),
             claims_parameter_supported: Some(false),

@@ -11,11 +11,11 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use ulid::Ulid;
 
 use super::UNLINK_PATH;
-use crate::core::upstream::client::display_name;
+use crate::core::upstream::client::provider_name;
 use crate::http::kit::{
     self,
     continuation::{self, AfterSignIn},
@@ -23,89 +23,8 @@ use crate::http::kit::{
 use crate::{
     endpoints,
     http::{kit::signed_in, AppState},
-    storage::{BoxRepository, StorageError, UpstreamLink, UpstreamProvider, User},
+    storage::{BoxRepository, StorageError, UpstreamLink, User},
 };
-
-/// A linked identity as the account page shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkedView {
-    pub provider: String,
-    /// The upstream account's name (its username or email there), when known.
-    pub account: Option<String>,
-    pub linked_at: String,
-    pub unlink_url: String,
-}
-
-/// A provider the user may link an identity of.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkableView {
-    pub name: String,
-    /// Where the login starts, coming back to the account page.
-    pub href: String,
-}
-
-/// The account page's "Linked accounts" section.
-#[derive(Debug, Clone, Serialize)]
-pub struct LinkedAccounts {
-    pub linked: Vec<LinkedView>,
-    pub providers: Vec<LinkableView>,
-}
-
-/// The name of a link's provider: from `enabled` (already read), else read (a disabled one).
-async fn provider_name(
-    repo: &mut BoxRepository,
-    enabled: &[UpstreamProvider],
-    provider_id: Ulid,
-) -> Result<String, StorageError> {
-    if let Some(provider) = enabled.iter().find(|p| p.id == provider_id) {
-        return Ok(display_name(provider));
-    }
-    let row = repo.upstream_providers().lookup(provider_id).await?;
-    Ok(row
-        .as_ref()
-        .map_or_else(|| "A removed provider".to_owned(), display_name))
-}
-
-/// The section for `user`; `None` (the section is hidden) when there is nothing to show — no
-/// provider configured and nothing linked — or when storage fails (logged: the rest of the
-/// account page still works).
-pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAccounts> {
-    let found = async {
-        let mut repo = state.storage.reader().await?;
-        let providers = repo.upstream_providers().list_enabled().await?;
-        let mut linked = Vec::new();
-        for link in repo.upstream_links().list_for_user(user.id).await? {
-            linked.push(LinkedView {
-                provider: provider_name(&mut repo, &providers, link.provider_id).await?,
-                account: link.human_account_name,
-                linked_at: link.created_at.format("%Y-%m-%d").to_string(),
-                unlink_url: format!("{UNLINK_PATH}/{}", link.id),
-            });
-        }
-        Ok::<_, StorageError>((linked, providers))
-    }
-    .await;
-    let (linked, providers) = match found {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::error!(error = %e, "account page: can't read the linked identities");
-            return None;
-        }
-    };
-    if linked.is_empty() && providers.is_empty() {
-        return None;
-    }
-    Some(LinkedAccounts {
-        linked,
-        providers: providers
-            .iter()
-            .map(|p| LinkableView {
-                name: display_name(p),
-                href: super::start_url(p.id, AfterSignIn::from_next(endpoints::ACCOUNT).as_ref()),
-            })
-            .collect(),
-    })
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct UnlinkForm {

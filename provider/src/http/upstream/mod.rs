@@ -278,7 +278,7 @@ mod tests {
             ),
             (
                 "pages/upstream_linked.html",
-                minijinja::context! { linked_accounts => account::LinkedAccounts { linked: vec![], providers: vec![] } },
+                minijinja::context! { linked_accounts => minijinja::context! { linked => Vec::<()>::new(), providers => Vec::<()>::new() } },
             ),
         ] {
             assert!(t.render(name, context).is_some(), "{name}");

@@ -43,6 +43,7 @@
 //! `POST /account` by form, and holds what the pages share: the query, the navigation, the
 //! notices after a change ([`Done`]) and the pages for refusals and failures.
 
+mod linked;
 mod cross_signing;
 mod deactivate;
 mod devices;
@@ -84,30 +85,7 @@ use crate::{
     storage::{StorageError, User},
 };
 
-/// MSC4191 `account_management_actions_supported`: the `action` values `/account` serves, with
-/// the older unstable names (`org.matrix.sessions_list`, …) that clients still send.
-pub const ACTIONS: &[&str] = &[
-    "org.matrix.profile",
-    "org.matrix.devices_list",
-    "org.matrix.device_view",
-    "org.matrix.device_delete",
-    "org.matrix.account_deactivate",
-    "org.matrix.cross_signing_reset",
-    "org.matrix.sessions_list",
-    "org.matrix.session_view",
-    "org.matrix.session_end",
-];
-
-/// The [`ACTIONS`] this configuration serves (MSC4191 `account_management_actions_supported`):
-/// all of them, but `org.matrix.account_deactivate` only when users may deactivate their
-/// account.
-pub fn supported_actions(account: &AccountConfig) -> Vec<&'static str> {
-    ACTIONS
-        .iter()
-        .copied()
-        .filter(|name| Action::parse(name).is_some_and(|a| a.allowed(account).is_ok()))
-        .collect()
-}
+pub use crate::{core::accounts::supported_actions, domain::account_management::ACTIONS};
 
 /// The account pages of our own, outside MSC4191 (not advertised in
 /// `account_management_actions_supported`).
@@ -129,26 +107,7 @@ trait ActionPage: Copy {
 impl ActionPage for Action {
     /// Does the configuration let users do what this page does? `Err` says why not.
     fn allowed(self, account: &AccountConfig) -> Result<(), &'static str> {
-        let (allowed, refusal) = match self {
-            Self::Emails => (
-                account.email_change_allowed,
-                "Email addresses can't be added or removed on this server.",
-            ),
-            Self::Password => (
-                account.password_change_allowed,
-                "Passwords can't be changed on this server.",
-            ),
-            Self::AccountDeactivate => (
-                account.account_deactivation_allowed,
-                "Accounts can't be deactivated by their users on this server.",
-            ),
-            _ => (true, ""),
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(refusal)
-        }
+        crate::core::accounts::action_allowed(self, account)
     }
 
     /// This action's page, for one device when it takes one.

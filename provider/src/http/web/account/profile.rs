@@ -78,7 +78,7 @@ async fn profile_page(
             emails => emails,
             emails_url => account.email_change_allowed.then(|| Action::Emails.path(None)),
             created_at => user.created_at.format("%Y-%m-%d").to_string(),
-            linked_accounts => crate::http::upstream::account::linked_accounts(state, user).await,
+            linked_accounts => super::linked::linked_accounts(state, user).await,
             display_name_editable => account.display_name_change_allowed,
             display_name_value => error.map_or_else(
                 || user.display_name.clone().unwrap_or_default(),
