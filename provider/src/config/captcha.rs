@@ -4,6 +4,76 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::{check_url, Problem};
+
+/// Bot protection on the registration page (see [`crate::core::captcha`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CaptchaConfig {
+    /// `none` (the default), `hcaptcha`, `recaptcha_v2` or `turnstile`.
+    #[serde(default)]
+    pub service: CaptchaService,
+    /// The public key the widget is rendered with.
+    #[serde(default)]
+    pub site_key: Option<String>,
+    /// The private key responses are verified with.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// Where responses are verified; defaults to the service's official siteverify URL.
+    #[serde(default)]
+    pub verify_url: Option<String>,
+}
+
+impl CaptchaConfig {
+    /// Checks the section, reporting problems at `captcha.…`: the captcha registration asks
+    /// for, if any.
+    pub(super) fn resolve(&self, p: &mut Vec<Problem>) -> Option<CaptchaSettings> {
+        let c = self;
+        let service = c.service;
+        let Some(default_verify_url) = service.default_verify_url() else {
+            for (key, set) in [
+                ("site_key", c.site_key.is_some()),
+                ("secret_key", c.secret_key.is_some()),
+                ("verify_url", c.verify_url.is_some()),
+            ] {
+                if set {
+                    p.push(Problem::new(
+                        format!("captcha.{key}"),
+                        "only used with a captcha `service`: remove it, or choose hcaptcha, recaptcha_v2 or turnstile",
+                    ));
+                }
+            }
+            return None;
+        };
+        let mut required = |key: &str, value: &Option<String>| match value.as_deref().map(str::trim)
+        {
+            Some(v) if !v.is_empty() => Some(v.to_owned()),
+            _ => {
+                p.push(Problem::new(
+                    format!("captcha.{key}"),
+                    format!("required by `service: {}`", service.name()),
+                ));
+                None
+            }
+        };
+        let site_key = required("site_key", &c.site_key);
+        let secret_key = required("secret_key", &c.secret_key);
+        let verify_url = check_url(
+            p,
+            "captcha.verify_url",
+            c.verify_url.as_deref().unwrap_or(default_verify_url),
+        );
+        match (site_key, secret_key, verify_url) {
+            (Some(site_key), Some(secret_key), Some(verify_url)) => Some(CaptchaSettings {
+                service,
+                site_key,
+                secret_key,
+                verify_url,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Which captcha service guards registration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,5 +192,52 @@ impl std::fmt::Debug for CaptchaSettings {
             .field("secret_key", &"<redacted>")
             .field("verify_url", &self.verify_url.as_str())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::CaptchaService;
+    use crate::config::{parse, test_support::generated};
+
+    fn parsed(env: &[(&str, &str)]) -> Result<crate::config::Settings, Vec<String>> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        parse(&generated(), env, Path::new("."))
+            .map(|(_, settings)| settings)
+            .map_err(|p| p.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn keys_are_refused_without_a_service() {
+        assert_eq!(
+            parsed(&[("PROVIDER__CAPTCHA__SITE_KEY", "k")]).unwrap_err(),
+            ["captcha.site_key: only used with a captcha `service`: remove it, or choose hcaptcha, recaptcha_v2 or turnstile"]
+        );
+    }
+
+    #[test]
+    fn a_service_needs_both_keys_and_verifies_at_its_own_url_by_default() {
+        assert_eq!(
+            parsed(&[("PROVIDER__CAPTCHA__SERVICE", "hcaptcha")]).unwrap_err(),
+            [
+                "captcha.site_key: required by `service: hcaptcha`",
+                "captcha.secret_key: required by `service: hcaptcha`",
+            ]
+        );
+        let settings = parsed(&[
+            ("PROVIDER__CAPTCHA__SERVICE", "turnstile"),
+            ("PROVIDER__CAPTCHA__SITE_KEY", "site"),
+            ("PROVIDER__CAPTCHA__SECRET_KEY", "secret"),
+        ])
+        .unwrap();
+        let captcha = settings.captcha.unwrap();
+        assert_eq!(captcha.service, CaptchaService::Turnstile);
+        assert_eq!(
+            captcha.verify_url.as_str(),
+            CaptchaService::Turnstile.default_verify_url().unwrap()
+        );
+        assert!(!format!("{captcha:?}").contains("secret\""));
     }
 }
