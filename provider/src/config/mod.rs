@@ -264,6 +264,10 @@ pub struct SecretsConfig {
     /// 32 bytes as 64 hex characters: encrypts client and upstream secrets at rest.
     pub encryption: String,
     pub keys: Vec<KeyConfig>,
+    /// The pepper of imported bcrypt password hashes: Synapse's `password_config.pepper`,
+    /// appended to the password before bcrypt (`provider syn2mas` imports them as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_pepper: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -575,6 +579,8 @@ pub struct Settings {
     /// The upstream OpenID Connect providers (`upstream_oauth2.providers`), written to the
     /// database at start.
     pub upstream_providers: Vec<crate::config::upstream::UpstreamProviderSettings>,
+    /// `secrets.password_pepper`: appended to passwords checked against imported bcrypt hashes.
+    pub password_pepper: Option<String>,
 }
 
 /// The validated `email` section.
@@ -975,6 +981,7 @@ impl Config {
                 captcha,
                 terms_of_service_url,
                 upstream_providers,
+                password_pepper: self.secrets.password_pepper.clone(),
             }),
             _ => Err(problems),
         }
