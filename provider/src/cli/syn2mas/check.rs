@@ -208,7 +208,7 @@ fn database_findings(
     if counts.appservice_users > 0 {
         out.push(warning(
             format!(
-                "{} belong to application services and are skipped: their appservice keeps \
+                "application services own {}, which are skipped: their appservice keeps \
                  acting for them with its `as_token`, which Synapse checks itself",
                 users(counts.appservice_users)
             ),
