@@ -142,6 +142,64 @@ impl TokenKind {
     }
 }
 
+/// The format of a token Synapse issued before it delegated its authentication, imported by
+/// `provider syn2mas` as a compat token: stored as its SHA-256 like every other token, it keeps
+/// working until its session ends. Such a token carries no checksum of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SynapseTokenFormat {
+    /// `syt_<unpadded base64 localpart>_<20 letters>_<6 base62 CRC-32>`: an access token
+    /// (`generate_access_token` in Synapse's `synapse/handlers/auth.py`).
+    Access,
+    /// `syr_…`, the same shape: a refresh token (`generate_refresh_token`, ibid.).
+    Refresh,
+    /// A macaroon (base64 of `0010location …`): the access tokens of Synapse before 1.34.
+    Macaroon,
+}
+
+/// Bounds on an imported macaroon's length: a serialized macaroon with its caveats is some
+/// hundreds of bytes; anything far outside that is not one and costs no query.
+const MACAROON_LEN: std::ops::RangeInclusive<usize> = 40..=4096;
+
+impl SynapseTokenFormat {
+    /// Is `token` shaped like a Synapse token (for `syt_`/`syr_`, with Synapse's checksum, which
+    /// is ours: the CRC-32 of everything before the last `_` in base 62, 6 digits)? Says nothing
+    /// about whether it was imported: that is the database's answer. Never panics.
+    pub fn of(token: &str) -> Option<Self> {
+        if let Some(format) = match token.get(..4) {
+            Some("syt_") => Some(Self::Access),
+            Some("syr_") => Some(Self::Refresh),
+            _ => None,
+        } {
+            let (checked, given) = token.rsplit_once('_')?;
+            let mut parts = checked.get(4..)?.split('_');
+            let (Some(localpart), Some(random), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return None;
+            };
+            let base64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+            let well_formed = !localpart.is_empty()
+                && localpart.bytes().all(base64)
+                && !random.is_empty()
+                && random.bytes().all(|c| c.is_ascii_alphanumeric())
+                && given.len() == CHECKSUM_LEN
+                && given.as_bytes() == checksum(checked.as_bytes());
+            return well_formed.then_some(format);
+        }
+        // pymacaroons serializes with URL-safe base64, with or without padding.
+        let macaroon = token.starts_with("MDA")
+            && MACAROON_LEN.contains(&token.len())
+            && token.bytes().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'+' | b'/')
+            });
+        macaroon.then_some(Self::Macaroon)
+    }
+
+    /// Can a token of this format be presented as an access token (`Authorization: Bearer`)?
+    pub fn is_access(self) -> bool {
+        matches!(self, Self::Access | Self::Macaroon)
+    }
+}
+
 /// The checksum of `<prefix>_<random>`, as the module documentation describes it.
 fn checksum(checked: &[u8]) -> [u8; CHECKSUM_LEN] {
     encode_base62_u32(crc32fast::hash(checked))
@@ -279,6 +337,39 @@ mod tests {
         );
         assert_eq!(random_code(&mut rng, 10), "e0AXT3gfGs");
         assert_eq!(user_code(&mut rng), "STVR-CDPM");
+    }
+
+    #[test]
+    fn synapse_tokens() {
+        use SynapseTokenFormat::*;
+        // Shaped as Synapse makes them for `alice` (`generate_access_token`).
+        let made = |prefix: &str, random: &str| {
+            let base = format!("{prefix}_YWxpY2U_{random}");
+            let crc = checksum(base.as_bytes());
+            format!("{base}_{}", std::str::from_utf8(&crc).unwrap())
+        };
+        let access = made("syt", "KiWMbqkSHAjxdXpQcPfT");
+        assert_eq!(SynapseTokenFormat::of(&access), Some(Access));
+        assert_eq!(
+            SynapseTokenFormat::of(&made("syr", "KiWMbqkSHAjxdXpQcPfT")),
+            Some(Refresh)
+        );
+        // A changed character breaks the checksum; a wrong shape is nothing.
+        assert_eq!(
+            SynapseTokenFormat::of(&access.replacen("Ki", "Kj", 1)),
+            None
+        );
+        assert_eq!(SynapseTokenFormat::of("syt_YWxpY2U_abc"), None);
+        assert_eq!(SynapseTokenFormat::of("syt_"), None);
+        assert_eq!(SynapseTokenFormat::of("syt_é_é_é"), None);
+        let macaroon =
+            "MDAxN2xvY2F0aW9uIGxvY2FsaG9zdAowMDEzaWRlbnRpZmllciBrZXkKMDAxMGNpZCBnZW4gPSAxCg";
+        assert_eq!(SynapseTokenFormat::of(macaroon), Some(Macaroon));
+        assert_eq!(SynapseTokenFormat::of("MDA short"), None);
+        // Our own tokens are not Synapse's.
+        let ours = TokenKind::CompatAccessToken.generate(&mut StdRng::seed_from_u64(1));
+        assert_eq!(SynapseTokenFormat::of(&ours), None);
+        assert!(Access.is_access() && Macaroon.is_access() && !Refresh.is_access());
     }
 
     #[test]
@@ -436,6 +527,11 @@ mod tests {
         #[test]
         fn parse_never_panics(s in "\\PC{0,60}") {
             let _ = TokenKind::parse(&s);
+        }
+
+        #[test]
+        fn synapse_format_never_panics(prefix in "(syt_|syr_|MDA)?", tail in "[A-Za-z0-9_+/=é\u{0}]{0,80}") {
+            let _ = SynapseTokenFormat::of(&format!("{prefix}{tail}"));
         }
 
         #[test]

@@ -99,6 +99,14 @@ enum Command {
         after_help = "Example:\n  provider manage register-user -c provider.yaml alice --email alice@example.com"
     )]
     Manage(provider::cli::manage::ManageCommand),
+    /// Move an existing Synapse onto the provider: check, then migrate its users, passwords,
+    /// e-mail addresses, upstream links and logged-in devices (Synapse's database is only read).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provider syn2mas check -c provider.yaml --synapse-config homeserver.yaml\n  \
+            provider syn2mas migrate -c provider.yaml --synapse-config homeserver.yaml --dry-run"
+    )]
+    Syn2mas(provider::cli::syn2mas::Syn2masCommand),
     /// Apply migrations, sync the configured clients, and serve.
     #[command(after_help = "Example:\n  provider serve -c provider.yaml")]
     Serve {
@@ -387,6 +395,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(FAILURE));
             };
             provider::cli::manage::run(command, settings).await
+        }
+        Command::Syn2mas(command) => {
+            let Some(settings) = load_config(command.config_path()) else {
+                return Ok(ExitCode::from(FAILURE));
+            };
+            provider::cli::syn2mas::run(command, settings).await
         }
         Command::Serve { file, no_migrate } => {
             let Some(settings) = load_config(&file.config) else {

@@ -28,6 +28,7 @@ mod oauth2_sessions;
 mod rate_limits;
 mod recovery_tickets;
 mod registration_tokens;
+mod synapse_import;
 mod upstream;
 mod user_terms;
 mod users;
@@ -48,7 +49,7 @@ use ulid::Ulid;
 pub use self::{
     browser_sessions::*, client_assertions::*, clients::*, compat::*, email_verifications::*,
     grants::*, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
-    registration_tokens::*, upstream::*, user_terms::*, users::*,
+    registration_tokens::*, synapse_import::*, upstream::*, user_terms::*, users::*,
 };
 use domain::clock::Entropy;
 
@@ -573,6 +574,7 @@ pub trait Repository: Send {
     fn rate_limits(&mut self) -> &mut dyn RateLimitRepository;
     fn registration_tokens(&mut self) -> &mut dyn RegistrationTokenRepository;
     fn user_terms(&mut self) -> &mut dyn UserTermsRepository;
+    fn synapse_import(&mut self) -> &mut dyn SynapseImportRepository;
 
     /// Makes every change done through this repository durable. Dropping the repository
     /// without committing rolls them back.
@@ -608,7 +610,8 @@ where
         + RecoveryTicketRepository
         + RateLimitRepository
         + RegistrationTokenRepository
-        + UserTermsRepository,
+        + UserTermsRepository
+        + SynapseImportRepository,
 {
     fn users(&mut self) -> &mut dyn UserRepository {
         self
@@ -683,6 +686,9 @@ where
         self
     }
     fn user_terms(&mut self) -> &mut dyn UserTermsRepository {
+        self
+    }
+    fn synapse_import(&mut self) -> &mut dyn SynapseImportRepository {
         self
     }
 

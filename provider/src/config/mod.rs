@@ -144,6 +144,8 @@ pub struct Settings {
     /// The upstream OpenID Connect providers (`upstream_oauth2.providers`), written to the
     /// database at start.
     pub upstream_providers: Vec<UpstreamProviderSettings>,
+    /// `secrets.password_pepper`: appended to passwords checked against imported bcrypt hashes.
+    pub password_pepper: Option<String>,
 }
 
 /// Reads, overrides and validates a configuration file. `env` is the process environment (or a
@@ -405,6 +407,7 @@ impl Config {
                 captcha,
                 terms_of_service_url,
                 upstream_providers,
+                password_pepper: self.secrets.password_pepper.clone(),
             }),
             _ => Err(problems),
         }

@@ -12,6 +12,10 @@ pub struct SecretsConfig {
     /// 32 bytes as 64 hex characters: encrypts client and upstream secrets at rest.
     pub encryption: String,
     pub keys: Vec<KeyConfig>,
+    /// The pepper of imported bcrypt password hashes: Synapse's `password_config.pepper`,
+    /// appended to the password before bcrypt (`provider syn2mas` imports them as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_pepper: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

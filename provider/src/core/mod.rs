@@ -67,10 +67,14 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// The services, hashing passwords with the default schemes (argon2id, OWASP parameters).
+    /// The services, hashing passwords with the default schemes (argon2id, OWASP parameters;
+    /// imported bcrypt hashes checked with `secrets.password_pepper`).
     pub fn new(settings: Settings, storage: Storage) -> Result<Self, PasswordConfigError> {
-        let passwords =
-            PasswordHasher::new(PasswordConfig::default(), storage.entropy().rng.clone())?;
+        let config = PasswordConfig {
+            bcrypt_pepper: settings.password_pepper.clone(),
+            ..PasswordConfig::default()
+        };
+        let passwords = PasswordHasher::new(config, storage.entropy().rng.clone())?;
         Ok(Self::with_passwords(settings, storage, passwords))
     }
 

@@ -94,6 +94,11 @@ pub struct PasswordConfig {
     pub schemes: BTreeMap<i32, Scheme>,
     /// The policy new passwords must follow.
     pub policy: PasswordPolicy,
+    /// Appended to the password before it is checked against a [`Scheme::Bcrypt`] hash: the
+    /// pepper the importing system hashed with (Synapse's `password_config.pepper`:
+    /// `bcrypt.checkpw(password + pepper, hash)` in `synapse/handlers/auth.py`). Never used for
+    /// new hashes: the upgraded argon2id hash is of the password alone.
+    pub bcrypt_pepper: Option<String>,
 }
 
 impl Default for PasswordConfig {
@@ -105,6 +110,7 @@ impl Default for PasswordConfig {
                 (1, Scheme::Argon2id(Argon2Params::OWASP)),
             ]),
             policy: PasswordPolicy::default(),
+            bcrypt_pepper: None,
         }
     }
 }
@@ -208,6 +214,7 @@ pub struct PasswordHasher {
     policy: PasswordPolicy,
     current_version: i32,
     current_params: Params,
+    bcrypt_pepper: Option<Arc<str>>,
     rng: Arc<dyn RngSource>,
     /// Bounds the hashes computed at once to the number of cores: hashing is CPU-bound, so more
     /// at once only adds memory (19 MiB each with argon2id v1) and latency. Requests beyond it
@@ -249,7 +256,11 @@ impl PasswordHasher {
         config: PasswordConfig,
         rng: Arc<dyn RngSource>,
     ) -> Result<Self, PasswordConfigError> {
-        let PasswordConfig { schemes, policy } = config;
+        let PasswordConfig {
+            schemes,
+            policy,
+            bcrypt_pepper,
+        } = config;
         if policy.min_length == 0 || policy.min_length > policy.max_length {
             return Err(PasswordConfigError::InvalidPolicy {
                 min: policy.min_length,
@@ -281,6 +292,7 @@ impl PasswordHasher {
             policy,
             current_version,
             current_params,
+            bcrypt_pepper: bcrypt_pepper.map(Arc::from),
             rng,
             slots: Arc::new(tokio::sync::Semaphore::new(hashing_slots())),
         })
@@ -358,6 +370,7 @@ impl PasswordHasher {
         let stored_hash = stored_hash.to_owned();
         let current_version = self.current_version;
         let current_params = self.current_params.clone();
+        let pepper = self.bcrypt_pepper.clone();
         let mut rng = self.rng.rng();
         self.run_hashing(move || {
             let invalid = |reason: &str| PasswordError::InvalidHash {
@@ -365,10 +378,14 @@ impl PasswordHasher {
                 reason: reason.to_owned(),
             };
             let (matched, weaker) = match scheme {
-                Scheme::Bcrypt => (
-                    verify_bcrypt(&stored_hash, password.as_bytes()).map_err(invalid)?,
-                    true,
-                ),
+                Scheme::Bcrypt => {
+                    let mut peppered = password.as_bytes().to_vec();
+                    peppered.extend_from_slice(pepper.as_deref().unwrap_or("").as_bytes());
+                    (
+                        verify_bcrypt(&stored_hash, &peppered).map_err(invalid)?,
+                        true,
+                    )
+                }
                 Scheme::Argon2id(_) => {
                     verify_argon2(&stored_hash, password.as_bytes(), &current_params)
                         .map_err(invalid)?
@@ -487,6 +504,7 @@ mod tests {
         PasswordConfig {
             schemes: schemes.iter().copied().collect(),
             policy: PasswordPolicy::default(),
+            bcrypt_pepper: None,
         }
     }
 
@@ -705,6 +723,36 @@ mod tests {
             .await
             .unwrap()
             .is_match());
+    }
+
+    #[tokio::test]
+    async fn a_peppered_bcrypt_hash_needs_the_pepper_and_upgrades_without_it() {
+        // Synapse with `password_config.pepper: "p3pp3r"` stores bcrypt(password + pepper).
+        let imported = bcrypt_hash("hunter2hunter2p3pp3r", bcrypt::Version::TwoB);
+        let peppered = PasswordHasher::new(
+            PasswordConfig {
+                bcrypt_pepper: Some("p3pp3r".into()),
+                ..config(&[(0, Scheme::Bcrypt), (1, Scheme::Argon2id(CHEAP))])
+            },
+            Arc::new(SeededRngSource::new(5)),
+        )
+        .unwrap();
+        assert_eq!(
+            cheap().verify(0, &imported, "hunter2hunter2".into()).await,
+            Ok(Verified::Mismatch),
+            "without the pepper the password doesn't match"
+        );
+        let Ok(Verified::Match {
+            upgrade: Some((1, upgraded)),
+        }) = peppered.verify(0, &imported, "hunter2hunter2".into()).await
+        else {
+            panic!("the peppered hash must verify with the pepper configured");
+        };
+        // The argon2id hash is of the password alone: it verifies with or without a pepper.
+        assert_eq!(
+            cheap().verify(1, &upgraded, "hunter2hunter2".into()).await,
+            Ok(Verified::Match { upgrade: None })
+        );
     }
 
     #[tokio::test]

@@ -69,6 +69,11 @@ pub struct UpstreamProviderConfig {
     pub id_token_signed_response_alg: String,
     #[serde(default)]
     pub claims_imports: claims::ClaimsImports,
+    /// The provider's ID in Synapse's `user_external_ids.auth_provider` (`oidc-<idp_id>` for an
+    /// `oidc_providers` entry with that `idp_id`; `oidc` for the legacy `oidc_config`):
+    /// `provider syn2mas` imports those links as links to this provider.
+    #[serde(default)]
+    pub synapse_idp_id: Option<String>,
 }
 
 fn default_scope() -> String {
@@ -200,6 +205,8 @@ pub struct UpstreamProviderSettings {
     pub token_endpoint_auth_method: AuthMethod,
     pub scope: String,
     pub settings: StoredSettings,
+    /// Synapse's ID of this provider (`synapse_idp_id`), for `provider syn2mas`.
+    pub synapse_idp_id: Option<String>,
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -238,6 +245,7 @@ impl UpstreamOAuth2Config {
     /// Checks every provider; the valid ones are returned, the rest reported in `p`.
     pub fn resolve(&self, p: &mut Vec<Problem>) -> Vec<UpstreamProviderSettings> {
         let mut seen = BTreeSet::new();
+        let mut seen_synapse_ids = BTreeSet::new();
         let mut out = Vec::new();
         for (i, provider) in self.providers.iter().enumerate() {
             let path = format!("upstream_oauth2.providers[{i}]");
@@ -260,6 +268,21 @@ impl UpstreamOAuth2Config {
                     None
                 }
             };
+            if let Some(synapse_id) = &provider.synapse_idp_id {
+                let at = format!("{path}.synapse_idp_id");
+                if synapse_id.is_empty() || synapse_id.contains(char::is_whitespace) {
+                    p.push(problem(
+                        at,
+                        "must be Synapse's `auth_provider` of this provider: `oidc-<idp_id>` \
+                         (or `oidc` for Synapse's legacy `oidc_config`)",
+                    ));
+                } else if !seen_synapse_ids.insert(synapse_id.as_str()) {
+                    p.push(problem(
+                        at,
+                        format!("`{synapse_id}` is mapped by another provider"),
+                    ));
+                }
+            }
             let settings = provider.resolve(&path, p);
             if let (Some(id), Some(settings), true) = (id, settings, p.len() == before) {
                 out.push(UpstreamProviderSettings { id, ..settings });
@@ -367,6 +390,7 @@ impl UpstreamProviderConfig {
                 id_token_signed_response_alg: self.id_token_signed_response_alg.clone(),
                 claims_imports: self.claims_imports.clone(),
             },
+            synapse_idp_id: self.synapse_idp_id.clone(),
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::core::sessions::end_compat_session;
 use crate::{
     core::matrix::provisioning,
     crypto::sha256,
-    domain::token::TokenKind,
+    domain::token::{SynapseTokenFormat, TokenKind},
     http::AppState,
     storage::{BoxRepository, CompatSession},
 };
@@ -60,7 +60,10 @@ async fn session_of(
     token: &str,
 ) -> Result<CompatSession, MatrixError> {
     // The checksum refuses garbage and other kinds of token before any query.
-    if TokenKind::parse(token) != Ok(TokenKind::CompatAccessToken) {
+    // Synapse's own tokens, imported by `provider syn2mas`, are compat access tokens too.
+    if TokenKind::parse(token) != Ok(TokenKind::CompatAccessToken)
+        && !SynapseTokenFormat::of(token).is_some_and(SynapseTokenFormat::is_access)
+    {
         return Err(UNKNOWN);
     }
     let now = state.storage.entropy().clock.now();

@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::{error::parse_json, issue_tokens, json_no_store, MatrixError};
 use crate::core::sessions::end_compat_session;
 use crate::{
-    core::matrix::provisioning, crypto::sha256, domain::token::TokenKind, http::AppState,
+    core::matrix::provisioning,
+    crypto::sha256,
+    domain::token::{SynapseTokenFormat, TokenKind},
+    http::AppState,
     storage::StorageError,
 };
 
@@ -51,7 +54,10 @@ async fn refresh(state: &AppState, body: &[u8]) -> Result<RefreshResponse, Matri
         .refresh_token
         .ok_or(MatrixError::MissingParam("the `refresh_token` is missing"))?;
     // The checksum refuses garbage (and other kinds of token) before any query.
-    if TokenKind::parse(&token) != Ok(TokenKind::CompatRefreshToken) {
+    // Synapse's `syr_…` refresh tokens, imported by `provider syn2mas`, are compat ones too.
+    if TokenKind::parse(&token) != Ok(TokenKind::CompatRefreshToken)
+        && SynapseTokenFormat::of(&token) != Some(SynapseTokenFormat::Refresh)
+    {
         return Err(UNKNOWN);
     }
     let mut rng = state.storage.entropy().rng.rng();

@@ -37,7 +37,7 @@ use crate::{
     crypto::sha256,
     domain::{
         scope::{self, Scope, API_SCOPE, DEVICE_SCOPE_PREFIX, SYNAPSE_ADMIN_SCOPE},
-        token::TokenKind,
+        token::{SynapseTokenFormat, TokenKind},
     },
     http::AppState,
     storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
@@ -344,7 +344,14 @@ async fn find(
 ) -> Result<Option<ActiveToken>, StorageError> {
     // RFC 7662 §2.2: a malformed token "does not exist on this server": no query at all.
     let Ok(kind) = TokenKind::parse(token) else {
-        return Ok(None);
+        // A token Synapse issued before the switch (`syt_…`, a macaroon), imported by
+        // `provider syn2mas` into a compat session: looked up by its hash like ours.
+        return match SynapseTokenFormat::of(token) {
+            Some(format) if format.is_access() => {
+                compat_access_token(repo, &sha256(token), now).await
+            }
+            _ => Ok(None),
+        };
     };
     match kind {
         TokenKind::AccessToken => oauth2_access_token(repo, token, now).await,
