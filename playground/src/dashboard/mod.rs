@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::{exchange::ExchangeLog, Account, Error, Tls, Urls, DEMO_CLIENT_ID};
 
-pub use crate::exchange::USER_AGENT_PREFIX;
+
 
 /// Time limit on the dashboard's calls to the provider and the homeserver.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
