@@ -34,6 +34,10 @@ pub enum Error {
     Password(#[from] provider::core::passwords::PasswordError),
     #[error("the fake homeserver: {0}")]
     Homeserver(#[from] fake_homeserver::Error),
+    #[error("the real Synapse: {0}")]
+    Synapse(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("the dashboard: {0}")]

@@ -280,7 +280,10 @@ fn sender(to: Server, path: &str, headers: &HeaderMap) -> &'static str {
     match to {
         Server::Homeserver if path.starts_with("/_synapse/") => "provider",
         Server::Provider
-            if agent.starts_with("fake-homeserver/") || path.starts_with("/_matrix/") =>
+            // The fake's agent, or real Synapse's (`Synapse/<version>`, `--homeserver synapse`).
+            if agent.starts_with("fake-homeserver/")
+                || agent.starts_with("Synapse/")
+                || path.starts_with("/_matrix/") =>
         {
             "homeserver"
         }

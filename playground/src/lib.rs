@@ -13,6 +13,11 @@
 //! database come from the command line each time, applied through the same `PROVIDER__…`
 //! overrides an operator would use.
 //!
+//! With `homeserver: HomeserverChoice::Synapse` (`--homeserver synapse`), a real Synapse (PyPI
+//! `matrix-synapse`, pinned by `synapse-harness`) runs in place of the fake, with Debian's nginx
+//! in front of it on the homeserver's port, routing per `deploy/nginx/matrix.conf`: client
+//! authors try their client against the real thing. Its virtualenv is made on first use.
+//!
 //! With TLS, clients reach the provider and the homeserver over HTTPS; the two servers reach
 //! each other over plain HTTP on loopback-only ports (as a homeserver reaches its provider at an
 //! internal endpoint in a real deployment), since their HTTP clients trust only the public
@@ -23,6 +28,7 @@ mod dashboard;
 mod data;
 mod error;
 pub mod exchange;
+mod synapse;
 mod tls;
 
 use std::{
@@ -47,6 +53,7 @@ pub use accounts::Account;
 pub use data::{config_path, ACCOUNTS_FILE, CONFIG_FILE, DATABASE_FILE, DEMO_CLIENT_ID};
 pub use error::Error;
 pub use exchange::{Entry, ExchangeLog};
+pub use synapse::RealSynapse;
 pub use tls::{Tls, CERT_FILE, KEY_FILE};
 
 /// How long stopping waits for requests in flight before it cuts them off.
@@ -71,6 +78,45 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Serve HTTPS with a self-signed certificate kept in the data directory.
     pub tls: bool,
+    /// Which homeserver runs: the fake (default) or a real Synapse behind nginx.
+    pub homeserver: HomeserverChoice,
+}
+
+/// Which homeserver the playground runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HomeserverChoice {
+    /// The `fake-homeserver` crate, in this process.
+    #[default]
+    Fake,
+    /// A real Synapse (child process) with nginx in front of it.
+    Synapse,
+}
+
+/// The homeserver that runs.
+#[derive(Debug)]
+pub enum Homeserver {
+    /// The fake homeserver's state (its users, devices and journal).
+    Fake(fake_homeserver::AppState),
+    /// A real Synapse and the nginx in front of it (boxed: it is large, and there is one).
+    Synapse(Box<RealSynapse>),
+}
+
+impl Homeserver {
+    /// The Matrix server name.
+    pub fn server_name(&self) -> &str {
+        match self {
+            Self::Fake(fake) => fake.server_name(),
+            Self::Synapse(real) => real.server_name(),
+        }
+    }
+
+    /// The fake homeserver's state, when it is the fake that runs.
+    pub fn fake(&self) -> Option<&fake_homeserver::AppState> {
+        match self {
+            Self::Fake(fake) => Some(fake),
+            Self::Synapse(_) => None,
+        }
+    }
 }
 
 impl Default for Options {
@@ -85,6 +131,7 @@ impl Default for Options {
             server_name: "localhost".to_owned(),
             database_url: None,
             tls: false,
+            homeserver: HomeserverChoice::Fake,
         }
     }
 }
@@ -119,8 +166,8 @@ pub struct Playground {
     pub storage: Storage,
     /// The provider's application state.
     pub provider: AppState,
-    /// The fake homeserver's state (its users, devices and journal).
-    pub homeserver: fake_homeserver::AppState,
+    /// The homeserver: the fake's state, or the real Synapse and its nginx.
+    pub homeserver: Homeserver,
     pub accounts: Vec<Account>,
     pub tls: Option<Tls>,
     /// Every HTTP exchange with the provider and the homeserver.
@@ -143,6 +190,11 @@ impl Playground {
     /// Prepares the data directory and the database, starts every server, seeds the accounts.
     /// `entropy` is the clock and randomness everything runs on.
     pub async fn start(options: &Options, entropy: Entropy) -> Result<Self, Error> {
+        if options.tls && options.homeserver == HomeserverChoice::Synapse {
+            return Err(Error::Unsupported(
+                "--tls with --homeserver synapse is not supported: nginx in front of Synapse serves plain HTTP on loopback",
+            ));
+        }
         if options.fresh {
             data::wipe(&options.data_dir)?;
             if options.database_url.is_some() {
@@ -210,27 +262,47 @@ impl Playground {
             None => (urls.issuer.clone(), urls.homeserver.clone()),
         };
 
-        let settings = configure(
+        let mut settings = configure(
             options,
             &config_text,
             &urls,
             &homeserver_endpoint,
             provider_addr,
         )?;
+        // A real Synapse: started now that the shared secret is known; the provider reaches it
+        // at its own listener (for `/_synapse/mas/*`), clients through nginx on the homeserver's
+        // port, which is set free for nginx.
+        let real_synapse = match options.homeserver {
+            HomeserverChoice::Fake => None,
+            HomeserverChoice::Synapse => {
+                let real = RealSynapse::start(
+                    &options.server_name,
+                    &provider_endpoint,
+                    &settings.matrix.secret,
+                    &urls.homeserver,
+                )
+                .await?;
+                settings.matrix.endpoint = real.synapse_url().clone();
+                Some(real)
+            }
+        };
         let storage = server::open_storage(&settings, entropy.clone()).await?;
         server::prepare(&storage, &settings, true).await?;
         let provider =
             AppState::new(settings.clone(), storage.clone()).map_err(ServeError::Passwords)?;
-        let homeserver = fake_homeserver::AppState::new(
-            fake_homeserver::Config {
-                server_name: options.server_name.clone(),
-                provider_endpoint,
-                secret: settings.matrix.secret.clone(),
-                proxy_login: true,
-                public_base: Some(urls.homeserver.clone()),
-            },
-            urls.homeserver.clone(),
-        )?;
+        let mut homeserver = match real_synapse {
+            Some(real) => Homeserver::Synapse(Box::new(real)),
+            None => Homeserver::Fake(fake_homeserver::AppState::new(
+                fake_homeserver::Config {
+                    server_name: options.server_name.clone(),
+                    provider_endpoint: provider_endpoint.clone(),
+                    secret: settings.matrix.secret.clone(),
+                    proxy_login: true,
+                    public_base: Some(urls.homeserver.clone()),
+                },
+                urls.homeserver.clone(),
+            )?),
+        };
 
         let log = ExchangeLog::new(entropy.clock.clone(), exchange::CAPACITY);
         let provider_router = exchange::tap(
@@ -238,37 +310,48 @@ impl Playground {
             log.clone(),
             exchange::Server::Provider,
         );
-        let homeserver_router = exchange::tap(
-            fake_homeserver::router(homeserver.clone()),
-            log.clone(),
-            exchange::Server::Homeserver,
-        );
         let mut running = Running::new();
-        running.serve(
-            "homeserver",
-            homeserver_listener,
-            homeserver_router.clone(),
-            tls.as_ref(),
-        )?;
         running.serve(
             "provider",
             provider_listener,
             provider_router.clone(),
             tls.as_ref(),
         )?;
-        if let Some((provider_internal, homeserver_internal)) = internal {
-            running.serve(
-                "provider (internal)",
-                provider_internal,
-                provider_router,
-                None,
-            )?;
-            running.serve(
-                "homeserver (internal)",
-                homeserver_internal,
-                homeserver_router,
-                None,
-            )?;
+        match &mut homeserver {
+            Homeserver::Fake(fake) => {
+                let homeserver_router = exchange::tap(
+                    fake_homeserver::router(fake.clone()),
+                    log.clone(),
+                    exchange::Server::Homeserver,
+                );
+                running.serve(
+                    "homeserver",
+                    homeserver_listener,
+                    homeserver_router.clone(),
+                    tls.as_ref(),
+                )?;
+                if let Some((provider_internal, homeserver_internal)) = internal {
+                    running.serve(
+                        "provider (internal)",
+                        provider_internal,
+                        provider_router,
+                        None,
+                    )?;
+                    running.serve(
+                        "homeserver (internal)",
+                        homeserver_internal,
+                        homeserver_router,
+                        None,
+                    )?;
+                }
+            }
+            Homeserver::Synapse(real) => {
+                // nginx binds the homeserver's port itself (a short window in which another
+                // process could take it; nginx then fails to start, saying so).
+                drop(homeserver_listener);
+                real.start_proxy(homeserver_addr, &provider_endpoint)
+                    .await?;
+            }
         }
         running.worker(Worker::new(provider.core.clone()));
         running.housekeeping(provider.storage.clone());
@@ -338,6 +421,15 @@ impl Playground {
                 self.homeserver.server_name()
             ),
             format!("  Provider (issuer)   {issuer}"),
+            match &self.homeserver {
+                Homeserver::Fake(_) => "  Homeserver kind     the fake homeserver (in this process)".to_owned(),
+                Homeserver::Synapse(real) => format!(
+                    "  Homeserver kind     real Synapse {} at {} behind nginx (deploy/nginx/matrix.conf); its files in {}",
+                    synapse_harness::SYNAPSE_VERSION,
+                    real.synapse_url(),
+                    real.synapse_dir().display()
+                ),
+            },
             format!("  Discovery           {homeserver}_matrix/client/v1/auth_metadata"),
             format!("                      {issuer}.well-known/openid-configuration"),
             format!("  Signing keys        {issuer}oauth2/keys.json"),
@@ -403,6 +495,9 @@ impl Playground {
             tasks.shutdown().await;
         }
         self.storage.close().await;
+        if let Homeserver::Synapse(real) = self.homeserver {
+            (*real).stop().await;
+        }
         match failure {
             Some(error) => Err(error),
             None => Ok(()),

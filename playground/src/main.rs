@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use playground::{Options, Playground};
+use playground::{HomeserverChoice, Options, Playground};
 use provider::{
     clock::Entropy,
     telemetry::{self, LogFormat},
@@ -15,6 +15,7 @@ use provider::{
     about = "Start an MSC3861 deployment on localhost (provider, homeserver, dashboard) to try \
              Matrix OAuth 2.0 flows",
     after_help = "Examples:\n  cargo run -p playground\n  cargo run -p playground -- --tls --fresh\n  \
+                  cargo run -p playground -- --homeserver synapse\n  \
                   cargo run -p playground -- --database-url postgres://postgres@127.0.0.1/playground"
 )]
 struct Cli {
@@ -49,9 +50,21 @@ struct Cli {
     /// certificate made at first start and kept in the data directory.
     #[arg(long)]
     tls: bool,
+    /// The homeserver: the fake in this process, or a real Synapse (PyPI matrix-synapse, its
+    /// virtualenv made on first use) with nginx in front of it on the homeserver's port, routing
+    /// as deploy/nginx/matrix.conf says. Needs python3 and nginx; not with --tls.
+    #[arg(long, value_enum, default_value = "fake")]
+    homeserver: HomeserverArg,
     /// How logs (on stderr) are written.
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
+}
+
+/// `--homeserver`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HomeserverArg {
+    Fake,
+    Synapse,
 }
 
 #[tokio::main]
@@ -68,6 +81,10 @@ async fn main() -> ExitCode {
         server_name: cli.server_name,
         database_url: cli.database_url,
         tls: cli.tls,
+        homeserver: match cli.homeserver {
+            HomeserverArg::Fake => HomeserverChoice::Fake,
+            HomeserverArg::Synapse => HomeserverChoice::Synapse,
+        },
     };
     let result: anyhow::Result<()> = async {
         let playground = Playground::start(&options, Entropy::system()).await?;

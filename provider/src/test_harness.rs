@@ -380,3 +380,206 @@ impl Drop for TestProvider {
         }
     }
 }
+
+/// A provider served in-process on an ephemeral port, on a test database, in front of a real
+/// Synapse (PyPI `matrix-synapse`, [`synapse_harness::SYNAPSE_VERSION`], in
+/// `matrix_authentication_service` mode) with Debian's nginx before both, routing as the
+/// operators' example `deploy/nginx/matrix.conf` says: the legacy login API to the provider, the
+/// rest to Synapse. The homeserver job worker runs.
+///
+/// Wiring (MSC3861): the provider's `matrix.endpoint` and shared secret point at Synapse's own
+/// listener (it calls `/_synapse/mas/*` there); Synapse's `matrix_authentication_service.endpoint`
+/// points at the provider (it fetches the metadata and introspects there); clients are given
+/// [`SynapseTestProvider::homeserver_url`], the nginx in front.
+pub struct SynapseTestProvider {
+    /// The issuer and base URL, `http://127.0.0.1:<port>/`.
+    pub base_url: url::Url,
+    pub settings: crate::config::Settings,
+    /// The application state the server runs on.
+    pub state: crate::http::AppState,
+    // Field order matters: nginx goes before Synapse. Both are `Some` until `stop`.
+    proxy: Option<synapse_harness::ReverseProxy>,
+    synapse: Option<synapse_harness::Synapse>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SynapseTestProvider {
+    /// [`SynapseTestProvider::start_with`] without overrides.
+    pub async fn start(db: &TestDb) -> Option<Self> {
+        Self::start_with(db, &[]).await
+    }
+
+    /// Generates a configuration (fixed seed) for `db` with `PROVIDER__…` overrides applied,
+    /// starts Synapse and nginx, and serves the provider. `None` (after one line on stderr saying
+    /// why) when python3 or nginx is missing; with `CI` set that is a panic instead, as is any
+    /// failure to start (its message carries the last log lines).
+    ///
+    /// The provider's port is bound first, so Synapse is told the provider's URL before the
+    /// provider's configuration names Synapse's (Synapse only calls the provider once a
+    /// client shows it a token, by which time both serve).
+    pub async fn start_with(db: &TestDb, overrides: &[(&str, &str)]) -> Option<Self> {
+        use rand::SeedableRng as _;
+
+        let tools = match synapse_harness::prepare()
+            .await
+            .expect("the real Synapse's prerequisites (CI is set)")
+        {
+            synapse_harness::Availability::Ready(tools) => tools,
+            synapse_harness::Availability::Skip(reason) => {
+                synapse_skip_once(&reason);
+                return None;
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("the bound address");
+        let options = crate::config::GenerateOptions {
+            issuer: format!("http://{addr}/"),
+            listen: addr.to_string(),
+            database_url: db.url.clone(),
+            homeserver: "localhost".to_owned(),
+            // Replaced below by Synapse's address, once it listens.
+            homeserver_endpoint: "http://127.0.0.1:9/".to_owned(),
+        };
+        let text = crate::config::generate(
+            &mut rand::rngs::StdRng::seed_from_u64(7),
+            db.clock.as_ref(),
+            &options,
+        )
+        .expect("generate a configuration");
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let (_, mut settings) = crate::config::parse(&text, overrides, std::path::Path::new("."))
+            .expect("the generated configuration is valid");
+
+        let synapse = synapse_harness::Synapse::start(
+            &tools,
+            synapse_harness::SynapseOptions::new(
+                &settings.matrix.homeserver,
+                settings.public_base.clone(),
+                &settings.matrix.secret,
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start Synapse: {e}"));
+        settings.matrix.endpoint = synapse.url().clone();
+        let proxy =
+            synapse_harness::ReverseProxy::start(&tools, synapse.url(), &settings.public_base)
+                .await
+                .unwrap_or_else(|e| panic!("start nginx: {e}"));
+
+        crate::server::prepare(&db.storage, &settings, false)
+            .await
+            .expect("sync the static clients");
+        let state = crate::http::AppState::new(settings.clone(), db.storage.clone())
+            .expect("the default password settings are valid");
+        let (shutdown, task) = serve_with_worker(listener, state.clone());
+        Some(Self {
+            base_url: settings.public_base.clone(),
+            settings,
+            state,
+            proxy: Some(proxy),
+            synapse: Some(synapse),
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    /// The homeserver URL clients are given: nginx, in front of Synapse and the provider.
+    pub fn homeserver_url(&self) -> &url::Url {
+        self.proxy().url()
+    }
+
+    /// The real Synapse (its own listener, its directory and logs).
+    pub fn synapse(&self) -> &synapse_harness::Synapse {
+        self.synapse.as_ref().expect("running until stop")
+    }
+
+    /// The nginx in front.
+    pub fn proxy(&self) -> &synapse_harness::ReverseProxy {
+        self.proxy.as_ref().expect("running until stop")
+    }
+
+    /// An absolute URL on this provider.
+    pub fn url(&self, path: &str) -> String {
+        crate::endpoints::url(&self.base_url, path).to_string()
+    }
+
+    /// The last `n` lines of Synapse's and nginx's logs, for a failure message.
+    pub fn log_tail(&self, n: usize) -> String {
+        format!(
+            "--- Synapse ---\n{}\n--- nginx ---\n{}",
+            self.synapse().log_tail(n),
+            self.proxy().log_tail(n)
+        )
+    }
+
+    /// Stops serving, then nginx and Synapse.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop().await;
+        }
+        if let Some(synapse) = self.synapse.take() {
+            synapse.stop().await;
+        }
+    }
+}
+
+impl Drop for SynapseTestProvider {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `state` on `listener` with the homeserver job worker beside it, until the sender is
+/// used (or dropped).
+fn serve_with_worker(
+    listener: tokio::net::TcpListener,
+    state: crate::http::AppState,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let router = crate::app::router(state.clone());
+    let worker = crate::core::matrix::provisioning::Worker::new(state.core.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(worker.run(async {
+            let _ = worker_stopped.await;
+        }));
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await;
+        let _ = stop_worker.send(());
+        let _ = worker.await;
+    });
+    (tx, task)
+}
+
+/// The one line saying the real-Synapse cases were skipped, and why.
+fn synapse_skip_once(reason: &str) {
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "real Synapse test cases skipped: {reason}"
+        );
+    });
+}

@@ -2,6 +2,7 @@
 //! (everything in a temporary directory, no system service), with the operators' example
 //! configuration `deploy/nginx/matrix.conf` rendered as is.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -85,15 +86,27 @@ impl ReverseProxy {
     /// -g 'daemon off; master_process off;'` (one process, so killing it leaves nothing behind),
     /// routing per `deploy/nginx/matrix.conf`. Waits until it answers.
     pub async fn start(tools: &Tools, synapse: &Url, provider: &Url) -> Result<Self, Error> {
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        Self::start_on(tools, listen, synapse, provider).await
+    }
+
+    /// [`ReverseProxy::start`] on a given address (e.g. the port clients already know; the
+    /// playground's `--homeserver synapse`). A wildcard address is answered on loopback.
+    pub async fn start_on(
+        tools: &Tools,
+        listen: SocketAddr,
+        synapse: &Url,
+        provider: &Url,
+    ) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("nginx-")
             .tempdir()
             .map_err(Error::io("creating nginx's directory"))?;
-        let port = free_port()?;
         let site = render_site(
             NGINX_SITE_TEMPLATE,
             &SiteVars {
-                listen: format!("127.0.0.1:{port}"),
+                // `[::1]:8008` for IPv6, as nginx's `listen` wants it.
+                listen: listen.to_string(),
                 server_name: "localhost".into(),
                 synapse: synapse.clone(),
                 provider: provider.clone(),
@@ -118,7 +131,12 @@ impl ReverseProxy {
             .kill_on_drop(true)
             .spawn()
             .map_err(Error::io(format!("starting {}", tools.nginx.display())))?;
-        let url = Url::parse(&format!("http://127.0.0.1:{port}/"))
+        let host = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let url = Url::parse(&format!("http://{}/", SocketAddr::new(host, listen.port())))
             .map_err(|e| Error::Options(e.to_string()))?;
         if let Err(reason) = wait_until_answering(&mut child, &url, None, START_LIMIT).await {
             kill(&mut child).await;
