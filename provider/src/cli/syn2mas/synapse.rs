@@ -340,7 +340,7 @@ impl SynapseDb {
     }
 
     pub async fn users(&self) -> anyhow::Result<Vec<UserRow>> {
-        Ok(fetch_all!(
+        fetch_all!(
             self,
             UserRow,
             "SELECT name, password_hash, \
@@ -351,31 +351,31 @@ impl SynapseDb {
              appservice_id, CAST(creation_ts AS BIGINT) AS creation_ts \
              FROM users ORDER BY name"
         )
-        .context("can't read Synapse's `users` (is this Synapse's database?)")?)
+        .context("can't read Synapse's `users` (is this Synapse's database?)")
     }
 
     pub async fn threepids(&self) -> anyhow::Result<Vec<ThreepidRow>> {
-        Ok(fetch_all!(
+        fetch_all!(
             self,
             ThreepidRow,
             "SELECT user_id, medium, address, CAST(added_at AS BIGINT) AS added_at \
              FROM user_threepids ORDER BY user_id, medium, address"
         )
-        .context("can't read Synapse's `user_threepids`")?)
+        .context("can't read Synapse's `user_threepids`")
     }
 
     pub async fn external_ids(&self) -> anyhow::Result<Vec<ExternalIdRow>> {
-        Ok(fetch_all!(
+        fetch_all!(
             self,
             ExternalIdRow,
             "SELECT user_id, auth_provider, external_id FROM user_external_ids \
              ORDER BY user_id, auth_provider, external_id"
         )
-        .context("can't read Synapse's `user_external_ids`")?)
+        .context("can't read Synapse's `user_external_ids`")
     }
 
     pub async fn devices(&self) -> anyhow::Result<Vec<DeviceRow>> {
-        Ok(fetch_all!(
+        fetch_all!(
             self,
             DeviceRow,
             "SELECT user_id, device_id, display_name, CAST(last_seen AS BIGINT) AS last_seen, \
@@ -383,13 +383,13 @@ impl SynapseDb {
              WHERE CAST(CASE WHEN hidden THEN 1 ELSE 0 END AS BIGINT) = 0 \
              ORDER BY user_id, device_id"
         )
-        .context("can't read Synapse's `devices`")?)
+        .context("can't read Synapse's `devices`")
     }
 
     /// The access tokens of devices (not puppeting another user: those were an admin's
     /// "log in as", which has no counterpart here).
     pub async fn access_tokens(&self) -> anyhow::Result<Vec<AccessTokenRow>> {
-        Ok(fetch_all!(
+        fetch_all!(
             self,
             AccessTokenRow,
             "SELECT CAST(id AS BIGINT) AS id, user_id, device_id, token, \
@@ -399,11 +399,11 @@ impl SynapseDb {
              FROM access_tokens WHERE puppets_user_id IS NULL AND device_id IS NOT NULL \
              ORDER BY user_id, device_id, id"
         )
-        .context("can't read Synapse's `access_tokens`")?)
+        .context("can't read Synapse's `access_tokens`")
     }
 
     pub async fn refresh_tokens(&self) -> anyhow::Result<Vec<RefreshTokenRow>> {
-        Ok(fetch_all!(
+        fetch_all!(
             self,
             RefreshTokenRow,
             "SELECT CAST(rt.id AS BIGINT) AS id, rt.user_id, rt.device_id, rt.token \
@@ -413,7 +413,7 @@ impl SynapseDb {
                AND CAST(CASE WHEN nt.used THEN 1 ELSE 0 END AS BIGINT) = 1) \
              ORDER BY rt.user_id, rt.device_id, rt.id"
         )
-        .context("can't read Synapse's `refresh_tokens`")?)
+        .context("can't read Synapse's `refresh_tokens`")
     }
 
     /// What `check` counts.
