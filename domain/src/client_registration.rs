@@ -552,7 +552,21 @@ fn absolute_uri(field: &str, raw: &str, kind: ErrorKind) -> Result<Url, Registra
             "{field} must not contain spaces or control characters (RFC 3986 §2)"
         )));
     }
-    Url::parse(raw).map_err(|e| kind(format!("{field}: `{raw}` is not an absolute URI: {e}")))
+    let url = Url::parse(raw)
+        .map_err(|e| kind(format!("{field}: `{raw}` is not an absolute URI: {e}")))?;
+    // RFC 3986 §3: an authority is introduced by `//`, and `\` is no URI character (§2). For
+    // http and https the parser repairs `https:/host`, `https:host` and `https:\\host` into
+    // `https://host` (the WHATWG URL Standard's leniency); such text is refused, not repaired.
+    // Found by fuzzing (fuzz/fuzz_targets/client_registration.rs).
+    let after_scheme = raw.get(url.scheme().len() + 1..).unwrap_or_default();
+    if url.has_authority() && (!after_scheme.starts_with("//") || raw.contains('\\')) {
+        return Err(kind(format!(
+            "{field}: `{raw}` is not an absolute URI: write the authority as `{}://host` \
+             (RFC 3986 §3)",
+            url.scheme()
+        )));
+    }
+    Ok(url)
 }
 
 /// MSC2966: an https URI without a user or password in its authority.
@@ -783,6 +797,35 @@ mod tests {
             "client_uri": "https://example.com/",
             "redirect_uris": ["https://app.example.com/callback"],
         })
+    }
+
+    /// Regression (found by fuzzing): text that the URL parser repairs into an https URL with
+    /// a host is not an RFC 3986 URI with that host, and is refused rather than stored as sent.
+    #[test]
+    fn uris_the_parser_would_repair_are_refused() {
+        for repaired in [
+            "https:/example.com",
+            "https:example.com",
+            "https:\\\\example.com",
+            "https:/\\example.com",
+            "https://example.com\\path",
+        ] {
+            metadata_refused(&with(web(), "client_uri", json!(repaired)), "client_uri");
+            metadata_refused(&with(web(), "logo_uri", json!(repaired)), "logo_uri");
+            redirect_refused(
+                &with(web(), "redirect_uris", json!([repaired])),
+                "redirect_uris",
+            );
+        }
+        let native = with(element_x(), "redirect_uris", json!(["http:/127.0.0.1/cb"]));
+        redirect_refused(&native, "redirect_uris");
+        // The written forms still register.
+        ok(&with(web(), "client_uri", json!("HTTPS://example.com/")));
+        ok(&with(
+            web(),
+            "redirect_uris",
+            json!(["https://example.com/cb"]),
+        ));
     }
 
     #[test]

@@ -269,12 +269,23 @@ fn client_public_key(
     decoding.ok_or_else(|| assertion_error("the client's key in jwks is not a valid public key"))
 }
 
-/// Authenticates a client by a JWT assertion (RFC 7523 §2.2 and §3, OIDC Core §9).
-async fn authenticate_assertion(
-    state: &AppState,
+/// A client assertion as read before any key is trusted: its header, its claims and the
+/// client it names. Nothing in it is believed until the signature verifies.
+#[derive(Debug, Clone)]
+pub struct UnverifiedAssertion {
+    pub header: jsonwebtoken::Header,
+    pub claims: serde_json::Map<String, Value>,
+    /// `iss` and `sub`, which must be equal: the client_id whose key checks the signature.
+    pub client_id: String,
+}
+
+/// Reads a client assertion without checking its signature (RFC 7523 §2.2, §3 items 1 and 2):
+/// a JWT whose `iss` and `sub` both name the client, and the same client as a `client_id`
+/// sent alongside. Pure: the key comes afterwards, from the client this names.
+pub fn read_assertion(
     assertion: &str,
     body_id: Option<&str>,
-) -> Result<AuthenticatedClient, TokenError> {
+) -> Result<UnverifiedAssertion, TokenError> {
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| assertion_error("client_assertion is not a JWT (RFC 7523 §2.2)"))?;
     let claims = unverified_claims(assertion)
@@ -298,11 +309,106 @@ async fn authenticate_assertion(
             "client_id differs from the client_assertion's `sub`",
         ));
     }
+    let client_id = sub.to_owned();
+    Ok(UnverifiedAssertion {
+        header,
+        claims,
+        client_id,
+    })
+}
+
+/// What the claims of a verified assertion allow: the `jti` to record and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssertionUse {
+    pub jti: String,
+    /// When the `jti` may be forgotten: `exp` plus the leeway.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Checks the claims of an assertion whose signature verified (RFC 7523 §3 items 3 to 7,
+/// OIDC Core §9) against the time `now` (Unix seconds) and this server's token endpoint and
+/// issuer. Pure: recording the `jti` is the caller's.
+pub fn check_claims(
+    claims: &serde_json::Map<String, Value>,
+    now: i64,
+    token_endpoint: &str,
+    issuer: &str,
+) -> Result<AssertionUse, TokenError> {
+    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+    // RFC 7523 §3 item 4: `exp` is required and the assertion must not have expired.
+    let exp = number("exp")
+        .ok_or_else(|| assertion_error("client_assertion must have a numeric `exp` claim"))?;
+    // Saturating: `exp`, `nbf` and `iat` are the client's numbers, i64::MAX included.
+    if exp.saturating_add(LEEWAY_SECS) < now {
+        return Err(assertion_error("the client_assertion has expired"));
+    }
+    // The server may refuse assertions valid unreasonably far into the future (RFC 7523 §3
+    // item 4); this bounds how long used `jti`s are kept.
+    if exp > now.saturating_add(MAX_LIFETIME_SECS + LEEWAY_SECS) {
+        return Err(assertion_error(&format!(
+            "the client_assertion lives too long: `exp` may be at most {MAX_LIFETIME_SECS} \
+             seconds from now"
+        )));
+    }
+    // RFC 7523 §3 item 5: not before `nbf`.
+    if number("nbf").is_some_and(|nbf| nbf.saturating_sub(LEEWAY_SECS) > now) {
+        return Err(assertion_error(
+            "the client_assertion is not valid yet (nbf)",
+        ));
+    }
+    // RFC 7523 §3 item 6: `iat` in the future is refused.
+    if number("iat").is_some_and(|iat| iat.saturating_sub(LEEWAY_SECS) > now) {
+        return Err(assertion_error(
+            "the client_assertion was issued in the future (iat)",
+        ));
+    }
+
+    // RFC 7523 §3 item 3 / OIDC Core §9: the audience must name this authorization server:
+    // the token endpoint URL or the issuer.
+    let accepted =
+        |aud: &str| aud == token_endpoint || aud == issuer || aud == issuer.trim_end_matches('/');
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => accepted(aud),
+        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(accepted),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(assertion_error(&format!(
+            "the client_assertion `aud` must contain the token endpoint `{token_endpoint}` or \
+             the issuer `{issuer}`"
+        )));
+    }
+
+    // RFC 7523 §3 item 7 / OIDC Core §9: `jti` is required and an assertion is used only once.
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty())
+        .ok_or_else(|| assertion_error("client_assertion must have a `jti` claim"))?;
+    let expires_at = DateTime::<Utc>::from_timestamp(exp.saturating_add(LEEWAY_SECS), 0)
+        .ok_or_else(|| assertion_error("client_assertion `exp` is out of range"))?;
+    Ok(AssertionUse {
+        jti: jti.to_owned(),
+        expires_at,
+    })
+}
+
+/// Authenticates a client by a JWT assertion (RFC 7523 §2.2 and §3, OIDC Core §9).
+async fn authenticate_assertion(
+    state: &AppState,
+    assertion: &str,
+    body_id: Option<&str>,
+) -> Result<AuthenticatedClient, TokenError> {
+    let UnverifiedAssertion {
+        header,
+        claims,
+        client_id,
+    } = read_assertion(assertion, body_id)?;
 
     let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
     let client = repo
         .clients()
-        .find_by_client_id(sub)
+        .find_by_client_id(&client_id)
         .await
         .map_err(TokenError::server)?
         .ok_or_else(|| assertion_error("unknown client"))?;
@@ -361,62 +467,14 @@ async fn authenticate_assertion(
         .map_err(|_| assertion_error("the client_assertion signature does not verify"))?;
 
     let now = state.storage.entropy().clock.now().timestamp();
-    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-    // RFC 7523 §3 item 4: `exp` is required and the assertion must not have expired.
-    let exp = number("exp")
-        .ok_or_else(|| assertion_error("client_assertion must have a numeric `exp` claim"))?;
-    if exp + LEEWAY_SECS < now {
-        return Err(assertion_error("the client_assertion has expired"));
-    }
-    // The server may refuse assertions valid unreasonably far into the future (RFC 7523 §3
-    // item 4); this bounds how long used `jti`s are kept.
-    if exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
-        return Err(assertion_error(&format!(
-            "the client_assertion lives too long: `exp` may be at most {MAX_LIFETIME_SECS} \
-             seconds from now"
-        )));
-    }
-    // RFC 7523 §3 item 5: not before `nbf`.
-    if number("nbf").is_some_and(|nbf| nbf - LEEWAY_SECS > now) {
-        return Err(assertion_error(
-            "the client_assertion is not valid yet (nbf)",
-        ));
-    }
-    // RFC 7523 §3 item 6: `iat` in the future is refused.
-    if number("iat").is_some_and(|iat| iat - LEEWAY_SECS > now) {
-        return Err(assertion_error(
-            "the client_assertion was issued in the future (iat)",
-        ));
-    }
-
-    // RFC 7523 §3 item 3 / OIDC Core §9: the audience must name this authorization server:
-    // the token endpoint URL or the issuer.
     let token_endpoint = endpoints::url(&state.settings.public_base, endpoints::TOKEN).to_string();
     let issuer = state.settings.issuer.to_string();
-    let accepted =
-        |aud: &str| aud == token_endpoint || aud == issuer || aud == issuer.trim_end_matches('/');
-    let audience_ok = match claims.get("aud") {
-        Some(Value::String(aud)) => accepted(aud),
-        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(accepted),
-        _ => false,
-    };
-    if !audience_ok {
-        return Err(assertion_error(&format!(
-            "the client_assertion `aud` must contain the token endpoint `{token_endpoint}` or \
-             the issuer `{issuer}`"
-        )));
-    }
+    let AssertionUse { jti, expires_at } = check_claims(&claims, now, &token_endpoint, &issuer)?;
 
-    // RFC 7523 §3 item 7 / OIDC Core §9: `jti` is required and an assertion is used only once.
-    let jti = claim("jti")
-        .filter(|j| !j.is_empty())
-        .ok_or_else(|| assertion_error("client_assertion must have a `jti` claim"))?;
-    let expires_at = DateTime::<Utc>::from_timestamp(exp + LEEWAY_SECS, 0)
-        .ok_or_else(|| assertion_error("client_assertion `exp` is out of range"))?;
     let mut repo = state.storage.begin().await.map_err(TokenError::server)?;
     let first_use = match repo
         .client_assertions()
-        .record_jti(client.id, jti, expires_at)
+        .record_jti(client.id, &jti, expires_at)
         .await
     {
         Ok(first) => first,
@@ -538,5 +596,47 @@ mod tests {
         );
         assert!(unverified_claims("garbage").is_none());
         assert!(unverified_claims("a.bm90IGpzb24.c").is_none());
+    }
+
+    /// Regression: the time claims are the client's numbers; at the ends of i64 they used to
+    /// overflow `exp + leeway` and `nbf - leeway` (a panic in debug builds). Found reading the
+    /// code for the client_assertion fuzz target, not by the fuzzer.
+    #[test]
+    fn extreme_time_claims_are_refused_without_overflow() {
+        let now = 1_700_000_000;
+        let claims = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({
+                "iss": "c", "sub": "c", "aud": "https://auth.example/", "jti": "j",
+                "exp": now + 60,
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            claims.as_object().unwrap().clone()
+        };
+        let check = |c| {
+            check_claims(
+                &c,
+                now,
+                "https://auth.example/oauth2/token",
+                "https://auth.example/",
+            )
+        };
+        assert!(check(claims(serde_json::json!({}))).is_ok());
+        for extreme in [
+            serde_json::json!({ "exp": i64::MAX }),
+            serde_json::json!({ "exp": i64::MIN }),
+            serde_json::json!({ "nbf": i64::MIN, "exp": i64::MAX }),
+            serde_json::json!({ "iat": i64::MAX }),
+            serde_json::json!({ "nbf": i64::MAX }),
+        ] {
+            let e = check(claims(extreme.clone())).expect_err("refused");
+            assert_eq!(e.error, "invalid_client", "{extreme}");
+        }
+        // Far in the past is merely early enough.
+        assert!(check(claims(
+            serde_json::json!({ "nbf": i64::MIN, "iat": i64::MIN })
+        ))
+        .is_ok());
     }
 }
