@@ -30,8 +30,6 @@ use tokio::sync::watch;
 
 use crate::{exchange::ExchangeLog, Account, Error, Tls, Urls, DEMO_CLIENT_ID};
 
-
-
 /// Time limit on the dashboard's calls to the provider and the homeserver.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -643,5 +643,3 @@ pub async fn provider_name(
         .as_ref()
         .map_or_else(|| "A removed provider".to_owned(), display_name))
 }
-
-

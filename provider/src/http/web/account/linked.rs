@@ -82,4 +82,3 @@ pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAcco
             .collect(),
     })
 }
-

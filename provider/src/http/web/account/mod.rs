@@ -43,11 +43,11 @@
 //! `POST /account` by form, and holds what the pages share: the query, the navigation, the
 //! notices after a change ([`Done`]) and the pages for refusals and failures.
 
-mod linked;
 mod cross_signing;
 mod deactivate;
 mod devices;
 mod emails;
+mod linked;
 mod password;
 mod profile;
 
