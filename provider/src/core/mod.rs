@@ -22,6 +22,7 @@ pub mod sessions;
 pub mod sign_in;
 pub mod sync;
 pub mod templates;
+pub mod tokens;
 pub mod upstream;
 
 use self::{

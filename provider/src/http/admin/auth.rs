@@ -11,10 +11,10 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 
 use super::ApiError;
 use crate::{
+    core::tokens::find_active_access_token,
     domain::scope::MAS_ADMIN_SCOPE,
     http::{
         kit::params::{authorization, Authorization},
-        oauth2::introspection::find_active_access_token,
         AppState,
     },
     storage::User,

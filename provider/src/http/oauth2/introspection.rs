@@ -40,7 +40,7 @@ use crate::{
         token::{SynapseTokenFormat, TokenKind},
     },
     http::AppState,
-    storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
+    storage::{BoxRepository, StorageError, TokenHash, User},
 };
 
 /// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
@@ -310,22 +310,7 @@ fn compat_scope(device_id: &str, is_synapse_admin: bool) -> Option<String> {
     Some(scope)
 }
 
-/// Finds an active OAuth 2.0 access token (`mat_…`) by its value: what introspection and
-/// userinfo both ask. Malformed tokens are refused by their checksum before any query; then ONE
-/// query returns the token, its session, its client's ID and its user (the repository's hot
-/// path), with expiry, revocation, the session's end and the user's lock all checked in SQL.
-pub(crate) async fn find_active_access_token(
-    repo: &mut BoxRepository,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<ActiveAccessToken>, StorageError> {
-    if TokenKind::parse(token) != Ok(TokenKind::AccessToken) {
-        return Ok(None);
-    }
-    repo.access_tokens()
-        .find_active_by_hash(&sha256(token), now)
-        .await
-}
+pub(crate) use crate::core::tokens::find_active_access_token;
 
 /// The user, when they may still use their tokens (`User::is_active`).
 async fn active_user(
