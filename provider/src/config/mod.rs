@@ -59,7 +59,34 @@ pub struct Config {
     /// Upstream OpenID Connect providers to sign in with (see [`crate::config::upstream`]).
     #[serde(default)]
     pub upstream_oauth2: crate::config::upstream::UpstreamOAuth2Config,
+    #[serde(default)]
+    pub tokens: TokensConfig,
 }
+
+/// `tokens`: how issued tokens behave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokensConfig {
+    /// How long after a refresh the refresh token it consumed may be presented again, when the
+    /// response was lost, as long as neither new token was used (client-server API
+    /// "Refreshing access tokens"); `0`: never. At most [`MAX_REFRESH_GRACE_SECONDS`].
+    #[serde(default = "default_refresh_grace_seconds")]
+    pub refresh_grace_seconds: u32,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            refresh_grace_seconds: default_refresh_grace_seconds(),
+        }
+    }
+}
+
+fn default_refresh_grace_seconds() -> u32 {
+    60
+}
+
+/// The longest `tokens.refresh_grace_seconds`: a retry is for a response lost in transit.
+pub const MAX_REFRESH_GRACE_SECONDS: u32 = 3600;
 
 /// The admin API (`/api/admin/v1`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -575,6 +602,8 @@ pub struct Settings {
     /// The upstream OpenID Connect providers (`upstream_oauth2.providers`), written to the
     /// database at start.
     pub upstream_providers: Vec<crate::config::upstream::UpstreamProviderSettings>,
+    /// `tokens.refresh_grace_seconds`.
+    pub refresh_grace_seconds: u32,
 }
 
 /// The validated `email` section.
@@ -929,6 +958,12 @@ impl Config {
         let email = self.resolve_email(p, base_dir);
         let (captcha, terms_of_service_url) = self.resolve_registration_controls(p);
         let upstream_providers = self.upstream_oauth2.resolve(p);
+        if self.tokens.refresh_grace_seconds > MAX_REFRESH_GRACE_SECONDS {
+            p.push(Problem::new(
+                "tokens.refresh_grace_seconds",
+                format!("must be at most {MAX_REFRESH_GRACE_SECONDS}"),
+            ));
+        }
 
         match (
             issuer,
@@ -975,6 +1010,7 @@ impl Config {
                 captcha,
                 terms_of_service_url,
                 upstream_providers,
+                refresh_grace_seconds: self.tokens.refresh_grace_seconds,
             }),
             _ => Err(problems),
         }

@@ -7,6 +7,7 @@
 //! - [`provisioning`]: every change the homeserver must learn about goes through the persistent
 //!   job queue (retried with backoff, so an outage delays but never loses it); the device of a
 //!   new grant is upserted synchronously, since it must exist before the client uses its token.
+//!
 //! The legacy Matrix login API (MSC3824) is a door of the http layer: `crate::http::compat`.
 
 pub mod homeserver;

@@ -370,7 +370,9 @@ async fn fulfil(
         return Ok(Err(Closed::Unknown));
     };
     let device_id = generate_device_id(&mut rng);
-    let session = start_session(&mut repo, user.id, &device_id, None, user_agent).await?;
+    let now = state.storage.entropy().clock.now();
+    let (session, claimed) =
+        start_session(&mut repo, user.id, &device_id, None, user_agent, now).await?;
     if !repo
         .compat_sso_logins()
         .fulfill(request.id, session.id)
@@ -390,6 +392,7 @@ async fn fulfil(
     // it, returning drops the transaction and nothing was completed (the user may try again).
     ensure_device(state.homeserver.as_ref(), &mut repo, user, &device_id, None).await?;
     repo.commit().await?;
+    claimed.run(state).await;
     Ok(Ok((target, token)))
 }
 
