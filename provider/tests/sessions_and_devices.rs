@@ -423,3 +423,40 @@ backend_tests!(
     oauth2_login_on_a_compat_device,
     second_compat_login_on_a_device,
 );
+
+/// Compat SSO behind a reverse proxy: `…/login/sso/redirect` arrives with the homeserver's
+/// `Host` (the proxy forwards it), and must send the browser to the provider's public base
+/// (`http.public_base`), never to the request's host, where the homeserver answers 404.
+async fn compat_sso_redirect_goes_to_the_public_base(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let public_base = provider.settings.public_base.clone();
+    let url = format!(
+        "{}_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fapp.example%2Fsso",
+        provider.base_url
+    );
+    let response = http()
+        .get(&url)
+        .header("Host", "matrix.example.org")
+        .header("X-Forwarded-Host", "matrix.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let target = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        target.starts_with(&format!("{public_base}complete-compat-sso/")),
+        "{target}"
+    );
+    // The page is there, on the public base, and sends who is not signed in to sign in, on the
+    // public base too.
+    let page = browser().get(&target).send().await.unwrap();
+    assert_eq!(page.status(), 303);
+    let sign_in = page.headers()["location"].to_str().unwrap();
+    assert!(
+        sign_in.starts_with(&format!("{public_base}login?next=")),
+        "{sign_in}"
+    );
+    provider.stop().await;
+}
+
+backend_tests!(compat_sso_redirect_goes_to_the_public_base);

@@ -33,7 +33,7 @@
 use axum::{
     extract::{Form, Path, RawQuery, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
 use chrono::Duration;
@@ -222,11 +222,10 @@ fn sign_in_first(state: &AppState, id: Ulid, register: bool) -> Response {
     } else {
         endpoints::LOGIN
     };
-    Redirect::to(&continuation::sign_in_link(
-        page,
-        Some(&AfterSignIn::CompatSso(id)),
-    ))
-    .into_response()
+    // Absolute, on the public base (which may carry a path): every URL the provider sends a
+    // browser to is built from `http.public_base`, never from the request's host.
+    let link = continuation::sign_in_link(page, Some(&AfterSignIn::CompatSso(id)));
+    redirect_to(&endpoints::url(&state.settings.public_base, &link))
 }
 
 fn confirm_page(
