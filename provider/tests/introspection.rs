@@ -432,7 +432,10 @@ async fn tokens_become_inactive(db: TestDb) {
     // Revoking the refresh token ends the session: both are inactive, and the refresh token
     // can't be exchanged any more.
     let second = obtain(&provider, &browser, client, &id, MATRIX_SCOPE).await;
-    let other = obtain(&provider, &browser, client, &id, MATRIX_SCOPE).await;
+    // Another device (a new session on the same device would end the second: a Matrix device
+    // is one session).
+    let other_scope = MATRIX_SCOPE.replace("ABCDEFGHIJ", "OTHERDEVICE");
+    let other = obtain(&provider, &browser, client, &id, &other_scope).await;
     assert_eq!(
         introspect(&provider, homeserver, &second.access).await["active"],
         true

@@ -7,7 +7,8 @@
 //! - Its **access tokens** (`mct_…`) are valid while not revoked, not expired and their session
 //!   not finished. One issued without a refresh token has no `expires_at`: it never expires.
 //! - Its **refresh tokens** (`mcr_…`) are single use: [`CompatTokenRepository::consume_refresh`]
-//!   marks one used when it is exchanged for a new pair.
+//!   marks one used when it is exchanged for a new pair, and links it to the refresh token
+//!   issued in its place (to tell a lost response's retry from a replay).
 //! - A **compat SSO login** follows `m.login.sso`: created when the client is redirected to the
 //!   provider (with the hash of the `loginToken` it will get back), *fulfilled* once the user has
 //!   logged in and a compat session was created for it, *exchanged* (once) when the client sends
@@ -59,6 +60,9 @@ pub struct CompatAccessToken {
     /// `None`: never expires (issued without a refresh token).
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was first presented (introspection): proof that the client received it, which
+    /// closes the retry grace of the refresh that issued it.
+    pub first_used_at: Option<DateTime<Utc>>,
 }
 
 impl CompatAccessToken {
@@ -79,6 +83,8 @@ pub struct CompatRefreshToken {
     pub created_at: DateTime<Utc>,
     /// Set when it was exchanged for a new pair (single use).
     pub consumed_at: Option<DateTime<Utc>>,
+    /// The refresh token issued in its place.
+    pub next_refresh_token_id: Option<Ulid>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -208,10 +214,44 @@ pub trait CompatTokenRepository: Send {
         token_hash: &TokenHash,
     ) -> Result<Option<CompatRefreshToken>, StorageError>;
 
-    /// Marks a refresh token used (compare-and-set): `true` when this call consumed it, `false`
+    /// An access token by ID, whatever its state.
+    async fn lookup_access(&mut self, id: Ulid) -> Result<Option<CompatAccessToken>, StorageError>;
+
+    /// A refresh token by ID, whatever its state (the successor of a consumed one).
+    async fn lookup_refresh(
+        &mut self,
+        id: Ulid,
+    ) -> Result<Option<CompatRefreshToken>, StorageError>;
+
+    /// Marks a refresh token used and replaced by `next_refresh_token_id` (add that one first,
+    /// in the same transaction). Compare-and-set: `true` when this call consumed it, `false`
     /// when it was already consumed or revoked; [`StorageError::NotFound`] when there is no such
     /// token.
-    async fn consume_refresh(&mut self, id: Ulid) -> Result<bool, StorageError>;
+    async fn consume_refresh(
+        &mut self,
+        id: Ulid,
+        next_refresh_token_id: Ulid,
+    ) -> Result<bool, StorageError>;
+
+    /// The retry grace of refresh rotation: re-points a consumed token's successor from
+    /// `current_next` to `new_next`. Compare-and-set, so of two concurrent retries only one
+    /// re-points; `false` when the successor is not `current_next` or the token was revoked.
+    async fn repoint_refresh_next(
+        &mut self,
+        id: Ulid,
+        current_next: Ulid,
+        new_next: Ulid,
+    ) -> Result<bool, StorageError>;
+
+    /// Records the first use of an access token, now: one conditional UPDATE that writes only
+    /// while `first_used_at` is NULL (once per token, not once per request). `true` when this
+    /// call recorded it.
+    async fn mark_access_used(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Revokes an access token that was never used (the retry grace of refresh rotation).
+    /// Compare-and-set against [`CompatTokenRepository::mark_access_used`]: `true` when this
+    /// call revoked it; `false` when it was used or revoked already.
+    async fn revoke_access_unused(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// Revokes an access token (compare-and-set): `true` when this call revoked it, `false` when
     /// it was already revoked; [`StorageError::NotFound`] when there is no such token.
@@ -304,6 +344,7 @@ struct AccessTokenRow {
     created_at: Ts,
     expires_at: Option<Ts>,
     revoked_at: Option<Ts>,
+    first_used_at: Option<Ts>,
 }
 
 impl TryFrom<AccessTokenRow> for CompatAccessToken {
@@ -317,13 +358,14 @@ impl TryFrom<AccessTokenRow> for CompatAccessToken {
             created_at: r.created_at.0,
             expires_at: r.expires_at.map(Into::into),
             revoked_at: r.revoked_at.map(Into::into),
+            first_used_at: r.first_used_at.map(Into::into),
         })
     }
 }
 
 macro_rules! access_token_columns {
     () => {
-        "id, session_id, token_hash, created_at, expires_at, revoked_at"
+        "id, session_id, token_hash, created_at, expires_at, revoked_at, first_used_at"
     };
 }
 
@@ -335,6 +377,7 @@ struct AccessWithSessionRow {
     t_created_at: Ts,
     t_expires_at: Option<Ts>,
     t_revoked_at: Option<Ts>,
+    t_first_used_at: Option<Ts>,
     s_id: DbId,
     s_user_id: DbId,
     s_device_id: String,
@@ -358,6 +401,7 @@ impl TryFrom<AccessWithSessionRow> for (CompatAccessToken, CompatSession) {
                 created_at: r.t_created_at.0,
                 expires_at: r.t_expires_at.map(Into::into),
                 revoked_at: r.t_revoked_at.map(Into::into),
+                first_used_at: r.t_first_used_at.map(Into::into),
             },
             CompatSession {
                 id: r.s_id.0,
@@ -382,6 +426,7 @@ struct RefreshTokenRow {
     access_token_id: Option<DbId>,
     created_at: Ts,
     consumed_at: Option<Ts>,
+    next_refresh_token_id: Option<DbId>,
     revoked_at: Option<Ts>,
 }
 
@@ -396,6 +441,7 @@ impl TryFrom<RefreshTokenRow> for CompatRefreshToken {
             access_token_id: r.access_token_id.map(Into::into),
             created_at: r.created_at.0,
             consumed_at: r.consumed_at.map(Into::into),
+            next_refresh_token_id: r.next_refresh_token_id.map(Into::into),
             revoked_at: r.revoked_at.map(Into::into),
         })
     }
@@ -403,7 +449,8 @@ impl TryFrom<RefreshTokenRow> for CompatRefreshToken {
 
 macro_rules! refresh_token_columns {
     () => {
-        "id, session_id, token_hash, access_token_id, created_at, consumed_at, revoked_at"
+        "id, session_id, token_hash, access_token_id, created_at, consumed_at, \
+         next_refresh_token_id, revoked_at"
     };
 }
 
@@ -618,6 +665,7 @@ macro_rules! implementation {
                     created_at: self.now(),
                     expires_at: expires_at.map(db_precision),
                     revoked_at: None,
+                    first_used_at: None,
                 };
                 let done = sqlx::query(
                     "INSERT INTO compat_access_tokens \
@@ -667,7 +715,7 @@ macro_rules! implementation {
                 let row: Option<AccessWithSessionRow> = sqlx::query_as(
                     "SELECT t.id AS t_id, t.token_hash AS t_token_hash, \
                        t.created_at AS t_created_at, t.expires_at AS t_expires_at, \
-                       t.revoked_at AS t_revoked_at, \
+                       t.revoked_at AS t_revoked_at, t.first_used_at AS t_first_used_at, \
                        s.id AS s_id, s.user_id AS s_user_id, s.device_id AS s_device_id, \
                        s.human_name AS s_human_name, s.is_synapse_admin AS s_is_synapse_admin, \
                        s.created_at AS s_created_at, s.finished_at AS s_finished_at, \
@@ -699,6 +747,7 @@ macro_rules! implementation {
                     access_token_id: Some(access_token_id),
                     created_at: self.now(),
                     consumed_at: None,
+                    next_refresh_token_id: None,
                     revoked_at: None,
                 };
                 // The access token must exist and belong to the same session (which then
@@ -752,17 +801,95 @@ macro_rules! implementation {
                 row.map(TryInto::try_into).transpose()
             }
 
-            async fn consume_refresh(&mut self, id: Ulid) -> Result<bool, StorageError> {
+            async fn lookup_access(
+                &mut self,
+                id: Ulid,
+            ) -> Result<Option<CompatAccessToken>, StorageError> {
+                let row: Option<AccessTokenRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    access_token_columns!(),
+                    " FROM compat_access_tokens WHERE id = $1"
+                ))
+                .bind(DbId(id))
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn lookup_refresh(
+                &mut self,
+                id: Ulid,
+            ) -> Result<Option<CompatRefreshToken>, StorageError> {
+                let row: Option<RefreshTokenRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    refresh_token_columns!(),
+                    " FROM compat_refresh_tokens WHERE id = $1"
+                ))
+                .bind(DbId(id))
+                .fetch_optional(self.conn())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn consume_refresh(
+                &mut self,
+                id: Ulid,
+                next_refresh_token_id: Ulid,
+            ) -> Result<bool, StorageError> {
                 let now = Ts(self.now());
                 let done = sqlx::query(
-                    "UPDATE compat_refresh_tokens SET consumed_at = $2 \
+                    "UPDATE compat_refresh_tokens \
+                     SET consumed_at = $2, next_refresh_token_id = $3 \
                      WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL",
                 )
                 .bind(DbId(id))
                 .bind(now)
+                .bind(DbId(next_refresh_token_id))
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(self, done, "compat_refresh_tokens", id, "compat refresh token")
+            }
+
+            async fn repoint_refresh_next(
+                &mut self,
+                id: Ulid,
+                current_next: Ulid,
+                new_next: Ulid,
+            ) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE compat_refresh_tokens SET next_refresh_token_id = $3 \
+                     WHERE id = $1 AND next_refresh_token_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(DbId(current_next))
+                .bind(DbId(new_next))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "compat_refresh_tokens", id, "compat refresh token")
+            }
+
+            async fn mark_access_used(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE compat_access_tokens SET first_used_at = $2 \
+                     WHERE id = $1 AND first_used_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_access_unused(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE compat_access_tokens SET revoked_at = $2 \
+                     WHERE id = $1 AND revoked_at IS NULL AND first_used_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "compat_access_tokens", id, "compat access token")
             }
 
             async fn revoke_access(&mut self, id: Ulid) -> Result<bool, StorageError> {

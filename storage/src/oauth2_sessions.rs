@@ -80,6 +80,9 @@ pub struct AccessToken {
     /// `None`: never expires.
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was first presented (introspection, userinfo): proof that the client received
+    /// it, which closes the retry grace of the refresh that issued it.
+    pub first_used_at: Option<DateTime<Utc>>,
 }
 
 impl AccessToken {
@@ -125,6 +128,14 @@ pub trait OAuth2SessionRepository: Send {
     async fn list_active_for_user(
         &mut self,
         user_id: Ulid,
+    ) -> Result<Vec<OAuth2Session>, StorageError>;
+
+    /// The user's unfinished sessions holding the Matrix device `device_id`, oldest first (a
+    /// device is one session: a new session claiming it ends these).
+    async fn list_active_by_device(
+        &mut self,
+        user_id: Ulid,
+        device_id: &str,
     ) -> Result<Vec<OAuth2Session>, StorageError>;
 
     /// Finishes a session (logout, revocation, reuse of a consumed refresh token): its tokens
@@ -197,6 +208,17 @@ pub trait AccessTokenRepository: Send {
     /// Revokes an access token (RFC 7009). Compare-and-set: `true` when this call revoked it,
     /// `false` when it was revoked already.
     async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Records the first use of a token, now: one conditional UPDATE that writes only while
+    /// `first_used_at` is NULL, so the hot path writes once per token, not once per request.
+    /// `true` when this call recorded it, `false` when it was recorded already or there is no
+    /// such token.
+    async fn mark_used(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Revokes a token that was never used (the retry grace of refresh rotation).
+    /// Compare-and-set against [`AccessTokenRepository::mark_used`]: `true` when this call
+    /// revoked it; `false` when it was used or revoked already, whichever came first.
+    async fn revoke_unused(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// Revokes every unrevoked access token of a session; returns how many.
     async fn revoke_all_for_session(&mut self, session_id: Ulid) -> Result<u64, StorageError>;
@@ -299,6 +321,7 @@ struct AccessTokenRow {
     created_at: Ts,
     expires_at: Option<Ts>,
     revoked_at: Option<Ts>,
+    first_used_at: Option<Ts>,
 }
 
 impl TryFrom<AccessTokenRow> for AccessToken {
@@ -312,13 +335,14 @@ impl TryFrom<AccessTokenRow> for AccessToken {
             created_at: r.created_at.0,
             expires_at: r.expires_at.map(Into::into),
             revoked_at: r.revoked_at.map(Into::into),
+            first_used_at: r.first_used_at.map(Into::into),
         })
     }
 }
 
 macro_rules! access_token_columns {
     () => {
-        "id, session_id, token_hash, created_at, expires_at, revoked_at"
+        "id, session_id, token_hash, created_at, expires_at, revoked_at, first_used_at"
     };
 }
 
@@ -331,6 +355,7 @@ struct TokenWithSessionRow {
     t_created_at: Ts,
     t_expires_at: Option<Ts>,
     t_revoked_at: Option<Ts>,
+    t_first_used_at: Option<Ts>,
     s_id: DbId,
     s_user_id: Option<DbId>,
     s_client_id: DbId,
@@ -375,6 +400,7 @@ impl TryFrom<TokenWithSessionRow> for ActiveAccessToken {
             created_at: r.t_created_at,
             expires_at: r.t_expires_at,
             revoked_at: r.t_revoked_at,
+            first_used_at: r.t_first_used_at,
         };
         let session = SessionRow {
             id: r.s_id,
@@ -500,6 +526,25 @@ macro_rules! implementation {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn list_active_by_device(
+                &mut self,
+                user_id: Ulid,
+                device_id: &str,
+            ) -> Result<Vec<OAuth2Session>, StorageError> {
+                let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM oauth2_sessions \
+                      WHERE user_id = $1 AND device_id = $2 AND finished_at IS NULL \
+                      ORDER BY created_at, id"
+                ))
+                .bind(DbId(user_id))
+                .bind(device_id)
+                .fetch_all(self.conn())
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
             async fn finish(&mut self, id: Ulid) -> Result<bool, StorageError> {
                 let done = sqlx::query(
                     "UPDATE oauth2_sessions SET finished_at = $2 \
@@ -580,6 +625,7 @@ macro_rules! implementation {
                     created_at: self.now(),
                     expires_at: expires_at.map(db_precision),
                     revoked_at: None,
+                    first_used_at: None,
                 };
                 let done = sqlx::query(
                     "INSERT INTO oauth2_access_tokens \
@@ -636,6 +682,7 @@ macro_rules! implementation {
                     "SELECT t.id AS t_id, t.session_id AS t_session_id, \
                             t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
                             t.expires_at AS t_expires_at, t.revoked_at AS t_revoked_at, \
+                            t.first_used_at AS t_first_used_at, \
                             s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
                             s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
                             s.device_id AS s_device_id, s.created_at AS s_created_at, \
@@ -668,6 +715,30 @@ macro_rules! implementation {
                 let done = sqlx::query(
                     "UPDATE oauth2_access_tokens SET revoked_at = $2 \
                      WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                compare_and_set!(self, done, "oauth2_access_tokens", id, "access token")
+            }
+
+            async fn mark_used(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_access_tokens SET first_used_at = $2 \
+                     WHERE id = $1 AND first_used_at IS NULL",
+                )
+                .bind(DbId(id))
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_unused(&mut self, id: Ulid) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "UPDATE oauth2_access_tokens SET revoked_at = $2 \
+                     WHERE id = $1 AND revoked_at IS NULL AND first_used_at IS NULL",
                 )
                 .bind(DbId(id))
                 .bind(Ts(self.now()))

@@ -33,6 +33,7 @@ pub use self::{
         RegistrationRateLimits, TokenRateLimits,
     },
     secrets::{KeyConfig, SecretsConfig},
+    tokens::{TokensConfig, MAX_REFRESH_GRACE_SECONDS},
 };
 use self::{
     captcha::CaptchaSettings,
@@ -51,6 +52,7 @@ mod http;
 mod matrix;
 mod rate_limiting;
 mod secrets;
+mod tokens;
 pub mod upstream;
 
 /// The prefix of environment variables that override settings.
@@ -79,6 +81,9 @@ pub struct Config {
     /// Upstream OpenID Connect providers to sign in with (see [`upstream`]).
     #[serde(default)]
     pub upstream_oauth2: UpstreamOAuth2Config,
+    /// How issued tokens behave.
+    #[serde(default)]
+    pub tokens: TokensConfig,
 }
 
 /// The default of the switches that are on unless turned off.
@@ -146,6 +151,8 @@ pub struct Settings {
     pub upstream_providers: Vec<UpstreamProviderSettings>,
     /// `secrets.password_pepper`: appended to passwords checked against imported bcrypt hashes.
     pub password_pepper: Option<String>,
+    /// `tokens.refresh_grace_seconds`.
+    pub refresh_grace_seconds: u32,
 }
 
 /// Reads, overrides and validates a configuration file. `env` is the process environment (or a
@@ -369,6 +376,7 @@ impl Config {
         let terms_of_service_url = self.account.resolve_terms_of_service(p);
         let captcha = self.captcha.resolve(p);
         let upstream_providers = self.upstream_oauth2.resolve(p);
+        let refresh_grace_seconds = self.resolve_tokens(p);
 
         match (
             http.issuer,
@@ -408,6 +416,7 @@ impl Config {
                 terms_of_service_url,
                 upstream_providers,
                 password_pepper: self.secrets.password_pepper.clone(),
+                refresh_grace_seconds,
             }),
             _ => Err(problems),
         }

@@ -1,7 +1,7 @@
 //! The end of a session, OAuth 2.0 or compat, written once for every way a session ends early
 //! (whatever the door: revocation, logout, refresh reuse, the account page, the admin API).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use ulid::Ulid;
 
 use crate::{
@@ -67,4 +67,92 @@ pub async fn end_compat_session(
         now,
     )
     .await
+}
+
+/// A Matrix device is one session (SPEC-NOTES.md, the homeserver contract): a new session that
+/// claims `device_id` for `user_id` (an OAuth 2.0 code or device code exchange, a compat login,
+/// a compat SSO login) ends, in the caller's transaction, every other live session of that user
+/// holding the device, OAuth 2.0 (`keep` excepted: the new session itself, when it exists
+/// already) or compat: their tokens are inactive at introspection at once. Ending the session
+/// that holds a device then deletes the device on the homeserver, which is what makes Synapse
+/// drop its cached introspection answers (`synapse/api/auth/mas.py`).
+///
+/// The device itself stays for the new session (the deletion task keeps a device a live
+/// session holds). So the replaced session's tokens, if the homeserver cached them, may work
+/// there until the cache expires (2 minutes), as the same user and device: Synapse only drops
+/// a cached answer when a request finds the device missing, so no call can cut that short
+/// while the device lives on. Run the returned jobs after the commit.
+pub async fn claim_device(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+    device_id: &str,
+    keep: Option<Ulid>,
+    now: DateTime<Utc>,
+) -> Result<AfterCommit, StorageError> {
+    let mut jobs = AfterCommit::default();
+    let holders = repo
+        .oauth2_sessions()
+        .list_active_by_device(user_id, device_id)
+        .await?;
+    for holder in holders.into_iter().filter(|s| Some(s.id) != keep) {
+        tracing::info!(session = %holder.id, device_id, "a new session claims the device: the previous one ends");
+        jobs.add(end_oauth2_session(repo, holder.id, now).await?);
+    }
+    if let Some(holder) = repo
+        .compat_sessions()
+        .find_active_by_device(user_id, device_id)
+        .await?
+    {
+        tracing::info!(session = %holder.id, device_id, "a new session claims the device: the previous compat session ends");
+        jobs.push(end_compat_session(repo, &holder, now).await?);
+    }
+    Ok(jobs)
+}
+
+/// What a consumed refresh token, presented again, may still get (refresh rotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumedRefresh {
+    /// A retry after a lost response: revoke the unused successors and issue a new pair.
+    Retry,
+    /// A replay: the token leaked, end the session (RFC 9700 §4.14.2).
+    Replay,
+}
+
+/// The rule for a refresh token presented after it was consumed at `consumed_at`. The Matrix
+/// client-server API ("Refreshing access tokens") keeps the old refresh token valid until the
+/// new access token or the new refresh token is used; this provider also bounds that by
+/// `grace_seconds` (`tokens.refresh_grace_seconds`), since a retry follows a lost response
+/// closely. Anything else is a replay (RFC 9700 §4.14.2: "the authorization server cannot
+/// determine which party submitted the invalid refresh token", so it ends the session).
+pub fn consumed_refresh(
+    consumed_at: DateTime<Utc>,
+    successors_unused: bool,
+    grace_seconds: u32,
+    now: DateTime<Utc>,
+) -> ConsumedRefresh {
+    if successors_unused && now < consumed_at + Duration::seconds(i64::from(grace_seconds)) {
+        ConsumedRefresh::Retry
+    } else {
+        ConsumedRefresh::Replay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn a_retry_needs_unused_successors_within_the_grace() {
+        use ConsumedRefresh::{Replay, Retry};
+        assert_eq!(consumed_refresh(at(0), true, 60, at(0)), Retry);
+        assert_eq!(consumed_refresh(at(0), true, 60, at(59)), Retry);
+        assert_eq!(consumed_refresh(at(0), true, 60, at(60)), Replay);
+        assert_eq!(consumed_refresh(at(0), false, 60, at(1)), Replay);
+        // No grace: every second presentation is a replay.
+        assert_eq!(consumed_refresh(at(0), true, 0, at(0)), Replay);
+    }
 }

@@ -222,6 +222,7 @@ async fn compat_access_tokens(db: TestDb) {
             created_at: db.clock.now_db(),
             expires_at: None,
             revoked_at: None,
+            first_used_at: None,
         }
     );
     // expires_at is kept at the database's precision.
@@ -423,6 +424,7 @@ async fn compat_refresh_tokens(db: TestDb) {
             access_token_id: Some(access.id),
             created_at: db.clock.now_db(),
             consumed_at: None,
+            next_refresh_token_id: None,
             revoked_at: None,
         }
     );
@@ -471,38 +473,7 @@ async fn compat_refresh_tokens(db: TestDb) {
         None
     );
 
-    // Single use: the second consume loses.
-    db.clock.advance(Duration::minutes(1));
-    let consumed_at = db.clock.now_db();
-    assert!(repo
-        .compat_tokens()
-        .consume_refresh(refresh.id)
-        .await
-        .unwrap());
-    db.clock.advance(Duration::minutes(1));
-    assert!(!repo
-        .compat_tokens()
-        .consume_refresh(refresh.id)
-        .await
-        .unwrap());
-    let consumed = CompatRefreshToken {
-        consumed_at: Some(consumed_at),
-        ..refresh.clone()
-    };
-    assert!(!consumed.is_valid());
-    assert_eq!(
-        repo.compat_tokens()
-            .find_refresh_by_hash(&[11; 32])
-            .await
-            .unwrap(),
-        Some(consumed.clone())
-    );
-    assert!(matches!(
-        repo.compat_tokens().consume_refresh(Ulid::new()).await,
-        Err(StorageError::NotFound("compat refresh token"))
-    ));
-
-    // The rotated pair.
+    // The pair that replaces it.
     let access2 = repo
         .compat_tokens()
         .add_access(
@@ -518,6 +489,40 @@ async fn compat_refresh_tokens(db: TestDb) {
         .await
         .unwrap();
 
+    // Single use: the second consume loses.
+    db.clock.advance(Duration::minutes(1));
+    let consumed_at = db.clock.now_db();
+    assert!(repo
+        .compat_tokens()
+        .consume_refresh(refresh.id, refresh2.id)
+        .await
+        .unwrap());
+    db.clock.advance(Duration::minutes(1));
+    assert!(!repo
+        .compat_tokens()
+        .consume_refresh(refresh.id, refresh2.id)
+        .await
+        .unwrap());
+    let consumed = CompatRefreshToken {
+        consumed_at: Some(consumed_at),
+        next_refresh_token_id: Some(refresh2.id),
+        ..refresh.clone()
+    };
+    assert!(!consumed.is_valid());
+    assert_eq!(
+        repo.compat_tokens()
+            .find_refresh_by_hash(&[11; 32])
+            .await
+            .unwrap(),
+        Some(consumed.clone())
+    );
+    assert!(matches!(
+        repo.compat_tokens()
+            .consume_refresh(Ulid::new(), refresh2.id)
+            .await,
+        Err(StorageError::NotFound("compat refresh token"))
+    ));
+
     // A revoked refresh token can't be consumed.
     assert!(repo
         .compat_tokens()
@@ -531,7 +536,7 @@ async fn compat_refresh_tokens(db: TestDb) {
         .unwrap());
     assert!(!repo
         .compat_tokens()
-        .consume_refresh(refresh2.id)
+        .consume_refresh(refresh2.id, refresh.id)
         .await
         .unwrap());
     assert_eq!(
@@ -778,9 +783,160 @@ async fn compat_sso_logins(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
+/// What refresh retries rest on: an access token's first use recorded once, an unused token
+/// revoked only while unused, a consumed token's successor re-pointed once.
+async fn compat_token_use_and_successors(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let user = repo.users().add("grace").await.unwrap();
+    let session = compat_session(&mut repo, &user, "GRACEDEVICE").await;
+    let access = repo
+        .compat_tokens()
+        .add_access(session.id, &[21; 32], None)
+        .await
+        .unwrap();
+    let refresh = repo
+        .compat_tokens()
+        .add_refresh(session.id, &[22; 32], access.id)
+        .await
+        .unwrap();
+    let access2 = repo
+        .compat_tokens()
+        .add_access(session.id, &[23; 32], None)
+        .await
+        .unwrap();
+    let refresh2 = repo
+        .compat_tokens()
+        .add_refresh(session.id, &[24; 32], access2.id)
+        .await
+        .unwrap();
+    let access3 = repo
+        .compat_tokens()
+        .add_access(session.id, &[25; 32], None)
+        .await
+        .unwrap();
+    let refresh3 = repo
+        .compat_tokens()
+        .add_refresh(session.id, &[26; 32], access3.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.compat_tokens().lookup_access(access.id).await.unwrap(),
+        Some(access.clone())
+    );
+    assert_eq!(
+        repo.compat_tokens()
+            .lookup_refresh(refresh.id)
+            .await
+            .unwrap(),
+        Some(refresh.clone())
+    );
+    assert_eq!(
+        repo.compat_tokens()
+            .lookup_access(Ulid::new())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.compat_tokens()
+            .lookup_refresh(Ulid::new())
+            .await
+            .unwrap(),
+        None
+    );
+
+    // First use: recorded once, at the first time.
+    let first = db.clock.now_db();
+    assert!(repo
+        .compat_tokens()
+        .mark_access_used(access.id)
+        .await
+        .unwrap());
+    db.clock.advance(Duration::seconds(5));
+    assert!(!repo
+        .compat_tokens()
+        .mark_access_used(access.id)
+        .await
+        .unwrap());
+    assert!(!repo
+        .compat_tokens()
+        .mark_access_used(Ulid::new())
+        .await
+        .unwrap());
+    let used = repo
+        .compat_tokens()
+        .lookup_access(access.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.first_used_at, Some(first));
+    let (hot, _) = repo
+        .compat_tokens()
+        .find_active_access_by_hash_with_session(&[21; 32], db.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hot.first_used_at, Some(first));
+
+    // Revoked only while unused.
+    assert!(!repo
+        .compat_tokens()
+        .revoke_access_unused(access.id)
+        .await
+        .unwrap());
+    assert!(repo
+        .compat_tokens()
+        .revoke_access_unused(access2.id)
+        .await
+        .unwrap());
+    assert!(!repo
+        .compat_tokens()
+        .revoke_access_unused(access2.id)
+        .await
+        .unwrap());
+    assert!(matches!(
+        repo.compat_tokens().revoke_access_unused(Ulid::new()).await,
+        Err(StorageError::NotFound("compat access token"))
+    ));
+
+    // The successor re-pointed once (compare-and-set on the current successor).
+    assert!(repo
+        .compat_tokens()
+        .consume_refresh(refresh.id, refresh2.id)
+        .await
+        .unwrap());
+    assert!(repo
+        .compat_tokens()
+        .repoint_refresh_next(refresh.id, refresh2.id, refresh3.id)
+        .await
+        .unwrap());
+    assert!(!repo
+        .compat_tokens()
+        .repoint_refresh_next(refresh.id, refresh2.id, refresh3.id)
+        .await
+        .unwrap());
+    assert_eq!(
+        repo.compat_tokens()
+            .lookup_refresh(refresh.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_refresh_token_id,
+        Some(refresh3.id)
+    );
+    assert!(matches!(
+        repo.compat_tokens()
+            .repoint_refresh_next(Ulid::new(), refresh2.id, refresh3.id)
+            .await,
+        Err(StorageError::NotFound("compat refresh token"))
+    ));
+    repo.commit().await.unwrap();
+}
+
 backend_tests!(
     compat_sessions,
     compat_access_tokens,
     compat_refresh_tokens,
-    compat_sso_logins
+    compat_sso_logins,
+    compat_token_use_and_successors,
 );

@@ -3,6 +3,7 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use provider::{
     backend_tests,
+    clock::Clock as _,
     storage::{
         AccessToken, ActiveAccessToken, NewOAuth2Session, OAuth2Session, RefreshToken, StorageError,
     },
@@ -213,6 +214,7 @@ async fn access_tokens(db: TestDb) {
             created_at: t0,
             expires_at: Some(t0 + Duration::minutes(5)),
             revoked_at: None,
+            first_used_at: None,
         }
     );
     // A hash is unique; the transaction stays usable afterwards.
@@ -738,7 +740,109 @@ async fn client_delete_cascades(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
+/// What refresh retries and device claims rest on: an access token's first use recorded once
+/// (and seen by the hot path), an unused token revoked only while unused, the live sessions
+/// holding a device.
+async fn token_use_and_device_holders(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, "dora").await;
+    let (other, _) = user_and_client(&mut repo, "ed").await;
+    let with_device = |user_id| NewOAuth2Session {
+        user_id: Some(user_id),
+        device_id: Some("HELDDEVICE"),
+        ..session_for(&user, &client)
+    };
+    let first = repo
+        .oauth2_sessions()
+        .add(with_device(user.id))
+        .await
+        .unwrap();
+    db.clock.advance(Duration::seconds(1));
+    let second = repo
+        .oauth2_sessions()
+        .add(with_device(user.id))
+        .await
+        .unwrap();
+    repo.oauth2_sessions()
+        .add(with_device(other.id))
+        .await
+        .unwrap();
+    oauth2_session(&mut repo, &user, &client).await;
+    let held =
+        |sessions: Vec<OAuth2Session>| sessions.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        held(
+            repo.oauth2_sessions()
+                .list_active_by_device(user.id, "HELDDEVICE")
+                .await
+                .unwrap()
+        ),
+        vec![first.id, second.id]
+    );
+    repo.oauth2_sessions().finish(first.id).await.unwrap();
+    assert_eq!(
+        held(
+            repo.oauth2_sessions()
+                .list_active_by_device(user.id, "HELDDEVICE")
+                .await
+                .unwrap()
+        ),
+        vec![second.id]
+    );
+    assert!(repo
+        .oauth2_sessions()
+        .list_active_by_device(user.id, "OTHER")
+        .await
+        .unwrap()
+        .is_empty());
+
+    let access = repo
+        .access_tokens()
+        .add(second.id, &hash(31), None)
+        .await
+        .unwrap();
+    let unused = repo
+        .access_tokens()
+        .add(second.id, &hash(32), None)
+        .await
+        .unwrap();
+    assert_eq!(access.first_used_at, None);
+    let used_at = db.clock.now_db();
+    assert!(repo.access_tokens().mark_used(access.id).await.unwrap());
+    db.clock.advance(Duration::seconds(5));
+    assert!(!repo.access_tokens().mark_used(access.id).await.unwrap());
+    assert!(!repo.access_tokens().mark_used(Ulid::new()).await.unwrap());
+    assert_eq!(
+        repo.access_tokens()
+            .lookup(access.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_used_at,
+        Some(used_at)
+    );
+    assert_eq!(
+        repo.access_tokens()
+            .find_active_by_hash(&hash(31), db.clock.now())
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .first_used_at,
+        Some(used_at)
+    );
+    assert!(!repo.access_tokens().revoke_unused(access.id).await.unwrap());
+    assert!(repo.access_tokens().revoke_unused(unused.id).await.unwrap());
+    assert!(!repo.access_tokens().revoke_unused(unused.id).await.unwrap());
+    assert!(matches!(
+        repo.access_tokens().revoke_unused(Ulid::new()).await,
+        Err(StorageError::NotFound("access token"))
+    ));
+    repo.commit().await.unwrap();
+}
+
 backend_tests!(
+    token_use_and_device_holders,
     sessions,
     finish_all_for_browser_session,
     access_tokens,

@@ -295,7 +295,11 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
             gone_is_done(homeserver.delete_user(&user.username, *erase).await)?;
         }
         Task::DeleteDevice { device_id, .. } => {
-            // The client logged in again with the same device ID since: keep the device.
+            // A new session holds the device ID by now (it claimed the device, ending this
+            // one: `core::sessions::claim_device`): keep the device. Deleting and re-creating
+            // it would not cut the homeserver's cache of the ended session's tokens short
+            // (Synapse drops a cached answer only when a request finds the device missing,
+            // `synapse/api/auth/mas.py`), and would wipe the device's end-to-end keys there.
             if active_devices(&mut repo, user.id)
                 .await?
                 .contains(device_id)

@@ -30,7 +30,7 @@ use crate::core::sessions::end_compat_session;
 use crate::http::kit;
 use crate::{
     core::{
-        matrix::provisioning::{self, ensure_device},
+        matrix::provisioning::{self, ensure_device, AfterCommit},
         rate_limit::ClientIp,
         sign_in::{attempt_sign_in, AttemptError, Refusal},
     },
@@ -354,7 +354,15 @@ async fn password_login(
     matched.store_upgrade(&mut repo).await?;
     // Password logins never act as Synapse administrators, whatever `can_request_admin` says:
     // administration is asked for explicitly (`urn:synapse:admin:*`, through OAuth 2.0).
-    let session = start_session(&mut repo, user.id, &device_id, display_name, user_agent).await?;
+    let (session, claimed) = start_session(
+        &mut repo,
+        user.id,
+        &device_id,
+        display_name,
+        user_agent,
+        now,
+    )
+    .await?;
     let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
     // The device must exist on the homeserver before the client uses the token; if it can't
     // be made, returning drops the transaction: nothing was logged in.
@@ -367,6 +375,8 @@ async fn password_login(
     )
     .await?;
     repo.commit().await?;
+    // The device deletions of the sessions it replaced, before the client gets its token.
+    claimed.run(state).await;
     Ok(LoginResponse::new(state, user, device_id, tokens))
 }
 
@@ -432,12 +442,23 @@ async fn token_login(
         return Err(MatrixError::UserLocked { soft_logout: None });
     }
     let mut jobs = Vec::new();
+    let mut claimed = AfterCommit::default();
     let session = match device.device_id {
         Some(requested) if requested != session.device_id => {
             // The device made when the login was completed is not wanted: end it (and delete
             // it on the homeserver), and log in the requested one.
             jobs.push(end_compat_session(&mut repo, &session, now).await?);
-            start_session(&mut repo, user.id, &requested, display_name, user_agent).await?
+            let (session, replaced) = start_session(
+                &mut repo,
+                user.id,
+                &requested,
+                display_name,
+                user_agent,
+                now,
+            )
+            .await?;
+            claimed = replaced;
+            session
         }
         _ => session,
     };
@@ -454,6 +475,7 @@ async fn token_login(
     .await?;
     repo.commit().await?;
     provisioning::run_now(state, &jobs).await;
+    claimed.run(state).await;
     Ok(LoginResponse::new(state, &user, session.device_id, tokens))
 }
 

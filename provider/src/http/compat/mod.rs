@@ -29,6 +29,7 @@ use tower_http::cors::{Any, CorsLayer};
 use ulid::Ulid;
 
 use crate::{
+    core::{matrix::provisioning::AfterCommit, sessions},
     crypto::sha256,
     domain::token::TokenKind,
     endpoints,
@@ -152,29 +153,24 @@ fn display_name(name: Option<String>) -> Option<String> {
 }
 
 /// Starts a compat session for a user's device, in the caller's transaction. A device has one
-/// session at a time: the user's active session with the same device ID, if any, ends first and
-/// its tokens with it (client-server API §"Login": logging in with a known `device_id` replaces
-/// the device's access token). The device stays, so no deletion is queued.
+/// session at a time (client-server API §"Login": logging in with a known `device_id` replaces
+/// the device's access token): the user's live session holding the device ID, compat or OAuth
+/// 2.0, ends first ([`sessions::claim_device`]); the device stays for the new session. Run the
+/// returned jobs after the commit.
 async fn start_session(
     repo: &mut BoxRepository,
     user_id: Ulid,
     device_id: &str,
     display_name: Option<&str>,
     user_agent: Option<&str>,
-) -> Result<CompatSession, StorageError> {
-    if let Some(previous) = repo
+    now: DateTime<Utc>,
+) -> Result<(CompatSession, AfterCommit), StorageError> {
+    let jobs = sessions::claim_device(repo, user_id, device_id, None, now).await?;
+    let session = repo
         .compat_sessions()
-        .find_active_by_device(user_id, device_id)
-        .await?
-    {
-        repo.compat_sessions().finish(previous.id).await?;
-        repo.compat_tokens()
-            .revoke_all_for_session(previous.id)
-            .await?;
-    }
-    repo.compat_sessions()
         .add(user_id, device_id, display_name, false, user_agent)
-        .await
+        .await?;
+    Ok((session, jobs))
 }
 
 /// Tokens just issued for a session.
@@ -182,6 +178,8 @@ async fn start_session(
 struct IssuedTokens {
     access_token: String,
     refresh_token: Option<String>,
+    /// The stored refresh token, when one was issued.
+    refresh_id: Option<Ulid>,
     /// The access token's lifetime, when it expires.
     expires_in_ms: Option<i64>,
 }
@@ -203,18 +201,20 @@ async fn issue_tokens(
         .compat_tokens()
         .add_access(session_id, &sha256(&access_token), expires_at)
         .await?;
-    let refresh_token = if with_refresh {
+    let (refresh_token, refresh_id) = if with_refresh {
         let refresh_token = TokenKind::CompatRefreshToken.generate(rng);
-        repo.compat_tokens()
+        let stored = repo
+            .compat_tokens()
             .add_refresh(session_id, &sha256(&refresh_token), access.id)
             .await?;
-        Some(refresh_token)
+        (Some(refresh_token), Some(stored.id))
     } else {
-        None
+        (None, None)
     };
     Ok(IssuedTokens {
         access_token,
         refresh_token,
+        refresh_id,
         expires_in_ms: with_refresh.then(|| lifetime.num_milliseconds()),
     })
 }

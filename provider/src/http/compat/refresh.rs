@@ -1,9 +1,13 @@
 //! `POST /_matrix/client/{r0,v3}/refresh` (client-server API §"Refreshing access tokens").
 //!
 //! A compat refresh token (`mcr_…`) is single use: it is exchanged for a new pair, and the
-//! access token issued with it is revoked. One presented again after its use means two parties
-//! hold it: the session ends (its device is deleted) and both are logged out (RFC 9700
-//! §4.14.2, refresh token rotation with reuse detection).
+//! access token issued with it is revoked. The spec keeps the old refresh token valid until the
+//! new access token or the new refresh token is used, so a client whose response was lost may
+//! present it again before using either, within `tokens.refresh_grace_seconds`: the unused pair
+//! is then replaced. Any other presentation of a used token, and any presentation of a token
+//! such a retry replaced, means two parties hold the session's tokens: the session ends (its
+//! device is deleted) and both are logged out (RFC 9700 §4.14.2, refresh token rotation with
+//! reuse detection).
 
 use axum::{
     body::Bytes,
@@ -12,14 +16,18 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{error::parse_json, issue_tokens, json_no_store, MatrixError};
-use crate::core::sessions::end_compat_session;
+use chrono::{DateTime, Utc};
+
+use super::{error::parse_json, issue_tokens, json_no_store, IssuedTokens, MatrixError};
 use crate::{
-    core::matrix::provisioning,
+    core::{
+        matrix::provisioning,
+        sessions::{consumed_refresh, end_compat_session, ConsumedRefresh},
+    },
     crypto::sha256,
     domain::token::{SynapseTokenFormat, TokenKind},
     http::AppState,
-    storage::StorageError,
+    storage::{BoxRepository, CompatRefreshToken, CompatSession, StorageError},
 };
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +88,16 @@ async fn refresh(state: &AppState, body: &[u8]) -> Result<RefreshResponse, Matri
         return Err(UNKNOWN);
     };
     if refresh.revoked_at.is_some() {
-        return Err(UNKNOWN);
+        // The session goes on, so a retry of the previous token revoked this one (the
+        // session's end revokes every token and finishes it): two parties hold the session's
+        // tokens (RFC 9700 §4.14.2).
+        return Err(replay(
+            state,
+            repo,
+            &session,
+            "a compat refresh token revoked by a retry was presented",
+        )
+        .await?);
     }
     let Some(user) = repo.users().lookup(session.user_id).await? else {
         return Err(UNKNOWN);
@@ -94,18 +111,20 @@ async fn refresh(state: &AppState, body: &[u8]) -> Result<RefreshResponse, Matri
             soft_logout: Some(true),
         });
     }
-    // Used before (or by a concurrent request just now: the compare-and-set decides): reuse.
-    if refresh.consumed_at.is_some() || !repo.compat_tokens().consume_refresh(refresh.id).await? {
-        let job = end_compat_session(&mut repo, &session, now).await?;
-        repo.commit().await?;
-        provisioning::run_now(state, &[job]).await;
-        tracing::warn!(
-            session = %session.id,
-            "a used compat refresh token was presented again: the session was ended"
-        );
-        return Err(MatrixError::UnknownToken(
-            "this refresh token was already used; the session has ended",
-        ));
+    if let Some(consumed_at) = refresh.consumed_at {
+        return retry(state, repo, &session, &refresh, consumed_at, now).await;
+    }
+    let tokens = issue_tokens(&mut repo, session.id, true, now, &mut rng).await?;
+    let Some(next) = tokens.refresh_id else {
+        return Err(no_refresh_token());
+    };
+    // Consumed by a concurrent request between our read and our write: that one won.
+    if !repo
+        .compat_tokens()
+        .consume_refresh(refresh.id, next)
+        .await?
+    {
+        return Err(UNKNOWN);
     }
     if let Some(previous) = refresh.access_token_id {
         match repo.compat_tokens().revoke_access(previous).await {
@@ -113,15 +132,102 @@ async fn refresh(state: &AppState, body: &[u8]) -> Result<RefreshResponse, Matri
             Err(e) => return Err(e.into()),
         }
     }
-    let tokens = issue_tokens(&mut repo, session.id, true, now, &mut rng).await?;
     repo.compat_sessions().touch(session.id).await?;
     repo.commit().await?;
+    answer(tokens)
+}
+
+/// `issue_tokens` with a refresh token returns both; this is the error if it ever didn't.
+fn no_refresh_token() -> MatrixError {
+    MatrixError::internal(StorageError::Invalid(
+        "a refresh without a refresh token".into(),
+    ))
+}
+
+/// A consumed refresh token presented again: a retry after a lost response (neither token the
+/// refresh issued was used, within `tokens.refresh_grace_seconds`) gets a new pair in place of
+/// the unused one; anything else is a replay and ends the session.
+async fn retry(
+    state: &AppState,
+    mut repo: BoxRepository,
+    session: &CompatSession,
+    refresh: &CompatRefreshToken,
+    consumed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<RefreshResponse, MatrixError> {
+    let successor = match refresh.next_refresh_token_id {
+        Some(id) => repo.compat_tokens().lookup_refresh(id).await?,
+        None => None,
+    };
+    let unused = match &successor {
+        Some(next) if next.is_valid() => match next.access_token_id {
+            Some(id) => repo
+                .compat_tokens()
+                .lookup_access(id)
+                .await?
+                .is_some_and(|a| a.first_used_at.is_none() && a.revoked_at.is_none()),
+            None => true,
+        },
+        _ => false,
+    };
+    let grace = state.settings.refresh_grace_seconds;
+    let (ConsumedRefresh::Retry, Some(successor)) =
+        (consumed_refresh(consumed_at, unused, grace, now), successor)
+    else {
+        return Err(replay(
+            state,
+            repo,
+            session,
+            "a used compat refresh token was presented again",
+        )
+        .await?);
+    };
+    if let Some(access) = successor.access_token_id {
+        // Compare-and-set against the token's first use: used since we looked, no retry.
+        if !repo.compat_tokens().revoke_access_unused(access).await? {
+            return Err(UNKNOWN);
+        }
+    }
+    repo.compat_tokens().revoke_refresh(successor.id).await?;
+    let mut rng = state.storage.entropy().rng.rng();
+    let tokens = issue_tokens(&mut repo, session.id, true, now, &mut rng).await?;
+    let Some(next) = tokens.refresh_id else {
+        return Err(no_refresh_token());
+    };
+    if !repo
+        .compat_tokens()
+        .repoint_refresh_next(refresh.id, successor.id, next)
+        .await?
+    {
+        return Err(UNKNOWN);
+    }
+    repo.commit().await?;
+    tracing::info!(session = %session.id, "compat refresh retried within the grace: the unused pair was replaced");
+    answer(tokens)
+}
+
+/// RFC 9700 §4.14.2: a refresh token presented by two parties ends the session (tokens
+/// revoked, device deleted so the homeserver stops accepting them at once).
+async fn replay(
+    state: &AppState,
+    mut repo: BoxRepository,
+    session: &CompatSession,
+    what: &str,
+) -> Result<MatrixError, MatrixError> {
+    let now = state.storage.entropy().clock.now();
+    let job = end_compat_session(&mut repo, session, now).await?;
+    repo.commit().await?;
+    provisioning::run_now(state, &[job]).await;
+    tracing::warn!(session = %session.id, "{what}: the session was ended");
+    Ok(MatrixError::UnknownToken(
+        "this refresh token was already used; the session has ended",
+    ))
+}
+
+fn answer(tokens: IssuedTokens) -> Result<RefreshResponse, MatrixError> {
     let (Some(refresh_token), Some(expires_in_ms)) = (tokens.refresh_token, tokens.expires_in_ms)
     else {
-        // `issue_tokens` with a refresh token returns both.
-        return Err(MatrixError::internal(StorageError::Invalid(
-            "a refresh without a refresh token".into(),
-        )));
+        return Err(no_refresh_token());
     };
     Ok(RefreshResponse {
         access_token: tokens.access_token,

@@ -33,7 +33,7 @@
 use axum::{
     extract::{Form, Path, RawQuery, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
 use chrono::Duration;
@@ -222,11 +222,10 @@ fn sign_in_first(state: &AppState, id: Ulid, register: bool) -> Response {
     } else {
         endpoints::LOGIN
     };
-    Redirect::to(&continuation::sign_in_link(
-        page,
-        Some(&AfterSignIn::CompatSso(id)),
-    ))
-    .into_response()
+    // Absolute, on the public base (which may carry a path): every URL the provider sends a
+    // browser to is built from `http.public_base`, never from the request's host.
+    let link = continuation::sign_in_link(page, Some(&AfterSignIn::CompatSso(id)));
+    redirect_to(&endpoints::url(&state.settings.public_base, &link))
 }
 
 fn confirm_page(
@@ -370,7 +369,9 @@ async fn fulfil(
         return Ok(Err(Closed::Unknown));
     };
     let device_id = generate_device_id(&mut rng);
-    let session = start_session(&mut repo, user.id, &device_id, None, user_agent).await?;
+    let now = state.storage.entropy().clock.now();
+    let (session, claimed) =
+        start_session(&mut repo, user.id, &device_id, None, user_agent, now).await?;
     if !repo
         .compat_sso_logins()
         .fulfill(request.id, session.id)
@@ -390,6 +391,7 @@ async fn fulfil(
     // it, returning drops the transaction and nothing was completed (the user may try again).
     ensure_device(state.homeserver.as_ref(), &mut repo, user, &device_id, None).await?;
     repo.commit().await?;
+    claimed.run(state).await;
     Ok(Ok((target, token)))
 }
 

@@ -14,7 +14,8 @@
 //! Cost of the hot path (the homeserver introspecting an OAuth 2.0 access token): three indexed
 //! lookups: the token and its session in one query (unique hash index, then primary key), the
 //! user (primary key) and the client (primary key). A client introspecting a token of its own
-//! saves the client lookup.
+//! saves the client lookup. A token's first use adds one conditional write (`first_used_at`,
+//! written only while NULL), which closes the retry grace of the refresh that issued it.
 
 use axum::{
     body::Bytes,
@@ -428,6 +429,10 @@ async fn compat_access_token(
     let Some(user) = active_user(repo, session.user_id).await? else {
         return Ok(None);
     };
+    // As for OAuth 2.0 access tokens: the first use closes the refresh retry grace.
+    if token.first_used_at.is_none() {
+        repo.compat_tokens().mark_access_used(token.id).await?;
+    }
     // A device ID that can't be a scope token leaves only the `device_id` member to carry it.
     let scope = compat_scope(&session.device_id, session.is_synapse_admin)
         .unwrap_or_else(|| API_SCOPE.to_owned());

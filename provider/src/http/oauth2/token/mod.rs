@@ -34,6 +34,7 @@ use crate::{
     core::{
         matrix::provisioning,
         rate_limit::{self, ClientIp, Limit, RateLimitError},
+        sessions,
     },
     crypto::sha256,
     domain::{client_registration::DEVICE_CODE, token::TokenKind},
@@ -277,10 +278,13 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenErro
 /// `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`), all in
 /// `repo`'s transaction, which commits; then the token response.
 ///
-/// When the session has a Matrix device (MSC2967 device scope), the homeserver gets it first,
-/// synchronously, before the commit: the client will use the token at once, and the homeserver
-/// counts a token of an unknown device as inactive. If the homeserver can't be reached the
-/// transaction rolls back (the code or device code stays unused) and the client may retry.
+/// When the session has a Matrix device (MSC2967 device scope), it claims the device: the
+/// user's other live session holding that device ID ends in the same transaction
+/// ([`sessions::claim_device`]; a Matrix device is one session). The homeserver gets the device
+/// first, synchronously, before the commit: the client will use the token at once, and the
+/// homeserver counts a token of an unknown device as inactive. If the homeserver can't be
+/// reached the transaction rolls back (the code or device code stays unused) and the client may
+/// retry. After the commit, the ended sessions' homeserver jobs run before the answer leaves.
 pub(crate) async fn issue_for_user(
     state: &AppState,
     mut repo: BoxRepository,
@@ -290,7 +294,9 @@ pub(crate) async fn issue_for_user(
     now: DateTime<Utc>,
     approval: Approval<'_>,
 ) -> Result<TokenResponse, TokenError> {
+    let mut jobs = provisioning::AfterCommit::default();
     if let Some(device_id) = &session.device_id {
+        jobs = sessions::claim_device(&mut repo, user.id, device_id, Some(session.id), now).await?;
         // The device is named after the client, as the account pages name the session.
         let display_name = crate::core::clients::client_name(client);
         provisioning::ensure_device(
@@ -320,6 +326,7 @@ pub(crate) async fn issue_for_user(
         None
     };
     repo.commit().await?;
+    jobs.run(state).await;
     Ok(TokenResponse::with_pair(pair, session.scope, id_token))
 }
 

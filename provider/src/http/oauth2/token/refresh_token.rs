@@ -1,19 +1,24 @@
 //! The refresh token grant (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 //!
-//! Every refresh consumes the token and returns a new pair. If the response is lost, the client
-//! may replay the token it just used while the new one has not been used yet: it then gets
-//! another new pair, and the unused one is revoked. Any other reuse of a consumed token means the
-//! token leaked: the whole session ends.
+//! Every refresh consumes the token and returns a new pair. The Matrix client-server API
+//! ("Refreshing access tokens") keeps the consumed token valid only until the new access token
+//! or the new refresh token is used: if the response was lost, the client may present the
+//! consumed token again, before using either, within `tokens.refresh_grace_seconds`; it then
+//! gets another new pair, and the unused one is revoked. Any other presentation of a consumed
+//! token, and any presentation of a successor such a retry revoked, means two parties hold the
+//! session's tokens: the whole session ends ([`end_oauth2_session`]: tokens revoked, device
+//! deleted), since the server can't tell which of them is the legitimate client.
 
 use super::{issue_pair, TokenError, TokenResponse};
 use crate::{
-    core::sessions::end_oauth2_session,
+    core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh},
     crypto::sha256,
     domain::{scope::Scope, token::TokenKind},
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
+    storage::{BoxRepository, OAuth2Session, RefreshToken, StorageError},
 };
 
 pub async fn refresh(
@@ -47,8 +52,20 @@ pub async fn refresh(
             "the refresh token was issued to another client",
         ));
     }
-    if session.finished_at.is_some() || stored.revoked_at.is_some() {
+    if session.finished_at.is_some() {
         return Err(TokenError::invalid_grant("the session has ended"));
+    }
+    if stored.revoked_at.is_some() {
+        // The session goes on, so a retry of the previous token revoked this one (revocation
+        // and the session's end revoke every token and finish the session): the party that
+        // retried and the one holding this token are two (RFC 9700 §4.14.2).
+        return Err(replay(
+            state,
+            repo,
+            &session,
+            "a refresh token revoked by a retry was presented",
+        )
+        .await?);
     }
     if let Some(user_id) = session.user_id {
         let active = repo
@@ -75,33 +92,42 @@ pub async fn refresh(
     }
 
     let mut rng = state.storage.entropy().rng.rng();
-    if stored.consumed_at.is_some() {
+    if let Some(consumed_at) = stored.consumed_at {
         let successor = match stored.next_refresh_token_id {
             Some(id) => repo.refresh_tokens().lookup(id).await?,
             None => None,
         };
-        let unused = successor
-            .as_ref()
-            .filter(|s| s.consumed_at.is_none() && s.revoked_at.is_none());
-        let Some(unused) = unused else {
-            // RFC 9700 §4.14.2: reuse of a rotated token: end the session.
-            let jobs = end_oauth2_session(&mut repo, session.id, now).await?;
-            repo.commit().await?;
-            jobs.run(state).await;
-            tracing::warn!(session = %session.id, "refresh token reuse: session ended");
-            return Err(TokenError::invalid_grant(
-                "the refresh token was already used; the session has ended",
-            ));
+        let unused = match &successor {
+            Some(next) => successors_unused(&mut repo, next).await?,
+            None => false,
         };
-        // The grace: the response to the previous refresh was lost.
-        repo.refresh_tokens().revoke(unused.id).await?;
-        if let Some(access) = unused.access_token_id {
-            repo.access_tokens().revoke(access).await?;
+        let grace = state.settings.refresh_grace_seconds;
+        let (ConsumedRefresh::Retry, Some(successor)) =
+            (consumed_refresh(consumed_at, unused, grace, now), successor)
+        else {
+            return Err(replay(
+                state,
+                repo,
+                &session,
+                "a consumed refresh token was presented again",
+            )
+            .await?);
+        };
+        // The retry: the response to the previous refresh was lost. Its tokens were never
+        // used; revoke them (compare-and-set against their first use) and issue new ones.
+        if let Some(access) = successor.access_token_id {
+            if !repo.access_tokens().revoke_unused(access).await? {
+                // Used (or revoked) since we looked: the retry's window has closed.
+                return Err(TokenError::invalid_grant(
+                    "the refresh token was used concurrently",
+                ));
+            }
         }
+        repo.refresh_tokens().revoke(successor.id).await?;
         let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
         if !repo
             .refresh_tokens()
-            .repoint_next(stored.id, unused.id, pair.refresh.id)
+            .repoint_next(stored.id, successor.id, pair.refresh.id)
             .await?
         {
             return Err(TokenError::invalid_grant(
@@ -109,6 +135,7 @@ pub async fn refresh(
             ));
         }
         repo.commit().await?;
+        tracing::info!(session = %session.id, "refresh retried within the grace: the unused pair was replaced");
         return Ok(TokenResponse::with_pair(pair, session.scope, None));
     }
 
@@ -126,4 +153,42 @@ pub async fn refresh(
     repo.oauth2_sessions().touch(session.id).await?;
     repo.commit().await?;
     Ok(TokenResponse::with_pair(pair, session.scope, None))
+}
+
+/// Neither token issued by the last refresh was used: the refresh token is neither consumed
+/// nor revoked, and its access token was never presented (`first_used_at`).
+async fn successors_unused(
+    repo: &mut BoxRepository,
+    next: &RefreshToken,
+) -> Result<bool, StorageError> {
+    if !next.is_usable() {
+        return Ok(false);
+    }
+    Ok(match next.access_token_id {
+        Some(id) => repo
+            .access_tokens()
+            .lookup(id)
+            .await?
+            .is_some_and(|a| a.first_used_at.is_none() && a.revoked_at.is_none()),
+        None => true,
+    })
+}
+
+/// RFC 9700 §4.14.2: a refresh token presented by two parties ends the session (its tokens
+/// revoked, its device deleted so the homeserver stops accepting them at once); the answer is
+/// `invalid_grant`.
+async fn replay(
+    state: &AppState,
+    mut repo: BoxRepository,
+    session: &OAuth2Session,
+    what: &str,
+) -> Result<TokenError, TokenError> {
+    let now = state.storage.entropy().clock.now();
+    let jobs = end_oauth2_session(&mut repo, session.id, now).await?;
+    repo.commit().await?;
+    jobs.run(state).await;
+    tracing::warn!(session = %session.id, "{what}: the session was ended");
+    Ok(TokenError::invalid_grant(
+        "the refresh token was already used; the session has ended",
+    ))
 }
