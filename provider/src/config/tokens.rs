@@ -53,11 +53,22 @@ mod tests {
 
     #[test]
     fn the_refresh_grace_is_bounded() {
-        let with = |grace: &str| format!("{}\ntokens:\n  refresh_grace_seconds: {grace}\n", generated());
+        let with = |grace: &str| {
+            format!(
+                "{}\ntokens:\n  refresh_grace_seconds: {grace}\n",
+                generated()
+            )
+        };
         let settings = |grace: &str| parse(&with(grace), no_env(), Path::new("."));
-        assert_eq!(parse(&generated(), no_env(), Path::new(".")).unwrap().refresh_grace_seconds, 60);
-        assert_eq!(settings("0").unwrap().refresh_grace_seconds, 0);
-        assert_eq!(settings("3600").unwrap().refresh_grace_seconds, 3600);
+        assert_eq!(
+            parse(&generated(), no_env(), Path::new("."))
+                .unwrap()
+                .1
+                .refresh_grace_seconds,
+            60
+        );
+        assert_eq!(settings("0").unwrap().1.refresh_grace_seconds, 0);
+        assert_eq!(settings("3600").unwrap().1.refresh_grace_seconds, 3600);
         let problems = settings("3601").unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["tokens.refresh_grace_seconds"]);
