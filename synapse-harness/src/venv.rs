@@ -185,12 +185,14 @@ fn write_marker(marker: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", marker.display()))
 }
 
-/// The Synapse version importable by `python`, if any.
+/// The Synapse version installed for `python`, if any: the distribution's own metadata.
+/// (`synapse.__version__` is no good: run inside a git checkout, such as this repository,
+/// Synapse appends that checkout's branch and commit to it.)
 fn installed_version(python: &Path) -> Option<String> {
     let output = Command::new(python)
         .args([
             "-c",
-            "import sys, synapse; sys.stdout.write(synapse.__version__)",
+            "import sys, importlib.metadata as m; sys.stdout.write(m.version('matrix-synapse'))",
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
