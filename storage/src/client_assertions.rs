@@ -26,7 +26,7 @@ pub trait ClientAssertionRepository: Send {
     /// Deletes the `jti`s of assertions that expired before `before`: an expired assertion
     /// is refused for its `exp` anyway, so its `jti` no longer needs remembering.
     /// Deletes at most `limit` rows and returns how many (housekeeping, see
-    /// [`crate::housekeeping`]).
+    /// `provider::core::housekeeping`).
     async fn delete_expired(
         &mut self,
         before: DateTime<Utc>,

@@ -58,7 +58,7 @@ pub trait UserEmailVerificationRepository: Send {
     /// Deletes the codes that expired before `before` (used or not: an expired code is
     /// never tried again).
     /// Deletes at most `limit` rows and returns how many (housekeeping, see
-    /// [`crate::housekeeping`]).
+    /// `provider::core::housekeeping`).
     async fn delete_expired(
         &mut self,
         before: DateTime<Utc>,
@@ -130,7 +130,7 @@ pub trait PendingRegistrationRepository: Send {
     /// abandoned (a completed one is a user now; an abandoned one can only be started
     /// again).
     /// Deletes at most `limit` rows and returns how many (housekeeping, see
-    /// [`crate::housekeeping`]).
+    /// `provider::core::housekeeping`).
     async fn delete_expired(
         &mut self,
         before: DateTime<Utc>,

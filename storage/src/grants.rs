@@ -286,7 +286,7 @@ pub trait DeviceCodeGrantRepository: Send {
     /// time well in the past, so a finished grant is kept a while for its audit trail and a
     /// late poll still gets `expired_token`).
     /// Deletes at most `limit` rows and returns how many (housekeeping, see
-    /// [`crate::housekeeping`]).
+    /// `provider::core::housekeeping`).
     async fn delete_expired(
         &mut self,
         before: DateTime<Utc>,

@@ -505,7 +505,7 @@ macro_rules! inserted_under {
 pub(crate) use inserted_under;
 
 /// Deletes one bounded batch of dead rows of `$table` and returns how many (housekeeping, see
-/// [`crate::housekeeping`]): at most `$limit` rows matching `$condition`, whose `$1` is bound to
+/// `provider::core::housekeeping`): at most `$limit` rows matching `$condition`, whose `$1` is bound to
 /// `$before`. PostgreSQL has no `DELETE … LIMIT`, so the rows are picked by a limited
 /// sub-select over `$key` (the primary key's columns); the outer `$condition` is checked again
 /// on each row's latest version before it goes (PostgreSQL re-evaluates a `DELETE`'s own

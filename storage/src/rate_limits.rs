@@ -1,5 +1,5 @@
 //! Rate-limit buckets: one row per limit and key, spent and refilled by GCRA (the arithmetic,
-//! and the reasons for it, are in [`crate::rate_limit`]; [`Quota::spend`] is the pure function
+//! and the reasons for it, are in `provider::core::rate_limit`; [`Quota::spend`] is the pure function
 //! the `UPSERT` below computes).
 //!
 //! # Atomicity

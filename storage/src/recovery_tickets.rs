@@ -56,7 +56,7 @@ pub trait RecoveryTicketRepository: Send {
 
     /// Deletes the recovery tickets that expired before `before` (used or not).
     /// Deletes at most `limit` rows and returns how many (housekeeping, see
-    /// [`crate::housekeeping`]).
+    /// `provider::core::housekeeping`).
     async fn delete_expired(
         &mut self,
         before: DateTime<Utc>,

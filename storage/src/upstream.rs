@@ -213,7 +213,7 @@ pub trait UpstreamSessionRepository: Send {
     /// Deletes the upstream authorization sessions started before `before`, consumed or
     /// abandoned (their login is over either way; the link a consumed one made stays).
     /// Deletes at most `limit` rows and returns how many (housekeeping, see
-    /// [`crate::housekeeping`]).
+    /// `provider::core::housekeeping`).
     async fn delete_expired(
         &mut self,
         before: DateTime<Utc>,

@@ -16,10 +16,10 @@ use crate::{
 /// returned jobs after the commit.
 ///
 /// The one place a session is ended from, whatever ends it:
-/// - the reuse of a rotated refresh token ([`super::token::refresh_token`], RFC 9700 §4.14.2);
-/// - the replay of an authorization code ([`super::token::authorization_code`], RFC 6749
+/// - the reuse of a rotated refresh token (`http::oauth2::token::refresh_token`, RFC 9700 §4.14.2);
+/// - the replay of an authorization code (`http::oauth2::token::authorization_code`, RFC 6749
 ///   §4.1.2: revoke what the code issued);
-/// - the revocation of a token ([`super::revocation`], RFC 7009 §2.1, MSC4254);
+/// - the revocation of a token (`http::oauth2::revocation`, RFC 7009 §2.1, MSC4254);
 /// - the end of the browser session it was approved from (RP-initiated logout).
 ///
 /// The homeserver caches introspection answers; deleting the device is what makes the session's

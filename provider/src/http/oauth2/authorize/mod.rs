@@ -369,7 +369,7 @@ pub async fn get(
         return respond(mode, error);
     }
 
-    // Stage 3: remember the request; sign-in and consent take over (web::consent).
+    // Stage 3: remember the request; sign-in and consent take over (`consent::proceed`).
     let scope = params
         .get("scope")
         .and_then(|s| Scope::parse(s).ok())
