@@ -11,9 +11,15 @@ pub enum Limit {
     /// Sign-in attempts (login page, legacy `m.login.password`) per client IP, counted before
     /// the password is checked.
     LoginPerIp,
-    /// Failed sign-in attempts per account (username). When the bucket is empty, sign-ins to
-    /// the account are refused without checking the password.
+    /// Failed sign-in attempts per account (username) from one client address (IPv6 by its
+    /// /64). When the bucket is empty, sign-ins to the account from that address are refused
+    /// without checking the password; other addresses are not affected, so a stranger can't
+    /// lock the owner out (README "Rate limits").
     LoginPerAccount,
+    /// Failed sign-in attempts per account from any address: a much larger bucket that bounds
+    /// guessing from many addresses at once. When it is empty, only addresses where the
+    /// account signed in recently still get their password checked.
+    LoginPerAccountGlobal,
     /// Registration attempts per client IP.
     Registration,
     /// Emails sent to one address.
@@ -26,19 +32,44 @@ pub enum Limit {
     RecoveryPerIp,
     /// Token requests per authenticated client (per IP for public clients).
     Token,
+    /// Dynamic client registrations (`/oauth2/registration`, RFC 7591) per client IP.
+    ClientRegistration,
+    /// Device authorization requests (`/oauth2/device`, RFC 8628 §3.1) per client IP.
+    DeviceAuthorization,
+    /// Authorization requests (`/authorize`, each stores a grant) per client IP.
+    Authorize,
+    /// Legacy SSO redirects (`/login/sso/redirect`, each stores a login) per client IP.
+    CompatSsoRedirect,
+    /// User codes entered on the device verification page per client IP (RFC 8628 §5.1).
+    UserCodePerIp,
+    /// User codes entered on the device verification page per browser session (RFC 8628 §5.1).
+    UserCodePerSession,
+    /// Failed client authentications (RFC 6749 §2.3) per client IP.
+    ClientAuthPerIp,
+    /// Failed client authentications per `client_id`.
+    ClientAuthPerClient,
 }
 
 impl Limit {
     /// Every limit.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 17] = [
         Limit::LoginPerIp,
         Limit::LoginPerAccount,
+        Limit::LoginPerAccountGlobal,
         Limit::Registration,
         Limit::EmailSend,
         Limit::EmailSendPerUser,
         Limit::Recovery,
         Limit::RecoveryPerIp,
         Limit::Token,
+        Limit::ClientRegistration,
+        Limit::DeviceAuthorization,
+        Limit::Authorize,
+        Limit::CompatSsoRedirect,
+        Limit::UserCodePerIp,
+        Limit::UserCodePerSession,
+        Limit::ClientAuthPerIp,
+        Limit::ClientAuthPerClient,
     ];
 
     /// Its name in logs and in stored bucket keys.
@@ -46,12 +77,21 @@ impl Limit {
         match self {
             Self::LoginPerIp => "login_per_ip",
             Self::LoginPerAccount => "login_per_account",
+            Self::LoginPerAccountGlobal => "login_per_account_global",
             Self::Registration => "registration_per_ip",
             Self::EmailSend => "email_per_address",
             Self::EmailSendPerUser => "email_per_user",
             Self::Recovery => "recovery_per_address",
             Self::RecoveryPerIp => "recovery_per_ip",
             Self::Token => "token_per_client",
+            Self::ClientRegistration => "client_registration_per_ip",
+            Self::DeviceAuthorization => "device_authorization_per_ip",
+            Self::Authorize => "authorize_per_ip",
+            Self::CompatSsoRedirect => "compat_sso_per_ip",
+            Self::UserCodePerIp => "user_code_per_ip",
+            Self::UserCodePerSession => "user_code_per_session",
+            Self::ClientAuthPerIp => "client_auth_failures_per_ip",
+            Self::ClientAuthPerClient => "client_auth_failures_per_client",
         }
     }
 
@@ -60,12 +100,21 @@ impl Limit {
         match self {
             Self::LoginPerIp => ("login", "per_ip"),
             Self::LoginPerAccount => ("login", "per_account"),
+            Self::LoginPerAccountGlobal => ("login", "per_account_global"),
             Self::Registration => ("registration", "per_ip"),
             Self::EmailSend => ("email", "per_address"),
             Self::EmailSendPerUser => ("email", "per_user"),
             Self::Recovery => ("recovery", "per_address"),
             Self::RecoveryPerIp => ("recovery", "per_ip"),
             Self::Token => ("token", "per_client"),
+            Self::ClientRegistration => ("client_registration", "per_ip"),
+            Self::DeviceAuthorization => ("device_authorization", "per_ip"),
+            Self::Authorize => ("authorize", "per_ip"),
+            Self::CompatSsoRedirect => ("compat_sso", "per_ip"),
+            Self::UserCodePerIp => ("user_code", "per_ip"),
+            Self::UserCodePerSession => ("user_code", "per_session"),
+            Self::ClientAuthPerIp => ("client_auth", "failures_per_ip"),
+            Self::ClientAuthPerClient => ("client_auth", "failures_per_client"),
         }
     }
 
@@ -76,9 +125,12 @@ impl Limit {
             // One office behind one NAT address signs in 20 people at once, then one every
             // 5 seconds (720 an hour); a password guesser from one address gets the same.
             Self::LoginPerIp => (20, 0.2),
-            // 5 wrong passwords in a row, then about one a minute: some 1,450 guesses a day at
-            // most against one account, from any number of addresses.
+            // 5 wrong passwords in a row from one address, then about one a minute: some 1,450
+            // guesses a day against one account from one address (IPv6: one /64).
             Self::LoginPerAccount => (5, 0.0167),
+            // 100 wrong passwords from any number of addresses, then one every 30 seconds:
+            // about 3,000 guesses a day at most against one account from a whole botnet.
+            Self::LoginPerAccountGlobal => (100, 0.0333),
             // 10 accounts at once from one address, then about one every 5 minutes. Every
             // attempt counts (one with a taken username too): it also bounds username probing.
             Self::Registration => (10, 0.0033),
@@ -93,6 +145,27 @@ impl Limit {
             // A client refreshing the tokens of 30,000 active users (5-minute access tokens)
             // needs 100 a second: this stops a runaway client, not a working one.
             Self::Token => (600, 100.0),
+            // A classroom installing an app behind one NAT address registers 30 clients at
+            // once, then one a minute: each registration is a stored row.
+            Self::ClientRegistration => (30, 0.0167),
+            // 20 device requests (TVs, QR logins) at once, then one every 30 seconds.
+            Self::DeviceAuthorization => (20, 0.0333),
+            // Each stores a grant: 60 sign-ins at once from one address, then one every 5
+            // seconds (an office's morning, as `login.per_ip`).
+            Self::Authorize => (60, 0.2),
+            // Each stores a login: 30 at once, then one every 10 seconds.
+            Self::CompatSsoRedirect => (30, 0.1),
+            // RFC 8628 §5.1: 10 codes typed from one address, then one a minute: against
+            // 20^8 codes that is hopeless guessing.
+            Self::UserCodePerIp => (10, 0.0167),
+            // 5 codes typed in one browser session, then one a minute.
+            Self::UserCodePerSession => (5, 0.0167),
+            // 20 wrong client credentials from one address, then one every 10 seconds.
+            Self::ClientAuthPerIp => (20, 0.1),
+            // 100 wrong credentials for one client from anywhere, then one a second: client
+            // secrets are ~256 bits, so this bounds load, not guessing; it is larger than the
+            // per-address limit so one address can't keep a client out.
+            Self::ClientAuthPerClient => (100, 1.0),
         }
     }
 }

@@ -6,73 +6,49 @@
 //! clients use) without a port, any port is accepted at request time, since the app picks a free
 //! port when it starts.
 
-use url::{Host, Url};
+/// The loopback hosts of RFC 8252 §7.3 (and `localhost`, §8.3, which Matrix clients use), as
+/// they must be written: lower case, the IPv6 literal in its shortest form.
+const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "[::1]", "localhost"];
 
-/// Is this a loopback `http` URL without an explicit port (the form that accepts any port)?
-fn is_portless_loopback(url: &Url) -> bool {
-    url.scheme() == "http"
-        && url.port().is_none()
-        && match url.host() {
-            Some(Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(Host::Domain(d)) => d == "localhost",
-            None => false,
-        }
+/// Splits a registered loopback redirect URI written without a port into the text up to and
+/// including its host (`http://127.0.0.1`) and the rest (`/callback?x=1`, possibly empty);
+/// `None` for any other URI. Compared as written, never parsed: the parser would lower-case
+/// `HTTP://LOCALHOST`, resolve `/a/../a`, read `127.0.01` as `127.0.0.1` and drop a written
+/// default port (`:80`), but RFC 9700 §4.1.3 compares strings.
+fn portless_loopback(registered: &str) -> Option<(&str, &str)> {
+    let rest = registered.strip_prefix("http://")?;
+    let host = LOOPBACK_HOSTS.iter().find(|h| rest.starts_with(**h))?;
+    let head_len = "http://".len() + host.len();
+    let tail = &registered[head_len..];
+    // Right after the host: the path, the query, or the end (no port, no userinfo, no
+    // fragment, no longer host name such as `localhost.example`).
+    (tail.is_empty() || tail.starts_with(['/', '?'])).then(|| registered.split_at(head_len))
 }
 
-/// Is a port written in the URI's authority? The parser drops a scheme's default port
-/// (`http://127.0.0.1:80/` reads as port-less), but a registration that names one, default or
-/// not, names that port: RFC 8252 §7.3's any-port rule is for registrations without a port.
-fn writes_port(raw: &str) -> bool {
-    let authority = raw
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['/', '\\', '?', '#']).next().unwrap_or_default())
-        .unwrap_or_default();
-    // After an IPv6 literal's brackets, whose colons are not a port's.
-    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
-    authority[host_end..].contains(':')
+/// A port as RFC 3986 §3.2.3 writes it, within `u16`: 1 to 5 digits.
+fn is_port(text: &str) -> bool {
+    (1..=5).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && text.parse::<u16>().is_ok()
 }
 
-/// Is `requested` the `registered` text with a port written after its host, and nothing else
-/// changed? Compared as written: the parser would also take `127.0.01` or `0x7f.1` for
-/// `127.0.0.1`, and strip spaces around a URI, but RFC 9700 §4.1.3 compares strings.
-fn is_registered_with_port(registered: &str, requested: &str) -> bool {
-    let Some(rest) = registered.strip_prefix("http://") else {
-        return false;
-    };
-    let host_end = "http://".len() + rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
-    let (head, tail) = registered.split_at(host_end);
-    requested
-        .strip_prefix(head)
-        .and_then(|r| r.strip_suffix(tail))
-        .and_then(|r| r.strip_prefix(':'))
-        .is_some_and(|port| {
-            (1..=5).contains(&port.len())
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && port.parse::<u16>().is_ok()
-        })
-}
-
-/// Does the `requested` redirect URI match the `registered` one?
+/// Does the `requested` redirect URI match the `registered` one? RFC 9700 §4.1.3 / RFC 6749
+/// §3.1.2.3: the same string. RFC 8252 §7.3: for a registered loopback `http` URI without a
+/// port, the same string with any port written after the host; nothing else may differ (not
+/// the case of the scheme or host, not a dot segment, not an encoding).
 pub fn matches(registered: &str, requested: &str) -> bool {
     if registered == requested {
         return true;
     }
-    let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
+    let Some((head, tail)) = portless_loopback(registered) else {
         return false;
     };
-    // RFC 8252 §7.3: same scheme, host, path and query; any port.
-    is_portless_loopback(&reg)
-        && !writes_port(registered)
-        && req.scheme() == "http"
-        && req.host() == reg.host()
-        && req.path() == reg.path()
-        && req.query() == reg.query()
-        && req.fragment().is_none()
-        && req.username().is_empty()
-        && req.password().is_none()
-        // the text must be the registered one with a port added, nothing else
-        && is_registered_with_port(registered, requested)
+    requested
+        .strip_prefix(head)
+        .and_then(|r| r.strip_suffix(tail))
+        .and_then(|r| r.strip_prefix(':'))
+        .is_some_and(is_port)
+        && !tail.contains('#')
 }
 
 /// The first registered URI that `requested` matches.
@@ -169,7 +145,69 @@ mod tests {
         assert!(!matches("https://app.example/cb", "not a url"));
     }
 
+    /// Issue 14, finding 11: only the port may differ; what URL normalisation would equate
+    /// does not match.
+    #[test]
+    fn normalised_forms_do_not_match() {
+        let registered = "http://localhost/callback";
+        for requested in [
+            "HTTP://localhost:8080/callback",
+            "http://LOCALHOST:8080/callback",
+            "http://localhost:8080/callback/../callback",
+            "http://localhost:8080/./callback",
+            "http://localhost:8080/%63allback",
+            "http://localhost:8080//callback",
+            "http://localhost.:8080/callback",
+            "http://localhost:08080x/callback",
+            "http://localhost:99999/callback",
+            "http://localhost:/callback",
+        ] {
+            assert!(!matches(registered, requested), "{requested}");
+        }
+        // A registration in another case or with dot segments is not a loopback
+        // registration either: it is matched exactly.
+        assert!(!matches("HTTP://localhost/cb", "HTTP://localhost:1/cb"));
+        assert!(!matches("http://LOCALHOST/cb", "http://LOCALHOST:1/cb"));
+        assert!(!matches("http://localhost.example/cb", "http://localhost.example:1/cb"));
+        assert!(!matches("http://[::1]/cb", "http://[0:0:0:0:0:0:0:1]:1/cb"));
+        assert!(matches("http://localhost/a/../b", "http://localhost:9/a/../b"));
+    }
+
     proptest! {
+        /// RFC 9700 §4.1.3 / RFC 8252 §7.3 as one property: a request matches a port-less
+        /// loopback registration exactly when it is that string with `:port` after the host.
+        #[test]
+        fn only_the_port_may_differ(
+            host in prop::sample::select(LOOPBACK_HOSTS.to_vec()),
+            tail in "(/[a-zA-Z0-9._%~-]{0,8}){0,3}(\\?[a-z=&]{0,8})?",
+            port in 0u32..100_000,
+            mutation in 0usize..6,
+        ) {
+            let registered = format!("http://{host}{tail}");
+            let with_port = format!("http://{host}:{port}{tail}");
+            prop_assert_eq!(matches(&registered, &with_port), port <= 65535);
+            let mutated = match mutation {
+                0 => with_port.to_uppercase(),
+                1 => with_port.replacen("http", "HTTP", 1),
+                2 => format!("{with_port}/"),
+                3 => format!("{with_port}#f"),
+                4 => with_port.replacen(host, &host.to_uppercase(), 1),
+                _ => format!("http://{host}:{port}/.{tail}"),
+            };
+            if mutated != with_port && mutated != registered {
+                prop_assert!(!matches(&registered, &mutated), "{} vs {}", registered, mutated);
+            }
+        }
+
+        /// Any text besides a port, between the registered host and the rest, is refused.
+        #[test]
+        fn nothing_but_a_port_may_be_inserted(inserted in "\\PC{1,8}", tail in "/[a-z]{0,8}") {
+            let registered = format!("http://127.0.0.1{tail}");
+            let requested = format!("http://127.0.0.1{inserted}{tail}");
+            let is_port_text = inserted.strip_prefix(':').is_some_and(is_port);
+            prop_assert_eq!(matches(&registered, &requested), is_port_text);
+        }
+
         #[test]
         fn identical_strings_always_match(uri in "\\PC{0,60}") {
             prop_assert!(matches(&uri, &uri));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::{
     extract::{MatchedPath, State},
     http::{header, Method, Request, StatusCode, Uri},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -20,9 +21,77 @@ use tracing::Level;
 
 use crate::http::AppState;
 use crate::{
+    core::rate_limit::{ClientIp, Limit},
     endpoints,
-    http::{admin, compat, kit, oauth2, upstream, web},
+    http::{
+        admin, compat,
+        kit::{
+            self,
+            edge::{self, Door, Route},
+        },
+        oauth2, upstream, web,
+    },
 };
+
+/// The largest body of an OAuth API request, a page's form or a Matrix API request: a token
+/// request with a client assertion is a few KiB.
+const SMALL_BODY: usize = 64 * 1024;
+/// The largest body of an admin API request.
+const ADMIN_BODY: usize = 1024 * 1024;
+
+/// What the edge ([`kit::edge`]) checks on a path, and in which door's shape it refuses: the
+/// body limit, the per-IP limit of the unauthenticated requests that store a row (client
+/// registration, device authorization, `/authorize`, the legacy SSO redirect), and whether
+/// the parameter bounds apply.
+fn edge_route(path: &str) -> Route {
+    if let Some(rest) = endpoints::MATRIX_CLIENT_PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+    {
+        let route = Route::new(Door::Matrix, SMALL_BODY);
+        let sso = endpoints::COMPAT_SSO_REDIRECT;
+        let is_sso = rest == sso || rest.strip_prefix(sso).is_some_and(|r| r.starts_with('/'));
+        return if is_sso {
+            route.limited(Method::GET, Limit::CompatSsoRedirect)
+        } else {
+            route
+        };
+    }
+    if path.starts_with("/api/") {
+        return Route::new(Door::Admin, ADMIN_BODY);
+    }
+    match path {
+        endpoints::REGISTRATION => {
+            Route::new(Door::Registration, oauth2::registration::MAX_BODY_BYTES)
+                .limited(Method::POST, Limit::ClientRegistration)
+        }
+        endpoints::DEVICE_AUTHORIZATION => Route::new(Door::OAuth, SMALL_BODY)
+            .limited(Method::POST, Limit::DeviceAuthorization),
+        endpoints::AUTHORIZE => {
+            Route::new(Door::Browser, SMALL_BODY).limited(Method::GET, Limit::Authorize)
+        }
+        endpoints::END_SESSION => Route::new(Door::Browser, SMALL_BODY),
+        // The upstream provider's answer: its values are its own (an ID token may be long).
+        p if p.starts_with(endpoints::UPSTREAM_CALLBACK) => {
+            Route::new(Door::Browser, SMALL_BODY).unbounded()
+        }
+        p if p.starts_with("/oauth2/") || p.starts_with("/.well-known/") => {
+            Route::new(Door::OAuth, SMALL_BODY)
+        }
+        _ => Route::new(Door::Browser, SMALL_BODY),
+    }
+}
+
+/// The edge checks of every request ([`kit::edge::check`]).
+async fn edge_checks(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let route = edge_route(request.uri().path());
+    edge::check(&state, &client_ip, route, request, next).await
+}
 
 /// The whole router, with request IDs, a tracing span per request and CORS where browser
 /// clients call cross-origin: the public documents, and the API endpoints a client running in
@@ -91,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route(kit::STYLESHEET, get(kit::stylesheet))
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), edge_checks))
         .with_state(state)
         .layer(
             TraceLayer::new_for_http()

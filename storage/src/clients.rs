@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
 use super::{
-    for_each_backend, row_exists,
+    delete_batch, for_each_backend, row_exists,
     types::{DbId, Ts},
     StorageError,
 };
@@ -83,6 +83,16 @@ pub trait ClientRepository: Send {
     /// Deletes a client, and with it (cascade) its sessions, tokens, grants and consents.
     /// `false` when there was none.
     async fn delete(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Deletes the dynamically registered clients created before `before` that never got a
+    /// session (no sign-in, no token ever issued to them), with (cascade) their abandoned
+    /// grants. Static clients are never deleted here. At most `limit` rows; returns how many
+    /// (housekeeping, see `provider::core::housekeeping`).
+    async fn delete_unused_dynamic(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 
     /// Up to `limit` clients, static and dynamic, in ID (creation) order, after the client
     /// `after` when given (keyset pagination).
@@ -286,6 +296,22 @@ macro_rules! implementation {
                     .execute(self.conn())
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_unused_dynamic(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                delete_batch!(
+                    self,
+                    "oauth2_clients",
+                    "id",
+                    "is_static = FALSE AND created_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM oauth2_sessions s WHERE s.client_id = oauth2_clients.id)",
+                    Ts(before),
+                    limit
+                )
             }
 
             async fn list_page(

@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use ulid::Ulid;
 
 use super::{
-    compare_and_set, for_each_backend, inserted_under, row_exists,
+    compare_and_set, delete_batch, for_each_backend, inserted_under, row_exists,
     types::{db_precision, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
@@ -298,6 +298,16 @@ pub trait CompatSsoLoginRepository: Send {
     /// succeeds). `false` when it is not fulfilled, already exchanged or too old;
     /// [`StorageError::NotFound`] when there is no such login.
     async fn exchange(&mut self, id: Ulid, valid_for: Duration) -> Result<bool, StorageError>;
+
+    /// Deletes the logins created before `before` that were never exchanged: requests whose
+    /// page was abandoned, the request rows of completed logins (their token is never revealed)
+    /// and issued tokens nobody exchanged. Deletes at most `limit` rows and returns how many
+    /// (housekeeping, see `provider::core::housekeeping`).
+    async fn delete_abandoned(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -1038,6 +1048,21 @@ macro_rules! implementation {
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(self, done, "compat_sso_logins", id, "compat SSO login")
+            }
+
+            async fn delete_abandoned(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                delete_batch!(
+                    self,
+                    "compat_sso_logins",
+                    "id",
+                    "exchanged_at IS NULL AND created_at < $1",
+                    Ts(before),
+                    limit
+                )
             }
         }
     };

@@ -207,6 +207,17 @@ pub trait AuthorizationGrantRepository: Send {
     /// The user declined or the request was abandoned. Compare-and-set: only a grant neither
     /// fulfilled nor cancelled.
     async fn cancel(&mut self, id: Ulid) -> Result<bool, StorageError>;
+
+    /// Deletes the grants created before `before` whose code was never exchanged: requests
+    /// abandoned on the way (sign-in, consent), refused, or whose code expired unused. Deletes
+    /// at most `limit` rows and returns how many (housekeeping, see
+    /// `provider::core::housekeeping`). Exchanged grants are kept: a replayed code is refused
+    /// by them, and it revokes what they issued (RFC 6749 §4.1.2).
+    async fn delete_abandoned(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[async_trait]
@@ -577,6 +588,21 @@ macro_rules! implementation {
                     "oauth2_authorization_grants",
                     id,
                     "authorization grant"
+                )
+            }
+
+            async fn delete_abandoned(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                delete_batch!(
+                    self,
+                    "oauth2_authorization_grants",
+                    "id",
+                    "exchanged_at IS NULL AND created_at < $1",
+                    Ts(before),
+                    limit
                 )
             }
         }

@@ -50,6 +50,15 @@ pub trait RateLimitRepository: Send {
     /// `tat` ≤ now on, however far back `tat` goes.
     async fn refund(&mut self, key: &str, quota: Quota) -> Result<(), StorageError>;
 
+    /// The bucket's TAT (microseconds since the Unix epoch), without spending: `None` when there
+    /// is no bucket (a full one). [`Quota::spend`] of it tells whether a spend would pass.
+    async fn peek(&mut self, key: &str) -> Result<Option<i64>, StorageError>;
+
+    /// Keeps the row `key` until `until` (microseconds since the Unix epoch) at least: a marker
+    /// rather than a bucket (such as "this account signed in from this address"), deleted with
+    /// the full buckets once `until` is past. Never moves an existing row's time back.
+    async fn hold_until(&mut self, key: &str, until: i64) -> Result<(), StorageError>;
+
     /// Deletes up to `limit` full buckets (nothing spent that has not been refilled by now:
     /// the same as no row) and returns how many.
     async fn delete_full(&mut self, limit: u32) -> Result<u64, StorageError>;
@@ -108,6 +117,28 @@ macro_rules! implementation {
                     .bind(quota.interval_micros())
                     .execute(self.conn())
                     .await?;
+                Ok(())
+            }
+
+            async fn peek(&mut self, key: &str) -> Result<Option<i64>, StorageError> {
+                Ok(
+                    sqlx::query_scalar("SELECT tat FROM rate_limits WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(self.conn())
+                        .await?,
+                )
+            }
+
+            async fn hold_until(&mut self, key: &str, until: i64) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO rate_limits (key, tat) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE \
+                       SET tat = (CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat ELSE $2 END)",
+                )
+                .bind(key)
+                .bind(until)
+                .execute(self.conn())
+                .await?;
                 Ok(())
             }
 

@@ -23,6 +23,18 @@ pub struct RateLimitingConfig {
     pub recovery: RecoveryRateLimits,
     #[serde(default)]
     pub token: TokenRateLimits,
+    #[serde(default)]
+    pub client_registration: PerIpRateLimits,
+    #[serde(default)]
+    pub device_authorization: PerIpRateLimits,
+    #[serde(default)]
+    pub authorize: PerIpRateLimits,
+    #[serde(default)]
+    pub compat_sso: PerIpRateLimits,
+    #[serde(default)]
+    pub user_code: UserCodeRateLimits,
+    #[serde(default)]
+    pub client_auth: ClientAuthRateLimits,
 }
 
 impl Default for RateLimitingConfig {
@@ -34,6 +46,12 @@ impl Default for RateLimitingConfig {
             email: EmailRateLimits::default(),
             recovery: RecoveryRateLimits::default(),
             token: TokenRateLimits::default(),
+            client_registration: PerIpRateLimits::default(),
+            device_authorization: PerIpRateLimits::default(),
+            authorize: PerIpRateLimits::default(),
+            compat_sso: PerIpRateLimits::default(),
+            user_code: UserCodeRateLimits::default(),
+            client_auth: ClientAuthRateLimits::default(),
         }
     }
 }
@@ -44,9 +62,38 @@ pub struct LoginRateLimits {
     /// Sign-in attempts per client IP.
     #[serde(default)]
     pub per_ip: LimitConfig,
-    /// Failed sign-in attempts per account.
+    /// Failed sign-in attempts per account from one address.
     #[serde(default)]
     pub per_account: LimitConfig,
+    /// Failed sign-in attempts per account from every address together.
+    #[serde(default)]
+    pub per_account_global: LimitConfig,
+}
+
+/// A section with one per-IP limit: `client_registration`, `device_authorization`,
+/// `authorize`, `compat_sso` (the unauthenticated requests that store a row).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PerIpRateLimits {
+    #[serde(default)]
+    pub per_ip: LimitConfig,
+}
+
+/// `rate_limiting.user_code`: user codes typed on the device verification page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserCodeRateLimits {
+    #[serde(default)]
+    pub per_ip: LimitConfig,
+    #[serde(default)]
+    pub per_session: LimitConfig,
+}
+
+/// `rate_limiting.client_auth`: failed client authentications.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientAuthRateLimits {
+    #[serde(default)]
+    pub failures_per_ip: LimitConfig,
+    #[serde(default)]
+    pub failures_per_client: LimitConfig,
 }
 
 /// `rate_limiting.registration`.
@@ -104,6 +151,15 @@ impl RateLimitingConfig {
             Limit::Recovery => &self.recovery.per_address,
             Limit::RecoveryPerIp => &self.recovery.per_ip,
             Limit::Token => &self.token.per_client,
+            Limit::LoginPerAccountGlobal => &self.login.per_account_global,
+            Limit::ClientRegistration => &self.client_registration.per_ip,
+            Limit::DeviceAuthorization => &self.device_authorization.per_ip,
+            Limit::Authorize => &self.authorize.per_ip,
+            Limit::CompatSsoRedirect => &self.compat_sso.per_ip,
+            Limit::UserCodePerIp => &self.user_code.per_ip,
+            Limit::UserCodePerSession => &self.user_code.per_session,
+            Limit::ClientAuthPerIp => &self.client_auth.failures_per_ip,
+            Limit::ClientAuthPerClient => &self.client_auth.failures_per_client,
         }
     }
 

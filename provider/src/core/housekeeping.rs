@@ -7,6 +7,16 @@
 //! a [`GRACE`] after they ended or began, device code grants and upstream authorization
 //! sessions (consumed, or abandoned halfway through the upstream's pages).
 //!
+//! What anyone may create without signing in and then abandon goes too, so nobody can grow the
+//! database by starting flows they never finish:
+//! - authorization grants whose code was never exchanged, a [`GRACE`] after `/authorize`
+//!   stored them (a code is valid for 10 minutes; the login page may sit open a while longer);
+//! - legacy SSO logins never exchanged, a [`GRACE`] after the redirect stored them (the page
+//!   is valid for 10 minutes, the login token for less);
+//! - dynamically registered clients that never got a session, [`UNUSED_CLIENT_AGE`] after
+//!   they registered (a client registers just before its first sign-in; one that comes back
+//!   later registers again, as MSC2966 clients do for an unknown `client_id`).
+//!
 //! The work of a run is bounded: each table gets at most [`BATCHES_PER_RUN`] deletes of
 //! [`BATCH`] rows, each in its own short transaction, so a backlog is worked off over a few runs
 //! without long locks. Every replica may run it: the deletes are idempotent. Time comes from the
@@ -29,6 +39,9 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 /// traced.
 pub const GRACE: chrono::Duration = chrono::Duration::days(1);
 
+/// How long a dynamically registered client that never got a session is kept.
+pub const UNUSED_CLIENT_AGE: chrono::Duration = chrono::Duration::days(7);
+
 /// How many rows of each table a run deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Deleted {
@@ -39,6 +52,9 @@ pub struct Deleted {
     pub client_assertion_jtis: u64,
     pub device_code_grants: u64,
     pub upstream_sessions: u64,
+    pub abandoned_authorization_grants: u64,
+    pub abandoned_compat_sso_logins: u64,
+    pub unused_clients: u64,
 }
 
 impl Deleted {
@@ -50,6 +66,9 @@ impl Deleted {
             + self.client_assertion_jtis
             + self.device_code_grants
             + self.upstream_sessions
+            + self.abandoned_authorization_grants
+            + self.abandoned_compat_sso_logins
+            + self.unused_clients
     }
 }
 
@@ -63,10 +82,13 @@ enum Table {
     ClientAssertionJtis,
     DeviceCodeGrants,
     UpstreamSessions,
+    AuthorizationGrants,
+    CompatSsoLogins,
+    UnusedClients,
 }
 
 impl Table {
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 10] = [
         Table::RateLimitBuckets,
         Table::EmailVerifications,
         Table::PendingRegistrations,
@@ -74,6 +96,9 @@ impl Table {
         Table::ClientAssertionJtis,
         Table::DeviceCodeGrants,
         Table::UpstreamSessions,
+        Table::AuthorizationGrants,
+        Table::CompatSsoLogins,
+        Table::UnusedClients,
     ];
 
     /// Deletes one batch of the table's dead rows, as of `now`.
@@ -107,6 +132,21 @@ impl Table {
                     .delete_expired(now - GRACE, BATCH)
                     .await
             }
+            Table::AuthorizationGrants => {
+                repo.authorization_grants()
+                    .delete_abandoned(now - GRACE, BATCH)
+                    .await
+            }
+            Table::CompatSsoLogins => {
+                repo.compat_sso_logins()
+                    .delete_abandoned(now - GRACE, BATCH)
+                    .await
+            }
+            Table::UnusedClients => {
+                repo.clients()
+                    .delete_unused_dynamic(now - UNUSED_CLIENT_AGE, BATCH)
+                    .await
+            }
         }
     }
 
@@ -119,6 +159,9 @@ impl Table {
             Table::ClientAssertionJtis => &mut deleted.client_assertion_jtis,
             Table::DeviceCodeGrants => &mut deleted.device_code_grants,
             Table::UpstreamSessions => &mut deleted.upstream_sessions,
+            Table::AuthorizationGrants => &mut deleted.abandoned_authorization_grants,
+            Table::CompatSsoLogins => &mut deleted.abandoned_compat_sso_logins,
+            Table::UnusedClients => &mut deleted.unused_clients,
         }
     }
 }
@@ -161,6 +204,9 @@ pub async fn run(storage: Storage, shutdown: impl std::future::Future<Output = (
                 client_assertion_jtis = d.client_assertion_jtis,
                 device_code_grants = d.device_code_grants,
                 upstream_sessions = d.upstream_sessions,
+                abandoned_authorization_grants = d.abandoned_authorization_grants,
+                abandoned_compat_sso_logins = d.abandoned_compat_sso_logins,
+                unused_clients = d.unused_clients,
                 "housekeeping: deleted expired rows"
             ),
             Err(e) => tracing::warn!(error = %e, "housekeeping: can't delete expired rows"),

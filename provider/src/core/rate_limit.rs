@@ -114,6 +114,63 @@ impl RateLimiter {
         }
     }
 
+    /// Whether a [`RateLimiter::check`] of `limit` for `key` would pass now, without spending:
+    /// `Err(Limited)` when the bucket is empty. For limits that count only failures, checked
+    /// before an attempt and spent by [`RateLimiter::count_failure`] after a failed one: a
+    /// success costs one read. Concurrent failures may overshoot the burst by as many as run
+    /// at once (the check and the spend are two statements).
+    pub async fn peek(&self, limit: Limit, key: &str) -> Result<(), RateLimitError> {
+        let Some(quota) = self.limits.quota(limit) else {
+            return Ok(());
+        };
+        let now = self.storage.entropy().clock.now().timestamp_micros();
+        let mut repo = self.storage.reader().await?;
+        let tat = repo.rate_limits().peek(&bucket_key(limit, key)).await?;
+        match quota.spend(tat, now) {
+            Ok(_) => Ok(()),
+            Err(wait) => {
+                tracing::info!(limit = limit.name(), retry_after_ms = wait / 1000, "rate limited");
+                Err(RateLimitError::Limited {
+                    retry_after: Duration::from_micros(wait),
+                })
+            }
+        }
+    }
+
+    /// Spends one unit of `limit` for `key` after a failed attempt, whatever is left (see
+    /// [`RateLimiter::peek`]).
+    pub async fn count_failure(&self, limit: Limit, key: &str) -> Result<(), StorageError> {
+        let Some(quota) = self.limits.quota(limit) else {
+            return Ok(());
+        };
+        let mut repo = self.storage.reader().await?;
+        repo.rate_limits()
+            .spend(&bucket_key(limit, key), quota)
+            .await
+            .map(|_| ())
+    }
+
+    /// Remembers `what` (a [`marker_key`]) for `period` from now; see
+    /// [`RateLimiter::remembers`]. Stored in the buckets' table, so housekeeping forgets it
+    /// once the period is over, and every replica sees it.
+    pub async fn remember(&self, what: &str, period: Duration) -> Result<(), StorageError> {
+        let until = self.storage.entropy().clock.now().timestamp_micros()
+            + i64::try_from(period.as_micros()).unwrap_or(i64::MAX / 2);
+        let mut repo = self.storage.reader().await?;
+        repo.rate_limits().hold_until(what, until).await
+    }
+
+    /// Whether [`RateLimiter::remember`] stored `what` less than its period ago.
+    pub async fn remembers(&self, what: &str) -> Result<bool, StorageError> {
+        let now = self.storage.entropy().clock.now().timestamp_micros();
+        let mut repo = self.storage.reader().await?;
+        Ok(repo
+            .rate_limits()
+            .peek(what)
+            .await?
+            .is_some_and(|until| until > now))
+    }
+
     /// Gives back the unit a [`RateLimiter::check`] of `limit` for `key` took: the attempt
     /// turned out not to count (a sign-in with the right password is not a failed attempt).
     pub async fn refund(&self, limit: Limit, key: &str) -> Result<(), StorageError> {
@@ -125,6 +182,22 @@ impl RateLimiter {
             .refund(&bucket_key(limit, key), quota)
             .await
     }
+}
+
+/// The stored key of a marker for [`RateLimiter::remember`]: `<what>:<hex SHA-256 of key>`,
+/// bounded and without the key itself, like a bucket's ([`bucket_key`]).
+pub fn marker_key(what: &str, key: &str) -> String {
+    format!("{what}:{}", hex::encode(crate::crypto::sha256(key)))
+}
+
+/// A key made of several parts (an account and an address), unambiguous whatever the parts
+/// hold: each is length-prefixed.
+pub fn compound_key(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|p| format!("{}:{p}", p.len()))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// The `Retry-After` header value for a wait.

@@ -7,7 +7,7 @@ use ulid::Ulid;
 use crate::{
     core::{
         passwords::Verified,
-        rate_limit::{ClientIp, Limit, RateLimitError},
+        rate_limit::{compound_key, marker_key, ClientIp, Limit, RateLimitError},
         Core,
     },
     storage::{BoxRepository, StorageError, User},
@@ -133,15 +133,26 @@ impl From<RateLimitError> for AttemptError {
     }
 }
 
+/// How long an address where an account signed in stays a *known place* for it (see
+/// [`attempt_sign_in`]).
+pub const KNOWN_PLACE_DAYS: u64 = 30;
+
 /// [`check_password`] behind the sign-in rate limits, for the doors where anyone may try a
-/// password (the login page, the legacy Matrix login):
+/// password (the login page, the legacy Matrix login). The limits bound guessing without
+/// letting a stranger lock an account out (README "Rate limits"):
 ///
 /// 1. one unit of [`Limit::LoginPerIp`] for the client's address, whatever the outcome;
-/// 2. one unit of [`Limit::LoginPerAccount`] for the username, spent before the check (so
-///    parallel guesses can't all slip in before the first failure counts) and given back when
-///    the password was right: only failed attempts count. An empty bucket refuses the attempt
-///    without checking the password, so while it is empty even the right password is refused
-///    and a guesser can't tell a right guess from a wrong one.
+/// 2. one unit of [`Limit::LoginPerAccount`] for the account *from this address* (IPv6: its
+///    /64), spent before the check (so parallel guesses can't all slip in before the first
+///    failure counts) and given back when the password was right: only failed attempts count.
+///    An empty bucket refuses the attempt without checking the password, so a guesser can't
+///    tell a right guess from a wrong one; but it is the guesser's own bucket: the account's
+///    owner, elsewhere, is not affected;
+/// 3. one unit of [`Limit::LoginPerAccountGlobal`] for the account from every address
+///    together (much larger: it bounds guessing from many addresses), also given back on the
+///    right password. When it is empty, the password is checked only from a *known place*:
+///    an address where the account signed in during the last [`KNOWN_PLACE_DAYS`] days. So a
+///    botnet that empties it still can't keep the owner out at home.
 ///
 /// The account key is the trimmed username, as [`check_password`] looks it up; unknown
 /// usernames have buckets too, so the limits say nothing about which accounts exist.
@@ -153,12 +164,40 @@ pub async fn attempt_sign_in(
 ) -> Result<Result<PasswordMatch, Refusal>, AttemptError> {
     state.limiter.check_ip(Limit::LoginPerIp, client_ip).await?;
     let account = username.trim();
-    state.limiter.check(Limit::LoginPerAccount, account).await?;
+    let address = client_ip.bucket_key().unwrap_or_default();
+    let place = compound_key(&[account, &address]);
+    state.limiter.check(Limit::LoginPerAccount, &place).await?;
+    let known_place = marker_key("login_known_place", &place);
+    let global_spent = match state
+        .limiter
+        .check(Limit::LoginPerAccountGlobal, account)
+        .await
+    {
+        Ok(()) => true,
+        Err(RateLimitError::Limited { .. })
+            if !address.is_empty() && state.limiter.remembers(&known_place).await? =>
+        {
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
     let outcome = check_password(state, username, password).await?;
     if !matches!(outcome, Err(Refusal::WrongCredentials)) {
         // The right password (the account may still be locked): not a failed attempt.
-        if let Err(e) = state.limiter.refund(Limit::LoginPerAccount, account).await {
-            tracing::warn!(error = %e, "sign-in: can't give back the attempt's rate-limit unit");
+        let mut given_back = vec![(Limit::LoginPerAccount, place.as_str())];
+        if global_spent {
+            given_back.push((Limit::LoginPerAccountGlobal, account));
+        }
+        for (limit, key) in given_back {
+            if let Err(e) = state.limiter.refund(limit, key).await {
+                tracing::warn!(error = %e, "sign-in: can't give back the attempt's rate-limit unit");
+            }
+        }
+        if outcome.is_ok() && !address.is_empty() {
+            let period = std::time::Duration::from_secs(KNOWN_PLACE_DAYS * 24 * 3600);
+            if let Err(e) = state.limiter.remember(&known_place, period).await {
+                tracing::warn!(error = %e, "sign-in: can't remember the address as a known place");
+            }
         }
     }
     Ok(outcome)

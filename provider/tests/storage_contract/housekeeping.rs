@@ -357,6 +357,7 @@ async fn run_once_cleans_every_table(db: TestDb) {
             client_assertion_jtis: 1,
             device_code_grants: 0,
             upstream_sessions: 0,
+            ..Deleted::default()
         }
     );
     // After it, they go too.

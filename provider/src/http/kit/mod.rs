@@ -23,6 +23,7 @@ use url::Url;
 
 pub mod client_ip;
 pub mod continuation;
+pub mod edge;
 pub mod params;
 pub mod session;
 

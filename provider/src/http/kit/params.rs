@@ -1,9 +1,63 @@
 //! Reading requests, the same way at every door: form-encoded parameters ([`Params`], RFC 6749
-//! §3.1) and the `Authorization` header ([`authorization`], RFC 6750 §2.1).
+//! §3.1; [`form`] for the bodies of the token endpoint and the endpoints built like it) and the
+//! `Authorization` header ([`authorization`], RFC 6750 §2.1).
+//!
+//! Control characters never pass: no protocol value may hold one (RFC 6749 Appendix A: every
+//! OAuth parameter is VSCHAR / NQCHAR / NQSCHAR, printable; Matrix identifiers are printable),
+//! and PostgreSQL refuses a NUL in text outright. [`form`] refuses them, and so does the edge
+//! check of every request ([`super::edge`]), before any handler reads a value.
 
 use std::collections::BTreeMap;
 
 use axum::http::{header, HeaderMap};
+
+/// Does the text hold a control character (Unicode `Cc`: C0, DEL and C1)?
+pub fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+/// `Content-Type: application/x-www-form-urlencoded` (parameters such as `charset` allowed).
+pub fn is_form_urlencoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// Why a form body was refused; each door answers it in its own shape (the OAuth endpoints:
+/// `invalid_request`, RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("the request body must be application/x-www-form-urlencoded")]
+    NotForm,
+    #[error("the body is not UTF-8")]
+    NotUtf8,
+    /// RFC 6749 §3.1: parameters must not be included more than once.
+    #[error("the `{0}` parameter is repeated (RFC 6749 §3.1)")]
+    Repeated(String),
+    /// A name or value holds a control character (see the module documentation).
+    #[error("the `{0}` parameter holds control characters")]
+    Control(String),
+}
+
+/// The parameters of a `POST` to the token endpoint and the endpoints built like it:
+/// an `application/x-www-form-urlencoded` body (RFC 6749 §3.2; device authorization RFC 8628
+/// §3.1, introspection RFC 7662 §2.1, revocation RFC 7009 §2.1), in UTF-8, each parameter at most
+/// once (RFC 6749 §3.1), without control characters. The one way to read such a form.
+pub fn form(headers: &HeaderMap, body: &[u8]) -> Result<Params, FormError> {
+    if !is_form_urlencoded(headers) {
+        return Err(FormError::NotForm);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| FormError::NotUtf8)?;
+    let params = Params::parse(text);
+    if let Some(name) = params.repeated_names().first() {
+        return Err(FormError::Repeated(name.clone()));
+    }
+    if let Some(name) = params.control_name() {
+        return Err(FormError::Control(name.to_owned()));
+    }
+    Ok(params)
+}
 
 /// Request parameters. RFC 6749 §3.1: parameters MUST NOT be included more than once; the
 /// names that were are kept to be refused.
@@ -46,6 +100,19 @@ impl Params {
     /// The names of the parameters sent more than once.
     pub fn repeated_names(&self) -> &[String] {
         &self.repeated
+    }
+
+    /// The first parameter whose name or value holds a control character.
+    pub fn control_name(&self) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(name, value)| has_control(name) || has_control(value))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Every parameter, in name order (a repeated one with its first value).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 }
 
@@ -95,5 +162,46 @@ pub fn parse_authorization(value: &str) -> Authorization<'_> {
     match rest.trim() {
         "" => Authorization::Malformed,
         token => Authorization::Bearer(token),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn form_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers
+    }
+
+    #[test]
+    fn forms_refuse_control_characters_in_names_and_values() {
+        for c in (0u8..0x20).chain([0x7f]) {
+            let encoded = format!("%{c:02X}");
+            let body = format!("client_id=a{encoded}b");
+            assert_eq!(
+                form(&form_headers(), body.as_bytes()).unwrap_err(),
+                FormError::Control("client_id".into()),
+                "{encoded}"
+            );
+            let body = format!("x{encoded}=1");
+            assert!(matches!(
+                form(&form_headers(), body.as_bytes()),
+                Err(FormError::Control(_))
+            ));
+        }
+        // C1 controls too (U+0085 NEL).
+        assert!(form(&form_headers(), b"state=%C2%85").is_err());
+        // Printable text, spaces and other scripts pass.
+        let params = form(&form_headers(), "state=a+b%C3%A9%E2%82%AC".as_bytes()).unwrap();
+        assert_eq!(params.get("state"), Some("a b\u{e9}\u{20ac}"));
+        assert_eq!(form(&form_headers(), b"a=1&a=2"), Err(FormError::Repeated("a".into())));
+        assert_eq!(form(&HeaderMap::new(), b"a=1"), Err(FormError::NotForm));
     }
 }

@@ -5,6 +5,14 @@
 //! assertions of RFC 7523 §2.2 / OIDC Core §9: `client_secret_jwt` (HS256 keyed with the client
 //! secret) and `private_key_jwt` (RS256 or ES256 with a key of the client's inline `jwks`). A
 //! client must use the method it registered, and only one method per request (RFC 6749 §2.3).
+//!
+//! Failed authentications are rate limited (RFC 6749 §10.10 / RFC 8628 §5.1: guessing must be
+//! bounded): per client IP ([`Limit::ClientAuthPerIp`]) and per `client_id`
+//! ([`Limit::ClientAuthPerClient`], larger, so one address can't keep a client out). Only
+//! failures spend; each authentication first looks whether both buckets still hold a unit, and
+//! over either the request is answered 429 `temporarily_unavailable` with `Retry-After`
+//! without looking at the credentials. Credentials holding control characters are refused
+//! before any query (`invalid_client`).
 
 use axum::http::{header, HeaderMap};
 use base64::{
@@ -17,7 +25,11 @@ use subtle::ConstantTimeEq as _;
 
 use super::{authorize::Params, token::TokenError};
 use crate::{
-    crypto::Encrypter, domain::client_metadata::RegisteredMetadata, endpoints, http::AppState,
+    core::rate_limit::{self, ClientIp, Limit, RateLimitError},
+    crypto::Encrypter,
+    domain::client_metadata::RegisteredMetadata,
+    endpoints,
+    http::{kit::params::has_control, AppState},
     storage::Client,
 };
 
@@ -93,7 +105,15 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, Toke
             let (id, secret) = decoded.split_once(':').ok_or_else(|| {
                 TokenError::invalid_client("the Basic credentials have no `:`", true)
             })?;
-            Some((form_decode(id), form_decode(secret)))
+            let (id, secret) = (form_decode(id), form_decode(secret));
+            // RFC 6749 §2.3.1 / Appendix A.1: client_id and client_secret are VSCHARs.
+            if has_control(&id) || has_control(&secret) {
+                return Err(TokenError::invalid_client(
+                    "the Basic credentials hold control characters",
+                    true,
+                ));
+            }
+            Some((id, secret))
         }
         None => None,
     };
@@ -148,14 +168,86 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, Toke
     }
 }
 
-/// Authenticates the client of a token request.
+impl Credentials {
+    /// The client the credentials name (for an assertion, its unverified `sub`, else the
+    /// `client_id` sent alongside).
+    fn claimed_id(&self) -> Option<String> {
+        match self {
+            Self::Basic { id, .. } | Self::Post { id, .. } | Self::None { id } => Some(id.clone()),
+            Self::Assertion { assertion, body_id } => read_assertion(assertion, body_id.as_deref())
+                .ok()
+                .map(|a| a.client_id)
+                .or_else(|| body_id.clone()),
+        }
+    }
+}
+
+/// The answer over a failed-authentication limit: 429 `temporarily_unavailable` with
+/// `Retry-After`, as the token endpoint's own limit answers (RFC 6585 §4; the registered code
+/// of RFC 6749 §4.1.2.1).
+fn too_many_failures(retry_after: std::time::Duration) -> TokenError {
+    TokenError {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        error: "temporarily_unavailable",
+        description: format!(
+            "too many failed client authentications; retry after {} s",
+            rate_limit::retry_after_seconds(retry_after)
+        ),
+        basic_challenge: false,
+        retry_after: Some(retry_after),
+    }
+}
+
+/// The buckets of failed authentications a request from `client_ip` naming `client_id`
+/// spends from.
+fn failure_buckets(client_ip: &ClientIp, client_id: Option<&str>) -> Vec<(Limit, String)> {
+    let mut buckets = Vec::with_capacity(2);
+    if let Some(ip) = client_ip.bucket_key() {
+        buckets.push((Limit::ClientAuthPerIp, ip));
+    }
+    if let Some(id) = client_id {
+        buckets.push((Limit::ClientAuthPerClient, id.to_owned()));
+    }
+    buckets
+}
+
+/// Authenticates the client of a request to the token endpoint or an endpoint built like it
+/// (device authorization, introspection, revocation), behind the limits on failures (see the
+/// module documentation).
 pub async fn authenticate(
     state: &AppState,
+    client_ip: &ClientIp,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<AuthenticatedClient, TokenError> {
     let credentials = credentials(headers, params)?;
-    let (id, secret, used, basic) = match &credentials {
+    let buckets = failure_buckets(client_ip, credentials.claimed_id().as_deref());
+    for (limit, key) in &buckets {
+        match state.limiter.peek(*limit, key).await {
+            Ok(()) => {}
+            Err(RateLimitError::Limited { retry_after }) => {
+                return Err(too_many_failures(retry_after))
+            }
+            Err(RateLimitError::Storage(e)) => return Err(TokenError::server(e)),
+        }
+    }
+    let result = check_credentials(state, &credentials).await;
+    if result.as_ref().is_err_and(|e| e.error == "invalid_client") {
+        for (limit, key) in &buckets {
+            if let Err(e) = state.limiter.count_failure(*limit, key).await {
+                tracing::warn!(error = %e, "client authentication: can't count the failure");
+            }
+        }
+    }
+    result
+}
+
+/// The credentials' check itself.
+async fn check_credentials(
+    state: &AppState,
+    credentials: &Credentials,
+) -> Result<AuthenticatedClient, TokenError> {
+    let (id, secret, used, basic) = match credentials {
         Credentials::Basic { id, secret } => (id, Some(secret), "client_secret_basic", true),
         Credentials::Post { id, secret } => (id, Some(secret), "client_secret_post", false),
         Credentials::None { id } => (id, None, "none", false),
@@ -301,6 +393,12 @@ pub fn read_assertion(
     if iss != sub {
         return Err(assertion_error(
             "client_assertion `iss` and `sub` must both be the client_id",
+        ));
+    }
+    // RFC 6749 Appendix A.1: a client_id is VSCHARs; refused before it reaches a query.
+    if has_control(sub) {
+        return Err(assertion_error(
+            "client_assertion `sub` holds control characters",
         ));
     }
     // RFC 7523 §3: a client_id sent alongside must name the same client.

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::http::kit;
 use crate::{
+    core::rate_limit::ClientIp,
     crypto::sha256,
     domain::{
         scope::Scope,
@@ -83,12 +84,18 @@ fn refused(error: OAuthError) -> TokenError {
         error: error.error,
         description: error.description,
         basic_challenge: false,
+        retry_after: None,
     }
 }
 
 /// `POST /oauth2/device`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&state, &headers, &body).await {
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&state, &client_ip, &headers, &body).await {
         Ok(answer) => no_store(Json(answer).into_response()),
         Err(error) => error.into_response(),
     }
@@ -96,13 +103,14 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 
 async fn handle(
     state: &AppState,
+    client_ip: &ClientIp,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<DeviceAuthorizationResponse, TokenError> {
     // RFC 8628 §3.1: application/x-www-form-urlencoded parameters, each once (RFC 6749 §3.1).
     let params = form_params(headers, body)?;
     // RFC 8628 §3.1: client authentication as at the token endpoint (RFC 6749 §3.2.1).
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let client = client_auth::authenticate(state, client_ip, headers, &params).await?;
     // The shared checks (authorize::CHECKS): parameters once (RFC 6749 §3.1), the client is
     // registered for the device grant (RFC 8628 §3.2 / RFC 6749 §5.2 unauthorized_client), a
     // well-formed scope (RFC 6749 §3.3).

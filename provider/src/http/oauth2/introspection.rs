@@ -35,6 +35,7 @@ use super::{
     userinfo::{self, Authorization, BearerError},
 };
 use crate::{
+    core::rate_limit::ClientIp,
     crypto::sha256,
     domain::{
         scope::{self, Scope, API_SCOPE, DEVICE_SCOPE_PREFIX, SYNAPSE_ADMIN_SCOPE},
@@ -149,6 +150,7 @@ fn is_shared_secret(given: &str, secret: &str) -> bool {
 
 async fn authenticate(
     state: &AppState,
+    client_ip: &ClientIp,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Caller, IntrospectionError> {
@@ -167,7 +169,7 @@ async fn authenticate(
         ))),
         // HTTP Basic, client_secret_post or nothing: client authentication decides.
         Authorization::Absent | Authorization::Other => {
-            let client = client_auth::authenticate(state, headers, params).await?;
+            let client = client_auth::authenticate(state, client_ip, headers, params).await?;
             // RFC 7662 §2.1 requires authorization; a public client proves nothing.
             if client.client.token_endpoint_auth_method == "none" {
                 return Err(TokenError::invalid_client(
@@ -182,8 +184,13 @@ async fn authenticate(
 }
 
 /// `POST /oauth2/introspect`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&state, &headers, &body).await {
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&state, &client_ip, &headers, &body).await {
         Ok(answer) => super::no_store(Json(answer).into_response()),
         Err(error) => error.into_response(),
     }
@@ -191,11 +198,12 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 
 async fn handle(
     state: &AppState,
+    client_ip: &ClientIp,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Introspection, IntrospectionError> {
     let params = form_params(headers, body)?;
-    let caller = authenticate(state, headers, &params).await?;
+    let caller = authenticate(state, client_ip, headers, &params).await?;
     let token = token_param(&params)?;
     let supports_device_id = headers
         .get(SUPPORTS_DEVICE_ID_HEADER)

@@ -27,7 +27,7 @@ use super::{
     no_store,
     token::{form_params, TokenError},
 };
-use crate::core::sessions::end_oauth2_session;
+use crate::core::{rate_limit::ClientIp, sessions::end_oauth2_session};
 use crate::{
     crypto::sha256,
     domain::token::TokenKind,
@@ -40,18 +40,28 @@ use crate::{
 pub const AUTH_METHODS: &[&str] = super::token::AUTH_METHODS;
 
 /// `POST /oauth2/revoke`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&state, &headers, &body).await {
+pub async fn post(
+    State(state): State<AppState>,
+    client_ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&state, &client_ip, &headers, &body).await {
         // RFC 7009 §2.2: "The content of the response body is ignored by the client".
         Ok(()) => no_store(StatusCode::OK.into_response()),
         Err(error) => error.into_response(),
     }
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), TokenError> {
+async fn handle(
+    state: &AppState,
+    client_ip: &ClientIp,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), TokenError> {
     let params = form_params(headers, body)?;
     // RFC 7009 §2.1: "The authorization server first validates the client credentials".
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let client = client_auth::authenticate(state, client_ip, headers, &params).await?;
     let token = token_param(&params)?;
     // §2.2: an invalid token is no error; the checksum rejects garbage before any query.
     let Ok(kind) = TokenKind::parse(token) else {

@@ -8,6 +8,9 @@
 //! - `POST /link` (CSRF): the approval page for a pending request with that code: the client's
 //!   name, the user code to compare with the device's (§5.4 remote phishing), the scopes in
 //!   words. Codes are compared normalised (§6.1: case-insensitive, dashes and spaces ignored).
+//!   Guessing is bounded (RFC 8628 §5.1): each code typed spends one unit per client IP
+//!   ([`Limit::UserCodePerIp`]) and per browser session ([`Limit::UserCodePerSession`]);
+//!   over either, a 429 page says when to try again, with `Retry-After`.
 //! - `POST /link/approve` (CSRF): allow → the grant is fulfilled; deny → rejected. The device
 //!   learns the answer at its next poll.
 //!
@@ -24,7 +27,10 @@ use axum_extra::extract::PrivateCookieJar;
 use serde::Deserialize;
 use ulid::Ulid;
 
-use crate::core::clients;
+use crate::core::{
+    clients,
+    rate_limit::{self, ClientIp, Limit, RateLimitError},
+};
 use crate::http::kit::{
     self,
     continuation::{self, display_code, AfterSignIn, MAX_CARRIED_CODE},
@@ -193,20 +199,72 @@ pub struct LinkForm {
 /// `POST /link`: the approval page for the code's pending request.
 pub async fn post(
     State(state): State<AppState>,
+    client_ip: ClientIp,
     jar: PrivateCookieJar,
     Form(form): Form<LinkForm>,
 ) -> Response {
     let cookie = kit::load_cookie(&state, jar);
-    let response = entered(&state, &cookie, &form).await;
+    let response = entered(&state, &client_ip, &cookie, &form).await;
     (cookie.into_jar(), response).into_response()
 }
 
-async fn entered(state: &AppState, cookie: &BrowserCookie, form: &LinkForm) -> Response {
+/// Spends one unit of each user-code limit (RFC 8628 §5.1); the page to answer when one is
+/// empty.
+async fn over_guess_limit(
+    state: &AppState,
+    client_ip: &ClientIp,
+    session: &BrowserSession,
+) -> Option<Response> {
+    let mut checked = state
+        .limiter
+        .check_ip(Limit::UserCodePerIp, client_ip)
+        .await;
+    if checked.is_ok() {
+        checked = state
+            .limiter
+            .check(Limit::UserCodePerSession, &session.id.to_string())
+            .await;
+    }
+    match checked {
+        Ok(()) => None,
+        Err(RateLimitError::Limited { retry_after }) => {
+            let mut page = kit::error_page(
+                &state.templates,
+                &state.chrome(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many codes",
+                &format!(
+                    "Too many codes were entered. Try again {}.",
+                    rate_limit::wait_in_words(retry_after)
+                ),
+                None,
+            );
+            page.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                rate_limit::retry_after_header(retry_after),
+            );
+            Some(page)
+        }
+        Err(RateLimitError::Storage(e)) => Some(unavailable(state, &e)),
+    }
+}
+
+async fn entered(
+    state: &AppState,
+    client_ip: &ClientIp,
+    cookie: &BrowserCookie,
+    form: &LinkForm,
+) -> Response {
     if let Err(e) = cookie.verify_csrf(&form.csrf) {
         return kit::csrf_refused(state, &e);
     }
     let user = match signed_in(state, cookie).await {
-        Ok(Some((_, user))) => user,
+        Ok(Some((session, user))) => {
+            if let Some(page) = over_guess_limit(state, client_ip, &session).await {
+                return page;
+            }
+            user
+        }
         Ok(None) => return sign_in_first(Some(&form.code)),
         Err(e) => return unavailable(state, &e),
     };

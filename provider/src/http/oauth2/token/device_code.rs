@@ -29,6 +29,7 @@ fn polling_error(error: &'static str, description: &str) -> TokenError {
         error,
         description: description.to_owned(),
         basic_challenge: false,
+        retry_after: None,
     }
 }
 

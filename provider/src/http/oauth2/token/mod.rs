@@ -75,6 +75,8 @@ pub struct TokenError {
     pub description: String,
     /// Add `WWW-Authenticate: Basic` (the client tried HTTP Basic).
     pub basic_challenge: bool,
+    /// Over a rate limit: `Retry-After` (RFC 6585 §4, RFC 9110 §10.2.3).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl TokenError {
@@ -84,6 +86,7 @@ impl TokenError {
             error,
             description: description.to_owned(),
             basic_challenge: false,
+            retry_after: None,
         }
     }
 
@@ -151,6 +154,11 @@ impl IntoResponse for TokenError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Some(wait) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, rate_limit::retry_after_header(wait));
         }
         if self.basic_challenge {
             response.headers_mut().insert(
@@ -244,34 +252,14 @@ pub(crate) async fn issue_pair(
     })
 }
 
-/// Whether a request's body is `application/x-www-form-urlencoded` (parameters such as `charset`
-/// allowed).
-pub(crate) fn is_form_urlencoded(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
-}
+pub(crate) use crate::http::kit::params::is_form_urlencoded;
 
-/// The parameters of a `POST` to the token endpoint and the endpoints built like it:
-/// an `application/x-www-form-urlencoded` body (RFC 6749 §3.2; device authorization RFC 8628
-/// §3.1, introspection RFC 7662 §2.1, revocation RFC 7009 §2.1), in UTF-8, each parameter at most
-/// once (RFC 6749 §3.1). Anything else is `invalid_request` (RFC 6749 §5.2).
+/// The parameters of a `POST` to the token endpoint and the endpoints built like it, read by
+/// the one form reader ([`crate::http::kit::params::form`]); a refusal is `invalid_request`
+/// (RFC 6749 §5.2).
 pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenError> {
-    if !is_form_urlencoded(headers) {
-        return Err(TokenError::invalid_request(
-            "the request body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| TokenError::invalid_request("the body is not UTF-8"))?;
-    let params = Params::parse(text);
-    if let Some(name) = params.repeated_names().first() {
-        return Err(TokenError::invalid_request(&format!(
-            "the `{name}` parameter is repeated (RFC 6749 §3.1)"
-        )));
-    }
-    Ok(params)
+    crate::http::kit::params::form(headers, body)
+        .map_err(|e| TokenError::invalid_request(&e.to_string()))
 }
 
 /// The end of every grant for a user (authorization code, device code): a fresh pair for
@@ -396,7 +384,7 @@ async fn handle(
     body: &[u8],
 ) -> Result<TokenResponse, Refused> {
     let params = form_params(headers, body)?;
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let client = client_auth::authenticate(state, client_ip, headers, &params).await?;
     // After authentication, so nobody can spend a confidential client's quota by naming it.
     if client.client.token_endpoint_auth_method == "none" {
         state.limiter.check_ip(Limit::Token, client_ip).await?;
