@@ -168,9 +168,15 @@ mod tests {
         // registration either: it is matched exactly.
         assert!(!matches("HTTP://localhost/cb", "HTTP://localhost:1/cb"));
         assert!(!matches("http://LOCALHOST/cb", "http://LOCALHOST:1/cb"));
-        assert!(!matches("http://localhost.example/cb", "http://localhost.example:1/cb"));
+        assert!(!matches(
+            "http://localhost.example/cb",
+            "http://localhost.example:1/cb"
+        ));
         assert!(!matches("http://[::1]/cb", "http://[0:0:0:0:0:0:0:1]:1/cb"));
-        assert!(matches("http://localhost/a/../b", "http://localhost:9/a/../b"));
+        assert!(matches(
+            "http://localhost/a/../b",
+            "http://localhost:9/a/../b"
+        ));
     }
 
     proptest! {

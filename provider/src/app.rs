@@ -65,8 +65,9 @@ fn edge_route(path: &str) -> Route {
             Route::new(Door::Registration, oauth2::registration::MAX_BODY_BYTES)
                 .limited(Method::POST, Limit::ClientRegistration)
         }
-        endpoints::DEVICE_AUTHORIZATION => Route::new(Door::OAuth, SMALL_BODY)
-            .limited(Method::POST, Limit::DeviceAuthorization),
+        endpoints::DEVICE_AUTHORIZATION => {
+            Route::new(Door::OAuth, SMALL_BODY).limited(Method::POST, Limit::DeviceAuthorization)
+        }
         endpoints::AUTHORIZE => {
             Route::new(Door::Browser, SMALL_BODY).limited(Method::GET, Limit::Authorize)
         }

@@ -39,7 +39,10 @@ async fn oauth_error(response: reqwest::Response) -> (u16, String) {
         "{headers:?}"
     );
     assert!(body["error_description"].is_string(), "{body}");
-    (status, body["error"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 /// A Matrix error: status and `errcode`.
@@ -60,7 +63,10 @@ async fn page(response: reqwest::Response) -> (u16, String) {
         .unwrap()
         .to_owned();
     let body = response.text().await.unwrap();
-    assert!(content_type.starts_with("text/html"), "{content_type}: {body}");
+    assert!(
+        content_type.starts_with("text/html"),
+        "{content_type}: {body}"
+    );
     (status, body)
 }
 
@@ -109,7 +115,11 @@ async fn control_characters_get_each_endpoints_error(db: TestDb) {
         );
 
         // /authorize: client_id, state, nonce; a page (the redirect URI is not checked yet).
-        for (name, value) in [("client_id", bad.as_str()), ("state", &bad), ("nonce", &bad)] {
+        for (name, value) in [
+            ("client_id", bad.as_str()),
+            ("state", &bad),
+            ("nonce", &bad),
+        ] {
             let response = http
                 .get(authorize_url(&provider, &[(name, value)]))
                 .send()
@@ -218,7 +228,11 @@ async fn control_characters_get_each_endpoints_error(db: TestDb) {
         .await
         .unwrap();
     let (status, headers, body) = json_of(response).await;
-    assert_eq!((status, body["status"].as_u64()), (400, Some(400)), "{body}");
+    assert_eq!(
+        (status, body["status"].as_u64()),
+        (400, Some(400)),
+        "{body}"
+    );
     assert_eq!(headers["content-type"], "application/problem+json");
     provider.stop().await;
 }
@@ -236,10 +250,7 @@ async fn oversized_bodies_get_each_doors_413(db: TestDb) {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        oauth_error(response).await,
-        (413, "invalid_request".into())
-    );
+    assert_eq!(oauth_error(response).await, (413, "invalid_request".into()));
 
     let response = http
         .post(matrix(&provider, "/login"))
@@ -256,7 +267,11 @@ async fn oversized_bodies_get_each_doors_413(db: TestDb) {
         .await
         .unwrap();
     let (status, headers, body) = json_of(response).await;
-    assert_eq!((status, body["status"].as_u64()), (413, Some(413)), "{body}");
+    assert_eq!(
+        (status, body["status"].as_u64()),
+        (413, Some(413)),
+        "{body}"
+    );
     assert_eq!(headers["content-type"], "application/problem+json");
 
     let response = http
@@ -401,7 +416,9 @@ async fn stored_fields_are_bounded(db: TestDb) {
         (
             with(
                 "contacts",
-                json!((0..33).map(|i| format!("a{i}@example.com")).collect::<Vec<_>>()),
+                json!((0..33)
+                    .map(|i| format!("a{i}@example.com"))
+                    .collect::<Vec<_>>()),
             ),
             "invalid_client_metadata",
         ),
@@ -472,8 +489,14 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn unauthenticated_writes_are_limited_per_ip(db: TestDb) {
     let overrides = env(&[
         ("PROVIDER__HTTP__TRUSTED_PROXIES", "[127.0.0.1]"),
-        ("PROVIDER__RATE_LIMITING__CLIENT_REGISTRATION__PER_IP__BURST", "2"),
-        ("PROVIDER__RATE_LIMITING__DEVICE_AUTHORIZATION__PER_IP__BURST", "2"),
+        (
+            "PROVIDER__RATE_LIMITING__CLIENT_REGISTRATION__PER_IP__BURST",
+            "2",
+        ),
+        (
+            "PROVIDER__RATE_LIMITING__DEVICE_AUTHORIZATION__PER_IP__BURST",
+            "2",
+        ),
         ("PROVIDER__RATE_LIMITING__AUTHORIZE__PER_IP__BURST", "2"),
         ("PROVIDER__RATE_LIMITING__COMPAT_SSO__PER_IP__BURST", "2"),
     ]);
@@ -557,7 +580,10 @@ async fn unauthenticated_writes_are_limited_per_ip(db: TestDb) {
     let response = sso("203.0.113.1").await.unwrap();
     assert!(response.headers().contains_key("retry-after"));
     let (status, _, body) = json_of(response).await;
-    assert_eq!((status, body["errcode"].as_str()), (429, Some("M_LIMIT_EXCEEDED")));
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED"))
+    );
     assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
     assert_eq!(sso("203.0.113.2").await.unwrap().status(), sso_status());
     provider.stop().await;
@@ -657,7 +683,10 @@ async fn housekeeping_removes_what_was_never_completed(db: TestDb) {
     db.clock.advance(housekeeping::UNUSED_CLIENT_AGE);
     let deleted = housekeeping::run_once(&db.storage).await.unwrap();
     assert_eq!(deleted.unused_clients, 1);
-    assert_eq!(deleted.abandoned_authorization_grants, 1, "the fresh one, now old");
+    assert_eq!(
+        deleted.abandoned_authorization_grants, 1,
+        "the fresh one, now old"
+    );
     let mut repo = db.storage.reader().await.unwrap();
     assert!(repo
         .clients()

@@ -19,7 +19,11 @@ fn start_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         "PROVIDER__HTTP__TRUSTED_PROXIES".to_owned(),
         "[127.0.0.1]".to_owned(),
     )];
-    env.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     env
 }
 
@@ -82,11 +86,17 @@ async fn a_stranger_cannot_lock_an_account_out(db: TestDb) {
         assert_eq!(sign_in(&mallory, &provider, mallory_d, "guess").await, 401);
     }
     assert_eq!(sign_in(&mallory, &provider, mallory_d, "guess").await, 429);
-    assert_eq!(sign_in(&mallory, &provider, "203.0.113.68", ALICE).await, 429);
+    assert_eq!(
+        sign_in(&mallory, &provider, "203.0.113.68", ALICE).await,
+        429
+    );
     // Alice's known places still let her in; a place she never signed in from doesn't.
     assert_eq!(sign_in(&browser(), &provider, home, ALICE).await, 303);
     assert_eq!(sign_in(&browser(), &provider, elsewhere, ALICE).await, 303);
-    assert_eq!(sign_in(&browser(), &provider, "192.0.2.99", ALICE).await, 429);
+    assert_eq!(
+        sign_in(&browser(), &provider, "192.0.2.99", ALICE).await,
+        429
+    );
     provider.stop().await;
 }
 
@@ -114,28 +124,47 @@ async fn failed_client_authentication_is_limited(db: TestDb) {
             .send()
     };
     for _ in 0..3 {
-        let (status, _, body) = json_of(introspect("203.0.113.1", "wrong".into()).await.unwrap()).await;
-        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+        let (status, _, body) =
+            json_of(introspect("203.0.113.1", "wrong".into()).await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
     }
     for secret in ["wrong".to_owned(), secret.clone()] {
-        let (status, headers, body) = json_of(introspect("203.0.113.1", secret).await.unwrap()).await;
+        let (status, headers, body) =
+            json_of(introspect("203.0.113.1", secret).await.unwrap()).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (429, Some("temporarily_unavailable")),
             "{body}"
         );
-        assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert!(
+            headers["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
     }
     // From another address the client works: 3 failures of its 5 are spent.
     let (status, _, body) = json_of(introspect("203.0.113.2", secret.clone()).await.unwrap()).await;
-    assert_eq!((status, body["active"].as_bool()), (200, Some(false)), "{body}");
+    assert_eq!(
+        (status, body["active"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
     for ip in ["203.0.113.3", "203.0.113.4"] {
         let (status, _, _) = json_of(introspect(ip, "wrong".into()).await.unwrap()).await;
         assert_eq!(status, 401);
     }
     // Five failures for the client from anywhere: limited everywhere.
     let (status, _, body) = json_of(introspect("203.0.113.5", secret.clone()).await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("temporarily_unavailable")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("temporarily_unavailable"))
+    );
     // One unit back after a second (1 a second, the default refill).
     db.clock.advance(chrono::Duration::seconds(1));
     let (status, _, _) = json_of(introspect("203.0.113.5", secret.clone()).await.unwrap()).await;
@@ -145,7 +174,10 @@ async fn failed_client_authentication_is_limited(db: TestDb) {
     let token = |ip: &'static str| {
         http.post(provider.url(endpoints::TOKEN))
             .header("x-forwarded-for", ip)
-            .form(&[("grant_type", "client_credentials"), ("client_id", "nobody")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+            ])
             .send()
     };
     for _ in 0..3 {
@@ -162,7 +194,10 @@ async fn failed_client_authentication_is_limited(db: TestDb) {
 async fn user_code_guesses_are_limited(db: TestDb) {
     add_user(&db, "alice", ALICE).await;
     let env = start_env(&[
-        ("PROVIDER__RATE_LIMITING__USER_CODE__PER_SESSION__BURST", "3"),
+        (
+            "PROVIDER__RATE_LIMITING__USER_CODE__PER_SESSION__BURST",
+            "3",
+        ),
         ("PROVIDER__RATE_LIMITING__USER_CODE__PER_IP__BURST", "4"),
     ]);
     let provider = start(&db, &env).await;

@@ -129,7 +129,11 @@ impl RateLimiter {
         match quota.spend(tat, now) {
             Ok(_) => Ok(()),
             Err(wait) => {
-                tracing::info!(limit = limit.name(), retry_after_ms = wait / 1000, "rate limited");
+                tracing::info!(
+                    limit = limit.name(),
+                    retry_after_ms = wait / 1000,
+                    "rate limited"
+                );
                 Err(RateLimitError::Limited {
                     retry_after: Duration::from_micros(wait),
                 })

@@ -312,7 +312,10 @@ impl Refusal {
                             rate_limit::wait_in_words(*retry_after)
                         ),
                     ),
-                    _ => ("Invalid request", format!("The request is not valid: {description}.")),
+                    _ => (
+                        "Invalid request",
+                        format!("The request is not valid: {description}."),
+                    ),
                 };
                 super::error_page(
                     &state.templates,
@@ -646,7 +649,8 @@ mod tests {
                 ..
             })
         ));
-        let long_uri = json!({ "redirect_uris": ["https://a.example/".to_owned() + &"p".repeat(2048)] });
+        let long_uri =
+            json!({ "redirect_uris": ["https://a.example/".to_owned() + &"p".repeat(2048)] });
         assert!(matches!(
             check_json(&long_uri, Door::Registration),
             Err(Refusal::TooLong {
@@ -654,7 +658,9 @@ mod tests {
                 ..
             })
         ));
-        let many: Vec<String> = (0..=MAX_METADATA_ITEMS).map(|i| format!("https://a/{i}")).collect();
+        let many: Vec<String> = (0..=MAX_METADATA_ITEMS)
+            .map(|i| format!("https://a/{i}"))
+            .collect();
         assert!(matches!(
             check_json(&json!({ "redirect_uris": many }), Door::Registration),
             Err(Refusal::TooMany { .. })
@@ -672,6 +678,9 @@ mod tests {
         let long_display = json!({ "initial_device_display_name": "d".repeat(101) });
         assert!(check_json(&long_display, Door::Matrix).is_err());
         // The admin API: controls only.
-        assert_eq!(check_json(&json!({ "x": "y".repeat(10_000) }), Door::Admin), Ok(()));
+        assert_eq!(
+            check_json(&json!({ "x": "y".repeat(10_000) }), Door::Admin),
+            Ok(())
+        );
     }
 }
