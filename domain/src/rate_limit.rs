@@ -145,9 +145,11 @@ impl Limit {
             // A client refreshing the tokens of 30,000 active users (5-minute access tokens)
             // needs 100 a second: this stops a runaway client, not a working one.
             Self::Token => (600, 100.0),
-            // A classroom installing an app behind one NAT address registers 30 clients at
-            // once, then one a minute: each registration is a stored row.
-            Self::ClientRegistration => (30, 0.0167),
+            // A conference hall installing apps behind one NAT address registers 100 clients at
+            // once, then one every 10 seconds (a conformance run from one machine registers
+            // about 50): each registration is a stored row, and unused ones are deleted after
+            // a week, so one address keeps at most some 60,000 rows.
+            Self::ClientRegistration => (100, 0.1),
             // 20 device requests (TVs, QR logins) at once, then one every 30 seconds.
             Self::DeviceAuthorization => (20, 0.0333),
             // Each stores a grant: 60 sign-ins at once from one address, then one every 5
