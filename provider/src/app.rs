@@ -72,6 +72,9 @@ fn edge_route(path: &str) -> Route {
             Route::new(Door::Browser, SMALL_BODY).limited(Method::GET, Limit::Authorize)
         }
         endpoints::END_SESSION => Route::new(Door::Browser, SMALL_BODY),
+        // Signed in; each field is checked by the account code, which says what is wrong next
+        // to it (a display name with a line break, an address with a space).
+        endpoints::ACCOUNT => Route::new(Door::Browser, SMALL_BODY).forms_checked_by_handler(),
         // The upstream provider's answer: its values are its own (an ID token may be long).
         p if p.starts_with(endpoints::UPSTREAM_CALLBACK) => {
             Route::new(Door::Browser, SMALL_BODY).unbounded()

@@ -68,6 +68,9 @@ pub struct Route {
     /// Whether [`FIELD_BOUNDS`] apply to its query and form parameters (not to an upstream
     /// provider's callback, whose values are the upstream's).
     pub bounded: bool,
+    /// Whether its form bodies are checked here (not the account pages': their handlers
+    /// check every field, control characters included, and say what is wrong next to it).
+    pub check_forms: bool,
 }
 
 impl Route {
@@ -77,6 +80,7 @@ impl Route {
             max_body,
             rate_limit: None,
             bounded: true,
+            check_forms: true,
         }
     }
 
@@ -90,6 +94,13 @@ impl Route {
     pub fn unbounded(self) -> Self {
         Self {
             bounded: false,
+            ..self
+        }
+    }
+
+    pub fn forms_checked_by_handler(self) -> Self {
+        Self {
+            check_forms: false,
             ..self
         }
     }
@@ -553,8 +564,9 @@ pub async fn check(
     };
     if !bytes.is_empty() {
         if is_form_urlencoded(&parts.headers) {
-            // Not UTF-8 or repeated parameters: the handler answers those in its own words.
-            if let Ok(text) = std::str::from_utf8(&bytes) {
+            // Not UTF-8 or repeated parameters: the handler answers those in its own words; the
+            // account pages' fields are checked one by one there ([`Route::check_forms`]).
+            if let (true, Ok(text)) = (route.check_forms, std::str::from_utf8(&bytes)) {
                 if let Err(refusal) = check_params(&Params::parse(text), "form", route.bounded) {
                     return refuse(refusal);
                 }
