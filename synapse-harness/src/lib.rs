@@ -33,9 +33,11 @@
 pub mod contract;
 mod process;
 mod proxy;
+mod plain;
 mod synapse;
 mod venv;
 
+pub use plain::{has_psycopg2, PlainOptions, PlainSynapse, SynapseDatabase};
 pub use proxy::{render_site, ReverseProxy, SiteVars, NGINX_SITE_TEMPLATE};
 pub use synapse::{Synapse, SynapseOptions};
 pub use venv::{prepare, venv_path, Availability, Tools, SYNAPSE_VERSION};
