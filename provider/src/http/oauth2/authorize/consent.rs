@@ -29,6 +29,7 @@ use crate::{
         clients,
         grants::{self, Decision},
     },
+    domain::protocol::ErrorCode,
     domain::scope::describe_scopes,
     endpoints,
     http::{
@@ -58,7 +59,7 @@ fn expired(state: &AppState) -> Response {
 }
 
 fn grant_mode(grant: &AuthorizationGrant) -> ResponseMode {
-    ResponseMode::parse(Some(&grant.response_mode)).unwrap_or(ResponseMode::Query)
+    grant.response_mode.parse().unwrap_or(ResponseMode::Query)
 }
 
 /// An error for the client, on behalf of a stored grant.
@@ -80,7 +81,7 @@ async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
             state,
             grant,
             OAuthError::new(
-                "access_denied",
+                ErrorCode::AccessDenied,
                 "this account may not be granted urn:synapse:admin:* or urn:mas:admin \
                  (server administration)",
             ),
@@ -142,12 +143,15 @@ pub async fn proceed(
         (Decision::SignIn, true, _) => client_error(
             state,
             &grant,
-            OAuthError::new("login_required", "the user is not signed in"),
+            OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in"),
         ),
         (Decision::Consent, true, _) => client_error(
             state,
             &grant,
-            OAuthError::new("consent_required", "the user has not allowed this client"),
+            OAuthError::new(
+                ErrorCode::ConsentRequired,
+                "the user has not allowed this client",
+            ),
         ),
         (Decision::Complete, _, Some((session, user))) => {
             complete(state, &grant, &client, &session, &user).await
@@ -320,7 +324,7 @@ pub async fn post(
             Ok(true) => client_error(
                 &state,
                 &grant,
-                OAuthError::new("access_denied", "the user denied the request"),
+                OAuthError::new(ErrorCode::AccessDenied, "the user denied the request"),
             ),
             Ok(false) => expired(&state),
             Err(e) => unavailable(&state, &e),
@@ -339,7 +343,7 @@ pub fn error_response(
     client_state: Option<&str>,
 ) -> Response {
     let mut fields: Vec<(&str, &str)> = vec![
-        ("error", error.error),
+        ("error", error.error.as_str()),
         ("error_description", &error.description),
     ];
     if let Some(s) = client_state {
@@ -368,7 +372,7 @@ pub fn respond_to_client(
             StatusCode::BAD_REQUEST,
             "Invalid return address",
             "The registered return address is not a valid URL.",
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
     match mode {

@@ -21,9 +21,16 @@ use axum::{
 
 use axum_extra::extract::PrivateCookieJar;
 
+pub use crate::domain::protocol::ResponseMode;
 use crate::http::kit;
 use crate::{
-    domain::{client_metadata::RegisteredMetadata, pkce, redirect_uri, scope::Scope},
+    domain::{
+        client_metadata::RegisteredMetadata,
+        pkce,
+        protocol::{ErrorCode, GrantType, ResponseType},
+        redirect_uri,
+        scope::Scope,
+    },
     http::AppState,
     storage::NewAuthorizationGrant,
 };
@@ -40,12 +47,12 @@ pub enum Endpoint {
 /// An OAuth error for the client (RFC 6749 §4.1.2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
-    pub error: &'static str,
+    pub error: ErrorCode,
     pub description: String,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(error: ErrorCode, description: impl Into<String>) -> Self {
         Self {
             error,
             description: description.into(),
@@ -55,40 +62,18 @@ impl OAuthError {
 
 pub use crate::http::kit::params::Params;
 
-/// How the authorization response is returned (OAuth 2.0 Multiple Response Type Encoding
-/// Practices §2.1, OAuth 2.0 Form Post Response Mode §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseMode {
-    Query,
-    Fragment,
-    FormPost,
-}
-
-impl ResponseMode {
-    pub const SUPPORTED: &'static [&'static str] = &["query", "fragment", "form_post"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Query => "query",
-            Self::Fragment => "fragment",
-            Self::FormPost => "form_post",
-        }
-    }
-
-    /// The mode of a request; `None` (absent) is `query`, the default for `response_type=code`.
-    pub fn parse(value: Option<&str>) -> Result<Self, OAuthError> {
-        match value {
-            // the default for `response_type=code`
-            None | Some("query") => Ok(Self::Query),
-            Some("fragment") => Ok(Self::Fragment),
-            Some("form_post") => Ok(Self::FormPost),
-            Some(other) => Err(OAuthError::new(
-                "invalid_request",
-                format!(
-                    "response_mode `{other}` is not supported; use query, fragment or form_post"
-                ),
-            )),
-        }
+/// The response mode of a request (OAuth 2.0 Multiple Response Type Encoding Practices §2.1,
+/// OAuth 2.0 Form Post Response Mode §2); absent is `query`, the default for
+/// `response_type=code`.
+pub fn response_mode(value: Option<&str>) -> Result<ResponseMode, OAuthError> {
+    match value {
+        None => Ok(ResponseMode::Query),
+        Some(raw) => raw.parse().map_err(|_| {
+            OAuthError::new(
+                ErrorCode::InvalidRequest,
+                format!("response_mode `{raw}` is not supported; use query, fragment or form_post"),
+            )
+        }),
     }
 }
 
@@ -142,7 +127,7 @@ fn check_parameters_once(
 ) -> Result<(), OAuthError> {
     match params.repeated_names().first() {
         Some(name) => Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("the `{name}` parameter is repeated (RFC 6749 §3.1)"),
         )),
         None => Ok(()),
@@ -157,13 +142,13 @@ fn check_no_request_object(
 ) -> Result<(), OAuthError> {
     if params.get("request").is_some() {
         return Err(OAuthError::new(
-            "request_not_supported",
+            ErrorCode::RequestNotSupported,
             "request objects are not supported",
         ));
     }
     if params.get("request_uri").is_some() {
         return Err(OAuthError::new(
-            "request_uri_not_supported",
+            ErrorCode::RequestUriNotSupported,
             "request_uri is not supported",
         ));
     }
@@ -177,19 +162,19 @@ fn check_response_type(
     metadata: &RegisteredMetadata,
     _: Endpoint,
 ) -> Result<(), OAuthError> {
-    match params.get("response_type") {
+    match params.get("response_type").map(str::parse::<ResponseType>) {
         None => Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "response_type is required",
         )),
-        Some("code") if metadata.allows_response_type("code") => Ok(()),
-        Some("code") => Err(OAuthError::new(
-            "unauthorized_client",
+        Some(Ok(code)) if metadata.allows_response_type(code) => Ok(()),
+        Some(Ok(_)) => Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
             "this client is not registered for response_type=code",
         )),
-        Some(other) => Err(OAuthError::new(
-            "unsupported_response_type",
-            format!("response_type `{other}` is not supported; use code"),
+        Some(Err(other)) => Err(OAuthError::new(
+            ErrorCode::UnsupportedResponseType,
+            format!("response_type `{}` is not supported; use code", other.value),
         )),
     }
 }
@@ -201,14 +186,14 @@ fn check_grant_type_allowed(
     endpoint: Endpoint,
 ) -> Result<(), OAuthError> {
     let grant = match endpoint {
-        Authorization => "authorization_code",
-        DeviceAuthorization => "urn:ietf:params:oauth:grant-type:device_code",
+        Authorization => GrantType::AuthorizationCode,
+        DeviceAuthorization => GrantType::DeviceCode,
     };
     if metadata.allows_grant(grant) {
         Ok(())
     } else {
         Err(OAuthError::new(
-            "unauthorized_client",
+            ErrorCode::UnauthorizedClient,
             format!("this client is not registered for the {grant} grant"),
         ))
     }
@@ -220,7 +205,7 @@ fn check_pkce(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<()
         params.get("code_challenge_method"),
         params.get("code_challenge"),
     )
-    .map_err(|e| OAuthError::new("invalid_request", e.to_string()))
+    .map_err(|e| OAuthError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 /// RFC 6749 §3.3: a well-formed, non-empty scope, and MSC2967's rules for the Matrix tokens in
@@ -230,12 +215,13 @@ fn check_pkce(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<()
 fn check_scope(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
     let raw = params
         .get("scope")
-        .ok_or_else(|| OAuthError::new("invalid_scope", "scope is required"))?;
-    let scope = Scope::parse(raw).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidScope, "scope is required"))?;
+    let scope =
+        Scope::parse(raw).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
     scope
         .matrix()
         .map(|_| ())
-        .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))
 }
 
 /// OIDC Core §3.1.2.1: known prompt values; `none` only on its own.
@@ -250,14 +236,14 @@ fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<
             "none" | "login" | "consent" | "create" | "select_account"
         ) {
             return Err(OAuthError::new(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("prompt value `{value}` is not supported"),
             ));
         }
     }
     if values.contains(&"none") && values.len() > 1 {
         return Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "prompt=none can't be combined with other values",
         ));
     }
@@ -268,7 +254,7 @@ fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<
 fn check_max_age(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
     match params.get("max_age") {
         Some(raw) if raw.parse::<u32>().is_err() => Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "max_age must be a non-negative number of seconds",
         )),
         _ => Ok(()),
@@ -299,7 +285,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid sign-in request",
             "The request names its application or its return address more than once.".into(),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     }
     let Some(client_id) = params.get("client_id") else {
@@ -307,7 +293,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid sign-in request",
             "The request doesn't say which application is asking (client_id is missing).".into(),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
     let client = match state.storage.reader().await {
@@ -321,7 +307,7 @@ pub async fn get(
                 StatusCode::BAD_REQUEST,
                 "Unknown application",
                 format!("No application is registered here as `{client_id}`."),
-                Some("invalid_client"),
+                Some(ErrorCode::InvalidClient.as_str()),
             )
         }
         Err(e) => {
@@ -343,7 +329,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid sign-in request",
             "The request doesn't say where to return (redirect_uri is missing).".into(),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
     if redirect_uri::find_match(&metadata.redirect_uris, redirect).is_none() {
@@ -351,7 +337,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid return address",
             format!("`{redirect}` is not a return address registered for this application, so you are not sent there."),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     }
     let redirect = redirect.to_owned();
@@ -361,7 +347,7 @@ pub async fn get(
     let respond = |mode: ResponseMode, error: OAuthError| {
         consent::error_response(&state, &redirect, mode, &error, client_state.as_deref())
     };
-    let mode = match ResponseMode::parse(params.get("response_mode")) {
+    let mode = match response_mode(params.get("response_mode")) {
         Ok(mode) => mode,
         Err(error) => return respond(ResponseMode::Query, error),
     };
@@ -437,7 +423,7 @@ mod tests {
     }
 
     fn error_of(query: &str) -> &'static str {
-        check(query).unwrap_err().error
+        check(query).unwrap_err().error.as_str()
     }
 
     #[test]
@@ -527,7 +513,7 @@ mod tests {
         #[test]
         fn never_panics(query in "\\PC{0,200}") {
             let _ = check(&query);
-            let _ = ResponseMode::parse(Params::parse(&query).get("response_mode"));
+            let _ = response_mode(Params::parse(&query).get("response_mode"));
         }
 
         /// Any parameter repeated is refused.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{issue_for_user, Approval, TokenError, TokenResponse};
 use crate::{
     crypto::sha256,
-    domain::scope,
+    domain::{protocol::ErrorCode, scope},
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient, device::INTERVAL_SECONDS},
         AppState,
@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// RFC 8628 §3.5: the errors of a poll that are not RFC 6749 §5.2's own. All are 400.
-fn polling_error(error: &'static str, description: &str) -> TokenError {
+fn polling_error(error: ErrorCode, description: &str) -> TokenError {
     TokenError {
         status: StatusCode::BAD_REQUEST,
         error,
@@ -53,22 +53,22 @@ fn not_ready(
         DeviceCodeGrantState::Fulfilled => None,
         // §3.5 slow_down: "a variant of authorization_pending": only while pending.
         DeviceCodeGrantState::Pending if too_soon(previous, now) => Some(polling_error(
-            "slow_down",
+            ErrorCode::SlowDown,
             "polled faster than the interval: add 5 seconds to it",
         )),
         // §3.5 authorization_pending: the user has not answered yet.
         DeviceCodeGrantState::Pending => Some(polling_error(
-            "authorization_pending",
+            ErrorCode::AuthorizationPending,
             "the user has not approved the request yet",
         )),
         // §3.5 access_denied: the user said no.
         DeviceCodeGrantState::Rejected => Some(polling_error(
-            "access_denied",
+            ErrorCode::AccessDenied,
             "the user denied the request",
         )),
         // §3.5 expired_token: start a new device authorization request.
         DeviceCodeGrantState::Expired => Some(polling_error(
-            "expired_token",
+            ErrorCode::ExpiredToken,
             "the device code has expired; start again",
         )),
         // RFC 8628 §3.5 / RFC 6749 §5.2: the device code is single use.
@@ -187,7 +187,7 @@ mod tests {
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Option<&'static str> {
-        not_ready(grant, previous, now).map(|e| e.error)
+        not_ready(grant, previous, now).map(|e| e.error.as_str())
     }
 
     #[test]
