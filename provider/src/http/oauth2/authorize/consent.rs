@@ -3,13 +3,14 @@
 //! the client (RFC 6749 §4.1.2).
 //!
 //! The answer to the client is sent from here too ([`respond_to_client`], [`error_response`]:
-//! the response modes and RFC 9207 `iss`), so a request walks `/authorize` → this module →
-//! (the sign-in pages) → this module → the client, and never back.
+//! the response modes and RFC 9207 `iss`), so a first login walks `/authorize` → (the sign-in
+//! pages) → this module → the client, each once, and never back.
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
-//! answers the decision, and is the only one that does: `/authorize` hands a request it just
-//! stored to [`proceed`]; the sign-in pages come back to [`get`] (their
-//! [`AfterSignIn::Grant`](crate::http::kit::continuation::AfterSignIn::Grant) leads here); the
+//! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
+//! (their [`AfterSignIn::Grant`](crate::http::kit::continuation::AfterSignIn::Grant) leads
+//! here); `/authorize` hands a request it just stored to [`proceed`] when the browser already
+//! has a session (without one it goes straight to the sign-in page: nothing to decide yet); the
 //! consent form posts to [`post`].
 
 use axum::{
@@ -90,30 +91,13 @@ async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
     }
 }
 
-/// The login page (or, for `prompt=create`, the registration page), to come back to this
-/// request afterwards.
-fn sign_in_first(state: &AppState, grant: &AuthorizationGrant) -> Response {
-    // Initiating User Registration via OIDC 1.0: prompt=create opens registration.
-    let page = if state.settings.registration && grants::prompts(grant).contains(&"create") {
-        endpoints::REGISTER
-    } else {
-        endpoints::LOGIN
-    };
-    Redirect::to(&kit::continuation::sign_in_link(
-        page,
-        Some(&AfterSignIn::Grant(grant.id)),
-    ))
-    .into_response()
-}
-
-/// Continues a request just stored by `/authorize`.
+/// Continues a request just stored by `/authorize` for a browser with a session (`cookie`).
 pub async fn proceed(
     state: &AppState,
-    jar: PrivateCookieJar,
+    cookie: BrowserCookie,
     grant: AuthorizationGrant,
     client: Client,
 ) -> Response {
-    let cookie = kit::load_cookie(state, jar);
     let assessed = async {
         let mut repo = state.storage.reader().await?;
         grants::assess(
@@ -157,7 +141,7 @@ pub async fn proceed(
             complete(state, &grant, &client, &session, &user).await
         }
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            sign_in_first(state, &grant)
+            super::sign_in_first(state, grant.id, &grants::prompts(&grant))
         }
         (Decision::Consent, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()

@@ -8,21 +8,27 @@
 //!    the same [`Params`]. Their errors go back to the client's redirect URI in the requested
 //!    response mode, with `state` and `iss` (RFC 9207).
 //!
-//! 3. A request that passes is stored as an authorization grant, and [`consent::proceed`]
-//!    takes over: sign-in when needed, consent when needed, then the code goes to the client.
+//! 3. A request that passes is stored as an authorization grant. A browser that nobody is signed
+//!    in on goes straight to the sign-in page, carrying the request as a typed continuation
+//!    ([`AfterSignIn::Grant`]); after the sign-in, the consent step ([`consent::get`]) decides and
+//!    answers. So a first login walks `/authorize` → sign-in → consent → client, each once. A
+//!    browser with a session has [`consent::proceed`] decide at once: the consent page, the
+//!    code, or a new sign-in.
 
 pub mod consent;
 
 use axum::{
     extract::{RawQuery, State},
     http::StatusCode,
-    response::Response,
+    response::{IntoResponse, Redirect, Response},
 };
 
 use axum_extra::extract::PrivateCookieJar;
+use ulid::Ulid;
 
 pub use crate::domain::protocol::ResponseMode;
-use crate::http::kit;
+use crate::endpoints;
+use crate::http::kit::{self, continuation::AfterSignIn};
 use crate::{
     domain::{
         client_metadata::RegisteredMetadata,
@@ -224,12 +230,20 @@ fn check_scope(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))
 }
 
+/// The `prompt` values of a request (OIDC Core §3.1.2.1: space-delimited).
+pub fn prompt_values(raw: Option<&str>) -> Vec<&str> {
+    raw.unwrap_or_default()
+        .split(' ')
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
 /// OIDC Core §3.1.2.1: known prompt values; `none` only on its own.
 fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
-    let Some(raw) = params.get("prompt") else {
+    if params.get("prompt").is_none() {
         return Ok(());
-    };
-    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
+    }
+    let values = prompt_values(params.get("prompt"));
     for value in &values {
         if !matches!(
             *value,
@@ -355,7 +369,18 @@ pub async fn get(
         return respond(mode, error);
     }
 
-    // Stage 3: remember the request; sign-in and consent take over (`consent::proceed`).
+    // Stage 3: remember the request, then sign-in or the decision (module docs, 3.). Without a
+    // session in this browser there is nothing to decide yet: without a signed-in user the one
+    // decision (`grants::decide`) can only be "sign in".
+    let cookie = kit::load_cookie(&state, jar);
+    let signed_out = cookie.session_id().is_none();
+    let prompts = prompt_values(params.get("prompt"));
+    if signed_out && prompts.contains(&"none") {
+        // OIDC Core §3.1.2.6: `prompt=none` and nobody signed in: `login_required`, and nothing
+        // is stored (no page may serve this request later).
+        let error = OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in");
+        return (cookie.into_jar(), respond(mode, error)).into_response();
+    }
     let scope = params
         .get("scope")
         .and_then(|s| Scope::parse(s).ok())
@@ -386,7 +411,11 @@ pub async fn get(
     }
     .await;
     match stored {
-        Ok(grant) => consent::proceed(&state, jar, grant, client).await,
+        Ok(grant) if signed_out => {
+            let response = sign_in_first(&state, grant.id, &prompts);
+            (cookie.into_jar(), response).into_response()
+        }
+        Ok(grant) => consent::proceed(&state, cookie, grant, client).await,
         Err(e) => {
             tracing::error!(error = %e, "authorize: can't store the request");
             page(
@@ -398,6 +427,22 @@ pub async fn get(
             )
         }
     }
+}
+
+/// The sign-in page for a stored request, which continues it once the user is signed in
+/// ([`AfterSignIn::Grant`]): the login page, or the registration page for `prompt=create`
+/// (Initiating User Registration via OpenID Connect 1.0 §4) while registration is open.
+pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: &[&str]) -> Response {
+    let page = if state.settings.registration && prompts.contains(&"create") {
+        endpoints::REGISTER
+    } else {
+        endpoints::LOGIN
+    };
+    Redirect::to(&kit::continuation::sign_in_link(
+        page,
+        Some(&AfterSignIn::Grant(grant)),
+    ))
+    .into_response()
 }
 
 #[cfg(test)]
