@@ -544,6 +544,19 @@ mod tests {
     }
 
     #[test]
+    fn response_mode_and_prompt_are_read_once() {
+        assert_eq!(response_mode(None), Ok(ResponseMode::Query));
+        assert_eq!(response_mode(Some("form_post")), Ok(ResponseMode::FormPost));
+        // Case-sensitive: the value is not a known mode.
+        assert_eq!(
+            response_mode(Some("Fragment")).unwrap_err().error,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(prompt_values(Some(" none  login ")), ["none", "login"]);
+        assert!(prompt_values(None).is_empty());
+    }
+
+    #[test]
     fn the_table_is_explicit_about_endpoints() {
         let device: Vec<&str> = CHECKS
             .iter()
