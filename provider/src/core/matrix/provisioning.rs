@@ -12,7 +12,12 @@
 //! idempotent).
 //!
 //! The exception is the device of a new grant: the token exchange upserts it synchronously
-//! ([`ensure_device`]), since the device must exist before the client uses its token.
+//! ([`ensure_device`]), since the device must exist before the client uses its token, between
+//! two transactions (it claims the grant, commits, calls, then issues the tokens).
+//!
+//! No transaction or pooled connection is held across a homeserver call anywhere here: a job
+//! is claimed in one short transaction, [`perform`] reads what it needs and drops its
+//! connection before calling, and the outcome is recorded in another short transaction.
 
 use std::{collections::BTreeSet, time::Duration as StdDuration};
 
@@ -21,7 +26,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use super::{FieldChange, HomeserverConnection, HomeserverError, ProvisionUser};
+use super::{FieldChange, HomeserverError, ProvisionUser};
 use crate::{
     core::Core,
     storage::{BoxRepository, Job, StorageError, User},
@@ -404,20 +409,28 @@ pub async fn provision_request(
 /// exchange of a grant with a device scope, a compat login): upserts it, provisioning the user
 /// first when the homeserver doesn't know them yet (their provisioning job may still be
 /// waiting for the homeserver to come back).
+///
+/// Call it with no transaction open and no connection held (DESIGN.md: no database
+/// transaction or pooled connection is held across a call to another server; a paused
+/// homeserver would otherwise pin the pool, and on SQLite lock out every writer): the one
+/// read it may need (what to provision) takes a connection and gives it back before the call.
 pub async fn ensure_device(
-    homeserver: &dyn HomeserverConnection,
-    repo: &mut BoxRepository,
+    state: &Core,
     user: &User,
     device_id: &str,
     display_name: Option<&str>,
 ) -> Result<(), EnsureDeviceError> {
+    let homeserver = state.homeserver.as_ref();
     match homeserver
         .upsert_device(&user.username, device_id, display_name)
         .await
     {
         Ok(()) => Ok(()),
         Err(HomeserverError::UserNotFound(_)) => {
-            let request = provision_request(repo, user).await?;
+            let request = {
+                let mut repo = state.storage.reader().await?;
+                provision_request(&mut repo, user).await?
+            };
             homeserver.provision_user(&request).await?;
             homeserver
                 .upsert_device(&user.username, device_id, display_name)
