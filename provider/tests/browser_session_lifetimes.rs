@@ -62,7 +62,12 @@ async fn signed_in(browser: &reqwest::Client, provider: &TestProvider) -> bool {
 /// How many browser sessions of the database are not finished.
 async fn unfinished_sessions(db: &TestDb) -> usize {
     let mut repo = db.storage.reader().await.unwrap();
-    let user = repo.users().find_by_username("alice").await.unwrap().unwrap();
+    let user = repo
+        .users()
+        .find_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap();
     repo.browser_sessions()
         .list_active_for_user(user.id)
         .await
@@ -178,7 +183,10 @@ async fn a_password_change_ends_the_other_browser_sessions(db: TestDb) {
     .await;
     assert_eq!(response.status(), 303);
 
-    assert!(signed_in(&here, &provider).await, "the browser that changed it stays");
+    assert!(
+        signed_in(&here, &provider).await,
+        "the browser that changed it stays"
+    );
     assert!(!signed_in(&elsewhere, &provider).await);
     assert!(!signed_in(&phone, &provider).await);
     assert_eq!(unfinished_sessions(&db).await, 1);

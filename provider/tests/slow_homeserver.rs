@@ -37,6 +37,9 @@ const BLOCKED: usize = POOL + 4;
 /// Only turns a hang into a failure (the homeserver client gives up after 10 s anyway).
 const HANG: StdDuration = StdDuration::from_secs(60);
 
+/// An exchange waiting on the homeserver: its device, its code and its task.
+type Blocked = (String, String, JoinHandle<(u16, Value)>);
+
 fn device_scope(device: &str) -> String {
     format!("openid urn:matrix:client:api:* urn:matrix:client:device:{device}")
 }
@@ -132,7 +135,10 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
     let browser = browser();
     let mut codes = Vec::new();
     for i in 0..=BLOCKED {
-        let url = authorize_url(&provider, &[("scope", &device_scope(&format!("SLOWDEV{i:03}")))]);
+        let url = authorize_url(
+            &provider,
+            &[("scope", &device_scope(&format!("SLOWDEV{i:03}")))],
+        );
         let back = authorize(&browser, &base, &url, PASSWORD).await;
         codes.push(param(&back, "code").expect("a code"));
     }
@@ -142,7 +148,7 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
     let live_token = first["access_token"].as_str().unwrap().to_owned();
 
     provider.homeserver.state().pause();
-    let blocked: Vec<(String, String, JoinHandle<(u16, Value)>)> = codes[1..]
+    let blocked: Vec<Blocked> = codes[1..]
         .iter()
         .enumerate()
         .map(|(i, code)| {
@@ -194,7 +200,10 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
                 assert_eq!(introspect(&provider, token).await["device_id"], device);
                 // Single use: a replay is refused and revokes what the code issued.
                 let (status, replay) = exchange(&provider, &code).await;
-                assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")));
+                assert_eq!(
+                    (status, replay["error"].as_str()),
+                    (400, Some("invalid_grant"))
+                );
                 assert_eq!(introspect(&provider, token).await["active"], false);
             }
             // A clean error (the homeserver client gave up): the code is still usable, once.
@@ -253,9 +262,15 @@ async fn a_device_code_poll_blocked_on_the_homeserver_holds_no_connection(db: Te
     provider.homeserver.state().resume();
     let (status, body) = blocked.await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(provider.homeserver.store().has_device("alice", "TVDEVICE02"));
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "TVDEVICE02"));
     let (status, after) = poll_device(&provider, &client_id, &device_code).await;
-    assert_eq!((status, after["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, after["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     provider.stop().await;
 }
 
@@ -270,14 +285,26 @@ async fn a_failed_device_upsert_keeps_the_device_code(db: TestDb) {
     let device_code = started["device_code"].as_str().unwrap();
     provider.homeserver.set_unavailable(true);
     let (status, body) = poll_device(&provider, &client_id, device_code).await;
-    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")));
-    assert!(!provider.homeserver.store().has_device("alice", "TVDEVICE03"));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    assert!(!provider
+        .homeserver
+        .store()
+        .has_device("alice", "TVDEVICE03"));
     provider.homeserver.set_unavailable(false);
     let (status, body) = poll_device(&provider, &client_id, device_code).await;
     assert_eq!(status, 200, "{body}");
-    assert!(provider.homeserver.store().has_device("alice", "TVDEVICE03"));
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "TVDEVICE03"));
     let (status, body) = poll_device(&provider, &client_id, device_code).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     provider.stop().await;
 }
 
@@ -320,7 +347,10 @@ async fn a_compat_login_blocked_on_the_homeserver_holds_no_connection(db: TestDb
     provider.homeserver.state().resume();
     let (status, _, body) = login.await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(provider.homeserver.store().has_device("alice", "COMPATDEV1"));
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "COMPATDEV1"));
     provider.stop().await;
 }
 
@@ -379,7 +409,8 @@ async fn approve(provider: &TestProvider, started: &Value) {
     let page = get_text(&browser, location(&signed_in, &base)).await;
     let (status, approval) = text(submit(&browser, &base, &page, &[]).await).await;
     assert_eq!(status, 200, "{approval}");
-    let (status, done) = text(submit(&browser, &base, &approval, &[("action", "allow")]).await).await;
+    let (status, done) =
+        text(submit(&browser, &base, &approval, &[("action", "allow")]).await).await;
     assert_eq!(status, 200, "{done}");
 }
 

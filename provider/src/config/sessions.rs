@@ -146,7 +146,10 @@ mod tests {
         };
         assert_eq!(paths("10", "86400"), ["sessions.browser_idle_seconds"]);
         assert_eq!(paths("86400", "3600"), ["sessions.browser_idle_seconds"]);
-        assert_eq!(paths("3600", "99999999999"), ["sessions.browser_max_seconds"]);
+        assert_eq!(
+            paths("3600", "99999999999"),
+            ["sessions.browser_max_seconds"]
+        );
     }
 
     #[test]
@@ -155,9 +158,7 @@ mod tests {
             "PROVIDER__SESSIONS__BROWSER_IDLE_SECONDS".to_owned(),
             "900".to_owned(),
         )];
-        let settings = parse(&generated(), env.into_iter(), Path::new("."))
-            .unwrap()
-            .1;
+        let settings = parse(&generated(), env, Path::new(".")).unwrap().1;
         assert_eq!(settings.browser_sessions.idle, Duration::minutes(15));
     }
 }

@@ -256,7 +256,10 @@ mod tests {
     fn a_use_is_written_once_a_minute() {
         assert!(!browser_session_needs_touch(&browser(0, None), at(59)));
         assert!(browser_session_needs_touch(&browser(0, None), at(60)));
-        assert!(!browser_session_needs_touch(&browser(0, Some(100)), at(159)));
+        assert!(!browser_session_needs_touch(
+            &browser(0, Some(100)),
+            at(159)
+        ));
         assert!(browser_session_needs_touch(&browser(0, Some(100)), at(160)));
     }
 

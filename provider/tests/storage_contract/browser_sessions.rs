@@ -293,12 +293,30 @@ async fn finishing_the_other_sessions(db: TestDb) {
         .map(|s| s.id)
         .collect();
     assert_eq!(live, [here]);
-    let there = repo.browser_sessions().lookup(there).await.unwrap().unwrap();
+    let there = repo
+        .browser_sessions()
+        .lookup(there)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(there.finished_at, Some(db.clock.now_db()));
     // One finished before keeps its time; another user's session is untouched.
-    assert_eq!(repo.browser_sessions().lookup(ended).await.unwrap(), finished_before);
-    assert!(repo.browser_sessions().lookup(hers).await.unwrap().unwrap().is_active());
+    assert_eq!(
+        repo.browser_sessions().lookup(ended).await.unwrap(),
+        finished_before
+    );
+    assert!(repo
+        .browser_sessions()
+        .lookup(hers)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active());
     repo.commit().await.unwrap();
 }
 
-backend_tests!(browser_sessions, browser_authentications, finishing_the_other_sessions);
+backend_tests!(
+    browser_sessions,
+    browser_authentications,
+    finishing_the_other_sessions
+);

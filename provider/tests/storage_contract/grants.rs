@@ -756,21 +756,39 @@ async fn exchange_claims(db: TestDb) {
     let stale_before = |now: chrono::DateTime<chrono::Utc>| now - Duration::seconds(60);
     let codes = repo.authorization_grants();
     // Not approved yet: nothing to claim.
-    assert!(!codes.claim_exchange(code.id, first, stale_before(t0)).await.unwrap());
-    assert!(codes.fulfill(code.id, browser, session, &hash(7)).await.unwrap());
-    assert!(codes.claim_exchange(code.id, first, stale_before(t0)).await.unwrap());
+    assert!(!codes
+        .claim_exchange(code.id, first, stale_before(t0))
+        .await
+        .unwrap());
+    assert!(codes
+        .fulfill(code.id, browser, session, &hash(7))
+        .await
+        .unwrap());
+    assert!(codes
+        .claim_exchange(code.id, first, stale_before(t0))
+        .await
+        .unwrap());
     // Held: no second claim, no one-step exchange, no completion or release by another.
-    assert!(!codes.claim_exchange(code.id, second, stale_before(t0)).await.unwrap());
+    assert!(!codes
+        .claim_exchange(code.id, second, stale_before(t0))
+        .await
+        .unwrap());
     assert!(!codes.exchange(code.id).await.unwrap());
     assert!(!codes.complete_exchange(code.id, second).await.unwrap());
     assert!(!codes.release_exchange(code.id, second).await.unwrap());
     // Given back (the homeserver failed): claimable again.
     assert!(codes.release_exchange(code.id, first).await.unwrap());
-    assert!(codes.claim_exchange(code.id, second, stale_before(t0)).await.unwrap());
+    assert!(codes
+        .claim_exchange(code.id, second, stale_before(t0))
+        .await
+        .unwrap());
     // A stale claim (its exchange died half-way) is taken over; the old holder then loses.
     db.clock.advance(Duration::seconds(61));
     let now = db.clock.now_db();
-    assert!(codes.claim_exchange(code.id, first, stale_before(now)).await.unwrap());
+    assert!(codes
+        .claim_exchange(code.id, first, stale_before(now))
+        .await
+        .unwrap());
     assert!(!codes.complete_exchange(code.id, second).await.unwrap());
     assert!(codes.complete_exchange(code.id, first).await.unwrap());
     let exchanged = codes.lookup(code.id).await.unwrap().unwrap();
@@ -796,21 +814,42 @@ async fn exchange_claims(db: TestDb) {
         .await
         .unwrap();
     let devices = repo.device_code_grants();
-    assert!(!devices.claim_exchange(grant.id, first, stale_before(now)).await.unwrap());
+    assert!(!devices
+        .claim_exchange(grant.id, first, stale_before(now))
+        .await
+        .unwrap());
     assert!(devices.fulfill(grant.id, browser).await.unwrap());
-    assert!(devices.claim_exchange(grant.id, first, stale_before(now)).await.unwrap());
-    assert!(!devices.claim_exchange(grant.id, second, stale_before(now)).await.unwrap());
+    assert!(devices
+        .claim_exchange(grant.id, first, stale_before(now))
+        .await
+        .unwrap());
+    assert!(!devices
+        .claim_exchange(grant.id, second, stale_before(now))
+        .await
+        .unwrap());
     assert!(!devices.exchange(grant.id, session).await.unwrap());
-    assert!(!devices.complete_exchange(grant.id, second, session).await.unwrap());
+    assert!(!devices
+        .complete_exchange(grant.id, second, session)
+        .await
+        .unwrap());
     assert!(devices.release_exchange(grant.id, first).await.unwrap());
-    assert!(devices.claim_exchange(grant.id, second, stale_before(now)).await.unwrap());
+    assert!(devices
+        .claim_exchange(grant.id, second, stale_before(now))
+        .await
+        .unwrap());
     // Claimed before it expired, completed after: the tokens are still due (the claim holder
     // was answering a poll made in time).
     db.clock.advance(Duration::minutes(11));
-    assert!(devices.complete_exchange(grant.id, second, session).await.unwrap());
+    assert!(devices
+        .complete_exchange(grant.id, second, session)
+        .await
+        .unwrap());
     let done = devices.lookup(grant.id).await.unwrap().unwrap();
     assert_eq!(done.session_id, Some(session));
-    assert!(!devices.complete_exchange(grant.id, second, session).await.unwrap());
+    assert!(!devices
+        .complete_exchange(grant.id, second, session)
+        .await
+        .unwrap());
     // Expired and unclaimed: nothing to claim.
     let late = repo
         .device_code_grants()
@@ -820,7 +859,11 @@ async fn exchange_claims(db: TestDb) {
         })
         .await
         .unwrap();
-    assert!(repo.device_code_grants().fulfill(late.id, browser).await.unwrap());
+    assert!(repo
+        .device_code_grants()
+        .fulfill(late.id, browser)
+        .await
+        .unwrap());
     db.clock.advance(Duration::minutes(2));
     let now = db.clock.now_db();
     assert!(!repo

@@ -458,8 +458,15 @@ async fn token_login(
         // The device made when the login was completed is not wanted: end it (and delete it on
         // the homeserver), and log in the requested one.
         jobs.push(end_compat_session(&mut repo, &session, now).await?);
-        let (session, replaced) =
-            start_session(&mut repo, user.id, &device_id, display_name, user_agent, now).await?;
+        let (session, replaced) = start_session(
+            &mut repo,
+            user.id,
+            &device_id,
+            display_name,
+            user_agent,
+            now,
+        )
+        .await?;
         claimed = replaced;
         session
     } else {

@@ -4,7 +4,8 @@ use chrono::Duration;
 use ulid::Ulid;
 
 use super::{
-    issue_for_user, new_claim, provision_device, stale_claims_before, Approval, TokenError, TokenResponse,
+    issue_for_user, new_claim, provision_device, stale_claims_before, Approval, TokenError,
+    TokenResponse,
 };
 use crate::{
     core::sessions::end_oauth2_session,
