@@ -2,8 +2,9 @@
 -- grant is upserted there before the tokens are given): it first claims the grant (a random
 -- claim ID and when it was taken), commits, calls the homeserver with no connection held, then
 -- completes the exchange only if its claim still holds, or releases the claim when the
--- homeserver failed, so the client may retry. A claim older than the lease (a replica that died
--- mid-exchange) may be taken over.
+-- homeserver failed, so the client may retry. A later exchange of the same code takes the claim
+-- over (a retry after the database or a replica failed mid-exchange is never locked out); only
+-- the latest claim can complete, so the tokens are issued once.
 ALTER TABLE oauth2_authorization_grants ADD COLUMN exchange_claim TEXT;
 ALTER TABLE oauth2_authorization_grants ADD COLUMN exchange_claimed_at INTEGER;
 ALTER TABLE oauth2_device_code_grants ADD COLUMN exchange_claim TEXT;

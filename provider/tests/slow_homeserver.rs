@@ -221,10 +221,11 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
     provider.stop().await;
 }
 
-/// A device-code poll waiting on the paused homeserver holds no connection either; a second
-/// poll of the same device code meanwhile is told to keep polling (the first one holds the
-/// claim), and after the first gets its tokens the device code is used up (RFC 8628 §3.5).
-async fn a_device_code_poll_blocked_on_the_homeserver_holds_no_connection(db: TestDb) {
+/// Device-code polls waiting on the paused homeserver hold no connection either. A second poll
+/// of the same device code meanwhile takes the claim over (a poll is never locked out by one
+/// that died half-way); once resumed, exactly one of the two gets the tokens (the latest
+/// claim), the other `invalid_grant`, and the device code is used up (RFC 8628 §3.5).
+async fn device_code_polls_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let client_id = register_device_client(&provider).await;
@@ -240,28 +241,32 @@ async fn a_device_code_poll_blocked_on_the_homeserver_holds_no_connection(db: Te
     approve(&provider, &started).await;
     let device_code = started["device_code"].as_str().unwrap().to_owned();
     provider.homeserver.state().pause();
-    let blocked = tokio::spawn({
+    let spawn_poll = || {
         let (url, client_id, device_code) = (
             provider.url(endpoints::TOKEN),
             client_id.clone(),
             device_code.clone(),
         );
-        async move { poll_at(&url, &client_id, &device_code).await }
-    });
-    held(&provider, 1).await;
+        tokio::spawn(async move { poll_at(&url, &client_id, &device_code).await })
+    };
+    let polls = [spawn_poll(), spawn_poll()];
+    held(&provider, 2).await;
     unrelated_requests_are_answered(&provider, &live_token).await;
-    let (status, meanwhile) = poll_device(&provider, &client_id, &device_code).await;
-    assert_eq!(
-        (status, meanwhile["error"].as_str()),
-        (400, Some("authorization_pending")),
-        "{meanwhile}"
-    );
-    assert_eq!(provider.homeserver.state().held(), 1);
-    assert!(!blocked.is_finished());
+    assert_eq!(provider.homeserver.state().held(), 2);
+    assert!(polls.iter().all(|poll| !poll.is_finished()));
 
     provider.homeserver.state().resume();
-    let (status, body) = blocked.await.unwrap();
-    assert_eq!(status, 200, "{body}");
+    let mut answers = Vec::new();
+    for poll in polls {
+        let (status, body) = poll.await.unwrap();
+        answers.push((status, body["error"].as_str().map(str::to_owned)));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [(200, None), (400, Some("invalid_grant".to_owned()))],
+        "one poll gets the tokens, once"
+    );
     assert!(provider
         .homeserver
         .store()
@@ -438,7 +443,7 @@ async fn poll_at(url: &str, client_id: &str, device_code: &str) -> (u16, Value) 
 
 backend_tests!(
     exchanges_blocked_on_the_homeserver_hold_no_connection,
-    a_device_code_poll_blocked_on_the_homeserver_holds_no_connection,
+    device_code_polls_blocked_on_the_homeserver_hold_no_connection,
     a_failed_device_upsert_keeps_the_device_code,
     a_compat_login_blocked_on_the_homeserver_holds_no_connection,
 );

@@ -208,18 +208,14 @@ pub trait AuthorizationGrantRepository: Send {
     /// Step one of an exchange that calls another server before it completes (the token
     /// endpoint upserts the grant's Matrix device on the homeserver, and holds no transaction
     /// or connection meanwhile): records `claim` on a fulfilled, uncancelled, never exchanged
-    /// grant that no other claim holds, or whose claim was taken before `stale_before` (its
-    /// exchange died half-way). Compare-and-set: `true` when this call took the grant; commit,
-    /// then call, then [`Self::complete_exchange`] or [`Self::release_exchange`].
-    async fn claim_exchange(
-        &mut self,
-        id: Ulid,
-        claim: Ulid,
-        stale_before: DateTime<Utc>,
-    ) -> Result<bool, StorageError>;
+    /// grant, in place of any earlier claim (the latest attempt wins: a retry after an exchange
+    /// died half-way, with the database or its replica, is never locked out). Compare-and-set:
+    /// `true` when this call took the grant; commit, then call, then
+    /// [`Self::complete_exchange`] or [`Self::release_exchange`].
+    async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
 
     /// Step two: the code was redeemed (RFC 6749 §4.1.2: single use), only if `claim` still
-    /// holds the grant; `false` when another exchange took it over (then give no tokens).
+    /// holds the grant; `false` when a later exchange took it over (then give no tokens).
     async fn complete_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
 
     /// Gives a claim up without exchanging (the other server failed): the code may be
@@ -307,15 +303,10 @@ pub trait DeviceCodeGrantRepository: Send {
 
     /// Step one of an exchange that calls the homeserver before it completes (as
     /// [`AuthorizationGrantRepository::claim_exchange`]): records `claim` on an approved grant,
-    /// not expired now and never exchanged, that no other claim holds (or whose claim was taken
-    /// before `stale_before`). `true` when this call took it; commit, then call, then
-    /// [`Self::complete_exchange`] or [`Self::release_exchange`].
-    async fn claim_exchange(
-        &mut self,
-        id: Ulid,
-        claim: Ulid,
-        stale_before: DateTime<Utc>,
-    ) -> Result<bool, StorageError>;
+    /// not expired now and never exchanged, in place of any earlier claim. `true` when this
+    /// call took it; commit, then call, then [`Self::complete_exchange`] or
+    /// [`Self::release_exchange`].
+    async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
 
     /// Step two: the device got its tokens for `session_id` (created in the same transaction),
     /// only if `claim` still holds the grant (RFC 8628 §3.5: tokens once); on `false` roll back.
@@ -610,23 +601,16 @@ macro_rules! implementation {
                 )
             }
 
-            async fn claim_exchange(
-                &mut self,
-                id: Ulid,
-                claim: Ulid,
-                stale_before: DateTime<Utc>,
-            ) -> Result<bool, StorageError> {
+            async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError> {
                 let done = sqlx::query(
                     "UPDATE oauth2_authorization_grants \
                      SET exchange_claim = $2, exchange_claimed_at = $3 \
                      WHERE id = $1 AND fulfilled_at IS NOT NULL AND exchanged_at IS NULL \
-                       AND cancelled_at IS NULL \
-                       AND (exchange_claim IS NULL OR exchange_claimed_at < $4)",
+                       AND cancelled_at IS NULL",
                 )
                 .bind(DbId(id))
                 .bind(DbId(claim))
                 .bind(Ts(self.now()))
-                .bind(Ts(stale_before))
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(
@@ -962,24 +946,17 @@ macro_rules! implementation {
                 )
             }
 
-            async fn claim_exchange(
-                &mut self,
-                id: Ulid,
-                claim: Ulid,
-                stale_before: DateTime<Utc>,
-            ) -> Result<bool, StorageError> {
+            async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError> {
                 // RFC 8628 §3.5: an approved request whose device code has not expired.
                 let done = sqlx::query(
                     "UPDATE oauth2_device_code_grants \
                      SET exchange_claim = $2, exchange_claimed_at = $3 \
                      WHERE id = $1 AND fulfilled_at IS NOT NULL AND rejected_at IS NULL \
-                       AND exchanged_at IS NULL AND expires_at > $3 \
-                       AND (exchange_claim IS NULL OR exchange_claimed_at < $4)",
+                       AND exchanged_at IS NULL AND expires_at > $3",
                 )
                 .bind(DbId(id))
                 .bind(DbId(claim))
                 .bind(Ts(self.now()))
-                .bind(Ts(stale_before))
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(

@@ -739,11 +739,10 @@ async fn device_code_grant_steps(db: TestDb) {
 }
 
 /// The two-step exchange of the token endpoint (no transaction across its homeserver call):
-/// one claim at a time, completed only by its holder and once (RFC 6749 §4.1.2, RFC 8628
-/// §3.5), given back on failure, taken over only when stale; a claimed grant can't be
-/// exchanged in one step either.
+/// the latest claim holds (a retry is never locked out), only its holder completes, once
+/// (RFC 6749 §4.1.2, RFC 8628 §3.5), a claim is given back on failure, and a claimed grant
+/// can't be exchanged in one step either.
 async fn exchange_claims(db: TestDb) {
-    let t0 = db.clock.now_db();
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
     let (browser, session) = approval(&mut repo, &alice, &client).await;
@@ -753,58 +752,39 @@ async fn exchange_claims(db: TestDb) {
         .await
         .unwrap();
     let (first, second) = (Ulid::from_parts(1, 1), Ulid::from_parts(1, 2));
-    let stale_before = |now: chrono::DateTime<chrono::Utc>| now - Duration::seconds(60);
     let codes = repo.authorization_grants();
     // Not approved yet: nothing to claim.
-    assert!(!codes
-        .claim_exchange(code.id, first, stale_before(t0))
-        .await
-        .unwrap());
+    assert!(!codes.claim_exchange(code.id, first).await.unwrap());
     assert!(codes
         .fulfill(code.id, browser, session, &hash(7))
         .await
         .unwrap());
-    assert!(codes
-        .claim_exchange(code.id, first, stale_before(t0))
-        .await
-        .unwrap());
-    // Held: no second claim, no one-step exchange, no completion or release by another.
-    assert!(!codes
-        .claim_exchange(code.id, second, stale_before(t0))
-        .await
-        .unwrap());
+    assert!(codes.claim_exchange(code.id, first).await.unwrap());
+    // Held: no one-step exchange, no completion or release by another.
     assert!(!codes.exchange(code.id).await.unwrap());
     assert!(!codes.complete_exchange(code.id, second).await.unwrap());
     assert!(!codes.release_exchange(code.id, second).await.unwrap());
-    // Given back (the homeserver failed): claimable again.
-    assert!(codes.release_exchange(code.id, first).await.unwrap());
-    assert!(codes
-        .claim_exchange(code.id, second, stale_before(t0))
-        .await
-        .unwrap());
-    // A stale claim (its exchange died half-way) is taken over; the old holder then loses.
-    db.clock.advance(Duration::seconds(61));
-    let now = db.clock.now_db();
-    assert!(codes
-        .claim_exchange(code.id, first, stale_before(now))
-        .await
-        .unwrap());
-    assert!(!codes.complete_exchange(code.id, second).await.unwrap());
+    // A later claim takes over: the earlier holder can neither complete nor release.
+    assert!(codes.claim_exchange(code.id, second).await.unwrap());
+    assert!(!codes.complete_exchange(code.id, first).await.unwrap());
+    assert!(!codes.release_exchange(code.id, first).await.unwrap());
+    // Given back (the homeserver failed): claimable again, and completed by its holder.
+    assert!(codes.release_exchange(code.id, second).await.unwrap());
+    assert!(codes.claim_exchange(code.id, first).await.unwrap());
+    db.clock.advance(Duration::seconds(3));
     assert!(codes.complete_exchange(code.id, first).await.unwrap());
     let exchanged = codes.lookup(code.id).await.unwrap().unwrap();
-    assert_eq!(exchanged.exchanged_at, Some(now));
+    assert_eq!(exchanged.exchanged_at, Some(db.clock.now_db()));
     // Once: no completion, claim or release after it.
     assert!(!codes.complete_exchange(code.id, first).await.unwrap());
-    assert!(!codes
-        .claim_exchange(code.id, second, stale_before(now + Duration::hours(1)))
-        .await
-        .unwrap());
+    assert!(!codes.claim_exchange(code.id, second).await.unwrap());
     assert!(!codes.release_exchange(code.id, first).await.unwrap());
     assert!(matches!(
-        codes.claim_exchange(Ulid::new(), first, now).await,
+        codes.claim_exchange(Ulid::new(), first).await,
         Err(StorageError::NotFound("authorization grant"))
     ));
 
+    let now = db.clock.now_db();
     let grant = repo
         .device_code_grants()
         .add(NewDeviceCodeGrant {
@@ -814,31 +794,23 @@ async fn exchange_claims(db: TestDb) {
         .await
         .unwrap();
     let devices = repo.device_code_grants();
-    assert!(!devices
-        .claim_exchange(grant.id, first, stale_before(now))
-        .await
-        .unwrap());
+    assert!(!devices.claim_exchange(grant.id, first).await.unwrap());
     assert!(devices.fulfill(grant.id, browser).await.unwrap());
-    assert!(devices
-        .claim_exchange(grant.id, first, stale_before(now))
-        .await
-        .unwrap());
-    assert!(!devices
-        .claim_exchange(grant.id, second, stale_before(now))
-        .await
-        .unwrap());
+    assert!(devices.claim_exchange(grant.id, first).await.unwrap());
     assert!(!devices.exchange(grant.id, session).await.unwrap());
     assert!(!devices
         .complete_exchange(grant.id, second, session)
         .await
         .unwrap());
-    assert!(devices.release_exchange(grant.id, first).await.unwrap());
-    assert!(devices
-        .claim_exchange(grant.id, second, stale_before(now))
+    assert!(devices.claim_exchange(grant.id, second).await.unwrap());
+    assert!(!devices
+        .complete_exchange(grant.id, first, session)
         .await
         .unwrap());
+    assert!(devices.release_exchange(grant.id, second).await.unwrap());
+    assert!(devices.claim_exchange(grant.id, second).await.unwrap());
     // Claimed before it expired, completed after: the tokens are still due (the claim holder
-    // was answering a poll made in time).
+    // answers a poll made in time).
     db.clock.advance(Duration::minutes(11));
     assert!(devices
         .complete_exchange(grant.id, second, session)
@@ -865,10 +837,9 @@ async fn exchange_claims(db: TestDb) {
         .await
         .unwrap());
     db.clock.advance(Duration::minutes(2));
-    let now = db.clock.now_db();
     assert!(!repo
         .device_code_grants()
-        .claim_exchange(late.id, first, stale_before(now))
+        .claim_exchange(late.id, first)
         .await
         .unwrap());
     repo.commit().await.unwrap();

@@ -3,10 +3,7 @@
 use chrono::Duration;
 use ulid::Ulid;
 
-use super::{
-    issue_for_user, new_claim, provision_device, stale_claims_before, Approval, TokenError,
-    TokenResponse,
-};
+use super::{issue_for_user, new_claim, provision_device, Approval, TokenError, TokenResponse};
 use crate::{
     core::sessions::end_oauth2_session,
     crypto::sha256,
@@ -104,13 +101,13 @@ pub async fn exchange(
 
     // Step 1: claim the code and commit. No transaction is held across the homeserver call
     // (issue 14, finding 2), so the claim is what keeps the code single use meanwhile
-    // (RFC 6749 §4.1.2): of two concurrent redemptions exactly one claims it; the other is
-    // refused, without revoking anything (no tokens were issued yet, and the claim holder's
-    // tokens are the legitimate ones).
+    // (RFC 6749 §4.1.2): a later redemption takes the claim over (a retry is never locked out
+    // by an exchange that died half-way), and only the latest claim completes, once; the
+    // others are refused. Only a client holding the PKCE verifier gets this far.
     let claim = new_claim(state, now);
     if !repo
         .authorization_grants()
-        .claim_exchange(grant.id, claim, stale_claims_before(now))
+        .claim_exchange(grant.id, claim)
         .await?
     {
         return Err(TokenError::invalid_grant("the code was already used"));
@@ -126,8 +123,7 @@ pub async fn exchange(
         }
     }
 
-    // Step 3: the tokens, if the claim still holds (it lapses only after
-    // EXCHANGE_CLAIM_SECONDS, when another exchange may have taken the code over).
+    // Step 3: the tokens, if the claim still holds (no later redemption took it over).
     let approval = Approval {
         browser_session_id,
         code: Some(code),
@@ -154,16 +150,15 @@ pub async fn exchange(
     }
     .await;
     if issued.as_ref().is_err_and(|e| e.error == "server_error") {
-        // The transaction rolled back: give the code back rather than make the client wait
-        // for the claim to lapse.
+        // The transaction rolled back: give the code back (a retry would take it over anyway).
         release(state, grant.id, claim).await;
     }
     issued
 }
 
 /// Gives up the claim on a code (the homeserver failed, or the tokens could not be stored):
-/// the client may present it again. Logged, never fatal: an unreleased claim lapses after
-/// [`EXCHANGE_CLAIM_SECONDS`](super::EXCHANGE_CLAIM_SECONDS).
+/// the client may present it again. Logged, never fatal: a retry takes an unreleased claim
+/// over.
 async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
     let released = async {
         let mut repo = state.storage.begin().await?;
@@ -174,6 +169,6 @@ async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
     }
     .await;
     if let Err(e) = released {
-        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a code's claim; it lapses by itself");
+        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a code's claim; a retry takes it over");
     }
 }

@@ -15,10 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use ulid::Ulid;
 
-use super::{
-    issue_for_user, new_claim, provision_device, stale_claims_before, Approval, TokenError,
-    TokenResponse,
-};
+use super::{issue_for_user, new_claim, provision_device, Approval, TokenError, TokenResponse};
 use crate::{
     crypto::sha256,
     domain::scope,
@@ -131,19 +128,18 @@ pub async fn exchange(
         .ok_or_else(|| TokenError::invalid_grant("the approving account is no longer active"))?;
     // Step 1: claim the grant and commit (the poll is recorded with it). No transaction is
     // held across the homeserver call (issue 14, finding 2): the claim keeps the device code
-    // single use meanwhile (RFC 8628 §3.5). A poll that finds it claimed by another poll of
-    // the same device (or expiring this instant) is told to keep polling: the other poll
-    // either gets the tokens (then this code answers `invalid_grant`) or gives the claim back.
+    // single use meanwhile (RFC 8628 §3.5): a later poll takes it over (a poll is never locked
+    // out by one that died half-way), and only the latest claim completes, once. `false`:
+    // exchanged by a concurrent poll, or expired this instant.
     let claim = new_claim(state, now);
     if !repo
         .device_code_grants()
-        .claim_exchange(grant.id, claim, stale_claims_before(now))
+        .claim_exchange(grant.id, claim)
         .await?
     {
         repo.commit().await?;
-        return Err(polling_error(
-            "authorization_pending",
-            "another request of this device is being answered; poll again",
+        return Err(TokenError::invalid_grant(
+            "the device code was already used or has expired",
         ));
     }
     repo.commit().await?;
@@ -178,8 +174,8 @@ pub async fn exchange(
                 user_agent: grant.user_agent.as_deref(),
             })
             .await?;
-        // RFC 8628 §3.5: tokens once. `false`: the claim lapsed and another poll took the
-        // grant over; dropping `repo` rolls the session back.
+        // RFC 8628 §3.5: tokens once. `false`: a later poll took the claim over; dropping
+        // `repo` rolls the session back.
         if !repo
             .device_code_grants()
             .complete_exchange(grant.id, claim, session.id)
@@ -194,16 +190,16 @@ pub async fn exchange(
     }
     .await;
     if issued.as_ref().is_err_and(|e| e.error == "server_error") {
-        // The transaction rolled back: give the device code back rather than make the device
-        // wait for the claim to lapse.
+        // The transaction rolled back: give the device code back (a later poll would take it
+        // over anyway).
         release(state, grant.id, claim).await;
     }
     issued
 }
 
 /// Gives up the claim on a device code (the homeserver failed, or the tokens could not be
-/// stored): the device may poll again. Logged, never fatal: an unreleased claim lapses after
-/// [`EXCHANGE_CLAIM_SECONDS`](super::EXCHANGE_CLAIM_SECONDS).
+/// stored): the device may poll again. Logged, never fatal: a later poll takes an unreleased
+/// claim over.
 async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
     let released = async {
         let mut repo = state.storage.begin().await?;
@@ -214,7 +210,7 @@ async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
     }
     .await;
     if let Err(e) = released {
-        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a device code's claim; it lapses by itself");
+        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a device code's claim; a later poll takes it over");
     }
 }
 

@@ -274,18 +274,6 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenErro
     Ok(params)
 }
 
-/// How long a claim on a grant ([`crate::storage::AuthorizationGrantRepository::claim_exchange`])
-/// holds before another exchange may take it over: longer than the homeserver calls of
-/// [`provision_device`] can take (up to three calls of at most 10 s each,
-/// `core::matrix::http`), so only the claim of an exchange that died half-way (a replica
-/// stopped) lapses. Until then the code waits; after it, it may be presented again.
-pub const EXCHANGE_CLAIM_SECONDS: i64 = 60;
-
-/// The claims older than this are stale ([`EXCHANGE_CLAIM_SECONDS`]).
-pub(crate) fn stale_claims_before(now: DateTime<Utc>) -> DateTime<Utc> {
-    now - Duration::seconds(EXCHANGE_CLAIM_SECONDS)
-}
-
 /// A fresh claim ID for an exchange (from the injected randomness).
 pub(crate) fn new_claim(state: &AppState, now: DateTime<Utc>) -> Ulid {
     let random: u128 = state.storage.entropy().rng.rng().gen();
@@ -297,8 +285,10 @@ pub(crate) fn new_claim(state: &AppState, now: DateTime<Utc>) -> Ulid {
 /// will use the token at once, and the homeserver counts a token of an unknown device as
 /// inactive).
 ///
-/// The exchange claimed the grant and committed before, and issues the tokens in a new
-/// transaction after: no transaction or pooled connection is held across this call (DESIGN.md),
+/// The exchange claimed the grant (`claim_exchange` of the grant repositories) and committed
+/// before, and completes its claim and issues the tokens in a new transaction after (only the
+/// latest claim completes: tokens once): no transaction or pooled connection is held across
+/// this call (DESIGN.md),
 /// so a slow or paused homeserver holds up only the exchanges waiting for it, never `/health`,
 /// registration, introspection or the job worker (issue 14, finding 2). If the homeserver
 /// can't be reached the caller releases its claim (the code or device code stays usable) and
