@@ -23,7 +23,7 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
+use rand::{Rng as _, RngCore};
 use serde::Serialize;
 use serde_json::json;
 use ulid::Ulid;
@@ -286,40 +286,58 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenErro
     Ok(params)
 }
 
-/// The end of every grant for a user (authorization code, device code): a fresh pair for
-/// `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`), all in
-/// `repo`'s transaction, which commits; then the token response.
+/// A fresh claim ID for an exchange (from the injected randomness).
+pub(crate) fn new_claim(state: &AppState, now: DateTime<Utc>) -> Ulid {
+    let random: u128 = state.storage.entropy().rng.rng().gen();
+    Ulid::from_parts(now.timestamp_millis().unsigned_abs(), random)
+}
+
+/// The middle step of an exchange for a grant with a Matrix device (MSC2967 device scope):
+/// the homeserver gets the device, synchronously, before the tokens are issued (the client
+/// will use the token at once, and the homeserver counts a token of an unknown device as
+/// inactive).
+///
+/// The exchange claimed the grant (`claim_exchange` of the grant repositories) and committed
+/// before, and completes its claim and issues the tokens in a new transaction after (only the
+/// latest claim completes: tokens once): no transaction or pooled connection is held across
+/// this call (DESIGN.md),
+/// so a slow or paused homeserver holds up only the exchanges waiting for it, never `/health`,
+/// registration, introspection or the job worker (issue 14, finding 2). If the homeserver
+/// can't be reached the caller releases its claim (the code or device code stays usable) and
+/// answers 503 `temporarily_unavailable`.
+pub(crate) async fn provision_device(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    device_id: &str,
+) -> Result<(), TokenError> {
+    // The device is named after the client, as the account pages name the session.
+    let display_name = crate::core::clients::client_name(client);
+    provisioning::ensure_device(state, user, device_id, Some(&display_name))
+        .await
+        .map_err(TokenError::homeserver)
+}
+
+/// The end of every grant for a user (authorization code, device code), once the grant's
+/// exchange holds its claim and the homeserver has the device ([`provision_device`]): a fresh
+/// pair for `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`),
+/// all in `repo`'s transaction, which commits; then the token response.
 ///
 /// When the session has a Matrix device (MSC2967 device scope), it claims the device: the
 /// user's other live session holding that device ID ends in the same transaction
-/// ([`sessions::claim_device`]; a Matrix device is one session). The homeserver gets the device
-/// first, synchronously, before the commit: the client will use the token at once, and the
-/// homeserver counts a token of an unknown device as inactive. If the homeserver can't be
-/// reached the transaction rolls back (the code or device code stays unused) and the client may
-/// retry. After the commit, the ended sessions' homeserver jobs run before the answer leaves.
+/// ([`sessions::claim_device`]; a Matrix device is one session). After the commit, the ended
+/// sessions' homeserver jobs run before the answer leaves.
 pub(crate) async fn issue_for_user(
     state: &AppState,
     mut repo: BoxRepository,
     client: &Client,
     session: OAuth2Session,
-    user: &User,
     now: DateTime<Utc>,
     approval: Approval<'_>,
 ) -> Result<TokenResponse, TokenError> {
     let mut jobs = provisioning::AfterCommit::default();
-    if let Some(device_id) = &session.device_id {
-        jobs = sessions::claim_device(&mut repo, user.id, device_id, Some(session.id), now).await?;
-        // The device is named after the client, as the account pages name the session.
-        let display_name = crate::core::clients::client_name(client);
-        provisioning::ensure_device(
-            state.homeserver.as_ref(),
-            &mut repo,
-            user,
-            device_id,
-            Some(&display_name),
-        )
-        .await
-        .map_err(TokenError::homeserver)?;
+    if let (Some(device_id), Some(user_id)) = (&session.device_id, session.user_id) {
+        jobs = sessions::claim_device(&mut repo, user_id, device_id, Some(session.id), now).await?;
     }
     let mut rng = state.storage.entropy().rng.rng();
     let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
