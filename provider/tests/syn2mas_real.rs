@@ -20,8 +20,7 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use provider::{
-    backend_tests,
-    endpoints,
+    backend_tests, endpoints,
     test_harness::{skip_or_fail, TestDb, TestProvider},
 };
 use serde_json::{json, Value};
@@ -117,11 +116,10 @@ impl Drop for SynapseStore {
                 rt.block_on(async {
                     use sqlx::Connection as _;
                     let mut conn = sqlx::PgConnection::connect(&server).await.ok()?;
-                    let _ = sqlx::raw_sql(&format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    ))
-                    .execute(&mut conn)
-                    .await;
+                    let _ =
+                        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
                     Some(())
                 })
             })
@@ -159,8 +157,7 @@ async fn prerequisites(kind: SynapseKind) -> Option<(Tools, SynapseStore)> {
                 );
                 return None;
             }
-            let Some(server) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())
-            else {
+            let Some(server) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
                 skip_or_fail("Synapse-on-PostgreSQL cases skipped: DATABASE_URL is not set");
                 return None;
             };
@@ -478,7 +475,10 @@ async fn through_upstream(base: &Url, client_id: &str, upstream: &TestProvider) 
         let (status, page) = (response.status(), response.text().await.unwrap());
         assert_eq!(status, 200, "{next}: {page}");
         let fields: &[(&str, &str)] = if next.path() == "/login" {
-            &[("username", "erin-upstream"), ("password", UPSTREAM_PASSWORD)]
+            &[
+                ("username", "erin-upstream"),
+                ("password", UPSTREAM_PASSWORD),
+            ]
         } else {
             &[("action", "allow")]
         };
@@ -528,11 +528,10 @@ async fn a_real_synapse_moves_to_the_provider(db: TestDb, kind: SynapseKind) {
     };
     let base = Url::parse(&format!("http://127.0.0.1:{}/", free_port())).unwrap();
     let mut up_settings = upstream.settings.clone();
-    up_settings.clients[0].metadata["redirect_uris"] =
-        json!([endpoints::url(
-            &base,
-            &format!("{}/{UPSTREAM_ID}", endpoints::UPSTREAM_CALLBACK)
-        )]);
+    up_settings.clients[0].metadata["redirect_uris"] = json!([endpoints::url(
+        &base,
+        &format!("{}/{UPSTREAM_ID}", endpoints::UPSTREAM_CALLBACK)
+    )]);
     provider::server::prepare(&up_db.storage, &up_settings, false)
         .await
         .unwrap();
@@ -563,11 +562,7 @@ async fn a_real_synapse_moves_to_the_provider(db: TestDb, kind: SynapseKind) {
     };
     let check = run(&["syn2mas", "check"]).await;
     check.expect_code(0, "syn2mas check");
-    assert!(
-        check.stdout.contains("check: 0 errors"),
-        "{}",
-        check.stdout
-    );
+    assert!(check.stdout.contains("check: 0 errors"), "{}", check.stdout);
 
     let dry = run(&["syn2mas", "migrate", "--dry-run"]).await;
     dry.expect_code(0, "syn2mas migrate --dry-run");
@@ -610,7 +605,11 @@ async fn a_real_synapse_moves_to_the_provider(db: TestDb, kind: SynapseKind) {
         "refresh tokens\tread 1\timported 1\tunchanged 0\tskipped 0",
         "done: the provider's database holds Synapse's accounts",
     ] {
-        assert!(real.stdout.contains(expected), "{expected}\n{}", real.stdout);
+        assert!(
+            real.stdout.contains(expected),
+            "{expected}\n{}",
+            real.stdout
+        );
     }
 
     let again = run(&["syn2mas", "migrate"]).await;
@@ -672,11 +671,18 @@ async fn a_real_synapse_moves_to_the_provider(db: TestDb, kind: SynapseKind) {
             }
         }
         if let Ok(Some(status)) = serve.0.try_wait() {
-            panic!("provider serve exited: {status}\n{}", work.read("serve.log"));
+            panic!(
+                "provider serve exited: {status}\n{}",
+                work.read("serve.log")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(up, "provider serve never answered\n{}", work.read("serve.log"));
+    assert!(
+        up,
+        "provider serve never answered\n{}",
+        work.read("serve.log")
+    );
     let proxy = ReverseProxy::start(&tools, synapse.url(), &base)
         .await
         .unwrap_or_else(|e| panic!("start nginx: {e}"));
@@ -754,14 +760,7 @@ async fn a_real_synapse_moves_to_the_provider(db: TestDb, kind: SynapseKind) {
     let client = &settings.clients[0];
     let client_secret = client.secret.clone().unwrap();
     let admin_scope = "openid urn:matrix:client:api:* urn:synapse:admin:*";
-    let back = authorize_as(
-        &base,
-        &client.client_id,
-        admin_scope,
-        "alice",
-        USERS[0].1,
-    )
-    .await;
+    let back = authorize_as(&base, &client.client_id, admin_scope, "alice", USERS[0].1).await;
     let answer = exchange_and_introspect(
         &base,
         (&client.client_id, &client_secret),

@@ -31,9 +31,9 @@
 //! prerequisite is an error, never a silent skip.
 
 pub mod contract;
+mod plain;
 mod process;
 mod proxy;
-mod plain;
 mod synapse;
 mod venv;
 

@@ -208,7 +208,10 @@ impl PlainSynapse {
 
     /// The directory holding `homeserver.yaml` and the logs.
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().expect("the directory is kept until stop").path()
+        self.dir
+            .as_ref()
+            .expect("the directory is kept until stop")
+            .path()
     }
 
     /// `homeserver.yaml`.
@@ -395,8 +398,14 @@ mod tests {
         assert_eq!(config["database"]["args"]["database"], "synapse");
         assert_eq!(config["database"]["args"]["port"], 5432);
         let debug = format!("{options:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("pepp\""), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("pepp\""),
+            "{debug}"
+        );
         let sqlite = SynapseDatabase::Sqlite("/tmp/x/h.db".into()).config();
-        assert_eq!(sqlite, json!({"name": "sqlite3", "args": {"database": "/tmp/x/h.db"}}));
+        assert_eq!(
+            sqlite,
+            json!({"name": "sqlite3", "args": {"database": "/tmp/x/h.db"}})
+        );
     }
 }
