@@ -193,7 +193,7 @@ fn done(state: &AppState, request: &LogoutRequest, confirmed: bool) -> Response 
             "pages/signed_out.html",
             minijinja::context! {
                 client_name => request.client.as_ref().map(clients::client_name),
-                target => unconfirmed.as_ref().map(|u| target_of(u)),
+                target => unconfirmed.as_ref().map(target_of),
                 link => unconfirmed.as_ref().map(Url::as_str),
             },
         ),
