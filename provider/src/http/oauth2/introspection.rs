@@ -7,6 +7,14 @@
 //! - a confidential client, authenticated as at the token endpoint ([`client_auth`]). Public
 //!   clients (`none`) have no credentials and may not introspect.
 //!
+//! What each may see ([`Caller::may_see`], RFC 7662 §4: the server "SHOULD [...] determine
+//! whether the protected resource is allowed to know about the token"; a client without
+//! business with a token must not learn whose it is): the homeserver, every token (it serves
+//! them all); a client, the tokens issued to it; a client listed in `admin.clients`, every token
+//! (it may already read every user, session and client through the admin API). Anyone else is
+//! answered `{"active": false}`, as for a token that doesn't exist: registering a client
+//! anonymously (RFC 7591) must not make every user's token readable.
+//!
 //! Every token that is not active, whatever the reason (unknown, malformed, expired, revoked,
 //! finished session, locked or deactivated user, not the caller's to see), is answered exactly
 //! `{"active": false}` (§2.2). Answers are never cached (`Cache-Control: no-store`).
@@ -104,6 +112,20 @@ enum Caller {
     Homeserver,
     /// A confidential client.
     Client(Box<AuthenticatedClient>),
+}
+
+impl Caller {
+    /// May this caller learn about a token issued to `client_id` (`None`: a compat token, issued
+    /// to no OAuth 2.0 client)? See the module docs (RFC 7662 §4).
+    fn may_see(&self, client_id: Option<&str>, admin_clients: &[String]) -> bool {
+        match self {
+            Self::Homeserver => true,
+            Self::Client(caller) => {
+                let caller = caller.client.client_id.as_str();
+                client_id == Some(caller) || admin_clients.iter().any(|a| a == caller)
+            }
+        }
+    }
 }
 
 /// Why a request was refused before any token was looked at.
@@ -205,7 +227,10 @@ async fn handle(
     let found = find(&mut repo, &caller, token, now)
         .await
         .map_err(TokenError::server)?;
+    let admin_clients = &state.settings.admin_clients;
     Ok(found
+        // RFC 7662 §4: only to a caller with business with the token.
+        .filter(|active| caller.may_see(active.client_id.as_deref(), admin_clients))
         .and_then(|active| active.answer(supports_device_id, now))
         .unwrap_or_else(Introspection::inactive))
 }
@@ -599,6 +624,38 @@ mod tests {
         );
         assert_eq!(compat_scope("a\"b", false), None);
         assert_eq!(compat_scope("a b", true), None);
+    }
+
+    fn client_caller(client_id: &str) -> Caller {
+        let client = crate::storage::Client {
+            id: ulid::Ulid::from_parts(1, 3),
+            client_id: client_id.into(),
+            is_static: false,
+            encrypted_client_secret: None,
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            metadata: serde_json::json!({}),
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let metadata =
+            crate::domain::client_metadata::RegisteredMetadata::from_json(&client.metadata);
+        Caller::Client(Box::new(AuthenticatedClient { client, metadata }))
+    }
+
+    #[test]
+    fn who_may_see_a_token() {
+        let admins = vec!["robot".to_owned()];
+        // The homeserver sees every token, compat ones included.
+        assert!(Caller::Homeserver.may_see(Some("app"), &[]));
+        assert!(Caller::Homeserver.may_see(None, &[]));
+        // A client sees its own tokens only (RFC 7662 §4).
+        assert!(client_caller("app").may_see(Some("app"), &admins));
+        assert!(!client_caller("other").may_see(Some("app"), &admins));
+        assert!(!client_caller("other").may_see(None, &admins));
+        assert!(!client_caller("ap").may_see(Some("app"), &admins));
+        // An admin client sees every token.
+        assert!(client_caller("robot").may_see(Some("app"), &admins));
+        assert!(client_caller("robot").may_see(None, &admins));
     }
 
     #[test]

@@ -63,10 +63,17 @@ fn grant_mode(grant: &AuthorizationGrant) -> ResponseMode {
     grant.response_mode.parse().unwrap_or(ResponseMode::Query)
 }
 
-/// An error for the client, on behalf of a stored grant.
-fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError) -> Response {
-    error_response(
+/// An error for the client, on behalf of a stored grant (shown first when the client
+/// registered itself: [`super::error_to_client`], RFC 9700 §4.11.2).
+fn client_error(
+    state: &AppState,
+    grant: &AuthorizationGrant,
+    client: &Client,
+    error: OAuthError,
+) -> Response {
+    super::error_to_client(
         state,
+        client,
         &grant.redirect_uri,
         grant_mode(grant),
         &error,
@@ -76,11 +83,12 @@ fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError)
 
 /// Ends a request asking for more than the user may have (cancelled, so the consent page
 /// won't serve it later): `access_denied` for the client (RFC 6749 §4.1.2.1).
-async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
+async fn not_allowed(state: &AppState, grant: &AuthorizationGrant, client: &Client) -> Response {
     match grants::cancel(state, grant.id).await {
         Ok(_) => client_error(
             state,
             grant,
+            client,
             OAuthError::new(
                 ErrorCode::AccessDenied,
                 "this account may not be granted urn:synapse:admin:* or urn:mas:admin \
@@ -104,6 +112,7 @@ pub async fn proceed(
             &mut repo,
             state,
             &grant,
+            &client,
             cookie.session_id(),
             cookie.signed_in_for(),
         )
@@ -123,18 +132,27 @@ pub async fn proceed(
         }
     }
     let response = match (decision, none, user) {
-        (Decision::NotAllowed, ..) => not_allowed(state, &grant).await,
+        (Decision::NotAllowed, ..) => not_allowed(state, &grant, &client).await,
         (Decision::SignIn, true, _) => client_error(
             state,
             &grant,
+            &client,
             OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in"),
         ),
         (Decision::Consent, true, _) => client_error(
             state,
             &grant,
+            &client,
+            OAuthError::new(ErrorCode::ConsentRequired, "the user has not allowed this client"),
+        ),
+        // RFC 8252 §8.6: allowed before, but this client's identity can't be assured.
+        (Decision::Confirm, true, _) => client_error(
+            state,
+            &grant,
+            &client,
             OAuthError::new(
-                ErrorCode::ConsentRequired,
-                "the user has not allowed this client",
+                ErrorCode::InteractionRequired,
+                "the user must confirm this request: the client's identity can't be assured",
             ),
         ),
         (Decision::Complete, _, Some((session, user))) => {
@@ -143,7 +161,7 @@ pub async fn proceed(
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
             super::sign_in_first(state, grant.id, &grants::prompts(&grant))
         }
-        (Decision::Consent, false, _) => {
+        (Decision::Consent | Decision::Confirm, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()
         }
     };
@@ -226,6 +244,7 @@ pub async fn get(
             &mut repo,
             &state,
             &grant,
+            &client,
             cookie.session_id(),
             cookie.signed_in_for(),
         )
@@ -239,8 +258,8 @@ pub async fn get(
         Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };
     let response = match (decision, &user) {
-        (Decision::NotAllowed, _) => not_allowed(&state, &grant).await,
-        (Decision::Consent, Some((_, user))) => {
+        (Decision::NotAllowed, _) => not_allowed(&state, &grant, &client).await,
+        (Decision::Consent | Decision::Confirm, Some((_, user))) => {
             consent_page(&state, &cookie, &grant, &client, user)
         }
         (Decision::Complete, Some((session, user))) => {
@@ -282,6 +301,7 @@ pub async fn post(
             &mut repo,
             &state,
             &grant,
+            &client,
             cookie.session_id(),
             cookie.signed_in_for(),
         )
@@ -290,11 +310,14 @@ pub async fn post(
     }
     .await;
     let (grant, client, user) = match found {
-        Ok(Some((grant, client, Some(user), Decision::Consent | Decision::Complete))) => {
-            (grant, client, user)
-        }
-        Ok(Some((grant, _, _, Decision::NotAllowed))) => {
-            let response = not_allowed(&state, &grant).await;
+        Ok(Some((
+            grant,
+            client,
+            Some(user),
+            Decision::Consent | Decision::Confirm | Decision::Complete,
+        ))) => (grant, client, user),
+        Ok(Some((grant, client, _, Decision::NotAllowed))) => {
+            let response = not_allowed(&state, &grant, &client).await;
             return (cookie.into_jar(), response).into_response();
         }
         Ok(Some((grant, ..))) => return (cookie.into_jar(), login_first(&grant)).into_response(),
@@ -308,6 +331,7 @@ pub async fn post(
             Ok(true) => client_error(
                 &state,
                 &grant,
+                &client,
                 OAuthError::new(ErrorCode::AccessDenied, "the user denied the request"),
             ),
             Ok(false) => expired(&state),

@@ -6,7 +6,8 @@
 //! 2. Everything else, by the named checks of [`CHECKS`], in order. The table says which
 //!    endpoint runs which check, so the device authorization endpoint shares the same checks over
 //!    the same [`Params`]. Their errors go back to the client's redirect URI in the requested
-//!    response mode, with `state` and `iss` (RFC 9207).
+//!    response mode, with `state` and `iss` (RFC 9207); for a dynamically registered client,
+//!    only by the user's choice on a page ([`error_to_client`], RFC 9700 §4.11.2).
 //!
 //! 3. A request that passes is stored as an authorization grant. A browser that nobody is signed
 //!    in on goes straight to the sign-in page, carrying the request as a typed continuation
@@ -30,6 +31,7 @@ pub use crate::domain::protocol::ResponseMode;
 use crate::endpoints;
 use crate::http::kit::{self, continuation::AfterSignIn};
 use crate::{
+    core::clients,
     domain::{
         client_metadata::RegisteredMetadata,
         pkce,
@@ -38,7 +40,7 @@ use crate::{
         scope::Scope,
     },
     http::AppState,
-    storage::NewAuthorizationGrant,
+    storage::{Client, NewAuthorizationGrant},
 };
 
 /// The endpoints that run the shared request checks.
@@ -357,9 +359,16 @@ pub async fn get(
     let redirect = redirect.to_owned();
     let client_state = params.get("state").map(str::to_owned);
 
-    // Stage 2: errors go back to the client.
+    // Stage 2: errors go back to the client (by the user's choice if it registered itself).
     let respond = |mode: ResponseMode, error: OAuthError| {
-        consent::error_response(&state, &redirect, mode, &error, client_state.as_deref())
+        error_to_client(
+            &state,
+            &client,
+            &redirect,
+            mode,
+            &error,
+            client_state.as_deref(),
+        )
     };
     let mode = match response_mode(params.get("response_mode")) {
         Ok(mode) => mode,
@@ -443,6 +452,76 @@ pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: &[&str]) -> Respons
         Some(&AfterSignIn::Grant(grant)),
     ))
     .into_response()
+}
+
+/// Sends an authorization error to the client's redirect URI (RFC 6749 §4.1.2.1): straight
+/// away for a client the operator configured, by the user's choice for one that registered
+/// itself.
+///
+/// RFC 9700 §4.11.2 (the authorization server as open redirector): anyone can register a client
+/// (RFC 7591) whose redirect URI is a phishing site, then send users an authorization request
+/// that fails on purpose (a bad scope), that they will deny, or a silent `prompt=none` one, to
+/// have this server send them there. "The authorization server SHOULD only automatically
+/// redirect the user agent if it trusts the redirection URI. If the URI is not trusted, the
+/// authorization server MAY inform the user and rely on the user to make the correct decision."
+/// Trusted are the redirect URIs of static clients (`Client::is_static`: written by the operator
+/// in the configuration); those of dynamically registered clients are not, so their errors are
+/// shown on a page that names the application, the error and where the link leads, and the user
+/// decides whether to go back (a link with the error in the response mode's place; a button for
+/// `form_post`). Codes are still redirected without a page: one is only issued after the user
+/// signed in and consented (§4.11.2: "MUST always authenticate the user first").
+pub fn error_to_client(
+    state: &AppState,
+    client: &Client,
+    redirect: &str,
+    mode: ResponseMode,
+    error: &OAuthError,
+    client_state: Option<&str>,
+) -> Response {
+    let untrusted = !client.is_static;
+    let parsed = url::Url::parse(redirect);
+    let Some(mut url) = parsed.ok().filter(|_| untrusted) else {
+        return consent::error_response(state, redirect, mode, error, client_state);
+    };
+    let issuer = state.settings.issuer.to_string();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("error", error.error.as_str()),
+        ("error_description", &error.description),
+    ];
+    if let Some(s) = client_state {
+        fields.push(("state", s));
+    }
+    // RFC 9207 §2: `iss` with every authorization response, errors included.
+    fields.push(("iss", &issuer));
+    match mode {
+        ResponseMode::Query => {
+            url.query_pairs_mut().extend_pairs(fields.iter());
+        }
+        ResponseMode::Fragment => {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields.iter())
+                .finish();
+            url.set_fragment(Some(&encoded));
+        }
+        ResponseMode::FormPost => {}
+    }
+    let form_post = mode == ResponseMode::FormPost;
+    kit::page_with_csp(
+        state,
+        StatusCode::BAD_REQUEST,
+        "pages/authorize_error.html",
+        minijinja::context! {
+            client_name => clients::client_name(client),
+            description => error.description,
+            error => error.error.as_str(),
+            target => redirect,
+            form_post => form_post,
+            action => url.as_str(),
+            fields => fields,
+        },
+        // The button of `form_post` posts to the client (`form-action`); a link needs nothing.
+        &kit::csp_redirecting_to(form_post.then_some(&url)),
+    )
 }
 
 #[cfg(test)]
