@@ -255,7 +255,8 @@ pub struct Options {
     /// The longest the suite waits for a rate limit at once (`Retry-After`, `retry_after_ms`);
     /// a longer wait asked for skips the check.
     pub rate_limit_wait: Duration,
-    /// The longest the suite waits for rate limits in all, over the run.
+    /// The longest the suite waits for rate limits in all, over the run (the time during which at
+    /// least one check waits: checks waiting at once count once).
     pub rate_limit_budget: Duration,
 }
 

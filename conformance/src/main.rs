@@ -84,7 +84,8 @@ struct Cli {
     /// retry_after_ms); a longer one skips the check. 0: never wait.
     #[arg(long, value_name = "SECONDS", default_value_t = conformance::DEFAULT_MAX_WAIT.as_secs())]
     rate_limit_wait: u64,
-    /// The longest the whole run waits for rate limits, in seconds.
+    /// The longest the whole run waits for rate limits, in seconds (checks waiting at the same
+    /// time count once).
     #[arg(long, value_name = "SECONDS", default_value_t = conformance::DEFAULT_BUDGET.as_secs())]
     rate_limit_budget: u64,
     /// List the checks and exit.

@@ -25,7 +25,8 @@ use crate::{BoxFuture, Clock};
 
 /// How long a wait may be, at most, by default (`--rate-limit-wait`).
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
-/// How long the run may wait for rate limits in all, by default (`--rate-limit-budget`).
+/// How long the run may be held up by rate limits in all, by default (`--rate-limit-budget`):
+/// the time during which at least one check waits.
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(300);
 /// How often one request is repeated at most (the budget bounds the run anyway).
 const MAX_REPEATS: u32 = 10;
@@ -69,7 +70,8 @@ pub struct RateLimitEvent {
 pub struct RateLimits {
     /// How many answers were `429`.
     pub responses: u32,
-    /// How long the suite waited for them in all.
+    /// How long the run was held up by them: the time during which at least one check was
+    /// waiting (waits of checks running at once overlap, and count once).
     pub waited_millis: u64,
     /// The bound of one wait.
     pub max_wait_millis: u64,
@@ -144,9 +146,51 @@ pub(crate) struct RateLimiter {
 
 #[derive(Default)]
 struct State {
-    /// Promised to waits so far (reserved before sleeping, so concurrent checks can't overdraw).
+    /// Promised to waits so far, summed over the checks (reserved before sleeping): what a
+    /// running check's time limit is extended by ([`RateLimiter::waited`]).
     waited: Duration,
+    /// Every wait promised, as a span of time (reserved before sleeping, so concurrent checks
+    /// can't overdraw): the budget bounds the length of their union, the time the run is held
+    /// up. Dozens at most.
+    spans: Vec<(SystemTime, SystemTime)>,
+    /// Where each check's (or the run's own, `None`) last wait ends: its next wait starts there
+    /// at the earliest, so one check's repeated waits add up even on a clock that doesn't move.
+    cursors: Vec<(Option<&'static str>, SystemTime)>,
     events: Vec<RateLimitEvent>,
+}
+
+impl State {
+    /// The span a wait of `check` starting `now` takes, after its previous one.
+    fn span(
+        &self,
+        check: Option<&'static str>,
+        now: SystemTime,
+        wait: Duration,
+    ) -> (SystemTime, SystemTime) {
+        let start = self
+            .cursors
+            .iter()
+            .find(|(c, _)| *c == check)
+            .map_or(now, |(_, end)| (*end).max(now));
+        (start, start + wait)
+    }
+
+    /// The length of the union of the spans, with `extra` added.
+    fn held_up(&self, extra: Option<(SystemTime, SystemTime)>) -> Duration {
+        let mut spans: Vec<(SystemTime, SystemTime)> =
+            self.spans.iter().copied().chain(extra).collect();
+        spans.sort();
+        let mut total = Duration::ZERO;
+        let mut reach: Option<SystemTime> = None;
+        for (start, end) in spans {
+            let from = reach.map_or(start, |r| r.max(start));
+            if end > from {
+                total += end.duration_since(from).unwrap_or_default();
+            }
+            reach = Some(reach.map_or(end, |r| r.max(end)));
+        }
+        total
+    }
 }
 
 /// The bounds did not allow the wait: the check is skipped with this reason.
@@ -169,7 +213,7 @@ impl RateLimiter {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long the run has waited so far.
+    /// How long the checks have waited so far, summed (for extending a check's time limit).
     pub(crate) fn waited(&self) -> Duration {
         self.state().waited
     }
@@ -179,7 +223,7 @@ impl RateLimiter {
         let state = self.state();
         RateLimits {
             responses: u32::try_from(state.events.len()).unwrap_or(u32::MAX),
-            waited_millis: millis(state.waited),
+            waited_millis: millis(state.held_up(None)),
             max_wait_millis: millis(self.max_wait),
             budget_millis: millis(self.budget),
             events: state.events.clone(),
@@ -232,7 +276,10 @@ impl RateLimiter {
             limited.method,
             limited.url.split(['?', '#']).next().unwrap_or_default()
         );
+        let check = CURRENT_CHECK.try_with(|id| *id).ok();
         let mut state = self.state();
+        let span = state.span(check, now, wait);
+        let held_up = state.held_up(None);
         let gave_up = if repeats >= MAX_REPEATS {
             Some(format!("still 429 after {MAX_REPEATS} repeats"))
         } else if wait > self.max_wait {
@@ -241,21 +288,26 @@ impl RateLimiter {
                 seconds(millis(wait)),
                 seconds(millis(self.max_wait))
             ))
-        } else if state.waited + wait > self.budget {
+        } else if state.held_up(Some(span)) > self.budget {
             Some(format!(
                 "waiting {} more would exceed the {} the run may wait in all (--rate-limit-budget; {} spent)",
                 seconds(millis(wait)),
                 seconds(millis(self.budget)),
-                seconds(millis(state.waited))
+                seconds(millis(held_up))
             ))
         } else {
             None
         };
         if gave_up.is_none() {
             state.waited += wait;
+            state.spans.push(span);
+            match state.cursors.iter_mut().find(|(c, _)| *c == check) {
+                Some(cursor) => cursor.1 = span.1,
+                None => state.cursors.push((check, span.1)),
+            }
         }
         state.events.push(RateLimitEvent {
-            check: CURRENT_CHECK.try_with(|id| *id).ok(),
+            check,
             at_millis: millis(now.duration_since(self.started).unwrap_or_default()),
             request: request.clone(),
             asked: asked.clone(),
@@ -472,5 +524,35 @@ mod tests {
         assert_eq!(report.waited_millis, 6000);
         assert_eq!(report.events[2].waited_millis, 0);
         assert!(report.events[2].gave_up.is_some());
+    }
+
+    /// Checks waiting at the same time hold the run up once; one check's waits add up.
+    #[tokio::test]
+    async fn concurrent_waits_count_once_against_the_budget() {
+        let limiter = RateLimiter::new(
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+            epoch,
+            no_sleep,
+        );
+        let e = limited(&[("retry-after", "4")], "");
+        for id in ["a", "b", "c", "d"] {
+            CURRENT_CHECK
+                .scope(id, async { assert!(limiter.admit(&e, 0).is_ok(), "{id}") })
+                .await;
+        }
+        // Four checks waiting 4 s from the same instant: the run is held up 4 s, not 16 s
+        // (their time limits are extended by the sum all the same).
+        assert_eq!(limiter.report().waited_millis, 4000);
+        assert_eq!(limiter.waited(), Duration::from_secs(16));
+        // Check `a` waits again, after its first wait (8 s); once more would make 12 s.
+        CURRENT_CHECK
+            .scope("a", async {
+                assert!(limiter.admit(&e, 1).is_ok());
+                let GaveUp(why) = limiter.admit(&e, 2).unwrap_err();
+                assert!(why.contains("(--rate-limit-budget; 8 s spent)"), "{why}");
+            })
+            .await;
+        assert_eq!(limiter.report().waited_millis, 8000);
     }
 }

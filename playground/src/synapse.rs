@@ -32,12 +32,10 @@ impl RealSynapse {
         public: &Url,
     ) -> Result<Self, Error> {
         let tools = tools().await?;
-        let mut options = SynapseOptions::new(server_name, provider_endpoint.clone(), secret);
         // The URL clients are given (`synapse/config/server.py`: `public_baseurl`), named in
         // Synapse's `.well-known/matrix/client` and its links.
-        options
-            .extra_config
-            .insert("public_baseurl".into(), public.as_str().into());
+        let options = SynapseOptions::new(server_name, provider_endpoint.clone(), secret)
+            .with_public_baseurl(public);
         let synapse = Synapse::start(&tools, options)
             .await
             .map_err(|e| Error::Synapse(e.to_string()))?;

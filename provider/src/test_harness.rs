@@ -455,21 +455,32 @@ impl SynapseTestProvider {
         let (_, mut settings) = crate::config::parse(&text, overrides, std::path::Path::new("."))
             .expect("the generated configuration is valid");
 
+        // nginx's address is chosen first: it is Synapse's `public_baseurl`, the homeserver URL
+        // its `.well-known/matrix/client` names (as the MAS setup guide configures it).
+        let front = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port for nginx");
+        let front_url = url::Url::parse(&format!("http://{front}/")).expect("nginx's URL");
         let synapse = synapse_harness::Synapse::start(
             &tools,
             synapse_harness::SynapseOptions::new(
                 &settings.matrix.homeserver,
                 settings.public_base.clone(),
                 &settings.matrix.secret,
-            ),
+            )
+            .with_public_baseurl(&front_url),
         )
         .await
         .unwrap_or_else(|e| panic!("start Synapse: {e}"));
         settings.matrix.endpoint = synapse.url().clone();
-        let proxy =
-            synapse_harness::ReverseProxy::start(&tools, synapse.url(), &settings.public_base)
-                .await
-                .unwrap_or_else(|e| panic!("start nginx: {e}"));
+        let proxy = synapse_harness::ReverseProxy::start_on(
+            &tools,
+            front,
+            synapse.url(),
+            &settings.public_base,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("start nginx: {e}"));
 
         crate::server::prepare(&db.storage, &settings, false)
             .await

@@ -265,6 +265,7 @@ checks![
     device_from_the_explicit_field_or_the_scope,
     introspection_is_cached,
     device_deletion_cuts_the_cache_short,
+    a_re_created_device_keeps_the_cached_answer,
     inactive_answers_are_cached_too,
     expiry_is_counted_from_the_cached_answer,
     token_errors,
@@ -463,6 +464,37 @@ async fn device_deletion_cuts_the_cache_short(ctx: &Ctx<'_>) -> Outcome {
         200,
     )?;
     expect_eq("introspections", ctx.introspections(token).await.len(), 2)
+}
+
+/// `mas.py` drops a cached answer only when a request with that token finds its device missing:
+/// a device deleted and created again before the token is next used keeps the answer (no new
+/// introspection). So re-creating a device can't end an old token of it early; only its
+/// absence at the token's next use does (why `core::sessions::claim_device` keeps the device).
+async fn a_re_created_device_keeps_the_cached_answer(ctx: &Ctx<'_>) -> Outcome {
+    ctx.provision("reclaimed").await?;
+    ctx.device("reclaimed", "AGAINDEV").await?;
+    let token = "mat_contract_reclaimed";
+    ctx.introspection(token, active("reclaimed", API, Some("AGAINDEV")))
+        .await;
+    expect_eq("whoami before", ctx.whoami(token).await?.0, 200)?;
+    let deleted = ctx
+        .mas(
+            "delete_device",
+            json!({"localpart": "reclaimed", "device_id": "AGAINDEV"}),
+        )
+        .await?;
+    expect_eq("delete_device status", deleted.0, 204)?;
+    ctx.device("reclaimed", "AGAINDEV").await?;
+    expect_eq(
+        "whoami with the device re-created",
+        ctx.whoami(token).await?.0,
+        200,
+    )?;
+    expect_eq(
+        "introspections (the cached answer survived)",
+        ctx.introspections(token).await.len(),
+        1,
+    )
 }
 
 /// `mas.py` caches every well-formed answer, inactive ones included, for the same 2 minutes.

@@ -42,6 +42,17 @@ impl SynapseOptions {
             extra_config: serde_json::Map::new(),
         }
     }
+
+    /// Sets `public_baseurl` (`synapse/config/server.py`): the URL clients are given, i.e. the
+    /// reverse proxy in front. Synapse then serves `/.well-known/matrix/client` with it (and,
+    /// in MAS mode, the provider's issuer and account URL, MSC2965); without it Synapse serves
+    /// no client well-known at all and assumes `https://<server_name>/`. The MAS setup guide
+    /// sets it, and so should every deployment.
+    pub fn with_public_baseurl(mut self, url: &Url) -> Self {
+        self.extra_config
+            .insert("public_baseurl".into(), url.as_str().into());
+        self
+    }
 }
 
 impl std::fmt::Debug for SynapseOptions {
@@ -315,5 +326,19 @@ mod tests {
             "/tmp/x/homeserver.db"
         );
         assert!(!format!("{options:?}").contains("s3cret"));
+        // No public_baseurl unless asked: Synapse then serves no client well-known.
+        assert!(config.get("public_baseurl").is_none());
+    }
+
+    #[test]
+    fn the_public_baseurl_is_the_front() {
+        let options = SynapseOptions::new(
+            "hs.test",
+            Url::parse("http://127.0.0.1:9/").unwrap(),
+            "s3cret",
+        )
+        .with_public_baseurl(&Url::parse("http://127.0.0.1:8448/").unwrap());
+        let config = homeserver_config(Path::new("/tmp/x"), 1234, &options, "m");
+        assert_eq!(config["public_baseurl"], "http://127.0.0.1:8448/");
     }
 }

@@ -5,6 +5,7 @@
 //! one: a marker file written last says the install completed.
 
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -158,16 +159,24 @@ fn ensure_venv(venv: &Path) -> Result<PathBuf, String> {
     );
     run(Command::new(&python3).arg("-m").arg("venv").arg(venv))
         .map_err(|e| format!("python3 -m venv failed: {e}"))?;
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .args(["--quiet", &format!("matrix-synapse=={SYNAPSE_VERSION}")]))
-    .map_err(|e| format!("pip install matrix-synapse=={SYNAPSE_VERSION} failed: {e}"))?;
+    let mut pip = Command::new(&python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+    ]);
+    // On a terminal (the playground's first `--homeserver synapse`), pip shows its progress
+    // (each package, download bars) on the terminal; elsewhere (tests, CI logs) it stays quiet
+    // and its output is kept for the error.
+    let shown = if std::io::stderr().is_terminal() {
+        pip.args(["--progress-bar", "on"]);
+        run_shown(pip.arg(format!("matrix-synapse=={SYNAPSE_VERSION}")))
+    } else {
+        run(pip.args(["--quiet", &format!("matrix-synapse=={SYNAPSE_VERSION}")]))
+    };
+    shown.map_err(|e| format!("pip install matrix-synapse=={SYNAPSE_VERSION} failed: {e}"))?;
     match installed_version(&python) {
         Some(version) if version == SYNAPSE_VERSION => {}
         other => {
@@ -205,6 +214,21 @@ fn installed_version(python: &Path) -> Option<String> {
 }
 
 /// Runs a command to completion; on failure, the error holds the end of its output.
+/// Runs `command` with its output on this process's stderr (so a terminal shows it).
+fn run_shown(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(std::io::stderr())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{status} (its output is above)"))
+    }
+}
+
 fn run(command: &mut Command) -> Result<(), String> {
     let output = command
         .stdin(Stdio::null())

@@ -39,23 +39,26 @@ pub async fn signed_in(
     if session_id.is_none() {
         return Ok(None);
     }
-    signed_in_on(&mut core.storage.reader().await?, session_id).await
+    signed_in_on(&mut core.storage.reader().await?, core, session_id).await
 }
 
-/// [`signed_in`] on a connection the caller already holds.
+/// [`signed_in`] on a connection the caller already holds. A session past its idle or
+/// absolute lifetime (`sessions`) is nobody's ([`crate::core::sessions::live_browser_session`]).
 pub async fn signed_in_on(
     repo: &mut BoxRepository,
+    core: &Core,
     session_id: Option<Ulid>,
 ) -> Result<Option<(BrowserSession, User)>, StorageError> {
     let Some(id) = session_id else {
         return Ok(None);
     };
-    let Some(session) = repo.browser_sessions().lookup(id).await? else {
+    let now = core.storage.entropy().clock.now();
+    let lifetimes = core.settings.browser_sessions;
+    let Some(session) =
+        crate::core::sessions::live_browser_session(repo, id, lifetimes, now).await?
+    else {
         return Ok(None);
     };
-    if !session.is_active() {
-        return Ok(None);
-    }
     match repo.users().lookup(session.user_id).await? {
         Some(user) if user.is_active() => Ok(Some((session, user))),
         _ => Ok(None),
@@ -144,7 +147,7 @@ pub async fn assess(
     session_id: Option<Ulid>,
     signed_in_for: Option<Ulid>,
 ) -> Result<(Option<(BrowserSession, User)>, Decision), StorageError> {
-    let user = signed_in_on(repo, session_id).await?;
+    let user = signed_in_on(repo, core, session_id).await?;
     let decision = decide(repo, core, grant, user.as_ref(), signed_in_for).await?;
     Ok((user, decision))
 }
