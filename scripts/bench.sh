@@ -78,13 +78,17 @@ CLIENT_SECRET=$(yaml_value client_secret)
 HS_SECRET=$(sed -n '/^matrix:/,/^[a-z]/p' "$CONFIG" | sed -nE 's/^ *secret: "([^"]*)"$/\1/p')
 [[ -n "$CLIENT_ID" && -n "$CLIENT_SECRET" && -n "$HS_SECRET" ]] || die "can't read $CONFIG"
 # One load generator on loopback is one client and one address: the per-client token limit
-# (600 at once, then 100/s) and the per-address login limit would answer most requests 429.
+# (600 at once, then 100/s) and the login limits would answer most requests 429.
 # The limits stay on (their check is part of the cost); only their quotas are raised.
 export PROVIDER__CLIENTS__0__GRANT_TYPES='[authorization_code, refresh_token, client_credentials]'
 export PROVIDER__RATE_LIMITING__TOKEN__PER_CLIENT__BURST=100000
 export PROVIDER__RATE_LIMITING__TOKEN__PER_CLIENT__PER_SECOND=100000
 export PROVIDER__RATE_LIMITING__LOGIN__PER_IP__BURST=100000
 export PROVIDER__RATE_LIMITING__LOGIN__PER_IP__PER_SECOND=100000
+# The storm signs one account in from 16 workers: attempts in flight count against the
+# per-account limit before their password is checked.
+export PROVIDER__RATE_LIMITING__LOGIN__PER_ACCOUNT__BURST=100000
+export PROVIDER__RATE_LIMITING__LOGIN__PER_ACCOUNT__PER_SECOND=100000
 
 FAKE_HOMESERVER_SECRET=$HS_SECRET "$BIN/fake-homeserver" --server-name localhost \
   --provider-endpoint "http://127.0.0.1:$PORT/" --listen "127.0.0.1:$HS_PORT" --proxy-login \

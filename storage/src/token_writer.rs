@@ -106,7 +106,9 @@ async fn write_batch(storage: &Storage, jobs: Vec<Job>) {
             }
         }
         Err(error) if jobs.len() == 1 => {
-            let _ = jobs.into_iter().next().map(|j| j.reply.send(Err(error)));
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(error));
+            }
         }
         Err(_) => {
             for job in jobs {
