@@ -83,12 +83,29 @@ impl RateLimiter {
         let Some(quota) = self.limits.quota(limit) else {
             return Ok(());
         };
-        let mut repo = self.storage.reader().await?;
-        match repo
-            .rate_limits()
-            .spend(&bucket_key(limit, key), quota)
-            .await?
-        {
+        let key = bucket_key(limit, key);
+        // On a kept connection when one is free (no pool pings: `Storage::hot_reader`); on a
+        // pooled one otherwise, or again when the kept one failed (a unit spent twice by that
+        // retry only makes the limit a little stricter).
+        let mut spent = None;
+        if let Some(mut hot) = self.storage.hot_reader().await {
+            match hot.repo().rate_limits().spend(&key, quota).await {
+                Ok(done) => spent = Some(done),
+                Err(_) => hot.discard(),
+            }
+        }
+        let spent = match spent {
+            Some(done) => done,
+            None => {
+                self.storage
+                    .reader()
+                    .await?
+                    .rate_limits()
+                    .spend(&key, quota)
+                    .await?
+            }
+        };
+        match spent {
             Spend::Granted => Ok(()),
             Spend::Refused { retry_after } => {
                 tracing::info!(

@@ -17,8 +17,11 @@ use subtle::ConstantTimeEq as _;
 
 use super::{authorize::Params, token::TokenError};
 use crate::{
-    crypto::Encrypter, domain::client_metadata::RegisteredMetadata, endpoints, http::AppState,
-    storage::Client,
+    crypto::Encrypter,
+    domain::client_metadata::RegisteredMetadata,
+    endpoints,
+    http::AppState,
+    storage::{Client, StorageError},
 };
 
 pub use crate::domain::protocol::JWT_BEARER;
@@ -163,10 +166,7 @@ pub async fn authenticate(
             return authenticate_assertion(state, assertion, body_id.as_deref()).await;
         }
     };
-    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
-    let client = repo
-        .clients()
-        .find_by_client_id(id)
+    let client = find_client(state, id)
         .await
         .map_err(TokenError::server)?
         .ok_or_else(|| TokenError::invalid_client("unknown client", basic))?;
@@ -195,6 +195,24 @@ pub async fn authenticate(
     }
     let metadata = RegisteredMetadata::from_json(&client.metadata);
     Ok(AuthenticatedClient { client, metadata })
+}
+
+/// The client named `client_id`, read on a kept connection when one is free (no pool pings:
+/// `Storage::hot_reader`), else (or again, when that failed) on a pooled one.
+async fn find_client(state: &AppState, client_id: &str) -> Result<Option<Client>, StorageError> {
+    if let Some(mut hot) = state.storage.hot_reader().await {
+        match hot.repo().clients().find_by_client_id(client_id).await {
+            Ok(found) => return Ok(found),
+            Err(_) => hot.discard(),
+        }
+    }
+    state
+        .storage
+        .reader()
+        .await?
+        .clients()
+        .find_by_client_id(client_id)
+        .await
 }
 
 fn assertion_error(description: &str) -> TokenError {

@@ -19,11 +19,14 @@
 //! finished session, locked or deactivated user, not the caller's to see), is answered exactly
 //! `{"active": false}` (§2.2). Answers are never cached (`Cache-Control: no-store`).
 //!
-//! Cost of the hot path (the homeserver introspecting an OAuth 2.0 access token): three indexed
-//! lookups: the token and its session in one query (unique hash index, then primary key), the
-//! user (primary key) and the client (primary key). A client introspecting a token of its own
-//! saves the client lookup. A token's first use adds one conditional write (`first_used_at`,
-//! written only while NULL), which closes the retry grace of the refresh that issued it.
+//! Cost of the hot path (the homeserver introspecting an OAuth 2.0 access token): one prepared
+//! statement, one round trip to the database: the token, its session, its client and its user
+//! joined (unique hash index, then primary keys), expiry, revocation, the session's end and the
+//! user's lock checked in SQL; no transaction, and no pool pings around it (a kept connection,
+//! `Storage::hot_reader`). Nothing is cached: a revocation is seen at once by every replica. A
+//! client caller adds one statement, its own lookup. A token's first use adds one conditional
+//! write (`first_used_at`, written only while NULL), which closes the retry grace of the refresh
+//! that issued it; later uses only read.
 
 use axum::{
     body::Bytes,
@@ -223,8 +226,7 @@ async fn handle(
         .get(SUPPORTS_DEVICE_ID_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
     let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
-    let found = find(&mut repo, &caller, token, now)
+    let found = lookup(state, &caller, token, now)
         .await
         .map_err(TokenError::server)?;
     let admin_clients = &state.settings.admin_clients;
@@ -344,6 +346,25 @@ async fn active_user(
     id: ulid::Ulid,
 ) -> Result<Option<User>, StorageError> {
     Ok(repo.users().lookup(id).await?.filter(User::is_active))
+}
+
+/// [`find`] on a kept connection (`Storage::hot_reader`: its statements and no pool pings
+/// around them); on an ordinary pooled connection when none is free, or again when the kept one
+/// failed (it may have been cut by a database restart). Running `find` twice is harmless: it
+/// reads, and records a first use only while none is recorded.
+async fn lookup(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ActiveToken>, StorageError> {
+    if let Some(mut hot) = state.storage.hot_reader().await {
+        match find(hot.repo(), caller, token, now).await {
+            Ok(found) => return Ok(found),
+            Err(_) => hot.discard(),
+        }
+    }
+    find(&mut state.storage.reader().await?, caller, token, now).await
 }
 
 /// Looks the token up by its kind (the prefix, checked by the checksum first).
