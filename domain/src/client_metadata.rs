@@ -3,27 +3,30 @@
 
 use serde::Deserialize;
 
+use crate::protocol::{known_values, GrantType, ResponseType};
+
 /// A lenient view over stored metadata: unknown members are ignored, absent ones defaulted.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct RegisteredMetadata {
     #[serde(default)]
     pub redirect_uris: Vec<String>,
-    /// RFC 7591 §2: defaults to `["authorization_code"]`.
-    #[serde(default = "default_grant_types")]
-    pub grant_types: Vec<String>,
-    /// RFC 7591 §2: defaults to `["code"]`.
-    #[serde(default = "default_response_types")]
-    pub response_types: Vec<String>,
+    /// RFC 7591 §2: defaults to `["authorization_code"]`; values this server doesn't know are
+    /// left out (MSC2966: ignored).
+    #[serde(default = "default_grant_types", deserialize_with = "known_values")]
+    pub grant_types: Vec<GrantType>,
+    /// RFC 7591 §2: defaults to `["code"]`; unknown values left out.
+    #[serde(default = "default_response_types", deserialize_with = "known_values")]
+    pub response_types: Vec<ResponseType>,
     #[serde(default)]
     pub client_name: Option<String>,
 }
 
-fn default_grant_types() -> Vec<String> {
-    vec!["authorization_code".into()]
+fn default_grant_types() -> Vec<GrantType> {
+    vec![GrantType::AuthorizationCode]
 }
 
-fn default_response_types() -> Vec<String> {
-    vec!["code".into()]
+fn default_response_types() -> Vec<ResponseType> {
+    vec![ResponseType::Code]
 }
 
 impl RegisteredMetadata {
@@ -38,12 +41,20 @@ impl RegisteredMetadata {
         })
     }
 
-    pub fn allows_grant(&self, grant: &str) -> bool {
-        self.grant_types.iter().any(|g| g == grant)
+    /// Is the client registered for `grant` (a [`GrantType`], or its wire form)?
+    pub fn allows_grant<G: Copy>(&self, grant: G) -> bool
+    where
+        GrantType: PartialEq<G>,
+    {
+        self.grant_types.iter().any(|g| *g == grant)
     }
 
-    pub fn allows_response_type(&self, response_type: &str) -> bool {
-        self.response_types.iter().any(|r| r == response_type)
+    /// Is the client registered for `response_type` (a [`ResponseType`], or its wire form)?
+    pub fn allows_response_type<R: Copy>(&self, response_type: R) -> bool
+    where
+        ResponseType: PartialEq<R>,
+    {
+        self.response_types.iter().any(|r| *r == response_type)
     }
 }
 

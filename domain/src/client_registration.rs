@@ -23,18 +23,33 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
+pub use crate::protocol::ClientAuthMethod as AuthMethod;
+use crate::protocol::{wire_values, ErrorCode, GrantType, ResponseType};
+
 /// RFC 6749 §4.1: the authorization code grant.
-pub const AUTHORIZATION_CODE: &str = "authorization_code";
+pub const AUTHORIZATION_CODE: &str = GrantType::AuthorizationCode.as_str();
 /// RFC 6749 §6: refreshing an access token.
-pub const REFRESH_TOKEN: &str = "refresh_token";
+pub const REFRESH_TOKEN: &str = GrantType::RefreshToken.as_str();
 /// RFC 8628 §3.4: the device authorization grant.
-pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const DEVICE_CODE: &str = GrantType::DeviceCode.as_str();
 
 /// The grant types a client can register for (MSC2966). Others are ignored.
-pub const SUPPORTED_GRANT_TYPES: &[&str] = &[AUTHORIZATION_CODE, REFRESH_TOKEN, DEVICE_CODE];
+pub const SUPPORTED_GRANT_TYPES: &[GrantType] = &[
+    GrantType::AuthorizationCode,
+    GrantType::RefreshToken,
+    GrantType::DeviceCode,
+];
 /// The response types a client can register for (MSC2964: the code flow only). Others are
 /// ignored.
-pub const SUPPORTED_RESPONSE_TYPES: &[&str] = &["code"];
+pub const SUPPORTED_RESPONSE_TYPES: &[ResponseType] = &[ResponseType::Code];
+/// The authentication methods a client can register with. `client_secret_jwt` is for clients of
+/// the configuration only: a self-registered client would need its secret before it has one.
+pub const REGISTRABLE_AUTH_METHODS: &[AuthMethod] = &[
+    AuthMethod::None,
+    AuthMethod::ClientSecretBasic,
+    AuthMethod::ClientSecretPost,
+    AuthMethod::PrivateKeyJwt,
+];
 
 /// The members that may carry a language tag (RFC 7591 §2.2: the human-readable ones).
 const LOCALIZABLE: &[&str] = &[
@@ -65,10 +80,10 @@ pub enum RegistrationError {
 
 impl RegistrationError {
     /// The `error` code on the wire.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidRedirectUri(_) => "invalid_redirect_uri",
-            Self::InvalidClientMetadata(_) => "invalid_client_metadata",
+            Self::InvalidRedirectUri(_) => ErrorCode::InvalidRedirectUri,
+            Self::InvalidClientMetadata(_) => ErrorCode::InvalidClientMetadata,
         }
     }
 
@@ -104,52 +119,6 @@ impl ApplicationType {
     }
 }
 
-/// How the client authenticates at the token endpoint (RFC 7591 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// A public client (MSC2966: MUST be supported; what Matrix clients use).
-    None,
-    /// RFC 6749 §2.3.1, HTTP Basic. RFC 7591 §2: the default when the member is absent.
-    ClientSecretBasic,
-    /// RFC 6749 §2.3.1, in the form body.
-    ClientSecretPost,
-    /// RFC 7523 §2.2 / OIDC Core §9: a JWT signed with the client's key.
-    PrivateKeyJwt,
-}
-
-impl AuthMethod {
-    pub const SUPPORTED: &'static [&'static str] = &[
-        "none",
-        "client_secret_basic",
-        "client_secret_post",
-        "private_key_jwt",
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::ClientSecretBasic => "client_secret_basic",
-            Self::ClientSecretPost => "client_secret_post",
-            Self::PrivateKeyJwt => "private_key_jwt",
-        }
-    }
-
-    fn parse(value: &str) -> Option<Self> {
-        match value {
-            "none" => Some(Self::None),
-            "client_secret_basic" => Some(Self::ClientSecretBasic),
-            "client_secret_post" => Some(Self::ClientSecretPost),
-            "private_key_jwt" => Some(Self::PrivateKeyJwt),
-            _ => None,
-        }
-    }
-
-    /// Does the server issue a client secret for this method?
-    pub fn uses_secret(self) -> bool {
-        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
-    }
-}
-
 /// Registration metadata that passed every rule, with the defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedMetadata {
@@ -160,9 +129,9 @@ pub struct ValidatedMetadata {
     /// Exactly as sent; empty when none were registered.
     pub post_logout_redirect_uris: Vec<String>,
     /// Supported ones only, without repeats, in the order sent.
-    pub grant_types: Vec<&'static str>,
+    pub grant_types: Vec<GrantType>,
     /// Supported ones only, without repeats.
-    pub response_types: Vec<&'static str>,
+    pub response_types: Vec<ResponseType>,
     pub token_endpoint_auth_method: AuthMethod,
     pub client_name: Option<String>,
     pub logo_uri: Option<String>,
@@ -193,8 +162,8 @@ impl ValidatedMetadata {
         put("client_uri", self.client_uri.clone().into());
         put("application_type", self.application_type.as_str().into());
         put("redirect_uris", self.redirect_uris.clone().into());
-        put("grant_types", self.grant_types.clone().into());
-        put("response_types", self.response_types.clone().into());
+        put("grant_types", wire_values(&self.grant_types).into());
+        put("response_types", wire_values(&self.response_types).into());
         put(
             "token_endpoint_auth_method",
             self.token_endpoint_auth_method.as_str().into(),
@@ -313,15 +282,15 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
     // RFC 7591 §2: grant_types defaults to ["authorization_code"]; MSC2966: the server MUST
     // ignore grant types it does not understand.
     let grant_types = match m.string_array("grant_types", metadata_error)? {
-        None => vec![AUTHORIZATION_CODE],
+        None => vec![GrantType::AuthorizationCode],
         Some(requested) => supported(&requested, SUPPORTED_GRANT_TYPES),
     };
-    let code_grant = grant_types.contains(&AUTHORIZATION_CODE);
-    if !code_grant && !grant_types.contains(&DEVICE_CODE) {
+    let code_grant = grant_types.contains(&GrantType::AuthorizationCode);
+    if !code_grant && !grant_types.contains(&GrantType::DeviceCode) {
         return Err(metadata_error(format!(
             "grant_types must include {AUTHORIZATION_CODE} or {DEVICE_CODE}: without one of \
              them the client can't obtain tokens (supported: {}; others are ignored, MSC2966)",
-            SUPPORTED_GRANT_TYPES.join(", ")
+            wire_values(SUPPORTED_GRANT_TYPES).join(", ")
         )));
     }
 
@@ -329,13 +298,13 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
     // default follows the grants: a client without the code grant (device flow only) gets none,
     // so omitting the member can't make it inconsistent.
     let response_types = match m.string_array("response_types", metadata_error)? {
-        None if code_grant => vec!["code"],
+        None if code_grant => vec![ResponseType::Code],
         None => Vec::new(),
         Some(requested) => supported(&requested, SUPPORTED_RESPONSE_TYPES),
     };
     // RFC 7591 §2.1: the `code` response type and the `authorization_code` grant go together;
     // an inconsistent registration is refused.
-    match (code_grant, response_types.contains(&"code")) {
+    match (code_grant, response_types.contains(&ResponseType::Code)) {
         (true, false) => {
             return Err(metadata_error(
                 "response_types must include `code` when grant_types includes \
@@ -355,12 +324,16 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
     // are public and send `none`, which MSC2966 requires the server to support.)
     let token_endpoint_auth_method = match m.string("token_endpoint_auth_method", metadata_error)? {
         None => AuthMethod::ClientSecretBasic,
-        Some(raw) => AuthMethod::parse(raw).ok_or_else(|| {
-            metadata_error(format!(
-                "token_endpoint_auth_method `{raw}` is not supported: use {}",
-                AuthMethod::SUPPORTED.join(", ")
-            ))
-        })?,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|method| REGISTRABLE_AUTH_METHODS.contains(method))
+            .ok_or_else(|| {
+                metadata_error(format!(
+                    "token_endpoint_auth_method `{raw}` is not supported: use {}",
+                    wire_values(REGISTRABLE_AUTH_METHODS).join(", ")
+                ))
+            })?,
     };
 
     // RFC 7591 §2: `jwks` and `jwks_uri` MUST NOT both be present.
@@ -516,12 +489,12 @@ impl<'a> Members<'a> {
 }
 
 /// The requested values the server supports, without repeats, in the order requested.
-fn supported(requested: &[&str], known: &[&'static str]) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
+fn supported<T: Copy + PartialEq + std::str::FromStr>(requested: &[&str], known: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
     for value in requested {
-        if let Some(k) = known.iter().find(|k| *k == value) {
-            if !out.contains(k) {
-                out.push(k);
+        if let Ok(value) = value.parse::<T>() {
+            if known.contains(&value) && !out.contains(&value) {
+                out.push(value);
             }
         }
     }
@@ -1580,27 +1553,27 @@ mod tests {
         fn unknown_types_are_ignored(
             grants in prop::collection::vec(
                 prop_oneof![
-                    prop::sample::select(SUPPORTED_GRANT_TYPES).prop_map(str::to_owned),
+                    prop::sample::select(SUPPORTED_GRANT_TYPES).prop_map(|g| g.as_str().to_owned()),
                     "[a-z:_-]{1,20}",
                 ],
                 0..8,
             ),
         ) {
             let request = with(web(), "grant_types", json!(grants.clone()));
-            let mut expected: Vec<&str> = Vec::new();
+            let mut expected: Vec<GrantType> = Vec::new();
             for g in &grants {
                 if let Some(k) = SUPPORTED_GRANT_TYPES.iter().find(|k| **k == g.as_str()) {
                     if !expected.contains(k) {
-                        expected.push(k);
+                        expected.push(*k);
                     }
                 }
             }
             let result = validate(&with(
                 request,
                 "response_types",
-                if expected.contains(&AUTHORIZATION_CODE) { json!(["code", "weird"]) } else { json!(["weird"]) },
+                if expected.contains(&GrantType::AuthorizationCode) { json!(["code", "weird"]) } else { json!(["weird"]) },
             ));
-            if expected.contains(&AUTHORIZATION_CODE) || expected.contains(&DEVICE_CODE) {
+            if expected.contains(&GrantType::AuthorizationCode) || expected.contains(&GrantType::DeviceCode) {
                 prop_assert_eq!(result.map(|m| m.grant_types), Ok(expected));
             } else {
                 prop_assert_eq!(result.unwrap_err().code(), "invalid_client_metadata");

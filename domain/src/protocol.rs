@@ -1,4 +1,407 @@
-//! Protocol values of OAuth 2.0 and its extensions that are not a type of their own elsewhere.
+//! Protocol values of OAuth 2.0 and its extensions whose set is closed: grant types, client
+//! authentication methods, response types and modes, error codes. Each is an enum, parsed once at
+//! the edge ([`FromStr`]) and written back with [`as_str`](GrantType::as_str) (also through
+//! [`Display`](fmt::Display) and serde), so the wire form lives in one table per enum; the
+//! discovery document's `*_supported` lists are generated from the same tables.
+//!
+//! Parsing is exact (case-sensitive, no trimming): these values are case-sensitive ASCII
+//! strings on the wire (RFC 6749 §8.1 for grant types, §11.4 for error codes, RFC 7591 §2 for
+//! the client metadata members).
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// RFC 7523 §2.2: the `client_assertion_type` of a JWT client assertion.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A string that is not one of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a known {kind}")]
+pub struct UnknownValue {
+    /// What was being parsed (`grant type`, `error code`, …).
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// Defines a protocol enum from its table of `Variant => "wire value"`: `ALL` (in table order),
+/// `as_str`, [`FromStr`], [`Display`](fmt::Display), serde as the wire string, and comparison
+/// with `&str` (so code and tests can still say `error == "invalid_grant"`).
+macro_rules! protocol_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($kind:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident => $wire:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in the order of the table.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The value on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $wire,)+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(value: &str) -> Result<Self, UnknownValue> {
+                match value {
+                    $($wire => Ok(Self::$variant),)+
+                    _ => Err(UnknownValue { kind: $kind, value: value.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+                value.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl PartialEq<$name> for &str {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.as_str()
+            }
+        }
+    };
+}
+
+protocol_enum! {
+    /// A grant type at the token endpoint (RFC 6749 §4, §6; RFC 8628 §3.4), and in a client's
+    /// `grant_types` (RFC 7591 §2).
+    pub enum GrantType ("grant type") {
+        /// RFC 6749 §4.1.3.
+        AuthorizationCode => "authorization_code",
+        /// RFC 6749 §6.
+        RefreshToken => "refresh_token",
+        /// RFC 6749 §4.4.
+        ClientCredentials => "client_credentials",
+        /// RFC 8628 §3.4 (MSC4341).
+        DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
+    }
+}
+
+protocol_enum! {
+    /// How a client authenticates at the token endpoint (RFC 7591 §2
+    /// `token_endpoint_auth_method`, OIDC Core §9).
+    pub enum ClientAuthMethod ("client authentication method") {
+        /// A public client (MSC2966: MUST be supported; what Matrix clients use).
+        None => "none",
+        /// RFC 6749 §2.3.1, HTTP Basic. RFC 7591 §2: the default when the member is absent.
+        ClientSecretBasic => "client_secret_basic",
+        /// RFC 6749 §2.3.1, in the form body.
+        ClientSecretPost => "client_secret_post",
+        /// RFC 7523 §2.2 / OIDC Core §9: a JWT signed (HS256) with the client secret.
+        ClientSecretJwt => "client_secret_jwt",
+        /// RFC 7523 §2.2 / OIDC Core §9: a JWT signed with the client's key.
+        PrivateKeyJwt => "private_key_jwt",
+    }
+}
+
+impl ClientAuthMethod {
+    /// Does the server hold a client secret for this method?
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            Self::ClientSecretBasic | Self::ClientSecretPost | Self::ClientSecretJwt
+        )
+    }
+}
+
+protocol_enum! {
+    /// An authorization request's `response_type` (RFC 6749 §3.1.1), and a client's
+    /// `response_types` (RFC 7591 §2). Only the code flow is offered (MSC2964).
+    pub enum ResponseType ("response type") {
+        /// RFC 6749 §4.1.1.
+        Code => "code",
+    }
+}
+
+protocol_enum! {
+    /// How the authorization response is returned (OAuth 2.0 Multiple Response Type Encoding
+    /// Practices §2.1, OAuth 2.0 Form Post Response Mode §2).
+    pub enum ResponseMode ("response mode") {
+        /// The default for `response_type=code` (Multiple Response Type Encoding Practices §2.1).
+        Query => "query",
+        Fragment => "fragment",
+        /// OAuth 2.0 Form Post Response Mode §2.
+        FormPost => "form_post",
+    }
+}
+
+protocol_enum! {
+    /// The `error` of an OAuth error response: authorization (RFC 6749 §4.1.2.1, OIDC Core
+    /// §3.1.2.6), token (RFC 6749 §5.2, RFC 8628 §3.5), registration (RFC 7591 §3.2.2),
+    /// revocation (RFC 7009 §2.2.1), bearer tokens (RFC 6750 §3.1).
+    pub enum ErrorCode ("OAuth error code") {
+        /// RFC 6749 §4.1.2.1, §5.2.
+        InvalidRequest => "invalid_request",
+        /// RFC 6749 §5.2.
+        InvalidClient => "invalid_client",
+        /// RFC 6749 §5.2.
+        InvalidGrant => "invalid_grant",
+        /// RFC 6749 §4.1.2.1, §5.2.
+        UnauthorizedClient => "unauthorized_client",
+        /// RFC 6749 §5.2.
+        UnsupportedGrantType => "unsupported_grant_type",
+        /// RFC 6749 §4.1.2.1, §5.2.
+        InvalidScope => "invalid_scope",
+        /// RFC 6749 §4.1.2.1; RFC 8628 §3.5 (the user denied the device).
+        AccessDenied => "access_denied",
+        /// RFC 6749 §4.1.2.1.
+        UnsupportedResponseType => "unsupported_response_type",
+        /// RFC 6749 §4.1.2.1.
+        ServerError => "server_error",
+        /// RFC 6749 §4.1.2.1.
+        TemporarilyUnavailable => "temporarily_unavailable",
+        /// RFC 8628 §3.5.
+        AuthorizationPending => "authorization_pending",
+        /// RFC 8628 §3.5.
+        SlowDown => "slow_down",
+        /// RFC 8628 §3.5.
+        ExpiredToken => "expired_token",
+        /// RFC 7591 §3.2.2.
+        InvalidRedirectUri => "invalid_redirect_uri",
+        /// RFC 7591 §3.2.2.
+        InvalidClientMetadata => "invalid_client_metadata",
+        /// RFC 7591 §3.2.2.
+        InvalidSoftwareStatement => "invalid_software_statement",
+        /// RFC 7591 §3.2.2.
+        UnapprovedSoftwareStatement => "unapproved_software_statement",
+        /// RFC 7009 §2.2.1.
+        UnsupportedTokenType => "unsupported_token_type",
+        /// RFC 6750 §3.1.
+        InvalidToken => "invalid_token",
+        /// RFC 6750 §3.1.
+        InsufficientScope => "insufficient_scope",
+        /// OIDC Core §3.1.2.6.
+        InteractionRequired => "interaction_required",
+        /// OIDC Core §3.1.2.6.
+        LoginRequired => "login_required",
+        /// OIDC Core §3.1.2.6.
+        AccountSelectionRequired => "account_selection_required",
+        /// OIDC Core §3.1.2.6.
+        ConsentRequired => "consent_required",
+        /// OIDC Core §3.1.2.6.
+        InvalidRequestUri => "invalid_request_uri",
+        /// OIDC Core §3.1.2.6.
+        InvalidRequestObject => "invalid_request_object",
+        /// OIDC Core §3.1.2.6.
+        RequestNotSupported => "request_not_supported",
+        /// OIDC Core §3.1.2.6.
+        RequestUriNotSupported => "request_uri_not_supported",
+        /// OIDC Core §3.1.2.6.
+        RegistrationNotSupported => "registration_not_supported",
+    }
+}
+
+/// The wire values of `values`, in order (for the discovery document's `*_supported` lists).
+pub fn wire_values<T: Copy + Into<&'static str>>(values: &[T]) -> Vec<&'static str> {
+    values.iter().map(|v| (*v).into()).collect()
+}
+
+macro_rules! into_str {
+    ($($name:ident),+) => {$(
+        impl From<$name> for &'static str {
+            fn from(value: $name) -> Self {
+                value.as_str()
+            }
+        }
+
+        impl From<$name> for serde_json::Value {
+            fn from(value: $name) -> Self {
+                value.as_str().into()
+            }
+        }
+    )+};
+}
+into_str!(
+    GrantType,
+    ClientAuthMethod,
+    ResponseType,
+    ResponseMode,
+    ErrorCode
+);
+
+/// Deserializes a list of protocol values, keeping the known ones and dropping the rest (RFC 7591
+/// §2: "The authorization server MUST ignore any … values that it does not understand"; MSC2966).
+pub fn known_values<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+{
+    let raw = Vec::<String>::deserialize(deserializer)?;
+    Ok(raw.iter().filter_map(|v| v.parse().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every value of `T` reads back from its wire form, through `FromStr` and serde, and no two
+    /// share a wire form.
+    fn round_trips<T>(all: &[T])
+    where
+        T: Copy
+            + PartialEq
+            + fmt::Debug
+            + fmt::Display
+            + FromStr<Err = UnknownValue>
+            + Serialize
+            + for<'de> Deserialize<'de>
+            + Into<&'static str>,
+    {
+        let wire = wire_values(all);
+        for (value, text) in all.iter().zip(&wire) {
+            assert_eq!(value.to_string(), *text);
+            assert_eq!(text.parse::<T>(), Ok(*value));
+            let json = serde_json::to_value(value).unwrap();
+            assert_eq!(json, serde_json::Value::String((*text).to_owned()));
+            assert_eq!(serde_json::from_value::<T>(json).unwrap(), *value);
+        }
+        let mut unique = wire.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), wire.len(), "{wire:?}");
+    }
+
+    #[test]
+    fn every_value_round_trips() {
+        round_trips(GrantType::ALL);
+        round_trips(ClientAuthMethod::ALL);
+        round_trips(ResponseType::ALL);
+        round_trips(ResponseMode::ALL);
+        round_trips(ErrorCode::ALL);
+    }
+
+    #[test]
+    fn the_wire_forms_are_the_specs() {
+        assert_eq!(
+            wire_values(GrantType::ALL),
+            [
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:device_code"
+            ]
+        );
+        assert_eq!(
+            wire_values(ClientAuthMethod::ALL),
+            [
+                "none",
+                "client_secret_basic",
+                "client_secret_post",
+                "client_secret_jwt",
+                "private_key_jwt"
+            ]
+        );
+        assert_eq!(
+            wire_values(ResponseMode::ALL),
+            ["query", "fragment", "form_post"]
+        );
+        assert_eq!(ErrorCode::LoginRequired, "login_required");
+        assert_eq!("slow_down", ErrorCode::SlowDown);
+        assert_ne!(ErrorCode::SlowDown, "slow-down");
+    }
+
+    #[test]
+    fn unknown_values_are_refused_and_ignored_in_lists() {
+        let e = "implicit".parse::<GrantType>().unwrap_err();
+        assert_eq!(e.to_string(), "`implicit` is not a known grant type");
+        // Case-sensitive (RFC 6749 §8.1, §11.4), no trimming.
+        assert!("Authorization_Code".parse::<GrantType>().is_err());
+        assert!(" code".parse::<ResponseType>().is_err());
+        assert!(serde_json::from_str::<ErrorCode>("\"nope\"").is_err());
+        #[derive(Deserialize)]
+        struct Lenient {
+            #[serde(deserialize_with = "known_values")]
+            grants: Vec<GrantType>,
+        }
+        let read: Lenient = serde_json::from_str(
+            r#"{"grants": ["implicit", "refresh_token", "password", "authorization_code"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read.grants,
+            [GrantType::RefreshToken, GrantType::AuthorizationCode]
+        );
+    }
+
+    /// Any string outside the table is refused; any string that parses is the wire form of the
+    /// value it parses to.
+    fn exact<T>(text: &str) -> Result<(), TestCaseError>
+    where
+        T: FromStr<Err = UnknownValue> + Copy + Into<&'static str> + fmt::Debug,
+    {
+        match text.parse::<T>() {
+            Ok(value) => {
+                let wire: &str = value.into();
+                prop_assert_eq!(wire, text);
+            }
+            Err(e) => prop_assert_eq!(e.value, text),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn only_the_exact_wire_forms_parse(text in "[a-z_:\\-]{0,48}|\\PC{0,24}") {
+            exact::<GrantType>(&text)?;
+            exact::<ClientAuthMethod>(&text)?;
+            exact::<ResponseType>(&text)?;
+            exact::<ResponseMode>(&text)?;
+            exact::<ErrorCode>(&text)?;
+        }
+
+        /// A wire form with any change (a character added, the case flipped) is refused.
+        #[test]
+        fn near_misses_are_refused(i in 0usize..29, extra in "[a-zA-Z_ ]") {
+            let code = ErrorCode::ALL[i % ErrorCode::ALL.len()];
+            let text = code.as_str();
+            let longer = format!("{text}{extra}");
+            prop_assert!(longer.parse::<ErrorCode>().is_err());
+            prop_assert!(text.to_uppercase().parse::<ErrorCode>().is_err());
+            let grant = GrantType::ALL[i % GrantType::ALL.len()];
+            let prefixed = format!("{extra}{grant}");
+            prop_assert!(prefixed.parse::<GrantType>().is_err());
+        }
+    }
+}

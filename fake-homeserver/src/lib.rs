@@ -172,6 +172,11 @@ struct Shared {
     upstream: Upstream,
     /// A simulated outage of the homeserver API (see [`AppState::set_unavailable`]).
     unavailable: std::sync::atomic::AtomicBool,
+    /// A paused homeserver API (see [`AppState::pause`]): calls wait while it is `true`.
+    paused: tokio::sync::watch::Sender<bool>,
+    /// How many calls are waiting on the pause, and a signal each time that number changes.
+    held: std::sync::atomic::AtomicUsize,
+    held_changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for AppState {
@@ -221,6 +226,9 @@ impl AppState {
                 journal: Journal::default(),
                 upstream,
                 unavailable: std::sync::atomic::AtomicBool::new(false),
+                paused: tokio::sync::watch::Sender::new(false),
+                held: std::sync::atomic::AtomicUsize::new(0),
+                held_changed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -251,6 +259,48 @@ impl AppState {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Pauses the homeserver API, for tests of a slow homeserver: until [`AppState::resume`],
+    /// every `/_synapse/*` call waits before it is answered (a homeserver stuck in a long
+    /// garbage collection or behind a saturated proxy). [`AppState::held`] counts the waiting
+    /// calls; a caller that gives up (a client timeout) stops being counted. Client endpoints
+    /// keep working.
+    pub fn pause(&self) {
+        self.inner.paused.send_replace(true);
+    }
+
+    /// Ends a pause: the waiting calls go on and are answered.
+    pub fn resume(&self) {
+        self.inner.paused.send_replace(false);
+    }
+
+    /// How many `/_synapse/*` calls are waiting on the pause now.
+    pub fn held(&self) -> usize {
+        self.inner.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` calls are waiting on the pause (no timeout of its own: wrap it
+    /// in one if the calls might never come).
+    pub async fn wait_until_held(&self, n: usize) {
+        loop {
+            let changed = self.inner.held_changed.notified();
+            if self.held() >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Waits while the API is paused, counted in [`AppState::held`].
+    pub(crate) async fn wait_while_paused(&self) {
+        let mut paused = self.inner.paused.subscribe();
+        if !*paused.borrow_and_update() {
+            return;
+        }
+        let _held = HeldCall::new(self);
+        // `Err`: the sender is gone with the state, so nobody can resume; go on.
+        let _ = paused.wait_for(|paused| !*paused).await;
+    }
+
     /// The base URL clients are told.
     pub fn public_base(&self) -> &Url {
         &self.inner.public_base
@@ -271,6 +321,31 @@ impl AppState {
 
     pub(crate) fn journal_log(&self) -> &Journal {
         &self.inner.journal
+    }
+}
+
+/// A call waiting on a pause, counted while it lives (also when its future is dropped because
+/// the caller hung up).
+struct HeldCall<'a>(&'a AppState);
+
+impl<'a> HeldCall<'a> {
+    fn new(state: &'a AppState) -> Self {
+        state
+            .inner
+            .held
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        state.inner.held_changed.notify_waiters();
+        Self(state)
+    }
+}
+
+impl Drop for HeldCall<'_> {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.inner.held_changed.notify_waiters();
     }
 }
 

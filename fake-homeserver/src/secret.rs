@@ -62,6 +62,7 @@ pub(crate) async fn require_secret(
     request: Request,
     next: Next,
 ) -> Response {
+    state.wait_while_paused().await;
     if state.is_unavailable() {
         return MatrixError::unavailable("The homeserver is unavailable (simulated outage)")
             .into_response();

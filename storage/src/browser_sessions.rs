@@ -1,8 +1,10 @@
 //! Browser sessions (the login cookie) and the authentications done in them.
 //!
 //! A browser session is active from [`BrowserSessionRepository::add`] until
-//! [`BrowserSessionRepository::finish`] (logout, or an administrator ending it); a finished
-//! session never comes back. Each time the user proves who they are in it (password, upstream
+//! [`BrowserSessionRepository::finish`] (logout, a password change elsewhere, its idle or
+//! absolute lifetime running out, or an administrator ending it); a finished session never
+//! comes back. Its lifetimes are the provider's to check (`provider::core::sessions`), from
+//! `created_at` and `last_active_at` ([`BrowserSessionRepository::touch`]). Each time the user proves who they are in it (password, upstream
 //! login, ...) an authentication is recorded; the newest one gives an ID token's `auth_time` and
 //! decides whether a request's `max_age` asks for a new login.
 
@@ -75,6 +77,14 @@ pub trait BrowserSessionRepository: Send {
     /// Ends every active session of a user (account locked, "log out everywhere"); returns how
     /// many were ended.
     async fn finish_all_for_user(&mut self, user_id: Ulid) -> Result<u64, StorageError>;
+
+    /// Ends every active session of a user but `keep` (a password change signs the other
+    /// browsers out and keeps the one it was made in); returns how many were ended.
+    async fn finish_others_for_user(
+        &mut self,
+        user_id: Ulid,
+        keep: Ulid,
+    ) -> Result<u64, StorageError>;
 
     /// Sets `last_active_at` to now; [`StorageError::NotFound`] when there is no such session.
     async fn touch(&mut self, id: Ulid) -> Result<(), StorageError>;
@@ -241,6 +251,24 @@ macro_rules! implementation {
                 )
                 .bind(DbId(user_id))
                 .bind(now)
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn finish_others_for_user(
+                &mut self,
+                user_id: Ulid,
+                keep: Ulid,
+            ) -> Result<u64, StorageError> {
+                let now = Ts(self.now());
+                let done = sqlx::query(
+                    "UPDATE browser_sessions SET finished_at = $2 \
+                     WHERE user_id = $1 AND finished_at IS NULL AND id <> $3",
+                )
+                .bind(DbId(user_id))
+                .bind(now)
+                .bind(DbId(keep))
                 .execute(self.conn())
                 .await?;
                 Ok(done.rows_affected())

@@ -23,12 +23,14 @@ mod clients;
 mod compat;
 mod email_verifications;
 mod grants;
+mod hot;
 mod jobs;
 mod oauth2_sessions;
 mod rate_limits;
 mod recovery_tickets;
 mod registration_tokens;
 mod synapse_import;
+mod token_writer;
 mod upstream;
 mod user_terms;
 mod users;
@@ -48,8 +50,9 @@ use ulid::Ulid;
 
 pub use self::{
     browser_sessions::*, client_assertions::*, clients::*, compat::*, email_verifications::*,
-    grants::*, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
-    registration_tokens::*, synapse_import::*, upstream::*, user_terms::*, users::*,
+    grants::*, hot::HotReader, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
+    registration_tokens::*, synapse_import::*, token_writer::MAX_BATCH as MAX_TOKEN_BATCH,
+    upstream::*, user_terms::*, users::*,
 };
 use domain::clock::Entropy;
 
@@ -201,6 +204,10 @@ enum Pool {
 pub struct Storage {
     pool: Pool,
     entropy: Entropy,
+    /// The group commit of token issuance ([`Storage::add_session_with_token`]).
+    writer: std::sync::Arc<token_writer::Queue>,
+    /// Repositories kept for hot reads ([`Storage::hot_reader`]).
+    hot: std::sync::Arc<hot::HotRepositories>,
 }
 
 /// A migration that [`Storage::migrate`] applied.
@@ -260,7 +267,14 @@ impl Storage {
                 )
             }
         };
-        Ok(Self { pool, entropy })
+        // Half the pool at most, so ordinary requests always find connections.
+        let hot = hot::HotRepositories::new(settings.max_connections as usize / 2);
+        Ok(Self {
+            pool,
+            entropy,
+            writer: std::sync::Arc::default(),
+            hot: std::sync::Arc::new(hot),
+        })
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -363,6 +377,7 @@ impl Storage {
 
     /// Closes every connection (waits for those in use to be returned).
     pub async fn close(&self) {
+        self.hot.close();
         match &self.pool {
             Pool::Postgres(pool) => pool.close().await,
             Pool::Sqlite(pool) => pool.close().await,

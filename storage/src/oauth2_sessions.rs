@@ -70,6 +70,24 @@ pub struct NewOAuth2Session<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// A new session with its one access token, as the group commit of token issuance writes them
+/// ([`OAuth2SessionRepository::add_with_access_tokens`], `crate::Storage::add_session_with_token`).
+/// Owned, so it can wait in the writer's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSessionToken {
+    /// `None` for `client_credentials` sessions.
+    pub user_id: Option<Ulid>,
+    /// The internal ID of the client.
+    pub client_id: Ulid,
+    /// The granted scope, space-separated.
+    pub scope: String,
+    pub device_id: Option<String>,
+    /// The SHA-256 of the access token.
+    pub token_hash: TokenHash,
+    /// `None`: never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// An access token of a session, known by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessToken {
@@ -120,6 +138,16 @@ impl RefreshToken {
 pub trait OAuth2SessionRepository: Send {
     /// Starts a session.
     async fn add(&mut self, new: NewOAuth2Session<'_>) -> Result<OAuth2Session, StorageError>;
+
+    /// Starts one session per item, each with its one access token, in two multi-row INSERTs
+    /// whatever the number of items (the group commit of token issuance: one transaction for
+    /// the tokens of concurrent requests). The result is in the order of `new`. Fails as a
+    /// whole: [`StorageError::Conflict`] when a token hash is taken; a missing client or user
+    /// fails the statement (the caller retries the items one by one to tell which).
+    async fn add_with_access_tokens(
+        &mut self,
+        new: &[NewSessionToken],
+    ) -> Result<Vec<(OAuth2Session, AccessToken)>, StorageError>;
 
     /// The session with this ID, finished or not.
     async fn lookup(&mut self, id: Ulid) -> Result<Option<OAuth2Session>, StorageError>;
@@ -496,6 +524,72 @@ macro_rules! implementation {
                 .execute(self.conn())
                 .await?;
                 Ok(session)
+            }
+
+            async fn add_with_access_tokens(
+                &mut self,
+                new: &[NewSessionToken],
+            ) -> Result<Vec<(OAuth2Session, AccessToken)>, StorageError> {
+                if new.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let now = self.now();
+                let mut rows = Vec::with_capacity(new.len());
+                for item in new {
+                    let session = OAuth2Session {
+                        id: self.new_id(),
+                        user_id: item.user_id,
+                        client_id: item.client_id,
+                        browser_session_id: None,
+                        scope: item.scope.clone(),
+                        device_id: item.device_id.clone(),
+                        created_at: now,
+                        finished_at: None,
+                        last_active_at: None,
+                        user_agent: None,
+                    };
+                    let token = AccessToken {
+                        id: self.new_id(),
+                        session_id: session.id,
+                        token_hash: item.token_hash,
+                        created_at: now,
+                        expires_at: item.expires_at.map(db_precision),
+                        revoked_at: None,
+                        first_used_at: None,
+                    };
+                    rows.push((session, token));
+                }
+                // Multi-row VALUES: one statement (and one round trip) per table for the batch.
+                let mut sessions = sqlx::QueryBuilder::new(
+                    "INSERT INTO oauth2_sessions \
+                     (id, user_id, client_id, scope, device_id, created_at) ",
+                );
+                sessions.push_values(&rows, |mut b, (session, _)| {
+                    b.push_bind(DbId(session.id))
+                        .push_bind(session.user_id.map(DbId))
+                        .push_bind(DbId(session.client_id))
+                        .push_bind(session.scope.clone())
+                        .push_bind(session.device_id.clone())
+                        .push_bind(Ts(session.created_at));
+                });
+                sessions.build().execute(self.conn()).await?;
+                let mut tokens = sqlx::QueryBuilder::new(
+                    "INSERT INTO oauth2_access_tokens \
+                     (id, session_id, token_hash, created_at, expires_at) ",
+                );
+                tokens.push_values(&rows, |mut b, (_, token)| {
+                    b.push_bind(DbId(token.id))
+                        .push_bind(DbId(token.session_id))
+                        .push_bind(token.token_hash.to_vec())
+                        .push_bind(Ts(token.created_at))
+                        .push_bind(token.expires_at.map(Ts));
+                });
+                tokens.push(" ON CONFLICT DO NOTHING");
+                let done = tokens.build().execute(self.conn()).await?;
+                if done.rows_affected() != rows.len() as u64 {
+                    return Err(StorageError::Conflict("access token"));
+                }
+                Ok(rows)
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<OAuth2Session>, StorageError> {

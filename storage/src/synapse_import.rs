@@ -10,8 +10,10 @@
 //! - a **compat session** by (user, device ID), whatever its state, with its access and refresh
 //!   tokens by their hashes ([`TokenHash`]: Synapse's token values are never stored).
 //!
-//! Rows are looked up by username inside each statement (`INSERT … SELECT … FROM users WHERE
-//! username = …`), so a batch needs no prior read. The caller groups rows in batches, one
+//! Each call writes many rows with a few multi-row statements (`INSERT … VALUES (…), (…)`, up to
+//! [`ROWS_PER_STATEMENT`] rows each), and finds each row's user by username inside the statement
+//! (`WITH v (…) AS (VALUES …) INSERT … SELECT … FROM v JOIN users …`), so a batch needs no prior
+//! read; `RETURNING id` tells which rows were new. The caller groups rows in batches, one
 //! transaction each ([`crate::Storage::begin`]).
 //!
 //! An import is recorded in `synapse_imports` ([`SynapseImport`]): started before the first
@@ -50,6 +52,15 @@ pub struct ImportedUser {
     pub deactivated_at: Option<DateTime<Utc>>,
     /// `(scheme version, hash)`: Synapse's bcrypt hash, kept as it is.
     pub password: Option<(i32, String)>,
+}
+
+/// A confirmed e-mail address of an imported account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedEmail {
+    pub username: String,
+    pub email: String,
+    /// Synapse's `added_at`: when it was added, and confirmed.
+    pub added_at: DateTime<Utc>,
 }
 
 /// One of a session's imported access tokens.
@@ -105,15 +116,15 @@ pub trait SynapseImportRepository: Send {
     /// Records its end.
     async fn finish(&mut self, id: Ulid) -> Result<(), StorageError>;
 
-    /// An account and its password, unless the username is taken.
-    async fn import_user(&mut self, user: &ImportedUser) -> Result<Imported, StorageError>;
-    /// A confirmed e-mail address of the user `username`.
-    async fn import_email(
+    /// Accounts and their passwords, each unless its username is taken; one outcome per
+    /// account, in order ([`Imported::Inserted`] or [`Imported::AlreadyThere`]).
+    async fn import_users(&mut self, users: &[ImportedUser])
+        -> Result<Vec<Imported>, StorageError>;
+    /// Confirmed e-mail addresses of their users; one outcome per address, in order.
+    async fn import_emails(
         &mut self,
-        username: &str,
-        email: &str,
-        added_at: DateTime<Utc>,
-    ) -> Result<Imported, StorageError>;
+        emails: &[ImportedEmail],
+    ) -> Result<Vec<Imported>, StorageError>;
     /// A link of the user `username` to `subject` at an upstream provider (which must exist).
     async fn import_upstream_link(
         &mut self,
@@ -121,12 +132,37 @@ pub trait SynapseImportRepository: Send {
         provider_id: Ulid,
         subject: &str,
     ) -> Result<Imported, StorageError>;
-    /// A compat session and its tokens, unless the user already has a session with this device
-    /// (then nothing is written, tokens included).
-    async fn import_compat_session(
+    /// Compat sessions and their tokens, each unless its user already has a session with this
+    /// device (then nothing of it is written, tokens included); one outcome per session, in
+    /// order.
+    async fn import_compat_sessions(
         &mut self,
-        session: &ImportedCompatSession,
-    ) -> Result<Imported, StorageError>;
+        sessions: &[ImportedCompatSession],
+    ) -> Result<Vec<Imported>, StorageError>;
+}
+
+/// Rows per statement: the largest (a compat session, 8 values) stays under SQLite's 32,766
+/// bound parameters and PostgreSQL's 65,535.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2), ($3, $4)`: `rows` tuples of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * columns + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
 }
 
 #[derive(sqlx::FromRow)]
@@ -151,21 +187,59 @@ impl From<ImportRow> for SynapseImport {
 macro_rules! implementation {
     ($repo:ty) => {
         impl $repo {
-            /// After an `INSERT … SELECT … FROM users WHERE username = $n` changed nothing: was
-            /// the row there already, or is the user missing?
-            async fn already_or_no_user(
+            /// Which of `usernames` have an account.
+            async fn existing_users(
                 &mut self,
-                username: &str,
-            ) -> Result<Imported, StorageError> {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")
-                    .bind(username)
-                    .fetch_one(self.conn())
-                    .await?;
-                Ok(if n > 0 {
-                    Imported::AlreadyThere
+                usernames: &[&str],
+            ) -> Result<std::collections::HashSet<String>, StorageError> {
+                let mut found = std::collections::HashSet::new();
+                for chunk in usernames.chunks(ROWS_PER_STATEMENT) {
+                    let list = (1..=chunk.len())
+                        .map(|n| format!("${n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = format!("SELECT username FROM users WHERE username IN ({list})");
+                    let mut query = sqlx::query_scalar::<_, String>(&sql);
+                    for name in chunk {
+                        query = query.bind(*name);
+                    }
+                    found.extend(query.fetch_all(self.conn()).await?);
+                }
+                Ok(found)
+            }
+
+            /// The outcome of each row keyed by `ids`: inserted when its id came back, else
+            /// already there or without its user.
+            async fn outcomes(
+                &mut self,
+                ids: &[Ulid],
+                usernames: &[&str],
+                inserted: &std::collections::HashSet<Ulid>,
+            ) -> Result<Vec<Imported>, StorageError> {
+                let missing: Vec<&str> = ids
+                    .iter()
+                    .zip(usernames)
+                    .filter(|(id, _)| !inserted.contains(*id))
+                    .map(|(_, name)| *name)
+                    .collect();
+                let existing = if missing.is_empty() {
+                    Default::default()
                 } else {
-                    Imported::NoUser
-                })
+                    self.existing_users(&missing).await?
+                };
+                Ok(ids
+                    .iter()
+                    .zip(usernames)
+                    .map(|(id, name)| {
+                        if inserted.contains(id) {
+                            Imported::Inserted
+                        } else if existing.contains(*name) {
+                            Imported::AlreadyThere
+                        } else {
+                            Imported::NoUser
+                        }
+                    })
+                    .collect())
             }
         }
 
@@ -209,64 +283,97 @@ macro_rules! implementation {
                 StorageError::found(done, "Synapse import")
             }
 
-            async fn import_user(&mut self, user: &ImportedUser) -> Result<Imported, StorageError> {
-                let id = self.new_id();
-                let done = sqlx::query(
-                    "INSERT INTO users \
-                     (id, username, created_at, locked_at, deactivated_at, can_request_admin) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .bind(DbId(id))
-                .bind(&user.username)
-                .bind(Ts(user.created_at))
-                .bind(user.locked_at.map(Ts))
-                .bind(user.deactivated_at.map(Ts))
-                .bind(user.can_request_admin)
-                .execute(self.conn())
-                .await?;
-                if done.rows_affected() == 0 {
-                    return Ok(Imported::AlreadyThere);
+            async fn import_users(
+                &mut self,
+                users: &[ImportedUser],
+            ) -> Result<Vec<Imported>, StorageError> {
+                let mut out = Vec::with_capacity(users.len());
+                for chunk in users.chunks(ROWS_PER_STATEMENT) {
+                    let ids: Vec<Ulid> = chunk.iter().map(|_| self.new_id()).collect();
+                    let sql = format!(
+                        "INSERT INTO users \
+                         (id, username, created_at, locked_at, deactivated_at, can_request_admin) \
+                         VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                        placeholders(chunk.len(), 6)
+                    );
+                    let mut query = sqlx::query_scalar::<_, DbId>(&sql);
+                    for (id, user) in ids.iter().zip(chunk) {
+                        query = query
+                            .bind(DbId(*id))
+                            .bind(&user.username)
+                            .bind(Ts(user.created_at))
+                            .bind(user.locked_at.map(Ts))
+                            .bind(user.deactivated_at.map(Ts))
+                            .bind(user.can_request_admin);
+                    }
+                    let inserted: std::collections::HashSet<Ulid> =
+                        query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
+                    let passwords: Vec<(Ulid, &ImportedUser, i32, &String)> = ids
+                        .iter()
+                        .zip(chunk)
+                        .filter(|(id, _)| inserted.contains(*id))
+                        .filter_map(|(id, u)| {
+                            u.password.as_ref().map(|(version, hash)| (*id, u, *version, hash))
+                        })
+                        .collect();
+                    if !passwords.is_empty() {
+                        let sql = format!(
+                            "INSERT INTO user_passwords \
+                             (id, user_id, hashed_password, version, created_at) VALUES {}",
+                            placeholders(passwords.len(), 5)
+                        );
+                        let mut query = sqlx::query(&sql);
+                        for (user_id, user, version, hash) in passwords {
+                            query = query
+                                .bind(DbId(self.new_id()))
+                                .bind(DbId(user_id))
+                                .bind(hash)
+                                .bind(version)
+                                .bind(Ts(user.created_at));
+                        }
+                        query.execute(self.conn()).await?;
+                    }
+                    out.extend(ids.iter().map(|id| {
+                        if inserted.contains(id) {
+                            Imported::Inserted
+                        } else {
+                            Imported::AlreadyThere
+                        }
+                    }));
                 }
-                if let Some((version, hash)) = &user.password {
-                    let password_id = self.new_id();
-                    sqlx::query(
-                        "INSERT INTO user_passwords \
-                         (id, user_id, hashed_password, version, created_at) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(DbId(password_id))
-                    .bind(DbId(id))
-                    .bind(hash)
-                    .bind(*version)
-                    .bind(Ts(user.created_at))
-                    .execute(self.conn())
-                    .await?;
-                }
-                Ok(Imported::Inserted)
+                Ok(out)
             }
 
-            async fn import_email(
+            async fn import_emails(
                 &mut self,
-                username: &str,
-                email: &str,
-                added_at: DateTime<Utc>,
-            ) -> Result<Imported, StorageError> {
-                let id = self.new_id();
-                let done = sqlx::query(
-                    "INSERT INTO user_emails (id, user_id, email, created_at, confirmed_at) \
-                     SELECT $1, id, $3, $4, $4 FROM users WHERE username = $2 \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(DbId(id))
-                .bind(username)
-                .bind(email)
-                .bind(Ts(added_at))
-                .execute(self.conn())
-                .await?;
-                if done.rows_affected() > 0 {
-                    return Ok(Imported::Inserted);
+                emails: &[ImportedEmail],
+            ) -> Result<Vec<Imported>, StorageError> {
+                let mut out = Vec::with_capacity(emails.len());
+                for chunk in emails.chunks(ROWS_PER_STATEMENT) {
+                    let ids: Vec<Ulid> = chunk.iter().map(|_| self.new_id()).collect();
+                    // `WHERE TRUE`: SQLite's upsert after a SELECT needs a WHERE (its parser
+                    // would read `ON` as a join's).
+                    let sql = format!(
+                        "WITH v (id, username, email, at) AS (VALUES {}) \
+                         INSERT INTO user_emails (id, user_id, email, created_at, confirmed_at) \
+                         SELECT v.id, u.id, v.email, v.at, v.at \
+                         FROM v JOIN users u ON u.username = v.username WHERE TRUE \
+                         ON CONFLICT DO NOTHING RETURNING id",
+                        placeholders(chunk.len(), 4)
+                    );
+                    let mut query = sqlx::query_scalar::<_, DbId>(&sql);
+                    for (id, e) in ids.iter().zip(chunk) {
+                        query = query
+                            .bind(DbId(*id))
+                            .bind(&e.username)
+                            .bind(&e.email)
+                            .bind(Ts(e.added_at));
+                    }
+                    let inserted = query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
+                    let names: Vec<&str> = chunk.iter().map(|e| e.username.as_str()).collect();
+                    out.extend(self.outcomes(&ids, &names, &inserted).await?);
                 }
-                self.already_or_no_user(username).await
+                Ok(out)
             }
 
             async fn import_upstream_link(
@@ -297,80 +404,120 @@ macro_rules! implementation {
                 if !crate::row_exists!(self, "upstream_oauth_providers", provider_id) {
                     return Err(StorageError::NotFound("upstream provider"));
                 }
-                self.already_or_no_user(username).await
+                let inserted = Default::default();
+                Ok(self.outcomes(&[id], &[username], &inserted).await?[0])
             }
 
-            async fn import_compat_session(
+            async fn import_compat_sessions(
                 &mut self,
-                s: &ImportedCompatSession,
-            ) -> Result<Imported, StorageError> {
-                let session_id = self.new_id();
-                // Any session of this device, finished or not, counts as imported already: a
-                // device logged out since the import must not come back.
-                let done = sqlx::query(
-                    "INSERT INTO compat_sessions \
-                     (id, user_id, device_id, human_name, is_synapse_admin, created_at, \
-                      last_active_at, user_agent) \
-                     SELECT $1, u.id, $3, $4, $5, $6, $7, $8 FROM users u WHERE u.username = $2 \
-                     AND NOT EXISTS (SELECT 1 FROM compat_sessions c \
-                       WHERE c.user_id = u.id AND c.device_id = $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(DbId(session_id))
-                .bind(&s.username)
-                .bind(&s.device_id)
-                .bind(&s.human_name)
-                .bind(s.is_synapse_admin)
-                .bind(Ts(s.created_at))
-                .bind(s.last_active_at.map(Ts))
-                .bind(&s.user_agent)
-                .execute(self.conn())
-                .await?;
-                if done.rows_affected() == 0 {
-                    return self.already_or_no_user(&s.username).await;
-                }
-                let mut access_ids: Vec<(TokenHash, Ulid)> = Vec::new();
-                for token in &s.access_tokens {
-                    let id = self.new_id();
-                    // A token hash is unique: one Synapse token can't belong to two devices.
-                    let done = sqlx::query(
-                        "INSERT INTO compat_access_tokens \
-                         (id, session_id, token_hash, created_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(DbId(id))
-                    .bind(DbId(session_id))
-                    .bind(&token.token_hash[..])
-                    .bind(Ts(token.created_at))
-                    .bind(token.expires_at.map(Ts))
-                    .execute(self.conn())
-                    .await?;
-                    if done.rows_affected() > 0 {
-                        access_ids.push((token.token_hash, id));
+                sessions: &[ImportedCompatSession],
+            ) -> Result<Vec<Imported>, StorageError> {
+                let mut out = Vec::with_capacity(sessions.len());
+                for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
+                    let ids: Vec<Ulid> = chunk.iter().map(|_| self.new_id()).collect();
+                    // Any session of this device, finished or not, counts as imported already: a
+                    // device logged out since the import must not come back.
+                    let sql = format!(
+                        "WITH v (id, username, device_id, human_name, is_synapse_admin, \
+                           created_at, last_active_at, user_agent) AS (VALUES {}) \
+                         INSERT INTO compat_sessions \
+                         (id, user_id, device_id, human_name, is_synapse_admin, created_at, \
+                          last_active_at, user_agent) \
+                         SELECT v.id, u.id, v.device_id, v.human_name, v.is_synapse_admin, \
+                           v.created_at, v.last_active_at, v.user_agent \
+                         FROM v JOIN users u ON u.username = v.username \
+                         WHERE NOT EXISTS (SELECT 1 FROM compat_sessions c \
+                           WHERE c.user_id = u.id AND c.device_id = v.device_id) \
+                         ON CONFLICT DO NOTHING RETURNING id",
+                        placeholders(chunk.len(), 8)
+                    );
+                    let mut query = sqlx::query_scalar::<_, DbId>(&sql);
+                    for (id, s) in ids.iter().zip(chunk) {
+                        query = query
+                            .bind(DbId(*id))
+                            .bind(&s.username)
+                            .bind(&s.device_id)
+                            .bind(&s.human_name)
+                            .bind(s.is_synapse_admin)
+                            .bind(Ts(s.created_at))
+                            .bind(s.last_active_at.map(Ts))
+                            .bind(&s.user_agent);
                     }
+                    let inserted: std::collections::HashSet<Ulid> =
+                        query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
+
+                    // The inserted sessions' access tokens. A token hash is unique: one Synapse
+                    // token can't belong to two devices.
+                    let mut access: Vec<(Ulid, Ulid, &ImportedAccessToken)> = Vec::new();
+                    for (session_id, s) in ids.iter().zip(chunk) {
+                        if inserted.contains(session_id) {
+                            for token in &s.access_tokens {
+                                access.push((self.new_id(), *session_id, token));
+                            }
+                        }
+                    }
+                    let mut access_ids: std::collections::HashMap<(Ulid, TokenHash), Ulid> =
+                        Default::default();
+                    for part in access.chunks(ROWS_PER_STATEMENT) {
+                        let sql = format!(
+                            "INSERT INTO compat_access_tokens \
+                             (id, session_id, token_hash, created_at, expires_at) \
+                             VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                            placeholders(part.len(), 5)
+                        );
+                        let mut query = sqlx::query_scalar::<_, DbId>(&sql);
+                        for (id, session_id, token) in part {
+                            query = query
+                                .bind(DbId(*id))
+                                .bind(DbId(*session_id))
+                                .bind(&token.token_hash[..])
+                                .bind(Ts(token.created_at))
+                                .bind(token.expires_at.map(Ts));
+                        }
+                        let kept: std::collections::HashSet<Ulid> =
+                            query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
+                        for (id, session_id, token) in part {
+                            if kept.contains(id) {
+                                access_ids.insert((*session_id, token.token_hash), *id);
+                            }
+                        }
+                    }
+
+                    let mut refresh: Vec<(Ulid, Ulid, Option<Ulid>, &ImportedRefreshToken)> =
+                        Vec::new();
+                    for (session_id, s) in ids.iter().zip(chunk) {
+                        if inserted.contains(session_id) {
+                            for token in &s.refresh_tokens {
+                                let access_token_id = token.access_token_hash.and_then(|hash| {
+                                    access_ids.get(&(*session_id, hash)).copied()
+                                });
+                                refresh.push((self.new_id(), *session_id, access_token_id, token));
+                            }
+                        }
+                    }
+                    for part in refresh.chunks(ROWS_PER_STATEMENT) {
+                        let sql = format!(
+                            "INSERT INTO compat_refresh_tokens \
+                             (id, session_id, token_hash, access_token_id, created_at) \
+                             VALUES {} ON CONFLICT DO NOTHING",
+                            placeholders(part.len(), 5)
+                        );
+                        let mut query = sqlx::query(&sql);
+                        for (id, session_id, access_token_id, token) in part {
+                            query = query
+                                .bind(DbId(*id))
+                                .bind(DbId(*session_id))
+                                .bind(&token.token_hash[..])
+                                .bind(access_token_id.map(DbId))
+                                .bind(Ts(token.created_at));
+                        }
+                        query.execute(self.conn()).await?;
+                    }
+
+                    let names: Vec<&str> = chunk.iter().map(|s| s.username.as_str()).collect();
+                    out.extend(self.outcomes(&ids, &names, &inserted).await?);
                 }
-                for token in &s.refresh_tokens {
-                    let id = self.new_id();
-                    let access_token_id = token.access_token_hash.and_then(|hash| {
-                        access_ids
-                            .iter()
-                            .find(|(h, _)| *h == hash)
-                            .map(|(_, id)| DbId(*id))
-                    });
-                    sqlx::query(
-                        "INSERT INTO compat_refresh_tokens \
-                         (id, session_id, token_hash, access_token_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(DbId(id))
-                    .bind(DbId(session_id))
-                    .bind(&token.token_hash[..])
-                    .bind(access_token_id)
-                    .bind(Ts(token.created_at))
-                    .execute(self.conn())
-                    .await?;
-                }
-                Ok(Imported::Inserted)
+                Ok(out)
             }
         }
     };

@@ -31,11 +31,13 @@
 //! prerequisite is an error, never a silent skip.
 
 pub mod contract;
+mod plain;
 mod process;
 mod proxy;
 mod synapse;
 mod venv;
 
+pub use plain::{has_psycopg2, PlainOptions, PlainSynapse, SynapseDatabase};
 pub use proxy::{render_site, ReverseProxy, SiteVars, NGINX_SITE_TEMPLATE};
 pub use synapse::{Synapse, SynapseOptions};
 pub use venv::{prepare, venv_path, Availability, Tools, SYNAPSE_VERSION};

@@ -246,7 +246,9 @@ enum Next {
 /// redirect whose URL starts with `stop_at` (returned), or a page that has no form to go on with
 /// (an error with its text). Also returned: a page without a form served at a URL starting with
 /// `stop_at`, and, for `response_mode=form_post`, a form posting to `stop_at` (its fields as the
-/// query of the returned URL). Any 4xx/5xx page is an error with its text.
+/// query of the returned URL), and a link (or form) to `stop_at` on any page, the way back a
+/// person takes from a page that shows an error instead of redirecting it (RFC 9700 §4.11.2).
+/// Any other 4xx/5xx page is an error with its text.
 ///
 /// An [`Account::Register`] at a sign-in page follows its link to the registration page (and an
 /// [`Account::SignIn`] at a registration page its link to the sign-in page).
@@ -324,6 +326,13 @@ async fn walk_until(
                     {
                         return Ok(reply.url);
                     }
+                    if let Some(back) = way_back(page, &reply.url, stop) {
+                        transcript.note(format!(
+                            "browser: at {}, following the link back to the application",
+                            reply.url.path()
+                        ));
+                        return Ok(back);
+                    }
                     return Err(Error::Page(format!(
                         "the page at {} has no form to go on with: {}",
                         short_url(&reply.url),
@@ -340,13 +349,44 @@ async fn walk_until(
                 allowed |= approving;
                 next = submit;
             }
-            _ => return Err(page_error(&reply)),
+            // RFC 9700 §4.11.2: an error for a client the provider doesn't trust (one that
+            // registered itself) may be shown on a page that leads back only by the person's
+            // choice; they follow it.
+            _ => match way_back(&reply.body, &reply.url, stop) {
+                Some(back) => {
+                    transcript.note(format!(
+                        "browser: HTTP {} at {}, following the way back to the application",
+                        reply.status,
+                        reply.url.path()
+                    ));
+                    return Ok(back);
+                }
+                None => return Err(page_error(&reply)),
+            },
         }
     }
     Err(Error::Page(format!(
         "still on the provider's pages after {MAX_STEPS} steps from {}",
         short_url(url)
     )))
+}
+
+/// A link on a page to where the walk stops, or a form posting there (its fields as the query
+/// of the returned URL): the way back to the application a person would take.
+fn way_back(page: &str, base: &Url, stop: Stop<'_>) -> Option<Url> {
+    let doc = Html::parse_document(page);
+    let link = doc
+        .select(&selector("a[href]"))
+        .filter_map(|a| base.join(a.value().attr("href")?).ok())
+        .find(|url| stop.reached(url));
+    link.or_else(|| {
+        let form = parse_forms(page, base)
+            .into_iter()
+            .find(|f| stop.reached(&f.action))?;
+        let mut back = form.action;
+        back.query_pairs_mut().extend_pairs(&form.fields);
+        Some(back)
+    })
 }
 
 fn page_error(reply: &Reply) -> Error {

@@ -152,16 +152,58 @@ pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
         .map(|(_, v)| v.as_str())
 }
 
+/// A page that leads back to `redirect_uri` only by the user's choice: a link there, or a form
+/// posting there (`form_post`); the parameters it carries. RFC 9700 §4.11.2: a provider that
+/// doesn't trust a redirect URI (a client that registered itself) "MAY inform the user and rely
+/// on the user to make the correct decision" instead of redirecting.
+pub(crate) fn shown_response(reply: &Reply, redirect_uri: &str) -> Option<Vec<(String, String)>> {
+    if redirect(reply).is_some() {
+        return None;
+    }
+    let doc = scraper::Html::parse_document(&reply.body);
+    let selector = |css| scraper::Selector::parse(css).expect("a valid CSS selector");
+    let link = doc
+        .select(&selector("a[href]"))
+        .filter_map(|a| Url::parse(a.value().attr("href")?).ok())
+        .find(|url| starts_with(url, redirect_uri));
+    if let Some(url) = link {
+        return Some(response_params(&url));
+    }
+    let inputs = selector("input[name]");
+    doc.select(&selector("form[action]"))
+        .find(|form| {
+            form.value()
+                .attr("action")
+                .and_then(|a| Url::parse(a).ok())
+                .is_some_and(|url| starts_with(&url, redirect_uri))
+        })
+        .map(|form| {
+            form.select(&inputs)
+                .map(|i| {
+                    let v = i.value();
+                    let value = v.attr("value").unwrap_or_default();
+                    (
+                        v.attr("name").unwrap_or_default().to_owned(),
+                        value.to_owned(),
+                    )
+                })
+                .collect()
+        })
+}
+
 /// RFC 6749 §4.1.2.1: a refused authorization request whose client and redirect URI are valid
-/// is answered by redirecting an `error` (one of `errors`) to the redirect URI. Returns the
-/// parameters of that redirect.
+/// is answered by redirecting an `error` (one of `errors`) to the redirect URI, or (RFC 9700
+/// §4.11.2, [`shown_response`]) by a page leading there by the user's choice. Returns the
+/// parameters of that answer.
 pub(crate) fn authorize_refused(
     reply: &Reply,
     redirect_uri: &str,
     errors: &[&str],
 ) -> Result<Vec<(String, String)>, Stop> {
     let expected = || alternatives(errors.iter().map(|e| format!("`{e}`")));
-    if let Some(params) = client_redirect(reply, redirect_uri) {
+    let answered =
+        client_redirect(reply, redirect_uri).or_else(|| shown_response(reply, redirect_uri));
+    if let Some(params) = answered {
         return match (param(&params, "error"), param(&params, "code")) {
             (Some(error), _) if errors.contains(&error) => Ok(params),
             (Some(error), _) => Err(fail(format!(

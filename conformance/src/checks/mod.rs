@@ -136,7 +136,7 @@ pub static CHECKS: &[Check] = &[
     check!("oidc.authorize.prompt_none", "OIDC Core §3.1.2.1, §3.1.2.6", Must, Oidc, "prompt=none without a session is answered login_required", oidc::prompt_none),
     check!("oidc.logout.advertised", "RP-Initiated Logout 1.0 §2.1", Should, Oidc, "end_session_endpoint is advertised", oidc::logout_advertised),
     check!("oidc.logout.unregistered_redirect", "RP-Initiated Logout 1.0 §3", Must, Oidc, "an unregistered post_logout_redirect_uri is not redirected to", oidc::logout_unregistered_redirect),
-    check!("oidc.logout.registered_redirect", "RP-Initiated Logout 1.0 §3", Should, Oidc, "a registered post_logout_redirect_uri is redirected to, with state", oidc::logout_registered_redirect),
+    check!("oidc.logout.registered_redirect", "RP-Initiated Logout 1.0 §3", Should, Oidc, "a registered post_logout_redirect_uri is returned to with state (redirected, or linked when nothing confirms it)", oidc::logout_registered_redirect),
     // ---- matrix-provider: metadata (MSC2965, MSC4191, MSC4341) ----
     check!("matrix.metadata.issuer", "MSC2965", Must, MatrixProvider, "the issuer is the one clients were told, exactly", matrix::metadata::issuer),
     check!("matrix.metadata.authorization_endpoint", "MSC2965", Must, MatrixProvider, "authorization_endpoint is advertised", matrix::metadata::authorization_endpoint),

@@ -183,6 +183,7 @@ clients:
       - "https://client.example.com/signed-out"
     grant_types: [authorization_code, refresh_token]
 
+{sessions}
 {upstream}"#,
         issuer = quoted(&options.issuer),
         listen = quoted(&options.listen),
@@ -196,6 +197,7 @@ clients:
         matrix_secret = quoted(&matrix_secret),
         client_id = quoted(&client_id.to_string()),
         client_secret = quoted(&client_secret),
+        sessions = super::sessions::GENERATED,
         upstream = super::upstream::GENERATED_EXAMPLE,
     ))
 }

@@ -33,6 +33,7 @@ pub use self::{
         RegistrationRateLimits, TokenRateLimits,
     },
     secrets::{KeyConfig, SecretsConfig},
+    sessions::{BrowserSessionLifetimes, SessionsConfig},
     tokens::{TokensConfig, MAX_REFRESH_GRACE_SECONDS},
 };
 use self::{
@@ -52,6 +53,7 @@ mod http;
 mod matrix;
 mod rate_limiting;
 mod secrets;
+mod sessions;
 mod tokens;
 pub mod upstream;
 
@@ -84,6 +86,9 @@ pub struct Config {
     /// How issued tokens behave.
     #[serde(default)]
     pub tokens: TokensConfig,
+    /// How long browser sessions last.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
 }
 
 /// The default of the switches that are on unless turned off.
@@ -153,6 +158,8 @@ pub struct Settings {
     pub password_pepper: Option<String>,
     /// `tokens.refresh_grace_seconds`.
     pub refresh_grace_seconds: u32,
+    /// `sessions`: the idle and absolute lifetimes of browser sessions.
+    pub browser_sessions: BrowserSessionLifetimes,
 }
 
 /// Reads, overrides and validates a configuration file. `env` is the process environment (or a
@@ -377,6 +384,7 @@ impl Config {
         let captcha = self.captcha.resolve(p);
         let upstream_providers = self.upstream_oauth2.resolve(p);
         let refresh_grace_seconds = self.resolve_tokens(p);
+        let browser_sessions = self.resolve_sessions(p);
 
         match (
             http.issuer,
@@ -417,6 +425,7 @@ impl Config {
                 upstream_providers,
                 password_pepper: self.secrets.password_pepper.clone(),
                 refresh_grace_seconds,
+                browser_sessions,
             }),
             _ => Err(problems),
         }

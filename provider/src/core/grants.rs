@@ -8,11 +8,13 @@
 //!   (OIDC Core §3.1.2.1);
 //! - refusal, when the request asks for an admin scope the user may not have (MSC2967);
 //! - consent, when `prompt=consent` asked for it or the user never granted this client these
-//!   scopes.
+//!   scopes;
+//! - confirmation, when the user did grant them but the client's identity can't be assured
+//!   ([`identity_assured`], RFC 8252 §8.6): the consent page again, never a silent code.
 //!
 //! `prompt=none` turns each need into an error for the client (`login_required`,
-//! `consent_required`, OIDC Core §3.1.2.6) instead of a page: the http layer's continuation
-//! (`crate::http::oauth2::authorize`) answers.
+//! `consent_required`, `interaction_required`, OIDC Core §3.1.2.6) instead of a page: the http
+//! layer's continuation (`crate::http::oauth2::authorize`) answers.
 
 use chrono::Duration;
 use ulid::Ulid;
@@ -39,23 +41,26 @@ pub async fn signed_in(
     if session_id.is_none() {
         return Ok(None);
     }
-    signed_in_on(&mut core.storage.reader().await?, session_id).await
+    signed_in_on(&mut core.storage.reader().await?, core, session_id).await
 }
 
-/// [`signed_in`] on a connection the caller already holds.
+/// [`signed_in`] on a connection the caller already holds. A session past its idle or
+/// absolute lifetime (`sessions`) is nobody's ([`crate::core::sessions::live_browser_session`]).
 pub async fn signed_in_on(
     repo: &mut BoxRepository,
+    core: &Core,
     session_id: Option<Ulid>,
 ) -> Result<Option<(BrowserSession, User)>, StorageError> {
     let Some(id) = session_id else {
         return Ok(None);
     };
-    let Some(session) = repo.browser_sessions().lookup(id).await? else {
+    let now = core.storage.entropy().clock.now();
+    let lifetimes = core.settings.browser_sessions;
+    let Some(session) =
+        crate::core::sessions::live_browser_session(repo, id, lifetimes, now).await?
+    else {
         return Ok(None);
     };
-    if !session.is_active() {
-        return Ok(None);
-    }
     match repo.users().lookup(session.user_id).await? {
         Some(user) if user.is_active() => Ok(Some((session, user))),
         _ => Ok(None),
@@ -70,8 +75,31 @@ pub enum Decision {
     /// only for users allowed to administer the server (MSC2967, the homeserver contract).
     NotAllowed,
     Consent,
+    /// The user granted this client these scopes before, but the client's identity can't be
+    /// assured ([`identity_assured`]): the user confirms on the consent page; under
+    /// `prompt=none` the client is answered `interaction_required` (OIDC Core §3.1.2.6).
+    Confirm,
     /// Everything is there: issue the code.
     Complete,
+}
+
+/// Can the authorization server be sure the request comes from the client it names, so that a
+/// consent the user gave that client before may be applied without asking again?
+///
+/// RFC 8252 §8.6: "the authorization server SHOULD NOT process authorization requests
+/// automatically without user consent or interaction, except when the identity of the client
+/// can be assured. This includes the case where the user has previously approved an
+/// authorization request for a given client id"; RFC 9700 §2.1 and §4.x say the same of public
+/// clients. Any app on the device can listen on a loopback port (§7.3) or claim a private-use
+/// URI scheme (§7.1), so a public client redirected there proves nothing; a code is still only
+/// sent after the user confirms. Assured are:
+/// - confidential clients (any `token_endpoint_auth_method` but `none`): the code is only
+///   exchanged with the client's credentials (RFC 6749 §2.3);
+/// - public clients redirected to an `https` URI: a web client's origin, or a native app's claimed
+///   https redirect, which the operating system verifies (RFC 8252 §7.2).
+pub fn identity_assured(client: &Client, redirect_uri: &str) -> bool {
+    client.token_endpoint_auth_method != "none"
+        || url::Url::parse(redirect_uri).is_ok_and(|u| u.scheme() == "https")
 }
 
 /// The `prompt` values of a request (OIDC Core §3.1.2.1).
@@ -93,6 +121,7 @@ pub async fn decide(
     repo: &mut BoxRepository,
     core: &Core,
     grant: &AuthorizationGrant,
+    client: &Client,
     signed_in: Option<&(BrowserSession, User)>,
     signed_in_for: Option<Ulid>,
 ) -> Result<Decision, StorageError> {
@@ -131,6 +160,10 @@ pub async fn decide(
     {
         return Ok(Decision::Consent);
     }
+    // RFC 8252 §8.6: a remembered consent counts only for a client whose identity is assured.
+    if !identity_assured(client, &grant.redirect_uri) {
+        return Ok(Decision::Confirm);
+    }
     Ok(Decision::Complete)
 }
 
@@ -141,11 +174,12 @@ pub async fn assess(
     repo: &mut BoxRepository,
     core: &Core,
     grant: &AuthorizationGrant,
+    client: &Client,
     session_id: Option<Ulid>,
     signed_in_for: Option<Ulid>,
 ) -> Result<(Option<(BrowserSession, User)>, Decision), StorageError> {
-    let user = signed_in_on(repo, session_id).await?;
-    let decision = decide(repo, core, grant, user.as_ref(), signed_in_for).await?;
+    let user = signed_in_on(repo, core, session_id).await?;
+    let decision = decide(repo, core, grant, client, user.as_ref(), signed_in_for).await?;
     Ok((user, decision))
 }
 
@@ -220,4 +254,54 @@ pub async fn issue_code(
     }
     repo.commit().await?;
     Ok(Some(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(auth: &str) -> Client {
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        Client {
+            id: Ulid::from_parts(1, 2),
+            client_id: "c".into(),
+            is_static: false,
+            encrypted_client_secret: None,
+            token_endpoint_auth_method: auth.into(),
+            metadata: serde_json::json!({}),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn public_native_clients_are_not_assured() {
+        let public = client("none");
+        for redirect in [
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:49152/callback",
+            "http://[::1]:8080/cb",
+            "http://localhost:1234/",
+            "com.example.app:/callback",
+            "com.example.app://callback",
+            "not a url",
+        ] {
+            assert!(!identity_assured(&public, redirect), "{redirect}");
+        }
+        // A public web client's origin, or a claimed https redirect (RFC 8252 §7.2).
+        assert!(identity_assured(&public, "https://app.example/cb"));
+    }
+
+    #[test]
+    fn confidential_clients_are_assured_wherever_they_redirect() {
+        for auth in [
+            "client_secret_basic",
+            "client_secret_post",
+            "client_secret_jwt",
+            "private_key_jwt",
+        ] {
+            assert!(identity_assured(&client(auth), "http://127.0.0.1:5000/cb"));
+            assert!(identity_assured(&client(auth), "https://app.example/cb"));
+        }
+    }
 }

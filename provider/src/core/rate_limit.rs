@@ -83,12 +83,29 @@ impl RateLimiter {
         let Some(quota) = self.limits.quota(limit) else {
             return Ok(());
         };
-        let mut repo = self.storage.reader().await?;
-        match repo
-            .rate_limits()
-            .spend(&bucket_key(limit, key), quota)
-            .await?
-        {
+        let key = bucket_key(limit, key);
+        // On a kept connection when one is free (no pool pings: `Storage::hot_reader`); on a
+        // pooled one otherwise, or again when the kept one failed (a unit spent twice by that
+        // retry only makes the limit a little stricter).
+        let mut spent = None;
+        if let Some(mut hot) = self.storage.hot_reader().await {
+            match hot.repo().rate_limits().spend(&key, quota).await {
+                Ok(done) => spent = Some(done),
+                Err(_) => hot.discard(),
+            }
+        }
+        let spent = match spent {
+            Some(done) => done,
+            None => {
+                self.storage
+                    .reader()
+                    .await?
+                    .rate_limits()
+                    .spend(&key, quota)
+                    .await?
+            }
+        };
+        match spent {
             Spend::Granted => Ok(()),
             Spend::Refused { retry_after } => {
                 tracing::info!(
@@ -124,8 +141,27 @@ impl RateLimiter {
             return Ok(());
         };
         let now = self.storage.entropy().clock.now().timestamp_micros();
-        let mut repo = self.storage.reader().await?;
-        let tat = repo.rate_limits().peek(&bucket_key(limit, key)).await?;
+        let key = bucket_key(limit, key);
+        // A read on the hot path (every client authentication): on a kept connection when one
+        // is free, as [`RateLimiter::check`].
+        let mut read = None;
+        if let Some(mut hot) = self.storage.hot_reader().await {
+            match hot.repo().rate_limits().peek(&key).await {
+                Ok(tat) => read = Some(tat),
+                Err(_) => hot.discard(),
+            }
+        }
+        let tat = match read {
+            Some(tat) => tat,
+            None => {
+                self.storage
+                    .reader()
+                    .await?
+                    .rate_limits()
+                    .peek(&key)
+                    .await?
+            }
+        };
         match quota.spend(tat, now) {
             Ok(_) => Ok(()),
             Err(wait) => {

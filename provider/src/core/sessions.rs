@@ -1,13 +1,88 @@
 //! The end of a session, OAuth 2.0 or compat, written once for every way a session ends early
-//! (whatever the door: revocation, logout, refresh reuse, the account page, the admin API).
+//! (whatever the door: revocation, logout, refresh reuse, the account page, the admin API), and
+//! the lifetimes of browser sessions.
+//!
+//! No function here calls the homeserver: ending a session enqueues its device's deletion in
+//! the caller's transaction ([`AfterCommit`]), run after the commit with no connection held
+//! (issue 14, finding 2: no transaction across a call to another server).
 
 use chrono::{DateTime, Duration, Utc};
 use ulid::Ulid;
 
 use crate::{
+    config::BrowserSessionLifetimes,
     core::matrix::provisioning::{self, AfterCommit, Task},
-    storage::{BoxRepository, CompatSession, StorageError},
+    storage::{BoxRepository, BrowserSession, CompatSession, StorageError},
 };
+
+/// A live browser session's last use is written at most this often (its idle lifetime is
+/// counted from it), not at every page.
+pub const BROWSER_TOUCH_INTERVAL_SECONDS: i64 = 60;
+
+/// Has a browser session outlived its lifetimes at `now` (`sessions` in the configuration)?
+/// Idle: `lifetimes.idle` since its last use (its opening when never touched). Absolute:
+/// `lifetimes.max` since it was opened, however much it was used (OWASP Session Management
+/// Cheat Sheet, "Session Expiration").
+pub fn browser_session_expired(
+    session: &BrowserSession,
+    lifetimes: BrowserSessionLifetimes,
+    now: DateTime<Utc>,
+) -> bool {
+    let last_used = session
+        .last_active_at
+        .map_or(session.created_at, |at| at.max(session.created_at));
+    now >= session.created_at + lifetimes.max || now >= last_used + lifetimes.idle
+}
+
+/// Should this use of a live browser session be written down (its last write is older than
+/// [`BROWSER_TOUCH_INTERVAL_SECONDS`])?
+pub fn browser_session_needs_touch(session: &BrowserSession, now: DateTime<Utc>) -> bool {
+    let last_used = session.last_active_at.unwrap_or(session.created_at);
+    now >= last_used + Duration::seconds(BROWSER_TOUCH_INTERVAL_SECONDS)
+}
+
+/// The browser session of this ID if it is live at `now` (not finished, within its
+/// lifetimes), its use recorded ([`browser_session_needs_touch`]). One that outlived its
+/// lifetimes is finished here, so lists (the admin API, the account pages) show it ended; the
+/// OAuth 2.0 sessions approved from it live on (they are the user's Matrix devices, with their
+/// own refresh tokens; a logout or a password reset is what ends those).
+pub async fn live_browser_session(
+    repo: &mut BoxRepository,
+    id: Ulid,
+    lifetimes: BrowserSessionLifetimes,
+    now: DateTime<Utc>,
+) -> Result<Option<BrowserSession>, StorageError> {
+    let Some(session) = repo.browser_sessions().lookup(id).await? else {
+        return Ok(None);
+    };
+    if !session.is_active() {
+        return Ok(None);
+    }
+    if browser_session_expired(&session, lifetimes, now) {
+        repo.browser_sessions().finish(id).await?;
+        tracing::info!(session = %id, "browser session expired");
+        return Ok(None);
+    }
+    if browser_session_needs_touch(&session, now) {
+        repo.browser_sessions().touch(id).await?;
+    }
+    Ok(Some(session))
+}
+
+/// Ends the user's browser sessions other than `keep` (a password change: whoever knew the old
+/// password is signed out of the provider's pages, the browser that changed it stays signed
+/// in). Their OAuth 2.0 and compat sessions (Matrix devices) stay, as after a password change
+/// on the homeserver: the user ends those on the devices page; a password reset by a recovery
+/// link ends everything. Returns how many ended.
+pub async fn end_other_browser_sessions(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+    keep: Ulid,
+) -> Result<u64, StorageError> {
+    repo.browser_sessions()
+        .finish_others_for_user(user_id, keep)
+        .await
+}
 
 /// Ends an OAuth 2.0 session: revokes all its access and refresh tokens and finishes it, in the
 /// caller's transaction (which commits). A session finished already stays as it was; its
@@ -143,6 +218,49 @@ mod tests {
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    fn browser(created: i64, last: Option<i64>) -> BrowserSession {
+        BrowserSession {
+            id: Ulid::from_parts(1, 1),
+            user_id: Ulid::from_parts(1, 2),
+            created_at: at(created),
+            finished_at: None,
+            last_active_at: last.map(at),
+            user_agent: None,
+            ip_address: None,
+        }
+    }
+
+    #[test]
+    fn browser_sessions_end_when_idle_or_too_old() {
+        let lifetimes = BrowserSessionLifetimes {
+            idle: Duration::seconds(100),
+            max: Duration::seconds(1000),
+        };
+        let expired = |s: &BrowserSession, now| browser_session_expired(s, lifetimes, at(now));
+        let fresh = browser(0, None);
+        assert!(!expired(&fresh, 99));
+        assert!(expired(&fresh, 100), "idle since it was opened");
+        let used = browser(0, Some(950));
+        assert!(!expired(&used, 999));
+        assert!(expired(&used, 1000), "absolute, however recently used");
+        assert!(!expired(&browser(0, Some(500)), 599));
+        assert!(expired(&browser(0, Some(500)), 600));
+        // A last use before the opening (clock skew) counts from the opening.
+        assert!(expired(&browser(100, Some(0)), 200));
+        assert!(!expired(&browser(100, Some(0)), 199));
+    }
+
+    #[test]
+    fn a_use_is_written_once_a_minute() {
+        assert!(!browser_session_needs_touch(&browser(0, None), at(59)));
+        assert!(browser_session_needs_touch(&browser(0, None), at(60)));
+        assert!(!browser_session_needs_touch(
+            &browser(0, Some(100)),
+            at(159)
+        ));
+        assert!(browser_session_needs_touch(&browser(0, Some(100)), at(160)));
     }
 
     #[test]

@@ -27,6 +27,10 @@ impl Templates {
                 include_str!("../../../templates/pages/form_post.html"),
             ),
             (
+                "pages/authorize_error.html",
+                include_str!("../../../templates/pages/authorize_error.html"),
+            ),
+            (
                 "pages/login.html",
                 include_str!("../../../templates/pages/login.html"),
             ),

@@ -264,4 +264,59 @@ async fn browser_authentications(db: TestDb) {
     );
 }
 
-backend_tests!(browser_sessions, browser_authentications);
+/// A password change ends the user's other browser sessions and keeps the current one; other
+/// users' sessions are untouched.
+async fn finishing_the_other_sessions(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let dave = repo.users().add("dave").await.unwrap();
+    let erin = repo.users().add("erin").await.unwrap();
+    let here = browser_session(&mut repo, &dave).await;
+    let there = browser_session(&mut repo, &dave).await;
+    let ended = browser_session(&mut repo, &dave).await;
+    let hers = browser_session(&mut repo, &erin).await;
+    assert!(repo.browser_sessions().finish(ended).await.unwrap());
+    let finished_before = repo.browser_sessions().lookup(ended).await.unwrap();
+    db.clock.advance(chrono::Duration::seconds(5));
+    assert_eq!(
+        repo.browser_sessions()
+            .finish_others_for_user(dave.id, here)
+            .await
+            .unwrap(),
+        1
+    );
+    let live: Vec<_> = repo
+        .browser_sessions()
+        .list_active_for_user(dave.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live, [here]);
+    let there = repo
+        .browser_sessions()
+        .lookup(there)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(there.finished_at, Some(db.clock.now_db()));
+    // One finished before keeps its time; another user's session is untouched.
+    assert_eq!(
+        repo.browser_sessions().lookup(ended).await.unwrap(),
+        finished_before
+    );
+    assert!(repo
+        .browser_sessions()
+        .lookup(hers)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active());
+    repo.commit().await.unwrap();
+}
+
+backend_tests!(
+    browser_sessions,
+    browser_authentications,
+    finishing_the_other_sessions
+);

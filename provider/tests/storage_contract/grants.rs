@@ -738,10 +738,118 @@ async fn device_code_grant_steps(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
+/// The two-step exchange of the token endpoint (no transaction across its homeserver call):
+/// the latest claim holds (a retry is never locked out), only its holder completes, once
+/// (RFC 6749 §4.1.2, RFC 8628 §3.5), a claim is given back on failure, and a claimed grant
+/// can't be exchanged in one step either.
+async fn exchange_claims(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (alice, client) = user_and_client(&mut repo, "alice").await;
+    let (browser, session) = approval(&mut repo, &alice, &client).await;
+    let code = repo
+        .authorization_grants()
+        .add(request(&client, Some(hash(7))))
+        .await
+        .unwrap();
+    let (first, second) = (Ulid::from_parts(1, 1), Ulid::from_parts(1, 2));
+    let codes = repo.authorization_grants();
+    // Not approved yet: nothing to claim.
+    assert!(!codes.claim_exchange(code.id, first).await.unwrap());
+    assert!(codes
+        .fulfill(code.id, browser, session, &hash(7))
+        .await
+        .unwrap());
+    assert!(codes.claim_exchange(code.id, first).await.unwrap());
+    // Held: no one-step exchange, no completion or release by another.
+    assert!(!codes.exchange(code.id).await.unwrap());
+    assert!(!codes.complete_exchange(code.id, second).await.unwrap());
+    assert!(!codes.release_exchange(code.id, second).await.unwrap());
+    // A later claim takes over: the earlier holder can neither complete nor release.
+    assert!(codes.claim_exchange(code.id, second).await.unwrap());
+    assert!(!codes.complete_exchange(code.id, first).await.unwrap());
+    assert!(!codes.release_exchange(code.id, first).await.unwrap());
+    // Given back (the homeserver failed): claimable again, and completed by its holder.
+    assert!(codes.release_exchange(code.id, second).await.unwrap());
+    assert!(codes.claim_exchange(code.id, first).await.unwrap());
+    db.clock.advance(Duration::seconds(3));
+    assert!(codes.complete_exchange(code.id, first).await.unwrap());
+    let exchanged = codes.lookup(code.id).await.unwrap().unwrap();
+    assert_eq!(exchanged.exchanged_at, Some(db.clock.now_db()));
+    // Once: no completion, claim or release after it.
+    assert!(!codes.complete_exchange(code.id, first).await.unwrap());
+    assert!(!codes.claim_exchange(code.id, second).await.unwrap());
+    assert!(!codes.release_exchange(code.id, first).await.unwrap());
+    assert!(matches!(
+        codes.claim_exchange(Ulid::new(), first).await,
+        Err(StorageError::NotFound("authorization grant"))
+    ));
+
+    let now = db.clock.now_db();
+    let grant = repo
+        .device_code_grants()
+        .add(NewDeviceCodeGrant {
+            expires_at: now + Duration::minutes(10),
+            ..device_request(&client, 9, "CLAIMME")
+        })
+        .await
+        .unwrap();
+    let devices = repo.device_code_grants();
+    assert!(!devices.claim_exchange(grant.id, first).await.unwrap());
+    assert!(devices.fulfill(grant.id, browser).await.unwrap());
+    assert!(devices.claim_exchange(grant.id, first).await.unwrap());
+    assert!(!devices.exchange(grant.id, session).await.unwrap());
+    assert!(!devices
+        .complete_exchange(grant.id, second, session)
+        .await
+        .unwrap());
+    assert!(devices.claim_exchange(grant.id, second).await.unwrap());
+    assert!(!devices
+        .complete_exchange(grant.id, first, session)
+        .await
+        .unwrap());
+    assert!(devices.release_exchange(grant.id, second).await.unwrap());
+    assert!(devices.claim_exchange(grant.id, second).await.unwrap());
+    // Claimed before it expired, completed after: the tokens are still due (the claim holder
+    // answers a poll made in time).
+    db.clock.advance(Duration::minutes(11));
+    assert!(devices
+        .complete_exchange(grant.id, second, session)
+        .await
+        .unwrap());
+    let done = devices.lookup(grant.id).await.unwrap().unwrap();
+    assert_eq!(done.session_id, Some(session));
+    assert!(!devices
+        .complete_exchange(grant.id, second, session)
+        .await
+        .unwrap());
+    // Expired and unclaimed: nothing to claim.
+    let late = repo
+        .device_code_grants()
+        .add(NewDeviceCodeGrant {
+            expires_at: db.clock.now_db() + Duration::minutes(1),
+            ..device_request(&client, 10, "LATECLAIM")
+        })
+        .await
+        .unwrap();
+    assert!(repo
+        .device_code_grants()
+        .fulfill(late.id, browser)
+        .await
+        .unwrap());
+    db.clock.advance(Duration::minutes(2));
+    assert!(!repo
+        .device_code_grants()
+        .claim_exchange(late.id, first)
+        .await
+        .unwrap());
+    repo.commit().await.unwrap();
+}
+
 backend_tests!(
     authorization_grants,
     concurrent_code_exchange,
     consents,
     device_code_grants,
     device_code_grant_steps,
+    exchange_claims,
 );

@@ -20,8 +20,8 @@ use crate::{
     },
     crypto::{sha256, Encrypter},
     storage::{
-        BoxRepository, Imported, ImportedAccessToken, ImportedCompatSession, ImportedRefreshToken,
-        ImportedUser, Storage, SynapseImport,
+        BoxRepository, Imported, ImportedAccessToken, ImportedCompatSession, ImportedEmail,
+        ImportedRefreshToken, ImportedUser, Storage, SynapseImport,
     },
 };
 
@@ -267,8 +267,8 @@ pub async fn run(
     let mut done = 0;
     for chunk in todo.chunks(options.batch_size) {
         let mut repo = batches.open().await?;
-        for user in chunk {
-            let outcome = repo.synapse_import().import_user(user).await?;
+        let outcomes = repo.synapse_import().import_users(chunk).await?;
+        for (user, outcome) in chunk.iter().zip(outcomes) {
             users.count(outcome, "account missing", &user.username);
             if user.password.is_some() {
                 match outcome {
@@ -299,23 +299,24 @@ pub async fn run(
                     example,
                 );
             }
-            Some(local) => todo.push((
-                local.to_owned(),
-                row.address,
-                from_millis(row.added_at).unwrap_or(now),
-            )),
+            Some(local) => todo.push(ImportedEmail {
+                username: local.to_owned(),
+                email: row.address,
+                added_at: from_millis(row.added_at).unwrap_or(now),
+            }),
         }
     }
     progress.start("e-mail addresses", todo.len());
     let mut done = 0;
     for chunk in todo.chunks(options.batch_size) {
         let mut repo = batches.open().await?;
-        for (local, address, at) in chunk {
-            let outcome = repo
-                .synapse_import()
-                .import_email(local, address, *at)
-                .await?;
-            emails.count(outcome, NOT_MIGRATED, &format!("{local} {address}"));
+        let outcomes = repo.synapse_import().import_emails(chunk).await?;
+        for (e, outcome) in chunk.iter().zip(outcomes) {
+            emails.count(
+                outcome,
+                NOT_MIGRATED,
+                &format!("{} {}", e.username, e.email),
+            );
         }
         batches.close(repo).await?;
         done += chunk.len();
@@ -483,8 +484,8 @@ pub async fn run(
     let mut done = 0;
     for chunk in todo.chunks(options.batch_size) {
         let mut repo = batches.open().await?;
-        for session in chunk {
-            let outcome = repo.synapse_import().import_compat_session(session).await?;
+        let outcomes = repo.synapse_import().import_compat_sessions(chunk).await?;
+        for (session, outcome) in chunk.iter().zip(outcomes) {
             let example = format!("{} {}", session.username, session.device_id);
             devices.count(outcome, NOT_MIGRATED, &example);
             for _ in &session.access_tokens {

@@ -12,7 +12,37 @@
 //! idempotent).
 //!
 //! The exception is the device of a new grant: the token exchange upserts it synchronously
-//! ([`ensure_device`]), since the device must exist before the client uses its token.
+//! ([`ensure_device`]), since the device must exist before the client uses its token, between
+//! two transactions (it claims the grant, commits, calls, then issues the tokens).
+//!
+//! No transaction or pooled connection is held across a homeserver call anywhere here: a job
+//! is claimed in one short transaction, [`perform`] reads what it needs and drops its
+//! connection before calling, and the outcome is recorded in another short transaction.
+//!
+//! The paths audited for a transaction or connection held across a call to another server
+//! (issue 14, finding 2; the homeserver, an upstream provider, a mail relay):
+//! - token endpoint: `authorization_code` and `device_code` claimed the grant inside their
+//!   transaction and called the homeserver before the commit: fixed (claim, commit, call,
+//!   complete; `http::oauth2::token::provision_device`); `refresh_token` calls nothing (ended
+//!   sessions' jobs run after the commit); `client_credentials` has no device.
+//! - compat: `login` (password and `m.login.token`) and `sso` (completing a login) upserted the
+//!   device inside their transaction: fixed (upsert first, then one transaction); `refresh` and
+//!   `logout` run their jobs after the commit.
+//! - `core::sessions` (ending sessions, claiming devices) and `core::accounts::end_all_sessions`
+//!   only enqueue jobs in the caller's transaction; every caller runs them after its commit
+//!   (revocation, web logout, account devices/deactivate/profile/emails/recover, admin users,
+//!   sessions, clients and emails, upstream link, `provider manage`).
+//! - jobs ([`run_now`], [`Worker`]): claimed and recorded in their own short transactions;
+//!   [`perform`] drops its connection before calling.
+//! - usernames (`core::accounts::check_localpart_available`: registration, email-verified
+//!   registration, upstream registration, admin user creation, `provider manage`): called
+//!   before the transaction or after a dropped reader.
+//! - upstream login (`http::upstream::{authorize, callback}`): discovery, keys, code exchange
+//!   and userinfo run with no connection held (the provider and session are read on a reader
+//!   dropped before), the result stored afterwards.
+//! - mail (`core::email::messages`: account emails, registration codes, recovery links): sent
+//!   after the commit that stored the code or ticket (recovery in a spawned task).
+//! - account pages: the cross-signing reset calls the homeserver with no connection held.
 
 use std::{collections::BTreeSet, time::Duration as StdDuration};
 
@@ -21,7 +51,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use super::{FieldChange, HomeserverConnection, HomeserverError, ProvisionUser};
+use super::{FieldChange, HomeserverError, ProvisionUser};
 use crate::{
     core::Core,
     storage::{BoxRepository, Job, StorageError, User},
@@ -404,20 +434,28 @@ pub async fn provision_request(
 /// exchange of a grant with a device scope, a compat login): upserts it, provisioning the user
 /// first when the homeserver doesn't know them yet (their provisioning job may still be
 /// waiting for the homeserver to come back).
+///
+/// Call it with no transaction open and no connection held (DESIGN.md: no database
+/// transaction or pooled connection is held across a call to another server; a paused
+/// homeserver would otherwise pin the pool, and on SQLite lock out every writer): the one
+/// read it may need (what to provision) takes a connection and gives it back before the call.
 pub async fn ensure_device(
-    homeserver: &dyn HomeserverConnection,
-    repo: &mut BoxRepository,
+    state: &Core,
     user: &User,
     device_id: &str,
     display_name: Option<&str>,
 ) -> Result<(), EnsureDeviceError> {
+    let homeserver = state.homeserver.as_ref();
     match homeserver
         .upsert_device(&user.username, device_id, display_name)
         .await
     {
         Ok(()) => Ok(()),
         Err(HomeserverError::UserNotFound(_)) => {
-            let request = provision_request(repo, user).await?;
+            let request = {
+                let mut repo = state.storage.reader().await?;
+                provision_request(&mut repo, user).await?
+            };
             homeserver.provision_user(&request).await?;
             homeserver
                 .upsert_device(&user.username, device_id, display_name)

@@ -36,7 +36,7 @@ use crate::{
     },
     crypto::sha256,
     http::AppState,
-    storage::User,
+    storage::{BoxRepository, CompatSession, CompatSsoLogin, StorageError, User},
 };
 
 /// How long after the SSO login was completed its `loginToken` may be exchanged: the client
@@ -350,6 +350,12 @@ async fn password_login(
         .unwrap_or_else(|| super::generate_device_id(&mut rng));
     let display_name = device.display_name.as_deref();
 
+    // The device must exist on the homeserver before the client uses the token. Made first,
+    // with no transaction open or connection held (no transaction across a call to another
+    // server: a paused homeserver must not hold up the database); if it can't be made,
+    // nothing was logged in. (Upserting is idempotent: a login that fails after it leaves a
+    // device no session holds, which `sync_devices` removes.)
+    ensure_device(state, user, &device_id, display_name).await?;
     let mut repo = state.storage.begin().await?;
     matched.store_upgrade(&mut repo).await?;
     // Password logins never act as Synapse administrators, whatever `can_request_admin` says:
@@ -364,16 +370,6 @@ async fn password_login(
     )
     .await?;
     let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
-    // The device must exist on the homeserver before the client uses the token; if it can't
-    // be made, returning drops the transaction: nothing was logged in.
-    ensure_device(
-        state.homeserver.as_ref(),
-        &mut repo,
-        user,
-        &device_id,
-        display_name,
-    )
-    .await?;
     repo.commit().await?;
     // The device deletions of the sessions it replaced, before the client gets its token.
     claimed.run(state).await;
@@ -404,17 +400,40 @@ async fn token_login(
     let now = state.storage.entropy().clock.now();
     let display_name = device.display_name.as_deref();
 
+    // What the token logs in, read on a connection given back before the homeserver call.
+    let found = {
+        let mut repo = state.storage.reader().await?;
+        login_of_token(&mut repo, token).await?
+    };
+    let Some((login, session, user)) = found else {
+        return Err(INVALID);
+    };
+    if user.deactivated_at.is_some() {
+        return Err(MatrixError::UserDeactivated);
+    }
+    if user.locked_at.is_some() {
+        return Err(MatrixError::UserLocked { soft_logout: None });
+    }
+    // The device the client gets: the login's, or the one it names (see above).
+    let replaced = device
+        .device_id
+        .as_deref()
+        .is_some_and(|requested| requested != session.device_id);
+    let device_id = device
+        .device_id
+        .clone()
+        .unwrap_or_else(|| session.device_id.clone());
+    // Upserted when the login was completed; again here, since this is when the client gets
+    // its token (and with the display name it gives now). With no transaction open: if the
+    // homeserver fails, the token was not used and may be tried again.
+    let name = if replaced {
+        display_name
+    } else {
+        display_name.or(session.human_name.as_deref())
+    };
+    ensure_device(state, &user, &device_id, name).await?;
+
     let mut repo = state.storage.begin().await?;
-    let Some(login) = repo
-        .compat_sso_logins()
-        .find_by_token_hash(&sha256(token))
-        .await?
-    else {
-        return Err(INVALID);
-    };
-    let Some(session_id) = login.session_id else {
-        return Err(INVALID);
-    };
     // Single use, and only shortly after it was issued (compare-and-set in the database).
     let lifetime = Duration::minutes(LOGIN_TOKEN_LIFETIME_MINUTES);
     if !repo
@@ -424,59 +443,72 @@ async fn token_login(
     {
         return Err(INVALID);
     }
+    // Still live now that the login is ours (logged out meanwhile: nothing to log in).
+    let Some(session) = repo
+        .compat_sessions()
+        .lookup(session.id)
+        .await?
+        .filter(|s| s.is_active())
+    else {
+        return Err(INVALID);
+    };
+    let mut jobs = Vec::new();
+    let mut claimed = AfterCommit::default();
+    let session = if replaced {
+        // The device made when the login was completed is not wanted: end it (and delete it on
+        // the homeserver), and log in the requested one.
+        jobs.push(end_compat_session(&mut repo, &session, now).await?);
+        let (session, replaced) = start_session(
+            &mut repo,
+            user.id,
+            &device_id,
+            display_name,
+            user_agent,
+            now,
+        )
+        .await?;
+        claimed = replaced;
+        session
+    } else {
+        session
+    };
+    let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
+    repo.commit().await?;
+    provisioning::run_now(state, &jobs).await;
+    claimed.run(state).await;
+    Ok(LoginResponse::new(state, &user, session.device_id, tokens))
+}
+
+/// The login of a `loginToken`, its live compat session and its user, if the token is one of
+/// ours and still exchangeable (single use and the token's lifetime are checked again, by
+/// compare-and-set, when it is exchanged).
+async fn login_of_token(
+    repo: &mut BoxRepository,
+    token: &str,
+) -> Result<Option<(CompatSsoLogin, CompatSession, User)>, StorageError> {
+    let Some(login) = repo
+        .compat_sso_logins()
+        .find_by_token_hash(&sha256(token))
+        .await?
+        .filter(CompatSsoLogin::is_exchangeable)
+    else {
+        return Ok(None);
+    };
+    let Some(session_id) = login.session_id else {
+        return Ok(None);
+    };
     let Some(session) = repo
         .compat_sessions()
         .lookup(session_id)
         .await?
         .filter(|s| s.is_active())
     else {
-        return Err(INVALID);
+        return Ok(None);
     };
     let Some(user) = repo.users().lookup(session.user_id).await? else {
-        return Err(INVALID);
+        return Ok(None);
     };
-    if user.deactivated_at.is_some() {
-        return Err(MatrixError::UserDeactivated);
-    }
-    if user.locked_at.is_some() {
-        return Err(MatrixError::UserLocked { soft_logout: None });
-    }
-    let mut jobs = Vec::new();
-    let mut claimed = AfterCommit::default();
-    let session = match device.device_id {
-        Some(requested) if requested != session.device_id => {
-            // The device made when the login was completed is not wanted: end it (and delete
-            // it on the homeserver), and log in the requested one.
-            jobs.push(end_compat_session(&mut repo, &session, now).await?);
-            let (session, replaced) = start_session(
-                &mut repo,
-                user.id,
-                &requested,
-                display_name,
-                user_agent,
-                now,
-            )
-            .await?;
-            claimed = replaced;
-            session
-        }
-        _ => session,
-    };
-    let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
-    // Upserted when the login was completed; again here, since this is when the client gets
-    // its token (and with the display name it gives now).
-    ensure_device(
-        state.homeserver.as_ref(),
-        &mut repo,
-        &user,
-        &session.device_id,
-        display_name.or(session.human_name.as_deref()),
-    )
-    .await?;
-    repo.commit().await?;
-    provisioning::run_now(state, &jobs).await;
-    claimed.run(state).await;
-    Ok(LoginResponse::new(state, &user, session.device_id, tokens))
+    Ok(Some((login, session, user)))
 }
 
 #[cfg(test)]

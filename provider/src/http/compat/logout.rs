@@ -10,7 +10,7 @@
 
 use axum::{
     extract::{RawQuery, State},
-    http::{header, HeaderMap},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -21,7 +21,10 @@ use crate::{
     core::matrix::provisioning,
     crypto::sha256,
     domain::token::{SynapseTokenFormat, TokenKind},
-    http::AppState,
+    http::{
+        kit::params::{authorization, Authorization},
+        AppState,
+    },
     storage::{BoxRepository, CompatSession},
 };
 
@@ -30,27 +33,24 @@ use crate::{
 const UNKNOWN: MatrixError = MatrixError::UnknownToken("unknown or expired access token");
 
 /// The access token of a request (client-server API §"Using access tokens"): the
-/// `Authorization: Bearer` header, else the deprecated `access_token` query parameter old
-/// clients still send. Neither → 401 `M_MISSING_TOKEN`.
+/// `Authorization: Bearer` header (read by the kit's one parser, RFC 6750 §2.1), else the
+/// deprecated `access_token` query parameter old clients still send. Neither, or a malformed
+/// header (a `Bearer` without a token, several `Authorization` headers) → 401
+/// `M_MISSING_TOKEN`.
 pub fn access_token(headers: &HeaderMap, query: Option<&str>) -> Result<String, MatrixError> {
-    let from_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned())
-        });
     let from_query = || {
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .find(|(name, _)| name == "access_token")
             .map(|(_, value)| value.into_owned())
     };
-    from_header
-        .or_else(from_query)
-        .filter(|t| !t.is_empty())
-        .ok_or(MatrixError::MissingToken)
+    match authorization(headers) {
+        Authorization::Bearer(token) => Some(token.to_owned()),
+        Authorization::Malformed => None,
+        // Another scheme is no access token (§"Using access tokens": only `Bearer`).
+        Authorization::Absent | Authorization::Other => from_query(),
+    }
+    .filter(|t| !t.is_empty())
+    .ok_or(MatrixError::MissingToken)
 }
 
 /// The active compat session of an access token, in the caller's transaction.
@@ -127,7 +127,7 @@ async fn logout(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderValue};
 
     use super::*;
 

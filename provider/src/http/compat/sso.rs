@@ -8,8 +8,9 @@
 //!    come back, then asks the user to confirm: "Continue to <host>" (§"Security
 //!    considerations" of SSO login: a link someone else made would send the user's login to
 //!    them, so the user must see where it goes).
-//! 3. `POST` (CSRF-protected): in one transaction, a compat session with a new device, the login
-//!    fulfilled, the device upserted on the homeserver; then the browser goes to the
+//! 3. `POST` (CSRF-protected): a new device upserted on the homeserver (no transaction open),
+//!    then in one transaction a compat session holding it and the login fulfilled; then the
+//!    browser goes to the
 //!    `redirectUrl` with `loginToken=…` added to its query.
 //! 4. The client exchanges the `loginToken` with `m.login.token` (see [`super::login`]).
 //!
@@ -47,7 +48,7 @@ use crate::http::kit::{
     continuation::{self, AfterSignIn},
 };
 use crate::{
-    core::matrix::provisioning::{ensure_device, EnsureDeviceError},
+    core::matrix::provisioning::{self, ensure_device, EnsureDeviceError, Task},
     crypto::sha256,
     domain::token::random_code,
     endpoints,
@@ -348,19 +349,24 @@ async fn confirmed(
     }
 }
 
-/// Completes a login for `user`, in one transaction (see the module docs): a compat session
-/// with a new device, the request fulfilled (compare-and-set: a second completion fails), the
-/// issued token's row fulfilled with the same session, the device upserted on the homeserver
-/// before the commit. Returns the client's URL and the plain login token.
+/// Completes a login for `user` (see the module docs): the device upserted on the homeserver
+/// first, with no transaction open or connection held (no transaction across a call to another
+/// server); then, in one transaction, a compat session holding that device, the request
+/// fulfilled (compare-and-set: a second completion fails), the issued token's row fulfilled
+/// with the same session. Returns the client's URL and the plain login token.
 async fn fulfil(
     state: &AppState,
     id: Ulid,
     user: &User,
     user_agent: Option<&str>,
 ) -> Result<Result<(Url, String), Closed>, EnsureDeviceError> {
-    let mut rng = state.storage.entropy().rng.rng();
-    let mut repo = state.storage.begin().await?;
-    let found = repo.compat_sso_logins().lookup(id).await?;
+    let found = state
+        .storage
+        .reader()
+        .await?
+        .compat_sso_logins()
+        .lookup(id)
+        .await?;
     let request = match still_open(state, found) {
         Ok(login) => login,
         Err(why) => return Ok(Err(why)),
@@ -368,7 +374,13 @@ async fn fulfil(
     let Ok(target) = Url::parse(&request.redirect_uri) else {
         return Ok(Err(Closed::Unknown));
     };
-    let device_id = generate_device_id(&mut rng);
+    let device_id = generate_device_id(&mut state.storage.entropy().rng.rng());
+    // The device must exist before the client uses its token; if the homeserver doesn't take
+    // it, nothing was stored and the user may try again.
+    ensure_device(state, user, &device_id, None).await?;
+
+    let mut rng = state.storage.entropy().rng.rng();
+    let mut repo = state.storage.begin().await?;
     let now = state.storage.entropy().clock.now();
     let (session, claimed) =
         start_session(&mut repo, user.id, &device_id, None, user_agent, now).await?;
@@ -377,6 +389,17 @@ async fn fulfil(
         .fulfill(request.id, session.id)
         .await?
     {
+        // Completed meanwhile by another request: nothing of this one is kept, and the device
+        // just made (a fresh ID no session holds) is deleted again.
+        drop(repo);
+        let mut repo = state.storage.begin().await?;
+        let task = Task::DeleteDevice {
+            user_id: user.id,
+            device_id,
+        };
+        let job = provisioning::enqueue(&mut repo, &task, now).await?;
+        repo.commit().await?;
+        provisioning::run_now(state, &[job]).await;
         return Ok(Err(Closed::Completed));
     }
     let token = random_code(&mut rng, LOGIN_TOKEN_LEN);
@@ -387,9 +410,6 @@ async fn fulfil(
     repo.compat_sso_logins()
         .fulfill(issued.id, session.id)
         .await?;
-    // The device must exist before the client uses its token; if the homeserver doesn't take
-    // it, returning drops the transaction and nothing was completed (the user may try again).
-    ensure_device(state.homeserver.as_ref(), &mut repo, user, &device_id, None).await?;
     repo.commit().await?;
     claimed.run(state).await;
     Ok(Ok((target, token)))

@@ -27,10 +27,10 @@ use super::{authorize::Params, token::TokenError};
 use crate::{
     core::rate_limit::{self, ClientIp, Limit, RateLimitError},
     crypto::Encrypter,
-    domain::client_metadata::RegisteredMetadata,
+    domain::{client_metadata::RegisteredMetadata, protocol::ErrorCode},
     endpoints,
     http::{kit::params::has_control, AppState},
-    storage::Client,
+    storage::{Client, StorageError},
 };
 
 pub use crate::domain::protocol::JWT_BEARER;
@@ -188,7 +188,7 @@ impl Credentials {
 fn too_many_failures(retry_after: std::time::Duration) -> TokenError {
     TokenError {
         status: axum::http::StatusCode::TOO_MANY_REQUESTS,
-        error: "temporarily_unavailable",
+        error: ErrorCode::TemporarilyUnavailable,
         description: format!(
             "too many failed client authentications; retry after {} s",
             rate_limit::retry_after_seconds(retry_after)
@@ -232,7 +232,7 @@ pub async fn authenticate(
         }
     }
     let result = check_credentials(state, &credentials).await;
-    if result.as_ref().is_err_and(|e| e.error == "invalid_client") {
+    if result.as_ref().is_err_and(|e| e.error == ErrorCode::InvalidClient) {
         for (limit, key) in &buckets {
             if let Err(e) = state.limiter.count_failure(*limit, key).await {
                 tracing::warn!(error = %e, "client authentication: can't count the failure");
@@ -255,10 +255,7 @@ async fn check_credentials(
             return authenticate_assertion(state, assertion, body_id.as_deref()).await;
         }
     };
-    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
-    let client = repo
-        .clients()
-        .find_by_client_id(id)
+    let client = find_client(state, id)
         .await
         .map_err(TokenError::server)?
         .ok_or_else(|| TokenError::invalid_client("unknown client", basic))?;
@@ -287,6 +284,24 @@ async fn check_credentials(
     }
     let metadata = RegisteredMetadata::from_json(&client.metadata);
     Ok(AuthenticatedClient { client, metadata })
+}
+
+/// The client named `client_id`, read on a kept connection when one is free (no pool pings:
+/// `Storage::hot_reader`), else (or again, when that failed) on a pooled one.
+async fn find_client(state: &AppState, client_id: &str) -> Result<Option<Client>, StorageError> {
+    if let Some(mut hot) = state.storage.hot_reader().await {
+        match hot.repo().clients().find_by_client_id(client_id).await {
+            Ok(found) => return Ok(found),
+            Err(_) => hot.discard(),
+        }
+    }
+    state
+        .storage
+        .reader()
+        .await?
+        .clients()
+        .find_by_client_id(client_id)
+        .await
 }
 
 fn assertion_error(description: &str) -> TokenError {

@@ -10,8 +10,15 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::authorize::ResponseMode;
-use crate::{config::Settings, domain::pkce, endpoints, http::AppState};
+use crate::{
+    config::Settings,
+    domain::{
+        pkce,
+        protocol::{ClientAuthMethod, GrantType, ResponseMode, ResponseType},
+    },
+    endpoints,
+    http::AppState,
+};
 
 /// The fixed scope values this provider grants (OIDC Core §5.4, MSC2967 in both forms).
 pub const SCOPES: &[&str] = &[
@@ -49,16 +56,16 @@ pub struct ProviderMetadata {
     /// RFC 8414 §2: REQUIRED unless only the implicit grant is supported.
     pub token_endpoint: String,
     /// RFC 8414 §2.
-    pub grant_types_supported: &'static [&'static str],
+    pub grant_types_supported: &'static [GrantType],
     /// RFC 8414 §2.
-    pub token_endpoint_auth_methods_supported: &'static [&'static str],
+    pub token_endpoint_auth_methods_supported: &'static [ClientAuthMethod],
     /// RFC 8414 §2 / OIDC Discovery §3: the algorithms of JWT client assertions
     /// (`client_secret_jwt`: HS256; `private_key_jwt`: RS256, ES256; RFC 7523 §2.2).
     pub token_endpoint_auth_signing_alg_values_supported: &'static [&'static str],
     /// RFC 8414 §2 (RFC 7009); Matrix clients require it (MSC2965).
     pub revocation_endpoint: String,
     /// RFC 8414 §2: public clients (`none`) may revoke too (RFC 7009 §5).
-    pub revocation_endpoint_auth_methods_supported: &'static [&'static str],
+    pub revocation_endpoint_auth_methods_supported: &'static [ClientAuthMethod],
     /// RFC 8414 §2 (RFC 7662).
     pub introspection_endpoint: String,
     /// RFC 8414 §2: confidential clients, and `Bearer` (an access token type) for the
@@ -76,9 +83,9 @@ pub struct ProviderMetadata {
     /// RFC 8628 §4; MSC4341: Matrix clients find the device authorization grant by it.
     pub device_authorization_endpoint: String,
     /// OIDC Discovery §3: REQUIRED. Only the authorization code flow is offered (MSC2964).
-    pub response_types_supported: Vec<&'static str>,
+    pub response_types_supported: &'static [ResponseType],
     /// RFC 8414 §2; Matrix clients require query and fragment (MSC2965).
-    pub response_modes_supported: &'static [&'static str],
+    pub response_modes_supported: &'static [ResponseMode],
     /// RFC 8414 §2: S256 only (RFC 7636, MSC2964; `plain` is refused).
     pub code_challenge_methods_supported: Vec<&'static str>,
     /// RFC 9207 §3: authorization responses carry `iss`.
@@ -134,8 +141,8 @@ impl ProviderMetadata {
             registration_endpoint: endpoints::url(base, endpoints::REGISTRATION).to_string(),
             device_authorization_endpoint: endpoints::url(base, endpoints::DEVICE_AUTHORIZATION)
                 .to_string(),
-            response_types_supported: vec!["code"],
-            response_modes_supported: ResponseMode::SUPPORTED,
+            response_types_supported: ResponseType::ALL,
+            response_modes_supported: ResponseMode::ALL,
             code_challenge_methods_supported: vec![pkce::S256],
             authorization_response_iss_parameter_supported: true,
             subject_types_supported: vec!["public"],

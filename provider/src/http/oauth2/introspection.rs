@@ -7,15 +7,26 @@
 //! - a confidential client, authenticated as at the token endpoint ([`client_auth`]). Public
 //!   clients (`none`) have no credentials and may not introspect.
 //!
+//! What each may see ([`Caller::may_see`], RFC 7662 §4: the server "SHOULD [...] determine
+//! whether the protected resource is allowed to know about the token"; a client without
+//! business with a token must not learn whose it is): the homeserver, every token (it serves
+//! them all); a client, the tokens issued to it; a client listed in `admin.clients`, every token
+//! (it may already read every user, session and client through the admin API). Anyone else is
+//! answered `{"active": false}`, as for a token that doesn't exist: registering a client
+//! anonymously (RFC 7591) must not make every user's token readable.
+//!
 //! Every token that is not active, whatever the reason (unknown, malformed, expired, revoked,
 //! finished session, locked or deactivated user, not the caller's to see), is answered exactly
 //! `{"active": false}` (§2.2). Answers are never cached (`Cache-Control: no-store`).
 //!
-//! Cost of the hot path (the homeserver introspecting an OAuth 2.0 access token): three indexed
-//! lookups: the token and its session in one query (unique hash index, then primary key), the
-//! user (primary key) and the client (primary key). A client introspecting a token of its own
-//! saves the client lookup. A token's first use adds one conditional write (`first_used_at`,
-//! written only while NULL), which closes the retry grace of the refresh that issued it.
+//! Cost of the hot path (the homeserver introspecting an OAuth 2.0 access token): one prepared
+//! statement, one round trip to the database: the token, its session, its client and its user
+//! joined (unique hash index, then primary keys), expiry, revocation, the session's end and the
+//! user's lock checked in SQL; no transaction, and no pool pings around it (a kept connection,
+//! `Storage::hot_reader`). Nothing is cached: a revocation is seen at once by every replica. A
+//! client caller adds one statement, its own lookup. A token's first use adds one conditional
+//! write (`first_used_at`, written only while NULL), which closes the retry grace of the refresh
+//! that issued it; later uses only read.
 
 use axum::{
     body::Bytes,
@@ -105,6 +116,20 @@ enum Caller {
     Homeserver,
     /// A confidential client.
     Client(Box<AuthenticatedClient>),
+}
+
+impl Caller {
+    /// May this caller learn about a token issued to `client_id` (`None`: a compat token, issued
+    /// to no OAuth 2.0 client)? See the module docs (RFC 7662 §4).
+    fn may_see(&self, client_id: Option<&str>, admin_clients: &[String]) -> bool {
+        match self {
+            Self::Homeserver => true,
+            Self::Client(caller) => {
+                let caller = caller.client.client_id.as_str();
+                client_id == Some(caller) || admin_clients.iter().any(|a| a == caller)
+            }
+        }
+    }
 }
 
 /// Why a request was refused before any token was looked at.
@@ -209,11 +234,13 @@ async fn handle(
         .get(SUPPORTS_DEVICE_ID_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
     let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
-    let found = find(&mut repo, &caller, token, now)
+    let found = lookup(state, &caller, token, now)
         .await
         .map_err(TokenError::server)?;
+    let admin_clients = &state.settings.admin_clients;
     Ok(found
+        // RFC 7662 §4: only to a caller with business with the token.
+        .filter(|active| caller.may_see(active.client_id.as_deref(), admin_clients))
         .and_then(|active| active.answer(supports_device_id, now))
         .unwrap_or_else(Introspection::inactive))
 }
@@ -327,6 +354,25 @@ async fn active_user(
     id: ulid::Ulid,
 ) -> Result<Option<User>, StorageError> {
     Ok(repo.users().lookup(id).await?.filter(User::is_active))
+}
+
+/// [`find`] on a kept connection (`Storage::hot_reader`: its statements and no pool pings
+/// around them); on an ordinary pooled connection when none is free, or again when the kept one
+/// failed (it may have been cut by a database restart). Running `find` twice is harmless: it
+/// reads, and records a first use only while none is recorded.
+async fn lookup(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ActiveToken>, StorageError> {
+    if let Some(mut hot) = state.storage.hot_reader().await {
+        match find(hot.repo(), caller, token, now).await {
+            Ok(found) => return Ok(found),
+            Err(_) => hot.discard(),
+        }
+    }
+    find(&mut state.storage.reader().await?, caller, token, now).await
 }
 
 /// Looks the token up by its kind (the prefix, checked by the checksum first).
@@ -607,6 +653,38 @@ mod tests {
         );
         assert_eq!(compat_scope("a\"b", false), None);
         assert_eq!(compat_scope("a b", true), None);
+    }
+
+    fn client_caller(client_id: &str) -> Caller {
+        let client = crate::storage::Client {
+            id: ulid::Ulid::from_parts(1, 3),
+            client_id: client_id.into(),
+            is_static: false,
+            encrypted_client_secret: None,
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            metadata: serde_json::json!({}),
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let metadata =
+            crate::domain::client_metadata::RegisteredMetadata::from_json(&client.metadata);
+        Caller::Client(Box::new(AuthenticatedClient { client, metadata }))
+    }
+
+    #[test]
+    fn who_may_see_a_token() {
+        let admins = vec!["robot".to_owned()];
+        // The homeserver sees every token, compat ones included.
+        assert!(Caller::Homeserver.may_see(Some("app"), &[]));
+        assert!(Caller::Homeserver.may_see(None, &[]));
+        // A client sees its own tokens only (RFC 7662 §4).
+        assert!(client_caller("app").may_see(Some("app"), &admins));
+        assert!(!client_caller("other").may_see(Some("app"), &admins));
+        assert!(!client_caller("other").may_see(None, &admins));
+        assert!(!client_caller("ap").may_see(Some("app"), &admins));
+        // An admin client sees every token.
+        assert!(client_caller("robot").may_see(Some("app"), &admins));
+        assert!(client_caller("robot").may_see(None, &admins));
     }
 
     #[test]

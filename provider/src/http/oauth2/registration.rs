@@ -35,7 +35,10 @@ use ulid::Ulid;
 use super::no_store;
 use crate::{
     crypto::Encrypter,
-    domain::client_registration::{self, RegistrationError},
+    domain::{
+        client_registration::{self, RegistrationError},
+        protocol::ErrorCode,
+    },
     http::AppState,
     storage::StorageError,
 };
@@ -83,12 +86,12 @@ impl IntoResponse for Failure {
             ),
             Self::NotJson(description) => (
                 StatusCode::BAD_REQUEST,
-                "invalid_client_metadata",
+                ErrorCode::InvalidClientMetadata,
                 description,
             ),
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_client_metadata",
+                ErrorCode::InvalidClientMetadata,
                 format!(
                     "the registration request is larger than {} KiB",
                     MAX_BODY_BYTES / 1024
@@ -98,7 +101,7 @@ impl IntoResponse for Failure {
                 tracing::error!(error = %e, "registration: can't store the client");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
+                    ErrorCode::ServerError,
                     "the client could not be registered; try again later".to_owned(),
                 )
             }

@@ -30,14 +30,14 @@ use super::{
 use crate::core::{rate_limit::ClientIp, sessions::end_oauth2_session};
 use crate::{
     crypto::sha256,
-    domain::token::TokenKind,
+    domain::{protocol::ClientAuthMethod, token::TokenKind},
     http::AppState,
     storage::{BoxRepository, StorageError},
 };
 
 /// RFC 8414 §2 `revocation_endpoint_auth_methods_supported`: those of the token endpoint,
 /// `none` included (RFC 7009 §5: public clients may revoke their tokens).
-pub const AUTH_METHODS: &[&str] = super::token::AUTH_METHODS;
+pub const AUTH_METHODS: &[ClientAuthMethod] = super::token::AUTH_METHODS;
 
 /// `POST /oauth2/revoke`.
 pub async fn post(

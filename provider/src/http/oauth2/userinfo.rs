@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::{authorize::Params, introspection, token::is_form_urlencoded};
 use crate::{
-    domain::scope::Scope,
+    domain::{protocol::ErrorCode, scope::Scope},
     http::AppState,
     storage::{BoxRepository, StorageError},
 };
@@ -58,17 +58,27 @@ impl IntoResponse for BearerError {
     fn into_response(self) -> Response {
         let (status, error, description, scope) = match self {
             Self::Missing => (StatusCode::UNAUTHORIZED, None, "", None),
-            Self::InvalidRequest(d) => (StatusCode::BAD_REQUEST, Some("invalid_request"), d, None),
-            Self::InvalidToken(d) => (StatusCode::UNAUTHORIZED, Some("invalid_token"), d, None),
+            Self::InvalidRequest(d) => (
+                StatusCode::BAD_REQUEST,
+                Some(ErrorCode::InvalidRequest),
+                d,
+                None,
+            ),
+            Self::InvalidToken(d) => (
+                StatusCode::UNAUTHORIZED,
+                Some(ErrorCode::InvalidToken),
+                d,
+                None,
+            ),
             Self::InsufficientScope { scope, description } => (
                 StatusCode::FORBIDDEN,
-                Some("insufficient_scope"),
+                Some(ErrorCode::InsufficientScope),
                 description,
                 Some(scope),
             ),
             Self::Server => {
                 let body = json!({
-                    "error": "server_error",
+                    "error": ErrorCode::ServerError,
                     "error_description": "the server could not complete the request",
                 });
                 return no_store((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response());
@@ -84,7 +94,7 @@ impl IntoResponse for BearerError {
         };
         // RFC 6750 §3: the challenge; its attribute values never hold `"` or `\` (ours are
         // fixed strings).
-        let challenge = challenge(error, description, scope);
+        let challenge = challenge(error.map(ErrorCode::as_str), description, scope);
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             response
                 .headers_mut()

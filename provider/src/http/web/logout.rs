@@ -7,6 +7,15 @@
 //! - The user confirms on a page (the OP SHOULD ask, §2), protected by the CSRF token; signing
 //!   out ends the browser session and every OAuth 2.0 session started from it, so their tokens
 //!   stop working at once.
+//! - §3: without an `id_token_hint` "the OP MUST NOT perform post-logout redirection unless the
+//!   OP has other means of confirming the legitimacy of the post-logout redirection target".
+//!   Here a target is confirmed by a valid hint for the client (signed here, its `aud` the
+//!   client, and, when someone is signed in, its `sub` that user and its `sid` that browser
+//!   session), or by the client being static (its addresses written by the operator). Any other
+//!   target is never redirected to on its own: the page names the application and the target,
+//!   and the browser only goes there by the user's button (signed in) or link (signed out).
+//!   Otherwise anyone could register a client (RFC 7591) whose post-logout address is a phishing
+//!   site and use this endpoint as an open redirector (RFC 9700 §4.11.2).
 
 use axum::{
     body::Bytes,
@@ -27,21 +36,53 @@ use crate::{
         kit::{params::Params, redirect_to},
         AppState,
     },
-    storage::{Client, StorageError},
+    storage::{BrowserSession, Client, StorageError, User},
 };
 
 #[derive(Debug, Deserialize)]
 struct HintClaims {
     aud: String,
+    /// The user (OIDC Core §2).
+    sub: String,
+    /// The browser session the ID token was issued from (OIDC Front-Channel Logout 1.0 §3).
+    #[serde(default)]
+    sid: Option<String>,
 }
 
 /// A validated logout request.
 struct LogoutRequest {
     client: Option<Client>,
+    /// The verified `id_token_hint`'s claims.
+    hint: Option<HintClaims>,
     /// Where to go afterwards, with `state` already added.
     redirect: Option<Url>,
     /// The parameters to carry through the confirmation form.
     fields: Vec<(String, String)>,
+}
+
+impl LogoutRequest {
+    /// Is the post-logout redirect target confirmed without asking the user (RP-Initiated
+    /// Logout 1.0 §3, see the module docs)? `signed_in` is the browser's session and user, if
+    /// any: a hint for someone else, or from another browser session, is suspect (§2: "the OP
+    /// SHOULD treat the logout request as suspect") and confirms nothing.
+    fn target_confirmed(&self, signed_in: Option<(&BrowserSession, &User)>) -> bool {
+        if self.client.as_ref().is_some_and(|c| c.is_static) {
+            return true;
+        }
+        let Some(hint) = &self.hint else {
+            return false;
+        };
+        match signed_in {
+            None => true,
+            Some((session, user)) => {
+                hint.sub == user.id.to_string()
+                    && hint
+                        .sid
+                        .as_ref()
+                        .is_none_or(|sid| *sid == session.id.to_string())
+            }
+        }
+    }
 }
 
 fn bad_request(state: &AppState, detail: &str) -> Response {
@@ -70,13 +111,13 @@ async fn validate(
             fields.push((name.to_owned(), value.to_owned()));
         }
     }
-    let hinted = match params.get("id_token_hint") {
+    let hint = match params.get("id_token_hint") {
         Some(hint) => match state
             .settings
             .keystore
             .verify_own::<HintClaims>(hint, state.settings.issuer.as_str())
         {
-            Some(claims) => Some(claims.aud),
+            Some(claims) => Some(claims),
             None => {
                 return Ok(Err(
                     "The id_token_hint is not an ID token issued here.".into()
@@ -85,6 +126,7 @@ async fn validate(
         },
         None => None,
     };
+    let hinted = hint.as_ref().map(|h| h.aud.clone());
     let client_id = match (hinted, params.get("client_id")) {
         (Some(a), Some(b)) if a != b => {
             return Ok(Err(
@@ -133,22 +175,37 @@ async fn validate(
     };
     Ok(Ok(LogoutRequest {
         client,
+        hint,
         redirect,
         fields,
     }))
 }
 
-/// Where the browser goes once signed out.
-fn done(state: &AppState, request: &LogoutRequest) -> Response {
+/// Where the browser goes once signed out: to the target when `confirmed` (by
+/// [`LogoutRequest::target_confirmed`] or by the user's button), else the signed-out page, with
+/// a link to an unconfirmed target for the user to follow or not.
+fn done(state: &AppState, request: &LogoutRequest, confirmed: bool) -> Response {
     match &request.redirect {
-        Some(url) => redirect_to(url),
-        None => kit::page(
+        Some(url) if confirmed => redirect_to(url),
+        unconfirmed => kit::page(
             state,
             StatusCode::OK,
             "pages/signed_out.html",
-            minijinja::context! {},
+            minijinja::context! {
+                client_name => request.client.as_ref().map(clients::client_name),
+                target => unconfirmed.as_ref().map(target_of),
+                link => unconfirmed.as_ref().map(Url::as_str),
+            },
         ),
     }
+}
+
+/// The target as shown to the user: the registered address, without the `state` added.
+fn target_of(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// `GET|POST /oauth2/logout`.
@@ -184,8 +241,9 @@ pub async fn handle(
         }
     };
     let Some((session, user)) = signed_in else {
-        // Nobody to sign out: straight on.
-        return (cookie.into_jar(), done(&state, &request)).into_response();
+        // Nobody to sign out: straight on, if the target is confirmed.
+        let confirmed = request.target_confirmed(None);
+        return (cookie.into_jar(), done(&state, &request, confirmed)).into_response();
     };
     let confirmed = method == Method::POST && params.get("confirm") == Some("1");
     if !confirmed {
@@ -198,6 +256,12 @@ pub async fn handle(
             minijinja::context! {
                 username => user.username,
                 client_name => request.client.as_ref().map(clients::client_name),
+                // Named on the page when only the user's button confirms it (§3).
+                target => request
+                    .redirect
+                    .as_ref()
+                    .filter(|_| !request.target_confirmed(Some((&session, &user))))
+                    .map(target_of),
                 csrf => cookie.csrf_token(),
                 action => crate::endpoints::END_SESSION,
                 fields => request.fields,
@@ -235,5 +299,6 @@ pub async fn handle(
     }
     let mut rng = state.storage.entropy().rng.rng();
     cookie.set_session(None, None, &mut rng);
-    (cookie.into_jar(), done(&state, &request)).into_response()
+    // The user pressed the button of a page naming the target: confirmed (§3).
+    (cookie.into_jar(), done(&state, &request, true)).into_response()
 }

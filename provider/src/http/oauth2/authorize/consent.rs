@@ -3,13 +3,14 @@
 //! the client (RFC 6749 §4.1.2).
 //!
 //! The answer to the client is sent from here too ([`respond_to_client`], [`error_response`]:
-//! the response modes and RFC 9207 `iss`), so a request walks `/authorize` → this module →
-//! (the sign-in pages) → this module → the client, and never back.
+//! the response modes and RFC 9207 `iss`), so a first login walks `/authorize` → (the sign-in
+//! pages) → this module → the client, each once, and never back.
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
-//! answers the decision, and is the only one that does: `/authorize` hands a request it just
-//! stored to [`proceed`]; the sign-in pages come back to [`get`] (their
-//! [`AfterSignIn::Grant`](crate::http::kit::continuation::AfterSignIn::Grant) leads here); the
+//! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
+//! (their [`AfterSignIn::Grant`](crate::http::kit::continuation::AfterSignIn::Grant) leads
+//! here); `/authorize` hands a request it just stored to [`proceed`] when the browser already
+//! has a session (without one it goes straight to the sign-in page: nothing to decide yet); the
 //! consent form posts to [`post`].
 
 use axum::{
@@ -29,6 +30,7 @@ use crate::{
         clients,
         grants::{self, Decision},
     },
+    domain::protocol::ErrorCode,
     domain::scope::describe_scopes,
     endpoints,
     http::{
@@ -58,13 +60,20 @@ fn expired(state: &AppState) -> Response {
 }
 
 fn grant_mode(grant: &AuthorizationGrant) -> ResponseMode {
-    ResponseMode::parse(Some(&grant.response_mode)).unwrap_or(ResponseMode::Query)
+    grant.response_mode.parse().unwrap_or(ResponseMode::Query)
 }
 
-/// An error for the client, on behalf of a stored grant.
-fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError) -> Response {
-    error_response(
+/// An error for the client, on behalf of a stored grant (shown first when the client
+/// registered itself: [`super::error_to_client`], RFC 9700 §4.11.2).
+fn client_error(
+    state: &AppState,
+    grant: &AuthorizationGrant,
+    client: &Client,
+    error: OAuthError,
+) -> Response {
+    super::error_to_client(
         state,
+        client,
         &grant.redirect_uri,
         grant_mode(grant),
         &error,
@@ -74,13 +83,14 @@ fn client_error(state: &AppState, grant: &AuthorizationGrant, error: OAuthError)
 
 /// Ends a request asking for more than the user may have (cancelled, so the consent page
 /// won't serve it later): `access_denied` for the client (RFC 6749 §4.1.2.1).
-async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
+async fn not_allowed(state: &AppState, grant: &AuthorizationGrant, client: &Client) -> Response {
     match grants::cancel(state, grant.id).await {
         Ok(_) => client_error(
             state,
             grant,
+            client,
             OAuthError::new(
-                "access_denied",
+                ErrorCode::AccessDenied,
                 "this account may not be granted urn:synapse:admin:* or urn:mas:admin \
                  (server administration)",
             ),
@@ -89,36 +99,20 @@ async fn not_allowed(state: &AppState, grant: &AuthorizationGrant) -> Response {
     }
 }
 
-/// The login page (or, for `prompt=create`, the registration page), to come back to this
-/// request afterwards.
-fn sign_in_first(state: &AppState, grant: &AuthorizationGrant) -> Response {
-    // Initiating User Registration via OIDC 1.0: prompt=create opens registration.
-    let page = if state.settings.registration && grants::prompts(grant).contains(&"create") {
-        endpoints::REGISTER
-    } else {
-        endpoints::LOGIN
-    };
-    Redirect::to(&kit::continuation::sign_in_link(
-        page,
-        Some(&AfterSignIn::Grant(grant.id)),
-    ))
-    .into_response()
-}
-
-/// Continues a request just stored by `/authorize`.
+/// Continues a request just stored by `/authorize` for a browser with a session (`cookie`).
 pub async fn proceed(
     state: &AppState,
-    jar: PrivateCookieJar,
+    cookie: BrowserCookie,
     grant: AuthorizationGrant,
     client: Client,
 ) -> Response {
-    let cookie = kit::load_cookie(state, jar);
     let assessed = async {
         let mut repo = state.storage.reader().await?;
         grants::assess(
             &mut repo,
             state,
             &grant,
+            &client,
             cookie.session_id(),
             cookie.signed_in_for(),
         )
@@ -138,24 +132,36 @@ pub async fn proceed(
         }
     }
     let response = match (decision, none, user) {
-        (Decision::NotAllowed, ..) => not_allowed(state, &grant).await,
+        (Decision::NotAllowed, ..) => not_allowed(state, &grant, &client).await,
         (Decision::SignIn, true, _) => client_error(
             state,
             &grant,
-            OAuthError::new("login_required", "the user is not signed in"),
+            &client,
+            OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in"),
         ),
         (Decision::Consent, true, _) => client_error(
             state,
             &grant,
-            OAuthError::new("consent_required", "the user has not allowed this client"),
+            &client,
+            OAuthError::new(ErrorCode::ConsentRequired, "the user has not allowed this client"),
+        ),
+        // RFC 8252 §8.6: allowed before, but this client's identity can't be assured.
+        (Decision::Confirm, true, _) => client_error(
+            state,
+            &grant,
+            &client,
+            OAuthError::new(
+                ErrorCode::InteractionRequired,
+                "the user must confirm this request: the client's identity can't be assured",
+            ),
         ),
         (Decision::Complete, _, Some((session, user))) => {
             complete(state, &grant, &client, &session, &user).await
         }
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            sign_in_first(state, &grant)
+            super::sign_in_first(state, grant.id, &grants::prompts(&grant))
         }
-        (Decision::Consent, false, _) => {
+        (Decision::Consent | Decision::Confirm, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()
         }
     };
@@ -238,6 +244,7 @@ pub async fn get(
             &mut repo,
             &state,
             &grant,
+            &client,
             cookie.session_id(),
             cookie.signed_in_for(),
         )
@@ -251,8 +258,8 @@ pub async fn get(
         Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };
     let response = match (decision, &user) {
-        (Decision::NotAllowed, _) => not_allowed(&state, &grant).await,
-        (Decision::Consent, Some((_, user))) => {
+        (Decision::NotAllowed, _) => not_allowed(&state, &grant, &client).await,
+        (Decision::Consent | Decision::Confirm, Some((_, user))) => {
             consent_page(&state, &cookie, &grant, &client, user)
         }
         (Decision::Complete, Some((session, user))) => {
@@ -294,6 +301,7 @@ pub async fn post(
             &mut repo,
             &state,
             &grant,
+            &client,
             cookie.session_id(),
             cookie.signed_in_for(),
         )
@@ -302,11 +310,14 @@ pub async fn post(
     }
     .await;
     let (grant, client, user) = match found {
-        Ok(Some((grant, client, Some(user), Decision::Consent | Decision::Complete))) => {
-            (grant, client, user)
-        }
-        Ok(Some((grant, _, _, Decision::NotAllowed))) => {
-            let response = not_allowed(&state, &grant).await;
+        Ok(Some((
+            grant,
+            client,
+            Some(user),
+            Decision::Consent | Decision::Confirm | Decision::Complete,
+        ))) => (grant, client, user),
+        Ok(Some((grant, client, _, Decision::NotAllowed))) => {
+            let response = not_allowed(&state, &grant, &client).await;
             return (cookie.into_jar(), response).into_response();
         }
         Ok(Some((grant, ..))) => return (cookie.into_jar(), login_first(&grant)).into_response(),
@@ -320,7 +331,8 @@ pub async fn post(
             Ok(true) => client_error(
                 &state,
                 &grant,
-                OAuthError::new("access_denied", "the user denied the request"),
+                &client,
+                OAuthError::new(ErrorCode::AccessDenied, "the user denied the request"),
             ),
             Ok(false) => expired(&state),
             Err(e) => unavailable(&state, &e),
@@ -339,7 +351,7 @@ pub fn error_response(
     client_state: Option<&str>,
 ) -> Response {
     let mut fields: Vec<(&str, &str)> = vec![
-        ("error", error.error),
+        ("error", error.error.as_str()),
         ("error_description", &error.description),
     ];
     if let Some(s) = client_state {
@@ -368,7 +380,7 @@ pub fn respond_to_client(
             StatusCode::BAD_REQUEST,
             "Invalid return address",
             "The registered return address is not a valid URL.",
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
     match mode {

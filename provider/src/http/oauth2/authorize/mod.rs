@@ -6,26 +6,41 @@
 //! 2. Everything else, by the named checks of [`CHECKS`], in order. The table says which
 //!    endpoint runs which check, so the device authorization endpoint shares the same checks over
 //!    the same [`Params`]. Their errors go back to the client's redirect URI in the requested
-//!    response mode, with `state` and `iss` (RFC 9207).
+//!    response mode, with `state` and `iss` (RFC 9207); for a dynamically registered client,
+//!    only by the user's choice on a page ([`error_to_client`], RFC 9700 §4.11.2).
 //!
-//! 3. A request that passes is stored as an authorization grant, and [`consent::proceed`]
-//!    takes over: sign-in when needed, consent when needed, then the code goes to the client.
+//! 3. A request that passes is stored as an authorization grant. A browser that nobody is signed
+//!    in on goes straight to the sign-in page, carrying the request as a typed continuation
+//!    ([`AfterSignIn::Grant`]); after the sign-in, the consent step ([`consent::get`]) decides and
+//!    answers. So a first login walks `/authorize` → sign-in → consent → client, each once. A
+//!    browser with a session has [`consent::proceed`] decide at once: the consent page, the
+//!    code, or a new sign-in.
 
 pub mod consent;
 
 use axum::{
     extract::{RawQuery, State},
     http::StatusCode,
-    response::Response,
+    response::{IntoResponse, Redirect, Response},
 };
 
 use axum_extra::extract::PrivateCookieJar;
+use ulid::Ulid;
 
-use crate::http::kit;
+pub use crate::domain::protocol::ResponseMode;
+use crate::endpoints;
+use crate::http::kit::{self, continuation::AfterSignIn};
 use crate::{
-    domain::{client_metadata::RegisteredMetadata, pkce, redirect_uri, scope::Scope},
+    core::clients,
+    domain::{
+        client_metadata::RegisteredMetadata,
+        pkce,
+        protocol::{ErrorCode, GrantType, ResponseType},
+        redirect_uri,
+        scope::Scope,
+    },
     http::AppState,
-    storage::NewAuthorizationGrant,
+    storage::{Client, NewAuthorizationGrant},
 };
 
 /// The endpoints that run the shared request checks.
@@ -40,12 +55,12 @@ pub enum Endpoint {
 /// An OAuth error for the client (RFC 6749 §4.1.2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
-    pub error: &'static str,
+    pub error: ErrorCode,
     pub description: String,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(error: ErrorCode, description: impl Into<String>) -> Self {
         Self {
             error,
             description: description.into(),
@@ -55,40 +70,18 @@ impl OAuthError {
 
 pub use crate::http::kit::params::Params;
 
-/// How the authorization response is returned (OAuth 2.0 Multiple Response Type Encoding
-/// Practices §2.1, OAuth 2.0 Form Post Response Mode §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseMode {
-    Query,
-    Fragment,
-    FormPost,
-}
-
-impl ResponseMode {
-    pub const SUPPORTED: &'static [&'static str] = &["query", "fragment", "form_post"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Query => "query",
-            Self::Fragment => "fragment",
-            Self::FormPost => "form_post",
-        }
-    }
-
-    /// The mode of a request; `None` (absent) is `query`, the default for `response_type=code`.
-    pub fn parse(value: Option<&str>) -> Result<Self, OAuthError> {
-        match value {
-            // the default for `response_type=code`
-            None | Some("query") => Ok(Self::Query),
-            Some("fragment") => Ok(Self::Fragment),
-            Some("form_post") => Ok(Self::FormPost),
-            Some(other) => Err(OAuthError::new(
-                "invalid_request",
-                format!(
-                    "response_mode `{other}` is not supported; use query, fragment or form_post"
-                ),
-            )),
-        }
+/// The response mode of a request (OAuth 2.0 Multiple Response Type Encoding Practices §2.1,
+/// OAuth 2.0 Form Post Response Mode §2); absent is `query`, the default for
+/// `response_type=code`.
+pub fn response_mode(value: Option<&str>) -> Result<ResponseMode, OAuthError> {
+    match value {
+        None => Ok(ResponseMode::Query),
+        Some(raw) => raw.parse().map_err(|_| {
+            OAuthError::new(
+                ErrorCode::InvalidRequest,
+                format!("response_mode `{raw}` is not supported; use query, fragment or form_post"),
+            )
+        }),
     }
 }
 
@@ -142,7 +135,7 @@ fn check_parameters_once(
 ) -> Result<(), OAuthError> {
     match params.repeated_names().first() {
         Some(name) => Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("the `{name}` parameter is repeated (RFC 6749 §3.1)"),
         )),
         None => Ok(()),
@@ -157,13 +150,13 @@ fn check_no_request_object(
 ) -> Result<(), OAuthError> {
     if params.get("request").is_some() {
         return Err(OAuthError::new(
-            "request_not_supported",
+            ErrorCode::RequestNotSupported,
             "request objects are not supported",
         ));
     }
     if params.get("request_uri").is_some() {
         return Err(OAuthError::new(
-            "request_uri_not_supported",
+            ErrorCode::RequestUriNotSupported,
             "request_uri is not supported",
         ));
     }
@@ -177,19 +170,19 @@ fn check_response_type(
     metadata: &RegisteredMetadata,
     _: Endpoint,
 ) -> Result<(), OAuthError> {
-    match params.get("response_type") {
+    match params.get("response_type").map(str::parse::<ResponseType>) {
         None => Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "response_type is required",
         )),
-        Some("code") if metadata.allows_response_type("code") => Ok(()),
-        Some("code") => Err(OAuthError::new(
-            "unauthorized_client",
+        Some(Ok(code)) if metadata.allows_response_type(code) => Ok(()),
+        Some(Ok(_)) => Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
             "this client is not registered for response_type=code",
         )),
-        Some(other) => Err(OAuthError::new(
-            "unsupported_response_type",
-            format!("response_type `{other}` is not supported; use code"),
+        Some(Err(other)) => Err(OAuthError::new(
+            ErrorCode::UnsupportedResponseType,
+            format!("response_type `{}` is not supported; use code", other.value),
         )),
     }
 }
@@ -201,14 +194,14 @@ fn check_grant_type_allowed(
     endpoint: Endpoint,
 ) -> Result<(), OAuthError> {
     let grant = match endpoint {
-        Authorization => "authorization_code",
-        DeviceAuthorization => "urn:ietf:params:oauth:grant-type:device_code",
+        Authorization => GrantType::AuthorizationCode,
+        DeviceAuthorization => GrantType::DeviceCode,
     };
     if metadata.allows_grant(grant) {
         Ok(())
     } else {
         Err(OAuthError::new(
-            "unauthorized_client",
+            ErrorCode::UnauthorizedClient,
             format!("this client is not registered for the {grant} grant"),
         ))
     }
@@ -220,7 +213,7 @@ fn check_pkce(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<()
         params.get("code_challenge_method"),
         params.get("code_challenge"),
     )
-    .map_err(|e| OAuthError::new("invalid_request", e.to_string()))
+    .map_err(|e| OAuthError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 /// RFC 6749 §3.3: a well-formed, non-empty scope, and MSC2967's rules for the Matrix tokens in
@@ -230,34 +223,43 @@ fn check_pkce(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<()
 fn check_scope(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
     let raw = params
         .get("scope")
-        .ok_or_else(|| OAuthError::new("invalid_scope", "scope is required"))?;
-    let scope = Scope::parse(raw).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidScope, "scope is required"))?;
+    let scope =
+        Scope::parse(raw).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
     scope
         .matrix()
         .map(|_| ())
-        .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))
+}
+
+/// The `prompt` values of a request (OIDC Core §3.1.2.1: space-delimited).
+pub fn prompt_values(raw: Option<&str>) -> Vec<&str> {
+    raw.unwrap_or_default()
+        .split(' ')
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 /// OIDC Core §3.1.2.1: known prompt values; `none` only on its own.
 fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
-    let Some(raw) = params.get("prompt") else {
+    if params.get("prompt").is_none() {
         return Ok(());
-    };
-    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
+    }
+    let values = prompt_values(params.get("prompt"));
     for value in &values {
         if !matches!(
             *value,
             "none" | "login" | "consent" | "create" | "select_account"
         ) {
             return Err(OAuthError::new(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("prompt value `{value}` is not supported"),
             ));
         }
     }
     if values.contains(&"none") && values.len() > 1 {
         return Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "prompt=none can't be combined with other values",
         ));
     }
@@ -268,7 +270,7 @@ fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<
 fn check_max_age(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
     match params.get("max_age") {
         Some(raw) if raw.parse::<u32>().is_err() => Err(OAuthError::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "max_age must be a non-negative number of seconds",
         )),
         _ => Ok(()),
@@ -299,7 +301,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid sign-in request",
             "The request names its application or its return address more than once.".into(),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     }
     let Some(client_id) = params.get("client_id") else {
@@ -307,7 +309,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid sign-in request",
             "The request doesn't say which application is asking (client_id is missing).".into(),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
     let client = match state.storage.reader().await {
@@ -321,7 +323,7 @@ pub async fn get(
                 StatusCode::BAD_REQUEST,
                 "Unknown application",
                 format!("No application is registered here as `{client_id}`."),
-                Some("invalid_client"),
+                Some(ErrorCode::InvalidClient.as_str()),
             )
         }
         Err(e) => {
@@ -343,7 +345,7 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid sign-in request",
             "The request doesn't say where to return (redirect_uri is missing).".into(),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
     if redirect_uri::find_match(&metadata.redirect_uris, redirect).is_none() {
@@ -351,17 +353,24 @@ pub async fn get(
             StatusCode::BAD_REQUEST,
             "Invalid return address",
             format!("`{redirect}` is not a return address registered for this application, so you are not sent there."),
-            Some("invalid_request"),
+            Some(ErrorCode::InvalidRequest.as_str()),
         );
     }
     let redirect = redirect.to_owned();
     let client_state = params.get("state").map(str::to_owned);
 
-    // Stage 2: errors go back to the client.
+    // Stage 2: errors go back to the client (by the user's choice if it registered itself).
     let respond = |mode: ResponseMode, error: OAuthError| {
-        consent::error_response(&state, &redirect, mode, &error, client_state.as_deref())
+        error_to_client(
+            &state,
+            &client,
+            &redirect,
+            mode,
+            &error,
+            client_state.as_deref(),
+        )
     };
-    let mode = match ResponseMode::parse(params.get("response_mode")) {
+    let mode = match response_mode(params.get("response_mode")) {
         Ok(mode) => mode,
         Err(error) => return respond(ResponseMode::Query, error),
     };
@@ -369,7 +378,18 @@ pub async fn get(
         return respond(mode, error);
     }
 
-    // Stage 3: remember the request; sign-in and consent take over (`consent::proceed`).
+    // Stage 3: remember the request, then sign-in or the decision (module docs, 3.). Without a
+    // session in this browser there is nothing to decide yet: without a signed-in user the one
+    // decision (`grants::decide`) can only be "sign in".
+    let cookie = kit::load_cookie(&state, jar);
+    let signed_out = cookie.session_id().is_none();
+    let prompts = prompt_values(params.get("prompt"));
+    if signed_out && prompts.contains(&"none") {
+        // OIDC Core §3.1.2.6: `prompt=none` and nobody signed in: `login_required`, and nothing
+        // is stored (no page may serve this request later).
+        let error = OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in");
+        return (cookie.into_jar(), respond(mode, error)).into_response();
+    }
     let scope = params
         .get("scope")
         .and_then(|s| Scope::parse(s).ok())
@@ -400,7 +420,11 @@ pub async fn get(
     }
     .await;
     match stored {
-        Ok(grant) => consent::proceed(&state, jar, grant, client).await,
+        Ok(grant) if signed_out => {
+            let response = sign_in_first(&state, grant.id, &prompts);
+            (cookie.into_jar(), response).into_response()
+        }
+        Ok(grant) => consent::proceed(&state, cookie, grant, client).await,
         Err(e) => {
             tracing::error!(error = %e, "authorize: can't store the request");
             page(
@@ -412,6 +436,92 @@ pub async fn get(
             )
         }
     }
+}
+
+/// The sign-in page for a stored request, which continues it once the user is signed in
+/// ([`AfterSignIn::Grant`]): the login page, or the registration page for `prompt=create`
+/// (Initiating User Registration via OpenID Connect 1.0 §4) while registration is open.
+pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: &[&str]) -> Response {
+    let page = if state.settings.registration && prompts.contains(&"create") {
+        endpoints::REGISTER
+    } else {
+        endpoints::LOGIN
+    };
+    Redirect::to(&kit::continuation::sign_in_link(
+        page,
+        Some(&AfterSignIn::Grant(grant)),
+    ))
+    .into_response()
+}
+
+/// Sends an authorization error to the client's redirect URI (RFC 6749 §4.1.2.1): straight
+/// away for a client the operator configured, by the user's choice for one that registered
+/// itself.
+///
+/// RFC 9700 §4.11.2 (the authorization server as open redirector): anyone can register a client
+/// (RFC 7591) whose redirect URI is a phishing site, then send users an authorization request
+/// that fails on purpose (a bad scope), that they will deny, or a silent `prompt=none` one, to
+/// have this server send them there. "The authorization server SHOULD only automatically
+/// redirect the user agent if it trusts the redirection URI. If the URI is not trusted, the
+/// authorization server MAY inform the user and rely on the user to make the correct decision."
+/// Trusted are the redirect URIs of static clients (`Client::is_static`: written by the operator
+/// in the configuration); those of dynamically registered clients are not, so their errors are
+/// shown on a page that names the application, the error and where the link leads, and the user
+/// decides whether to go back (a link with the error in the response mode's place; a button for
+/// `form_post`). Codes are still redirected without a page: one is only issued after the user
+/// signed in and consented (§4.11.2: "MUST always authenticate the user first").
+pub fn error_to_client(
+    state: &AppState,
+    client: &Client,
+    redirect: &str,
+    mode: ResponseMode,
+    error: &OAuthError,
+    client_state: Option<&str>,
+) -> Response {
+    let untrusted = !client.is_static;
+    let parsed = url::Url::parse(redirect);
+    let Some(mut url) = parsed.ok().filter(|_| untrusted) else {
+        return consent::error_response(state, redirect, mode, error, client_state);
+    };
+    let issuer = state.settings.issuer.to_string();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("error", error.error.as_str()),
+        ("error_description", &error.description),
+    ];
+    if let Some(s) = client_state {
+        fields.push(("state", s));
+    }
+    // RFC 9207 §2: `iss` with every authorization response, errors included.
+    fields.push(("iss", &issuer));
+    match mode {
+        ResponseMode::Query => {
+            url.query_pairs_mut().extend_pairs(fields.iter());
+        }
+        ResponseMode::Fragment => {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields.iter())
+                .finish();
+            url.set_fragment(Some(&encoded));
+        }
+        ResponseMode::FormPost => {}
+    }
+    let form_post = mode == ResponseMode::FormPost;
+    kit::page_with_csp(
+        state,
+        StatusCode::BAD_REQUEST,
+        "pages/authorize_error.html",
+        minijinja::context! {
+            client_name => clients::client_name(client),
+            description => error.description,
+            error => error.error.as_str(),
+            target => redirect,
+            form_post => form_post,
+            action => url.as_str(),
+            fields => fields,
+        },
+        // The button of `form_post` posts to the client (`form-action`); a link needs nothing.
+        &kit::csp_redirecting_to(form_post.then_some(&url)),
+    )
 }
 
 #[cfg(test)]
@@ -437,7 +547,7 @@ mod tests {
     }
 
     fn error_of(query: &str) -> &'static str {
-        check(query).unwrap_err().error
+        check(query).unwrap_err().error.as_str()
     }
 
     #[test]
@@ -513,6 +623,19 @@ mod tests {
     }
 
     #[test]
+    fn response_mode_and_prompt_are_read_once() {
+        assert_eq!(response_mode(None), Ok(ResponseMode::Query));
+        assert_eq!(response_mode(Some("form_post")), Ok(ResponseMode::FormPost));
+        // Case-sensitive: the value is not a known mode.
+        assert_eq!(
+            response_mode(Some("Fragment")).unwrap_err().error,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(prompt_values(Some(" none  login ")), ["none", "login"]);
+        assert!(prompt_values(None).is_empty());
+    }
+
+    #[test]
     fn the_table_is_explicit_about_endpoints() {
         let device: Vec<&str> = CHECKS
             .iter()
@@ -527,7 +650,7 @@ mod tests {
         #[test]
         fn never_panics(query in "\\PC{0,200}") {
             let _ = check(&query);
-            let _ = ResponseMode::parse(Params::parse(&query).get("response_mode"));
+            let _ = response_mode(Params::parse(&query).get("response_mode"));
         }
 
         /// Any parameter repeated is refused.

@@ -4,15 +4,26 @@
 //! - No user is involved, so neither `openid` nor the Matrix scopes (which grant access to a
 //!   user's account, MSC2967) can be requested.
 //! - No refresh token (RFC 6749 §4.4.3: "SHOULD NOT be included"): the client simply asks again.
+//!
+//! The session and its token are committed before the answer leaves, in a transaction shared
+//! with the other token requests of the moment (group commit:
+//! [`crate::storage::Storage::add_session_with_token`]), so issuance is not held to one database
+//! commit per request.
 
-use super::{issue_access_token, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
+use chrono::Duration;
+
+use super::{TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
-    domain::scope::{self, Scope, MAS_ADMIN_SCOPE},
+    crypto::sha256,
+    domain::{
+        scope::{self, Scope, MAS_ADMIN_SCOPE},
+        token::TokenKind,
+    },
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
-    storage::NewOAuth2Session,
+    storage::NewSessionToken,
 };
 
 /// Is the client one the config lists in `admin.clients`?
@@ -59,21 +70,18 @@ pub async fn grant(
         None => String::new(),
     };
     let now = state.storage.entropy().clock.now();
-    let mut rng = state.storage.entropy().rng.rng();
-    let mut repo = state.storage.begin().await?;
-    let session = repo
-        .oauth2_sessions()
-        .add(NewOAuth2Session {
+    let access_token = TokenKind::AccessToken.generate(&mut state.storage.entropy().rng.rng());
+    state
+        .storage
+        .add_session_with_token(NewSessionToken {
             user_id: None,
             client_id: client.client.id,
-            browser_session_id: None,
-            scope: &scope,
+            scope: scope.clone(),
             device_id: None,
-            user_agent: None,
+            token_hash: sha256(&access_token),
+            expires_at: Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
         })
         .await?;
-    let (access_token, _) = issue_access_token(&mut repo, &mut rng, session.id, now).await?;
-    repo.commit().await?;
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",

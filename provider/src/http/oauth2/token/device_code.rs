@@ -4,17 +4,21 @@
 //!
 //! Every poll is recorded ([`DeviceCodeGrantRepository::record_poll`], which locks the grant's
 //! row for the transaction), so concurrent polls of one device code are judged one after the
-//! other, and exactly one of them can get the tokens.
+//! other, and exactly one of them can get the tokens: the one that claims the approved grant
+//! before the homeserver gets the device (no transaction is held across that call; see
+//! [`super::provision_device`]).
 //!
 //! [`DeviceCodeGrantRepository::record_poll`]: crate::storage::DeviceCodeGrantRepository::record_poll
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 
-use super::{issue_for_user, Approval, TokenError, TokenResponse};
+use ulid::Ulid;
+
+use super::{issue_for_user, new_claim, provision_device, Approval, TokenError, TokenResponse};
 use crate::{
     crypto::sha256,
-    domain::scope,
+    domain::{protocol::ErrorCode, scope},
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient, device::INTERVAL_SECONDS},
         AppState,
@@ -23,7 +27,7 @@ use crate::{
 };
 
 /// RFC 8628 §3.5: the errors of a poll that are not RFC 6749 §5.2's own. All are 400.
-fn polling_error(error: &'static str, description: &str) -> TokenError {
+fn polling_error(error: ErrorCode, description: &str) -> TokenError {
     TokenError {
         status: StatusCode::BAD_REQUEST,
         error,
@@ -54,22 +58,22 @@ fn not_ready(
         DeviceCodeGrantState::Fulfilled => None,
         // §3.5 slow_down: "a variant of authorization_pending": only while pending.
         DeviceCodeGrantState::Pending if too_soon(previous, now) => Some(polling_error(
-            "slow_down",
+            ErrorCode::SlowDown,
             "polled faster than the interval: add 5 seconds to it",
         )),
         // §3.5 authorization_pending: the user has not answered yet.
         DeviceCodeGrantState::Pending => Some(polling_error(
-            "authorization_pending",
+            ErrorCode::AuthorizationPending,
             "the user has not approved the request yet",
         )),
         // §3.5 access_denied: the user said no.
         DeviceCodeGrantState::Rejected => Some(polling_error(
-            "access_denied",
+            ErrorCode::AccessDenied,
             "the user denied the request",
         )),
         // §3.5 expired_token: start a new device authorization request.
         DeviceCodeGrantState::Expired => Some(polling_error(
-            "expired_token",
+            ErrorCode::ExpiredToken,
             "the device code has expired; start again",
         )),
         // RFC 8628 §3.5 / RFC 6749 §5.2: the device code is single use.
@@ -123,43 +127,97 @@ pub async fn exchange(
         .await?
         .filter(|u| u.is_active())
         .ok_or_else(|| TokenError::invalid_grant("the approving account is no longer active"))?;
-    let session = repo
-        .oauth2_sessions()
-        .add(NewOAuth2Session {
-            user_id: Some(user.id),
-            client_id: client.client.id,
-            browser_session_id: Some(browser_session_id),
-            scope: &grant.scope,
-            device_id: scope::granted_device(&grant.scope).as_deref(),
-            user_agent: grant.user_agent.as_deref(),
-        })
-        .await?;
-    // RFC 8628 §3.5: tokens once. `false`: a concurrent poll got them, or the code expired this
-    // instant; dropping `repo` rolls the session back.
+    // Step 1: claim the grant and commit (the poll is recorded with it). No transaction is
+    // held across the homeserver call (issue 14, finding 2): the claim keeps the device code
+    // single use meanwhile (RFC 8628 §3.5): a later poll takes it over (a poll is never locked
+    // out by one that died half-way), and only the latest claim completes, once. `false`:
+    // exchanged by a concurrent poll, or expired this instant.
+    let claim = new_claim(state, now);
     if !repo
         .device_code_grants()
-        .exchange(grant.id, session.id)
+        .claim_exchange(grant.id, claim)
         .await?
     {
+        repo.commit().await?;
         return Err(TokenError::invalid_grant(
             "the device code was already used or has expired",
         ));
     }
+    repo.commit().await?;
 
+    // Step 2: the homeserver gets the device, with no connection held. On failure the claim is
+    // given up: the device code stays usable and the device may poll again (503, Retry-After).
+    let device_id = scope::granted_device(&grant.scope);
+    if let Some(device_id) = &device_id {
+        if let Err(e) = provision_device(state, &client.client, &user, device_id).await {
+            release(state, grant.id, claim).await;
+            return Err(e);
+        }
+    }
+
+    // Step 3: the session and its tokens, if the claim still holds.
     let approval = Approval {
         browser_session_id,
         code: None,
         // RFC 8628 has no nonce: the device request carries none.
         nonce: None,
     };
-    // MSC4341: refresh tokens must be issued (every grant for a user gets one).
-    issue_for_user(state, repo, &client.client, session, &user, now, approval).await
+    let issued = async {
+        let mut repo = state.storage.begin().await?;
+        let session = repo
+            .oauth2_sessions()
+            .add(NewOAuth2Session {
+                user_id: Some(user.id),
+                client_id: client.client.id,
+                browser_session_id: Some(browser_session_id),
+                scope: &grant.scope,
+                device_id: device_id.as_deref(),
+                user_agent: grant.user_agent.as_deref(),
+            })
+            .await?;
+        // RFC 8628 §3.5: tokens once. `false`: a later poll took the claim over; dropping
+        // `repo` rolls the session back.
+        if !repo
+            .device_code_grants()
+            .complete_exchange(grant.id, claim, session.id)
+            .await?
+        {
+            return Err(TokenError::invalid_grant(
+                "the device code was already used",
+            ));
+        }
+        // MSC4341: refresh tokens must be issued (every grant for a user gets one).
+        issue_for_user(state, repo, &client.client, session, now, approval).await
+    }
+    .await;
+    if issued.as_ref().is_err_and(|e| e.error == "server_error") {
+        // The transaction rolled back: give the device code back (a later poll would take it
+        // over anyway).
+        release(state, grant.id, claim).await;
+    }
+    issued
+}
+
+/// Gives up the claim on a device code (the homeserver failed, or the tokens could not be
+/// stored): the device may poll again. Logged, never fatal: a later poll takes an unreleased
+/// claim over.
+async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
+    let released = async {
+        let mut repo = state.storage.begin().await?;
+        repo.device_code_grants()
+            .release_exchange(grant_id, claim)
+            .await?;
+        repo.commit().await
+    }
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a device code's claim; a later poll takes it over");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use ulid::Ulid;
 
     use super::*;
 
@@ -188,7 +246,7 @@ mod tests {
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Option<&'static str> {
-        not_ready(grant, previous, now).map(|e| e.error)
+        not_ready(grant, previous, now).map(|e| e.error.as_str())
     }
 
     #[test]

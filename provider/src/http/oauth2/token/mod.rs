@@ -23,7 +23,7 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
+use rand::{Rng as _, RngCore};
 use serde::Serialize;
 use serde_json::json;
 use ulid::Ulid;
@@ -37,7 +37,10 @@ use crate::{
         sessions,
     },
     crypto::sha256,
-    domain::{client_registration::DEVICE_CODE, token::TokenKind},
+    domain::{
+        protocol::{ClientAuthMethod, ErrorCode, GrantType},
+        token::TokenKind,
+    },
     http::AppState,
     storage::{
         AccessToken, BoxRepository, Client, OAuth2Session, RefreshToken, StorageError, User,
@@ -49,29 +52,18 @@ pub const ACCESS_TOKEN_LIFETIME_SECONDS: i64 = 300;
 /// ID tokens are valid for an hour (they are read once, at sign-in).
 pub const ID_TOKEN_LIFETIME_SECONDS: i64 = 3600;
 
-/// The grant types this endpoint serves.
-pub const GRANT_TYPES: &[&str] = &[
-    "authorization_code",
-    "refresh_token",
-    // RFC 6749 §4.4.
-    "client_credentials",
-    // RFC 8628 §3.4 (MSC4341).
-    DEVICE_CODE,
-];
-/// The client authentication methods it accepts.
-pub const AUTH_METHODS: &[&str] = &[
-    "none",
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-];
+/// The grant types this endpoint serves: every [`GrantType`] (RFC 6749 §4.1.3, §6, §4.4;
+/// RFC 8628 §3.4, MSC4341).
+pub const GRANT_TYPES: &[GrantType] = GrantType::ALL;
+/// The client authentication methods it accepts: every [`ClientAuthMethod`] (RFC 6749 §2.3.1,
+/// RFC 7523 §2.2, OIDC Core §9).
+pub const AUTH_METHODS: &[ClientAuthMethod] = ClientAuthMethod::ALL;
 
 /// A token endpoint error (RFC 6749 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenError {
     pub status: StatusCode,
-    pub error: &'static str,
+    pub error: ErrorCode,
     pub description: String,
     /// Add `WWW-Authenticate: Basic` (the client tried HTTP Basic).
     pub basic_challenge: bool,
@@ -80,7 +72,7 @@ pub struct TokenError {
 }
 
 impl TokenError {
-    fn new(status: StatusCode, error: &'static str, description: &str) -> Self {
+    pub fn new(status: StatusCode, error: ErrorCode, description: &str) -> Self {
         Self {
             status,
             error,
@@ -91,27 +83,47 @@ impl TokenError {
     }
 
     pub fn invalid_request(description: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            description,
+        )
     }
 
     /// RFC 6749 §5.2: 401, with `WWW-Authenticate` when the client used the Authorization header.
     pub fn invalid_client(description: &str, basic: bool) -> Self {
         Self {
             basic_challenge: basic,
-            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidClient,
+                description,
+            )
         }
     }
 
     pub fn invalid_grant(description: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidGrant,
+            description,
+        )
     }
 
     pub fn unauthorized_client(description: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnauthorizedClient,
+            description,
+        )
     }
 
     pub fn invalid_scope(description: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidScope,
+            description,
+        )
     }
 
     /// The homeserver could not be told about the device: 503 `temporarily_unavailable` (the
@@ -121,7 +133,7 @@ impl TokenError {
         tracing::error!(error = %cause, "token endpoint: can't provision the device on the homeserver");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
+            ErrorCode::TemporarilyUnavailable,
             "the homeserver can't be reached to set up the device; try again shortly",
         )
     }
@@ -131,7 +143,7 @@ impl TokenError {
         tracing::error!(error = %cause, "token endpoint: internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
+            ErrorCode::ServerError,
             "the server could not complete the request",
         )
     }
@@ -262,40 +274,58 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenErro
         .map_err(|e| TokenError::invalid_request(&e.to_string()))
 }
 
-/// The end of every grant for a user (authorization code, device code): a fresh pair for
-/// `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`), all in
-/// `repo`'s transaction, which commits; then the token response.
+/// A fresh claim ID for an exchange (from the injected randomness).
+pub(crate) fn new_claim(state: &AppState, now: DateTime<Utc>) -> Ulid {
+    let random: u128 = state.storage.entropy().rng.rng().gen();
+    Ulid::from_parts(now.timestamp_millis().unsigned_abs(), random)
+}
+
+/// The middle step of an exchange for a grant with a Matrix device (MSC2967 device scope):
+/// the homeserver gets the device, synchronously, before the tokens are issued (the client
+/// will use the token at once, and the homeserver counts a token of an unknown device as
+/// inactive).
+///
+/// The exchange claimed the grant (`claim_exchange` of the grant repositories) and committed
+/// before, and completes its claim and issues the tokens in a new transaction after (only the
+/// latest claim completes: tokens once): no transaction or pooled connection is held across
+/// this call (DESIGN.md),
+/// so a slow or paused homeserver holds up only the exchanges waiting for it, never `/health`,
+/// registration, introspection or the job worker (issue 14, finding 2). If the homeserver
+/// can't be reached the caller releases its claim (the code or device code stays usable) and
+/// answers 503 `temporarily_unavailable`.
+pub(crate) async fn provision_device(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    device_id: &str,
+) -> Result<(), TokenError> {
+    // The device is named after the client, as the account pages name the session.
+    let display_name = crate::core::clients::client_name(client);
+    provisioning::ensure_device(state, user, device_id, Some(&display_name))
+        .await
+        .map_err(TokenError::homeserver)
+}
+
+/// The end of every grant for a user (authorization code, device code), once the grant's
+/// exchange holds its claim and the homeserver has the device ([`provision_device`]): a fresh
+/// pair for `session`, the ID token when its scope asks for one (OIDC Core §3.1.2.1: `openid`),
+/// all in `repo`'s transaction, which commits; then the token response.
 ///
 /// When the session has a Matrix device (MSC2967 device scope), it claims the device: the
 /// user's other live session holding that device ID ends in the same transaction
-/// ([`sessions::claim_device`]; a Matrix device is one session). The homeserver gets the device
-/// first, synchronously, before the commit: the client will use the token at once, and the
-/// homeserver counts a token of an unknown device as inactive. If the homeserver can't be
-/// reached the transaction rolls back (the code or device code stays unused) and the client may
-/// retry. After the commit, the ended sessions' homeserver jobs run before the answer leaves.
+/// ([`sessions::claim_device`]; a Matrix device is one session). After the commit, the ended
+/// sessions' homeserver jobs run before the answer leaves.
 pub(crate) async fn issue_for_user(
     state: &AppState,
     mut repo: BoxRepository,
     client: &Client,
     session: OAuth2Session,
-    user: &User,
     now: DateTime<Utc>,
     approval: Approval<'_>,
 ) -> Result<TokenResponse, TokenError> {
     let mut jobs = provisioning::AfterCommit::default();
-    if let Some(device_id) = &session.device_id {
-        jobs = sessions::claim_device(&mut repo, user.id, device_id, Some(session.id), now).await?;
-        // The device is named after the client, as the account pages name the session.
-        let display_name = crate::core::clients::client_name(client);
-        provisioning::ensure_device(
-            state.homeserver.as_ref(),
-            &mut repo,
-            user,
-            device_id,
-            Some(&display_name),
-        )
-        .await
-        .map_err(TokenError::homeserver)?;
+    if let (Some(device_id), Some(user_id)) = (&session.device_id, session.user_id) {
+        jobs = sessions::claim_device(&mut repo, user_id, device_id, Some(session.id), now).await?;
     }
     let mut rng = state.storage.entropy().rng.rng();
     let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
@@ -349,7 +379,7 @@ impl From<RateLimitError> for Refused {
 fn rate_limited(retry_after: std::time::Duration) -> Response {
     let mut response = TokenError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "temporarily_unavailable",
+        ErrorCode::TemporarilyUnavailable,
         &format!(
             "too many token requests from this client; retry after {} s",
             rate_limit::retry_after_seconds(retry_after)
@@ -386,7 +416,7 @@ async fn handle(
     let params = form_params(headers, body)?;
     let client = client_auth::authenticate(state, client_ip, headers, &params).await?;
     // After authentication, so nobody can spend a confidential client's quota by naming it.
-    if client.client.token_endpoint_auth_method == "none" {
+    if ClientAuthMethod::None == *client.client.token_endpoint_auth_method {
         state.limiter.check_ip(Limit::Token, client_ip).await?;
     } else {
         state
@@ -394,17 +424,17 @@ async fn handle(
             .check(Limit::Token, &client.client.client_id)
             .await?;
     }
-    let grant_type = params
+    let raw_grant_type = params
         .get("grant_type")
         .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?;
-    if !GRANT_TYPES.contains(&grant_type) {
-        return Err(TokenError::new(
+    // RFC 6749 §5.2 unsupported_grant_type.
+    let grant_type: GrantType = raw_grant_type.parse().map_err(|_| {
+        TokenError::new(
             StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            &format!("grant_type `{grant_type}` is not supported"),
+            ErrorCode::UnsupportedGrantType,
+            &format!("grant_type `{raw_grant_type}` is not supported"),
         )
-        .into());
-    }
+    })?;
     // RFC 6749 §5.2 unauthorized_client: the client must be registered for the grant.
     if !client.metadata.allows_grant(grant_type) {
         return Err(TokenError::unauthorized_client(&format!(
@@ -413,10 +443,12 @@ async fn handle(
         .into());
     }
     Ok(match grant_type {
-        "authorization_code" => authorization_code::exchange(state, &client, &params).await?,
-        DEVICE_CODE => device_code::exchange(state, &client, &params).await?,
-        "client_credentials" => client_credentials::grant(state, &client, &params).await?,
-        _ => refresh_token::refresh(state, &client, &params).await?,
+        GrantType::AuthorizationCode => {
+            authorization_code::exchange(state, &client, &params).await?
+        }
+        GrantType::DeviceCode => device_code::exchange(state, &client, &params).await?,
+        GrantType::ClientCredentials => client_credentials::grant(state, &client, &params).await?,
+        GrantType::RefreshToken => refresh_token::refresh(state, &client, &params).await?,
     })
 }
 
@@ -439,7 +471,7 @@ mod tests {
         let error = form_params(headers, body).unwrap_err();
         assert_eq!(
             (error.status, error.error),
-            (StatusCode::BAD_REQUEST, "invalid_request")
+            (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest)
         );
         error.description
     }

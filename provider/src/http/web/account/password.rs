@@ -8,6 +8,7 @@ use super::{account_page, done_redirect, unavailable, with_retry_after, AccountF
 use crate::core::{
     accounts::{self, profile},
     rate_limit::{self, ClientIp},
+    sessions,
     sign_in::{attempt_sign_in, AttemptError, Refusal},
 };
 use crate::domain::account_management::Action;
@@ -121,7 +122,8 @@ pub(super) async fn check_current_password(
 }
 
 /// Changes the password, after the current one: checked as a sign-in is, behind the same rate
-/// limits ([`attempt_sign_in`]: a stolen session can't be used to guess the password).
+/// limits ([`attempt_sign_in`]: a stolen session can't be used to guess the password). The
+/// user's other browser sessions end with it; this one stays signed in.
 pub(super) async fn change_password(
     state: &AppState,
     cookie: &BrowserCookie,
@@ -172,15 +174,25 @@ pub(super) async fn change_password(
         Ok(hashed) => hashed,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("New password: {e}.")).await,
     };
+    // Whoever knew the old password is signed out of the provider's pages: the user's other
+    // browser sessions end with the change; this one stays (issue 14, finding 10). Their
+    // Matrix devices stay (`core::sessions::end_other_browser_sessions`).
     let changed = async {
         let mut repo = state.storage.begin().await?;
         profile::change_password(&mut repo, user, &hashed).await?;
-        repo.commit().await
+        let ended = match cookie.session_id() {
+            Some(current) => {
+                sessions::end_other_browser_sessions(&mut repo, user.id, current).await?
+            }
+            None => 0,
+        };
+        repo.commit().await?;
+        Ok::<_, crate::storage::StorageError>(ended)
     }
     .await;
     match changed {
-        Ok(()) => {
-            tracing::info!(user = %user.username, "account: password changed");
+        Ok(ended) => {
+            tracing::info!(user = %user.username, other_browser_sessions_ended = ended, "account: password changed");
             done_redirect(Action::Password, Done::Password, None)
         }
         Err(e) => unavailable(state, &e),

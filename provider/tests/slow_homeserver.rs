@@ -1,0 +1,449 @@
+//! A slow homeserver holds up only what waits for it (issue 14, finding 2), on both databases.
+//!
+//! The token exchange of a grant with a Matrix device calls the homeserver (the device must
+//! exist before the client uses its token). It used to make that call inside its database
+//! transaction: with the homeserver paused, SQLite answered "database is locked" to unrelated
+//! writes and PostgreSQL's pool was pinned by the waiting exchanges. The rule now (DESIGN.md):
+//! no transaction or pooled connection is held across a call to another server.
+//!
+//! The fake homeserver is paused ([`fake_homeserver::AppState::pause`]), so every call waits
+//! and is counted until it is resumed: the tests wait until the exchanges are all held there,
+//! check that unrelated requests are answered meanwhile (and that the exchanges are still
+//! held, so those answers came while they were blocked), resume, then check what the exchanges
+//! got: tokens whose device the homeserver has, or a clean error, and a code still single use.
+//! No duration is asserted; a generous timeout only turns a hang into a failure.
+
+mod support;
+
+use std::time::Duration as StdDuration;
+
+use provider::{
+    backend_tests, endpoints,
+    test_harness::{TestDb, TestProvider},
+};
+use serde_json::{json, Value};
+use support::{
+    add_user, authorize, authorize_url, browser, get_text, http, json_of, location, param,
+    static_client, submit, text, REDIRECT, VERIFIER,
+};
+use tokio::task::JoinHandle;
+
+const PASSWORD: &str = "correct horse battery staple";
+const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The connections of a test database's pool (`test_harness`: test pools are 4 connections).
+const POOL: usize = 4;
+/// More blocked exchanges than the pool has connections.
+const BLOCKED: usize = POOL + 4;
+/// Only turns a hang into a failure (the homeserver client gives up after 10 s anyway).
+const HANG: StdDuration = StdDuration::from_secs(60);
+
+/// An exchange waiting on the homeserver: its device, its code and its task.
+type Blocked = (String, String, JoinHandle<(u16, Value)>);
+
+fn device_scope(device: &str) -> String {
+    format!("openid urn:matrix:client:api:* urn:matrix:client:device:{device}")
+}
+
+/// An authorization code exchange by the static client: status and JSON body.
+async fn exchange(provider: &TestProvider, code: &str) -> (u16, Value) {
+    let (client_id, secret) = static_client(provider);
+    let (status, _, body) = json_of(
+        http()
+            .post(provider.url(endpoints::TOKEN))
+            .basic_auth(&client_id, Some(&secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, body)
+}
+
+/// Introspection as the homeserver does it (the shared secret): the answer's body.
+async fn introspect(provider: &TestProvider, token: &str) -> Value {
+    let (status, _, body) = json_of(
+        http()
+            .post(provider.url(endpoints::INTROSPECTION))
+            .bearer_auth(&provider.settings.matrix.secret)
+            // As Synapse asks: the device in its own field (the homeserver contract).
+            .header("X-MAS-Supports-Device-Id", "1")
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// What must be answered while exchanges wait on the paused homeserver: the health check, a
+/// dynamic client registration (a write), and an introspection of a live token (a read and a
+/// write: its first use is recorded).
+async fn unrelated_requests_are_answered(provider: &TestProvider, live_token: &str) {
+    let health = http()
+        .get(provider.url(endpoints::HEALTH))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let (status, _, body) = json_of(
+        http()
+            .post(provider.url(endpoints::REGISTRATION))
+            .json(&json!({
+                "client_name": "Registered meanwhile",
+                "client_uri": "https://meanwhile.example.com/",
+                "redirect_uris": ["https://meanwhile.example.com/cb"],
+                "token_endpoint_auth_method": "none",
+            }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(introspect(provider, live_token).await["active"], true);
+}
+
+/// Waits until `n` homeserver calls are held by the pause.
+async fn held(provider: &TestProvider, n: usize) {
+    tokio::time::timeout(HANG, provider.homeserver.state().wait_until_held(n))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "only {} of {n} calls reached the paused homeserver: something holds the database",
+                provider.homeserver.state().held()
+            )
+        });
+}
+
+/// `BLOCKED` authorization code exchanges (more than the pool's connections), each for its own
+/// device, wait on the paused homeserver; `/health`, a registration and an introspection are
+/// answered meanwhile. Afterwards each exchange got tokens for a device the homeserver has (or
+/// a clean error), and each code is still single use: a replay is refused and revokes what it
+/// issued (RFC 6749 §4.1.2).
+async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = TestProvider::start(&db).await;
+    let base = provider.base_url.clone();
+    let browser = browser();
+    let mut codes = Vec::new();
+    for i in 0..=BLOCKED {
+        let url = authorize_url(
+            &provider,
+            &[("scope", &device_scope(&format!("SLOWDEV{i:03}")))],
+        );
+        let back = authorize(&browser, &base, &url, PASSWORD).await;
+        codes.push(param(&back, "code").expect("a code"));
+    }
+    // One exchange before the pause: a live token to introspect meanwhile.
+    let (status, first) = exchange(&provider, &codes[0]).await;
+    assert_eq!(status, 200, "{first}");
+    let live_token = first["access_token"].as_str().unwrap().to_owned();
+
+    provider.homeserver.state().pause();
+    let blocked: Vec<Blocked> = codes[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            let (url, code) = (provider.url(endpoints::TOKEN), code.clone());
+            let (client_id, secret) = static_client(&provider);
+            let task = tokio::spawn({
+                let code = code.clone();
+                async move {
+                    let (status, _, body) = json_of(
+                        http()
+                            .post(url)
+                            .basic_auth(&client_id, Some(&secret))
+                            .form(&[
+                                ("grant_type", "authorization_code"),
+                                ("code", code.as_str()),
+                                ("redirect_uri", REDIRECT),
+                                ("code_verifier", VERIFIER),
+                            ])
+                            .send()
+                            .await
+                            .unwrap(),
+                    )
+                    .await;
+                    (status, body)
+                }
+            });
+            (format!("SLOWDEV{:03}", i + 1), code, task)
+        })
+        .collect();
+    held(&provider, BLOCKED).await;
+
+    unrelated_requests_are_answered(&provider, &live_token).await;
+    // ...while every exchange was still waiting on the homeserver.
+    assert_eq!(provider.homeserver.state().held(), BLOCKED);
+    assert!(blocked.iter().all(|(_, _, task)| !task.is_finished()));
+
+    provider.homeserver.state().resume();
+    let mut issued = 0;
+    for (device, code, task) in blocked {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => {
+                issued += 1;
+                assert!(
+                    provider.homeserver.store().has_device("alice", &device),
+                    "tokens for {device}, which the homeserver doesn't have"
+                );
+                let token = body["access_token"].as_str().unwrap();
+                assert_eq!(introspect(&provider, token).await["device_id"], device);
+                // Single use: a replay is refused and revokes what the code issued.
+                let (status, replay) = exchange(&provider, &code).await;
+                assert_eq!(
+                    (status, replay["error"].as_str()),
+                    (400, Some("invalid_grant"))
+                );
+                assert_eq!(introspect(&provider, token).await["active"], false);
+            }
+            // A clean error (the homeserver client gave up): the code is still usable, once.
+            503 => {
+                assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+                let (status, again) = exchange(&provider, &code).await;
+                assert_eq!(status, 200, "{again}");
+                let (status, _) = exchange(&provider, &code).await;
+                assert_eq!(status, 400);
+            }
+            _ => panic!("an exchange answered {status}: {body}"),
+        }
+    }
+    assert!(issued > 0, "no blocked exchange got its tokens");
+    provider.stop().await;
+}
+
+/// Device-code polls waiting on the paused homeserver hold no connection either. A second poll
+/// of the same device code meanwhile takes the claim over (a poll is never locked out by one
+/// that died half-way); once resumed, exactly one of the two gets the tokens (the latest
+/// claim), the other `invalid_grant`, and the device code is used up (RFC 8628 §3.5).
+async fn device_code_polls_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = TestProvider::start(&db).await;
+    let client_id = register_device_client(&provider).await;
+    let started = start_device_request(&provider, &client_id, "TVDEVICE01").await;
+    approve(&provider, &started).await;
+    let device_code = started["device_code"].as_str().unwrap().to_owned();
+    // A live token to introspect meanwhile.
+    let (status, first) = poll_device(&provider, &client_id, &device_code).await;
+    assert_eq!(status, 200, "{first}");
+    let live_token = first["access_token"].as_str().unwrap().to_owned();
+
+    let started = start_device_request(&provider, &client_id, "TVDEVICE02").await;
+    approve(&provider, &started).await;
+    let device_code = started["device_code"].as_str().unwrap().to_owned();
+    provider.homeserver.state().pause();
+    let spawn_poll = || {
+        let (url, client_id, device_code) = (
+            provider.url(endpoints::TOKEN),
+            client_id.clone(),
+            device_code.clone(),
+        );
+        tokio::spawn(async move { poll_at(&url, &client_id, &device_code).await })
+    };
+    let polls = [spawn_poll(), spawn_poll()];
+    held(&provider, 2).await;
+    unrelated_requests_are_answered(&provider, &live_token).await;
+    assert_eq!(provider.homeserver.state().held(), 2);
+    assert!(polls.iter().all(|poll| !poll.is_finished()));
+
+    provider.homeserver.state().resume();
+    let mut answers = Vec::new();
+    for poll in polls {
+        let (status, body) = poll.await.unwrap();
+        answers.push((status, body["error"].as_str().map(str::to_owned)));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [(200, None), (400, Some("invalid_grant".to_owned()))],
+        "one poll gets the tokens, once"
+    );
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "TVDEVICE02"));
+    let (status, after) = poll_device(&provider, &client_id, &device_code).await;
+    assert_eq!(
+        (status, after["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    provider.stop().await;
+}
+
+/// When the homeserver is down the poll answers 503 and gives its claim back: the same device
+/// code gets the tokens once the homeserver is back, and only once.
+async fn a_failed_device_upsert_keeps_the_device_code(db: TestDb) {
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = TestProvider::start(&db).await;
+    let client_id = register_device_client(&provider).await;
+    let started = start_device_request(&provider, &client_id, "TVDEVICE03").await;
+    approve(&provider, &started).await;
+    let device_code = started["device_code"].as_str().unwrap();
+    provider.homeserver.set_unavailable(true);
+    let (status, body) = poll_device(&provider, &client_id, device_code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+    assert!(!provider
+        .homeserver
+        .store()
+        .has_device("alice", "TVDEVICE03"));
+    provider.homeserver.set_unavailable(false);
+    let (status, body) = poll_device(&provider, &client_id, device_code).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "TVDEVICE03"));
+    let (status, body) = poll_device(&provider, &client_id, device_code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    provider.stop().await;
+}
+
+/// A legacy password login (MSC3824 compat API) waiting on the paused homeserver holds no
+/// connection: `/health`, a registration and an introspection are answered meanwhile.
+async fn a_compat_login_blocked_on_the_homeserver_holds_no_connection(db: TestDb) {
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = TestProvider::start(&db).await;
+    let base = provider.base_url.clone();
+    let url = authorize_url(&provider, &[("scope", &device_scope("COMPATLIVE"))]);
+    let back = authorize(&browser(), &base, &url, PASSWORD).await;
+    let (status, first) = exchange(&provider, &param(&back, "code").unwrap()).await;
+    assert_eq!(status, 200, "{first}");
+    let live_token = first["access_token"].as_str().unwrap().to_owned();
+
+    provider.homeserver.state().pause();
+    let login = tokio::spawn({
+        let url = provider.url("/_matrix/client/v3/login");
+        async move {
+            json_of(
+                http()
+                    .post(url)
+                    .json(&json!({
+                        "type": "m.login.password",
+                        "identifier": {"type": "m.id.user", "user": "alice"},
+                        "password": PASSWORD,
+                        "device_id": "COMPATDEV1",
+                    }))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    held(&provider, 1).await;
+    unrelated_requests_are_answered(&provider, &live_token).await;
+    assert_eq!(provider.homeserver.state().held(), 1);
+    assert!(!login.is_finished());
+    provider.homeserver.state().resume();
+    let (status, _, body) = login.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(provider
+        .homeserver
+        .store()
+        .has_device("alice", "COMPATDEV1"));
+    provider.stop().await;
+}
+
+/// Registers a device-only public client (MSC2966) and returns its `client_id`.
+async fn register_device_client(provider: &TestProvider) -> String {
+    let (status, _, body) = json_of(
+        http()
+            .post(provider.url(endpoints::REGISTRATION))
+            .json(&json!({
+                "client_name": "A television",
+                "client_uri": "https://tv.example.com/",
+                "application_type": "native",
+                "grant_types": [DEVICE_CODE, "refresh_token"],
+                "response_types": [],
+                "token_endpoint_auth_method": "none",
+            }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["client_id"].as_str().unwrap().to_owned()
+}
+
+/// Starts a device authorization request (RFC 8628 §3.1) for a device.
+async fn start_device_request(provider: &TestProvider, client_id: &str, device: &str) -> Value {
+    let (status, _, body) = json_of(
+        http()
+            .post(provider.url(endpoints::DEVICE_AUTHORIZATION))
+            .form(&[("client_id", client_id), ("scope", &device_scope(device))])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Signs `alice` in through `verification_uri_complete` and allows the request (the pages of
+/// RFC 8628 §3.3: login, back to the link page, the code entry, the approval).
+async fn approve(provider: &TestProvider, started: &Value) {
+    let base = provider.base_url.clone();
+    let browser = browser();
+    let link = started["verification_uri_complete"].as_str().unwrap();
+    let to_login = location(&browser.get(link).send().await.unwrap(), &base);
+    let page = get_text(&browser, to_login).await;
+    let signed_in = submit(
+        &browser,
+        &base,
+        &page,
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    let page = get_text(&browser, location(&signed_in, &base)).await;
+    let (status, approval) = text(submit(&browser, &base, &page, &[]).await).await;
+    assert_eq!(status, 200, "{approval}");
+    let (status, done) =
+        text(submit(&browser, &base, &approval, &[("action", "allow")]).await).await;
+    assert_eq!(status, 200, "{done}");
+}
+
+async fn poll_device(provider: &TestProvider, client_id: &str, device_code: &str) -> (u16, Value) {
+    poll_at(&provider.url(endpoints::TOKEN), client_id, device_code).await
+}
+
+/// One poll of the token endpoint (RFC 8628 §3.4).
+async fn poll_at(url: &str, client_id: &str, device_code: &str) -> (u16, Value) {
+    let (status, _, body) = json_of(
+        http()
+            .post(url)
+            .form(&[
+                ("grant_type", DEVICE_CODE),
+                ("device_code", device_code),
+                ("client_id", client_id),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, body)
+}
+
+backend_tests!(
+    exchanges_blocked_on_the_homeserver_hold_no_connection,
+    device_code_polls_blocked_on_the_homeserver_hold_no_connection,
+    a_failed_device_upsert_keeps_the_device_code,
+    a_compat_login_blocked_on_the_homeserver_holds_no_connection,
+);
