@@ -170,6 +170,7 @@ admin:
 rate_limiting:
   enabled: true
 {rate_limiting}
+{sessions}
 # Clients known in advance. `provider config sync` (and `provider serve`) writes them to the
 # database; edit or remove this example.
 clients:
@@ -183,7 +184,6 @@ clients:
       - "https://client.example.com/signed-out"
     grant_types: [authorization_code, refresh_token]
 
-{sessions}
 {upstream}"#,
         issuer = quoted(&options.issuer),
         listen = quoted(&options.listen),

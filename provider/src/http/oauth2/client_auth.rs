@@ -232,7 +232,10 @@ pub async fn authenticate(
         }
     }
     let result = check_credentials(state, &credentials).await;
-    if result.as_ref().is_err_and(|e| e.error == ErrorCode::InvalidClient) {
+    if result
+        .as_ref()
+        .is_err_and(|e| e.error == ErrorCode::InvalidClient)
+    {
         for (limit, key) in &buckets {
             if let Err(e) = state.limiter.count_failure(*limit, key).await {
                 tracing::warn!(error = %e, "client authentication: can't count the failure");

@@ -143,7 +143,10 @@ pub async fn proceed(
             state,
             &grant,
             &client,
-            OAuthError::new(ErrorCode::ConsentRequired, "the user has not allowed this client"),
+            OAuthError::new(
+                ErrorCode::ConsentRequired,
+                "the user has not allowed this client",
+            ),
         ),
         // RFC 8252 §8.6: allowed before, but this client's identity can't be assured.
         (Decision::Confirm, true, _) => client_error(
