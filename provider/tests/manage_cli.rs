@@ -151,7 +151,17 @@ async fn accounts(db: TestDb) {
     let bob = user(&db, "bob").await.unwrap();
     assert!(!bob.can_request_admin);
 
-    // set-password
+    // set-password: the browser sessions signed in with the old password end.
+    let browser = {
+        let mut repo = db.storage.begin().await.unwrap();
+        let session = repo
+            .browser_sessions()
+            .add(alice.id, None, None)
+            .await
+            .unwrap();
+        repo.commit().await.unwrap();
+        session
+    };
     let out = manage(
         &dir,
         &["set-password", "alice", "--password-stdin"],
@@ -171,6 +181,17 @@ async fn accounts(db: TestDb) {
         .unwrap()
         .unwrap();
     assert_ne!(second_password.id, first_password.id);
+    let ended = db
+        .storage
+        .reader()
+        .await
+        .unwrap()
+        .browser_sessions()
+        .lookup(browser.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.finished_at.is_some(), "{ended:?}");
     let out = manage(&dir, &["set-password", "alice"], None).await;
     out.expect_code(1, "set-password without a password");
     assert!(out.stderr.contains("--password"), "{out:#?}");

@@ -108,7 +108,8 @@ pub enum ManageCommand {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Set a user's password. Their sessions stay (end them with kill-sessions).
+    /// Set a user's password. Their browser sessions end; Matrix devices stay (end them with
+    /// kill-sessions).
     #[command(after_help = "Example:\n  \
         printf '%s\\n' \"$PASSWORD\" | provider manage set-password -c provider.yaml alice --password-stdin")]
     SetPassword {
@@ -378,7 +379,7 @@ impl Manage<'_> {
                     ));
                 };
                 let mut repo = state.storage.begin().await?;
-                accounts::set_password(&mut repo, &user, &hashed).await?;
+                accounts::reset_password(&mut repo, &user, &hashed).await?;
                 repo.commit().await?;
                 println!("password-set\t{}", user.username);
                 Ok(ExitCode::SUCCESS)

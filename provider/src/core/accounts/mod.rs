@@ -269,6 +269,25 @@ pub async fn set_password(
     Ok(())
 }
 
+/// An operator sets a user's password (admin API, `provider manage set-password`): the new one
+/// is in force at once, recovery links mailed before it stop working, and every browser
+/// session of the user ends (issue 14, finding 10: whoever signed in with the old password is
+/// signed out of the provider's pages; no session is the operator's to keep). Matrix devices
+/// stay, as after a change on the account page; the operator ends them with
+/// [`end_all_sessions`] when the password was compromised. Returns how many browser sessions
+/// ended.
+pub async fn reset_password(
+    repo: &mut BoxRepository,
+    user: &User,
+    password: &HashedPassword,
+) -> Result<u64, StorageError> {
+    set_password(repo, user, password).await?;
+    repo.recovery_tickets()
+        .consume_all_for_user(user.id)
+        .await?;
+    repo.browser_sessions().finish_all_for_user(user.id).await
+}
+
 /// Locks an account (or unlocks it, `locked: false`). A lock keeps the sessions, as MAS does:
 /// while it lasts the user can't sign in and every token of theirs is inactive (introspection
 /// and userinfo don't find tokens of locked users), and the homeserver is told (`locked`, so it

@@ -255,7 +255,7 @@ pub struct SetPassword {
     pub skip_password_check: bool,
 }
 
-/// Set a user's password. Their sessions stay (end them with `end-sessions`).
+/// Set a user's password. Their browser sessions end; Matrix devices stay (see `end-sessions`).
 #[utoipa::path(
     post, path = "/users/{id}/set-password", tag = "users", operation_id = "setUserPassword",
     params(("id" = String, Path, description = "The user's ID (ULID)")),
@@ -275,9 +275,9 @@ pub async fn set_password(
     let user = find_user(&mut state.storage.reader().await?, &id).await?;
     let hashed = accounts::hash_password(&state, &body.password, !body.skip_password_check).await?;
     let mut repo = state.storage.begin().await?;
-    accounts::set_password(&mut repo, &user, &hashed).await?;
+    let signed_out = accounts::reset_password(&mut repo, &user, &hashed).await?;
     repo.commit().await?;
-    tracing::info!(actor = %admin.actor, user = %user.username, "admin: password set");
+    tracing::info!(actor = %admin.actor, user = %user.username, signed_out, "admin: password set");
     Ok(StatusCode::NO_CONTENT)
 }
 
