@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(Value::Object(again.to_json()), stored);
     let registered = RegisteredMetadata::from_json(&stored);
     for grant in &metadata.grant_types {
-        assert!(registered.allows_grant(grant), "{grant} in {stored}");
+        assert!(registered.allows_grant(*grant), "{grant} in {stored}");
     }
     // The stored JSON survives a text round trip (the database column).
     let text = serde_json::to_string(&stored).expect("serialises");
