@@ -10,16 +10,21 @@
 //! database's settings are not touched (`synchronous_commit` stays on) and no request is answered
 //! before its commit.
 //!
-//! A batch that fails is written again one item per transaction, so each request gets its own
-//! outcome (a client deleted meanwhile fails only its own request); when the database is down
-//! every request of the batch gets the error. Nothing is dropped silently: a request whose
+//! A batch that fails on one item's row (a constraint: a token hash taken, a client deleted
+//! meanwhile) is written again one item per transaction, so each request gets its own outcome.
+//! A batch that fails otherwise (the pool, the connection, a timeout: the database is down)
+//! fails every request of the batch at once with that error: retrying each item alone would
+//! only wait the pool's acquire timeout once per item. Nothing is dropped silently: a request whose
 //! writer went away gets [`sqlx::Error::WorkerCrashed`]; a request sent while no writer can run
 //! is written directly.
 //!
 //! The writers hold no reference to the queue, so they stop when the last [`Storage`] handle is
 //! dropped; they hold a pooled connection only while writing.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -36,6 +41,7 @@ const WRITERS: usize = 2;
 const QUEUE: usize = 1024;
 
 type Written = Result<(OAuth2Session, AccessToken), StorageError>;
+type Rows = Vec<(OAuth2Session, AccessToken)>;
 
 struct Job {
     item: NewSessionToken,
@@ -76,28 +82,42 @@ impl Storage {
             hot: self.hot.clone(),
         };
         for _ in 0..WRITERS {
-            tokio::spawn(run(storage.clone(), receiver.clone()));
+            let storage = storage.clone();
+            let write = move |items: Vec<NewSessionToken>| {
+                let storage = storage.clone();
+                async move { write_all(&storage, &items).await }
+            };
+            tokio::spawn(run(receiver.clone(), write, MAX_BATCH));
         }
         sender
     }
 }
 
-/// One writer: gathers what is queued, writes it, answers; until the queue closes.
-async fn run(storage: Storage, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
+/// One writer: gathers what is queued (at most `max_batch` jobs), writes it with `write`,
+/// answers; until the queue closes.
+async fn run<W, F>(queue: Arc<Mutex<mpsc::Receiver<Job>>>, write: W, max_batch: usize)
+where
+    W: Fn(Vec<NewSessionToken>) -> F,
+    F: Future<Output = Result<Rows, StorageError>>,
+{
+    let mut jobs = Vec::with_capacity(max_batch);
     loop {
         // The lock is held only while gathering, so the other writer gathers while this one
         // writes.
-        if queue.lock().await.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+        if queue.lock().await.recv_many(&mut jobs, max_batch).await == 0 {
             return;
         }
-        write_batch(&storage, std::mem::take(&mut jobs)).await;
+        write_batch(std::mem::take(&mut jobs), &write).await;
     }
 }
 
-async fn write_batch(storage: &Storage, jobs: Vec<Job>) {
+async fn write_batch<W, F>(jobs: Vec<Job>, write: &W)
+where
+    W: Fn(Vec<NewSessionToken>) -> F,
+    F: Future<Output = Result<Rows, StorageError>>,
+{
     let items: Vec<NewSessionToken> = jobs.iter().map(|j| j.item.clone()).collect();
-    match write_all(storage, &items).await {
+    match write(items).await {
         Ok(rows) => {
             for (job, row) in jobs.into_iter().zip(rows) {
                 // A request that went away meanwhile has its token written and never told:
@@ -105,16 +125,66 @@ async fn write_batch(storage: &Storage, jobs: Vec<Job>) {
                 let _ = job.reply.send(Ok(row));
             }
         }
-        Err(error) if jobs.len() == 1 => {
-            if let Some(job) = jobs.into_iter().next() {
-                let _ = job.reply.send(Err(error));
-            }
-        }
-        Err(_) => {
+        // One row broke a constraint: each item alone, so only its own request fails.
+        Err(error) if jobs.len() > 1 && is_per_item(&error) => {
             for job in jobs {
-                let _ = job.reply.send(write_one(storage, job.item).await);
+                let written = write(vec![job.item]).await.and_then(|mut rows| {
+                    rows.pop().ok_or(StorageError::NotFound("written session"))
+                });
+                let _ = job.reply.send(written);
             }
         }
+        // The database itself failed: every request gets the error now.
+        Err(error) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(same_error(&error)));
+            }
+        }
+    }
+}
+
+/// Is this failure of a batch one of its items' own (a row breaking a constraint: a taken
+/// token hash, a client deleted meanwhile), so that writing each item alone gives the others
+/// their tokens? A failure of the pool, the connection or a timeout is not: it would only
+/// fail again, item after item.
+fn is_per_item(error: &StorageError) -> bool {
+    use sqlx::error::ErrorKind;
+    match error {
+        StorageError::Conflict(_) | StorageError::NotFound(_) | StorageError::Invalid(_) => true,
+        StorageError::Database(sqlx::Error::Database(e)) => matches!(
+            e.kind(),
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
+        ),
+        _ => false,
+    }
+}
+
+/// The error of a failed batch, for each of its requests (`sqlx::Error` can't be cloned): the
+/// same variant where it carries no more than a message, else the message as an I/O error.
+fn same_error(error: &StorageError) -> StorageError {
+    match error {
+        StorageError::Conflict(what) => StorageError::Conflict(what),
+        StorageError::NotFound(what) => StorageError::NotFound(what),
+        StorageError::Invalid(why) => StorageError::Invalid(why.clone()),
+        StorageError::Database(sqlx::Error::PoolTimedOut) => {
+            StorageError::Database(sqlx::Error::PoolTimedOut)
+        }
+        StorageError::Database(sqlx::Error::PoolClosed) => {
+            StorageError::Database(sqlx::Error::PoolClosed)
+        }
+        StorageError::Database(sqlx::Error::WorkerCrashed) => {
+            StorageError::Database(sqlx::Error::WorkerCrashed)
+        }
+        StorageError::Database(sqlx::Error::Io(e)) => StorageError::Database(sqlx::Error::Io(
+            std::io::Error::new(e.kind(), e.to_string()),
+        )),
+        StorageError::Database(e) => {
+            StorageError::Database(sqlx::Error::Io(std::io::Error::other(e.to_string())))
+        }
+        other => StorageError::Database(sqlx::Error::Io(std::io::Error::other(other.to_string()))),
     }
 }
 
@@ -135,4 +205,195 @@ async fn write_one(storage: &Storage, item: NewSessionToken) -> Written {
         .await?
         .pop()
         .ok_or(StorageError::NotFound("written session"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use chrono::{DateTime, Utc};
+    use ulid::Ulid;
+
+    use super::*;
+
+    fn item(n: u8) -> NewSessionToken {
+        NewSessionToken {
+            user_id: None,
+            client_id: Ulid::from_parts(1, 1),
+            scope: format!("scope-{n}"),
+            device_id: None,
+            token_hash: [n; 32],
+            expires_at: None,
+        }
+    }
+
+    /// The rows a database would return for `items`.
+    fn rows(items: &[NewSessionToken]) -> Rows {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        items
+            .iter()
+            .map(|item| {
+                let id = Ulid::from_parts(2, u128::from(item.token_hash[0]));
+                let session = OAuth2Session {
+                    id,
+                    user_id: None,
+                    client_id: item.client_id,
+                    browser_session_id: None,
+                    scope: item.scope.clone(),
+                    device_id: None,
+                    created_at: at,
+                    finished_at: None,
+                    last_active_at: None,
+                    user_agent: None,
+                };
+                let token = AccessToken {
+                    id,
+                    session_id: id,
+                    token_hash: item.token_hash,
+                    created_at: at,
+                    expires_at: None,
+                    revoked_at: None,
+                    first_used_at: None,
+                };
+                (session, token)
+            })
+            .collect()
+    }
+
+    /// Queues `items`, runs one writer over them with `write` and `max_batch` until the queue
+    /// is empty, and returns each request's answer, in order.
+    async fn written<W, F>(items: Vec<NewSessionToken>, write: W, max_batch: usize) -> Vec<Written>
+    where
+        W: Fn(Vec<NewSessionToken>) -> F,
+        F: Future<Output = Result<Rows, StorageError>>,
+    {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let mut answers = Vec::new();
+        for item in items {
+            let (reply, answer) = oneshot::channel();
+            sender.send(Job { item, reply }).await.unwrap();
+            answers.push(answer);
+        }
+        drop(sender);
+        run(Arc::new(Mutex::new(receiver)), write, max_batch).await;
+        let mut out = Vec::new();
+        for answer in answers {
+            out.push(answer.await.expect("every request is answered"));
+        }
+        out
+    }
+
+    /// The batches a fake database was given (their items' first hash byte).
+    type Calls = Arc<StdMutex<Vec<Vec<u8>>>>;
+
+    fn record(calls: &Calls, items: &[NewSessionToken]) {
+        calls
+            .lock()
+            .unwrap()
+            .push(items.iter().map(|i| i.token_hash[0]).collect());
+    }
+
+    #[tokio::test]
+    async fn requests_are_written_in_batches_of_at_most_max_batch() {
+        let calls = Calls::default();
+        let write = |items: Vec<NewSessionToken>| {
+            record(&calls, &items);
+            async move { Ok(rows(&items)) }
+        };
+        let answers = written((0..10).map(item).collect(), write, 4).await;
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
+        );
+        for (n, answer) in answers.into_iter().enumerate() {
+            let (session, token) = answer.unwrap();
+            assert_eq!(
+                session.scope,
+                format!("scope-{n}"),
+                "each request gets its own row"
+            );
+            assert_eq!(usize::from(token.token_hash[0]), n);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_constraint_error_fails_only_its_item() {
+        let calls = Calls::default();
+        // Item 3's hash is taken.
+        let write = |items: Vec<NewSessionToken>| {
+            record(&calls, &items);
+            let taken = items.iter().any(|i| i.token_hash[0] == 3);
+            async move {
+                if taken {
+                    Err(StorageError::Conflict("access token"))
+                } else {
+                    Ok(rows(&items))
+                }
+            }
+        };
+        let answers = written((0..5).map(item).collect(), write, MAX_BATCH).await;
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                vec![0, 1, 2, 3, 4],
+                vec![0],
+                vec![1],
+                vec![2],
+                vec![3],
+                vec![4]
+            ],
+            "the batch, then each item alone"
+        );
+        for (n, answer) in answers.into_iter().enumerate() {
+            if n == 3 {
+                assert!(
+                    matches!(answer, Err(StorageError::Conflict(_))),
+                    "{answer:?}"
+                );
+            } else {
+                assert_eq!(answer.unwrap().0.scope, format!("scope-{n}"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_fails_the_whole_batch_at_once() {
+        for failure in [
+            || sqlx::Error::PoolTimedOut,
+            || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            let calls = Calls::default();
+            let write = |items: Vec<NewSessionToken>| {
+                record(&calls, &items);
+                async move { Err(StorageError::Database(failure())) }
+            };
+            let answers = written((0..5).map(item).collect(), write, MAX_BATCH).await;
+            assert_eq!(
+                calls.lock().unwrap().len(),
+                1,
+                "no retry item by item: each would wait for the database again"
+            );
+            for answer in answers {
+                let error = answer.unwrap_err();
+                assert_eq!(
+                    error.to_string(),
+                    StorageError::Database(failure()).to_string()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn which_failures_are_an_items_own() {
+        assert!(is_per_item(&StorageError::Conflict("access token")));
+        assert!(!is_per_item(&StorageError::Database(
+            sqlx::Error::PoolTimedOut
+        )));
+        assert!(!is_per_item(&StorageError::Database(
+            sqlx::Error::PoolClosed
+        )));
+        assert!(!is_per_item(&StorageError::Database(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+        ))));
+    }
 }
