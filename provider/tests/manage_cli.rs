@@ -376,6 +376,91 @@ async fn locks_sessions_and_tokens(db: TestDb) {
     assert!(user(&db, "erin").await.is_none());
 }
 
+/// issue-compatibility-token for a device an OAuth 2.0 session holds: a device is one session
+/// (client-server API §"Login"), so the OAuth 2.0 session ends, its token inactive at once,
+/// and the device stays on the homeserver for the new compat session.
+async fn a_compat_token_takes_the_device_of_an_oauth_session(db: TestDb) {
+    let (dir, homeserver) = setup(&db).await;
+    let store = homeserver.store();
+    manage(&dir, &["register-user", "bob"], None)
+        .await
+        .expect_code(0, "register-user bob");
+    let bob = user(&db, "bob").await.unwrap();
+    let mut repo = db.storage.begin().await.unwrap();
+    let client = repo
+        .clients()
+        .add("oauth-app", false, None, "none", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let oauth = repo
+        .oauth2_sessions()
+        .add(provider::storage::NewOAuth2Session {
+            user_id: Some(bob.id),
+            client_id: client.id,
+            browser_session_id: None,
+            scope: "urn:matrix:client:api:* urn:matrix:client:device:SHAREDDEV",
+            device_id: Some("SHAREDDEV"),
+            user_agent: None,
+        })
+        .await
+        .unwrap();
+    let oauth_token = sha256("mat_the_oauth_token");
+    repo.access_tokens()
+        .add(oauth.id, &oauth_token, None)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+
+    let out = manage(
+        &dir,
+        &[
+            "issue-compatibility-token",
+            "bob",
+            "--device-id",
+            "SHAREDDEV",
+        ],
+        None,
+    )
+    .await;
+    out.expect_code(
+        0,
+        "issue-compatibility-token for an OAuth 2.0 session's device",
+    );
+    let token = out.stdout.strip_suffix('\n').expect("one line");
+
+    let mut repo = db.storage.reader().await.unwrap();
+    let now = db.clock.now();
+    let ended = repo
+        .oauth2_sessions()
+        .lookup(oauth.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.finished_at.is_some(), "the OAuth 2.0 session ended");
+    assert!(
+        repo.access_tokens()
+            .find_active_by_hash(&oauth_token, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "its token is inactive"
+    );
+    let (_, session) = repo
+        .compat_tokens()
+        .find_active_access_by_hash_with_session(&sha256(token), now)
+        .await
+        .unwrap()
+        .expect("the compat token is active");
+    assert_eq!(session.device_id, "SHAREDDEV");
+    assert!(repo
+        .oauth2_sessions()
+        .list_active_by_device(bob.id, "SHAREDDEV")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.has_device("bob", "SHAREDDEV"), "the device stays");
+}
+
 /// issue-registration-token and provision-all-users.
 async fn registration_tokens_and_provisioning(db: TestDb) {
     let (dir, homeserver) = setup(&db).await;
@@ -489,6 +574,7 @@ async fn registration_tokens_and_provisioning(db: TestDb) {
 backend_tests!(
     accounts,
     locks_sessions_and_tokens,
+    a_compat_token_takes_the_device_of_an_oauth_session,
     registration_tokens_and_provisioning
 );
 

@@ -11,7 +11,10 @@ use ulid::Ulid;
 
 use crate::{
     config::BrowserSessionLifetimes,
-    core::matrix::provisioning::{self, AfterCommit, Task},
+    core::{
+        matrix::provisioning::{self, AfterCommit, Task},
+        Core,
+    },
     storage::{BoxRepository, BrowserSession, CompatSession, StorageError},
 };
 
@@ -182,6 +185,48 @@ pub async fn claim_device(
         jobs.push(end_compat_session(repo, &holder, now).await?);
     }
     Ok(jobs)
+}
+
+/// Starts a compat (legacy login) session for a user's device, in the caller's transaction:
+/// a password or SSO login (`http::compat`), or a token an operator issues
+/// (`accounts::issue_compat_token`). A device has one session at a time (client-server API
+/// §"Login": logging in with a known `device_id` replaces the device's access token): the
+/// user's live session holding the device ID, compat or OAuth 2.0, ends first
+/// ([`claim_device`]); the device stays for the new session. The session acts as Synapse
+/// administrator when `synapse_admin`. Run the returned jobs after the commit.
+pub async fn start_compat_session(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+    device_id: &str,
+    display_name: Option<&str>,
+    synapse_admin: bool,
+    user_agent: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(CompatSession, AfterCommit), StorageError> {
+    let jobs = claim_device(repo, user_id, device_id, None, now).await?;
+    let session = repo
+        .compat_sessions()
+        .add(user_id, device_id, display_name, synapse_admin, user_agent)
+        .await?;
+    Ok((session, jobs))
+}
+
+/// The one rule for a device a compat login upserted on the homeserver (before its
+/// transaction, which holds no connection across that call) when the login then stored no
+/// session for it (the database failed, or another request completed the same SSO login
+/// first): its deletion is queued and run at once, so no device is left that no session
+/// holds. Safe whatever the device ID: the deletion task keeps a device a live session holds
+/// (a client logging in again with its own device ID, a login that lost a race to another).
+/// Best effort: when even this can't be written (the database is down), the next device
+/// sync of the user (`sync_devices`) removes the device.
+pub async fn abandon_device(core: &Core, user_id: Ulid, device_id: &str) {
+    let task = Task::DeleteDevice {
+        user_id,
+        device_id: device_id.to_owned(),
+    };
+    if let Err(e) = provisioning::run_task_now(core, &task).await {
+        tracing::warn!(error = %e, device_id, "can't queue the deletion of a device no session holds");
+    }
 }
 
 /// What a consumed refresh token, presented again, may still get (refresh rotation).

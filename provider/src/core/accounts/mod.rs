@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use ulid::Ulid;
 
-use crate::core::{sessions::end_compat_session, Core};
+use crate::core::{
+    sessions::{self, end_compat_session},
+    Core,
+};
 use crate::{
     config::AccountConfig,
     domain::account_management::{Action, ACTIONS},
@@ -422,10 +425,12 @@ pub struct IssuedCompatToken {
 }
 
 /// Issues a legacy (compat) access token for a user's device, like MAS's
-/// `issue-compatibility-token`: a new compat session for the device (an active session of the
-/// same device ends first, its device staying), with an access token that never expires (as a
-/// legacy login without refresh, SPEC-NOTES.md), acting as Synapse administrator when
-/// `synapse_admin`. The device is created on the homeserver by a device sync in the job queue.
+/// `issue-compatibility-token`: a new compat session for the device, started as every compat
+/// login starts one ([`sessions::start_compat_session`]: the user's live session holding the
+/// device, compat or OAuth 2.0, ends first, its device staying), with an access token that
+/// never expires (as a legacy login without refresh, SPEC-NOTES.md), acting as Synapse
+/// administrator when `synapse_admin`. The device is created on the homeserver by a device sync
+/// in the job queue. Run the returned jobs after the commit.
 pub async fn issue_compat_token(
     repo: &mut BoxRepository,
     user: &User,
@@ -434,25 +439,13 @@ pub async fn issue_compat_token(
     now: DateTime<Utc>,
     rng: &mut impl RngCore,
 ) -> Result<(IssuedCompatToken, AfterCommit), StorageError> {
-    if let Some(previous) = repo
-        .compat_sessions()
-        .find_active_by_device(user.id, device_id)
-        .await?
-    {
-        repo.compat_sessions().finish(previous.id).await?;
-        repo.compat_tokens()
-            .revoke_all_for_session(previous.id)
+    let (session, mut jobs) =
+        sessions::start_compat_session(repo, user.id, device_id, None, synapse_admin, None, now)
             .await?;
-    }
-    let session = repo
-        .compat_sessions()
-        .add(user.id, device_id, None, synapse_admin, None)
-        .await?;
     let access_token = TokenKind::CompatAccessToken.generate(rng);
     repo.compat_tokens()
         .add_access(session.id, &sha256(&access_token), None)
         .await?;
-    let mut jobs = AfterCommit::default();
     let task = Task::SyncDevices { user_id: user.id };
     jobs.push(provisioning::enqueue(repo, &task, now).await?);
     Ok((

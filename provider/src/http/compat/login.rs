@@ -24,9 +24,9 @@ use serde_json::{json, Value};
 
 use super::{
     display_name, error::from_value, is_valid_device_id, issue_tokens, json_no_store,
-    matrix_user_id, start_session, IssuedTokens, MatrixError,
+    matrix_user_id, IssuedTokens, MatrixError,
 };
-use crate::core::sessions::end_compat_session;
+use crate::core::sessions::{abandon_device, end_compat_session, start_compat_session};
 use crate::http::kit;
 use crate::{
     core::{
@@ -353,28 +353,46 @@ async fn password_login(
     // The device must exist on the homeserver before the client uses the token. Made first,
     // with no transaction open or connection held (no transaction across a call to another
     // server: a paused homeserver must not hold up the database); if it can't be made,
-    // nothing was logged in. (Upserting is idempotent: a login that fails after it leaves a
-    // device no session holds, which `sync_devices` removes.)
+    // nothing was logged in. A login that fails after it gives the device up
+    // ([`abandon_device`], the one rule of every compat login).
     ensure_device(state, user, &device_id, display_name).await?;
-    let mut repo = state.storage.begin().await?;
-    matched.store_upgrade(&mut repo).await?;
-    // Password logins never act as Synapse administrators, whatever `can_request_admin` says:
-    // administration is asked for explicitly (`urn:synapse:admin:*`, through OAuth 2.0).
-    let (session, claimed) = start_session(
-        &mut repo,
-        user.id,
-        &device_id,
-        display_name,
-        user_agent,
-        now,
-    )
-    .await?;
-    let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
-    repo.commit().await?;
+    let started = async {
+        let mut repo = state.storage.begin().await?;
+        matched.store_upgrade(&mut repo).await?;
+        // Password logins never act as Synapse administrators, whatever `can_request_admin`
+        // says: administration is asked for explicitly (`urn:synapse:admin:*`, through OAuth
+        // 2.0).
+        let (session, claimed) = start_compat_session(
+            &mut repo,
+            user.id,
+            &device_id,
+            display_name,
+            false,
+            user_agent,
+            now,
+        )
+        .await?;
+        let tokens =
+            issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
+        repo.commit().await?;
+        Ok::<_, StorageError>((tokens, claimed))
+    }
+    .await;
+    let (tokens, claimed) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            abandon_device(state, user.id, &device_id).await;
+            return Err(e.into());
+        }
+    };
     // The device deletions of the sessions it replaced, before the client gets its token.
     claimed.run(state).await;
     Ok(LoginResponse::new(state, user, device_id, tokens))
 }
+
+/// The answer to a `loginToken` that logs nothing in (unknown, used, expired, or its session
+/// ended).
+const INVALID: MatrixError = MatrixError::Forbidden("Invalid login token");
 
 /// Is this shaped like a `loginToken` of ours? (Checked before any query.)
 fn is_login_token_shaped(token: &str) -> bool {
@@ -392,12 +410,9 @@ async fn token_login(
     device: DeviceRequest,
     user_agent: Option<&str>,
 ) -> Result<LoginResponse, MatrixError> {
-    const INVALID: MatrixError = MatrixError::Forbidden("Invalid login token");
     if !is_login_token_shaped(token) {
         return Err(INVALID);
     }
-    let mut rng = state.storage.entropy().rng.rng();
-    let now = state.storage.entropy().clock.now();
     let display_name = device.display_name.as_deref();
 
     // What the token logs in, read on a connection given back before the homeserver call.
@@ -432,7 +447,35 @@ async fn token_login(
         display_name.or(session.human_name.as_deref())
     };
     ensure_device(state, &user, &device_id, name).await?;
+    let exchanged = exchange_login(
+        state, &login, &session, &user, &device_id, &device, user_agent,
+    )
+    .await;
+    match exchanged {
+        Ok(tokens) => Ok(LoginResponse::new(state, &user, device_id, tokens)),
+        Err(e) => {
+            // The one rule of every compat login: a device upserted for nothing is given up
+            // (kept when a live session holds it: the login's own, when it still lives).
+            abandon_device(state, user.id, &device_id).await;
+            Err(e)
+        }
+    }
+}
 
+/// The transaction of [`token_login`], once the homeserver has `device_id`: the login
+/// exchanged, the session logged in (the login's, or a new one for the device the client
+/// names), its tokens; then the homeserver jobs of the sessions it ended.
+async fn exchange_login(
+    state: &AppState,
+    login: &CompatSsoLogin,
+    session: &CompatSession,
+    user: &User,
+    device_id: &str,
+    device: &DeviceRequest,
+    user_agent: Option<&str>,
+) -> Result<IssuedTokens, MatrixError> {
+    let mut rng = state.storage.entropy().rng.rng();
+    let now = state.storage.entropy().clock.now();
     let mut repo = state.storage.begin().await?;
     // Single use, and only shortly after it was issued (compare-and-set in the database).
     let lifetime = Duration::minutes(LOGIN_TOKEN_LIFETIME_MINUTES);
@@ -454,15 +497,16 @@ async fn token_login(
     };
     let mut jobs = Vec::new();
     let mut claimed = AfterCommit::default();
-    let session = if replaced {
+    let session = if session.device_id != device_id {
         // The device made when the login was completed is not wanted: end it (and delete it on
         // the homeserver), and log in the requested one.
         jobs.push(end_compat_session(&mut repo, &session, now).await?);
-        let (session, replaced) = start_session(
+        let (session, replaced) = start_compat_session(
             &mut repo,
             user.id,
-            &device_id,
-            display_name,
+            device_id,
+            device.display_name.as_deref(),
+            false,
             user_agent,
             now,
         )
@@ -476,7 +520,7 @@ async fn token_login(
     repo.commit().await?;
     provisioning::run_now(state, &jobs).await;
     claimed.run(state).await;
-    Ok(LoginResponse::new(state, &user, session.device_id, tokens))
+    Ok(tokens)
 }
 
 /// The login of a `loginToken`, its live compat session and its user, if the token is one of

@@ -29,12 +29,11 @@ use tower_http::cors::{Any, CorsLayer};
 use ulid::Ulid;
 
 use crate::{
-    core::{matrix::provisioning::AfterCommit, sessions},
     crypto::sha256,
     domain::token::TokenKind,
     endpoints,
     http::AppState,
-    storage::{BoxRepository, CompatSession, StorageError},
+    storage::{BoxRepository, StorageError},
 };
 
 mod error;
@@ -150,27 +149,6 @@ pub fn is_valid_device_id(device_id: &str) -> bool {
 fn display_name(name: Option<String>) -> Option<String> {
     name.map(|n| n.chars().take(MAX_DISPLAY_NAME_CHARS).collect::<String>())
         .filter(|n| !n.trim().is_empty())
-}
-
-/// Starts a compat session for a user's device, in the caller's transaction. A device has one
-/// session at a time (client-server API §"Login": logging in with a known `device_id` replaces
-/// the device's access token): the user's live session holding the device ID, compat or OAuth
-/// 2.0, ends first ([`sessions::claim_device`]); the device stays for the new session. Run the
-/// returned jobs after the commit.
-async fn start_session(
-    repo: &mut BoxRepository,
-    user_id: Ulid,
-    device_id: &str,
-    display_name: Option<&str>,
-    user_agent: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<(CompatSession, AfterCommit), StorageError> {
-    let jobs = sessions::claim_device(repo, user_id, device_id, None, now).await?;
-    let session = repo
-        .compat_sessions()
-        .add(user_id, device_id, display_name, false, user_agent)
-        .await?;
-    Ok((session, jobs))
 }
 
 /// Tokens just issued for a session.

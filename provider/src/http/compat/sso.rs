@@ -42,13 +42,16 @@ use serde::Deserialize;
 use ulid::Ulid;
 use url::Url;
 
-use super::{generate_device_id, login::LOGIN_TOKEN_LEN, start_session, MatrixError};
+use super::{generate_device_id, login::LOGIN_TOKEN_LEN, MatrixError};
 use crate::http::kit::{
     self,
     continuation::{self, AfterSignIn},
 };
 use crate::{
-    core::matrix::provisioning::{self, ensure_device, EnsureDeviceError, Task},
+    core::{
+        matrix::provisioning::{ensure_device, EnsureDeviceError},
+        sessions::{abandon_device, start_compat_session},
+    },
     crypto::sha256,
     domain::token::random_code,
     endpoints,
@@ -379,28 +382,41 @@ async fn fulfil(
     // it, nothing was stored and the user may try again.
     ensure_device(state, user, &device_id, None).await?;
 
+    let stored = store_login(state, &request, user, &device_id, user_agent).await;
+    if !matches!(stored, Ok(Some(_))) {
+        // Completed meanwhile by another request, or the database failed: nothing of this
+        // one is kept, and the device just made is given up (the one rule of every compat
+        // login, [`abandon_device`]).
+        abandon_device(state, user.id, &device_id).await;
+    }
+    match stored? {
+        Some(token) => Ok(Ok((target, token))),
+        None => Ok(Err(Closed::Completed)),
+    }
+}
+
+/// The transaction of [`fulfil`], once the homeserver has `device_id`: a compat session
+/// holding it, the request fulfilled (compare-and-set), the issued token's row fulfilled with
+/// the same session. The plain login token; `None` when another request completed the login
+/// first (then nothing was stored).
+async fn store_login(
+    state: &AppState,
+    request: &CompatSsoLogin,
+    user: &User,
+    device_id: &str,
+    user_agent: Option<&str>,
+) -> Result<Option<String>, StorageError> {
     let mut rng = state.storage.entropy().rng.rng();
     let mut repo = state.storage.begin().await?;
     let now = state.storage.entropy().clock.now();
     let (session, claimed) =
-        start_session(&mut repo, user.id, &device_id, None, user_agent, now).await?;
+        start_compat_session(&mut repo, user.id, device_id, None, false, user_agent, now).await?;
     if !repo
         .compat_sso_logins()
         .fulfill(request.id, session.id)
         .await?
     {
-        // Completed meanwhile by another request: nothing of this one is kept, and the device
-        // just made (a fresh ID no session holds) is deleted again.
-        drop(repo);
-        let mut repo = state.storage.begin().await?;
-        let task = Task::DeleteDevice {
-            user_id: user.id,
-            device_id,
-        };
-        let job = provisioning::enqueue(&mut repo, &task, now).await?;
-        repo.commit().await?;
-        provisioning::run_now(state, &[job]).await;
-        return Ok(Err(Closed::Completed));
+        return Ok(None);
     }
     let token = random_code(&mut rng, LOGIN_TOKEN_LEN);
     let issued = repo
@@ -412,7 +428,7 @@ async fn fulfil(
         .await?;
     repo.commit().await?;
     claimed.run(state).await;
-    Ok(Ok((target, token)))
+    Ok(Some(token))
 }
 
 #[cfg(test)]
