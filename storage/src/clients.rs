@@ -85,9 +85,11 @@ pub trait ClientRepository: Send {
     async fn delete(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// Deletes the dynamically registered clients created before `before` that never got a
-    /// session (no sign-in, no token ever issued to them), with (cascade) their abandoned
-    /// grants. Static clients are never deleted here. At most `limit` rows; returns how many
-    /// (housekeeping, see `provider::core::housekeeping`).
+    /// session (no sign-in, no token ever issued to them) and have no authorization grant or
+    /// device code left: a user may be signing in with the client right now, and the
+    /// housekeeping deletes abandoned grants and expired device codes on its own, after which
+    /// the client goes too. Static clients are never deleted here. At most `limit` rows;
+    /// returns how many (housekeeping, see `provider::core::housekeeping`).
     async fn delete_unused_dynamic(
         &mut self,
         before: DateTime<Utc>,
@@ -307,8 +309,13 @@ macro_rules! implementation {
                     self,
                     "oauth2_clients",
                     "id",
-                    "is_static = FALSE AND created_at < $1 AND NOT EXISTS \
-                     (SELECT 1 FROM oauth2_sessions s WHERE s.client_id = oauth2_clients.id)",
+                    "is_static = FALSE AND created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM oauth2_sessions s \
+                      WHERE s.client_id = oauth2_clients.id) \
+                     AND NOT EXISTS (SELECT 1 FROM oauth2_authorization_grants g \
+                      WHERE g.client_id = oauth2_clients.id) \
+                     AND NOT EXISTS (SELECT 1 FROM oauth2_device_code_grants d \
+                      WHERE d.client_id = oauth2_clients.id)",
                     Ts(before),
                     limit
                 )

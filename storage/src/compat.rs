@@ -299,10 +299,24 @@ pub trait CompatSsoLoginRepository: Send {
     /// [`StorageError::NotFound`] when there is no such login.
     async fn exchange(&mut self, id: Ulid, valid_for: Duration) -> Result<bool, StorageError>;
 
-    /// Deletes the logins created before `before` that were never exchanged: requests whose
-    /// page was abandoned, the request rows of completed logins (their token is never revealed)
-    /// and issued tokens nobody exchanged. Deletes at most `limit` rows and returns how many
+    /// The unfinished compat sessions that came out of logins created before `before` and never
+    /// logged in: no login of the session was exchanged (its `loginToken` never reached
+    /// `m.login.token`, so the session never got a token, but its device was upserted on the
+    /// homeserver) and none is younger than `before`. At most `limit`.
+    /// [`Self::delete_abandoned`] keeps their logins: the caller ends these sessions first
     /// (housekeeping, see `provider::core::housekeeping`).
+    async fn live_sessions_of_abandoned(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Ulid>, StorageError>;
+
+    /// Deletes the logins created before `before` that were never exchanged: requests whose
+    /// page was abandoned, the request rows of completed logins (their token is never revealed;
+    /// the session, in use through the issued token's row, doesn't refer to them) and issued
+    /// tokens nobody exchanged; but not the logins of an unfinished session none of whose
+    /// logins was exchanged ([`Self::live_sessions_of_abandoned`]). Deletes at most `limit`
+    /// rows and returns how many (housekeeping, see `provider::core::housekeeping`).
     async fn delete_abandoned(
         &mut self,
         before: DateTime<Utc>,
@@ -1050,6 +1064,27 @@ macro_rules! implementation {
                 compare_and_set!(self, done, "compat_sso_logins", id, "compat SSO login")
             }
 
+            async fn live_sessions_of_abandoned(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<Ulid>, StorageError> {
+                let ids: Vec<DbId> = sqlx::query_scalar(
+                    "SELECT DISTINCT s.id FROM compat_sso_logins l \
+                     JOIN compat_sessions s ON s.id = l.session_id \
+                     WHERE l.exchanged_at IS NULL AND l.created_at < $1 \
+                     AND s.finished_at IS NULL AND NOT EXISTS \
+                     (SELECT 1 FROM compat_sso_logins x WHERE x.session_id = s.id \
+                      AND (x.exchanged_at IS NOT NULL OR x.created_at >= $1)) \
+                     LIMIT $2",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(ids.into_iter().map(|id| id.0).collect())
+            }
+
             async fn delete_abandoned(
                 &mut self,
                 before: DateTime<Utc>,
@@ -1059,7 +1094,11 @@ macro_rules! implementation {
                     self,
                     "compat_sso_logins",
                     "id",
-                    "exchanged_at IS NULL AND created_at < $1",
+                    "exchanged_at IS NULL AND created_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM compat_sessions s \
+                      WHERE s.id = compat_sso_logins.session_id AND s.finished_at IS NULL \
+                      AND NOT EXISTS (SELECT 1 FROM compat_sso_logins x \
+                      WHERE x.session_id = s.id AND x.exchanged_at IS NOT NULL))",
                     Ts(before),
                     limit
                 )

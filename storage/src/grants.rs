@@ -226,11 +226,23 @@ pub trait AuthorizationGrantRepository: Send {
     /// fulfilled nor cancelled.
     async fn cancel(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
+    /// The unfinished OAuth 2.0 sessions of grants created before `before` whose code was never
+    /// exchanged (approved, or claimed by an exchange that never completed: the session holds
+    /// a device ID, perhaps upserted on the homeserver, and never got a token), at most
+    /// `limit`. [`Self::delete_abandoned`] keeps these grants: the caller ends their sessions
+    /// first (housekeeping, see `provider::core::housekeeping`).
+    async fn live_sessions_of_abandoned(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Ulid>, StorageError>;
+
     /// Deletes the grants created before `before` whose code was never exchanged: requests
-    /// abandoned on the way (sign-in, consent), refused, or whose code expired unused. Deletes
-    /// at most `limit` rows and returns how many (housekeeping, see
-    /// `provider::core::housekeeping`). Exchanged grants are kept: a replayed code is refused
-    /// by them, and it revokes what they issued (RFC 6749 §4.1.2).
+    /// abandoned on the way (sign-in, consent), refused, or whose code expired unused; but not
+    /// one whose session is unfinished ([`Self::live_sessions_of_abandoned`]: the grant is the
+    /// session's only trace of how it began). Deletes at most `limit` rows and returns how many
+    /// (housekeeping, see `provider::core::housekeeping`). Exchanged grants are kept: a
+    /// replayed code is refused by them, and it revokes what they issued (RFC 6749 §4.1.2).
     async fn delete_abandoned(
         &mut self,
         before: DateTime<Utc>,
@@ -699,6 +711,24 @@ macro_rules! implementation {
                 )
             }
 
+            async fn live_sessions_of_abandoned(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<Ulid>, StorageError> {
+                let ids: Vec<DbId> = sqlx::query_scalar(
+                    "SELECT s.id FROM oauth2_authorization_grants g \
+                     JOIN oauth2_sessions s ON s.id = g.session_id \
+                     WHERE g.exchanged_at IS NULL AND g.created_at < $1 \
+                     AND s.finished_at IS NULL LIMIT $2",
+                )
+                .bind(Ts(before))
+                .bind(i64::from(limit))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(ids.into_iter().map(|id| id.0).collect())
+            }
+
             async fn delete_abandoned(
                 &mut self,
                 before: DateTime<Utc>,
@@ -708,7 +738,10 @@ macro_rules! implementation {
                     self,
                     "oauth2_authorization_grants",
                     "id",
-                    "exchanged_at IS NULL AND created_at < $1",
+                    "exchanged_at IS NULL AND created_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM oauth2_sessions s \
+                      WHERE s.id = oauth2_authorization_grants.session_id \
+                      AND s.finished_at IS NULL)",
                     Ts(before),
                     limit
                 )

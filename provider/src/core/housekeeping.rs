@@ -15,7 +15,19 @@
 //!   is valid for 10 minutes, the login token for less);
 //! - dynamically registered clients that never got a session, [`UNUSED_CLIENT_AGE`] after
 //!   they registered (a client registers just before its first sign-in; one that comes back
-//!   later registers again, as MSC2966 clients do for an unknown `client_id`).
+//!   later registers again, as MSC2966 clients do for an unknown `client_id`), once no grant
+//!   or device code of theirs is left (someone may be signing in with it right now).
+//!
+//! An abandoned grant or SSO login may have started a session that never got a token: the
+//! user approved but the code was never exchanged, or an exchange claimed it, upserted the
+//! device on the homeserver and died before completing; a legacy SSO login was completed (its
+//! device upserted) but its `loginToken` never exchanged. Such a session can't get a token
+//! any more (the code, the login token, are long expired), yet it is live and holds a device
+//! ID, so the homeserver would keep its device. Those sessions are ended first, through the
+//! one function that ends a session ([`sessions::end_oauth2_session`],
+//! [`sessions::end_compat_session`]), which queues the device's deletion for the job worker;
+//! the rows go after them (storage keeps the rows of a live session, so a row is never deleted
+//! under a session that still lives).
 //!
 //! The work of a run is bounded: each table gets at most [`BATCHES_PER_RUN`] deletes of
 //! [`BATCH`] rows, each in its own short transaction, so a backlog is worked off over a few runs
@@ -26,7 +38,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::storage::{BoxRepository, Storage, StorageError};
+use crate::{
+    core::sessions,
+    storage::{BoxRepository, Storage, StorageError},
+};
 
 /// How many rows one delete removes at most.
 pub const BATCH: u32 = 1000;
@@ -133,13 +148,35 @@ impl Table {
                     .await
             }
             Table::AuthorizationGrants => {
+                let before = now - GRACE;
+                let live = repo
+                    .authorization_grants()
+                    .live_sessions_of_abandoned(before, BATCH)
+                    .await?;
+                for session_id in live {
+                    tracing::info!(session = %session_id, "housekeeping: a session whose code was never exchanged ends");
+                    // The device's deletion is queued: the job worker runs it.
+                    let _queued = sessions::end_oauth2_session(repo, session_id, now).await?;
+                }
                 repo.authorization_grants()
-                    .delete_abandoned(now - GRACE, BATCH)
+                    .delete_abandoned(before, BATCH)
                     .await
             }
             Table::CompatSsoLogins => {
+                let before = now - GRACE;
+                let live = repo
+                    .compat_sso_logins()
+                    .live_sessions_of_abandoned(before, BATCH)
+                    .await?;
+                for session_id in live {
+                    if let Some(session) = repo.compat_sessions().lookup(session_id).await? {
+                        tracing::info!(session = %session_id, "housekeeping: a legacy SSO session whose login token was never exchanged ends");
+                        // The device's deletion is queued: the job worker runs it.
+                        sessions::end_compat_session(repo, &session, now).await?;
+                    }
+                }
                 repo.compat_sso_logins()
-                    .delete_abandoned(now - GRACE, BATCH)
+                    .delete_abandoned(before, BATCH)
                     .await
             }
             Table::UnusedClients => {

@@ -11,13 +11,16 @@ use provider::{
         housekeeping::{self, Deleted},
         rate_limit::Quota,
     },
-    storage::{BoxRepository, NewDeviceCodeGrant, NewPendingRegistration, User},
+    storage::{
+        BoxRepository, NewAuthorizationGrant, NewDeviceCodeGrant, NewOAuth2Session,
+        NewPendingRegistration, User,
+    },
     test_harness::TestDb,
 };
 use serde_json::json;
 use ulid::Ulid;
 
-use crate::fixtures::{hash, user_and_client};
+use crate::fixtures::{browser_session, hash, user_and_client};
 
 /// A pending registration for `username`, its code valid until `expires_at`.
 async fn pending(
@@ -448,6 +451,253 @@ async fn run_once_cleans_every_table(db: TestDb) {
     );
 }
 
+/// An authorization request of `client`, pending.
+async fn authorization_grant(repo: &mut BoxRepository, client: Ulid) -> Ulid {
+    repo.authorization_grants()
+        .add(NewAuthorizationGrant {
+            client_id: client,
+            redirect_uri: "https://app.example.org/cb",
+            scope: "urn:matrix:client:api:*",
+            state: None,
+            nonce: None,
+            response_mode: "query",
+            code_challenge: None,
+            code_challenge_method: None,
+            max_age: None,
+            prompt: None,
+            login_hint: None,
+            code_hash: None,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+/// Review finding (housekeeping): a grant approved but never exchanged has a live session
+/// holding a device ID (its device perhaps upserted by an exchange that died half-way). The
+/// storage never deletes the grant under it; housekeeping ends the session (its device's
+/// deletion queued) and then deletes the grant. An exchanged grant and its session stay.
+async fn an_abandoned_grants_live_session_ends_before_it_goes(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, "alice").await;
+    let browser = browser_session(&mut repo, &user).await;
+    let mut sessions = Vec::new();
+    for (n, device) in [(1, "DEVICEONE"), (2, "DEVICETWO")] {
+        let grant = authorization_grant(&mut repo, client.id).await;
+        let scope = format!("urn:matrix:client:api:* urn:matrix:client:device:{device}");
+        let session = repo
+            .oauth2_sessions()
+            .add(NewOAuth2Session {
+                user_id: Some(user.id),
+                client_id: client.id,
+                browser_session_id: Some(browser),
+                scope: &scope,
+                device_id: Some(device),
+                user_agent: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        assert!(repo
+            .authorization_grants()
+            .fulfill(grant, browser, session, &hash(n))
+            .await
+            .unwrap());
+        sessions.push((grant, session));
+    }
+    let [(approved, ghost), (exchanged, used)] = sessions[..] else {
+        unreachable!()
+    };
+    // Claimed by an exchange that never completed (the device was upserted, then the
+    // replica died): still not exchanged.
+    assert!(repo
+        .authorization_grants()
+        .claim_exchange(approved, Ulid::from_parts(1, 1))
+        .await
+        .unwrap());
+    assert!(repo
+        .authorization_grants()
+        .exchange(exchanged)
+        .await
+        .unwrap());
+    let pending = authorization_grant(&mut repo, client.id).await;
+    repo.commit().await.unwrap();
+    db.clock.advance(housekeeping::GRACE + Duration::hours(1));
+
+    // The storage alone deletes only the request nobody approved.
+    let before = db.clock.now() - housekeeping::GRACE;
+    let mut repo = db.storage.begin().await.unwrap();
+    let grants = repo.authorization_grants();
+    assert_eq!(grants.delete_abandoned(before, 1000).await.unwrap(), 1);
+    assert!(grants.lookup(pending).await.unwrap().is_none());
+    assert!(
+        grants.lookup(approved).await.unwrap().is_some(),
+        "kept while its session lives"
+    );
+    repo.commit().await.unwrap();
+
+    let jobs_before = db
+        .storage
+        .reader()
+        .await
+        .unwrap()
+        .jobs()
+        .count_pending(None)
+        .await
+        .unwrap();
+    let deleted = housekeeping::run_once(&db.storage).await.unwrap();
+    assert_eq!(deleted.abandoned_authorization_grants, 1);
+    let mut repo = db.storage.reader().await.unwrap();
+    assert!(repo
+        .authorization_grants()
+        .lookup(approved)
+        .await
+        .unwrap()
+        .is_none());
+    let ended = repo.oauth2_sessions().lookup(ghost).await.unwrap().unwrap();
+    assert!(
+        ended.finished_at.is_some(),
+        "the session of the abandoned grant ended"
+    );
+    assert_eq!(
+        repo.jobs().count_pending(None).await.unwrap(),
+        jobs_before + 1,
+        "its device's deletion is queued"
+    );
+    assert!(repo
+        .authorization_grants()
+        .lookup(exchanged)
+        .await
+        .unwrap()
+        .is_some());
+    let used = repo.oauth2_sessions().lookup(used).await.unwrap().unwrap();
+    assert!(
+        used.finished_at.is_none(),
+        "an exchanged grant's session lives on"
+    );
+}
+
+/// Review finding (housekeeping): a legacy SSO login completed (its session started, its
+/// device upserted) whose `loginToken` was never exchanged leaves a live session that can't
+/// log in any more: housekeeping ends it, then deletes its logins. A session whose token was
+/// exchanged lives on (its request row, which nothing refers to, goes).
+async fn an_abandoned_sso_logins_live_session_ends_before_it_goes(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo.users().add("alice").await.unwrap();
+    let mut sessions = Vec::new();
+    for (n, device) in [(10, "SSODEVONE"), (20, "SSODEVTWO")] {
+        let session = repo
+            .compat_sessions()
+            .add(alice.id, device, None, false, None)
+            .await
+            .unwrap();
+        let request = repo
+            .compat_sso_logins()
+            .add("https://app.example/sso", &hash(n))
+            .await
+            .unwrap();
+        let issued = repo
+            .compat_sso_logins()
+            .add("https://app.example/sso", &hash(n + 1))
+            .await
+            .unwrap();
+        for login in [request.id, issued.id] {
+            assert!(repo
+                .compat_sso_logins()
+                .fulfill(login, session.id)
+                .await
+                .unwrap());
+        }
+        sessions.push((session.id, request.id, issued.id));
+    }
+    let [(ghost, ghost_request, ghost_issued), (used, used_request, used_issued)] = sessions[..]
+    else {
+        unreachable!()
+    };
+    assert!(repo
+        .compat_sso_logins()
+        .exchange(used_issued, Duration::minutes(2))
+        .await
+        .unwrap());
+    repo.commit().await.unwrap();
+    db.clock.advance(housekeeping::GRACE + Duration::hours(1));
+
+    // The storage alone keeps the logins of the session that never logged in.
+    let before = db.clock.now() - housekeeping::GRACE;
+    let mut repo = db.storage.begin().await.unwrap();
+    let logins = repo.compat_sso_logins();
+    assert_eq!(logins.delete_abandoned(before, 1000).await.unwrap(), 1);
+    assert!(logins.lookup(used_request).await.unwrap().is_none());
+    assert!(logins.lookup(ghost_request).await.unwrap().is_some());
+    repo.commit().await.unwrap();
+
+    let deleted = housekeeping::run_once(&db.storage).await.unwrap();
+    assert_eq!(deleted.abandoned_compat_sso_logins, 2);
+    let mut repo = db.storage.reader().await.unwrap();
+    for login in [ghost_request, ghost_issued] {
+        assert!(repo
+            .compat_sso_logins()
+            .lookup(login)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    let ended = repo.compat_sessions().lookup(ghost).await.unwrap().unwrap();
+    assert!(!ended.is_active(), "the session that never logged in ended");
+    assert!(repo
+        .compat_sessions()
+        .lookup(used)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active());
+    assert!(repo
+        .compat_sso_logins()
+        .lookup(used_issued)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        repo.jobs().count_pending(None).await.unwrap() >= 1,
+        "its device's deletion is queued"
+    );
+}
+
+/// Review finding (housekeeping): a dynamic client older than
+/// [`housekeeping::UNUSED_CLIENT_AGE`] that never got a session is deleted, but not while a
+/// user is signing in with it (an authorization request or a device code of it is left).
+async fn a_client_someone_signs_in_with_stays(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (_, authorizing) = user_and_client(&mut repo, "alice").await;
+    let (_, polling) = user_and_client(&mut repo, "bob").await;
+    let (_, unused) = user_and_client(&mut repo, "carol").await;
+    repo.commit().await.unwrap();
+    db.clock
+        .advance(housekeeping::UNUSED_CLIENT_AGE + Duration::hours(1));
+    let mut repo = db.storage.begin().await.unwrap();
+    authorization_grant(&mut repo, authorizing.id).await;
+    device_grant(
+        &mut repo,
+        polling.id,
+        2,
+        db.clock.now() + Duration::minutes(10),
+    )
+    .await;
+    repo.commit().await.unwrap();
+
+    let deleted = housekeeping::run_once(&db.storage).await.unwrap();
+    assert_eq!(deleted.unused_clients, 1);
+    let mut repo = db.storage.reader().await.unwrap();
+    assert!(repo.clients().lookup(unused.id).await.unwrap().is_none());
+    assert!(repo
+        .clients()
+        .lookup(authorizing.id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(repo.clients().lookup(polling.id).await.unwrap().is_some());
+}
+
 backend_tests!(
     expired_verification_codes_go,
     expired_recovery_tickets_go,
@@ -456,4 +706,7 @@ backend_tests!(
     expired_device_code_grants_go,
     old_upstream_sessions_go,
     run_once_cleans_every_table,
+    an_abandoned_grants_live_session_ends_before_it_goes,
+    an_abandoned_sso_logins_live_session_ends_before_it_goes,
+    a_client_someone_signs_in_with_stays,
 );
