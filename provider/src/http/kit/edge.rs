@@ -63,7 +63,7 @@ pub struct Route {
     pub door: Door,
     /// The largest body read.
     pub max_body: usize,
-    /// A per-IP limit spent by each request with this method.
+    /// A per-IP limit spent by each request with this method ([`Route::spends`]).
     pub rate_limit: Option<(Method, Limit)>,
     /// Whether [`FIELD_BOUNDS`] apply to its query and form parameters (not to an upstream
     /// provider's callback, whose values are the upstream's).
@@ -89,6 +89,19 @@ impl Route {
             rate_limit: Some((method, limit)),
             ..self
         }
+    }
+
+    /// The limit a request with `method` spends, if any. `HEAD` is `GET` without the body
+    /// (RFC 9110 §9.3.2: the server SHOULD answer it as it would `GET`, and the router runs the
+    /// `GET` handler for it), so a limit on `GET` is spent by `HEAD` too.
+    pub fn spends(&self, method: &Method) -> Option<Limit> {
+        let (limited, limit) = self.rate_limit.as_ref()?;
+        let as_get = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        (limited == as_get).then_some(*limit)
     }
 
     pub fn unbounded(self) -> Self {
@@ -581,18 +594,16 @@ pub async fn check(
         }
     }
 
-    if let Some((method, limit)) = &route.rate_limit {
-        if parts.method == *method {
-            match state.limiter.check_ip(*limit, client_ip).await {
-                Ok(()) => {}
-                Err(RateLimitError::Limited { retry_after }) => {
-                    return refuse(Refusal::Limited { retry_after })
-                }
-                Err(RateLimitError::Storage(e)) => {
-                    // The limiter's database is the request's too: the handler will fail the
-                    // same way and say so in its own words.
-                    tracing::warn!(error = %e, limit = limit.name(), "edge: can't check the rate limit");
-                }
+    if let Some(limit) = route.spends(&parts.method) {
+        match state.limiter.check_ip(limit, client_ip).await {
+            Ok(()) => {}
+            Err(RateLimitError::Limited { retry_after }) => {
+                return refuse(Refusal::Limited { retry_after })
+            }
+            Err(RateLimitError::Storage(e)) => {
+                // The limiter's database is the request's too: the handler will fail the
+                // same way and say so in its own words.
+                tracing::warn!(error = %e, limit = limit.name(), "edge: can't check the rate limit");
             }
         }
     }
