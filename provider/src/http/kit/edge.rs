@@ -8,7 +8,10 @@
 //!    (names and values) and every string and key of a JSON body: no protocol value may hold
 //!    one (RFC 6749 Appendix A: OAuth parameters are printable VSCHAR/NQCHAR/NQSCHAR; Matrix
 //!    identifiers and display names are printable), and PostgreSQL refuses a NUL in text
-//!    (it answered 500 before this check). 400 in the door's shape.
+//!    (it answered 500 before this check). 400 in the door's shape. Passwords
+//!    ([`is_password`]) are no protocol value and never stored as text: the edge bounds only
+//!    their size. Which characters a new password may hold is the password policy's to say
+//!    ([`crate::core::passwords::PasswordPolicy`]), and an imported password must still sign in.
 //! 3. **Field bounds** ([`FIELD_BOUNDS`], [`REGISTRATION_BOUNDS`], [`MATRIX_BOUNDS`]): every
 //!    value that may be stored from an unauthenticated request has a longest length, so nobody
 //!    grows the database by sending megabytes of `scope` or `state`. 400 with the door's error
@@ -373,10 +376,20 @@ fn parameter_bound(name: &str) -> Bound {
         })
 }
 
-/// Checks query or form parameters: no control characters, and (when `bounded`) every value
-/// within its [`FIELD_BOUNDS`].
+/// Whether a parameter or JSON member holds a password (`password`, `new_password`,
+/// `password_confirm`, …): its value is not checked for control characters (see the module
+/// documentation), only bounded.
+pub fn is_password(name: &str) -> bool {
+    name.split('_').any(|word| word == "password")
+}
+
+/// Checks query or form parameters: no control characters (in names, and in values other than
+/// passwords), and (when `bounded`) every value within its [`FIELD_BOUNDS`].
 pub fn check_params(params: &Params, what: &str, bounded: bool) -> Result<(), Refusal> {
-    if let Some(name) = params.control_name() {
+    let control = params
+        .iter()
+        .find(|(name, value)| has_control(name) || (!is_password(name) && has_control(value)));
+    if let Some((name, _)) = control {
         return Err(Refusal::Control {
             place: format!("the {what} parameter `{name}`"),
         });
@@ -396,7 +409,8 @@ pub fn check_params(params: &Params, what: &str, bounded: bool) -> Result<(), Re
     Ok(())
 }
 
-/// Checks a JSON document: no control characters in any string or key; for the registration
+/// Checks a JSON document: no control characters in any key, or in any string but a password
+/// (held by a member [`is_password`] names); for the registration
 /// and Matrix doors, every string within its bound (by the name of the member holding it, or
 /// the array holding it; client metadata by its top-level member) and, for registration, the
 /// array and member counts.
@@ -404,7 +418,7 @@ pub fn check_json(value: &Value, door: Door) -> Result<(), Refusal> {
     fn walk(value: &Value, member: &str, door: Door, depth: usize) -> Result<(), Refusal> {
         match value {
             Value::String(s) => {
-                if has_control(s) {
+                if has_control(s) && !is_password(member) {
                     return Err(Refusal::Control {
                         place: format!("the JSON member `{member}`"),
                     });
@@ -650,6 +664,52 @@ mod tests {
             check_params(&Params::parse("state=a%00"), "query", false),
             Err(Refusal::Control { .. })
         ));
+    }
+
+    #[test]
+    fn passwords_are_only_bounded() {
+        for name in [
+            "password",
+            "new_password",
+            "new_password_confirm",
+            "password_confirm",
+        ] {
+            assert!(is_password(name), "{name}");
+            let form = format!("{name}=a%00%1b%7fb&username=alice");
+            assert_eq!(check_params(&Params::parse(&form), "form", true), Ok(()));
+            let long = format!("{name}={}", "p".repeat(OTHER_PARAMETER + 1));
+            assert!(matches!(
+                check_params(&Params::parse(&long), "form", true),
+                Err(Refusal::TooLong { .. })
+            ));
+            for door in [Door::Matrix, Door::Admin] {
+                assert_eq!(check_json(&json!({ name: "a\u{0}\tb" }), door), Ok(()));
+            }
+        }
+        for name in ["passwords", "username", "client_secret", "passwordless"] {
+            assert!(!is_password(name), "{name}");
+        }
+        // Controls anywhere else, and in a password member's name, are still refused.
+        assert!(check_params(&Params::parse("pass%00word=x"), "form", true).is_err());
+        assert!(check_params(&Params::parse("password=x&user=a%00"), "form", true).is_err());
+        let login = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "al\u{0}ice" },
+            "password": "x",
+        });
+        assert!(check_json(&login, Door::Matrix).is_err());
+    }
+
+    #[test]
+    fn head_spends_the_limit_of_get() {
+        let route = Route::new(Door::Browser, 1024).limited(Method::GET, Limit::Authorize);
+        assert_eq!(route.spends(&Method::GET), Some(Limit::Authorize));
+        assert_eq!(route.spends(&Method::HEAD), Some(Limit::Authorize));
+        assert_eq!(route.spends(&Method::POST), None);
+        assert_eq!(route.spends(&Method::OPTIONS), None);
+        let route = Route::new(Door::OAuth, 1024).limited(Method::POST, Limit::DeviceAuthorization);
+        assert_eq!(route.spends(&Method::HEAD), None);
+        assert_eq!(Route::new(Door::OAuth, 1024).spends(&Method::GET), None);
     }
 
     #[test]
