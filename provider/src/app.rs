@@ -12,6 +12,7 @@ use axum::{
     Json, Router,
 };
 use serde_json::json;
+use tower::{Layer as _, ServiceExt as _};
 use tower_http::{
     cors::{Any, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
@@ -97,27 +98,82 @@ async fn edge_checks(
     edge::check(&state, &client_ip, route, request, next).await
 }
 
-/// The whole router, with request IDs, a tracing span per request and CORS where browser
-/// clients call cross-origin: the public documents, and the API endpoints a client running in
-/// a page uses (token, revocation, userinfo, device authorization; registration sets its own).
-/// None of them reads cookies, so any origin may call them. The pages, and introspection (a
-/// server-to-server call), get no CORS.
+/// Who may call a path cross-origin, from a client running in a page (the Fetch standard's
+/// CORS protocol). None of these endpoints reads cookies, so any origin may call them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cors {
+    /// The public documents (discovery, JWKS): `GET`.
+    Documents,
+    /// The OAuth API a client in a page uses (token, revocation, userinfo, device
+    /// authorization) and the Matrix API (client-server API §"Web Browser Clients"): `GET` and
+    /// `POST`, with a bearer token and a body.
+    Api,
+    /// Dynamic client registration (RFC 7591 §3; Element Web registers cross-origin): `POST`
+    /// of JSON.
+    Registration,
+}
+
+impl Cors {
+    fn layer(self) -> CorsLayer {
+        let cors = CorsLayer::new()
+            .allow_origin(Any)
+            .max_age(Duration::from_secs(3600));
+        match self {
+            Self::Documents => cors.allow_methods([Method::GET]),
+            Self::Api => cors
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+            Self::Registration => cors
+                .allow_methods([Method::POST])
+                .allow_headers([header::CONTENT_TYPE, header::ACCEPT]),
+        }
+    }
+}
+
+/// The CORS of a path. The pages, `/authorize`, introspection (a server-to-server call) and
+/// the admin API get none.
+fn cors_of(path: &str) -> Option<Cors> {
+    if endpoints::MATRIX_CLIENT_PREFIXES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|r| r.starts_with('/'))
+    }) {
+        return Some(Cors::Api);
+    }
+    match path {
+        endpoints::OPENID_CONFIGURATION
+        | endpoints::OAUTH_AUTHORIZATION_SERVER
+        | endpoints::JWKS => Some(Cors::Documents),
+        endpoints::TOKEN
+        | endpoints::REVOCATION
+        | endpoints::USERINFO
+        | endpoints::DEVICE_AUTHORIZATION => Some(Cors::Api),
+        endpoints::REGISTRATION => Some(Cors::Registration),
+        _ => None,
+    }
+}
+
+/// CORS ([`cors_of`]), around the edge checks: a refusal of the edge (413, 400, 429) carries
+/// the CORS headers too, or a client in a page could read nothing of it but a network error.
+async fn cors(request: axum::extract::Request, next: Next) -> Response {
+    match cors_of(request.uri().path()) {
+        Some(cors) => match cors.layer().layer(next).oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => next.run(request).await,
+    }
+}
+
+/// The whole router, with request IDs, a tracing span per request, CORS where browser clients
+/// call cross-origin ([`cors_of`]) and the edge checks ([`kit::edge`]) inside it.
 pub fn router(state: AppState) -> Router {
-    let public_documents = Router::new()
+    Router::new()
         .route(endpoints::OPENID_CONFIGURATION, get(oauth2::discovery::get))
         .route(
             endpoints::OAUTH_AUTHORIZATION_SERVER,
             get(oauth2::discovery::get),
         )
         .route(endpoints::JWKS, get(oauth2::jwks::get))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET])
-                .max_age(Duration::from_secs(3600)),
-        );
-
-    let browser_api = Router::new()
         .route(endpoints::TOKEN, post(oauth2::token::post))
         .route(endpoints::REVOCATION, post(oauth2::revocation::post))
         .route(
@@ -125,17 +181,6 @@ pub fn router(state: AppState) -> Router {
             get(oauth2::userinfo::get).post(oauth2::userinfo::post),
         )
         .route(endpoints::DEVICE_AUTHORIZATION, post(oauth2::device::post))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                .max_age(Duration::from_secs(3600)),
-        );
-
-    Router::new()
-        .merge(public_documents)
-        .merge(browser_api)
         .merge(compat::routes())
         .route(endpoints::AUTHORIZE, get(oauth2::authorize::get))
         .route(endpoints::INTROSPECTION, post(oauth2::introspection::post))
@@ -146,7 +191,7 @@ pub fn router(state: AppState) -> Router {
             &format!("{}/{{grant}}", endpoints::CONSENT),
             get(oauth2::authorize::consent::get).post(oauth2::authorize::consent::post),
         )
-        .route(endpoints::REGISTRATION, oauth2::registration::route())
+        .route(endpoints::REGISTRATION, post(oauth2::registration::post))
         .route(endpoints::LINK, get(web::link::get).post(web::link::post))
         .route(endpoints::LINK_APPROVE, post(web::link::approve))
         .route(endpoints::ACCOUNT, get(web::account::get).post(web::account::post))
@@ -165,6 +210,7 @@ pub fn router(state: AppState) -> Router {
         .route(endpoints::HEALTH, get(health))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), edge_checks))
+        .layer(middleware::from_fn(cors))
         .with_state(state)
         .layer(
             TraceLayer::new_for_http()

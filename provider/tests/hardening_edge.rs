@@ -17,8 +17,13 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
-use support::{authorize_url, http, json_of, static_client, REDIRECT};
+use support::{
+    add_user, authorize_url, browser, get_text, http, json_of, set, static_client, submit, text,
+    REDIRECT,
+};
 use url::Url;
+
+const PASSWORD: &str = "correct horse battery staple";
 
 /// The control characters sent: NUL (PostgreSQL refused it with a 500), other C0 controls,
 /// DEL and a C1 control.
@@ -331,6 +336,7 @@ async fn chunked_post(provider: &TestProvider, path: &str, size: usize) -> Strin
 /// Finding 3: every stored field from an unauthenticated request is bounded, answered with the
 /// endpoint's error for that field.
 async fn stored_fields_are_bounded(db: TestDb) {
+    add_user(&db, "alice", PASSWORD).await;
     let provider = TestProvider::start(&db).await;
     let http = http();
 
@@ -457,21 +463,31 @@ async fn stored_fields_are_bounded(db: TestDb) {
         matrix_error(response).await,
         (400, "M_INVALID_PARAM".into())
     );
-    // The legacy login: the device's display name (Synapse's 100 characters).
+    // The legacy login: a device's display name is not the edge's to bound. Synapse takes a
+    // longer one; the login keeps its first 100 characters (here 150 two-byte ones, 300 bytes).
+    let long_name = "é".repeat(150);
     let response = http
         .post(matrix(&provider, "/login"))
         .json(&json!({
             "type": "m.login.password",
             "identifier": {"type": "m.id.user", "user": "alice"},
-            "password": "x",
-            "initial_device_display_name": "d".repeat(101),
+            "password": PASSWORD,
+            "device_id": "LONGNAME01",
+            "initial_device_display_name": long_name,
         }))
         .send()
         .await
         .unwrap();
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, 200, "{body}");
+    let devices = provider.homeserver.store().devices("alice");
+    let device = devices
+        .iter()
+        .find(|d| d.device_id == "LONGNAME01")
+        .unwrap();
     assert_eq!(
-        matrix_error(response).await,
-        (400, "M_INVALID_PARAM".into())
+        device.display_name.as_deref(),
+        Some("é".repeat(100).as_str())
     );
     provider.stop().await;
 }
@@ -517,6 +533,7 @@ async fn unauthenticated_writes_are_limited_per_ip(db: TestDb) {
     let register = |ip: &'static str| {
         http.post(provider.url(endpoints::REGISTRATION))
             .header("x-forwarded-for", ip)
+            .header("origin", ORIGIN)
             .json(&metadata)
             .send()
     };
@@ -528,6 +545,8 @@ async fn unauthenticated_writes_are_limited_per_ip(db: TestDb) {
     }
     let response = register("203.0.113.1").await.unwrap();
     assert!(response.headers().contains_key("retry-after"));
+    // A client in a page can read the refusal (CORS around the edge).
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
     assert_eq!(
         oauth_error(response).await,
         (429, "temporarily_unavailable".into())
@@ -565,6 +584,19 @@ async fn unauthenticated_writes_are_limited_per_ip(db: TestDb) {
     assert_eq!(status, 429);
     assert!(body.contains("Try again in"), "{body}");
     assert_eq!(authorize("203.0.113.2").await.unwrap().status(), 303);
+    // `HEAD` runs the `GET` handler, so it spends the same limit (it went around it).
+    let head = |ip: &'static str| {
+        http.head(authorize_url(&provider, &[]))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(head("203.0.113.3").await.unwrap().status(), 303);
+    }
+    let response = head("203.0.113.3").await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(authorize("203.0.113.3").await.unwrap().status(), 429);
 
     let sso = |ip: &'static str| {
         http.get(format!(
@@ -586,6 +618,272 @@ async fn unauthenticated_writes_are_limited_per_ip(db: TestDb) {
     );
     assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
     assert_eq!(sso("203.0.113.2").await.unwrap().status(), sso_status());
+    provider.stop().await;
+}
+
+/// A web client's origin.
+const ORIGIN: &str = "https://web-client.example";
+
+/// The CORS headers a browser needs to let a page read a cross-origin answer.
+fn allows_any_origin(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_some_and(|v| v == "*")
+}
+
+/// The edge's refusals on the endpoints a client running in a page calls carry the CORS headers
+/// (the edge ran outside CORS, so a browser saw only a network error), preflights still work,
+/// and the pages still get no CORS.
+async fn edge_refusals_carry_cors(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let http = http();
+    let huge = "a".repeat(100 * 1024);
+
+    // 413: registration, in the RFC 7591 §3.2.2 shape (its own limit is gone: the edge's).
+    let response = http
+        .post(provider.url(endpoints::REGISTRATION))
+        .header("origin", ORIGIN)
+        .json(&json!({ "client_name": huge }))
+        .send()
+        .await
+        .unwrap();
+    assert!(allows_any_origin(&response), "{:?}", response.headers());
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(
+        oauth_error(response).await,
+        (413, "invalid_client_metadata".into())
+    );
+    // 413: the token endpoint and the legacy login.
+    let response = http
+        .post(provider.url(endpoints::TOKEN))
+        .header("origin", ORIGIN)
+        .form(&[("grant_type", "client_credentials"), ("scope", &huge)])
+        .send()
+        .await
+        .unwrap();
+    assert!(allows_any_origin(&response), "{:?}", response.headers());
+    assert_eq!(oauth_error(response).await, (413, "invalid_request".into()));
+    let response = http
+        .post(matrix(&provider, "/login"))
+        .header("origin", ORIGIN)
+        .json(&json!({ "type": "m.login.password", "user": huge }))
+        .send()
+        .await
+        .unwrap();
+    assert!(allows_any_origin(&response), "{:?}", response.headers());
+    assert_eq!(matrix_error(response).await, (413, "M_TOO_LARGE".into()));
+    // 400: a control character, at registration and on the device endpoint.
+    let response = http
+        .post(provider.url(endpoints::REGISTRATION))
+        .header("origin", ORIGIN)
+        .json(&json!({ "client_name": "a\u{0}b" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(allows_any_origin(&response), "{:?}", response.headers());
+    assert_eq!(
+        oauth_error(response).await,
+        (400, "invalid_client_metadata".into())
+    );
+    let response = http
+        .post(provider.url(endpoints::DEVICE_AUTHORIZATION))
+        .header("origin", ORIGIN)
+        .form(&[("client_id", "a\u{1}b")])
+        .send()
+        .await
+        .unwrap();
+    assert!(allows_any_origin(&response), "{:?}", response.headers());
+    assert_eq!(oauth_error(response).await, (400, "invalid_request".into()));
+    // The discovery document (GET only).
+    let response = http
+        .get(provider.url(endpoints::OPENID_CONFIGURATION))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(allows_any_origin(&response));
+
+    // Preflights: each policy's methods and headers.
+    for (path, method, headers) in [
+        (endpoints::REGISTRATION.to_owned(), "POST", "content-type"),
+        (
+            endpoints::TOKEN.to_owned(),
+            "POST",
+            "authorization,content-type",
+        ),
+        (endpoints::USERINFO.to_owned(), "GET", "authorization"),
+        (matrix(&provider, "/login"), "POST", "content-type"),
+    ] {
+        let url = if path.starts_with("http") {
+            path.clone()
+        } else {
+            provider.url(&path)
+        };
+        let response = http
+            .request(reqwest::Method::OPTIONS, url)
+            .header("origin", ORIGIN)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}");
+        assert!(allows_any_origin(&response), "{path}");
+        let allowed = response.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(allowed.contains(method), "{path}: {allowed}");
+        let allowed = response.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        for header in headers.split(',') {
+            assert!(allowed.contains(header), "{path}: {allowed}");
+        }
+    }
+
+    // No CORS on the pages, `/authorize`, introspection and the admin API, refused or not.
+    for response in [
+        http.get(authorize_url(&provider, &[("state", "a\u{0}")]))
+            .header("origin", ORIGIN)
+            .send()
+            .await
+            .unwrap(),
+        http.post(provider.url(endpoints::LOGIN))
+            .header("origin", ORIGIN)
+            .form(&[("username", "alice"), ("password", &huge)])
+            .send()
+            .await
+            .unwrap(),
+        http.post(provider.url(endpoints::INTROSPECTION))
+            .header("origin", ORIGIN)
+            .form(&[("token", "mat_x")])
+            .send()
+            .await
+            .unwrap(),
+        http.get(provider.url("/api/admin/v1/users"))
+            .header("origin", ORIGIN)
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert!(
+            !response
+                .headers()
+                .contains_key("access-control-allow-origin"),
+            "{}: {:?}",
+            response.url(),
+            response.headers()
+        );
+    }
+    provider.stop().await;
+}
+
+/// A password is checked by the password policy, not the edge: a password stored before (an
+/// imported hash) signs in whatever it holds, on the login page and the legacy login, and no
+/// new password may hold a control character (which nobody could type to sign in).
+async fn passwords_are_the_policys_not_the_edges(db: TestDb) {
+    // An imported (bcrypt, version 0) hash of a password with a tab and a DEL.
+    let imported = "tab\there\u{7f}pass";
+    let hash = bcrypt::hash(imported, 4).unwrap();
+    let mut repo = db.storage.begin().await.unwrap();
+    let user = repo.users().add("alice").await.unwrap();
+    repo.user_passwords()
+        .add(user.id, &hash, 0, None)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    let provider = TestProvider::start(&db).await;
+    let base = provider.base_url.clone();
+
+    // The legacy login (the edge answered 400 `M_INVALID_PARAM`).
+    let response = http()
+        .post(matrix(&provider, "/login"))
+        .json(&json!({"type": "m.login.password", "user": "alice", "password": imported}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, 200, "{body}");
+    // A wrong password with a NUL is a wrong password, not a malformed request.
+    let response = http()
+        .post(matrix(&provider, "/login"))
+        .json(&json!({"type": "m.login.password", "user": "alice", "password": "x\u{0}y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(matrix_error(response).await, (403, "M_FORBIDDEN".into()));
+
+    // The login page (the edge answered the 400 page).
+    let browser = browser();
+    let page = get_text(&browser, base.join(endpoints::LOGIN).unwrap()).await;
+    let response = submit(
+        &browser,
+        &base,
+        &page,
+        &[("username", "alice"), ("password", imported)],
+    )
+    .await;
+    assert_eq!(response.status(), 303, "signed in");
+
+    // A new password with a control character: the account page refuses it, saying why.
+    let (status, page) = text(
+        browser
+            .get(provider.url("/account?action=password"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let (action, mut fields) = {
+        let doc = scraper::Html::parse_document(&page);
+        let form = doc
+            .select(&scraper::Selector::parse("#password-form").unwrap())
+            .next()
+            .unwrap_or_else(|| panic!("the password form in {page}"));
+        let action = form.value().attr("action").unwrap().to_owned();
+        let fields: Vec<(String, String)> = form
+            .select(&scraper::Selector::parse("input[name]").unwrap())
+            .filter(|i| i.value().attr("type") != Some("password"))
+            .map(|i| {
+                let name = i.value().attr("name").unwrap().to_owned();
+                (name, i.value().attr("value").unwrap_or("").to_owned())
+            })
+            .collect();
+        (action, fields)
+    };
+    let new = "a new\tlong password";
+    for (name, value) in [
+        ("current_password", imported),
+        ("new_password", new),
+        ("new_password_confirm", new),
+    ] {
+        set(&mut fields, name, value);
+    }
+    let (status, page) = text(
+        browser
+            .post(base.join(&action).unwrap())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("control character"), "{page}");
+    // The old password still signs in; the refused one doesn't.
+    for (password, status) in [(imported, 200), (new, 403)] {
+        let response = http()
+            .post(matrix(&provider, "/login"))
+            .json(&json!({"type": "m.login.password", "user": "alice", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{password:?}");
+    }
     provider.stop().await;
 }
 
@@ -721,4 +1019,6 @@ backend_tests!(
     stored_fields_are_bounded,
     unauthenticated_writes_are_limited_per_ip,
     housekeeping_removes_what_was_never_completed,
+    edge_refusals_carry_cors,
+    passwords_are_the_policys_not_the_edges,
 );

@@ -115,7 +115,8 @@ impl Default for PasswordConfig {
     }
 }
 
-/// The length rules for a new password. No composition rules (NIST SP 800-63B §3.1.1.2).
+/// The rules for a new password: its length, and no control characters. No composition rules
+/// (NIST SP 800-63B §3.1.1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
     /// The minimum length, in characters (Unicode scalar values), at least 1.
@@ -140,20 +141,40 @@ pub enum PolicyError {
     TooShort { min: usize },
     #[error("the password is too long: it must be at most {max} bytes long")]
     TooLong { max: usize },
+    #[error(
+        "the password holds a control character (a tab, a line break or another invisible \
+         character), which can't be typed at sign-in"
+    )]
+    ControlCharacter,
 }
 
 impl PasswordPolicy {
     /// Checks a new password (at registration or change, before [`PasswordHasher::hash`]).
     pub fn check(&self, password: &str) -> Result<(), PolicyError> {
+        self.check_unskippable(password)?;
+        if password.chars().count() < self.min_length {
+            return Err(PolicyError::TooShort {
+                min: self.min_length,
+            });
+        }
+        Ok(())
+    }
+
+    /// The rules no caller may skip, not even an operator setting a password knowingly
+    /// (`--ignore-policy`): the maximum length, which bounds the hashing work, and no control
+    /// characters (Unicode `Cc`: C0, DEL, C1). NIST SP 800-63B §5.1.1.2 lets a verifier take
+    /// every printable character and space; a control character is neither, a password field
+    /// can't take one (a tab moves on, a line break submits), and a password nobody can type
+    /// is one nobody can sign in with. Imported hashes (syn2mas) are not new passwords: they
+    /// are never checked, and sign in whatever they hold.
+    fn check_unskippable(&self, password: &str) -> Result<(), PolicyError> {
         if password.len() > self.max_length {
             return Err(PolicyError::TooLong {
                 max: self.max_length,
             });
         }
-        if password.chars().count() < self.min_length {
-            return Err(PolicyError::TooShort {
-                min: self.min_length,
-            });
+        if password.chars().any(char::is_control) {
+            return Err(PolicyError::ControlCharacter);
         }
         Ok(())
     }
@@ -333,15 +354,11 @@ impl PasswordHasher {
     }
 
     /// Hashes a new password with the current scheme: `(version, PHC string)` to store. Refuses a
-    /// password longer than the policy's maximum (to bound the work); the rest of the policy is
-    /// for the caller to check ([`Self::check_policy`]) where the user chooses the password.
+    /// password longer than the policy's maximum (to bound the work) or holding a control
+    /// character (the rules nobody skips); the rest of the policy is for the caller to check
+    /// ([`Self::check_policy`]) where the user chooses the password.
     pub async fn hash(&self, password: String) -> Result<(i32, String), PasswordError> {
-        if password.len() > self.policy.max_length {
-            return Err(PolicyError::TooLong {
-                max: self.policy.max_length,
-            }
-            .into());
-        }
+        self.policy.check_unskippable(&password)?;
         let params = self.current_params.clone();
         let mut rng = self.rng.rng();
         let hash = self
@@ -655,6 +672,37 @@ mod tests {
         // A fresh salt each time.
         let (_, again) = hasher.hash("correct horse".into()).await.unwrap();
         assert_ne!(hash, again);
+    }
+
+    /// A password with a control character can't be typed at sign-in: no new one has it, not
+    /// even one an operator sets knowingly; a stored one (imported) still verifies.
+    #[tokio::test]
+    async fn control_characters() {
+        let hasher = cheap();
+        for c in ['\0', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{85}'] {
+            let password = format!("long enough{c}pass");
+            assert_eq!(
+                hasher.check_policy(&password),
+                Err(PolicyError::ControlCharacter),
+                "{c:?}"
+            );
+            assert_eq!(
+                hasher.hash(password).await,
+                Err(PasswordError::Policy(PolicyError::ControlCharacter)),
+                "{c:?}"
+            );
+        }
+        assert!(PolicyError::ControlCharacter
+            .to_string()
+            .contains("control character"));
+        // Spaces and other printable characters are fine (NIST SP 800-63B §5.1.1.2).
+        assert_eq!(hasher.check_policy("  correct horse ✓ \u{a0}"), Ok(()));
+        let imported = bcrypt_hash("tab\there", bcrypt::Version::TwoB);
+        assert!(hasher
+            .verify(0, &imported, "tab\there".into())
+            .await
+            .unwrap()
+            .is_match());
     }
 
     #[tokio::test]

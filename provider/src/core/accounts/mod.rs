@@ -116,8 +116,9 @@ pub struct HashedPassword {
 }
 
 /// Hashes a new password, off the runtime (see [`crate::core::passwords`]). `enforce_policy` checks
-/// the configured length rules first; an operator may knowingly skip them (`--ignore-policy`),
-/// but never the maximum length, which bounds the hashing work.
+/// the whole policy first; an operator may knowingly skip it (`--ignore-policy`), but never the
+/// maximum length, which bounds the hashing work, nor the refusal of control characters, which
+/// nobody could type to sign in.
 pub async fn hash_password(
     state: &Core,
     password: &str,

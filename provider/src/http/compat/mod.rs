@@ -17,7 +17,7 @@
 //! ([`MatrixError`]).
 
 use axum::{
-    http::{header, HeaderValue, Method},
+    http::{header, HeaderValue},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -25,7 +25,6 @@ use axum::{
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng as _, RngCore};
 use serde::Serialize;
-use tower_http::cors::{Any, CorsLayer};
 use ulid::Ulid;
 
 use crate::{
@@ -60,9 +59,10 @@ pub const MAX_DEVICE_ID_LEN: usize = 255;
 /// The longest device display name kept, in characters (Synapse's limit); longer ones are cut.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
-/// The routes of the legacy login API under both prefixes, with CORS as for every API a client
-/// running in a page calls (client-server API §"Web Browser Clients": any origin; the requests
-/// carry no cookies), and the confirmation page of SSO logins (a page: no CORS).
+/// The routes of the legacy login API under both prefixes, and the confirmation page of SSO
+/// logins. The router gives the API CORS as for every API a client running in a page calls
+/// (client-server API §"Web Browser Clients": any origin; the requests carry no cookies), and
+/// the page none ([`crate::app`]).
 pub fn routes() -> Router<AppState> {
     let mut api = Router::new();
     for prefix in endpoints::MATRIX_CLIENT_PREFIXES {
@@ -95,13 +95,6 @@ pub fn routes() -> Router<AppState> {
                 post(logout::post_all).fallback(method_not_allowed),
             );
     }
-    let api = api.layer(
-        CorsLayer::new()
-            .allow_origin(Any)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-            .max_age(std::time::Duration::from_secs(3600)),
-    );
     let page = format!("{}/{{id}}", endpoints::COMPLETE_COMPAT_SSO);
     api.route(&page, get(sso::page).post(sso::complete))
 }

@@ -8,7 +8,10 @@
 //!    (names and values) and every string and key of a JSON body: no protocol value may hold
 //!    one (RFC 6749 Appendix A: OAuth parameters are printable VSCHAR/NQCHAR/NQSCHAR; Matrix
 //!    identifiers and display names are printable), and PostgreSQL refuses a NUL in text
-//!    (it answered 500 before this check). 400 in the door's shape.
+//!    (it answered 500 before this check). 400 in the door's shape. Passwords
+//!    ([`is_password`]) are no protocol value and never stored as text: the edge bounds only
+//!    their size. Which characters a new password may hold is the password policy's to say
+//!    ([`crate::core::passwords::PasswordPolicy`]), and an imported password must still sign in.
 //! 3. **Field bounds** ([`FIELD_BOUNDS`], [`REGISTRATION_BOUNDS`], [`MATRIX_BOUNDS`]): every
 //!    value that may be stored from an unauthenticated request has a longest length, so nobody
 //!    grows the database by sending megabytes of `scope` or `state`. 400 with the door's error
@@ -63,7 +66,7 @@ pub struct Route {
     pub door: Door,
     /// The largest body read.
     pub max_body: usize,
-    /// A per-IP limit spent by each request with this method.
+    /// A per-IP limit spent by each request with this method ([`Route::spends`]).
     pub rate_limit: Option<(Method, Limit)>,
     /// Whether [`FIELD_BOUNDS`] apply to its query and form parameters (not to an upstream
     /// provider's callback, whose values are the upstream's).
@@ -89,6 +92,19 @@ impl Route {
             rate_limit: Some((method, limit)),
             ..self
         }
+    }
+
+    /// The limit a request with `method` spends, if any. `HEAD` is `GET` without the body
+    /// (RFC 9110 §9.3.2: the server SHOULD answer it as it would `GET`, and the router runs the
+    /// `GET` handler for it), so a limit on `GET` is spent by `HEAD` too.
+    pub fn spends(&self, method: &Method) -> Option<Limit> {
+        let (limited, limit) = self.rate_limit.as_ref()?;
+        let as_get = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        (limited == as_get).then_some(*limit)
     }
 
     pub fn unbounded(self) -> Self {
@@ -199,14 +215,11 @@ pub const MAX_METADATA_ITEMS: usize = 32;
 /// The most members of client metadata (localized variants count).
 pub const MAX_METADATA_MEMBERS: usize = 64;
 
-/// The Matrix API's JSON bodies (the legacy login): `initial_device_display_name` 100 (Synapse's
-/// `MAX_DEVICE_DISPLAY_NAME_LEN`), `device_id` and `user` 255 (the user ID limit), any other
-/// string [`OTHER_PARAMETER`].
-pub const MATRIX_BOUNDS: &[Bound] = &[
-    bound("initial_device_display_name", 100),
-    bound("device_id", 255),
-    bound("user", 255),
-];
+/// The Matrix API's JSON bodies (the legacy login): `device_id` and `user` 255 (the user ID
+/// limit), any other string [`OTHER_PARAMETER`]. `initial_device_display_name` has no bound of
+/// its own: Synapse takes a longer one, and the login keeps its first 100 characters
+/// ([`crate::http::compat`]).
+pub const MATRIX_BOUNDS: &[Bound] = &[bound("device_id", 255), bound("user", 255)];
 
 /// Why the edge refused a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,10 +376,20 @@ fn parameter_bound(name: &str) -> Bound {
         })
 }
 
-/// Checks query or form parameters: no control characters, and (when `bounded`) every value
-/// within its [`FIELD_BOUNDS`].
+/// Whether a parameter or JSON member holds a password (`password`, `new_password`,
+/// `password_confirm`, …): its value is not checked for control characters (see the module
+/// documentation), only bounded.
+pub fn is_password(name: &str) -> bool {
+    name.split('_').any(|word| word == "password")
+}
+
+/// Checks query or form parameters: no control characters (in names, and in values other than
+/// passwords), and (when `bounded`) every value within its [`FIELD_BOUNDS`].
 pub fn check_params(params: &Params, what: &str, bounded: bool) -> Result<(), Refusal> {
-    if let Some(name) = params.control_name() {
+    let control = params
+        .iter()
+        .find(|(name, value)| has_control(name) || (!is_password(name) && has_control(value)));
+    if let Some((name, _)) = control {
         return Err(Refusal::Control {
             place: format!("the {what} parameter `{name}`"),
         });
@@ -386,7 +409,8 @@ pub fn check_params(params: &Params, what: &str, bounded: bool) -> Result<(), Re
     Ok(())
 }
 
-/// Checks a JSON document: no control characters in any string or key; for the registration
+/// Checks a JSON document: no control characters in any key, or in any string but a password
+/// (held by a member [`is_password`] names); for the registration
 /// and Matrix doors, every string within its bound (by the name of the member holding it, or
 /// the array holding it; client metadata by its top-level member) and, for registration, the
 /// array and member counts.
@@ -394,7 +418,7 @@ pub fn check_json(value: &Value, door: Door) -> Result<(), Refusal> {
     fn walk(value: &Value, member: &str, door: Door, depth: usize) -> Result<(), Refusal> {
         match value {
             Value::String(s) => {
-                if has_control(s) {
+                if has_control(s) && !is_password(member) {
                     return Err(Refusal::Control {
                         place: format!("the JSON member `{member}`"),
                     });
@@ -584,18 +608,16 @@ pub async fn check(
         }
     }
 
-    if let Some((method, limit)) = &route.rate_limit {
-        if parts.method == *method {
-            match state.limiter.check_ip(*limit, client_ip).await {
-                Ok(()) => {}
-                Err(RateLimitError::Limited { retry_after }) => {
-                    return refuse(Refusal::Limited { retry_after })
-                }
-                Err(RateLimitError::Storage(e)) => {
-                    // The limiter's database is the request's too: the handler will fail the
-                    // same way and say so in its own words.
-                    tracing::warn!(error = %e, limit = limit.name(), "edge: can't check the rate limit");
-                }
+    if let Some(limit) = route.spends(&parts.method) {
+        match state.limiter.check_ip(limit, client_ip).await {
+            Ok(()) => {}
+            Err(RateLimitError::Limited { retry_after }) => {
+                return refuse(Refusal::Limited { retry_after })
+            }
+            Err(RateLimitError::Storage(e)) => {
+                // The limiter's database is the request's too: the handler will fail the
+                // same way and say so in its own words.
+                tracing::warn!(error = %e, limit = limit.name(), "edge: can't check the rate limit");
             }
         }
     }
@@ -645,6 +667,52 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_only_bounded() {
+        for name in [
+            "password",
+            "new_password",
+            "new_password_confirm",
+            "password_confirm",
+        ] {
+            assert!(is_password(name), "{name}");
+            let form = format!("{name}=a%00%1b%7fb&username=alice");
+            assert_eq!(check_params(&Params::parse(&form), "form", true), Ok(()));
+            let long = format!("{name}={}", "p".repeat(OTHER_PARAMETER + 1));
+            assert!(matches!(
+                check_params(&Params::parse(&long), "form", true),
+                Err(Refusal::TooLong { .. })
+            ));
+            for door in [Door::Matrix, Door::Admin] {
+                assert_eq!(check_json(&json!({ name: "a\u{0}\tb" }), door), Ok(()));
+            }
+        }
+        for name in ["passwords", "username", "client_secret", "passwordless"] {
+            assert!(!is_password(name), "{name}");
+        }
+        // Controls anywhere else, and in a password member's name, are still refused.
+        assert!(check_params(&Params::parse("pass%00word=x"), "form", true).is_err());
+        assert!(check_params(&Params::parse("password=x&user=a%00"), "form", true).is_err());
+        let login = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "al\u{0}ice" },
+            "password": "x",
+        });
+        assert!(check_json(&login, Door::Matrix).is_err());
+    }
+
+    #[test]
+    fn head_spends_the_limit_of_get() {
+        let route = Route::new(Door::Browser, 1024).limited(Method::GET, Limit::Authorize);
+        assert_eq!(route.spends(&Method::GET), Some(Limit::Authorize));
+        assert_eq!(route.spends(&Method::HEAD), Some(Limit::Authorize));
+        assert_eq!(route.spends(&Method::POST), None);
+        assert_eq!(route.spends(&Method::OPTIONS), None);
+        let route = Route::new(Door::OAuth, 1024).limited(Method::POST, Limit::DeviceAuthorization);
+        assert_eq!(route.spends(&Method::HEAD), None);
+        assert_eq!(Route::new(Door::OAuth, 1024).spends(&Method::GET), None);
+    }
+
+    #[test]
     fn client_metadata_is_bounded() {
         let ok = json!({
             "client_name": "Element",
@@ -687,8 +755,11 @@ mod tests {
             check_json(&nul_key, Door::Matrix),
             Err(Refusal::Control { .. })
         ));
-        let long_display = json!({ "initial_device_display_name": "d".repeat(101) });
-        assert!(check_json(&long_display, Door::Matrix).is_err());
+        // The legacy login keeps a long device name's first 100 characters, as Synapse takes it.
+        let long_display = json!({ "initial_device_display_name": "é".repeat(150) });
+        assert_eq!(check_json(&long_display, Door::Matrix), Ok(()));
+        let long_device = json!({ "device_id": "d".repeat(256) });
+        assert!(check_json(&long_device, Door::Matrix).is_err());
         // The admin API: controls only.
         assert_eq!(
             check_json(&json!({ "x": "y".repeat(10_000) }), Door::Admin),

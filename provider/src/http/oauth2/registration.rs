@@ -3,7 +3,8 @@
 //!
 //! The metadata is judged by [`client_registration::validate`]; this module is the HTTP edge:
 //! - The body must be JSON (`Content-Type: application/json`, RFC 7591 §3.1) of at most
-//!   [`MAX_BODY_BYTES`]. Anything else is answered in the RFC 7591 §3.2.2 error shape, never with
+//!   [`MAX_BODY_BYTES`] (the edge, [`crate::http::kit::edge`], refuses a larger one with 413 in
+//!   the same shape). Anything else is answered in the RFC 7591 §3.2.2 error shape, never with
 //!   the framework's plain-text rejections.
 //! - Success (RFC 7591 §3.2.1) is **201** with the `client_id` (a ULID from the injected clock
 //!   and RNG), `client_id_issued_at`, the client secret once (for `client_secret_basic` and
@@ -12,24 +13,21 @@
 //!   in plain text.
 //! - Registration is open (no initial access token, RFC 7591 §3): Matrix clients register
 //!   themselves before any user is involved (MSC2966). Browser clients (Element Web) register
-//!   cross-origin, so the endpoint answers CORS requests from any origin; it uses no cookies.
+//!   cross-origin, so the router gives the endpoint CORS for any origin ([`crate::app`]); it
+//!   uses no cookies.
 //!
 //! Both answers carry `Cache-Control: no-store` (RFC 6749 §5.1 / §5.2: the success holds a
 //! secret).
 
-use std::{convert::Infallible, time::Duration};
-
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
-    http::{header, HeaderMap, Method, StatusCode},
+    extract::{rejection::BytesRejection, State},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{post, MethodRouter},
     Json,
 };
 use rand::{distributions::Alphanumeric, Rng as _};
 use serde_json::{json, Value};
-use tower_http::cors::{Any, CorsLayer};
 use ulid::Ulid;
 
 use super::no_store;
@@ -43,25 +41,13 @@ use crate::{
     storage::StorageError,
 };
 
-/// The largest registration request accepted. Real metadata is a few hundred bytes; 64 KiB leaves
-/// room for many localized variants and an inline JWK Set with several RSA keys.
+/// The largest registration request accepted (the edge's limit on this route). Real metadata is
+/// a few hundred bytes; 64 KiB leaves room for many localized variants and an inline JWK Set
+/// with several RSA keys.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Length of a generated client secret: 43 alphanumeric characters, about 256 bits.
 const SECRET_LEN: usize = 43;
-
-/// The route: the handler behind its body limit and CORS.
-pub fn route() -> MethodRouter<AppState> {
-    post(register)
-        .layer::<_, Infallible>(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::POST])
-                .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
-                .max_age(Duration::from_secs(3600)),
-        )
-}
 
 /// Why a registration request failed, mapped once to its wire form.
 #[derive(Debug)]
@@ -70,8 +56,6 @@ enum Failure {
     Rejected(RegistrationError),
     /// The body is not a JSON document (400 `invalid_client_metadata`).
     NotJson(String),
-    /// The body is larger than [`MAX_BODY_BYTES`] (413, in the same JSON shape).
-    TooLarge,
     /// Storage failed; logged with its cause, answered without it (500 `server_error`).
     Internal(StorageError),
 }
@@ -88,14 +72,6 @@ impl IntoResponse for Failure {
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidClientMetadata,
                 description,
-            ),
-            Self::TooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::InvalidClientMetadata,
-                format!(
-                    "the registration request is larger than {} KiB",
-                    MAX_BODY_BYTES / 1024
-                ),
             ),
             Self::Internal(e) => {
                 tracing::error!(error = %e, "registration: can't store the client");
@@ -128,7 +104,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /oauth2/registration`.
-async fn register(
+pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -151,13 +127,8 @@ async fn try_register(
                 .into(),
         ));
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Failure::TooLarge
-        } else {
-            Failure::NotJson("the request body could not be read".into())
-        }
-    })?;
+    // The edge has read the body already (and refused one over [`MAX_BODY_BYTES`]).
+    let body = body.map_err(|_| Failure::NotJson("the request body could not be read".into()))?;
     let request: Value = serde_json::from_slice(&body).map_err(|e| {
         Failure::NotJson(format!(
             "the request body is not valid JSON ({e}) (RFC 7591 §3.1)"
