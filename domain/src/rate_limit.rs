@@ -44,15 +44,14 @@ pub enum Limit {
     UserCodePerIp,
     /// User codes entered on the device verification page per browser session (RFC 8628 §5.1).
     UserCodePerSession,
-    /// Failed client authentications (RFC 6749 §2.3) per client IP.
+    /// Failed client authentications (RFC 6749 §2.3) per client IP. Never per `client_id`:
+    /// whoever names a client would spend its bucket and keep it out.
     ClientAuthPerIp,
-    /// Failed client authentications per `client_id`.
-    ClientAuthPerClient,
 }
 
 impl Limit {
     /// Every limit.
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 16] = [
         Limit::LoginPerIp,
         Limit::LoginPerAccount,
         Limit::LoginPerAccountGlobal,
@@ -69,7 +68,6 @@ impl Limit {
         Limit::UserCodePerIp,
         Limit::UserCodePerSession,
         Limit::ClientAuthPerIp,
-        Limit::ClientAuthPerClient,
     ];
 
     /// Its name in logs and in stored bucket keys.
@@ -91,7 +89,6 @@ impl Limit {
             Self::UserCodePerIp => "user_code_per_ip",
             Self::UserCodePerSession => "user_code_per_session",
             Self::ClientAuthPerIp => "client_auth_failures_per_ip",
-            Self::ClientAuthPerClient => "client_auth_failures_per_client",
         }
     }
 
@@ -114,7 +111,6 @@ impl Limit {
             Self::UserCodePerIp => ("user_code", "per_ip"),
             Self::UserCodePerSession => ("user_code", "per_session"),
             Self::ClientAuthPerIp => ("client_auth", "failures_per_ip"),
-            Self::ClientAuthPerClient => ("client_auth", "failures_per_client"),
         }
     }
 
@@ -164,10 +160,6 @@ impl Limit {
             Self::UserCodePerSession => (5, 0.0167),
             // 20 wrong client credentials from one address, then one every 10 seconds.
             Self::ClientAuthPerIp => (20, 0.1),
-            // 100 wrong credentials for one client from anywhere, then one a second: client
-            // secrets are ~256 bits, so this bounds load, not guessing; it is larger than the
-            // per-address limit so one address can't keep a client out.
-            Self::ClientAuthPerClient => (100, 1.0),
         }
     }
 }

@@ -9,6 +9,7 @@ use chrono::Duration;
 use openidconnect::PkceCodeChallenge;
 use provider::{
     backend_tests,
+    clock::Clock,
     crypto::sha256,
     domain::token::TokenKind,
     endpoints,
@@ -802,6 +803,99 @@ async fn compat_tokens(db: TestDb) {
     provider.stop().await;
 }
 
+/// Registers a confidential (`client_secret_basic`) client anonymously (RFC 7591): a stranger
+/// to every token. Its client_id and secret.
+async fn register_confidential_client(provider: &TestProvider) -> (String, String) {
+    let response = http()
+        .post(provider.url(endpoints::REGISTRATION))
+        .json(&json!({
+            "client_name": "Stranger",
+            "client_uri": "https://stranger.example.com",
+            "application_type": "web",
+            "redirect_uris": ["https://stranger.example.com/cb"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "response_types": ["code"],
+            "grant_types": ["authorization_code"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    (
+        body["client_id"].as_str().unwrap().to_owned(),
+        body["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// When an access token's first use is recorded (`None`: never, or the token is not active).
+async fn first_used_at(db: &TestDb, token: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut repo = db.storage.reader().await.unwrap();
+    repo.access_tokens()
+        .find_active_by_hash(&sha256(token), db.clock.now())
+        .await
+        .unwrap()
+        .expect("an active token")
+        .token
+        .first_used_at
+}
+
+async fn refresh(provider: &TestProvider, auth: Auth<'_>, refresh: &str) -> (u16, Value) {
+    let (status, _, body) = post_form(
+        provider,
+        endpoints::TOKEN,
+        auth,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        false,
+    )
+    .await;
+    (status, body)
+}
+
+/// A client asking about a token that isn't its own learns nothing and changes nothing: the
+/// token's first use is not recorded, so the refresh that issued it keeps its retry grace
+/// (client-server API "Refreshing access tokens"). The homeserver introspecting a token is its
+/// use, and records it.
+async fn only_a_use_records_a_first_use(db: TestDb) {
+    let provider = start(&db).await;
+    let (id, secret) = static_client(&provider);
+    let client = Auth::Basic(&id, &secret);
+    let homeserver_secret = provider.settings.matrix.secret.clone();
+    let homeserver = Auth::Bearer(&homeserver_secret);
+    let first = obtain(&provider, &browser(), client, &id, MATRIX_SCOPE).await;
+    let (status, second) = refresh(&provider, client, &first.refresh).await;
+    assert_eq!(status, 200, "{second}");
+    let access = second["access_token"].as_str().unwrap();
+
+    // A stranger (not an admin client) introspects the new access token.
+    let (stranger_id, stranger_secret) = register_confidential_client(&provider).await;
+    let stranger = Auth::Basic(&stranger_id, &stranger_secret);
+    assert_eq!(introspect(&provider, stranger, access).await, inactive());
+    assert_eq!(first_used_at(&db, access).await, None);
+    // So the response was "lost" for all the server knows: the old refresh token still works.
+    let (status, retried) = refresh(&provider, client, &first.refresh).await;
+    assert_eq!(status, 200, "{retried}");
+    let access = retried["access_token"].as_str().unwrap();
+
+    // The homeserver introspects the retried token: its use, recorded at once.
+    let used_at = db.clock.now();
+    assert_eq!(
+        introspect(&provider, homeserver, access).await["active"],
+        true
+    );
+    assert_eq!(
+        first_used_at(&db, access).await.map(|t| t.timestamp()),
+        Some(used_at.timestamp())
+    );
+    // The grace is closed: the old refresh token again is a replay.
+    let (status, body) = refresh(&provider, client, &first.refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    provider.stop().await;
+}
+
 backend_tests!(
     introspection_of_active_tokens,
     compat_tokens,
@@ -809,4 +903,5 @@ backend_tests!(
     tokens_become_inactive,
     revocation_rules,
     userinfo_endpoint,
+    only_a_use_records_a_first_use,
 );

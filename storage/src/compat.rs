@@ -244,8 +244,9 @@ pub trait CompatTokenRepository: Send {
     ) -> Result<bool, StorageError>;
 
     /// Records the first use of an access token, now: one conditional UPDATE that writes only
-    /// while `first_used_at` is NULL (once per token, not once per request). `true` when this
-    /// call recorded it.
+    /// while `first_used_at` is NULL (once per token, not once per request) and the token is not
+    /// revoked (a use racing [`Self::revoke_access_unused`] records nothing on a token that
+    /// lost). `true` when this call recorded it.
     async fn mark_access_used(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// Revokes an access token that was never used (the retry grace of refresh rotation).
@@ -895,7 +896,7 @@ macro_rules! implementation {
             async fn mark_access_used(&mut self, id: Ulid) -> Result<bool, StorageError> {
                 let done = sqlx::query(
                     "UPDATE compat_access_tokens SET first_used_at = $2 \
-                     WHERE id = $1 AND first_used_at IS NULL",
+                     WHERE id = $1 AND first_used_at IS NULL AND revoked_at IS NULL",
                 )
                 .bind(DbId(id))
                 .bind(Ts(self.now()))

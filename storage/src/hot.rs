@@ -1,5 +1,5 @@
-//! Repositories kept for the hot read paths (introspection, client lookups), without the pool's
-//! pings.
+//! Connections kept for the hot read paths (introspection, client lookups, rate-limit buckets),
+//! without the pool's pings: [`Storage::hot_read`].
 //!
 //! sqlx 0.8 pings a pooled connection when it is acquired (`test_before_acquire`) and again when
 //! it goes back (`PoolConnection::return_to_pool`, unconditionally): a read of one statement
@@ -7,19 +7,34 @@
 //! new repository seeds its random generator from the system. A repository here holds one of
 //! the pool's connections (so `database.max_connections` still bounds them all), taken from it
 //! once and then kept, between uses, in a small stack: a use costs its statements and nothing
-//! else. At most half of `database.max_connections` are kept (none with one connection); beyond
-//! that, or when a kept connection fails (e.g. the server restarted), the caller reads on an
-//! ordinary pooled connection ([`Storage::reader`]).
+//! else. At most half of `database.max_connections` are kept (none with one connection).
+//!
+//! A connection is kept again only after its read returned `Ok`. When the read failed (the
+//! connection may be broken, e.g. the server restarted) or was cancelled (its future dropped
+//! mid-query: the statement may still be running on the server, and the next use would first
+//! wait for it), the connection goes back to the pool, which checks it or closes it, and the
+//! read runs again on an ordinary pooled connection ([`Storage::reader`]).
+//!
+//! Taking a connection never waits: a kept one that is idle, else one the pool has idle
+//! (`try_acquire`, no ping), else none and the caller reads through [`Storage::reader`] (which
+//! waits, once, as every pooled read does).
 //!
 //! Nothing read is kept: every use queries the database, so a revocation is seen at once by
 //! every replica.
 
-use std::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-    Arc, Mutex,
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
-use crate::{BoxRepository, Held, Pool, Storage};
+use crate::{BoxRepository, Held, Pool, Storage, StorageError};
+
+/// A boxed `Send` future borrowing for `'a`: what a [`Storage::hot_read`] closure returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The kept repositories of a [`Storage`].
 pub(crate) struct HotRepositories {
@@ -61,38 +76,23 @@ impl HotRepositories {
     }
 }
 
-/// A repository on a kept connection (see the module), from [`Storage::hot_reader`]: use it
-/// through [`HotReader::repo`], each statement committing on its own; dropping it keeps it for
-/// the next read. After an error, [`HotReader::discard`] it instead.
-pub struct HotReader {
+/// A kept repository lent to one read. Dropped, it is given back to the pool (the read failed
+/// or was cancelled: see the module); [`Lent::keep`] keeps it for the next read.
+struct Lent {
     repo: Option<BoxRepository>,
     home: Arc<HotRepositories>,
 }
 
-impl std::fmt::Debug for HotReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HotReader").finish_non_exhaustive()
-    }
-}
-
-impl HotReader {
-    pub fn repo(&mut self) -> &mut BoxRepository {
+impl Lent {
+    fn repo(&mut self) -> &mut BoxRepository {
         self.repo
             .as_mut()
-            .expect("a hot reader holds its repository until dropped")
+            .expect("a lent repository holds its connection until kept or dropped")
     }
 
-    /// Gives the connection back to the pool instead of keeping it (a use of it failed: it may
-    /// be broken; the pool closes it if it is).
-    pub fn discard(mut self) {
-        if self.repo.take().is_some() {
-            self.home.kept.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl Drop for HotReader {
-    fn drop(&mut self) {
+    /// Keeps the connection for the next read: its read returned `Ok`, so nothing is left
+    /// running on it.
+    fn keep(mut self) {
         let Some(repo) = self.repo.take() else { return };
         if !self.home.closed.load(Ordering::Acquire) {
             if let Ok(mut idle) = self.home.idle.lock() {
@@ -104,13 +104,44 @@ impl Drop for HotReader {
     }
 }
 
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // Not kept: the connection goes back to the pool with the repository.
+        if self.repo.take().is_some() {
+            self.home.kept.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Storage {
-    /// A repository on a kept connection, for a hot read path: no pool pings around its
-    /// statements (see the module). `None` when every kept one is in use (or none may be kept)
-    /// or no connection can be had: use [`Storage::reader`] then. A read that fails on it should
-    /// [`HotReader::discard`] it and run again on [`Storage::reader`]: a kept connection may have
-    /// been cut by a database restart since its last use.
-    pub async fn hot_reader(&self) -> Option<HotReader> {
+    /// Runs `read` on a kept connection (see the module: its statements and no pool pings
+    /// around them), or on an ordinary pooled one when none is free at once, or again on a
+    /// pooled one when the kept one failed (it may have been cut by a database restart since
+    /// its last use). `read` may thus run twice: give it reads, or writes that may be repeated.
+    /// Each statement commits on its own. `context` is lent to `read` (whatever it borrows
+    /// from the caller), which returns a boxed future:
+    ///
+    /// ```ignore
+    /// storage.hot_read(client_id, |repo, id| repo.clients().find_by_client_id(id)).await
+    /// ```
+    pub async fn hot_read<C, T, F>(&self, context: &C, mut read: F) -> Result<T, StorageError>
+    where
+        C: ?Sized + Sync,
+        F: for<'r> FnMut(&'r mut BoxRepository, &'r C) -> BoxFuture<'r, Result<T, StorageError>>,
+    {
+        if let Some(mut lent) = self.lend_hot() {
+            if let Ok(value) = read(lent.repo(), context).await {
+                lent.keep();
+                return Ok(value);
+            }
+            // Dropped: the connection goes back to the pool, which checks it.
+        }
+        read(&mut self.reader().await?, context).await
+    }
+
+    /// A kept repository, without waiting: an idle kept one, else a new one on a connection
+    /// the pool has idle (while fewer than the limit are kept); `None` otherwise.
+    fn lend_hot(&self) -> Option<Lent> {
         let home = &self.hot;
         if home.closed.load(Ordering::Acquire) {
             return None;
@@ -124,26 +155,26 @@ impl Storage {
                         (n < home.limit).then_some(n + 1)
                     })
                     .ok()?;
-                let acquired: Result<BoxRepository, sqlx::Error> = match &self.pool {
+                // `try_acquire`: an idle connection of the pool or nothing, at once and without
+                // the acquire ping (`acquire` may wait for the pool's acquire timeout).
+                let acquired: Option<BoxRepository> = match &self.pool {
                     Pool::Postgres(pool) => pool
-                        .acquire()
-                        .await
+                        .try_acquire()
                         .map(|c| Box::new(self.repository(Held::Conn(c))) as BoxRepository),
                     Pool::Sqlite(pool) => pool
-                        .acquire()
-                        .await
+                        .try_acquire()
                         .map(|c| Box::new(self.repository(Held::Conn(c))) as BoxRepository),
                 };
                 match acquired {
-                    Ok(repo) => repo,
-                    Err(_) => {
+                    Some(repo) => repo,
+                    None => {
                         home.kept.fetch_sub(1, Ordering::AcqRel);
                         return None;
                     }
                 }
             }
         };
-        Some(HotReader {
+        Some(Lent {
             repo: Some(repo),
             home: home.clone(),
         })

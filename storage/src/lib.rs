@@ -50,7 +50,7 @@ use ulid::Ulid;
 
 pub use self::{
     browser_sessions::*, client_assertions::*, clients::*, compat::*, email_verifications::*,
-    grants::*, hot::HotReader, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
+    grants::*, hot::BoxFuture, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
     registration_tokens::*, synapse_import::*, token_writer::MAX_BATCH as MAX_TOKEN_BATCH,
     upstream::*, user_terms::*, users::*,
 };
@@ -206,7 +206,7 @@ pub struct Storage {
     entropy: Entropy,
     /// The group commit of token issuance ([`Storage::add_session_with_token`]).
     writer: std::sync::Arc<token_writer::Queue>,
-    /// Repositories kept for hot reads ([`Storage::hot_reader`]).
+    /// Repositories kept for hot reads ([`Storage::hot_read`]).
     hot: std::sync::Arc<hot::HotRepositories>,
 }
 

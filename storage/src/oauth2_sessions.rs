@@ -238,9 +238,10 @@ pub trait AccessTokenRepository: Send {
     async fn revoke(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// Records the first use of a token, now: one conditional UPDATE that writes only while
-    /// `first_used_at` is NULL, so the hot path writes once per token, not once per request.
-    /// `true` when this call recorded it, `false` when it was recorded already or there is no
-    /// such token.
+    /// `first_used_at` is NULL, so the hot path writes once per token, not once per request,
+    /// and only while the token is not revoked (a use racing [`Self::revoke_unused`] records
+    /// nothing on a token that lost). `true` when this call recorded it, `false` when it was
+    /// recorded already, the token is revoked, or there is no such token.
     async fn mark_used(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// Revokes a token that was never used (the retry grace of refresh rotation).
@@ -820,7 +821,7 @@ macro_rules! implementation {
             async fn mark_used(&mut self, id: Ulid) -> Result<bool, StorageError> {
                 let done = sqlx::query(
                     "UPDATE oauth2_access_tokens SET first_used_at = $2 \
-                     WHERE id = $1 AND first_used_at IS NULL",
+                     WHERE id = $1 AND first_used_at IS NULL AND revoked_at IS NULL",
                 )
                 .bind(DbId(id))
                 .bind(Ts(self.now()))

@@ -87,13 +87,12 @@ pub struct UserCodeRateLimits {
     pub per_session: LimitConfig,
 }
 
-/// `rate_limiting.client_auth`: failed client authentications.
+/// `rate_limiting.client_auth`: failed client authentications (per address only: see
+/// `http::oauth2::client_auth`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClientAuthRateLimits {
     #[serde(default)]
     pub failures_per_ip: LimitConfig,
-    #[serde(default)]
-    pub failures_per_client: LimitConfig,
 }
 
 /// `rate_limiting.registration`.
@@ -159,7 +158,6 @@ impl RateLimitingConfig {
             Limit::UserCodePerIp => &self.user_code.per_ip,
             Limit::UserCodePerSession => &self.user_code.per_session,
             Limit::ClientAuthPerIp => &self.client_auth.failures_per_ip,
-            Limit::ClientAuthPerClient => &self.client_auth.failures_per_client,
         }
     }
 

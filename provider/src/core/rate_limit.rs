@@ -1,6 +1,7 @@
 //! Rate limits on the doors an attacker knocks on: password sign-in (per IP, and failed attempts
 //! per account), registration (per IP), email sends (per address and per user), account recovery
-//! (per IP and per address) and the token endpoint (per client). A request over a limit is
+//! (per IP and per address), the token endpoint (per client) and failed client authentications
+//! (per IP). A request over a limit is
 //! answered 429 with `Retry-After` (RFC 6585 §4, RFC 9110 §10.2.3): `M_LIMIT_EXCEEDED` with
 //! `retry_after_ms` on the Matrix API (client-server API §"Rate limiting"), an error JSON on the
 //! token endpoint, a page saying when to try again in the browser.
@@ -84,27 +85,15 @@ impl RateLimiter {
             return Ok(());
         };
         let key = bucket_key(limit, key);
-        // On a kept connection when one is free (no pool pings: `Storage::hot_reader`); on a
-        // pooled one otherwise, or again when the kept one failed (a unit spent twice by that
-        // retry only makes the limit a little stricter).
-        let mut spent = None;
-        if let Some(mut hot) = self.storage.hot_reader().await {
-            match hot.repo().rate_limits().spend(&key, quota).await {
-                Ok(done) => spent = Some(done),
-                Err(_) => hot.discard(),
-            }
-        }
-        let spent = match spent {
-            Some(done) => done,
-            None => {
-                self.storage
-                    .reader()
-                    .await?
-                    .rate_limits()
-                    .spend(&key, quota)
-                    .await?
-            }
-        };
+        // On a kept connection when one is free (no pool pings: `Storage::hot_read`); again on
+        // a pooled one when the kept one failed (a unit spent twice by that retry only makes
+        // the limit a little stricter).
+        let spent = self
+            .storage
+            .hot_read(key.as_str(), |repo, key| {
+                repo.rate_limits().spend(key, quota)
+            })
+            .await?;
         match spent {
             Spend::Granted => Ok(()),
             Spend::Refused { retry_after } => {
@@ -144,24 +133,10 @@ impl RateLimiter {
         let key = bucket_key(limit, key);
         // A read on the hot path (every client authentication): on a kept connection when one
         // is free, as [`RateLimiter::check`].
-        let mut read = None;
-        if let Some(mut hot) = self.storage.hot_reader().await {
-            match hot.repo().rate_limits().peek(&key).await {
-                Ok(tat) => read = Some(tat),
-                Err(_) => hot.discard(),
-            }
-        }
-        let tat = match read {
-            Some(tat) => tat,
-            None => {
-                self.storage
-                    .reader()
-                    .await?
-                    .rate_limits()
-                    .peek(&key)
-                    .await?
-            }
-        };
+        let tat = self
+            .storage
+            .hot_read(key.as_str(), |repo, key| repo.rate_limits().peek(key))
+            .await?;
         match quota.spend(tat, now) {
             Ok(_) => Ok(()),
             Err(wait) => {

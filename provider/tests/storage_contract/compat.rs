@@ -894,6 +894,19 @@ async fn compat_token_use_and_successors(db: TestDb) {
         .revoke_access_unused(access2.id)
         .await
         .unwrap());
+    // A use racing the revocation records nothing on the token it lost.
+    assert!(!repo
+        .compat_tokens()
+        .mark_access_used(access2.id)
+        .await
+        .unwrap());
+    let lost = repo
+        .compat_tokens()
+        .lookup_access(access2.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost.first_used_at, None);
     assert!(matches!(
         repo.compat_tokens().revoke_access_unused(Ulid::new()).await,
         Err(StorageError::NotFound("compat access token"))

@@ -13,6 +13,7 @@ mod compat;
 mod email_verifications;
 mod fixtures;
 mod grants;
+mod hot;
 mod housekeeping;
 mod jobs;
 mod oauth2_sessions;

@@ -834,6 +834,17 @@ async fn token_use_and_device_holders(db: TestDb) {
     assert!(!repo.access_tokens().revoke_unused(access.id).await.unwrap());
     assert!(repo.access_tokens().revoke_unused(unused.id).await.unwrap());
     assert!(!repo.access_tokens().revoke_unused(unused.id).await.unwrap());
+    // A use racing the revocation records nothing on the token it lost.
+    assert!(!repo.access_tokens().mark_used(unused.id).await.unwrap());
+    assert_eq!(
+        repo.access_tokens()
+            .lookup(unused.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_used_at,
+        None
+    );
     assert!(matches!(
         repo.access_tokens().revoke_unused(Ulid::new()).await,
         Err(StorageError::NotFound("access token"))

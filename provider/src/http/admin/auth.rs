@@ -11,7 +11,7 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 
 use super::ApiError;
 use crate::{
-    core::tokens::find_active_access_token,
+    core::tokens::{find_active_access_token, record_first_use, UnusedToken},
     domain::scope::MAS_ADMIN_SCOPE,
     http::{
         kit::params::{authorization, Authorization},
@@ -76,6 +76,11 @@ impl FromRequestParts<AppState> for Admin {
             });
         };
         drop(repo);
+        // Its holder presents it: a use, which closes the retry grace of the refresh that
+        // issued it (client-server API "Refreshing access tokens"; `core::tokens`).
+        if let Some(unused) = UnusedToken::oauth2(&active) {
+            record_first_use(&state.storage, unused).await;
+        }
         if !active
             .session
             .scope

@@ -6,13 +6,19 @@
 //! secret) and `private_key_jwt` (RS256 or ES256 with a key of the client's inline `jwks`). A
 //! client must use the method it registered, and only one method per request (RFC 6749 §2.3).
 //!
-//! Failed authentications are rate limited (RFC 6749 §10.10 / RFC 8628 §5.1: guessing must be
-//! bounded): per client IP ([`Limit::ClientAuthPerIp`]) and per `client_id`
-//! ([`Limit::ClientAuthPerClient`], larger, so one address can't keep a client out). Only
-//! failures spend; each authentication first looks whether both buckets still hold a unit, and
-//! over either the request is answered 429 `temporarily_unavailable` with `Retry-After`
-//! without looking at the credentials. Credentials holding control characters are refused
-//! before any query (`invalid_client`).
+//! Failed authentications (`invalid_client`, RFC 6749 §5.2) are rate limited per client IP
+//! ([`Limit::ClientAuthPerIp`]): RFC 6749 §10.10, "The authorization server MUST prevent
+//! attackers from guessing [...] client credentials" (kept by RFC 9700). Only failures spend.
+//! An address whose bucket is empty is answered 429 `temporarily_unavailable` with
+//! `Retry-After` without its credentials being checked: were they checked, a right secret would
+//! still be told from a wrong one, and the limit would bound nothing. That look costs one read
+//! on a kept connection (`Storage::hot_read`); nothing is spent on success.
+//!
+//! Nothing is limited per `client_id`: such a bucket is spent by whoever names the client, so
+//! anyone sending wrong secrets from anywhere would keep the client itself out. Guessing from
+//! many addresses is bounded by the secrets themselves (~256 bits for registered clients) and
+//! the assertions' signatures. Credentials holding control characters are refused before any
+//! query (`invalid_client`).
 
 use axum::http::{header, HeaderMap};
 use base64::{
@@ -168,20 +174,6 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, Toke
     }
 }
 
-impl Credentials {
-    /// The client the credentials name (for an assertion, its unverified `sub`, else the
-    /// `client_id` sent alongside).
-    fn claimed_id(&self) -> Option<String> {
-        match self {
-            Self::Basic { id, .. } | Self::Post { id, .. } | Self::None { id } => Some(id.clone()),
-            Self::Assertion { assertion, body_id } => read_assertion(assertion, body_id.as_deref())
-                .ok()
-                .map(|a| a.client_id)
-                .or_else(|| body_id.clone()),
-        }
-    }
-}
-
 /// The answer over a failed-authentication limit: 429 `temporarily_unavailable` with
 /// `Retry-After`, as the token endpoint's own limit answers (RFC 6585 §4; the registered code
 /// of RFC 6749 §4.1.2.1).
@@ -198,19 +190,6 @@ fn too_many_failures(retry_after: std::time::Duration) -> TokenError {
     }
 }
 
-/// The buckets of failed authentications a request from `client_ip` naming `client_id`
-/// spends from.
-fn failure_buckets(client_ip: &ClientIp, client_id: Option<&str>) -> Vec<(Limit, String)> {
-    let mut buckets = Vec::with_capacity(2);
-    if let Some(ip) = client_ip.bucket_key() {
-        buckets.push((Limit::ClientAuthPerIp, ip));
-    }
-    if let Some(id) = client_id {
-        buckets.push((Limit::ClientAuthPerClient, id.to_owned()));
-    }
-    buckets
-}
-
 /// Authenticates the client of a request to the token endpoint or an endpoint built like it
 /// (device authorization, introspection, revocation), behind the limits on failures (see the
 /// module documentation).
@@ -221,25 +200,29 @@ pub async fn authenticate(
     params: &Params,
 ) -> Result<AuthenticatedClient, TokenError> {
     let credentials = credentials(headers, params)?;
-    let buckets = failure_buckets(client_ip, credentials.claimed_id().as_deref());
-    for (limit, key) in &buckets {
-        match state.limiter.peek(*limit, key).await {
-            Ok(()) => {}
-            Err(RateLimitError::Limited { retry_after }) => {
-                return Err(too_many_failures(retry_after))
-            }
-            Err(RateLimitError::Storage(e)) => return Err(TokenError::server(e)),
-        }
+    // Per address only (see the module): whoever fails elsewhere, this address is let in.
+    let Some(ip) = client_ip.bucket_key() else {
+        return check_credentials(state, &credentials).await;
+    };
+    // RFC 6749 §10.10: an address over its failures is refused before its credentials are
+    // checked, so that it can't go on guessing.
+    match state.limiter.peek(Limit::ClientAuthPerIp, &ip).await {
+        Ok(()) => {}
+        Err(RateLimitError::Limited { retry_after }) => return Err(too_many_failures(retry_after)),
+        Err(RateLimitError::Storage(e)) => return Err(TokenError::server(e)),
     }
     let result = check_credentials(state, &credentials).await;
+    // RFC 6749 §5.2: only `invalid_client` is a failed authentication.
     if result
         .as_ref()
         .is_err_and(|e| e.error == ErrorCode::InvalidClient)
     {
-        for (limit, key) in &buckets {
-            if let Err(e) = state.limiter.count_failure(*limit, key).await {
-                tracing::warn!(error = %e, "client authentication: can't count the failure");
-            }
+        if let Err(e) = state
+            .limiter
+            .count_failure(Limit::ClientAuthPerIp, &ip)
+            .await
+        {
+            tracing::warn!(error = %e, "client authentication: can't count the failure");
         }
     }
     result
@@ -290,20 +273,11 @@ async fn check_credentials(
 }
 
 /// The client named `client_id`, read on a kept connection when one is free (no pool pings:
-/// `Storage::hot_reader`), else (or again, when that failed) on a pooled one.
+/// `Storage::hot_read`).
 async fn find_client(state: &AppState, client_id: &str) -> Result<Option<Client>, StorageError> {
-    if let Some(mut hot) = state.storage.hot_reader().await {
-        match hot.repo().clients().find_by_client_id(client_id).await {
-            Ok(found) => return Ok(found),
-            Err(_) => hot.discard(),
-        }
-    }
     state
         .storage
-        .reader()
-        .await?
-        .clients()
-        .find_by_client_id(client_id)
+        .hot_read(client_id, |repo, id| repo.clients().find_by_client_id(id))
         .await
 }
 
@@ -521,14 +495,10 @@ async fn authenticate_assertion(
         client_id,
     } = read_assertion(assertion, body_id)?;
 
-    let mut repo = state.storage.reader().await.map_err(TokenError::server)?;
-    let client = repo
-        .clients()
-        .find_by_client_id(&client_id)
+    let client = find_client(state, &client_id)
         .await
         .map_err(TokenError::server)?
         .ok_or_else(|| assertion_error("unknown client"))?;
-    drop(repo);
 
     // OIDC Core §9: the client must use the method it registered.
     let (alg, key) = match client.token_endpoint_auth_method.as_str() {

@@ -24,9 +24,14 @@
 //! joined (unique hash index, then primary keys), expiry, revocation, the session's end and the
 //! user's lock checked in SQL; no transaction, and no pool pings around it (a kept connection,
 //! `Storage::hot_reader`). Nothing is cached: a revocation is seen at once by every replica. A
-//! client caller adds one statement, its own lookup. A token's first use adds one conditional
+//! client caller adds one statement, its own lookup.
+//!
+//! The lookup only reads. The homeserver introspecting a token is the token being used (its
+//! client is calling the homeserver with it): its first use is then recorded, one conditional
 //! write (`first_used_at`, written only while NULL), which closes the retry grace of the refresh
-//! that issued it; later uses only read.
+//! that issued it (client-server API "Refreshing access tokens"; `core::tokens`); later uses
+//! only read. A client introspecting a token records nothing: asking about a token is not
+//! using it, and a client without business with a token must not change it (RFC 7662 §4).
 
 use axum::{
     body::Bytes,
@@ -46,7 +51,10 @@ use super::{
     userinfo::{self, Authorization, BearerError},
 };
 use crate::{
-    core::rate_limit::ClientIp,
+    core::{
+        rate_limit::ClientIp,
+        tokens::{find_active_access_token, record_first_use, UnusedToken},
+    },
     crypto::sha256,
     domain::{
         scope::{self, Scope, API_SCOPE, DEVICE_SCOPE_PREFIX, SYNAPSE_ADMIN_SCOPE},
@@ -238,11 +246,22 @@ async fn handle(
         .await
         .map_err(TokenError::server)?;
     let admin_clients = &state.settings.admin_clients;
-    Ok(found
-        // RFC 7662 §4: only to a caller with business with the token.
-        .filter(|active| caller.may_see(active.client_id.as_deref(), admin_clients))
-        .and_then(|active| active.answer(supports_device_id, now))
-        .unwrap_or_else(Introspection::inactive))
+    // RFC 7662 §4: only to a caller with business with the token.
+    let Some(active) =
+        found.filter(|active| caller.may_see(active.client_id.as_deref(), admin_clients))
+    else {
+        return Ok(Introspection::inactive());
+    };
+    let unused = active.unused;
+    let Some(answer) = active.answer(supports_device_id, now) else {
+        return Ok(Introspection::inactive());
+    };
+    // The homeserver asks because the token is being used against it: its first use (see the
+    // module). Only once the token is active for it; never for a client's question.
+    if let (Caller::Homeserver, Some(unused)) = (&caller, unused) {
+        record_first_use(&state.storage, unused).await;
+    }
+    Ok(answer)
 }
 
 /// An active token, whatever its kind, before it is put in the caller's terms.
@@ -256,6 +275,8 @@ struct ActiveToken {
     device_id: Option<String>,
     issued_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
+    /// The access token, when its first use is not recorded yet.
+    unused: Option<UnusedToken>,
 }
 
 impl ActiveToken {
@@ -346,8 +367,6 @@ fn compat_scope(device_id: &str, is_synapse_admin: bool) -> Option<String> {
     Some(scope)
 }
 
-pub(crate) use crate::core::tokens::find_active_access_token;
-
 /// The user, when they may still use their tokens (`User::is_active`).
 async fn active_user(
     repo: &mut BoxRepository,
@@ -356,23 +375,21 @@ async fn active_user(
     Ok(repo.users().lookup(id).await?.filter(User::is_active))
 }
 
-/// [`find`] on a kept connection (`Storage::hot_reader`: its statements and no pool pings
-/// around them); on an ordinary pooled connection when none is free, or again when the kept one
-/// failed (it may have been cut by a database restart). Running `find` twice is harmless: it
-/// reads, and records a first use only while none is recorded.
+/// [`find`] on a kept connection (`Storage::hot_read`: its statements and no pool pings
+/// around them, or a pooled connection when none is free or the kept one failed; `find` only
+/// reads, so running it twice is harmless).
 async fn lookup(
     state: &AppState,
     caller: &Caller,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ActiveToken>, StorageError> {
-    if let Some(mut hot) = state.storage.hot_reader().await {
-        match find(hot.repo(), caller, token, now).await {
-            Ok(found) => return Ok(found),
-            Err(_) => hot.discard(),
-        }
-    }
-    find(&mut state.storage.reader().await?, caller, token, now).await
+    state
+        .storage
+        .hot_read(&(caller, token), |repo, (caller, token)| {
+            Box::pin(find(repo, caller, token, now))
+        })
+        .await
 }
 
 /// Looks the token up by its kind (the prefix, checked by the checksum first).
@@ -416,6 +433,7 @@ async fn oauth2_access_token(
     let Some(active) = find_active_access_token(repo, token, now).await? else {
         return Ok(None);
     };
+    let unused = UnusedToken::oauth2(&active);
     Ok(Some(ActiveToken {
         token_type: "access_token",
         scope: active.session.scope,
@@ -424,6 +442,7 @@ async fn oauth2_access_token(
         device_id: active.session.device_id,
         issued_at: active.token.created_at,
         expires_at: active.token.expires_at,
+        unused,
     }))
 }
 
@@ -464,6 +483,7 @@ async fn oauth2_refresh_token(
         device_id: session.device_id,
         issued_at: refresh.created_at,
         expires_at: None,
+        unused: None,
     }))
 }
 
@@ -483,10 +503,6 @@ async fn compat_access_token(
     let Some(user) = active_user(repo, session.user_id).await? else {
         return Ok(None);
     };
-    // As for OAuth 2.0 access tokens: the first use closes the refresh retry grace.
-    if token.first_used_at.is_none() {
-        repo.compat_tokens().mark_access_used(token.id).await?;
-    }
     // A device ID that can't be a scope token leaves only the `device_id` member to carry it.
     let scope = compat_scope(&session.device_id, session.is_synapse_admin)
         .unwrap_or_else(|| API_SCOPE.to_owned());
@@ -498,6 +514,11 @@ async fn compat_access_token(
         device_id: Some(session.device_id),
         issued_at: token.created_at,
         expires_at: token.expires_at,
+        // As for OAuth 2.0 access tokens: the first use closes the refresh retry grace.
+        unused: token
+            .first_used_at
+            .is_none()
+            .then_some(UnusedToken::Compat(token.id)),
     }))
 }
 
@@ -533,6 +554,7 @@ mod tests {
             device_id: device.map(Into::into),
             issued_at: at(0),
             expires_at: Some(at(300)),
+            unused: None,
         }
     }
 

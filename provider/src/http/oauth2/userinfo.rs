@@ -18,8 +18,9 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::{authorize::Params, introspection, token::is_form_urlencoded};
+use super::{authorize::Params, token::is_form_urlencoded};
 use crate::{
+    core::tokens::{find_active_access_token, record_first_use, UnusedToken},
     domain::{protocol::ErrorCode, scope::Scope},
     http::AppState,
     storage::{BoxRepository, StorageError},
@@ -196,13 +197,21 @@ async fn handle(
 ) -> Result<UserInfo, BearerError> {
     let token = access_token(headers, body)?;
     let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.reader().await?;
-    // One query: the token, its session, client and user (the hot path).
-    let active = introspection::find_active_access_token(&mut repo, &token, now)
+    // One query: the token, its session, client and user (the hot path, on a kept connection).
+    let active = state
+        .storage
+        .hot_read(token.as_str(), |repo, token| {
+            Box::pin(find_active_access_token(repo, token, now))
+        })
         .await?
         .ok_or(BearerError::InvalidToken(
             "the access token is unknown, expired or revoked",
         ))?;
+    // Its holder presents it: a use, which closes the retry grace of the refresh that issued it
+    // (client-server API "Refreshing access tokens"; `core::tokens`).
+    if let Some(unused) = UnusedToken::oauth2(&active) {
+        record_first_use(&state.storage, unused).await;
+    }
     let user = active.user.ok_or(BearerError::InvalidToken(
         "the access token does not stand for a user",
     ))?;
@@ -221,6 +230,7 @@ async fn handle(
         email_verified: None,
     };
     if scope.contains("email") {
+        let mut repo = state.storage.reader().await?;
         if let Some(email) = released_email(&mut repo, user.id).await? {
             claims.email = Some(email);
             claims.email_verified = Some(true);
