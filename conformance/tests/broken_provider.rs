@@ -260,3 +260,69 @@ async fn a_broken_provider_fails_the_right_checks() {
         .contains("oauth2.token.wrong_verifier"));
     assert!(report.render_markdown().contains("❌"));
 }
+
+/// A server whose legacy Matrix login API lists `flows`; its SSO redirect leads to a page that
+/// fails (HTTP 500).
+async fn compat_server(flows: Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/_matrix/client/v3/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "flows": flows })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/_matrix/client/v3/login/sso/redirect"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", "/sso/broken-page".to_owned()),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/sso/broken-page"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("the SSO page broke"))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn sso_login_outcome(server: &MockServer) -> Outcome {
+    let mut options = Options::new(format!("{}/", server.uri()).parse().unwrap());
+    options.only = vec!["matrix.compat.sso_login".into()];
+    options.account = Some(("alice".into(), "alice's password".into()));
+    let report = conformance::run(&options).await;
+    report
+        .finding("matrix.compat.sso_login")
+        .expect("the check ran")
+        .outcome
+        .clone()
+}
+
+/// Client-server API §"Client login via SSO": a server that offers `m.login.sso` but whose SSO
+/// pages break fails the check (with the browser's exchanges as evidence); it is not skipped.
+#[tokio::test]
+async fn an_offered_sso_login_that_breaks_fails() {
+    let server =
+        compat_server(json!([{ "type": "m.login.sso" }, { "type": "m.login.token" }])).await;
+    let outcome = sso_login_outcome(&server).await;
+    let Outcome::Fail { reason, evidence } = &outcome else {
+        panic!("the broken SSO login was not a failure: {outcome:?}");
+    };
+    assert!(reason.contains("HTTP 500"), "{reason}");
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.url.contains("/sso/broken-page") && e.status == 500),
+        "{evidence:#?}"
+    );
+}
+
+/// A server that lists no `m.login.sso` flow has nothing to check: skipped, saying so.
+#[tokio::test]
+async fn no_sso_flow_skips_the_sso_login() {
+    let server = compat_server(json!([{ "type": "m.login.password" }])).await;
+    let outcome = sso_login_outcome(&server).await;
+    let Outcome::Skipped(why) = &outcome else {
+        panic!("not skipped: {outcome:?}");
+    };
+    assert!(why.contains("no m.login.sso flow"), "{why}");
+}

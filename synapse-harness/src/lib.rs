@@ -1,5 +1,6 @@
 //! Real Synapse in the loop (DESIGN.md, "Tests: reality"): starts the PyPI release of Synapse,
-//! pinned to [`SYNAPSE_VERSION`], in `matrix_authentication_service` mode (MSC3861), and Debian's
+//! pinned to [`SYNAPSE_VERSION`], in `matrix_authentication_service` mode (MSC3861) or in plain
+//! mode (before `provider syn2mas`; [`SynapseMode`]), and Debian's
 //! nginx as the reverse proxy in front of it, both as child processes of the test; and the
 //! homeserver contract suite ([`contract`]) that real Synapse and the `fake-homeserver` crate
 //! both run, so the fake cannot drift from the real thing.
@@ -31,16 +32,14 @@
 //! prerequisite is an error, never a silent skip.
 
 pub mod contract;
-mod plain;
 mod process;
 mod proxy;
 mod synapse;
 mod venv;
 
-pub use plain::{has_psycopg2, PlainOptions, PlainSynapse, SynapseDatabase};
 pub use proxy::{render_site, ReverseProxy, SiteVars, NGINX_SITE_TEMPLATE};
-pub use synapse::{Synapse, SynapseOptions};
-pub use venv::{prepare, venv_path, Availability, Tools, SYNAPSE_VERSION};
+pub use synapse::{Synapse, SynapseDatabase, SynapseMode, SynapseOptions};
+pub use venv::{prepare, venv_path, Availability, Tools, PINS, PSYCOPG2_VERSION, SYNAPSE_VERSION};
 
 /// Everything that can go wrong while preparing or running the real processes.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,11 @@
-//! The prerequisites: a virtualenv holding the pinned Synapse from PyPI, and nginx.
+//! The prerequisites: a virtualenv holding the pinned Synapse from PyPI (and its PostgreSQL
+//! driver), and nginx.
 //!
 //! The virtualenv is made once per location and guarded by an exclusive `flock(2)` on a lock
 //! file beside it, so parallel test processes never install twice and never use a half-made
-//! one: a marker file written last says the install completed.
+//! one: a marker file written last, naming every pin ([`PINS`]), says the install completed.
+//! `.ci/run` makes the same virtualenv with the same pins and marker (a test here checks that
+//! its copy of the pins agrees).
 
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
@@ -16,8 +19,31 @@ use crate::Error;
 /// The Synapse release the harness runs (PyPI `matrix-synapse`).
 pub const SYNAPSE_VERSION: &str = "1.163.2";
 
-/// Written into the virtualenv once the install completed and was checked.
+/// Synapse's PostgreSQL driver (PyPI `psycopg2-binary`, `docs/postgres.md`), for Synapse on
+/// PostgreSQL (`provider/tests/syn2mas_real.rs`).
+pub const PSYCOPG2_VERSION: &str = "2.9.10";
+
+/// Every PyPI distribution the virtualenv is made with, pinned: `(name, version)`.
+pub const PINS: [(&str, &str); 2] = [
+    ("matrix-synapse", SYNAPSE_VERSION),
+    ("psycopg2-binary", PSYCOPG2_VERSION),
+];
+
+/// Written into the virtualenv once the install completed and was checked; it holds
+/// [`marker_contents`], so a virtualenv made with other pins is not taken for ready.
 const READY_MARKER: &str = ".synapse-harness-ready";
+
+/// The ready marker's contents: one `name==version` line per pin.
+fn marker_contents() -> String {
+    PINS.iter()
+        .map(|(name, version)| format!("{name}=={version}\n"))
+        .collect()
+}
+
+/// `name==version`, as pip is asked for it.
+fn requirement((name, version): (&str, &str)) -> String {
+    format!("{name}=={version}")
+}
 
 /// What a real-homeserver test needs, found and ready.
 #[derive(Debug, Clone)]
@@ -50,7 +76,8 @@ pub fn venv_path() -> PathBuf {
 }
 
 /// Finds nginx and python3, and makes the Synapse virtualenv if needed (this downloads the
-/// pinned `matrix-synapse` and its dependencies from PyPI, nothing else, and prints one line).
+/// pinned `matrix-synapse`, `psycopg2-binary` and their dependencies from PyPI, nothing else,
+/// and prints one line).
 /// The outcome is computed once per process.
 ///
 /// A missing prerequisite is [`Availability::Skip`], or [`Error::Prerequisite`] when the `CI`
@@ -127,7 +154,9 @@ impl FileLock {
 fn ensure_venv(venv: &Path) -> Result<PathBuf, String> {
     let python = venv.join("bin/python");
     let marker = venv.join(READY_MARKER);
-    if marker.is_file() && python.is_file() {
+    let ready =
+        || python.is_file() && std::fs::read_to_string(&marker).ok() == Some(marker_contents());
+    if ready() {
         return Ok(python);
     }
     if let Some(parent) = venv.parent() {
@@ -138,13 +167,26 @@ fn ensure_venv(venv: &Path) -> Result<PathBuf, String> {
     let _lock = FileLock::exclusive(&lock_path)
         .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     // Another process may have finished while we waited for the lock.
-    if marker.is_file() && python.is_file() {
+    if ready() {
         return Ok(python);
     }
-    // A virtualenv made by someone else (e.g. `.ci/run`) with the right version is adopted.
-    if python.is_file() && installed_version(&python).as_deref() == Some(SYNAPSE_VERSION) {
-        write_marker(&marker)?;
-        return Ok(python);
+    // A virtualenv made by someone else (e.g. `.ci/run`, or this harness before a pin was
+    // added) with the right Synapse is adopted, and given the pins it lacks.
+    if python.is_file() && installed_version(&python, PINS[0].0).as_deref() == Some(PINS[0].1) {
+        let missing: Vec<String> = PINS
+            .into_iter()
+            .filter(|(name, version)| installed_version(&python, name).as_deref() != Some(*version))
+            .map(requirement)
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "synapse-harness: installing {} from PyPI into {}",
+                missing.join(" "),
+                venv.display()
+            );
+            pip_install(&python, &missing)?;
+        }
+        return checked(&python, &marker);
     }
 
     let python3 = find_program("python3", &[]).ok_or("python3 is not installed")?;
@@ -152,14 +194,22 @@ fn ensure_venv(venv: &Path) -> Result<PathBuf, String> {
         std::fs::remove_dir_all(venv)
             .map_err(|e| format!("cannot remove the unfinished {}: {e}", venv.display()))?;
     }
+    let all: Vec<String> = PINS.into_iter().map(requirement).collect();
     // The one line the brief asks for: installing takes about a minute.
     eprintln!(
-        "synapse-harness: installing matrix-synapse=={SYNAPSE_VERSION} from PyPI into {} (about a minute)",
+        "synapse-harness: installing {} from PyPI into {} (about a minute)",
+        all.join(" "),
         venv.display()
     );
     run(Command::new(&python3).arg("-m").arg("venv").arg(venv))
         .map_err(|e| format!("python3 -m venv failed: {e}"))?;
-    let mut pip = Command::new(&python);
+    pip_install(&python, &all)?;
+    checked(&python, &marker)
+}
+
+/// `pip install` of `requirements` into the virtualenv of `python`.
+fn pip_install(python: &Path, requirements: &[String]) -> Result<(), String> {
+    let mut pip = Command::new(python);
     pip.args([
         "-m",
         "pip",
@@ -172,36 +222,37 @@ fn ensure_venv(venv: &Path) -> Result<PathBuf, String> {
     // and its output is kept for the error.
     let shown = if std::io::stderr().is_terminal() {
         pip.args(["--progress-bar", "on"]);
-        run_shown(pip.arg(format!("matrix-synapse=={SYNAPSE_VERSION}")))
+        run_shown(pip.args(requirements))
     } else {
-        run(pip.args(["--quiet", &format!("matrix-synapse=={SYNAPSE_VERSION}")]))
+        run(pip.arg("--quiet").args(requirements))
     };
-    shown.map_err(|e| format!("pip install matrix-synapse=={SYNAPSE_VERSION} failed: {e}"))?;
-    match installed_version(&python) {
-        Some(version) if version == SYNAPSE_VERSION => {}
-        other => {
+    shown.map_err(|e| format!("pip install {} failed: {e}", requirements.join(" ")))
+}
+
+/// Checks that every pin is installed as pinned, then writes the ready marker.
+fn checked(python: &Path, marker: &Path) -> Result<PathBuf, String> {
+    for (name, version) in PINS {
+        let installed = installed_version(python, name);
+        if installed.as_deref() != Some(version) {
             return Err(format!(
-                "the virtualenv holds Synapse {other:?}, not {SYNAPSE_VERSION}"
-            ))
+                "the virtualenv holds {name} {installed:?}, not {version}"
+            ));
         }
     }
-    write_marker(&marker)?;
-    Ok(python)
+    std::fs::write(marker, marker_contents())
+        .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+    Ok(python.to_path_buf())
 }
 
-fn write_marker(marker: &Path) -> Result<(), String> {
-    std::fs::write(marker, SYNAPSE_VERSION)
-        .map_err(|e| format!("cannot write {}: {e}", marker.display()))
-}
-
-/// The Synapse version installed for `python`, if any: the distribution's own metadata.
-/// (`synapse.__version__` is no good: run inside a git checkout, such as this repository,
-/// Synapse appends that checkout's branch and commit to it.)
-fn installed_version(python: &Path) -> Option<String> {
+/// The version of the distribution `name` installed for `python`, if any: the distribution's
+/// own metadata. (For Synapse, `synapse.__version__` is no good: run inside a git checkout,
+/// such as this repository, Synapse appends that checkout's branch and commit to it.)
+fn installed_version(python: &Path, name: &str) -> Option<String> {
     let output = Command::new(python)
         .args([
             "-c",
-            "import sys, importlib.metadata as m; sys.stdout.write(m.version('matrix-synapse'))",
+            "import sys, importlib.metadata as m; sys.stdout.write(m.version(sys.argv[1]))",
+            name,
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -263,6 +314,33 @@ mod tests {
         // SAFETY: as above.
         let rc = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         assert_eq!(rc, 0, "released on drop");
+    }
+
+    /// `.ci/run` makes the same virtualenv before the tests run: its copy of the pins must be
+    /// these, and its marker the one [`ensure_venv`] takes for ready.
+    #[test]
+    fn ci_run_installs_the_same_pins() {
+        let script =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run"))
+                .expect(".ci/run");
+        let assigned = |variable: &str| {
+            script
+                .lines()
+                .find_map(|line| line.trim().strip_prefix(&format!("{variable}=")))
+                .map(|value| value.trim_matches('"').to_owned())
+                .unwrap_or_else(|| panic!(".ci/run sets no {variable}"))
+        };
+        assert_eq!(assigned("SYNAPSE_VERSION"), SYNAPSE_VERSION);
+        assert_eq!(assigned("PSYCOPG2_VERSION"), PSYCOPG2_VERSION);
+        assert_eq!(
+            marker_contents(),
+            "matrix-synapse==1.163.2\npsycopg2-binary==2.9.10\n",
+            "the marker .ci/run writes (printf 'matrix-synapse==%s\\npsycopg2-binary==%s\\n')"
+        );
+        assert!(
+            script.contains(r"printf 'matrix-synapse==%s\npsycopg2-binary==%s\n' \"),
+            ".ci/run writes another ready marker"
+        );
     }
 
     #[test]

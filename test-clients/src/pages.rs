@@ -371,6 +371,14 @@ async fn walk_until(
     )))
 }
 
+/// The way back to the application from a page that shows an answer instead of redirecting
+/// it (RFC 9700 §4.11.2): a link on `page` to a URL starting with `target`, or a form posting
+/// there (its fields as the query of the returned URL). `base` (the page's URL) resolves
+/// relative links and actions.
+pub fn way_back_to(page: &str, base: &Url, target: &str) -> Option<Url> {
+    way_back(page, base, Stop::At(target))
+}
+
 /// A link on a page to where the walk stops, or a form posting there (its fields as the query
 /// of the returned URL): the way back to the application a person would take.
 fn way_back(page: &str, base: &Url, stop: Stop<'_>) -> Option<Url> {

@@ -160,35 +160,16 @@ pub(crate) fn shown_response(reply: &Reply, redirect_uri: &str) -> Option<Vec<(S
     if redirect(reply).is_some() {
         return None;
     }
-    let doc = scraper::Html::parse_document(&reply.body);
-    let selector = |css| scraper::Selector::parse(css).expect("a valid CSS selector");
-    let link = doc
-        .select(&selector("a[href]"))
-        .filter_map(|a| Url::parse(a.value().attr("href")?).ok())
-        .find(|url| starts_with(url, redirect_uri));
-    if let Some(url) = link {
-        return Some(response_params(&url));
-    }
-    let inputs = selector("input[name]");
-    doc.select(&selector("form[action]"))
-        .find(|form| {
-            form.value()
-                .attr("action")
-                .and_then(|a| Url::parse(a).ok())
-                .is_some_and(|url| starts_with(&url, redirect_uri))
+    // The redirect URI itself, followed by its parameters ([`starts_with`]): not a longer URI
+    // that happens to begin with it.
+    ["?", "#", "&", ""]
+        .into_iter()
+        .find_map(|then| {
+            let target = format!("{redirect_uri}{then}");
+            test_clients::pages::way_back_to(&reply.body, &reply.url, &target)
         })
-        .map(|form| {
-            form.select(&inputs)
-                .map(|i| {
-                    let v = i.value();
-                    let value = v.attr("value").unwrap_or_default();
-                    (
-                        v.attr("name").unwrap_or_default().to_owned(),
-                        value.to_owned(),
-                    )
-                })
-                .collect()
-        })
+        .filter(|url| starts_with(url, redirect_uri))
+        .map(|url| response_params(&url))
 }
 
 /// RFC 6749 §4.1.2.1: a refused authorization request whose client and redirect URI are valid
@@ -324,5 +305,47 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(body: &str) -> Reply {
+        Reply {
+            status: 400,
+            headers: reqwest::header::HeaderMap::new(),
+            body: body.to_owned(),
+            url: Url::parse("https://issuer.example/authorize?x=1").unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_shown_response_is_a_link_or_a_form_back_to_the_redirect_uri() {
+        let link = page(
+            r#"<p>Refused.</p><a href="https://client.example/cb2?error=nope">no</a>
+               <a href="https://client.example/cb?error=access_denied&amp;state=s">back</a>"#,
+        );
+        // The link to `cb2` is not the way back to `cb`.
+        assert_eq!(
+            shown_response(&link, "https://client.example/cb"),
+            Some(vec![
+                ("error".to_owned(), "access_denied".to_owned()),
+                ("state".to_owned(), "s".to_owned()),
+            ])
+        );
+        let form = page(
+            r#"<form method="post" action="https://client.example/cb">
+               <input type="hidden" name="error" value="invalid_scope"></form>"#,
+        );
+        assert_eq!(
+            shown_response(&form, "https://client.example/cb"),
+            Some(vec![("error".to_owned(), "invalid_scope".to_owned())])
+        );
+        assert_eq!(
+            shown_response(&page("<p>Refused.</p>"), "https://client.example/cb"),
+            None
+        );
     }
 }

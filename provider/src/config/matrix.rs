@@ -1,5 +1,7 @@
 //! The `matrix` section: the homeserver the provider serves and how it reaches it.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -16,7 +18,15 @@ pub struct MatrixConfig {
     pub endpoint: String,
     /// The secret shared with the homeserver (`matrix_authentication_service.secret` in Synapse).
     pub secret: String,
+    /// How long one call to the homeserver may take, in seconds, before it counts as no answer
+    /// (the caller then answers 503 or retries later); [`DEFAULT_REQUEST_TIMEOUT_SECONDS`] when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_seconds: Option<u64>,
 }
+
+/// `matrix.request_timeout_seconds` when the file doesn't say.
+pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 10;
 
 /// The API the provider provisions users and devices with (the homeserver contract of
 /// SPEC-NOTES.md).
@@ -36,6 +46,8 @@ pub struct MatrixSettings {
     pub homeserver: String,
     pub endpoint: Url,
     pub secret: String,
+    /// A whole call to the homeserver gives up after this long.
+    pub request_timeout: Duration,
 }
 
 impl MatrixConfig {
@@ -57,18 +69,28 @@ impl MatrixConfig {
                 "must be at least 16 characters (use `provider config generate` for a fresh one)",
             ));
         }
+        let timeout = self
+            .request_timeout_seconds
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECONDS);
+        if timeout == 0 {
+            p.push(Problem::new(
+                "matrix.request_timeout_seconds",
+                "must be at least 1 (a call that may take no time always fails)",
+            ));
+        }
         endpoint.map(|endpoint| MatrixSettings {
             kind: self.kind,
             homeserver: self.homeserver.clone(),
             endpoint,
             secret: self.secret.clone(),
+            request_timeout: Duration::from_secs(timeout),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{path::Path, time::Duration};
 
     use super::HomeserverKind;
     use crate::config::{
@@ -103,5 +125,21 @@ mod tests {
         assert_eq!(settings.matrix.kind, HomeserverKind::SynapseLegacy);
         let (_, settings) = parse(&generated(), no_env(), Path::new(".")).unwrap();
         assert_eq!(settings.matrix.kind, HomeserverKind::Synapse);
+    }
+
+    #[test]
+    fn the_homeserver_request_timeout_is_ten_seconds_unless_set() {
+        let (_, settings) = parse(&generated(), no_env(), Path::new(".")).unwrap();
+        assert_eq!(settings.matrix.request_timeout, Duration::from_secs(10));
+        let env = |v: &str| {
+            vec![(
+                "PROVIDER__MATRIX__REQUEST_TIMEOUT_SECONDS".to_owned(),
+                v.to_owned(),
+            )]
+        };
+        let (_, settings) = parse(&generated(), env("600"), Path::new(".")).unwrap();
+        assert_eq!(settings.matrix.request_timeout, Duration::from_secs(600));
+        let p = parse(&generated(), env("0"), Path::new(".")).unwrap_err();
+        assert_eq!(p[0].path, "matrix.request_timeout_seconds", "{p:?}");
     }
 }

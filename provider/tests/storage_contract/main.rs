@@ -20,6 +20,7 @@ mod oauth2_sessions;
 mod rate_limits;
 mod recovery_tickets;
 mod registration_tokens;
+mod synapse_import;
 mod token_writer;
 mod upstream;
 mod user_terms;

@@ -268,23 +268,32 @@ pub(crate) async fn legacy_user_field(p: Probe) -> Checked {
 }
 
 /// Client-server API §"Client login via SSO" (MSC3824): `m.login.sso` through the provider's
-/// pages brings a `loginToken` back, which `m.login.token` exchanges.
+/// pages brings a `loginToken` back, which `m.login.token` exchanges. Skipped only when the
+/// server lists no `m.login.sso` flow (§"Login": the flows it offers; `sso_delegated` judges
+/// that) or a rate limit can't be waited out; a walk that breaks down on the way fails, with the
+/// browser's exchanges as evidence.
 pub(crate) async fn sso_login(p: Probe) -> Checked {
     let compat = p.cx.compat().await?.clone();
-    sso_flow(&p).await?;
+    if flow(&compat, "m.login.sso").is_none() {
+        return Err(skip(format!(
+            "GET /login lists no m.login.sso flow: {}",
+            compat.flows
+        )));
+    }
     let account = p.cx.account().await?;
     let back = "http://127.0.0.1/sso-done";
     let mut url = compat.url("login/sso/redirect");
     url.query_pairs_mut().append_pair("redirectUrl", back);
-    let browser = test_clients::http::Http::browser(test_clients::transcript::Transcript::new());
+    let transcript = test_clients::transcript::Transcript::new();
+    let browser = test_clients::http::Http::browser(transcript.clone());
+    p.step("m.login.sso through the provider's pages (the browser's exchanges are the evidence)");
     let returned =
         p.cx.walk(&browser, &url, back, &account)
             .await
             .map_err(|gave_up| skip(gave_up.0))?
-            .map_err(|e| {
-                skip(format!(
-                    "the suite could not get through the SSO pages: {e}"
-                ))
+            .map_err(|e| Stop::Fail {
+                reason: format!("the SSO login did not come back to the client's redirectUrl: {e}"),
+                evidence: transcript.entries(),
             })?;
     let token = returned
         .query_pairs()

@@ -28,8 +28,6 @@ use url::Url;
 use super::HomeserverError;
 use crate::config::MatrixSettings;
 
-/// A whole call gives up after this long.
-pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// Connecting gives up after this long.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of an error body goes into a [`HomeserverError`].
@@ -58,7 +56,7 @@ impl fmt::Debug for HomeserverHttp {
 
 impl HomeserverHttp {
     pub(super) fn new(settings: &MatrixSettings) -> Self {
-        Self::with_timeouts(settings, TIMEOUT, CONNECT_TIMEOUT)
+        Self::with_timeouts(settings, settings.request_timeout, CONNECT_TIMEOUT)
     }
 
     /// Never fails: when the client can't be built with these settings, falls back to the
@@ -297,6 +295,7 @@ pub(super) mod test_support {
             homeserver: "example.com".into(),
             endpoint: Url::parse(endpoint).expect("a test URL"),
             secret: SECRET.into(),
+            request_timeout: Duration::from_secs(10),
         }
     }
 

@@ -3,9 +3,6 @@
 //! (a second import inserts nothing), rows whose user is missing, batches larger than one
 //! statement, and what the imported rows look like through the other repositories.
 
-// Throwaway IDs for rows that must not exist.
-#![allow(clippy::disallowed_methods)]
-
 use chrono::{DateTime, Duration, Utc};
 use provider::{
     backend_tests,
