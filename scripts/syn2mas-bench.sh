@@ -109,9 +109,28 @@ export PROVIDER__SECRETS__PASSWORD_PEPPER="$PEPPER"
 echo "provider syn2mas check…" >&2
 "$PROVIDER_BIN" syn2mas check -c "$work/provider.yaml" --synapse-config "$work/homeserver.yaml"
 echo "provider syn2mas migrate ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))…" >&2
-start=$(date +%s.%N)
+# Where the time goes: the seconds since the start at each table's first and last progress line
+# (its first batch written, its last; before the first, Synapse's rows were read).
+phases() {
+  local line table count first=""
+  while IFS= read -r line; do
+    if [[ $line != progress$'\t'* ]]; then
+      printf '%s\n' "$line"
+      continue
+    fi
+    IFS=$'\t' read -r _ table count <<<"$line"
+    [ "$table" = "$first" ] || { first="$table"; since "$table first batch"; }
+    [ "${count%/*}" != "${count#*/}" ] || since "$table done ($count)"
+  done
+}
+since() {
+  awk -v now="$EPOCHREALTIME" -v t0="$start" -v what="$1" \
+    'BEGIN { printf "  %6.1f s  %s\n", now - t0, what }'
+}
+start=$EPOCHREALTIME
 "$PROVIDER_BIN" syn2mas migrate -c "$work/provider.yaml" --synapse-config "$work/homeserver.yaml" \
-  2> >(grep -v '^progress' >&2)
-end=$(date +%s.%N)
+  2> >(phases >&2)
+end=$EPOCHREALTIME
+sleep 0.2 # the phases' last lines
 printf 'migrate: %s users in %.1f s (load average after: %s)\n' "$USERS" \
   "$(awk "BEGIN {print $end - $start}")" "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -10,23 +10,36 @@
 //! - a **compat session** by (user, device ID), whatever its state, with its access and refresh
 //!   tokens by their hashes ([`TokenHash`]: Synapse's token values are never stored).
 //!
-//! Each call writes many rows with a few multi-row statements (`INSERT … VALUES (…), (…)`, up to
-//! [`ROWS_PER_STATEMENT`] rows each), and finds each row's user by username inside the statement
-//! (`WITH v (…) AS (VALUES …) INSERT … SELECT … FROM v JOIN users …`), so a batch needs no prior
-//! read; `RETURNING id` tells which rows were new. The caller groups rows in batches, one
-//! transaction each ([`crate::Storage::begin`]).
+//! Each call writes many rows at once and finds each row's user by username inside the
+//! statement (`INSERT … SELECT … FROM <rows> JOIN users …`), so a batch needs no prior read;
+//! `RETURNING id` tells which rows were new. The rows travel per backend:
+//! - **PostgreSQL**: `COPY … FROM STDIN (FORMAT binary)` into a temporary table, then one
+//!   `INSERT … SELECT … ON CONFLICT DO NOTHING` from it (`COPY` itself can't skip a taken key).
+//!   The binary rows carry each value as sqlx encodes a bound parameter, so nothing is escaped;
+//! - **SQLite**: multi-row `INSERT … VALUES (…), (…)` ([`sqlx::QueryBuilder::push_values`]),
+//!   up to [`ROWS_PER_STATEMENT`] rows each.
+//!
+//! The caller groups rows in batches, one transaction each ([`crate::Storage::begin`]); on
+//! PostgreSQL those commit asynchronously (a crash may lose the last few, which a run again
+//! writes).
 //!
 //! An import is recorded in `synapse_imports` ([`SynapseImport`]): started before the first
 //! batch, finished after the last.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::{
+    encode::IsNull, postgres::PgArgumentBuffer, query_builder::Separated, Encode, Postgres,
+    QueryBuilder, Sqlite,
+};
 use ulid::Ulid;
 
 use super::{
     for_each_backend,
     types::{DbId, Ts},
-    StorageError, TokenHash,
+    PgRepository, SqliteRepository, StorageError, TokenHash,
 };
 
 /// One import of a Synapse database.
@@ -141,29 +154,9 @@ pub trait SynapseImportRepository: Send {
     ) -> Result<Vec<Imported>, StorageError>;
 }
 
-/// Rows per statement: the largest (a compat session, 8 values) stays under SQLite's 32,766
-/// bound parameters and PostgreSQL's 65,535.
+/// Rows per SQLite statement: the largest (a compat session, 8 values) stays under SQLite's
+/// 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
-
-/// `($1, $2), ($3, $4)`: `rows` tuples of `columns` placeholders.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let mut out = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&(row * columns + column + 1).to_string());
-        }
-        out.push(')');
-    }
-    out
-}
 
 #[derive(sqlx::FromRow)]
 struct ImportRow {
@@ -184,37 +177,489 @@ impl From<ImportRow> for SynapseImport {
     }
 }
 
+/// A new row of `users`, and its new id.
+type UserRow<'a> = (Ulid, &'a ImportedUser);
+/// A new row of `user_passwords`: (id, user id, scheme version, hash, created at).
+type PasswordRow<'a> = (Ulid, Ulid, i32, &'a str, DateTime<Utc>);
+/// A new row of `user_emails`, and its new id.
+type EmailRow<'a> = (Ulid, &'a ImportedEmail);
+/// A new row of `compat_sessions`, and its new id.
+type SessionRow<'a> = (Ulid, &'a ImportedCompatSession);
+/// A new row of `compat_access_tokens`: (id, session id, token).
+type AccessRow<'a> = (Ulid, Ulid, &'a ImportedAccessToken);
+/// A new row of `compat_refresh_tokens`: (id, session id, access token id, token).
+type RefreshRow<'a> = (Ulid, Ulid, Option<Ulid>, &'a ImportedRefreshToken);
+
+type Ids = HashSet<Ulid>;
+
+/// The ids a `RETURNING id` gave back.
+fn id_set(ids: Vec<DbId>) -> Ids {
+    ids.into_iter().map(|d| d.0).collect()
+}
+
+/// Rows in PostgreSQL's binary `COPY` format (PostgreSQL manual, `COPY`, "Binary Format"): a
+/// signature and two zero words, then per row its field count and per field its length (`-1`:
+/// NULL) and its bytes, then `-1`. A field's bytes are a bound parameter's: sqlx's own encoder
+/// writes them (the same [`DbId`] and [`Ts`] encodings as every query).
+struct CopyRows {
+    buf: PgArgumentBuffer,
+    columns: i16,
+}
+
+impl CopyRows {
+    /// The signature `PGCOPY\n\377\r\n\0`, the flags word and the header extension's length.
+    const HEADER: &'static [u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+    fn new(columns: i16) -> Self {
+        let mut buf = PgArgumentBuffer::default();
+        buf.extend_from_slice(Self::HEADER);
+        Self { buf, columns }
+    }
+
+    fn row(&mut self) -> &mut Self {
+        self.buf.extend_from_slice(&self.columns.to_be_bytes());
+        self
+    }
+
+    fn field<'q, T: Encode<'q, Postgres>>(&mut self, value: T) -> Result<&mut Self, StorageError> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let len = match value
+            .encode_by_ref(&mut self.buf)
+            .map_err(|e| StorageError::Database(sqlx::Error::Encode(e)))?
+        {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(self.buf.len() - start - 4).map_err(|_| {
+                StorageError::Invalid("a value longer than PostgreSQL takes".to_owned())
+            })?,
+        };
+        self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(self)
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1_i16).to_be_bytes());
+        std::mem::take(&mut *self.buf)
+    }
+}
+
+/// PostgreSQL: each kind of row is copied into a temporary table (`ON COMMIT DROP`, and dropped
+/// after its statement, so a dry run's single transaction can stage the same kind again), and
+/// written from there.
+impl PgRepository {
+    /// The import's transactions commit without waiting for their WAL to reach the disk
+    /// (PostgreSQL manual, "Asynchronous Commit"): a crash of the server may lose the last few
+    /// whole transactions, never part of one, and a run again writes them (each row by its
+    /// natural key). A few milliseconds less per batch.
+    async fn bulk_transaction(&mut self) -> Result<(), StorageError> {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the temporary table `table` (`columns`: its definition) and copies `rows` into it.
+    async fn stage(
+        &mut self,
+        table: &str,
+        columns: &str,
+        rows: CopyRows,
+    ) -> Result<(), StorageError> {
+        let create = format!("CREATE TEMPORARY TABLE {table} ({columns}) ON COMMIT DROP");
+        sqlx::query(&create)
+            .persistent(false)
+            .execute(self.conn())
+            .await?;
+        self.copy_in(table, rows).await
+    }
+
+    /// `COPY table FROM STDIN (FORMAT binary)`.
+    async fn copy_in(&mut self, table: &str, rows: CopyRows) -> Result<(), StorageError> {
+        let statement = format!("COPY {table} FROM STDIN (FORMAT binary)");
+        let mut copy = self.conn().copy_in_raw(&statement).await?;
+        copy.send(rows.finish()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// Runs `insert` (an `INSERT … SELECT … FROM table … RETURNING id`), then drops `table`.
+    /// Not a prepared statement: the temporary table is a new one each time.
+    async fn insert_staged(&mut self, table: &str, insert: &str) -> Result<Ids, StorageError> {
+        let ids = sqlx::query_scalar::<_, DbId>(insert)
+            .persistent(false)
+            .fetch_all(self.conn())
+            .await?;
+        let drop = format!("DROP TABLE {table}");
+        sqlx::query(&drop)
+            .persistent(false)
+            .execute(self.conn())
+            .await?;
+        Ok(id_set(ids))
+    }
+
+    async fn existing_users(
+        &mut self,
+        usernames: &[&str],
+    ) -> Result<HashSet<String>, StorageError> {
+        let found =
+            sqlx::query_scalar::<_, String>("SELECT username FROM users WHERE username = ANY($1)")
+                .bind(usernames)
+                .fetch_all(self.conn())
+                .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn insert_users(&mut self, rows: &[UserRow<'_>]) -> Result<Ids, StorageError> {
+        let mut copy = CopyRows::new(6);
+        for (id, u) in rows {
+            copy.row()
+                .field(DbId(*id))?
+                .field(u.username.as_str())?
+                .field(Ts(u.created_at))?
+                .field(u.locked_at.map(Ts))?
+                .field(u.deactivated_at.map(Ts))?
+                .field(u.can_request_admin)?;
+        }
+        self.stage(
+            "syn2mas_users",
+            "id UUID, username TEXT, created_at TIMESTAMPTZ, locked_at TIMESTAMPTZ, \
+             deactivated_at TIMESTAMPTZ, can_request_admin BOOLEAN",
+            copy,
+        )
+        .await?;
+        self.insert_staged(
+            "syn2mas_users",
+            "INSERT INTO users \
+             (id, username, created_at, locked_at, deactivated_at, can_request_admin) \
+             SELECT id, username, created_at, locked_at, deactivated_at, can_request_admin \
+             FROM syn2mas_users ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .await
+    }
+
+    /// Straight into the table: each row is new (a new id, of a user just inserted).
+    async fn insert_passwords(&mut self, rows: &[PasswordRow<'_>]) -> Result<(), StorageError> {
+        let mut copy = CopyRows::new(5);
+        for (id, user_id, version, hash, created_at) in rows {
+            copy.row()
+                .field(DbId(*id))?
+                .field(DbId(*user_id))?
+                .field(*hash)?
+                .field(*version)?
+                .field(Ts(*created_at))?;
+        }
+        self.copy_in(
+            "user_passwords (id, user_id, hashed_password, version, created_at)",
+            copy,
+        )
+        .await
+    }
+
+    async fn insert_emails(&mut self, rows: &[EmailRow<'_>]) -> Result<Ids, StorageError> {
+        let mut copy = CopyRows::new(4);
+        for (id, e) in rows {
+            copy.row()
+                .field(DbId(*id))?
+                .field(e.username.as_str())?
+                .field(e.email.as_str())?
+                .field(Ts(e.added_at))?;
+        }
+        self.stage(
+            "syn2mas_emails",
+            "id UUID, username TEXT, email TEXT, at TIMESTAMPTZ",
+            copy,
+        )
+        .await?;
+        self.insert_staged(
+            "syn2mas_emails",
+            "INSERT INTO user_emails (id, user_id, email, created_at, confirmed_at) \
+             SELECT v.id, u.id, v.email, v.at, v.at \
+             FROM syn2mas_emails v JOIN users u ON u.username = v.username \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .await
+    }
+
+    async fn insert_sessions(&mut self, rows: &[SessionRow<'_>]) -> Result<Ids, StorageError> {
+        let mut copy = CopyRows::new(8);
+        for (id, s) in rows {
+            copy.row()
+                .field(DbId(*id))?
+                .field(s.username.as_str())?
+                .field(s.device_id.as_str())?
+                .field(s.human_name.as_deref())?
+                .field(s.is_synapse_admin)?
+                .field(Ts(s.created_at))?
+                .field(s.last_active_at.map(Ts))?
+                .field(s.user_agent.as_deref())?;
+        }
+        self.stage(
+            "syn2mas_sessions",
+            "id UUID, username TEXT, device_id TEXT, human_name TEXT, is_synapse_admin BOOLEAN, \
+             created_at TIMESTAMPTZ, last_active_at TIMESTAMPTZ, user_agent TEXT",
+            copy,
+        )
+        .await?;
+        self.insert_staged(
+            "syn2mas_sessions",
+            &format!(
+                "INSERT INTO compat_sessions ({SESSION_COLUMNS}) \
+                 SELECT {SESSION_VALUES} FROM syn2mas_sessions v {SESSION_JOIN} \
+                 ON CONFLICT DO NOTHING RETURNING id"
+            ),
+        )
+        .await
+    }
+
+    async fn insert_access_tokens(&mut self, rows: &[AccessRow<'_>]) -> Result<Ids, StorageError> {
+        let mut copy = CopyRows::new(5);
+        for (id, session_id, token) in rows {
+            copy.row()
+                .field(DbId(*id))?
+                .field(DbId(*session_id))?
+                .field(&token.token_hash[..])?
+                .field(Ts(token.created_at))?
+                .field(token.expires_at.map(Ts))?;
+        }
+        self.stage(
+            "syn2mas_access_tokens",
+            "id UUID, session_id UUID, token_hash BYTEA, created_at TIMESTAMPTZ, \
+             expires_at TIMESTAMPTZ",
+            copy,
+        )
+        .await?;
+        self.insert_staged(
+            "syn2mas_access_tokens",
+            "INSERT INTO compat_access_tokens \
+             (id, session_id, token_hash, created_at, expires_at) \
+             SELECT id, session_id, token_hash, created_at, expires_at \
+             FROM syn2mas_access_tokens ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .await
+    }
+
+    async fn insert_refresh_tokens(&mut self, rows: &[RefreshRow<'_>]) -> Result<(), StorageError> {
+        let mut copy = CopyRows::new(5);
+        for (id, session_id, access_token_id, token) in rows {
+            copy.row()
+                .field(DbId(*id))?
+                .field(DbId(*session_id))?
+                .field(&token.token_hash[..])?
+                .field(access_token_id.map(DbId))?
+                .field(Ts(token.created_at))?;
+        }
+        self.stage(
+            "syn2mas_refresh_tokens",
+            "id UUID, session_id UUID, token_hash BYTEA, access_token_id UUID, \
+             created_at TIMESTAMPTZ",
+            copy,
+        )
+        .await?;
+        self.insert_staged(
+            "syn2mas_refresh_tokens",
+            "INSERT INTO compat_refresh_tokens \
+             (id, session_id, token_hash, access_token_id, created_at) \
+             SELECT id, session_id, token_hash, access_token_id, created_at \
+             FROM syn2mas_refresh_tokens ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The columns of an imported compat session, and where its values come from (`v`: the rows,
+/// `u`: their user).
+const SESSION_COLUMNS: &str = "id, user_id, device_id, human_name, is_synapse_admin, created_at, \
+                               last_active_at, user_agent";
+const SESSION_VALUES: &str = "v.id, u.id, v.device_id, v.human_name, v.is_synapse_admin, \
+                              v.created_at, v.last_active_at, v.user_agent";
+/// Any session of this device, finished or not, counts as imported already: a device logged out
+/// since the import must not come back. (`WHERE`: SQLite's upsert after a `SELECT` needs one,
+/// or its parser reads `ON CONFLICT`'s `ON` as a join's.)
+const SESSION_JOIN: &str = "JOIN users u ON u.username = v.username \
+                            WHERE NOT EXISTS (SELECT 1 FROM compat_sessions c \
+                              WHERE c.user_id = u.id AND c.device_id = v.device_id)";
+
+/// SQLite: multi-row statements of up to [`ROWS_PER_STATEMENT`] rows.
+impl SqliteRepository {
+    /// Nothing to set: SQLite's durability is the connection's (`PRAGMA synchronous`).
+    #[allow(clippy::unused_async)]
+    async fn bulk_transaction(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Runs the statement `head` `VALUES (…), (…)` `tail` over each chunk of `rows` (`push`
+    /// binds one row's values) and gathers the ids it returns.
+    async fn insert_values<T>(
+        &mut self,
+        rows: &[T],
+        head: &str,
+        tail: &str,
+        mut push: impl FnMut(Separated<'_, '_, Sqlite, &'static str>, &T),
+    ) -> Result<Ids, StorageError> {
+        let mut ids = Ids::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(head);
+            query.push_values(chunk, |b, row| push(b, row));
+            query.push(tail);
+            ids.extend(id_set(
+                query
+                    .build_query_scalar::<DbId>()
+                    .fetch_all(self.conn())
+                    .await?,
+            ));
+        }
+        Ok(ids)
+    }
+
+    async fn existing_users(
+        &mut self,
+        usernames: &[&str],
+    ) -> Result<HashSet<String>, StorageError> {
+        let mut found = HashSet::new();
+        for chunk in usernames.chunks(ROWS_PER_STATEMENT) {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("SELECT username FROM users WHERE username IN (");
+            let mut list = query.separated(", ");
+            for name in chunk {
+                list.push_bind(*name);
+            }
+            query.push(")");
+            found.extend(
+                query
+                    .build_query_scalar::<String>()
+                    .fetch_all(self.conn())
+                    .await?,
+            );
+        }
+        Ok(found)
+    }
+
+    async fn insert_users(&mut self, rows: &[UserRow<'_>]) -> Result<Ids, StorageError> {
+        self.insert_values(
+            rows,
+            "INSERT INTO users \
+             (id, username, created_at, locked_at, deactivated_at, can_request_admin) ",
+            " ON CONFLICT DO NOTHING RETURNING id",
+            |mut b, (id, u)| {
+                b.push_bind(DbId(*id))
+                    .push_bind(u.username.clone())
+                    .push_bind(Ts(u.created_at))
+                    .push_bind(u.locked_at.map(Ts))
+                    .push_bind(u.deactivated_at.map(Ts))
+                    .push_bind(u.can_request_admin);
+            },
+        )
+        .await
+    }
+
+    async fn insert_passwords(&mut self, rows: &[PasswordRow<'_>]) -> Result<(), StorageError> {
+        self.insert_values(
+            rows,
+            "INSERT INTO user_passwords (id, user_id, hashed_password, version, created_at) ",
+            " RETURNING id",
+            |mut b, (id, user_id, version, hash, created_at)| {
+                b.push_bind(DbId(*id))
+                    .push_bind(DbId(*user_id))
+                    .push_bind(hash.to_string())
+                    .push_bind(*version)
+                    .push_bind(Ts(*created_at));
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_emails(&mut self, rows: &[EmailRow<'_>]) -> Result<Ids, StorageError> {
+        self.insert_values(
+            rows,
+            "WITH v (id, username, email, at) AS (",
+            ") INSERT INTO user_emails (id, user_id, email, created_at, confirmed_at) \
+             SELECT v.id, u.id, v.email, v.at, v.at \
+             FROM v JOIN users u ON u.username = v.username WHERE TRUE \
+             ON CONFLICT DO NOTHING RETURNING id",
+            |mut b, (id, e)| {
+                b.push_bind(DbId(*id))
+                    .push_bind(e.username.clone())
+                    .push_bind(e.email.clone())
+                    .push_bind(Ts(e.added_at));
+            },
+        )
+        .await
+    }
+
+    async fn insert_sessions(&mut self, rows: &[SessionRow<'_>]) -> Result<Ids, StorageError> {
+        self.insert_values(
+            rows,
+            "WITH v (id, username, device_id, human_name, is_synapse_admin, created_at, \
+             last_active_at, user_agent) AS (",
+            &format!(
+                ") INSERT INTO compat_sessions ({SESSION_COLUMNS}) \
+                 SELECT {SESSION_VALUES} FROM v {SESSION_JOIN} \
+                 ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            |mut b, (id, s)| {
+                b.push_bind(DbId(*id))
+                    .push_bind(s.username.clone())
+                    .push_bind(s.device_id.clone())
+                    .push_bind(s.human_name.clone())
+                    .push_bind(s.is_synapse_admin)
+                    .push_bind(Ts(s.created_at))
+                    .push_bind(s.last_active_at.map(Ts))
+                    .push_bind(s.user_agent.clone());
+            },
+        )
+        .await
+    }
+
+    async fn insert_access_tokens(&mut self, rows: &[AccessRow<'_>]) -> Result<Ids, StorageError> {
+        self.insert_values(
+            rows,
+            "INSERT INTO compat_access_tokens \
+             (id, session_id, token_hash, created_at, expires_at) ",
+            " ON CONFLICT DO NOTHING RETURNING id",
+            |mut b, (id, session_id, token)| {
+                b.push_bind(DbId(*id))
+                    .push_bind(DbId(*session_id))
+                    .push_bind(token.token_hash.to_vec())
+                    .push_bind(Ts(token.created_at))
+                    .push_bind(token.expires_at.map(Ts));
+            },
+        )
+        .await
+    }
+
+    async fn insert_refresh_tokens(&mut self, rows: &[RefreshRow<'_>]) -> Result<(), StorageError> {
+        self.insert_values(
+            rows,
+            "INSERT INTO compat_refresh_tokens \
+             (id, session_id, token_hash, access_token_id, created_at) ",
+            " ON CONFLICT DO NOTHING RETURNING id",
+            |mut b, (id, session_id, access_token_id, token)| {
+                b.push_bind(DbId(*id))
+                    .push_bind(DbId(*session_id))
+                    .push_bind(token.token_hash.to_vec())
+                    .push_bind(access_token_id.map(DbId))
+                    .push_bind(Ts(token.created_at));
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// What both backends share: the import's record, the upstream links (one at a time), and how
+/// the bulk writers' new ids become each row's outcome.
 macro_rules! implementation {
     ($repo:ty) => {
         impl $repo {
-            /// Which of `usernames` have an account.
-            async fn existing_users(
-                &mut self,
-                usernames: &[&str],
-            ) -> Result<std::collections::HashSet<String>, StorageError> {
-                let mut found = std::collections::HashSet::new();
-                for chunk in usernames.chunks(ROWS_PER_STATEMENT) {
-                    let list = (1..=chunk.len())
-                        .map(|n| format!("${n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!("SELECT username FROM users WHERE username IN ({list})");
-                    let mut query = sqlx::query_scalar::<_, String>(&sql);
-                    for name in chunk {
-                        query = query.bind(*name);
-                    }
-                    found.extend(query.fetch_all(self.conn()).await?);
-                }
-                Ok(found)
-            }
-
             /// The outcome of each row keyed by `ids`: inserted when its id came back, else
             /// already there or without its user.
             async fn outcomes(
                 &mut self,
                 ids: &[Ulid],
                 usernames: &[&str],
-                inserted: &std::collections::HashSet<Ulid>,
+                inserted: &Ids,
             ) -> Result<Vec<Imported>, StorageError> {
                 let missing: Vec<&str> = ids
                     .iter()
@@ -223,7 +668,7 @@ macro_rules! implementation {
                     .map(|(_, name)| *name)
                     .collect();
                 let existing = if missing.is_empty() {
-                    Default::default()
+                    HashSet::new()
                 } else {
                     self.existing_users(&missing).await?
                 };
@@ -287,93 +732,52 @@ macro_rules! implementation {
                 &mut self,
                 users: &[ImportedUser],
             ) -> Result<Vec<Imported>, StorageError> {
-                let mut out = Vec::with_capacity(users.len());
-                for chunk in users.chunks(ROWS_PER_STATEMENT) {
-                    let ids: Vec<Ulid> = chunk.iter().map(|_| self.new_id()).collect();
-                    let sql = format!(
-                        "INSERT INTO users \
-                         (id, username, created_at, locked_at, deactivated_at, can_request_admin) \
-                         VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                        placeholders(chunk.len(), 6)
-                    );
-                    let mut query = sqlx::query_scalar::<_, DbId>(&sql);
-                    for (id, user) in ids.iter().zip(chunk) {
-                        query = query
-                            .bind(DbId(*id))
-                            .bind(&user.username)
-                            .bind(Ts(user.created_at))
-                            .bind(user.locked_at.map(Ts))
-                            .bind(user.deactivated_at.map(Ts))
-                            .bind(user.can_request_admin);
+                if users.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.bulk_transaction().await?;
+                let rows: Vec<UserRow<'_>> = users.iter().map(|u| (self.new_id(), u)).collect();
+                let inserted = self.insert_users(&rows).await?;
+                let mut passwords: Vec<PasswordRow<'_>> = Vec::new();
+                for (user_id, u) in rows.iter().filter(|(id, _)| inserted.contains(id)) {
+                    if let Some((version, hash)) = &u.password {
+                        passwords.push((
+                            self.new_id(),
+                            *user_id,
+                            *version,
+                            hash.as_str(),
+                            u.created_at,
+                        ));
                     }
-                    let inserted: std::collections::HashSet<Ulid> =
-                        query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
-                    let passwords: Vec<(Ulid, &ImportedUser, i32, &String)> = ids
-                        .iter()
-                        .zip(chunk)
-                        .filter(|(id, _)| inserted.contains(*id))
-                        .filter_map(|(id, u)| {
-                            u.password.as_ref().map(|(version, hash)| (*id, u, *version, hash))
-                        })
-                        .collect();
-                    if !passwords.is_empty() {
-                        let sql = format!(
-                            "INSERT INTO user_passwords \
-                             (id, user_id, hashed_password, version, created_at) VALUES {}",
-                            placeholders(passwords.len(), 5)
-                        );
-                        let mut query = sqlx::query(&sql);
-                        for (user_id, user, version, hash) in passwords {
-                            query = query
-                                .bind(DbId(self.new_id()))
-                                .bind(DbId(user_id))
-                                .bind(hash)
-                                .bind(version)
-                                .bind(Ts(user.created_at));
-                        }
-                        query.execute(self.conn()).await?;
-                    }
-                    out.extend(ids.iter().map(|id| {
+                }
+                if !passwords.is_empty() {
+                    self.insert_passwords(&passwords).await?;
+                }
+                Ok(rows
+                    .iter()
+                    .map(|(id, _)| {
                         if inserted.contains(id) {
                             Imported::Inserted
                         } else {
                             Imported::AlreadyThere
                         }
-                    }));
-                }
-                Ok(out)
+                    })
+                    .collect())
             }
 
             async fn import_emails(
                 &mut self,
                 emails: &[ImportedEmail],
             ) -> Result<Vec<Imported>, StorageError> {
-                let mut out = Vec::with_capacity(emails.len());
-                for chunk in emails.chunks(ROWS_PER_STATEMENT) {
-                    let ids: Vec<Ulid> = chunk.iter().map(|_| self.new_id()).collect();
-                    // `WHERE TRUE`: SQLite's upsert after a SELECT needs a WHERE (its parser
-                    // would read `ON` as a join's).
-                    let sql = format!(
-                        "WITH v (id, username, email, at) AS (VALUES {}) \
-                         INSERT INTO user_emails (id, user_id, email, created_at, confirmed_at) \
-                         SELECT v.id, u.id, v.email, v.at, v.at \
-                         FROM v JOIN users u ON u.username = v.username WHERE TRUE \
-                         ON CONFLICT DO NOTHING RETURNING id",
-                        placeholders(chunk.len(), 4)
-                    );
-                    let mut query = sqlx::query_scalar::<_, DbId>(&sql);
-                    for (id, e) in ids.iter().zip(chunk) {
-                        query = query
-                            .bind(DbId(*id))
-                            .bind(&e.username)
-                            .bind(&e.email)
-                            .bind(Ts(e.added_at));
-                    }
-                    let inserted = query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
-                    let names: Vec<&str> = chunk.iter().map(|e| e.username.as_str()).collect();
-                    out.extend(self.outcomes(&ids, &names, &inserted).await?);
+                if emails.is_empty() {
+                    return Ok(Vec::new());
                 }
-                Ok(out)
+                self.bulk_transaction().await?;
+                let rows: Vec<EmailRow<'_>> = emails.iter().map(|e| (self.new_id(), e)).collect();
+                let inserted = self.insert_emails(&rows).await?;
+                let ids: Vec<Ulid> = rows.iter().map(|(id, _)| *id).collect();
+                let names: Vec<&str> = emails.iter().map(|e| e.username.as_str()).collect();
+                self.outcomes(&ids, &names, &inserted).await
             }
 
             async fn import_upstream_link(
@@ -404,120 +808,56 @@ macro_rules! implementation {
                 if !crate::row_exists!(self, "upstream_oauth_providers", provider_id) {
                     return Err(StorageError::NotFound("upstream provider"));
                 }
-                let inserted = Default::default();
-                Ok(self.outcomes(&[id], &[username], &inserted).await?[0])
+                Ok(self.outcomes(&[id], &[username], &Ids::new()).await?[0])
             }
 
             async fn import_compat_sessions(
                 &mut self,
                 sessions: &[ImportedCompatSession],
             ) -> Result<Vec<Imported>, StorageError> {
-                let mut out = Vec::with_capacity(sessions.len());
-                for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
-                    let ids: Vec<Ulid> = chunk.iter().map(|_| self.new_id()).collect();
-                    // Any session of this device, finished or not, counts as imported already: a
-                    // device logged out since the import must not come back.
-                    let sql = format!(
-                        "WITH v (id, username, device_id, human_name, is_synapse_admin, \
-                           created_at, last_active_at, user_agent) AS (VALUES {}) \
-                         INSERT INTO compat_sessions \
-                         (id, user_id, device_id, human_name, is_synapse_admin, created_at, \
-                          last_active_at, user_agent) \
-                         SELECT v.id, u.id, v.device_id, v.human_name, v.is_synapse_admin, \
-                           v.created_at, v.last_active_at, v.user_agent \
-                         FROM v JOIN users u ON u.username = v.username \
-                         WHERE NOT EXISTS (SELECT 1 FROM compat_sessions c \
-                           WHERE c.user_id = u.id AND c.device_id = v.device_id) \
-                         ON CONFLICT DO NOTHING RETURNING id",
-                        placeholders(chunk.len(), 8)
-                    );
-                    let mut query = sqlx::query_scalar::<_, DbId>(&sql);
-                    for (id, s) in ids.iter().zip(chunk) {
-                        query = query
-                            .bind(DbId(*id))
-                            .bind(&s.username)
-                            .bind(&s.device_id)
-                            .bind(&s.human_name)
-                            .bind(s.is_synapse_admin)
-                            .bind(Ts(s.created_at))
-                            .bind(s.last_active_at.map(Ts))
-                            .bind(&s.user_agent);
-                    }
-                    let inserted: std::collections::HashSet<Ulid> =
-                        query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
-
-                    // The inserted sessions' access tokens. A token hash is unique: one Synapse
-                    // token can't belong to two devices.
-                    let mut access: Vec<(Ulid, Ulid, &ImportedAccessToken)> = Vec::new();
-                    for (session_id, s) in ids.iter().zip(chunk) {
-                        if inserted.contains(session_id) {
-                            for token in &s.access_tokens {
-                                access.push((self.new_id(), *session_id, token));
-                            }
-                        }
-                    }
-                    let mut access_ids: std::collections::HashMap<(Ulid, TokenHash), Ulid> =
-                        Default::default();
-                    for part in access.chunks(ROWS_PER_STATEMENT) {
-                        let sql = format!(
-                            "INSERT INTO compat_access_tokens \
-                             (id, session_id, token_hash, created_at, expires_at) \
-                             VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                            placeholders(part.len(), 5)
-                        );
-                        let mut query = sqlx::query_scalar::<_, DbId>(&sql);
-                        for (id, session_id, token) in part {
-                            query = query
-                                .bind(DbId(*id))
-                                .bind(DbId(*session_id))
-                                .bind(&token.token_hash[..])
-                                .bind(Ts(token.created_at))
-                                .bind(token.expires_at.map(Ts));
-                        }
-                        let kept: std::collections::HashSet<Ulid> =
-                            query.fetch_all(self.conn()).await?.into_iter().map(|d| d.0).collect();
-                        for (id, session_id, token) in part {
-                            if kept.contains(id) {
-                                access_ids.insert((*session_id, token.token_hash), *id);
-                            }
-                        }
-                    }
-
-                    let mut refresh: Vec<(Ulid, Ulid, Option<Ulid>, &ImportedRefreshToken)> =
-                        Vec::new();
-                    for (session_id, s) in ids.iter().zip(chunk) {
-                        if inserted.contains(session_id) {
-                            for token in &s.refresh_tokens {
-                                let access_token_id = token.access_token_hash.and_then(|hash| {
-                                    access_ids.get(&(*session_id, hash)).copied()
-                                });
-                                refresh.push((self.new_id(), *session_id, access_token_id, token));
-                            }
-                        }
-                    }
-                    for part in refresh.chunks(ROWS_PER_STATEMENT) {
-                        let sql = format!(
-                            "INSERT INTO compat_refresh_tokens \
-                             (id, session_id, token_hash, access_token_id, created_at) \
-                             VALUES {} ON CONFLICT DO NOTHING",
-                            placeholders(part.len(), 5)
-                        );
-                        let mut query = sqlx::query(&sql);
-                        for (id, session_id, access_token_id, token) in part {
-                            query = query
-                                .bind(DbId(*id))
-                                .bind(DbId(*session_id))
-                                .bind(&token.token_hash[..])
-                                .bind(access_token_id.map(DbId))
-                                .bind(Ts(token.created_at));
-                        }
-                        query.execute(self.conn()).await?;
-                    }
-
-                    let names: Vec<&str> = chunk.iter().map(|s| s.username.as_str()).collect();
-                    out.extend(self.outcomes(&ids, &names, &inserted).await?);
+                if sessions.is_empty() {
+                    return Ok(Vec::new());
                 }
-                Ok(out)
+                self.bulk_transaction().await?;
+                let rows: Vec<SessionRow<'_>> =
+                    sessions.iter().map(|s| (self.new_id(), s)).collect();
+                let inserted = self.insert_sessions(&rows).await?;
+
+                // The inserted sessions' access tokens. A token hash is unique: one Synapse
+                // token can't belong to two devices.
+                let mut access: Vec<AccessRow<'_>> = Vec::new();
+                for (session_id, s) in rows.iter().filter(|(id, _)| inserted.contains(id)) {
+                    for token in &s.access_tokens {
+                        access.push((self.new_id(), *session_id, token));
+                    }
+                }
+                let kept = if access.is_empty() {
+                    Ids::new()
+                } else {
+                    self.insert_access_tokens(&access).await?
+                };
+                let access_ids: HashMap<(Ulid, TokenHash), Ulid> = access
+                    .iter()
+                    .filter(|(id, _, _)| kept.contains(id))
+                    .map(|(id, session_id, token)| ((*session_id, token.token_hash), *id))
+                    .collect();
+
+                let mut refresh: Vec<RefreshRow<'_>> = Vec::new();
+                for (session_id, s) in rows.iter().filter(|(id, _)| inserted.contains(id)) {
+                    for token in &s.refresh_tokens {
+                        let access_token_id = token
+                            .access_token_hash
+                            .and_then(|hash| access_ids.get(&(*session_id, hash)).copied());
+                        refresh.push((self.new_id(), *session_id, access_token_id, token));
+                    }
+                }
+                if !refresh.is_empty() {
+                    self.insert_refresh_tokens(&refresh).await?;
+                }
+
+                let ids: Vec<Ulid> = rows.iter().map(|(id, _)| *id).collect();
+                let names: Vec<&str> = sessions.iter().map(|s| s.username.as_str()).collect();
+                self.outcomes(&ids, &names, &inserted).await
             }
         }
     };

@@ -437,10 +437,128 @@ async fn compat_sessions(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
+/// Values arrive as Synapse had them, whatever their characters (a tab, a line break, a
+/// backslash, `\N`: what PostgreSQL's text `COPY` would take for separators, escapes or NULL)
+/// and to the millisecond; and a second import of the same rows in the same transaction (as a
+/// dry run does) finds them.
+async fn values_as_they_are(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let odd = "t\tab\there\nline\r\\N \\ ü 🙂 'quoted' \"too\"";
+    let created = at(1_600_000_000) + Duration::milliseconds(123);
+    let name = "historical\\name=ü";
+    let alice = ImportedUser {
+        created_at: created,
+        locked_at: Some(created + Duration::milliseconds(1)),
+        password: Some((3, format!("$2b$04${odd}"))),
+        ..user(name)
+    };
+    for expected in [Inserted, AlreadyThere] {
+        let outcomes = repo
+            .synapse_import()
+            .import_users(std::slice::from_ref(&alice))
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![expected]);
+    }
+    let u = repo.users().find_by_username(name).await.unwrap().unwrap();
+    assert_eq!(
+        (u.created_at, u.locked_at, u.deactivated_at),
+        (alice.created_at, alice.locked_at, None)
+    );
+    let password = repo.user_passwords().active(u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (password.version, password.hashed_password.as_str()),
+        (3, format!("$2b$04${odd}").as_str())
+    );
+
+    let email = ImportedEmail {
+        username: name.to_owned(),
+        email: format!("{odd}@example.com"),
+        added_at: created,
+    };
+    for expected in [Inserted, AlreadyThere] {
+        let outcomes = repo
+            .synapse_import()
+            .import_emails(std::slice::from_ref(&email))
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![expected]);
+    }
+    let emails = repo.user_emails().list_for_user(u.id).await.unwrap();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].email, email.email);
+    assert_eq!(emails[0].confirmed_at, Some(created));
+
+    let token = sha256("syt_odd");
+    let device = ImportedCompatSession {
+        human_name: Some(odd.to_owned()),
+        user_agent: Some(format!("{odd}/agent")),
+        last_active_at: Some(created + Duration::milliseconds(2)),
+        created_at: created,
+        access_tokens: vec![ImportedAccessToken {
+            token_hash: token,
+            created_at: created,
+            expires_at: Some(created + Duration::milliseconds(3)),
+        }],
+        refresh_tokens: vec![ImportedRefreshToken {
+            token_hash: sha256("syr_odd"),
+            access_token_hash: Some(token),
+            created_at: created,
+        }],
+        ..session(name, "D\\1\tX")
+    };
+    for expected in [Inserted, AlreadyThere] {
+        let outcomes = repo
+            .synapse_import()
+            .import_compat_sessions(std::slice::from_ref(&device))
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![expected]);
+    }
+    let s = repo
+        .compat_sessions()
+        .find_active_by_device(u.id, &device.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.human_name, device.human_name);
+    assert_eq!(s.user_agent, device.user_agent);
+    assert_eq!(
+        (s.created_at, s.last_active_at),
+        (created, device.last_active_at)
+    );
+    let access = repo
+        .compat_tokens()
+        .find_access_by_hash(&token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (access.session_id, access.created_at, access.expires_at),
+        (s.id, created, device.access_tokens[0].expires_at)
+    );
+    let refresh = repo
+        .compat_tokens()
+        .find_refresh_by_hash(&sha256("syr_odd"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            refresh.session_id,
+            refresh.access_token_id,
+            refresh.created_at
+        ),
+        (s.id, Some(access.id), created)
+    );
+    repo.commit().await.unwrap();
+}
+
 backend_tests!(
     import_runs,
     users_and_passwords,
     emails,
     upstream_links,
-    compat_sessions
+    compat_sessions,
+    values_as_they_are
 );
