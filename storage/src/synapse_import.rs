@@ -250,7 +250,9 @@ impl PgRepository {
     /// The import's transactions commit without waiting for their WAL to reach the disk
     /// (PostgreSQL manual, "Asynchronous Commit"): a crash of the server may lose the last few
     /// whole transactions, never part of one, and a run again writes them (each row by its
-    /// natural key). A few milliseconds less per batch.
+    /// natural key). A few milliseconds less per batch. The import's last transaction
+    /// ([`SynapseImportRepository::finish`], written on every run) commits synchronously, which
+    /// flushes the WAL up to it: once `migrate` says done, every batch is durable.
     async fn bulk_transaction(&mut self) -> Result<(), StorageError> {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(self.conn())

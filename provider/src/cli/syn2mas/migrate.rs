@@ -505,10 +505,13 @@ pub async fn run(
     report.tables.push(("access tokens", access));
     report.tables.push(("refresh tokens", refresh));
 
+    // Written on every run, even one that found nothing new: this last transaction commits
+    // synchronously while the batches before it did not (on PostgreSQL they commit without
+    // waiting for the WAL flush, see `SynapseImportRepository`), and its commit flushes the WAL
+    // up to itself (PostgreSQL manual, "Asynchronous Commit"), so every batch is on disk before
+    // `migrate` says done.
     let mut repo = batches.open().await?;
-    if import.finished_at.is_none() {
-        repo.synapse_import().finish(import.id).await?;
-    }
+    repo.synapse_import().finish(import.id).await?;
     if options.dry_run {
         // Dropped without a commit: rolled back.
         drop(repo);
