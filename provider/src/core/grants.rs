@@ -22,7 +22,11 @@ use ulid::Ulid;
 use crate::{
     core::Core,
     crypto::sha256,
-    domain::{scope, token::random_code},
+    domain::{
+        protocol::{Prompt, Prompts},
+        scope,
+        token::random_code,
+    },
     storage::{
         AuthorizationGrant, BoxRepository, BrowserSession, Client, NewOAuth2Session, StorageError,
         User,
@@ -102,15 +106,11 @@ pub fn identity_assured(client: &Client, redirect_uri: &str) -> bool {
         || url::Url::parse(redirect_uri).is_ok_and(|u| u.scheme() == "https")
 }
 
-/// The `prompt` values of a request (OIDC Core §3.1.2.1).
-pub fn prompts(grant: &AuthorizationGrant) -> Vec<&str> {
-    grant
-        .prompt
-        .as_deref()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|p| !p.is_empty())
-        .collect()
+/// The `prompt` of a stored request (OIDC Core §3.1.2.1), read back by the parser that read it
+/// at `/authorize` ([`Prompts`]); a stored value it refuses is corrupt data.
+pub fn prompts(grant: &AuthorizationGrant) -> Result<Prompts, StorageError> {
+    Prompts::parse_param(grant.prompt.as_deref())
+        .map_err(|e| StorageError::Invalid(format!("the stored prompt of a grant: {e}")))
 }
 
 /// Decides what the request needs next (see the module docs).
@@ -140,11 +140,11 @@ pub async fn decide(
     if !user.can_request_admin && scope::asks_for_admin(&grant.scope) {
         return Ok(Decision::NotAllowed);
     }
-    let prompts = prompts(grant);
+    let prompts = prompts(grant)?;
     // prompt=login / prompt=create: a sign-in (or registration) made for this request, or
     // anyway after it was made.
     let fresh = signed_in_for == Some(grant.id) || last.created_at > grant.created_at;
-    if (prompts.contains(&"login") || prompts.contains(&"create")) && !fresh {
+    if (prompts.contains(Prompt::Login) || prompts.contains(Prompt::Create)) && !fresh {
         return Ok(Decision::SignIn);
     }
     if let Some(max_age) = grant.max_age {
@@ -152,7 +152,7 @@ pub async fn decide(
             return Ok(Decision::SignIn);
         }
     }
-    if prompts.contains(&"consent")
+    if prompts.contains(Prompt::Consent)
         || !repo
             .consents()
             .has_consent(user.id, grant.client_id, &grant.scope)

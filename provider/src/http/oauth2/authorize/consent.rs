@@ -30,7 +30,7 @@ use crate::{
         clients,
         grants::{self, Decision},
     },
-    domain::protocol::ErrorCode,
+    domain::protocol::{ErrorCode, Prompt},
     domain::scope::describe_scopes,
     endpoints,
     http::{
@@ -123,7 +123,11 @@ pub async fn proceed(
         Ok(assessed) => assessed,
         Err(e) => return unavailable(state, &e),
     };
-    let none = grants::prompts(&grant).contains(&"none");
+    let prompts = match grants::prompts(&grant) {
+        Ok(prompts) => prompts,
+        Err(e) => return unavailable(state, &e),
+    };
+    let none = prompts.contains(Prompt::None);
     if none && decision != Decision::Complete {
         // OIDC Core §3.1.2.6: the request ends here with an error; the stored request must not
         // be served later by the consent page.
@@ -162,7 +166,7 @@ pub async fn proceed(
             complete(state, &grant, &client, &session, &user).await
         }
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            super::sign_in_first(state, grant.id, &grants::prompts(&grant))
+            super::sign_in_first(state, grant.id, prompts)
         }
         (Decision::Consent | Decision::Confirm, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()
