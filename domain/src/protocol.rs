@@ -136,6 +136,13 @@ protocol_enum! {
 }
 
 impl ClientAuthMethod {
+    /// Is a client registered for this method a public client? RFC 6749 §2.1: a public client
+    /// can't keep credentials confidential, and authenticates with none (`none`, RFC 7591 §2);
+    /// every other method proves the client's identity (RFC 6749 §2.3).
+    pub fn is_public(self) -> bool {
+        self == Self::None
+    }
+
     /// Does the server hold a client secret for this method?
     pub fn uses_secret(self) -> bool {
         matches!(

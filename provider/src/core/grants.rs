@@ -102,7 +102,7 @@ pub enum Decision {
 /// - public clients redirected to an `https` URI: a web client's origin, or a native app's claimed
 ///   https redirect, which the operating system verifies (RFC 8252 §7.2).
 pub fn identity_assured(client: &Client, redirect_uri: &str) -> bool {
-    client.token_endpoint_auth_method != "none"
+    !client.token_endpoint_auth_method.is_public()
         || url::Url::parse(redirect_uri).is_ok_and(|u| u.scheme() == "https")
 }
 
@@ -259,15 +259,16 @@ pub async fn issue_code(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::protocol::ClientAuthMethod;
 
-    fn client(auth: &str) -> Client {
+    fn client(auth: ClientAuthMethod) -> Client {
         let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         Client {
             id: Ulid::from_parts(1, 2),
             client_id: "c".into(),
             is_static: false,
             encrypted_client_secret: None,
-            token_endpoint_auth_method: auth.into(),
+            token_endpoint_auth_method: auth,
             metadata: serde_json::json!({}),
             created_at: at,
             updated_at: at,
@@ -276,7 +277,7 @@ mod tests {
 
     #[test]
     fn public_native_clients_are_not_assured() {
-        let public = client("none");
+        let public = client(ClientAuthMethod::None);
         for redirect in [
             "http://127.0.0.1/callback",
             "http://127.0.0.1:49152/callback",
@@ -294,12 +295,11 @@ mod tests {
 
     #[test]
     fn confidential_clients_are_assured_wherever_they_redirect() {
-        for auth in [
-            "client_secret_basic",
-            "client_secret_post",
-            "client_secret_jwt",
-            "private_key_jwt",
-        ] {
+        for auth in ClientAuthMethod::ALL
+            .iter()
+            .copied()
+            .filter(|m| !m.is_public())
+        {
             assert!(identity_assured(&client(auth), "http://127.0.0.1:5000/cb"));
             assert!(identity_assured(&client(auth), "https://app.example/cb"));
         }

@@ -27,7 +27,10 @@ use super::{authorize::Params, token::TokenError};
 use crate::{
     core::rate_limit::{self, ClientIp, Limit, RateLimitError},
     crypto::Encrypter,
-    domain::{client_metadata::RegisteredMetadata, protocol::ErrorCode},
+    domain::{
+        client_metadata::RegisteredMetadata,
+        protocol::{ClientAuthMethod, ErrorCode},
+    },
     endpoints,
     http::{kit::params::has_control, AppState},
     storage::{Client, StorageError},
@@ -251,9 +254,13 @@ async fn check_credentials(
     credentials: &Credentials,
 ) -> Result<AuthenticatedClient, TokenError> {
     let (id, secret, used, basic) = match credentials {
-        Credentials::Basic { id, secret } => (id, Some(secret), "client_secret_basic", true),
-        Credentials::Post { id, secret } => (id, Some(secret), "client_secret_post", false),
-        Credentials::None { id } => (id, None, "none", false),
+        Credentials::Basic { id, secret } => {
+            (id, Some(secret), ClientAuthMethod::ClientSecretBasic, true)
+        }
+        Credentials::Post { id, secret } => {
+            (id, Some(secret), ClientAuthMethod::ClientSecretPost, false)
+        }
+        Credentials::None { id } => (id, None, ClientAuthMethod::None, false),
         Credentials::Assertion { assertion, body_id } => {
             return authenticate_assertion(state, assertion, body_id.as_deref()).await;
         }
@@ -531,8 +538,8 @@ async fn authenticate_assertion(
     drop(repo);
 
     // OIDC Core §9: the client must use the method it registered.
-    let (alg, key) = match client.token_endpoint_auth_method.as_str() {
-        "client_secret_jwt" => {
+    let (alg, key) = match client.token_endpoint_auth_method {
+        ClientAuthMethod::ClientSecretJwt => {
             // OIDC Core §9: an HMAC (HS256) keyed with the client secret.
             if header.alg != jsonwebtoken::Algorithm::HS256 {
                 return Err(assertion_error(
@@ -553,7 +560,7 @@ async fn authenticate_assertion(
                 jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
             )
         }
-        "private_key_jwt" => {
+        ClientAuthMethod::PrivateKeyJwt => {
             // OIDC Core §9: signed with the client's private key; RS256 or ES256 here.
             if !matches!(
                 header.alg,

@@ -416,7 +416,7 @@ async fn handle(
     let params = form_params(headers, body)?;
     let client = client_auth::authenticate(state, client_ip, headers, &params).await?;
     // After authentication, so nobody can spend a confidential client's quota by naming it.
-    if ClientAuthMethod::None == *client.client.token_endpoint_auth_method {
+    if client.client.token_endpoint_auth_method.is_public() {
         state.limiter.check_ip(Limit::Token, client_ip).await?;
     } else {
         state
