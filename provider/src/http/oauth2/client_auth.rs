@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::{authorize::Params, token::TokenError};
 use crate::{
-    core::rate_limit::{self, ClientIp, Limit, RateLimitError},
+    core::rate_limit::{ClientIp, Limit},
     crypto::Encrypter,
     domain::{
         client_metadata::RegisteredMetadata,
@@ -185,22 +185,6 @@ impl Credentials {
     }
 }
 
-/// The answer over a failed-authentication limit: 429 `temporarily_unavailable` with
-/// `Retry-After`, as the token endpoint's own limit answers (RFC 6585 §4; the registered code
-/// of RFC 6749 §4.1.2.1).
-fn too_many_failures(retry_after: std::time::Duration) -> TokenError {
-    TokenError {
-        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
-        error: ErrorCode::TemporarilyUnavailable,
-        description: format!(
-            "too many failed client authentications; retry after {} s",
-            rate_limit::retry_after_seconds(retry_after)
-        ),
-        basic_challenge: false,
-        retry_after: Some(retry_after),
-    }
-}
-
 /// The buckets of failed authentications a request from `client_ip` naming `client_id`
 /// spends from.
 fn failure_buckets(client_ip: &ClientIp, client_id: Option<&str>) -> Vec<(Limit, String)> {
@@ -226,13 +210,12 @@ pub async fn authenticate(
     let credentials = credentials(headers, params)?;
     let buckets = failure_buckets(client_ip, credentials.claimed_id().as_deref());
     for (limit, key) in &buckets {
-        match state.limiter.peek(*limit, key).await {
-            Ok(()) => {}
-            Err(RateLimitError::Limited { retry_after }) => {
-                return Err(too_many_failures(retry_after))
-            }
-            Err(RateLimitError::Storage(e)) => return Err(TokenError::server(e)),
-        }
+        // 429 `temporarily_unavailable` with `Retry-After`, as the token endpoint's own limit.
+        state
+            .limiter
+            .peek(*limit, key)
+            .await
+            .map_err(|e| TokenError::limited("failed client authentications", e))?;
     }
     let result = check_credentials(state, &credentials).await;
     if result

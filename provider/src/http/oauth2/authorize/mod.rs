@@ -478,12 +478,6 @@ pub fn error_to_client(
     error: &OAuthError,
     client_state: Option<&str>,
 ) -> Response {
-    let untrusted = !client.is_static;
-    let parsed = url::Url::parse(redirect);
-    let Some(mut url) = parsed.ok().filter(|_| untrusted) else {
-        return consent::error_response(state, redirect, mode, error, client_state);
-    };
-    let issuer = state.settings.issuer.to_string();
     let mut fields: Vec<(&str, &str)> = vec![
         ("error", error.error.as_str()),
         ("error_description", &error.description),
@@ -491,20 +485,15 @@ pub fn error_to_client(
     if let Some(s) = client_state {
         fields.push(("state", s));
     }
-    // RFC 9207 §2: `iss` with every authorization response, errors included.
-    fields.push(("iss", &issuer));
-    match mode {
-        ResponseMode::Query => {
-            url.query_pairs_mut().extend_pairs(fields.iter());
-        }
-        ResponseMode::Fragment => {
-            let encoded = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(fields.iter())
-                .finish();
-            url.set_fragment(Some(&encoded));
-        }
-        ResponseMode::FormPost => {}
-    }
+    let encoded = if client.is_static {
+        None
+    } else {
+        consent::encode_response(state, redirect, mode, &fields)
+    };
+    // Trusted (static), or a redirect URI that is no URL (its own error page): no choice here.
+    let Some(encoded) = encoded else {
+        return consent::respond_to_client(state, redirect, mode, &fields);
+    };
     let form_post = mode == ResponseMode::FormPost;
     kit::page_with_csp(
         state,
@@ -516,11 +505,11 @@ pub fn error_to_client(
             error => error.error.as_str(),
             target => redirect,
             form_post => form_post,
-            action => url.as_str(),
-            fields => fields,
+            action => encoded.url.as_str(),
+            fields => encoded.fields,
         },
         // The button of `form_post` posts to the client (`form-action`); a link needs nothing.
-        &kit::csp_redirecting_to(form_post.then_some(&url)),
+        &kit::csp_redirecting_to(form_post.then_some(&encoded.url)),
     )
 }
 
