@@ -26,8 +26,8 @@ pub struct UnknownValue {
 }
 
 /// Defines a protocol enum from its table of `Variant => "wire value"`: `ALL` (in table order),
-/// `as_str`, [`FromStr`], [`Display`](fmt::Display), serde as the wire string, and comparison
-/// with `&str` (so code and tests can still say `error == "invalid_grant"`).
+/// `as_str`, [`FromStr`], [`Display`](fmt::Display), and serde as the wire string. There is no
+/// comparison with strings: code compares values, and a string is parsed first.
 macro_rules! protocol_enum {
     (
         $(#[$meta:meta])*
@@ -83,23 +83,6 @@ macro_rules! protocol_enum {
             }
         }
 
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
-        impl PartialEq<$name> for &str {
-            fn eq(&self, other: &$name) -> bool {
-                *self == other.as_str()
-            }
-        }
     };
 }
 
@@ -455,9 +438,8 @@ mod tests {
             wire_values(Prompt::ALL),
             ["none", "login", "consent", "create", "select_account"]
         );
-        assert_eq!(ErrorCode::LoginRequired, "login_required");
-        assert_eq!("slow_down", ErrorCode::SlowDown);
-        assert_ne!(ErrorCode::SlowDown, "slow-down");
+        assert_eq!(ErrorCode::LoginRequired.as_str(), "login_required");
+        assert_eq!("slow_down".parse(), Ok(ErrorCode::SlowDown));
     }
 
     #[test]

@@ -208,7 +208,10 @@ async fn clients_paged_and_updated(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(updated.encrypted_client_secret.as_deref(), Some("new-enc"));
-    assert_eq!(updated.token_endpoint_auth_method, "client_secret_post");
+    assert_eq!(
+        updated.token_endpoint_auth_method,
+        ClientAuthMethod::ClientSecretPost
+    );
     assert_eq!(updated.metadata, json!({"client_name": "B"}));
     assert_eq!(updated.created_at, dynamic.created_at);
     assert_eq!(updated.updated_at, db.clock.now_db());

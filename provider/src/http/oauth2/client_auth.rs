@@ -643,50 +643,66 @@ mod tests {
     fn refuses_ambiguity_and_garbage() {
         let both = Params::parse("client_id=abc&client_secret=x");
         assert_eq!(
-            credentials(&basic("abc:x"), &both).unwrap_err().error,
+            credentials(&basic("abc:x"), &both)
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_request"
         );
         let other = Params::parse("client_id=zzz");
         assert_eq!(
-            credentials(&basic("abc:x"), &other).unwrap_err().error,
+            credentials(&basic("abc:x"), &other)
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_request"
         );
         assert_eq!(
             credentials(&basic("no-colon"), &Params::parse(""))
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_client"
         );
         let mut bearer = HeaderMap::new();
         bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(
-            credentials(&bearer, &Params::parse("")).unwrap_err().error,
+            credentials(&bearer, &Params::parse(""))
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_client"
         );
         assert_eq!(
             credentials(&HeaderMap::new(), &Params::parse(""))
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_client"
         );
         // RFC 7523 §2.2: an assertion needs the jwt-bearer type, and is the only method used.
         let jwt = Params::parse("client_id=a&client_assertion=x");
         assert_eq!(
-            credentials(&HeaderMap::new(), &jwt).unwrap_err().error,
+            credentials(&HeaderMap::new(), &jwt)
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_client"
         );
         let no_assertion = Params::parse(&format!("client_assertion_type={JWT_BEARER}"));
         assert_eq!(
             credentials(&HeaderMap::new(), &no_assertion)
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_client"
         );
         let jwt = format!("client_assertion_type={JWT_BEARER}&client_assertion=x.y.z");
         assert_eq!(
             credentials(&basic("abc:x"), &Params::parse(&jwt))
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_request"
         );
         assert_eq!(
@@ -737,7 +753,7 @@ mod tests {
             serde_json::json!({ "nbf": i64::MAX }),
         ] {
             let e = check(claims(extreme.clone())).expect_err("refused");
-            assert_eq!(e.error, "invalid_client", "{extreme}");
+            assert_eq!(e.error.as_str(), "invalid_client", "{extreme}");
         }
         // Far in the past is merely early enough.
         assert!(check(claims(

@@ -601,14 +601,14 @@ mod tests {
             Endpoint::Authorization,
         )
         .unwrap_err();
-        assert_eq!(e.error, "unauthorized_client");
+        assert_eq!(e.error, ErrorCode::UnauthorizedClient);
         let e = run_checks(
             &Params::parse("scope=openid"),
             &metadata(),
             Endpoint::DeviceAuthorization,
         )
         .unwrap_err();
-        assert_eq!(e.error, "unauthorized_client");
+        assert_eq!(e.error, ErrorCode::UnauthorizedClient);
     }
 
     #[test]
@@ -628,7 +628,7 @@ mod tests {
         assert_eq!(read(""), Ok(Prompts::NONE_GIVEN));
         assert_eq!(
             read("prompt=none%20login").unwrap_err().error,
-            "invalid_request"
+            ErrorCode::InvalidRequest
         );
         assert_eq!(
             offered_prompts(true),
@@ -660,7 +660,7 @@ mod tests {
         fn repeated_parameters_are_refused(i in 0usize..6) {
             let name = ["response_type", "scope", "code_challenge", "code_challenge_method", "state", "nonce"][i];
             let query = format!("{GOOD}&{name}=x&{name}=y");
-            prop_assert_eq!(check(&query).unwrap_err().error, "invalid_request");
+            prop_assert_eq!(check(&query).unwrap_err().error, ErrorCode::InvalidRequest);
         }
     }
 }

@@ -487,7 +487,7 @@ mod tests {
         #[test]
         fn any_body_is_parameters_or_invalid_request(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Err(e) = form_params(&form_headers(), &body) {
-                prop_assert_eq!(e.error, "invalid_request");
+                prop_assert_eq!(e.error, ErrorCode::InvalidRequest);
             }
         }
     }
