@@ -3,8 +3,8 @@
 //! the client (RFC 6749 §4.1.2).
 //!
 //! The answer to the client is sent from here too ([`respond_to_client`], with the one encoding
-//! of the response modes and RFC 9207 `iss`: [`encode_response`]), so a first login walks `/authorize` → (the sign-in
-//! pages) → this module → the client, each once, and never back.
+//! of the response modes and RFC 9207 `iss`: [`encode_response`]), so a first login walks
+//! `/authorize` → (the sign-in pages) → this module → the client, each once, and never back.
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
 //! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
