@@ -41,19 +41,13 @@ impl RegisteredMetadata {
         })
     }
 
-    /// Is the client registered for `grant` (a [`GrantType`], or its wire form)?
-    pub fn allows_grant<G: Copy>(&self, grant: G) -> bool
-    where
-        GrantType: PartialEq<G>,
-    {
+    /// Is the client registered for `grant`?
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
         self.grant_types.iter().any(|g| *g == grant)
     }
 
-    /// Is the client registered for `response_type` (a [`ResponseType`], or its wire form)?
-    pub fn allows_response_type<R: Copy>(&self, response_type: R) -> bool
-    where
-        ResponseType: PartialEq<R>,
-    {
+    /// Is the client registered for `response_type`?
+    pub fn allows_response_type(&self, response_type: ResponseType) -> bool {
         self.response_types.iter().any(|r| *r == response_type)
     }
 }
@@ -68,11 +62,11 @@ mod tests {
     fn rfc7591_defaults_and_malformed_metadata() {
         let m =
             RegisteredMetadata::from_json(&json!({"redirect_uris": ["https://a/cb"], "extra": 1}));
-        assert!(m.allows_grant("authorization_code"));
-        assert!(!m.allows_grant("refresh_token"));
-        assert!(m.allows_response_type("code"));
+        assert!(m.allows_grant(GrantType::AuthorizationCode));
+        assert!(!m.allows_grant(GrantType::RefreshToken));
+        assert!(m.allows_response_type(ResponseType::Code));
         let broken = RegisteredMetadata::from_json(&json!({"redirect_uris": "nope"}));
         assert!(broken.redirect_uris.is_empty());
-        assert!(!broken.allows_grant("authorization_code"));
+        assert!(!broken.allows_grant(GrantType::AuthorizationCode));
     }
 }

@@ -852,12 +852,12 @@ mod tests {
 
     fn redirect_refused(request: &Value, field: &str) {
         let e = refused(request, field);
-        assert_eq!(e.code(), "invalid_redirect_uri", "{e}");
+        assert_eq!(e.code().as_str(), "invalid_redirect_uri", "{e}");
     }
 
     fn metadata_refused(request: &Value, field: &str) {
         let e = refused(request, field);
-        assert_eq!(e.code(), "invalid_client_metadata", "{e}");
+        assert_eq!(e.code().as_str(), "invalid_client_metadata", "{e}");
     }
 
     #[test]
@@ -867,7 +867,11 @@ mod tests {
         assert_eq!(m.token_endpoint_auth_method, AuthMethod::None);
         assert_eq!(
             m.grant_types,
-            [AUTHORIZATION_CODE, REFRESH_TOKEN, DEVICE_CODE]
+            [
+                GrantType::AuthorizationCode,
+                GrantType::RefreshToken,
+                GrantType::DeviceCode
+            ]
         );
         assert_eq!(m.redirect_uris, ["io.element.elementx:/oidc/login"]);
         let json = Value::Object(m.to_json());
@@ -1129,8 +1133,8 @@ mod tests {
     fn grant_and_response_types() {
         // RFC 7591 §2 defaults
         let m = ok(&web());
-        assert_eq!(m.grant_types, [AUTHORIZATION_CODE]);
-        assert_eq!(m.response_types, ["code"]);
+        assert_eq!(m.grant_types, [GrantType::AuthorizationCode]);
+        assert_eq!(m.response_types, [ResponseType::Code]);
         // unknown ones are ignored (MSC2966), repeats collapse
         let m = ok(&with(
             with(
@@ -1147,8 +1151,11 @@ mod tests {
             "response_types",
             json!(["code", "code id_token", "token"]),
         ));
-        assert_eq!(m.grant_types, [AUTHORIZATION_CODE, REFRESH_TOKEN]);
-        assert_eq!(m.response_types, ["code"]);
+        assert_eq!(
+            m.grant_types,
+            [GrantType::AuthorizationCode, GrantType::RefreshToken]
+        );
+        assert_eq!(m.response_types, [ResponseType::Code]);
         // nothing left to obtain tokens with
         for grants in [json!([]), json!(["implicit"]), json!([REFRESH_TOKEN])] {
             metadata_refused(&with(web(), "grant_types", grants), "grant_types");
@@ -1489,7 +1496,7 @@ mod tests {
             prop_assert_eq!(m.map(|m| m.redirect_uris), Ok(vec![good.clone()]));
             let bad = format!("https://{sub}{other}{port}{path}");
             let e = validate(&with(web(), "redirect_uris", json!([bad]))).unwrap_err();
-            prop_assert_eq!(e.code(), "invalid_redirect_uri");
+            prop_assert_eq!(e.code().as_str(), "invalid_redirect_uri");
             let fragment = format!("{good}#{sub}");
             let result = validate(&with(web(), "redirect_uris", json!([fragment.clone()])));
             prop_assert!(result.is_err(), "{} was accepted", fragment);
@@ -1541,7 +1548,7 @@ mod tests {
             let result = validate(&native(portless.clone()));
             prop_assert!(result.is_ok(), "{} was refused: {:?}", portless, result);
             let e = validate(&native(format!("http://{host}:{port}{path}"))).unwrap_err();
-            prop_assert_eq!(e.code(), "invalid_redirect_uri");
+            prop_assert_eq!(e.code().as_str(), "invalid_redirect_uri");
             prop_assert!(e.description().contains("no port"), "{}", e);
             // web clients never get loopback
             let web_loopback = validate(&with(web(), "redirect_uris", json!([portless])));
@@ -1562,7 +1569,7 @@ mod tests {
             let request = with(web(), "grant_types", json!(grants.clone()));
             let mut expected: Vec<GrantType> = Vec::new();
             for g in &grants {
-                if let Some(k) = SUPPORTED_GRANT_TYPES.iter().find(|k| **k == g.as_str()) {
+                if let Some(k) = SUPPORTED_GRANT_TYPES.iter().find(|k| k.as_str() == g.as_str()) {
                     if !expected.contains(k) {
                         expected.push(*k);
                     }
@@ -1576,7 +1583,7 @@ mod tests {
             if expected.contains(&GrantType::AuthorizationCode) || expected.contains(&GrantType::DeviceCode) {
                 prop_assert_eq!(result.map(|m| m.grant_types), Ok(expected));
             } else {
-                prop_assert_eq!(result.unwrap_err().code(), "invalid_client_metadata");
+                prop_assert_eq!(result.unwrap_err().code().as_str(), "invalid_client_metadata");
             }
         }
     }

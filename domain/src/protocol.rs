@@ -1,8 +1,9 @@
 //! Protocol values of OAuth 2.0 and its extensions whose set is closed: grant types, client
-//! authentication methods, response types and modes, error codes. Each is an enum, parsed once at
-//! the edge ([`FromStr`]) and written back with [`as_str`](GrantType::as_str) (also through
-//! [`Display`](fmt::Display) and serde), so the wire form lives in one table per enum; the
-//! discovery document's `*_supported` lists are generated from the same tables.
+//! authentication methods, response types and modes, prompt values, error codes. Each is an
+//! enum, parsed once at the edge ([`FromStr`]) and written back with
+//! [`as_str`](GrantType::as_str) (also through [`Display`](fmt::Display) and serde), so the wire
+//! form lives in one table per enum; the discovery document's `*_supported` lists are generated
+//! from the same tables.
 //!
 //! Parsing is exact (case-sensitive, no trimming): these values are case-sensitive ASCII
 //! strings on the wire (RFC 6749 §8.1 for grant types, §11.4 for error codes, RFC 7591 §2 for
@@ -25,8 +26,8 @@ pub struct UnknownValue {
 }
 
 /// Defines a protocol enum from its table of `Variant => "wire value"`: `ALL` (in table order),
-/// `as_str`, [`FromStr`], [`Display`](fmt::Display), serde as the wire string, and comparison
-/// with `&str` (so code and tests can still say `error == "invalid_grant"`).
+/// `as_str`, [`FromStr`], [`Display`](fmt::Display), and serde as the wire string. There is no
+/// comparison with strings: code compares values, and a string is parsed first.
 macro_rules! protocol_enum {
     (
         $(#[$meta:meta])*
@@ -82,23 +83,6 @@ macro_rules! protocol_enum {
             }
         }
 
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
-        impl PartialEq<$name> for &str {
-            fn eq(&self, other: &$name) -> bool {
-                *self == other.as_str()
-            }
-        }
     };
 }
 
@@ -135,6 +119,13 @@ protocol_enum! {
 }
 
 impl ClientAuthMethod {
+    /// Is a client registered for this method a public client? RFC 6749 §2.1: a public client
+    /// can't keep credentials confidential, and authenticates with none (`none`, RFC 7591 §2);
+    /// every other method proves the client's identity (RFC 6749 §2.3).
+    pub fn is_public(self) -> bool {
+        self == Self::None
+    }
+
     /// Does the server hold a client secret for this method?
     pub fn uses_secret(self) -> bool {
         matches!(
@@ -162,6 +153,110 @@ protocol_enum! {
         Fragment => "fragment",
         /// OAuth 2.0 Form Post Response Mode §2.
         FormPost => "form_post",
+    }
+}
+
+protocol_enum! {
+    /// A value of an authorization request's `prompt` (OIDC Core §3.1.2.1), read into a
+    /// [`Prompts`] set.
+    pub enum Prompt ("prompt value") {
+        /// OIDC Core §3.1.2.1: no page at all; an error if one would be needed (§3.1.2.6).
+        None => "none",
+        /// OIDC Core §3.1.2.1: sign in again.
+        Login => "login",
+        /// OIDC Core §3.1.2.1: ask for consent again.
+        Consent => "consent",
+        /// Initiating User Registration via OpenID Connect 1.0 §4: show the registration page.
+        Create => "create",
+        /// OIDC Core §3.1.2.1: let the user choose an account.
+        SelectAccount => "select_account",
+    }
+}
+
+/// A refused `prompt` parameter (OIDC Core §3.1.2.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptError {
+    #[error("prompt value `{}` is not supported", .0.value)]
+    Unknown(UnknownValue),
+    /// OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is
+    /// returned."
+    #[error("prompt=none can't be combined with other values")]
+    NoneWithOthers,
+}
+
+/// The `prompt` of an authorization request: a set of [`Prompt`] values (OIDC Core §3.1.2.1,
+/// "space-delimited, case-sensitive list of ASCII string values"), parsed once at the edge and
+/// carried typed. [`Display`](fmt::Display) writes it back in table order, which parses to the
+/// same set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Prompts(u8);
+
+impl Prompts {
+    /// No `prompt` parameter.
+    pub const NONE_GIVEN: Self = Self(0);
+
+    const fn bit(prompt: Prompt) -> u8 {
+        1 << (prompt as u8)
+    }
+
+    /// Was this value asked for?
+    pub const fn contains(self, prompt: Prompt) -> bool {
+        self.0 & Self::bit(prompt) != 0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The values, in table order.
+    pub fn iter(self) -> impl Iterator<Item = Prompt> {
+        Prompt::ALL
+            .iter()
+            .copied()
+            .filter(move |p| self.contains(*p))
+    }
+
+    /// The parameter's value, absent when not given; an empty value is as if omitted (RFC 6749
+    /// §3.1).
+    pub fn parse_param(raw: Option<&str>) -> Result<Self, PromptError> {
+        raw.map_or(Ok(Self::NONE_GIVEN), str::parse)
+    }
+}
+
+impl FromIterator<Prompt> for Prompts {
+    fn from_iter<I: IntoIterator<Item = Prompt>>(values: I) -> Self {
+        Self(values.into_iter().fold(0, |bits, p| bits | Self::bit(p)))
+    }
+}
+
+impl FromStr for Prompts {
+    type Err = PromptError;
+
+    /// OIDC Core §3.1.2.1: space-delimited values, each one of [`Prompt`] (exact); `none` only on
+    /// its own. A value given twice counts once.
+    fn from_str(raw: &str) -> Result<Self, PromptError> {
+        let prompts = raw
+            .split(' ')
+            .filter(|v| !v.is_empty())
+            .map(str::parse)
+            .collect::<Result<Self, UnknownValue>>()
+            .map_err(PromptError::Unknown)?;
+        if prompts.contains(Prompt::None) && prompts.0 != Self::bit(Prompt::None) {
+            return Err(PromptError::NoneWithOthers);
+        }
+        Ok(prompts)
+    }
+}
+
+impl fmt::Display for Prompts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, prompt) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(prompt.as_str())?;
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +351,7 @@ into_str!(
     ClientAuthMethod,
     ResponseType,
     ResponseMode,
+    Prompt,
     ErrorCode
 );
 
@@ -309,6 +405,7 @@ mod tests {
         round_trips(ClientAuthMethod::ALL);
         round_trips(ResponseType::ALL);
         round_trips(ResponseMode::ALL);
+        round_trips(Prompt::ALL);
         round_trips(ErrorCode::ALL);
     }
 
@@ -337,9 +434,12 @@ mod tests {
             wire_values(ResponseMode::ALL),
             ["query", "fragment", "form_post"]
         );
-        assert_eq!(ErrorCode::LoginRequired, "login_required");
-        assert_eq!("slow_down", ErrorCode::SlowDown);
-        assert_ne!(ErrorCode::SlowDown, "slow-down");
+        assert_eq!(
+            wire_values(Prompt::ALL),
+            ["none", "login", "consent", "create", "select_account"]
+        );
+        assert_eq!(ErrorCode::LoginRequired.as_str(), "login_required");
+        assert_eq!("slow_down".parse(), Ok(ErrorCode::SlowDown));
     }
 
     #[test]
@@ -365,6 +465,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn prompts_are_a_set_with_none_alone() {
+        let p: Prompts = " login  consent login".parse().unwrap();
+        assert!(p.contains(Prompt::Login) && p.contains(Prompt::Consent));
+        assert!(!p.contains(Prompt::None) && !p.contains(Prompt::Create));
+        assert_eq!(p.to_string(), "login consent");
+        assert_eq!(Prompts::parse_param(None), Ok(Prompts::NONE_GIVEN));
+        assert!(Prompts::parse_param(Some("")).unwrap().is_empty());
+        assert_eq!("none".parse::<Prompts>().unwrap().to_string(), "none");
+        // OIDC Core §3.1.2.1: `none` with any other value is an error.
+        assert_eq!(
+            "none login".parse::<Prompts>(),
+            Err(PromptError::NoneWithOthers)
+        );
+        let e = "login sometimes".parse::<Prompts>().unwrap_err();
+        assert_eq!(e.to_string(), "prompt value `sometimes` is not supported");
+        // Case-sensitive, like every value here.
+        assert!("Login".parse::<Prompts>().is_err());
+        assert!("login\tconsent".parse::<Prompts>().is_err());
+    }
+
     /// Any string outside the table is refused; any string that parses is the wire form of the
     /// value it parses to.
     fn exact<T>(text: &str) -> Result<(), TestCaseError>
@@ -388,7 +509,27 @@ mod tests {
             exact::<ClientAuthMethod>(&text)?;
             exact::<ResponseType>(&text)?;
             exact::<ResponseMode>(&text)?;
+            exact::<Prompt>(&text)?;
             exact::<ErrorCode>(&text)?;
+        }
+
+        /// Any set of values but `none` with others is written back to a string that parses to
+        /// the same set; any string either parses to a set whose display parses back the same,
+        /// or is refused.
+        #[test]
+        fn prompts_round_trip(picks in proptest::collection::vec(0usize..5, 0..8), text in "[a-z_ ]{0,40}") {
+            let set: Prompts = picks.iter().map(|i| Prompt::ALL[*i]).collect();
+            let alone = !set.contains(Prompt::None) || set.iter().count() == 1;
+            match set.to_string().parse::<Prompts>() {
+                Ok(back) => prop_assert!(alone && back == set),
+                Err(e) => prop_assert!(!alone && e == PromptError::NoneWithOthers),
+            }
+            if let Ok(read) = text.parse::<Prompts>() {
+                prop_assert_eq!(read.to_string().parse::<Prompts>(), Ok(read));
+                for word in text.split(' ').filter(|w| !w.is_empty()) {
+                    prop_assert!(read.contains(word.parse::<Prompt>().unwrap()));
+                }
+            }
         }
 
         /// A wire form with any change (a character added, the case flipped) is refused.

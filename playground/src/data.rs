@@ -140,7 +140,7 @@ mod tests {
         let (_, settings) = config::parse(&text, Vec::new(), dir.path()).unwrap();
         assert_eq!(settings.clients.len(), 1);
         assert_eq!(settings.clients[0].client_id, DEMO_CLIENT_ID);
-        assert_eq!(settings.clients[0].auth_method, "none");
+        assert_eq!(settings.clients[0].auth_method.as_str(), "none");
         assert_eq!(prepare_config(dir.path(), &entropy).unwrap(), text);
 
         // An older playground's file: the example client gives way to the demo client.

@@ -579,7 +579,10 @@ async fn migrate_and_sync(db: TestDb) {
     assert_eq!(sync(&[]), format!("created\t{id}\n"));
     let stored = stored_client(&db, &id).await.expect("created");
     assert!(stored.is_static);
-    assert_eq!(stored.token_endpoint_auth_method, "client_secret_basic");
+    assert_eq!(
+        stored.token_endpoint_auth_method.as_str(),
+        "client_secret_basic"
+    );
     assert_eq!(
         stored.metadata["client_name"],
         "Example confidential client"
@@ -614,7 +617,8 @@ async fn migrate_and_sync(db: TestDb) {
         stored_client(&db, "cli-public")
             .await
             .unwrap()
-            .token_endpoint_auth_method,
+            .token_endpoint_auth_method
+            .as_str(),
         "none"
     );
     assert_eq!(

@@ -7,7 +7,10 @@ mod support;
 use provider::{
     backend_tests,
     crypto::Encrypter,
-    domain::client_metadata::RegisteredMetadata,
+    domain::{
+        client_metadata::RegisteredMetadata,
+        protocol::{GrantType, ResponseType},
+    },
     endpoints,
     storage::Client,
     test_harness::{TestDb, TestProvider},
@@ -153,10 +156,10 @@ async fn a_native_matrix_client_registers(db: TestDb) {
     let client = stored(&db, &client_id).await;
     assert!(!client.is_static);
     assert_eq!(client.encrypted_client_secret, None);
-    assert_eq!(client.token_endpoint_auth_method, "none");
+    assert_eq!(client.token_endpoint_auth_method.as_str(), "none");
     assert_eq!(client.metadata, echoed);
     let read = RegisteredMetadata::from_json(&client.metadata);
-    assert!(read.allows_grant(DEVICE_CODE) && read.allows_grant("refresh_token"));
+    assert!(read.allows_grant(GrantType::DeviceCode) && read.allows_grant(GrantType::RefreshToken));
     assert_eq!(read.client_name.as_deref(), Some("Element X"));
 
     // The registered client works at the authorization endpoint: its private-use redirect, and
@@ -228,7 +231,7 @@ async fn a_web_client_gets_a_secret_stored_encrypted(db: TestDb) {
         assert_ne!(encrypted, secret);
         assert!(!encrypted.contains(secret));
         assert_eq!(encrypter.decrypt(&encrypted).unwrap(), secret);
-        assert_eq!(client.token_endpoint_auth_method, method);
+        assert_eq!(client.token_endpoint_auth_method.as_str(), method);
         assert!(client.metadata.get("client_secret").is_none());
 
         assert_trusted(&provider, client_id, "https://app.example.com/callback").await;
@@ -257,8 +260,8 @@ async fn a_device_only_client_registers_without_redirect_uris(db: TestDb) {
     let client = stored(&db, body["client_id"].as_str().unwrap()).await;
     let read = RegisteredMetadata::from_json(&client.metadata);
     assert!(read.redirect_uris.is_empty());
-    assert!(!read.allows_response_type("code"));
-    assert!(read.allows_grant(DEVICE_CODE));
+    assert!(!read.allows_response_type(ResponseType::Code));
+    assert!(read.allows_grant(GrantType::DeviceCode));
     provider.stop().await;
 }
 

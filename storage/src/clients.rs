@@ -3,11 +3,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::protocol::ClientAuthMethod;
 use ulid::Ulid;
 
 use super::{
     delete_batch, for_each_backend, row_exists,
-    types::{DbId, Ts},
+    types::{decode_protocol, DbId, Ts},
     StorageError,
 };
 
@@ -23,9 +24,9 @@ pub struct Client {
     /// The client secret encrypted with the configured key (never hashed: `client_secret_jwt`
     /// needs the plain value); `None` for public and `private_key_jwt` clients.
     pub encrypted_client_secret: Option<String>,
-    /// `none`, `client_secret_basic`, `client_secret_post`, `client_secret_jwt` or
-    /// `private_key_jwt` (RFC 7591 §2).
-    pub token_endpoint_auth_method: String,
+    /// How the client authenticates (RFC 7591 §2), stored as its wire value; read back through
+    /// the enum's table, so an unknown stored value is [`StorageError::Invalid`].
+    pub token_endpoint_auth_method: ClientAuthMethod,
     /// The registered client metadata (RFC 7591 §2), a JSON object.
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
@@ -51,7 +52,7 @@ pub trait ClientRepository: Send {
         client_id: &str,
         is_static: bool,
         encrypted_client_secret: Option<&str>,
-        token_endpoint_auth_method: &str,
+        token_endpoint_auth_method: ClientAuthMethod,
         metadata: &serde_json::Value,
     ) -> Result<Client, StorageError>;
 
@@ -76,7 +77,7 @@ pub trait ClientRepository: Send {
         &mut self,
         client_id: &str,
         encrypted_client_secret: Option<&str>,
-        token_endpoint_auth_method: &str,
+        token_endpoint_auth_method: ClientAuthMethod,
         metadata: &serde_json::Value,
     ) -> Result<(Client, Upserted), StorageError>;
 
@@ -111,7 +112,7 @@ pub trait ClientRepository: Send {
         &mut self,
         id: Ulid,
         encrypted_client_secret: Option<&str>,
-        token_endpoint_auth_method: &str,
+        token_endpoint_auth_method: ClientAuthMethod,
         metadata: &serde_json::Value,
     ) -> Result<Client, StorageError>;
 }
@@ -128,19 +129,29 @@ struct ClientRow {
     updated_at: Ts,
 }
 
-impl From<ClientRow> for Client {
-    fn from(r: ClientRow) -> Self {
-        Self {
+impl TryFrom<ClientRow> for Client {
+    type Error = StorageError;
+
+    fn try_from(r: ClientRow) -> Result<Self, StorageError> {
+        Ok(Self {
             id: r.id.0,
             client_id: r.client_id,
             is_static: r.is_static,
             encrypted_client_secret: r.encrypted_client_secret,
-            token_endpoint_auth_method: r.token_endpoint_auth_method,
+            token_endpoint_auth_method: decode_protocol(
+                "oauth2_clients.token_endpoint_auth_method",
+                &r.token_endpoint_auth_method,
+            )?,
             metadata: r.metadata.0,
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
-        }
+        })
     }
+}
+
+/// Rows read back into clients; the first row that doesn't decode fails them all.
+fn clients(rows: Vec<ClientRow>) -> Result<Vec<Client>, StorageError> {
+    rows.into_iter().map(Client::try_from).collect()
 }
 
 macro_rules! client_columns {
@@ -159,7 +170,7 @@ macro_rules! implementation {
                 client_id: &str,
                 is_static: bool,
                 encrypted_client_secret: Option<&str>,
-                token_endpoint_auth_method: &str,
+                token_endpoint_auth_method: ClientAuthMethod,
                 metadata: &serde_json::Value,
             ) -> Result<Client, StorageError> {
                 let now = self.now();
@@ -168,7 +179,7 @@ macro_rules! implementation {
                     client_id: client_id.to_owned(),
                     is_static,
                     encrypted_client_secret: encrypted_client_secret.map(str::to_owned),
-                    token_endpoint_auth_method: token_endpoint_auth_method.to_owned(),
+                    token_endpoint_auth_method,
                     metadata: metadata.clone(),
                     created_at: now,
                     updated_at: now,
@@ -182,7 +193,7 @@ macro_rules! implementation {
                 .bind(&client.client_id)
                 .bind(client.is_static)
                 .bind(client.encrypted_client_secret.as_deref())
-                .bind(&client.token_endpoint_auth_method)
+                .bind(client.token_endpoint_auth_method.as_str())
                 .bind(sqlx::types::Json(&client.metadata))
                 .bind(Ts(now))
                 .bind(Ts(now))
@@ -201,7 +212,7 @@ macro_rules! implementation {
                 .bind(DbId(id))
                 .fetch_optional(self.conn())
                 .await?;
-                Ok(row.map(Into::into))
+                row.map(Client::try_from).transpose()
             }
 
             async fn find_by_client_id(
@@ -216,7 +227,7 @@ macro_rules! implementation {
                 .bind(client_id)
                 .fetch_optional(self.conn())
                 .await?;
-                Ok(row.map(Into::into))
+                row.map(Client::try_from).transpose()
             }
 
             async fn list_static(&mut self) -> Result<Vec<Client>, StorageError> {
@@ -227,14 +238,14 @@ macro_rules! implementation {
                 ))
                 .fetch_all(self.conn())
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                clients(rows)
             }
 
             async fn upsert_static(
                 &mut self,
                 client_id: &str,
                 encrypted_client_secret: Option<&str>,
-                token_endpoint_auth_method: &str,
+                token_endpoint_auth_method: ClientAuthMethod,
                 metadata: &serde_json::Value,
             ) -> Result<(Client, Upserted), StorageError> {
                 let now = Ts(self.now());
@@ -250,13 +261,13 @@ macro_rules! implementation {
                 .bind(DbId(id))
                 .bind(client_id)
                 .bind(encrypted_client_secret)
-                .bind(token_endpoint_auth_method)
+                .bind(token_endpoint_auth_method.as_str())
                 .bind(sqlx::types::Json(metadata))
                 .bind(now)
                 .fetch_optional(self.conn())
                 .await?;
                 if let Some(row) = created {
-                    return Ok((row.into(), Upserted::Created));
+                    return Ok((row.try_into()?, Upserted::Created));
                 }
 
                 let existing = ClientRepository::find_by_client_id(self, client_id)
@@ -281,13 +292,14 @@ macro_rules! implementation {
                 ))
                 .bind(DbId(existing.id))
                 .bind(encrypted_client_secret)
-                .bind(token_endpoint_auth_method)
+                .bind(token_endpoint_auth_method.as_str())
                 .bind(sqlx::types::Json(metadata))
                 .bind(now)
                 .fetch_optional(self.conn())
                 .await?;
                 let client = row
-                    .map(Client::from)
+                    .map(Client::try_from)
+                    .transpose()?
                     .ok_or(StorageError::NotFound("client"))?;
                 Ok((client, Upserted::Updated))
             }
@@ -335,14 +347,14 @@ macro_rules! implementation {
                 .bind(i64::from(limit))
                 .fetch_all(self.conn())
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                clients(rows)
             }
 
             async fn update_dynamic(
                 &mut self,
                 id: Ulid,
                 encrypted_client_secret: Option<&str>,
-                token_endpoint_auth_method: &str,
+                token_endpoint_auth_method: ClientAuthMethod,
                 metadata: &serde_json::Value,
             ) -> Result<Client, StorageError> {
                 let row: Option<ClientRow> = sqlx::query_as(concat!(
@@ -353,13 +365,13 @@ macro_rules! implementation {
                 ))
                 .bind(DbId(id))
                 .bind(encrypted_client_secret)
-                .bind(token_endpoint_auth_method)
+                .bind(token_endpoint_auth_method.as_str())
                 .bind(sqlx::types::Json(metadata))
                 .bind(Ts(self.now()))
                 .fetch_optional(self.conn())
                 .await?;
                 match row {
-                    Some(row) => Ok(row.into()),
+                    Some(row) => row.try_into(),
                     None if row_exists!(self, "oauth2_clients", id) => {
                         Err(StorageError::Conflict("static client"))
                     }

@@ -134,3 +134,14 @@ pub(crate) fn decode_token_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageErro
     TokenHash::try_from(bytes)
         .map_err(|b| StorageError::Invalid(format!("a token hash of {} bytes", b.len())))
 }
+
+/// A stored protocol value (a `TEXT` column) back to its enum ([`domain::protocol`]); a value
+/// the enum's table doesn't know is corrupt data: [`StorageError::Invalid`].
+pub(crate) fn decode_protocol<T>(column: &str, text: &str) -> Result<T, StorageError>
+where
+    T: std::str::FromStr<Err = domain::protocol::UnknownValue>,
+{
+    text.parse().map_err(|e: domain::protocol::UnknownValue| {
+        StorageError::Invalid(format!("{column}: {e}"))
+    })
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{Problem, StaticClientConfig};
+use crate::domain::protocol::{ClientAuthMethod, GrantType};
 
 /// The admin API (`/api/admin/v1`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,14 +39,18 @@ impl AdminConfig {
             }
             if let Some(c) = clients.iter().find(|c| c.client_id == *id) {
                 // RFC 6749 §4.4: the client credentials grant is for confidential clients only.
-                if c.client_auth_method == "none" {
+                let public = c
+                    .client_auth_method
+                    .parse()
+                    .is_ok_and(ClientAuthMethod::is_public);
+                if public {
                     p.push(Problem::new(
                         path,
                         format!(
                             "`{id}` is a public client (`none`): it can't use client credentials"
                         ),
                     ));
-                } else if !c.grant_types.iter().any(|g| g == "client_credentials") {
+                } else if !c.has_grant(GrantType::ClientCredentials) {
                     p.push(Problem::new(
                         path,
                         format!(

@@ -7,28 +7,13 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{check_url, Problem};
-
-/// The client authentication methods (RFC 7591 §2, OIDC Core §9).
-pub const CLIENT_AUTH_METHODS: &[&str] = &[
-    "none",
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-];
-
-/// The grant types a static client may be given.
-pub const GRANT_TYPES: &[&str] = &[
-    "authorization_code",
-    "refresh_token",
-    "client_credentials",
-    "urn:ietf:params:oauth:grant-type:device_code",
-];
+use crate::domain::protocol::{wire_values, ClientAuthMethod, GrantType, ResponseType};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StaticClientConfig {
     pub client_id: String,
-    /// `none`, `client_secret_basic`, `client_secret_post`, `client_secret_jwt` or `private_key_jwt`.
+    /// `none`, `client_secret_basic`, `client_secret_post`, `client_secret_jwt` or `private_key_jwt`
+    /// ([`ClientAuthMethod`]; read as text so a wrong value is reported at its path).
     pub client_auth_method: String,
     #[serde(default)]
     pub client_secret: Option<String>,
@@ -42,6 +27,7 @@ pub struct StaticClientConfig {
     /// The ID token algorithm, `RS256` (default) or `ES256`.
     #[serde(default)]
     pub id_token_signed_response_alg: Option<String>,
+    /// Any of [`GrantType`] (read as text, like the method).
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<String>,
     /// For `private_key_jwt`: the client's public keys, inline...
@@ -53,14 +39,16 @@ pub struct StaticClientConfig {
 }
 
 fn default_grant_types() -> Vec<String> {
-    vec!["authorization_code".into(), "refresh_token".into()]
+    [GrantType::AuthorizationCode, GrantType::RefreshToken]
+        .map(|g| g.as_str().to_owned())
+        .into()
 }
 
 /// A validated static client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticClient {
     pub client_id: String,
-    pub auth_method: String,
+    pub auth_method: ClientAuthMethod,
     pub secret: Option<String>,
     /// The registered metadata (RFC 7591 §2) stored for the client.
     pub metadata: serde_json::Value,
@@ -86,16 +74,17 @@ pub(super) fn resolve(configs: &[StaticClientConfig], p: &mut Vec<Problem>) -> V
             ));
         }
         let method = c.client_auth_method.as_str();
-        if !CLIENT_AUTH_METHODS.contains(&method) {
+        let parsed = method.parse::<ClientAuthMethod>().ok();
+        if parsed.is_none() {
             p.push(Problem::new(
                 format!("{path}.client_auth_method"),
                 format!(
                     "`{method}` is not one of {}",
-                    CLIENT_AUTH_METHODS.join(", ")
+                    wire_values(ClientAuthMethod::ALL).join(", ")
                 ),
             ));
         }
-        let needs_secret = method.starts_with("client_secret_");
+        let needs_secret = parsed.is_some_and(ClientAuthMethod::uses_secret);
         match (&c.client_secret, needs_secret) {
             (None, true) => p.push(Problem::new(
                 format!("{path}.client_secret"),
@@ -111,7 +100,9 @@ pub(super) fn resolve(configs: &[StaticClientConfig], p: &mut Vec<Problem>) -> V
             )),
             _ => {}
         }
-        if method == "private_key_jwt" && c.jwks.is_none() == c.jwks_uri.is_none() {
+        if parsed == Some(ClientAuthMethod::PrivateKeyJwt)
+            && c.jwks.is_none() == c.jwks_uri.is_none()
+        {
             p.push(Problem::new(
                 path.clone(),
                 "`private_key_jwt` needs exactly one of `jwks` or `jwks_uri`",
@@ -154,38 +145,48 @@ pub(super) fn resolve(configs: &[StaticClientConfig], p: &mut Vec<Problem>) -> V
             }
         }
         for (j, grant) in c.grant_types.iter().enumerate() {
-            if !GRANT_TYPES.contains(&grant.as_str()) {
+            if grant.parse::<GrantType>().is_err() {
                 p.push(Problem::new(
                     format!("{path}.grant_types[{j}]"),
-                    format!("`{grant}` is not one of {}", GRANT_TYPES.join(", ")),
+                    format!(
+                        "`{grant}` is not one of {}",
+                        wire_values(GrantType::ALL).join(", ")
+                    ),
                 ));
             }
         }
-        if c.grant_types.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+        if c.has_grant(GrantType::AuthorizationCode) && c.redirect_uris.is_empty() {
             p.push(Problem::new(
                 format!("{path}.redirect_uris"),
                 "the authorization_code grant needs at least one redirect URI",
             ));
         }
-        if p.len() == before {
-            clients.push(c.to_static_client());
+        match parsed {
+            Some(method) if p.len() == before => clients.push(c.to_static_client(method)),
+            _ => {}
         }
     }
     clients
 }
 
 impl StaticClientConfig {
-    fn to_static_client(&self) -> StaticClient {
+    /// Is `grant` among the client's `grant_types`?
+    pub fn has_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.iter().any(|g| g.parse() == Ok(grant))
+    }
+
+    /// The client, once checked: `method` is its `client_auth_method`, read.
+    fn to_static_client(&self, method: ClientAuthMethod) -> StaticClient {
         let mut metadata = serde_json::json!({
             "redirect_uris": self.redirect_uris,
             "post_logout_redirect_uris": self.post_logout_redirect_uris,
             "grant_types": self.grant_types,
-            "response_types": if self.grant_types.iter().any(|g| g == "authorization_code") {
-                vec!["code"]
+            "response_types": if self.has_grant(GrantType::AuthorizationCode) {
+                vec![ResponseType::Code]
             } else {
                 vec![]
             },
-            "token_endpoint_auth_method": self.client_auth_method,
+            "token_endpoint_auth_method": method,
         });
         if let serde_json::Value::Object(map) = &mut metadata {
             if let Some(name) = &self.client_name {
@@ -203,7 +204,7 @@ impl StaticClientConfig {
         }
         StaticClient {
             client_id: self.client_id.clone(),
-            auth_method: self.client_auth_method.clone(),
+            auth_method: method,
             secret: self.client_secret.clone(),
             metadata,
         }

@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(settings.keystore.keys().len(), 2);
         assert_eq!(settings.clients.len(), 1);
-        assert_eq!(settings.clients[0].auth_method, "client_secret_basic");
+        assert_eq!(
+            settings.clients[0].auth_method.as_str(),
+            "client_secret_basic"
+        );
         assert_eq!(config.database.url, "sqlite://provider.db");
         assert_eq!(settings.matrix.homeserver, "localhost");
     }

@@ -19,7 +19,7 @@ pub use self::{
     account::AccountConfig,
     admin::AdminConfig,
     captcha::CaptchaConfig,
-    clients::{StaticClient, StaticClientConfig, CLIENT_AUTH_METHODS, GRANT_TYPES},
+    clients::{StaticClient, StaticClientConfig},
     database::DatabaseConfig,
     email::{
         EmailConfig, EmailSettings, EmailTransport, EmailTransportKind, SmtpMode, SmtpSettings,

@@ -22,7 +22,11 @@ use ulid::Ulid;
 use crate::{
     core::Core,
     crypto::sha256,
-    domain::{scope, token::random_code},
+    domain::{
+        protocol::{Prompt, Prompts},
+        scope,
+        token::random_code,
+    },
     storage::{
         AuthorizationGrant, BoxRepository, BrowserSession, Client, NewOAuth2Session, StorageError,
         User,
@@ -98,19 +102,15 @@ pub enum Decision {
 /// - public clients redirected to an `https` URI: a web client's origin, or a native app's claimed
 ///   https redirect, which the operating system verifies (RFC 8252 §7.2).
 pub fn identity_assured(client: &Client, redirect_uri: &str) -> bool {
-    client.token_endpoint_auth_method != "none"
+    !client.token_endpoint_auth_method.is_public()
         || url::Url::parse(redirect_uri).is_ok_and(|u| u.scheme() == "https")
 }
 
-/// The `prompt` values of a request (OIDC Core §3.1.2.1).
-pub fn prompts(grant: &AuthorizationGrant) -> Vec<&str> {
-    grant
-        .prompt
-        .as_deref()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|p| !p.is_empty())
-        .collect()
+/// The `prompt` of a stored request (OIDC Core §3.1.2.1), read back by the parser that read it
+/// at `/authorize` ([`Prompts`]); a stored value it refuses is corrupt data.
+pub fn prompts(grant: &AuthorizationGrant) -> Result<Prompts, StorageError> {
+    Prompts::parse_param(grant.prompt.as_deref())
+        .map_err(|e| StorageError::Invalid(format!("the stored prompt of a grant: {e}")))
 }
 
 /// Decides what the request needs next (see the module docs).
@@ -140,11 +140,11 @@ pub async fn decide(
     if !user.can_request_admin && scope::asks_for_admin(&grant.scope) {
         return Ok(Decision::NotAllowed);
     }
-    let prompts = prompts(grant);
+    let prompts = prompts(grant)?;
     // prompt=login / prompt=create: a sign-in (or registration) made for this request, or
     // anyway after it was made.
     let fresh = signed_in_for == Some(grant.id) || last.created_at > grant.created_at;
-    if (prompts.contains(&"login") || prompts.contains(&"create")) && !fresh {
+    if (prompts.contains(Prompt::Login) || prompts.contains(Prompt::Create)) && !fresh {
         return Ok(Decision::SignIn);
     }
     if let Some(max_age) = grant.max_age {
@@ -152,7 +152,7 @@ pub async fn decide(
             return Ok(Decision::SignIn);
         }
     }
-    if prompts.contains(&"consent")
+    if prompts.contains(Prompt::Consent)
         || !repo
             .consents()
             .has_consent(user.id, grant.client_id, &grant.scope)
@@ -259,15 +259,16 @@ pub async fn issue_code(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::protocol::ClientAuthMethod;
 
-    fn client(auth: &str) -> Client {
+    fn client(auth: ClientAuthMethod) -> Client {
         let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         Client {
             id: Ulid::from_parts(1, 2),
             client_id: "c".into(),
             is_static: false,
             encrypted_client_secret: None,
-            token_endpoint_auth_method: auth.into(),
+            token_endpoint_auth_method: auth,
             metadata: serde_json::json!({}),
             created_at: at,
             updated_at: at,
@@ -276,7 +277,7 @@ mod tests {
 
     #[test]
     fn public_native_clients_are_not_assured() {
-        let public = client("none");
+        let public = client(ClientAuthMethod::None);
         for redirect in [
             "http://127.0.0.1/callback",
             "http://127.0.0.1:49152/callback",
@@ -294,12 +295,11 @@ mod tests {
 
     #[test]
     fn confidential_clients_are_assured_wherever_they_redirect() {
-        for auth in [
-            "client_secret_basic",
-            "client_secret_post",
-            "client_secret_jwt",
-            "private_key_jwt",
-        ] {
+        for auth in ClientAuthMethod::ALL
+            .iter()
+            .copied()
+            .filter(|m| !m.is_public())
+        {
             assert!(identity_assured(&client(auth), "http://127.0.0.1:5000/cb"));
             assert!(identity_assured(&client(auth), "https://app.example/cb"));
         }

@@ -74,7 +74,7 @@ pub async fn sync_clients(
             .upsert_static(
                 &client.client_id,
                 secret.as_deref(),
-                &client.auth_method,
+                client.auth_method,
                 &client.metadata,
             )
             .await;

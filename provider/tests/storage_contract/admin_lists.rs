@@ -4,6 +4,7 @@
 //! `BrowserSessionRepository::list_page`, `UpstreamLinkRepository::list_page`.
 
 use chrono::Duration;
+use provider::domain::protocol::ClientAuthMethod;
 use provider::{
     backend_tests,
     storage::{
@@ -155,7 +156,13 @@ async fn clients_paged_and_updated(db: TestDb) {
     db.clock.advance(Duration::seconds(1));
     let dynamic = repo
         .clients()
-        .add("dyn", false, None, "none", &json!({"client_name": "A"}))
+        .add(
+            "dyn",
+            false,
+            None,
+            ClientAuthMethod::None,
+            &json!({"client_name": "A"}),
+        )
         .await
         .unwrap();
     db.clock.advance(Duration::seconds(1));
@@ -165,7 +172,7 @@ async fn clients_paged_and_updated(db: TestDb) {
             "static",
             true,
             Some("enc"),
-            "client_secret_basic",
+            ClientAuthMethod::ClientSecretBasic,
             &json!({}),
         )
         .await
@@ -195,13 +202,16 @@ async fn clients_paged_and_updated(db: TestDb) {
         .update_dynamic(
             dynamic.id,
             Some("new-enc"),
-            "client_secret_post",
+            ClientAuthMethod::ClientSecretPost,
             &json!({"client_name": "B"}),
         )
         .await
         .unwrap();
     assert_eq!(updated.encrypted_client_secret.as_deref(), Some("new-enc"));
-    assert_eq!(updated.token_endpoint_auth_method, "client_secret_post");
+    assert_eq!(
+        updated.token_endpoint_auth_method,
+        ClientAuthMethod::ClientSecretPost
+    );
     assert_eq!(updated.metadata, json!({"client_name": "B"}));
     assert_eq!(updated.created_at, dynamic.created_at);
     assert_eq!(updated.updated_at, db.clock.now_db());
@@ -212,14 +222,14 @@ async fn clients_paged_and_updated(db: TestDb) {
 
     assert!(matches!(
         repo.clients()
-            .update_dynamic(fixed.id, None, "none", &json!({}))
+            .update_dynamic(fixed.id, None, ClientAuthMethod::None, &json!({}))
             .await,
         Err(StorageError::Conflict(_))
     ));
     assert_eq!(repo.clients().lookup(fixed.id).await.unwrap(), Some(fixed));
     assert!(matches!(
         repo.clients()
-            .update_dynamic(Ulid::new(), None, "none", &json!({}))
+            .update_dynamic(Ulid::new(), None, ClientAuthMethod::None, &json!({}))
             .await,
         Err(StorageError::NotFound("client"))
     ));

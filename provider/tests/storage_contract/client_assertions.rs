@@ -1,4 +1,5 @@
 use chrono::Duration;
+use provider::domain::protocol::ClientAuthMethod;
 use provider::{backend_tests, test_harness::TestDb};
 use serde_json::json;
 
@@ -6,12 +7,24 @@ async fn a_jti_is_used_once_per_client(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let a = repo
         .clients()
-        .add("client-a", false, None, "private_key_jwt", &json!({}))
+        .add(
+            "client-a",
+            false,
+            None,
+            ClientAuthMethod::PrivateKeyJwt,
+            &json!({}),
+        )
         .await
         .unwrap();
     let b = repo
         .clients()
-        .add("client-b", false, None, "private_key_jwt", &json!({}))
+        .add(
+            "client-b",
+            false,
+            None,
+            ClientAuthMethod::PrivateKeyJwt,
+            &json!({}),
+        )
         .await
         .unwrap();
     let expires = db.clock.now_db() + Duration::minutes(5);

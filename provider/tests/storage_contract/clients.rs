@@ -1,6 +1,7 @@
 use chrono::Duration;
 use provider::{
     backend_tests,
+    domain::protocol::ClientAuthMethod,
     storage::{Client, StorageError, Upserted},
     test_harness::TestDb,
 };
@@ -30,7 +31,7 @@ async fn add_lookup_delete(db: TestDb) {
             "01HDYNAMIC",
             false,
             Some("enc:secret"),
-            "client_secret_basic",
+            ClientAuthMethod::ClientSecretBasic,
             &rich_metadata(),
         )
         .await
@@ -42,7 +43,7 @@ async fn add_lookup_delete(db: TestDb) {
             client_id: "01HDYNAMIC".to_owned(),
             is_static: false,
             encrypted_client_secret: Some("enc:secret".to_owned()),
-            token_endpoint_auth_method: "client_secret_basic".to_owned(),
+            token_endpoint_auth_method: ClientAuthMethod::ClientSecretBasic,
             metadata: rich_metadata(),
             created_at: db.clock.now_db(),
             updated_at: db.clock.now_db(),
@@ -53,13 +54,13 @@ async fn add_lookup_delete(db: TestDb) {
     // transaction stays usable after the conflict (PostgreSQL as well as SQLite).
     assert!(matches!(
         repo.clients()
-            .add("01HDYNAMIC", true, None, "none", &json!({}))
+            .add("01HDYNAMIC", true, None, ClientAuthMethod::None, &json!({}))
             .await,
         Err(StorageError::Conflict("client"))
     ));
     let public = repo
         .clients()
-        .add("public", false, None, "none", &json!({}))
+        .add("public", false, None, ClientAuthMethod::None, &json!({}))
         .await
         .unwrap();
     assert_eq!(public.encrypted_client_secret, None);
@@ -99,7 +100,13 @@ async fn add_lookup_delete(db: TestDb) {
     assert_eq!(repo.clients().lookup(client.id).await.unwrap(), None);
     // The client_id is free again.
     repo.clients()
-        .add("01HDYNAMIC", false, None, "none", &json!({}))
+        .add(
+            "01HDYNAMIC",
+            false,
+            None,
+            ClientAuthMethod::None,
+            &json!({}),
+        )
         .await
         .unwrap();
     repo.commit().await.unwrap();
@@ -111,7 +118,12 @@ async fn upsert_static(db: TestDb) {
     let metadata = json!({"redirect_uris": ["https://synapse.example.org/cb"], "a": 1});
     let (created, outcome) = repo
         .clients()
-        .upsert_static("synapse", Some("enc:1"), "client_secret_basic", &metadata)
+        .upsert_static(
+            "synapse",
+            Some("enc:1"),
+            ClientAuthMethod::ClientSecretBasic,
+            &metadata,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Upserted::Created);
@@ -122,7 +134,7 @@ async fn upsert_static(db: TestDb) {
             client_id: "synapse".to_owned(),
             is_static: true,
             encrypted_client_secret: Some("enc:1".to_owned()),
-            token_endpoint_auth_method: "client_secret_basic".to_owned(),
+            token_endpoint_auth_method: ClientAuthMethod::ClientSecretBasic,
             metadata: metadata.clone(),
             created_at: t0,
             updated_at: t0,
@@ -138,7 +150,12 @@ async fn upsert_static(db: TestDb) {
             .unwrap();
     assert_eq!(
         repo.clients()
-            .upsert_static("synapse", Some("enc:1"), "client_secret_basic", &reordered)
+            .upsert_static(
+                "synapse",
+                Some("enc:1"),
+                ClientAuthMethod::ClientSecretBasic,
+                &reordered
+            )
             .await
             .unwrap(),
         (created.clone(), Upserted::Unchanged)
@@ -149,7 +166,12 @@ async fn upsert_static(db: TestDb) {
     let metadata2 = json!({"redirect_uris": ["https://synapse.example.org/cb2"]});
     let (updated, outcome) = repo
         .clients()
-        .upsert_static("synapse", Some("enc:1"), "client_secret_basic", &metadata2)
+        .upsert_static(
+            "synapse",
+            Some("enc:1"),
+            ClientAuthMethod::ClientSecretBasic,
+            &metadata2,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, Upserted::Updated);
@@ -166,7 +188,7 @@ async fn upsert_static(db: TestDb) {
     db.clock.advance(Duration::minutes(1));
     let (updated, outcome) = repo
         .clients()
-        .upsert_static("synapse", None, "private_key_jwt", &metadata2)
+        .upsert_static("synapse", None, ClientAuthMethod::PrivateKeyJwt, &metadata2)
         .await
         .unwrap();
     assert_eq!(outcome, Upserted::Updated);
@@ -174,7 +196,7 @@ async fn upsert_static(db: TestDb) {
         updated,
         Client {
             encrypted_client_secret: None,
-            token_endpoint_auth_method: "private_key_jwt".to_owned(),
+            token_endpoint_auth_method: ClientAuthMethod::PrivateKeyJwt,
             metadata: metadata2.clone(),
             created_at: t0,
             updated_at: db.clock.now_db(),
@@ -186,12 +208,12 @@ async fn upsert_static(db: TestDb) {
     // stays usable after refusing.
     let dynamic = repo
         .clients()
-        .add("dyn", false, None, "none", &json!({"x": 1}))
+        .add("dyn", false, None, ClientAuthMethod::None, &json!({"x": 1}))
         .await
         .unwrap();
     assert!(matches!(
         repo.clients()
-            .upsert_static("dyn", None, "none", &json!({}))
+            .upsert_static("dyn", None, ClientAuthMethod::None, &json!({}))
             .await,
         Err(StorageError::Conflict("client"))
     ));
@@ -201,7 +223,7 @@ async fn upsert_static(db: TestDb) {
     );
     let (admin, outcome) = repo
         .clients()
-        .upsert_static("admin-cli", None, "none", &json!({}))
+        .upsert_static("admin-cli", None, ClientAuthMethod::None, &json!({}))
         .await
         .unwrap();
     assert_eq!(outcome, Upserted::Created);
@@ -215,4 +237,38 @@ async fn upsert_static(db: TestDb) {
     );
 }
 
-backend_tests!(add_lookup_delete, upsert_static);
+/// A stored `token_endpoint_auth_method` outside the enum's table (written by hand, or by an
+/// older or newer version) is a data error when read, never a panic nor a silent default.
+async fn unknown_stored_auth_method_is_invalid(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let client = repo
+        .clients()
+        .add("odd", false, None, ClientAuthMethod::None, &json!({}))
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    let sql = "UPDATE oauth2_clients SET token_endpoint_auth_method = 'tls_client_auth' \
+               WHERE client_id = 'odd'";
+    if db.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let mut repo = db.storage.reader().await.unwrap();
+    fn invalid<T>(read: Result<T, StorageError>) -> bool {
+        matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("tls_client_auth"))
+    }
+    assert!(invalid(repo.clients().lookup(client.id).await));
+    assert!(invalid(repo.clients().find_by_client_id("odd").await));
+    assert!(invalid(repo.clients().list_page(None, 10).await));
+}
+
+backend_tests!(
+    add_lookup_delete,
+    upsert_static,
+    unknown_stored_auth_method_is_invalid
+);

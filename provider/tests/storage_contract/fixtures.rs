@@ -1,6 +1,7 @@
 //! Setup shared by the contract tests: the rows a test needs before it exercises what it is
 //! about. Each helper unwraps: a setup step that fails is a broken test, not a finding.
 
+use provider::domain::protocol::ClientAuthMethod;
 use provider::storage::{
     BoxRepository, Client, CompatSession, NewOAuth2Session, OAuth2Session, TokenHash, User,
 };
@@ -18,7 +19,13 @@ pub async fn user_and_client(repo: &mut BoxRepository, name: &str) -> (User, Cli
     let user = repo.users().add(name).await.unwrap();
     let client = repo
         .clients()
-        .add(&format!("client-{name}"), false, None, "none", &json!({}))
+        .add(
+            &format!("client-{name}"),
+            false,
+            None,
+            ClientAuthMethod::None,
+            &json!({}),
+        )
         .await
         .unwrap();
     (user, client)

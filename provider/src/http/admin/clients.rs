@@ -59,7 +59,7 @@ impl ClientView {
             id: c.id,
             client_id: c.client_id,
             is_static: c.is_static,
-            token_endpoint_auth_method: c.token_endpoint_auth_method,
+            token_endpoint_auth_method: c.token_endpoint_auth_method.to_string(),
             metadata: c.metadata,
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -179,7 +179,7 @@ fn judge(request: &Value) -> Result<Judged, ApiError> {
     }
     let validated = client_registration::validate(&Value::Object(for_rules))
         .map_err(|e| ApiError::bad_request(format!("{}: {}", e.code(), e.description())))?;
-    if credentials && validated.token_endpoint_auth_method == AuthMethod::None {
+    if credentials && validated.token_endpoint_auth_method.is_public() {
         return Err(ApiError::bad_request(
             "the client_credentials grant is for confidential clients only (RFC 6749 §4.4): \
              choose a token_endpoint_auth_method other than `none`",
@@ -246,7 +246,7 @@ pub async fn create(
             &client_id,
             false,
             secret.as_ref().map(|(_, enc)| enc.as_str()),
-            judged.method.as_str(),
+            judged.method,
             &Value::Object(judged.metadata),
         )
         .await?;
@@ -298,7 +298,7 @@ pub async fn update(
         .update_dynamic(
             client.id,
             encrypted.as_deref(),
-            judged.method.as_str(),
+            judged.method,
             &Value::Object(judged.metadata),
         )
         .await

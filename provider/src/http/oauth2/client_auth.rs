@@ -31,9 +31,12 @@ use subtle::ConstantTimeEq as _;
 
 use super::{authorize::Params, token::TokenError};
 use crate::{
-    core::rate_limit::{self, ClientIp, Limit, RateLimitError},
+    core::rate_limit::{ClientIp, Limit},
     crypto::Encrypter,
-    domain::{client_metadata::RegisteredMetadata, protocol::ErrorCode},
+    domain::{
+        client_metadata::RegisteredMetadata,
+        protocol::{ClientAuthMethod, ErrorCode},
+    },
     endpoints,
     http::{kit::params::has_control, AppState},
     storage::{Client, StorageError},
@@ -174,22 +177,6 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, Toke
     }
 }
 
-/// The answer over a failed-authentication limit: 429 `temporarily_unavailable` with
-/// `Retry-After`, as the token endpoint's own limit answers (RFC 6585 §4; the registered code
-/// of RFC 6749 §4.1.2.1).
-fn too_many_failures(retry_after: std::time::Duration) -> TokenError {
-    TokenError {
-        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
-        error: ErrorCode::TemporarilyUnavailable,
-        description: format!(
-            "too many failed client authentications; retry after {} s",
-            rate_limit::retry_after_seconds(retry_after)
-        ),
-        basic_challenge: false,
-        retry_after: Some(retry_after),
-    }
-}
-
 /// Authenticates the client of a request to the token endpoint or an endpoint built like it
 /// (device authorization, introspection, revocation), behind the limits on failures (see the
 /// module documentation).
@@ -206,10 +193,12 @@ pub async fn authenticate(
     };
     // RFC 6749 §10.10: an address over its failures is refused before its credentials are
     // checked, so that it can't go on guessing.
-    match state.limiter.peek(Limit::ClientAuthPerIp, &ip).await {
-        Ok(()) => {}
-        Err(RateLimitError::Limited { retry_after }) => return Err(too_many_failures(retry_after)),
-        Err(RateLimitError::Storage(e)) => return Err(TokenError::server(e)),
+    // 429 `temporarily_unavailable` with `Retry-After`, as the token endpoint's own limit.
+    state
+        .limiter
+        .peek(Limit::ClientAuthPerIp, &ip)
+        .await
+        .map_err(|e| TokenError::limited("failed client authentications", e))?;
     }
     let result = check_credentials(state, &credentials).await;
     // RFC 6749 §5.2: only `invalid_client` is a failed authentication.
@@ -234,9 +223,13 @@ async fn check_credentials(
     credentials: &Credentials,
 ) -> Result<AuthenticatedClient, TokenError> {
     let (id, secret, used, basic) = match credentials {
-        Credentials::Basic { id, secret } => (id, Some(secret), "client_secret_basic", true),
-        Credentials::Post { id, secret } => (id, Some(secret), "client_secret_post", false),
-        Credentials::None { id } => (id, None, "none", false),
+        Credentials::Basic { id, secret } => {
+            (id, Some(secret), ClientAuthMethod::ClientSecretBasic, true)
+        }
+        Credentials::Post { id, secret } => {
+            (id, Some(secret), ClientAuthMethod::ClientSecretPost, false)
+        }
+        Credentials::None { id } => (id, None, ClientAuthMethod::None, false),
         Credentials::Assertion { assertion, body_id } => {
             return authenticate_assertion(state, assertion, body_id.as_deref()).await;
         }
@@ -501,8 +494,8 @@ async fn authenticate_assertion(
         .ok_or_else(|| assertion_error("unknown client"))?;
 
     // OIDC Core §9: the client must use the method it registered.
-    let (alg, key) = match client.token_endpoint_auth_method.as_str() {
-        "client_secret_jwt" => {
+    let (alg, key) = match client.token_endpoint_auth_method {
+        ClientAuthMethod::ClientSecretJwt => {
             // OIDC Core §9: an HMAC (HS256) keyed with the client secret.
             if header.alg != jsonwebtoken::Algorithm::HS256 {
                 return Err(assertion_error(
@@ -523,7 +516,7 @@ async fn authenticate_assertion(
                 jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
             )
         }
-        "private_key_jwt" => {
+        ClientAuthMethod::PrivateKeyJwt => {
             // OIDC Core §9: signed with the client's private key; RS256 or ES256 here.
             if !matches!(
                 header.alg,
@@ -623,50 +616,66 @@ mod tests {
     fn refuses_ambiguity_and_garbage() {
         let both = Params::parse("client_id=abc&client_secret=x");
         assert_eq!(
-            credentials(&basic("abc:x"), &both).unwrap_err().error,
+            credentials(&basic("abc:x"), &both)
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_request"
         );
         let other = Params::parse("client_id=zzz");
         assert_eq!(
-            credentials(&basic("abc:x"), &other).unwrap_err().error,
+            credentials(&basic("abc:x"), &other)
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_request"
         );
         assert_eq!(
             credentials(&basic("no-colon"), &Params::parse(""))
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_client"
         );
         let mut bearer = HeaderMap::new();
         bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(
-            credentials(&bearer, &Params::parse("")).unwrap_err().error,
+            credentials(&bearer, &Params::parse(""))
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_client"
         );
         assert_eq!(
             credentials(&HeaderMap::new(), &Params::parse(""))
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_client"
         );
         // RFC 7523 §2.2: an assertion needs the jwt-bearer type, and is the only method used.
         let jwt = Params::parse("client_id=a&client_assertion=x");
         assert_eq!(
-            credentials(&HeaderMap::new(), &jwt).unwrap_err().error,
+            credentials(&HeaderMap::new(), &jwt)
+                .unwrap_err()
+                .error
+                .as_str(),
             "invalid_client"
         );
         let no_assertion = Params::parse(&format!("client_assertion_type={JWT_BEARER}"));
         assert_eq!(
             credentials(&HeaderMap::new(), &no_assertion)
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_client"
         );
         let jwt = format!("client_assertion_type={JWT_BEARER}&client_assertion=x.y.z");
         assert_eq!(
             credentials(&basic("abc:x"), &Params::parse(&jwt))
                 .unwrap_err()
-                .error,
+                .error
+                .as_str(),
             "invalid_request"
         );
         assert_eq!(
@@ -717,7 +726,7 @@ mod tests {
             serde_json::json!({ "nbf": i64::MAX }),
         ] {
             let e = check(claims(extreme.clone())).expect_err("refused");
-            assert_eq!(e.error, "invalid_client", "{extreme}");
+            assert_eq!(e.error.as_str(), "invalid_client", "{extreme}");
         }
         // Far in the past is merely early enough.
         assert!(check(claims(

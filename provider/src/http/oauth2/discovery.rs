@@ -14,7 +14,7 @@ use crate::{
     config::Settings,
     domain::{
         pkce,
-        protocol::{ClientAuthMethod, GrantType, ResponseMode, ResponseType},
+        protocol::{ClientAuthMethod, GrantType, Prompt, ResponseMode, ResponseType},
     },
     endpoints,
     http::AppState,
@@ -103,7 +103,7 @@ pub struct ProviderMetadata {
     /// OIDC Discovery §3: the `prompt` values `/authorize` understands; `create` (Initiating
     /// User Registration via OpenID Connect 1.0 §4) only while registration is open. Matrix
     /// clients look for `create` to offer "Create account" (MSC2965).
-    pub prompt_values_supported: Vec<&'static str>,
+    pub prompt_values_supported: Vec<Prompt>,
     /// MSC4191: where users manage their account (MSC2965 clients link to it).
     pub account_management_uri: String,
     /// MSC4191: the `action` values the account page serves (deactivation only when
@@ -154,11 +154,7 @@ impl ProviderMetadata {
                 .collect(),
             scopes_supported: SCOPES,
             claims_supported: CLAIMS,
-            prompt_values_supported: if settings.registration {
-                vec!["none", "login", "consent", "create"]
-            } else {
-                vec!["none", "login", "consent"]
-            },
+            prompt_values_supported: super::authorize::offered_prompts(settings.registration),
             account_management_uri: endpoints::url(base, endpoints::ACCOUNT).to_string(),
             account_management_actions_supported: crate::core::accounts::supported_actions(
                 &settings.account,

@@ -204,7 +204,7 @@ async fn authenticate(
         Authorization::Absent | Authorization::Other => {
             let client = client_auth::authenticate(state, client_ip, headers, params).await?;
             // RFC 7662 §2.1 requires authorization; a public client proves nothing.
-            if client.client.token_endpoint_auth_method == "none" {
+            if client.client.token_endpoint_auth_method.is_public() {
                 return Err(TokenError::invalid_client(
                     "public clients may not introspect tokens",
                     false,
@@ -683,7 +683,8 @@ mod tests {
             client_id: client_id.into(),
             is_static: false,
             encrypted_client_secret: None,
-            token_endpoint_auth_method: "client_secret_basic".into(),
+            token_endpoint_auth_method:
+                crate::domain::protocol::ClientAuthMethod::ClientSecretBasic,
             metadata: serde_json::json!({}),
             created_at: at(0),
             updated_at: at(0),

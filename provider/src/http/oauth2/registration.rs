@@ -161,7 +161,7 @@ async fn try_register(
             &client_id,
             false,
             encrypted.as_deref(),
-            metadata.token_endpoint_auth_method.as_str(),
+            metadata.token_endpoint_auth_method,
             &registered,
         )
         .await

@@ -2,9 +2,9 @@
 //! (`GET|POST /consent/{grant}`): sign-in when needed, consent when needed, then the code goes to
 //! the client (RFC 6749 §4.1.2).
 //!
-//! The answer to the client is sent from here too ([`respond_to_client`], [`error_response`]:
-//! the response modes and RFC 9207 `iss`), so a first login walks `/authorize` → (the sign-in
-//! pages) → this module → the client, each once, and never back.
+//! The answer to the client is sent from here too ([`respond_to_client`], with the one encoding
+//! of the response modes and RFC 9207 `iss`: [`encode_response`]), so a first login walks
+//! `/authorize` → (the sign-in pages) → this module → the client, each once, and never back.
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
 //! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
@@ -30,7 +30,7 @@ use crate::{
         clients,
         grants::{self, Decision},
     },
-    domain::protocol::ErrorCode,
+    domain::protocol::{ErrorCode, Prompt},
     domain::scope::describe_scopes,
     endpoints,
     http::{
@@ -123,7 +123,11 @@ pub async fn proceed(
         Ok(assessed) => assessed,
         Err(e) => return unavailable(state, &e),
     };
-    let none = grants::prompts(&grant).contains(&"none");
+    let prompts = match grants::prompts(&grant) {
+        Ok(prompts) => prompts,
+        Err(e) => return unavailable(state, &e),
+    };
+    let none = prompts.contains(Prompt::None);
     if none && decision != Decision::Complete {
         // OIDC Core §3.1.2.6: the request ends here with an error; the stored request must not
         // be served later by the consent page.
@@ -162,7 +166,7 @@ pub async fn proceed(
             complete(state, &grant, &client, &session, &user).await
         }
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            super::sign_in_first(state, grant.id, &grants::prompts(&grant))
+            super::sign_in_first(state, grant.id, prompts)
         }
         (Decision::Consent | Decision::Confirm, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()
@@ -345,38 +349,61 @@ pub async fn post(
     (cookie.into_jar(), response).into_response()
 }
 
-/// Sends an error to the client's redirect URI (RFC 6749 §4.1.2.1).
-pub fn error_response(
+/// An authorization response (a code, or an error) encoded for the client's redirect URI in a
+/// response mode, with `iss` (RFC 9207 §2: in every authorization response, errors included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub mode: ResponseMode,
+    /// Where the browser goes: the redirect URI with the fields in its query (`query`) or
+    /// fragment (`fragment`), OAuth 2.0 Multiple Response Type Encoding Practices §2.1; for
+    /// `form_post`, the redirect URI itself, which the form posts to (Form Post Response Mode
+    /// §2).
+    pub url: Url,
+    /// Every field, `iss` last (what a `form_post` form carries).
+    pub fields: Vec<(String, String)>,
+}
+
+/// The one encoding of an authorization response for the client's redirect URI (see
+/// [`Encoded`]); `None` when `redirect` is not a URL. `redirect` must be one the client
+/// registered (checked before any call).
+pub fn encode_response(
     state: &AppState,
     redirect: &str,
     mode: ResponseMode,
-    error: &OAuthError,
-    client_state: Option<&str>,
-) -> Response {
-    let mut fields: Vec<(&str, &str)> = vec![
-        ("error", error.error.as_str()),
-        ("error_description", &error.description),
-    ];
-    if let Some(s) = client_state {
-        fields.push(("state", s));
+    fields: &[(&str, &str)],
+) -> Option<Encoded> {
+    let mut url = Url::parse(redirect).ok()?;
+    let issuer = state.settings.issuer.to_string();
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .chain([("iss".to_owned(), issuer)])
+        .collect();
+    match mode {
+        ResponseMode::Query => {
+            url.query_pairs_mut().extend_pairs(fields.iter());
+        }
+        ResponseMode::Fragment => {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields.iter())
+                .finish();
+            url.set_fragment(Some(&encoded));
+        }
+        ResponseMode::FormPost => {}
     }
-    respond_to_client(state, redirect, mode, &fields)
+    Some(Encoded { mode, url, fields })
 }
 
 /// Sends an authorization response (a code, or an error) to the client's redirect URI in the
-/// requested response mode, adding `iss` (RFC 9207 §2). `redirect` must be one the client
-/// registered (checked before any call).
+/// requested response mode ([`encode_response`]): a redirect, or for `form_post` the
+/// auto-submitting form.
 pub fn respond_to_client(
     state: &AppState,
     redirect: &str,
     mode: ResponseMode,
     fields: &[(&str, &str)],
 ) -> Response {
-    let issuer = state.settings.issuer.to_string();
-    let mut fields = fields.to_vec();
-    fields.push(("iss", &issuer));
-
-    let Ok(mut url) = Url::parse(redirect) else {
+    let Some(encoded) = encode_response(state, redirect, mode, fields) else {
         return kit::error_page(
             &state.templates,
             &state.chrome(),
@@ -386,19 +413,9 @@ pub fn respond_to_client(
             Some(ErrorCode::InvalidRequest.as_str()),
         );
     };
-    match mode {
-        ResponseMode::Query => {
-            url.query_pairs_mut().extend_pairs(fields.iter());
-            kit::redirect_to(&url)
-        }
-        ResponseMode::Fragment => {
-            let encoded = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(fields.iter())
-                .finish();
-            url.set_fragment(Some(&encoded));
-            kit::redirect_to(&url)
-        }
-        ResponseMode::FormPost => form_post(state, &url, &fields),
+    match encoded.mode {
+        ResponseMode::Query | ResponseMode::Fragment => kit::redirect_to(&encoded.url),
+        ResponseMode::FormPost => form_post(state, &encoded.url, &encoded.fields),
     }
 }
 
@@ -407,7 +424,7 @@ pub fn respond_to_client(
 const FORM_POST_SCRIPT: &str =
     "window.addEventListener('DOMContentLoaded',function(){document.forms[0].submit()});";
 
-fn form_post(state: &AppState, action: &Url, fields: &[(&str, &str)]) -> Response {
+fn form_post(state: &AppState, action: &Url, fields: &[(String, String)]) -> Response {
     let hash = format!(
         "sha256-{}",
         STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()))

@@ -35,7 +35,7 @@ use crate::{
     domain::{
         client_metadata::RegisteredMetadata,
         pkce,
-        protocol::{ErrorCode, GrantType, ResponseType},
+        protocol::{ErrorCode, GrantType, Prompt, Prompts, ResponseType},
         redirect_uri,
         scope::Scope,
     },
@@ -232,38 +232,32 @@ fn check_scope(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))
 }
 
-/// The `prompt` values of a request (OIDC Core §3.1.2.1: space-delimited).
-pub fn prompt_values(raw: Option<&str>) -> Vec<&str> {
-    raw.unwrap_or_default()
-        .split(' ')
-        .filter(|v| !v.is_empty())
-        .collect()
+/// The `prompt` of a request (OIDC Core §3.1.2.1), read once: unknown values and `none` with
+/// others are `invalid_request`.
+pub fn prompts(params: &Params) -> Result<Prompts, OAuthError> {
+    Prompts::parse_param(params.get("prompt"))
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidRequest, e.to_string()))
 }
 
-/// OIDC Core §3.1.2.1: known prompt values; `none` only on its own.
+/// OIDC Core §3.1.2.1: known prompt values; `none` only on its own ([`Prompts`]).
 fn check_prompt(params: &Params, _: &RegisteredMetadata, _: Endpoint) -> Result<(), OAuthError> {
-    if params.get("prompt").is_none() {
-        return Ok(());
-    }
-    let values = prompt_values(params.get("prompt"));
-    for value in &values {
-        if !matches!(
-            *value,
-            "none" | "login" | "consent" | "create" | "select_account"
-        ) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidRequest,
-                format!("prompt value `{value}` is not supported"),
-            ));
-        }
-    }
-    if values.contains(&"none") && values.len() > 1 {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "prompt=none can't be combined with other values",
-        ));
-    }
-    Ok(())
+    prompts(params).map(|_| ())
+}
+
+/// The `prompt` values `/authorize` offers (OIDC Discovery §3 `prompt_values_supported`), in
+/// table order: `create` only while registration is open (Initiating User Registration via
+/// OpenID Connect 1.0 §4). `select_account` is accepted but not offered: there is one account
+/// per browser session, so there is nothing to choose.
+pub fn offered_prompts(registration: bool) -> Vec<Prompt> {
+    Prompt::ALL
+        .iter()
+        .copied()
+        .filter(|p| match p {
+            Prompt::Create => registration,
+            Prompt::SelectAccount => false,
+            Prompt::None | Prompt::Login | Prompt::Consent => true,
+        })
+        .collect()
 }
 
 /// OIDC Core §3.1.2.1: `max_age` is a non-negative number of seconds.
@@ -383,8 +377,12 @@ pub async fn get(
     // decision (`grants::decide`) can only be "sign in".
     let cookie = kit::load_cookie(&state, jar);
     let signed_out = cookie.session_id().is_none();
-    let prompts = prompt_values(params.get("prompt"));
-    if signed_out && prompts.contains(&"none") {
+    // Checked by `run_checks`: one reading of the parameter, carried typed from here on.
+    let prompts = match prompts(&params) {
+        Ok(prompts) => prompts,
+        Err(error) => return respond(mode, error),
+    };
+    if signed_out && prompts.contains(Prompt::None) {
         // OIDC Core §3.1.2.6: `prompt=none` and nobody signed in: `login_required`, and nothing
         // is stored (no page may serve this request later).
         let error = OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in");
@@ -396,6 +394,8 @@ pub async fn get(
         .map(|s| s.to_string())
         .unwrap_or_default();
     let max_age = params.get("max_age").and_then(|m| m.parse::<i64>().ok());
+    // The stored column keeps the text; it is read back by the same parser (`grants::prompts`).
+    let stored_prompt = (!prompts.is_empty()).then(|| prompts.to_string());
     let stored = async {
         let mut repo = state.storage.begin().await?;
         let grant = repo
@@ -410,7 +410,7 @@ pub async fn get(
                 code_challenge: params.get("code_challenge"),
                 code_challenge_method: params.get("code_challenge_method"),
                 max_age,
-                prompt: params.get("prompt"),
+                prompt: stored_prompt.as_deref(),
                 login_hint: params.get("login_hint"),
                 code_hash: None,
             })
@@ -421,7 +421,7 @@ pub async fn get(
     .await;
     match stored {
         Ok(grant) if signed_out => {
-            let response = sign_in_first(&state, grant.id, &prompts);
+            let response = sign_in_first(&state, grant.id, prompts);
             (cookie.into_jar(), response).into_response()
         }
         Ok(grant) => consent::proceed(&state, cookie, grant, client).await,
@@ -441,8 +441,8 @@ pub async fn get(
 /// The sign-in page for a stored request, which continues it once the user is signed in
 /// ([`AfterSignIn::Grant`]): the login page, or the registration page for `prompt=create`
 /// (Initiating User Registration via OpenID Connect 1.0 §4) while registration is open.
-pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: &[&str]) -> Response {
-    let page = if state.settings.registration && prompts.contains(&"create") {
+pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: Prompts) -> Response {
+    let page = if state.settings.registration && prompts.contains(Prompt::Create) {
         endpoints::REGISTER
     } else {
         endpoints::LOGIN
@@ -478,12 +478,6 @@ pub fn error_to_client(
     error: &OAuthError,
     client_state: Option<&str>,
 ) -> Response {
-    let untrusted = !client.is_static;
-    let parsed = url::Url::parse(redirect);
-    let Some(mut url) = parsed.ok().filter(|_| untrusted) else {
-        return consent::error_response(state, redirect, mode, error, client_state);
-    };
-    let issuer = state.settings.issuer.to_string();
     let mut fields: Vec<(&str, &str)> = vec![
         ("error", error.error.as_str()),
         ("error_description", &error.description),
@@ -491,20 +485,15 @@ pub fn error_to_client(
     if let Some(s) = client_state {
         fields.push(("state", s));
     }
-    // RFC 9207 §2: `iss` with every authorization response, errors included.
-    fields.push(("iss", &issuer));
-    match mode {
-        ResponseMode::Query => {
-            url.query_pairs_mut().extend_pairs(fields.iter());
-        }
-        ResponseMode::Fragment => {
-            let encoded = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(fields.iter())
-                .finish();
-            url.set_fragment(Some(&encoded));
-        }
-        ResponseMode::FormPost => {}
-    }
+    let encoded = if client.is_static {
+        None
+    } else {
+        consent::encode_response(state, redirect, mode, &fields)
+    };
+    // Trusted (static), or a redirect URI that is no URL (its own error page): no choice here.
+    let Some(encoded) = encoded else {
+        return consent::respond_to_client(state, redirect, mode, &fields);
+    };
     let form_post = mode == ResponseMode::FormPost;
     kit::page_with_csp(
         state,
@@ -516,11 +505,11 @@ pub fn error_to_client(
             error => error.error.as_str(),
             target => redirect,
             form_post => form_post,
-            action => url.as_str(),
-            fields => fields,
+            action => encoded.url.as_str(),
+            fields => encoded.fields,
         },
         // The button of `form_post` posts to the client (`form-action`); a link needs nothing.
-        &kit::csp_redirecting_to(form_post.then_some(&url)),
+        &kit::csp_redirecting_to(form_post.then_some(&encoded.url)),
     )
 }
 
@@ -612,14 +601,14 @@ mod tests {
             Endpoint::Authorization,
         )
         .unwrap_err();
-        assert_eq!(e.error, "unauthorized_client");
+        assert_eq!(e.error, ErrorCode::UnauthorizedClient);
         let e = run_checks(
             &Params::parse("scope=openid"),
             &metadata(),
             Endpoint::DeviceAuthorization,
         )
         .unwrap_err();
-        assert_eq!(e.error, "unauthorized_client");
+        assert_eq!(e.error, ErrorCode::UnauthorizedClient);
     }
 
     #[test]
@@ -631,8 +620,21 @@ mod tests {
             response_mode(Some("Fragment")).unwrap_err().error,
             ErrorCode::InvalidRequest
         );
-        assert_eq!(prompt_values(Some(" none  login ")), ["none", "login"]);
-        assert!(prompt_values(None).is_empty());
+        let read = |q: &str| prompts(&Params::parse(q));
+        assert_eq!(
+            read("prompt=login%20%20consent").unwrap().to_string(),
+            "login consent"
+        );
+        assert_eq!(read(""), Ok(Prompts::NONE_GIVEN));
+        assert_eq!(
+            read("prompt=none%20login").unwrap_err().error,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            offered_prompts(true),
+            [Prompt::None, Prompt::Login, Prompt::Consent, Prompt::Create]
+        );
+        assert!(!offered_prompts(false).contains(&Prompt::Create));
     }
 
     #[test]
@@ -658,7 +660,7 @@ mod tests {
         fn repeated_parameters_are_refused(i in 0usize..6) {
             let name = ["response_type", "scope", "code_challenge", "code_challenge_method", "state", "nonce"][i];
             let query = format!("{GOOD}&{name}=x&{name}=y");
-            prop_assert_eq!(check(&query).unwrap_err().error, "invalid_request");
+            prop_assert_eq!(check(&query).unwrap_err().error, ErrorCode::InvalidRequest);
         }
     }
 }

@@ -7,7 +7,7 @@ use super::{issue_for_user, new_claim, provision_device, Approval, TokenError, T
 use crate::{
     core::sessions::end_oauth2_session,
     crypto::sha256,
-    domain::pkce,
+    domain::{pkce, protocol::ErrorCode},
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
@@ -149,7 +149,10 @@ pub async fn exchange(
         issue_for_user(state, repo, &client.client, session, now, approval).await
     }
     .await;
-    if issued.as_ref().is_err_and(|e| e.error == "server_error") {
+    if issued
+        .as_ref()
+        .is_err_and(|e| e.error == ErrorCode::ServerError)
+    {
         // The transaction rolled back: give the code back (a retry would take it over anyway).
         release(state, grant.id, claim).await;
     }

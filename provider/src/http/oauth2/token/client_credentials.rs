@@ -45,7 +45,8 @@ pub async fn grant(
     client: &AuthenticatedClient,
     params: &Params,
 ) -> Result<TokenResponse, TokenError> {
-    if client.client.token_endpoint_auth_method == "none" {
+    // RFC 6749 §4.4: "MUST only be used by confidential clients".
+    if client.client.token_endpoint_auth_method.is_public() {
         return Err(TokenError::unauthorized_client(
             "public clients can't use the client_credentials grant",
         ));

@@ -190,7 +190,10 @@ pub async fn exchange(
         issue_for_user(state, repo, &client.client, session, now, approval).await
     }
     .await;
-    if issued.as_ref().is_err_and(|e| e.error == "server_error") {
+    if issued
+        .as_ref()
+        .is_err_and(|e| e.error == ErrorCode::ServerError)
+    {
         // The transaction rolled back: give the device code back (a later poll would take it
         // over anyway).
         release(state, grant.id, claim).await;

@@ -5,7 +5,7 @@
 //!
 //! Rate limited ([`Limit::Token`]) per authenticated client, after its authentication; public
 //! clients (`none`), which every user of an app shares, per client IP instead. Over the limit:
-//! see [`rate_limited`].
+//! see [`TokenError::too_many`].
 
 pub mod authorization_code;
 pub mod client_credentials;
@@ -136,6 +136,35 @@ impl TokenError {
             ErrorCode::TemporarilyUnavailable,
             "the homeserver can't be reached to set up the device; try again shortly",
         )
+    }
+
+    /// Over a rate limit: 429 with `Retry-After` (RFC 6585 §4) and an RFC 6749 §5.2 body with
+    /// `temporarily_unavailable`; `what` says what there were too many of. That code is
+    /// registered (RFC 6749 §4.1.2.1: "unable to handle the request due to a temporary
+    /// overloading"), so generic OAuth libraries parse it and clients that only look at the
+    /// status and `Retry-After` need nothing else; an unregistered `rate_limited` would be an
+    /// unknown extension to every client, and `slow_down` means "poll 5 seconds slower" to a
+    /// device-flow client (RFC 8628 §3.5), which is not what this says.
+    pub fn too_many(what: &str, retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TemporarilyUnavailable,
+                &format!(
+                    "too many {what}; retry after {} s",
+                    rate_limit::retry_after_seconds(retry_after)
+                ),
+            )
+        }
+    }
+
+    /// A refusal of the rate limiter ([`too_many`](Self::too_many)), or its storage failure.
+    pub fn limited(what: &str, error: RateLimitError) -> Self {
+        match error {
+            RateLimitError::Limited { retry_after } => Self::too_many(what, retry_after),
+            RateLimitError::Storage(e) => Self::server(e),
+        }
     }
 
     /// A storage or signing failure: logged with its cause, answered without it.
@@ -348,51 +377,6 @@ pub(crate) async fn issue_for_user(
     Ok(TokenResponse::with_pair(pair, session.scope, id_token))
 }
 
-/// Why the token endpoint gave no tokens: an error of RFC 6749 §5.2, or the client is over its
-/// rate limit.
-enum Refused {
-    Error(TokenError),
-    Limited { retry_after: std::time::Duration },
-}
-
-impl From<TokenError> for Refused {
-    fn from(e: TokenError) -> Self {
-        Self::Error(e)
-    }
-}
-
-impl From<RateLimitError> for Refused {
-    fn from(e: RateLimitError) -> Self {
-        match e {
-            RateLimitError::Limited { retry_after } => Self::Limited { retry_after },
-            RateLimitError::Storage(e) => Self::Error(TokenError::server(e)),
-        }
-    }
-}
-
-/// The answer over the rate limit: 429 with `Retry-After` (RFC 6585 §4) and an RFC 6749 §5.2
-/// body with `temporarily_unavailable`. That code is registered (RFC 6749 §4.1.2.1: "unable to
-/// handle the request due to a temporary overloading"), so generic OAuth libraries parse it and
-/// clients that only look at the status and `Retry-After` need nothing else; an unregistered
-/// `rate_limited` would be an unknown extension to every client, and `slow_down` means "poll
-/// 5 seconds slower" to a device-flow client (RFC 8628 §3.5), which is not what this says.
-fn rate_limited(retry_after: std::time::Duration) -> Response {
-    let mut response = TokenError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::TemporarilyUnavailable,
-        &format!(
-            "too many token requests from this client; retry after {} s",
-            rate_limit::retry_after_seconds(retry_after)
-        ),
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        rate_limit::retry_after_header(retry_after),
-    );
-    response
-}
-
 /// `POST /oauth2/token`.
 pub async fn post(
     State(state): State<AppState>,
@@ -402,8 +386,7 @@ pub async fn post(
 ) -> Response {
     match handle(&state, &client_ip, &headers, &body).await {
         Ok(tokens) => tokens.into_response(),
-        Err(Refused::Error(error)) => error.into_response(),
-        Err(Refused::Limited { retry_after }) => rate_limited(retry_after),
+        Err(error) => error.into_response(),
     }
 }
 
@@ -412,17 +395,22 @@ async fn handle(
     client_ip: &ClientIp,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<TokenResponse, Refused> {
+) -> Result<TokenResponse, TokenError> {
     let params = form_params(headers, body)?;
     let client = client_auth::authenticate(state, client_ip, headers, &params).await?;
     // After authentication, so nobody can spend a confidential client's quota by naming it.
-    if ClientAuthMethod::None == *client.client.token_endpoint_auth_method {
-        state.limiter.check_ip(Limit::Token, client_ip).await?;
+    if client.client.token_endpoint_auth_method.is_public() {
+        state
+            .limiter
+            .check_ip(Limit::Token, client_ip)
+            .await
+            .map_err(|e| TokenError::limited("token requests from this client", e))?;
     } else {
         state
             .limiter
             .check(Limit::Token, &client.client.client_id)
-            .await?;
+            .await
+            .map_err(|e| TokenError::limited("token requests from this client", e))?;
     }
     let raw_grant_type = params
         .get("grant_type")
@@ -439,8 +427,7 @@ async fn handle(
     if !client.metadata.allows_grant(grant_type) {
         return Err(TokenError::unauthorized_client(&format!(
             "this client is not registered for the {grant_type} grant"
-        ))
-        .into());
+        )));
     }
     Ok(match grant_type {
         GrantType::AuthorizationCode => {
@@ -500,7 +487,7 @@ mod tests {
         #[test]
         fn any_body_is_parameters_or_invalid_request(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Err(e) = form_params(&form_headers(), &body) {
-                prop_assert_eq!(e.error, "invalid_request");
+                prop_assert_eq!(e.error, ErrorCode::InvalidRequest);
             }
         }
     }
