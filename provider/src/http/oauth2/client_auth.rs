@@ -192,14 +192,13 @@ pub async fn authenticate(
         return check_credentials(state, &credentials).await;
     };
     // RFC 6749 §10.10: an address over its failures is refused before its credentials are
-    // checked, so that it can't go on guessing.
-    // 429 `temporarily_unavailable` with `Retry-After`, as the token endpoint's own limit.
+    // checked, so that it can't go on guessing: 429 `temporarily_unavailable` with
+    // `Retry-After`, as the token endpoint's own limit.
     state
         .limiter
         .peek(Limit::ClientAuthPerIp, &ip)
         .await
         .map_err(|e| TokenError::limited("failed client authentications", e))?;
-    }
     let result = check_credentials(state, &credentials).await;
     // RFC 6749 §5.2: only `invalid_client` is a failed authentication.
     if result
