@@ -43,12 +43,12 @@ impl RegisteredMetadata {
 
     /// Is the client registered for `grant`?
     pub fn allows_grant(&self, grant: GrantType) -> bool {
-        self.grant_types.iter().any(|g| *g == grant)
+        self.grant_types.contains(&grant)
     }
 
     /// Is the client registered for `response_type`?
     pub fn allows_response_type(&self, response_type: ResponseType) -> bool {
-        self.response_types.iter().any(|r| *r == response_type)
+        self.response_types.contains(&response_type)
     }
 }
 

@@ -389,7 +389,13 @@ async fn a_compat_token_takes_the_device_of_an_oauth_session(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let client = repo
         .clients()
-        .add("oauth-app", false, None, "none", &serde_json::json!({}))
+        .add(
+            "oauth-app",
+            false,
+            None,
+            provider::domain::protocol::ClientAuthMethod::None,
+            &serde_json::json!({}),
+        )
         .await
         .unwrap();
     let oauth = repo

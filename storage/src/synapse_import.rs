@@ -502,7 +502,7 @@ impl SqliteRepository {
         let mut ids = Ids::new();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(head);
-            query.push_values(chunk, |b, row| push(b, row));
+            query.push_values(chunk, &mut push);
             query.push(tail);
             ids.extend(id_set(
                 query
