@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(read_assertion(&jwt, Some(&read.client_id)).is_ok());
         }
         Err(e) => {
-            assert_eq!(e.error, "invalid_client");
+            assert_eq!(e.error.as_str(), "invalid_client");
             assert!(iss.is_none() || sub.is_none() || iss != sub, "{claims:?}");
         }
     }
