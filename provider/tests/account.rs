@@ -11,10 +11,10 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use scraper::{Html, Selector};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{
-    add_user, authorize, authorize_url, browser, form, get_text, http, json_of, location, param,
-    set, static_client, submit, text, REDIRECT, VERIFIER,
+    add_user, authorize, authorize_url, browser, form, get_text, http, introspect_as_homeserver,
+    json_of, location, param, set, static_client, submit, text, REDIRECT, VERIFIER,
 };
 use url::Url;
 
@@ -113,23 +113,6 @@ async fn oauth_login(provider: &TestProvider, browser: &reqwest::Client, scope: 
     .await;
     assert_eq!(status, 200, "{tokens}");
     tokens["access_token"].as_str().unwrap().to_owned()
-}
-
-/// Introspection as the homeserver does it.
-async fn introspect(provider: &TestProvider, token: &str) -> Value {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url("/oauth2/introspect"))
-            .bearer_auth(&provider.settings.matrix.secret)
-            .header("X-MAS-Supports-Device-Id", "1")
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 fn static_client_name(provider: &TestProvider) -> String {
@@ -386,7 +369,10 @@ async fn devices(db: TestDb) {
         "{confirm}"
     );
     assert!(store.has_device("alice", "LEGACYDEV1"));
-    assert_eq!(introspect(&provider, &legacy_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &legacy_token).await["active"],
+        true
+    );
 
     // Without the CSRF token, or with another one: refused, nothing changes.
     let (_, fields) = form(&confirm);
@@ -418,7 +404,7 @@ async fn devices(db: TestDb) {
     );
     assert!(!store.has_device("alice", "LEGACYDEV1"));
     assert_eq!(
-        introspect(&provider, &legacy_token).await,
+        introspect_as_homeserver(&provider, &legacy_token).await,
         json!({"active": false})
     );
     let (status, page) = text(browser.get(back).send().await.unwrap()).await;
@@ -439,7 +425,10 @@ async fn devices(db: TestDb) {
         "?action=org.matrix.device_view&device_id=OAUTHDEV01",
     )
     .await;
-    assert_eq!(introspect(&provider, &oauth_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &oauth_token).await["active"],
+        true
+    );
     let response = submit(&browser, &base, &view, &[]).await;
     assert_eq!(
         location(&response, &base).as_str(),
@@ -447,11 +436,14 @@ async fn devices(db: TestDb) {
     );
     assert!(!store.has_device("alice", "OAUTHDEV01"));
     assert_eq!(
-        introspect(&provider, &oauth_token).await,
+        introspect_as_homeserver(&provider, &oauth_token).await,
         json!({"active": false})
     );
     // The app without a device and the browser session are untouched.
-    assert_eq!(introspect(&provider, &app_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &app_token).await["active"],
+        true
+    );
     let (status, page) = account(&browser, &provider, "?action=org.matrix.devices_list").await;
     assert_eq!(status, 200);
     assert_eq!(text_of(&page, "#devices"), None);
@@ -584,7 +576,10 @@ async fn deactivation(db: TestDb) {
     )
     .await;
     assert_eq!(status, 403);
-    assert_eq!(introspect(&provider, &oauth_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &oauth_token).await["active"],
+        true
+    );
     assert!(!store.user("alice").unwrap().deactivated);
 
     // The right password and the confirmation.
@@ -622,7 +617,10 @@ async fn deactivation(db: TestDb) {
     assert!(store.user("alice").unwrap().deactivated);
     assert!(store.devices("alice").is_empty());
     for token in [&oauth_token, &legacy_token] {
-        assert_eq!(introspect(&provider, token).await, json!({"active": false}));
+        assert_eq!(
+            introspect_as_homeserver(&provider, token).await,
+            json!({"active": false})
+        );
     }
     // Signed out: the account page sends to the login page, which refuses the account.
     let login = location(

@@ -14,8 +14,8 @@ use provider::{
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{
-    add_user, authorize, authorize_url, browser, get_text, http, json_of, location, param, submit,
-    REDIRECT, VERIFIER,
+    add_user, authorize, authorize_url, browser, get_text, http, introspect_as_homeserver, json_of,
+    location, param, submit, REDIRECT, VERIFIER,
 };
 
 const PASSWORD: &str = "a password nobody guesses";
@@ -149,22 +149,6 @@ fn api<'a>(provider: &'a TestProvider, token: &str) -> Api<'a> {
         provider,
         token: Some(token.to_owned()),
     }
-}
-
-/// Introspects a token as the homeserver does.
-async fn introspect(provider: &TestProvider, token: &str) -> Value {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url("/oauth2/introspect"))
-            .bearer_auth(&provider.settings.matrix.secret)
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// A legacy login of `username` with `device`; its access token.
@@ -332,7 +316,10 @@ async fn admin_tokens(db: TestDb) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["admin"], false);
     assert_eq!(api(&provider, &token).get("/users").await.0, 401);
-    assert_eq!(introspect(&provider, &token).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &token).await["active"],
+        false
+    );
     provider.stop().await;
 }
 
@@ -575,7 +562,10 @@ async fn users(db: TestDb) {
     let (status, body) = api.post(&format!("/users/{id}/lock"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "locked");
-    assert_eq!(introspect(&provider, &alice_token).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &alice_token).await["active"],
+        false
+    );
     assert!(homeserver.user("alice").unwrap().locked);
     assert_eq!(
         names(&api.get("/users?filter[status]=locked").await.1),
@@ -586,7 +576,10 @@ async fn users(db: TestDb) {
     let (status, body) = api.post(&format!("/users/{id}/unlock"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "active");
-    assert_eq!(introspect(&provider, &alice_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &alice_token).await["active"],
+        true
+    );
     assert!(!homeserver.user("alice").unwrap().locked);
 
     // Deactivation: her device is deleted, the homeserver deactivates her; reactivation.
@@ -597,7 +590,10 @@ async fn users(db: TestDb) {
     assert_eq!(body["status"], "deactivated");
     assert!(!homeserver.has_device("alice", "ALICEPHONE"));
     assert!(homeserver.user("alice").unwrap().deactivated);
-    assert_eq!(introspect(&provider, &alice_token).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &alice_token).await["active"],
+        false
+    );
     assert_eq!(
         names(&api.get("/users?filter[status]=deactivated").await.1),
         ["alice"]
@@ -626,7 +622,10 @@ async fn users(db: TestDb) {
         .post(&format!("/users/{dave_id}/end-sessions"), json!({}))
         .await;
     assert_eq!(status, 204);
-    assert_eq!(introspect(&provider, &dave_token).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &dave_token).await["active"],
+        false
+    );
     assert!(!homeserver.has_device("dave", "DAVEDEV"));
 
     // Unknown users on every action.
@@ -776,7 +775,10 @@ async fn sessions(db: TestDb) {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["finished_at"].is_string());
-    assert_eq!(introspect(&provider, &oauth_token).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &oauth_token).await["active"],
+        false
+    );
     assert!(!homeserver.has_device("alice", "OAUTHDEV01"));
     assert_eq!(
         api.post(&format!("/oauth2-sessions/{oauth_id}/finish"), json!({}))
@@ -816,7 +818,10 @@ async fn sessions(db: TestDb) {
         .post(&format!("/compat-sessions/{compat_id}/finish"), json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(introspect(&provider, &compat_one).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &compat_one).await["active"],
+        false
+    );
     assert!(!homeserver.has_device("alice", "COMPATONE"));
     assert!(homeserver.has_device("alice", "COMPATTWO"));
     assert_eq!(
@@ -1022,7 +1027,10 @@ async fn clients(db: TestDb) {
         .call(Method::DELETE, &format!("/clients/{service_id}"), None)
         .await;
     assert_eq!(status, 204);
-    assert_eq!(introspect(&provider, &service_token).await["active"], false);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &service_token).await["active"],
+        false
+    );
     assert_eq!(api.get(&format!("/clients/{service_id}")).await.0, 404);
     assert_eq!(
         api.call(Method::DELETE, &format!("/clients/{service_id}"), None)

@@ -12,10 +12,9 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use scraper::{Html, Selector};
-use serde_json::Value;
 use support::{
-    add_user, authorize, authorize_url, browser, get_text, http, json_of, param, static_client,
-    submit, text, REDIRECT, VERIFIER,
+    add_user, authorize, authorize_url, browser, exchange_code, get_text, http, json_of, param,
+    static_client, submit, text,
 };
 use url::Url;
 
@@ -111,7 +110,8 @@ async fn a_browser_session_ends_at_its_absolute_lifetime(db: TestDb) {
         )],
     );
     let back = authorize(&browser, &provider.base_url, &url, PASSWORD).await;
-    let tokens = exchange(&provider, &param(&back, "code").unwrap()).await;
+    let (status, tokens) = exchange_code(&provider, &param(&back, "code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let mut used = Duration::zero();
     while used + Duration::minutes(45) < Duration::hours(24) {
@@ -156,7 +156,8 @@ async fn a_password_change_ends_the_other_browser_sessions(db: TestDb) {
         )],
     );
     let back = authorize(&phone, &base, &url, PASSWORD).await;
-    let tokens = exchange(&provider, &param(&back, "code").unwrap()).await;
+    let (status, tokens) = exchange_code(&provider, &param(&back, "code").unwrap()).await;
+    assert_eq!(status, 200, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     assert_eq!(unfinished_sessions(&db).await, 3);
 
@@ -204,28 +205,6 @@ async fn a_password_change_ends_the_other_browser_sessions(db: TestDb) {
     assert_eq!(status, 200);
     assert_eq!(body["active"], true, "{body}");
     provider.stop().await;
-}
-
-/// An authorization code exchange by the static client; the token response.
-async fn exchange(provider: &TestProvider, code: &str) -> Value {
-    let (client_id, secret) = static_client(provider);
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url(endpoints::TOKEN))
-            .basic_auth(&client_id, Some(&secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", VERIFIER),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// Submits the form `selector` of a page with `fields` set (its hidden fields, the CSRF token

@@ -12,7 +12,10 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
-use support::{add_user, browser, get_text, http, json_of, location, param, submit, text};
+use support::{
+    add_user, browser, get_text, http, introspect_as_homeserver, json_of, location, param, submit,
+    text,
+};
 use url::Url;
 use wiremock::{
     matchers::{method, path},
@@ -63,23 +66,6 @@ async fn alice_logs_in(provider: &TestProvider, extra: Value) -> Value {
 fn error(answer: (u16, Value), status: u16) -> String {
     assert_eq!(answer.0, status, "{}", answer.1);
     answer.1["errcode"].as_str().unwrap().to_owned()
-}
-
-/// Introspection as the homeserver does it (shared secret, device ID header).
-async fn introspect(provider: &TestProvider, token: &str) -> Value {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url("/oauth2/introspect"))
-            .bearer_auth(&provider.settings.matrix.secret)
-            .header("X-MAS-Supports-Device-Id", "1")
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// `whoami` on the homeserver with a token: status and answer.
@@ -221,7 +207,7 @@ async fn password_logins(db: TestDb) {
             json!({ "user_id": "@alice:localhost", "is_guest": false, "device_id": device })
         )
     );
-    let body = introspect(&provider, &token).await;
+    let body = introspect_as_homeserver(&provider, &token).await;
     assert_eq!(body["active"], true, "{body}");
     assert_eq!(body["device_id"], device.as_str());
     assert!(body.get("exp").is_none(), "{body}");
@@ -252,11 +238,14 @@ async fn password_logins(db: TestDb) {
     let again = alice_logs_in(&provider, json!({ "device_id": device })).await;
     assert_eq!(again["device_id"], device.as_str());
     assert_eq!(
-        introspect(&provider, &token).await,
+        introspect_as_homeserver(&provider, &token).await,
         json!({ "active": false })
     );
     let new_token = again["access_token"].as_str().unwrap();
-    assert_eq!(introspect(&provider, new_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, new_token).await["active"],
+        true
+    );
     assert!(provider.homeserver.store().has_device("alice", &device));
 
     // Wrong credentials and foreign users: one answer.
@@ -343,7 +332,10 @@ async fn refresh_rotation_and_reuse(db: TestDb) {
     let access = first["access_token"].as_str().unwrap().to_owned();
     let refresh = first["refresh_token"].as_str().unwrap().to_owned();
     assert!(refresh.starts_with("mcr_"), "{refresh}");
-    assert_eq!(introspect(&provider, &access).await["expires_in"], 300);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &access).await["expires_in"],
+        300
+    );
 
     // Rotation: a new pair, the old access token revoked.
     let (status, second) = post(
@@ -358,11 +350,11 @@ async fn refresh_rotation_and_reuse(db: TestDb) {
     assert_ne!(access2, access);
     assert_ne!(refresh2, refresh);
     assert_eq!(
-        introspect(&provider, &access).await,
+        introspect_as_homeserver(&provider, &access).await,
         json!({ "active": false })
     );
     assert_eq!(
-        introspect(&provider, &access2).await["device_id"],
+        introspect_as_homeserver(&provider, &access2).await["device_id"],
         device.as_str()
     );
     assert_eq!(whoami(&provider, &access2).await.0, 200);
@@ -370,7 +362,7 @@ async fn refresh_rotation_and_reuse(db: TestDb) {
     // The access token expires; the refresh token still works.
     db.clock.advance(Duration::minutes(6));
     assert_eq!(
-        introspect(&provider, &access2).await,
+        introspect_as_homeserver(&provider, &access2).await,
         json!({ "active": false })
     );
     let (status, third) = post(
@@ -392,7 +384,7 @@ async fn refresh_rotation_and_reuse(db: TestDb) {
     assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
     assert_eq!(body["soft_logout"], false);
     assert_eq!(
-        introspect(&provider, &access3).await,
+        introspect_as_homeserver(&provider, &access3).await,
         json!({ "active": false })
     );
     assert!(!provider.homeserver.store().has_device("alice", &device));
@@ -463,7 +455,7 @@ async fn logout_ends_the_session(db: TestDb) {
         (200, json!({}))
     );
     assert_eq!(
-        introspect(&provider, &token).await,
+        introspect_as_homeserver(&provider, &token).await,
         json!({ "active": false })
     );
     assert!(!provider.homeserver.store().has_device("alice", &device));
@@ -503,7 +495,7 @@ async fn logout_all(db: TestDb) {
     for answer in [&one, &two] {
         let token = answer["access_token"].as_str().unwrap();
         assert_eq!(
-            introspect(&provider, token).await,
+            introspect_as_homeserver(&provider, token).await,
             json!({ "active": false })
         );
     }
@@ -520,7 +512,10 @@ async fn logout_all(db: TestDb) {
     );
     assert!(provider.homeserver.store().devices("alice").is_empty());
     let bob_token = bob["access_token"].as_str().unwrap();
-    assert_eq!(introspect(&provider, bob_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, bob_token).await["active"],
+        true
+    );
     assert_eq!(
         error(logout(&provider, "/logout/all", Some(token)).await, 401),
         "M_UNKNOWN_TOKEN"

@@ -18,25 +18,14 @@ use provider::{
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
-use support::{add_user, authorize, browser, form, location, oidc_http, param, REDIRECT};
+use support::{
+    add_user, authorize, browser, form, introspect_as_homeserver, location, oidc_http, param,
+    REDIRECT,
+};
 use url::Url;
 
 const SIGNED_OUT: &str = "https://client.example.com/signed-out";
 const DEVICE: &str = "JOURNEYDEV1";
-
-async fn introspect(provider: &TestProvider, token: &str) -> Value {
-    reqwest::Client::new()
-        .post(provider.url("/oauth2/introspect"))
-        .bearer_auth(&provider.settings.matrix.secret)
-        .header("X-MAS-Supports-Device-Id", "1")
-        .form(&[("token", token), ("token_type_hint", "access_token")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 async fn the_journey(db: TestDb) {
     add_user(&db, "alice", "correct horse battery").await;
@@ -142,7 +131,7 @@ async fn the_journey(db: TestDb) {
     assert_ne!(&access, tokens.access_token().secret());
 
     // Introspection as the homeserver does it: active, with the user and the device.
-    let active = introspect(&provider, &access).await;
+    let active = introspect_as_homeserver(&provider, &access).await;
     assert_eq!(active["active"], true, "{active}");
     assert_eq!(active["username"], "alice");
     assert_eq!(active["device_id"], DEVICE);
@@ -169,7 +158,7 @@ async fn the_journey(db: TestDb) {
         .unwrap();
     assert_eq!(revoked.status(), 200);
     assert_eq!(
-        introspect(&provider, &access).await,
+        introspect_as_homeserver(&provider, &access).await,
         json!({"active": false})
     );
     let userinfo = client

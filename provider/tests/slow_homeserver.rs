@@ -25,8 +25,9 @@ use provider::{
 };
 use serde_json::{json, Value};
 use support::{
-    add_user, authorize, authorize_url, browser, get_text, http, json_of, location, param,
-    static_client, submit, text, REDIRECT, VERIFIER,
+    add_user, authorize, authorize_url, browser, exchange_code, get_text, http,
+    introspect_as_homeserver, json_of, location, param, static_client, submit, text, REDIRECT,
+    VERIFIER,
 };
 use tokio::task::JoinHandle;
 
@@ -50,45 +51,6 @@ type Blocked = (String, String, JoinHandle<(u16, Value)>);
 
 fn device_scope(device: &str) -> String {
     format!("openid urn:matrix:client:api:* urn:matrix:client:device:{device}")
-}
-
-/// An authorization code exchange by the static client: status and JSON body.
-async fn exchange(provider: &TestProvider, code: &str) -> (u16, Value) {
-    let (client_id, secret) = static_client(provider);
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url(endpoints::TOKEN))
-            .basic_auth(&client_id, Some(&secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", VERIFIER),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    (status, body)
-}
-
-/// Introspection as the homeserver does it (the shared secret): the answer's body.
-async fn introspect(provider: &TestProvider, token: &str) -> Value {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url(endpoints::INTROSPECTION))
-            .bearer_auth(&provider.settings.matrix.secret)
-            // As Synapse asks: the device in its own field (the homeserver contract).
-            .header("X-MAS-Supports-Device-Id", "1")
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// What must be answered while exchanges wait on the paused homeserver: the health check, a
@@ -116,7 +78,10 @@ async fn unrelated_requests_are_answered(provider: &TestProvider, live_token: &s
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(introspect(provider, live_token).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(provider, live_token).await["active"],
+        true
+    );
 }
 
 /// Waits until `n` homeserver calls are held by the pause.
@@ -151,7 +116,7 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
         codes.push(param(&back, "code").expect("a code"));
     }
     // One exchange before the pause: a live token to introspect meanwhile.
-    let (status, first) = exchange(&provider, &codes[0]).await;
+    let (status, first) = exchange_code(&provider, &codes[0]).await;
     assert_eq!(status, 200, "{first}");
     let live_token = first["access_token"].as_str().unwrap().to_owned();
 
@@ -202,14 +167,20 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
             "tokens for {device}, which the homeserver doesn't have"
         );
         let token = body["access_token"].as_str().unwrap();
-        assert_eq!(introspect(&provider, token).await["device_id"], device);
+        assert_eq!(
+            introspect_as_homeserver(&provider, token).await["device_id"],
+            device
+        );
         // Single use: a replay is refused and revokes what the code issued.
-        let (status, replay) = exchange(&provider, &code).await;
+        let (status, replay) = exchange_code(&provider, &code).await;
         assert_eq!(
             (status, replay["error"].as_str()),
             (400, Some("invalid_grant"))
         );
-        assert_eq!(introspect(&provider, token).await["active"], false);
+        assert_eq!(
+            introspect_as_homeserver(&provider, token).await["active"],
+            false
+        );
     }
     provider.stop().await;
 }
@@ -314,7 +285,7 @@ async fn a_compat_login_blocked_on_the_homeserver_holds_no_connection(db: TestDb
     let base = provider.base_url.clone();
     let url = authorize_url(&provider, &[("scope", &device_scope("COMPATLIVE"))]);
     let back = authorize(&browser(), &base, &url, PASSWORD).await;
-    let (status, first) = exchange(&provider, &param(&back, "code").unwrap()).await;
+    let (status, first) = exchange_code(&provider, &param(&back, "code").unwrap()).await;
     assert_eq!(status, 200, "{first}");
     let live_token = first["access_token"].as_str().unwrap().to_owned();
 

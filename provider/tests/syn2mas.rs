@@ -17,11 +17,10 @@ use provider::{
         synapse::{SynapseConfig, SynapseDb},
     },
     crypto::sha256,
-    endpoints,
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
-use support::{http, json_of};
+use support::{http, introspect_as_homeserver, json_of};
 
 /// Synapse's tables as its schema files create them (SQLite).
 const SYNAPSE_SCHEMA: &str = r#"
@@ -203,20 +202,6 @@ fn table<'a>(report: &'a migrate::Report, name: &str) -> &'a migrate::TableRepor
         .find(|(t, _)| *t == name)
         .unwrap_or_else(|| panic!("no table {name} in the report"))
         .1
-}
-
-async fn introspect(provider: &TestProvider, token: &str) -> Value {
-    let response = http()
-        .post(provider.url(endpoints::INTROSPECTION))
-        .bearer_auth(&provider.settings.matrix.secret)
-        .header("X-MAS-Supports-Device-Id", "1")
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 async fn login(provider: &TestProvider, user: &str, password: &str) -> (u16, Value) {
@@ -406,7 +391,7 @@ async fn a_synapse_database_moves_to_the_provider(db: TestDb) {
     drop(repo);
 
     // Old tokens answer with their device; alice's session is an admin's.
-    let answer = introspect(&provider, &tokens.alice).await;
+    let answer = introspect_as_homeserver(&provider, &tokens.alice).await;
     assert_eq!(answer["active"], true, "{answer}");
     assert_eq!(answer["username"], "alice");
     assert_eq!(answer["device_id"], "ALICEDEVICE");
@@ -415,18 +400,21 @@ async fn a_synapse_database_moves_to_the_provider(db: TestDb) {
         .unwrap()
         .split(' ')
         .any(|s| s == "urn:synapse:admin:*"));
-    let answer = introspect(&provider, &tokens.bob_macaroon).await;
+    let answer = introspect_as_homeserver(&provider, &tokens.bob_macaroon).await;
     assert_eq!(answer["active"], true, "{answer}");
     assert_eq!(answer["device_id"], "BOBDEVICE");
     assert!(!answer["scope"]
         .as_str()
         .unwrap()
         .contains("urn:synapse:admin"));
-    let answer = introspect(&provider, &tokens.bob_refreshable).await;
+    let answer = introspect_as_homeserver(&provider, &tokens.bob_refreshable).await;
     assert_eq!(answer["device_id"], "BOBREFRESH", "{answer}");
     // Not migrated: a puppeting token, a deactivated user's.
     for token in [&tokens.puppet, &tokens.carol] {
-        assert_eq!(introspect(&provider, token).await, json!({"active": false}));
+        assert_eq!(
+            introspect_as_homeserver(&provider, token).await,
+            json!({"active": false})
+        );
     }
     // Stored as hashes only.
     let mut repo = db.storage.reader().await.unwrap();

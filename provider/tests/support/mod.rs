@@ -205,3 +205,40 @@ pub fn param(url: &Url, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
+
+/// An authorization code exchange by the static client (RFC 6749 §4.1.3, with the PKCE
+/// [`VERIFIER`] and [`REDIRECT`] of [`authorize_url`]'s requests): status and JSON body.
+pub async fn exchange_code(provider: &TestProvider, code: &str) -> (u16, Value) {
+    let (client_id, secret) = static_client(provider);
+    let response = http()
+        .post(provider.url(endpoints::TOKEN))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(response).await;
+    (status, body)
+}
+
+/// Introspection as Synapse asks it (RFC 7662; the shared secret as the bearer, and the device
+/// in its own field, `X-MAS-Supports-Device-Id`, the homeserver contract): the answer, which
+/// must be a 200.
+pub async fn introspect_as_homeserver(provider: &TestProvider, token: &str) -> Value {
+    let response = http()
+        .post(provider.url(endpoints::INTROSPECTION))
+        .bearer_auth(&provider.settings.matrix.secret)
+        .header("X-MAS-Supports-Device-Id", "1")
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
