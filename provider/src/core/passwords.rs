@@ -17,17 +17,27 @@
 //! argon2 parameters weaker than the current scheme's, comes with a new hash to store in its
 //! place ([`Verified::Match`]).
 //!
-//! Hashing is slow on purpose: it always runs on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]), never on the async workers, and at most one hash per core
-//! at a time (a burst of logins queues instead of allocating 19 MiB per request and starving
-//! the other requests of CPU). Comparisons are the crates' constant-time ones; hashes are never
-//! compared with `==` here.
+//! Hashing is slow on purpose, so it never runs on the async workers: it runs on the process's
+//! hashing threads ([`HashingPool`]), one per core, in the order the requests came (a burst of
+//! logins queues instead of allocating 19 MiB per request). Those threads run at the lowest
+//! scheduling priority (nice 19): a sign-in storm uses the CPU nothing else wants, and an
+//! introspection or a token request arriving meanwhile runs at once instead of waiting for a
+//! hash's time slice (issue 16: introspection's p99 during a storm). Each thread keeps argon2's
+//! memory between the hashes of a burst and gives it back once idle ([`Scratch`]).
+//! Comparisons are constant-time (the crates' own, or [`password_hash::Output`]'s); hashes are
+//! never compared with `==` here.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fmt,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Condvar, Mutex, OnceLock, PoisonError},
+    time::Duration,
+};
 
 use argon2::{
-    password_hash::{self, PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString},
-    Algorithm, Argon2, Params, Version,
+    password_hash::{self, Output, ParamsString, PasswordHash, SaltString},
+    Algorithm, Argon2, Block, Params, Version,
 };
 use rand::{rngs::StdRng, RngCore};
 
@@ -237,16 +247,12 @@ pub struct PasswordHasher {
     current_params: Params,
     bcrypt_pepper: Option<Arc<str>>,
     rng: Arc<dyn RngSource>,
-    /// Bounds the hashes computed at once to the number of cores: hashing is CPU-bound, so more
-    /// at once only adds memory (19 MiB each with argon2id v1) and latency. Requests beyond it
-    /// wait their turn on the async side, holding no thread and no memory.
-    slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Gives the memory of a finished hash back to the system. glibc raises its mmap threshold after
-/// the first 19 MiB block is freed, so later blocks come from per-thread arenas that keep them:
-/// a burst of logins measured 367 MiB resident long after it ended. Trimming after each hash
-/// (microseconds, against tens of milliseconds of hashing) brings it back to the idle figure.
+/// Gives freed memory back to the system. glibc raises its mmap threshold after the first
+/// 19 MiB block is freed, so later blocks come from per-thread arenas that keep them: a burst of
+/// logins measured 367 MiB resident long after it ended. Trimming once a hashing thread has let
+/// its memory go brings it back to the idle figure.
 fn release_hashing_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system; it
@@ -256,9 +262,142 @@ fn release_hashing_memory() {
     }
 }
 
-/// How many hashes run at once: one per core.
+/// How many hashes run at once: one per core (hashing is CPU-bound, so more at once only adds
+/// memory, 19 MiB each with argon2id v1, and latency).
 fn hashing_slots() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// The nice value of the hashing threads: the lowest priority of the normal scheduler, so any
+/// request's thread (nice 0) that wakes up takes the core from a hash at once.
+const HASHING_NICE: libc::c_int = 19;
+
+/// How long an idle hashing thread keeps its memory for the next hash of a burst.
+const KEEP_MEMORY_FOR: Duration = Duration::from_secs(2);
+
+/// The memory of one hashing thread: argon2's blocks, kept between the hashes of a burst (no
+/// 19 MiB allocation, page faults and zeroing per hash: argon2 overwrites every block before it
+/// reads it, RFC 9106 §3.2), and given back once the thread has been idle [`KEEP_MEMORY_FOR`].
+pub struct Scratch(Vec<Block>);
+
+impl Scratch {
+    /// At least the blocks `params` needs.
+    fn blocks(&mut self, params: &Params) -> &mut [Block] {
+        let count = params.block_count();
+        if self.0.len() < count {
+            self.0.resize(count, Block::default());
+        }
+        &mut self.0[..count]
+    }
+
+    fn is_held(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn release(&mut self) {
+        self.0 = Vec::new();
+        release_hashing_memory();
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
+
+/// The process's hashing threads, shared by every [`PasswordHasher`]: one per core, started on
+/// the first hash, taking jobs in the order they came.
+struct HashingPool {
+    queue: Arc<(Mutex<VecDeque<Job>>, Condvar)>,
+    threads: usize,
+}
+
+impl HashingPool {
+    fn get() -> &'static Self {
+        static POOL: OnceLock<HashingPool> = OnceLock::new();
+        POOL.get_or_init(|| Self::start(hashing_slots()))
+    }
+
+    fn start(threads: usize) -> Self {
+        let queue = Arc::new((Mutex::new(VecDeque::new()), Condvar::new()));
+        let started = (0..threads)
+            .filter(|i| {
+                let queue = Arc::clone(&queue);
+                std::thread::Builder::new()
+                    .name(format!("password-hash-{i}"))
+                    .spawn(move || Self::work(&queue))
+                    .map_err(|e| tracing::error!(error = %e, "can't start a password hashing thread"))
+                    .is_ok()
+            })
+            .count();
+        Self {
+            queue,
+            threads: started,
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), PasswordError> {
+        if self.threads == 0 {
+            return Err(PasswordError::TaskFailed);
+        }
+        let (jobs, ready) = &*self.queue;
+        jobs.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+        ready.notify_one();
+        Ok(())
+    }
+
+    /// One hashing thread: at the lowest priority, taking jobs until the process ends.
+    fn work(queue: &(Mutex<VecDeque<Job>>, Condvar)) {
+        lower_thread_priority();
+        let (jobs, ready) = queue;
+        let mut scratch = Scratch(Vec::new());
+        loop {
+            let mut waiting = jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let job = loop {
+                if let Some(job) = waiting.pop_front() {
+                    break Some(job);
+                }
+                if !scratch.is_held() {
+                    waiting = ready.wait(waiting).unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+                let (guard, timeout) = ready
+                    .wait_timeout(waiting, KEEP_MEMORY_FOR)
+                    .unwrap_or_else(PoisonError::into_inner);
+                waiting = guard;
+                if timeout.timed_out() && waiting.is_empty() {
+                    break None;
+                }
+            };
+            drop(waiting);
+            match job {
+                // A panic in a job (none is expected) drops its answer (the waiter gets
+                // `TaskFailed`) and leaves the thread working.
+                Some(job) => {
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut scratch)));
+                }
+                None => scratch.release(),
+            }
+        }
+    }
+}
+
+/// Lowers the calling thread's priority to [`HASHING_NICE`] (Linux: nice values are per
+/// thread). Best effort: a failure leaves it at the normal priority.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only changes the scheduling priority of the thread `gettid` names,
+        // the calling one; it reads and writes no memory of ours.
+        let result = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, HASHING_NICE)
+        };
+        if result != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "can't lower the priority of a password hashing thread"
+            );
+        }
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -315,27 +454,22 @@ impl PasswordHasher {
             current_params,
             bcrypt_pepper: bcrypt_pepper.map(Arc::from),
             rng,
-            slots: Arc::new(tokio::sync::Semaphore::new(hashing_slots())),
         })
     }
 
-    /// Runs CPU-bound hashing work on the blocking pool once a slot is free.
+    /// Runs CPU-bound hashing work on a hashing thread ([`HashingPool`]) in its turn. A job
+    /// whose caller has gone (the request was cancelled) is skipped when its turn comes.
     async fn run_hashing<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| PasswordError::TaskFailed)?;
-        tokio::task::spawn_blocking(move || {
-            let done = work();
-            release_hashing_memory();
-            drop(slot);
-            done
-        })
-        .await
-        .map_err(|_| PasswordError::TaskFailed)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        HashingPool::get().submit(Box::new(move |scratch| {
+            if !answer.is_closed() {
+                let _ = answer.send(work(scratch));
+            }
+        }))?;
+        answered.await.map_err(|_| PasswordError::TaskFailed)
     }
 
     /// The version new hashes are stored with.
@@ -362,7 +496,7 @@ impl PasswordHasher {
         let params = self.current_params.clone();
         let mut rng = self.rng.rng();
         let hash = self
-            .run_hashing(move || hash_argon2id(params, &mut rng, password.as_bytes()))
+            .run_hashing(move |scratch| hash_argon2id(params, &mut rng, password.as_bytes(), scratch))
             .await??;
         Ok((self.current_version, hash))
     }
@@ -389,7 +523,7 @@ impl PasswordHasher {
         let current_params = self.current_params.clone();
         let pepper = self.bcrypt_pepper.clone();
         let mut rng = self.rng.rng();
-        self.run_hashing(move || {
+        self.run_hashing(move |scratch| {
             let invalid = |reason: &str| PasswordError::InvalidHash {
                 version,
                 reason: reason.to_owned(),
@@ -404,7 +538,7 @@ impl PasswordHasher {
                     )
                 }
                 Scheme::Argon2id(_) => {
-                    verify_argon2(&stored_hash, password.as_bytes(), &current_params)
+                    verify_argon2(&stored_hash, password.as_bytes(), &current_params, scratch)
                         .map_err(invalid)?
                 }
             };
@@ -412,7 +546,8 @@ impl PasswordHasher {
                 return Ok(Verified::Mismatch);
             }
             let upgrade = if version < current_version || weaker {
-                let new_hash = hash_argon2id(current_params, &mut rng, password.as_bytes())?;
+                let new_hash =
+                    hash_argon2id(current_params, &mut rng, password.as_bytes(), scratch)?;
                 Some((current_version, new_hash))
             } else {
                 None
@@ -432,28 +567,42 @@ fn argon2_params(params: &Argon2Params) -> Result<Params, argon2::Error> {
     )
 }
 
-/// A new argon2id (v=19) PHC string with a fresh random salt. CPU-bound: blocking pool only.
+/// A new argon2id (v=19) PHC string with a fresh random salt, computed in the thread's
+/// `scratch` memory. CPU-bound: hashing threads only.
 fn hash_argon2id(
     params: Params,
     rng: &mut StdRng,
     password: &[u8],
+    scratch: &mut Scratch,
 ) -> Result<String, PasswordError> {
+    let failed = |e: &dyn fmt::Display| PasswordError::Hashing(e.to_string());
     let mut salt = [0u8; SALT_LEN];
     rng.fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Hashing(e.to_string()))?;
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password, &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| PasswordError::Hashing(e.to_string()))
+    let mut output = [0u8; OUTPUT_LEN];
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    argon2
+        .hash_password_into_with_memory(password, &salt, &mut output, scratch.blocks(&params))
+        .map_err(|e| failed(&e))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| failed(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&output).map_err(|e| failed(&e))?),
+    }
+    .to_string();
+    Ok(phc)
 }
 
 /// Checks a password against an argon2 PHC string with the parameters it carries: whether it
 /// matched, and whether the hash is weaker than `current` (another argon2 variant or version, less
-/// memory, fewer passes, a shorter output). CPU-bound: blocking pool only.
+/// memory, fewer passes, a shorter output). CPU-bound: hashing threads only.
 fn verify_argon2(
     stored: &str,
     password: &[u8],
     current: &Params,
+    scratch: &mut Scratch,
 ) -> Result<(bool, bool), &'static str> {
     let hash = PasswordHash::new(stored).map_err(|_| "not a PHC string (expected $argon2id$…)")?;
     let algorithm = Algorithm::try_from(hash.algorithm)
@@ -478,16 +627,27 @@ fn verify_argon2(
         || params.m_cost() < current.m_cost()
         || params.t_cost() < current.t_cost()
         || output_len < OUTPUT_LEN;
-    // The crate's verifier recomputes with the PHC string's own algorithm, version and
-    // parameters, and compares the outputs in constant time.
-    match Argon2::default().verify_password(password, &hash) {
-        Ok(()) => Ok((true, weaker)),
-        Err(password_hash::Error::Password) => Ok((false, weaker)),
-        Err(_) => Err("the argon2 hash could not be recomputed"),
-    }
+    // Recomputed with the PHC string's own algorithm, version, parameters and salt, in the
+    // thread's memory, and compared in constant time (`Output`'s equality), as the crate's own
+    // verifier does.
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err("the PHC string has no salt or no hash");
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|_| "the argon2 salt is not valid base64")?;
+    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params.clone());
+    let computed = Output::init_with(expected.len(), |out| {
+        argon2
+            .hash_password_into_with_memory(password, salt, out, scratch.blocks(&params))
+            .map_err(password_hash::Error::from)
+    })
+    .map_err(|_| "the argon2 hash could not be recomputed")?;
+    Ok((computed == *expected, weaker))
 }
 
-/// Checks a password against an imported bcrypt hash. CPU-bound: blocking pool only.
+/// Checks a password against an imported bcrypt hash. CPU-bound: hashing threads only.
 fn verify_bcrypt(stored: &str, password: &[u8]) -> Result<bool, &'static str> {
     // `$2x$` is refused: it marks hashes of a buggy implementation this crate does not reproduce.
     let prefix = stored.get(..4);
@@ -506,6 +666,8 @@ fn verify_bcrypt(stored: &str, password: &[u8]) -> Result<bool, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use argon2::{PasswordHasher as _, PasswordVerifier as _};
+
     use crate::clock::SeededRngSource;
 
     use super::*;
@@ -672,6 +834,77 @@ mod tests {
         // A fresh salt each time.
         let (_, again) = hasher.hash("correct horse".into()).await.unwrap();
         assert_ne!(hash, again);
+    }
+
+    /// The hashes computed in the hashing threads' kept memory are the crate's own: ours verify
+    /// with the crate's verifier, the crate's (other memory sizes, one after the other in the
+    /// same thread's memory, an argon2i and a v=16 one among them) verify with ours, and a
+    /// wrong password never matches.
+    #[tokio::test]
+    async fn kept_memory_hashes_are_the_crates_own() {
+        let hasher = cheap();
+        let (_, ours) = hasher.hash("correct horse".into()).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert_eq!(
+            Argon2::default().verify_password(b"correct horse", &parsed),
+            Ok(())
+        );
+        for (algorithm, version, m_cost) in [
+            (Algorithm::Argon2id, Version::V0x13, 256),
+            (Algorithm::Argon2id, Version::V0x13, 32),
+            (Algorithm::Argon2i, Version::V0x13, 128),
+            (Algorithm::Argon2id, Version::V0x10, 64),
+        ] {
+            let params = Params::new(m_cost, 1, 1, Some(32)).unwrap();
+            let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+            let theirs = Argon2::new(algorithm, version, params)
+                .hash_password(b"battery staple", &salt)
+                .unwrap()
+                .to_string();
+            for _ in 0..2 {
+                assert!(matches!(
+                    hasher.verify(1, &theirs, "battery staple".into()).await,
+                    Ok(Verified::Match { .. })
+                ));
+                assert_eq!(
+                    hasher.verify(1, &theirs, "battery stapler".into()).await,
+                    Ok(Verified::Mismatch)
+                );
+            }
+        }
+    }
+
+    /// Hashing runs at the lowest priority (nice 19), so requests that arrive during a sign-in
+    /// storm are not kept waiting behind hashes (issue 16).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_lowest_priority() {
+        let hasher = cheap();
+        let nice = hasher
+            .run_hashing(|_| {
+                // SAFETY: getpriority reads the calling thread's nice value; no memory of ours.
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(nice, HASHING_NICE);
+    }
+
+    /// A thread's memory grows to what a hash needs and stays for the next one; released, it is
+    /// gone.
+    #[test]
+    fn scratch_memory_is_kept_until_released() {
+        let mut scratch = Scratch(Vec::new());
+        let small = Params::new(64, 1, 1, None).unwrap();
+        let big = Params::new(256, 1, 1, None).unwrap();
+        assert_eq!(scratch.blocks(&small).len(), small.block_count());
+        assert_eq!(scratch.blocks(&big).len(), big.block_count());
+        assert_eq!(scratch.blocks(&small).len(), small.block_count());
+        assert_eq!(scratch.0.len(), big.block_count());
+        assert!(scratch.is_held());
+        scratch.release();
+        assert!(!scratch.is_held());
+        assert_eq!(scratch.0.capacity(), 0);
     }
 
     /// A password with a control character can't be typed at sign-in: no new one has it, not
