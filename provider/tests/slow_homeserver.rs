@@ -186,9 +186,10 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
 }
 
 /// Device-code polls waiting on the paused homeserver hold no connection either. A second poll
-/// of the same device code meanwhile takes the claim over (a poll is never locked out by one
-/// that died half-way); once resumed, exactly one of the two gets the tokens (the latest
-/// claim), the other `invalid_grant`, and the device code is used up (RFC 8628 §3.5).
+/// of the same device code meanwhile also upserts the (same) device (idempotent, harmless);
+/// once resumed, exactly one of the two gets the tokens (the one whose compare-and-set marks
+/// the grant exchanged), the other `invalid_grant`, and the device code is used up (RFC 8628
+/// §3.5).
 async fn device_code_polls_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
     let provider = start(&db).await;
@@ -243,8 +244,8 @@ async fn device_code_polls_blocked_on_the_homeserver_hold_no_connection(db: Test
     provider.stop().await;
 }
 
-/// When the homeserver is down the poll answers 503 and gives its claim back: the same device
-/// code gets the tokens once the homeserver is back, and only once.
+/// When the homeserver is down the poll answers 503 and nothing is written that needs undoing:
+/// the same device code gets the tokens once the homeserver is back, and only once.
 async fn a_failed_device_upsert_keeps_the_device_code(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
     let provider = start(&db).await;

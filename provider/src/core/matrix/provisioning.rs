@@ -12,8 +12,9 @@
 //! idempotent).
 //!
 //! The exception is the device of a new grant: the token exchange upserts it synchronously
-//! ([`ensure_device`]), since the device must exist before the client uses its token, between
-//! two transactions (it claims the grant, commits, calls, then issues the tokens).
+//! ([`ensure_device`]), since the device must exist before the client uses its token, after
+//! its read-only checks and before the one transaction that marks the grant exchanged and
+//! issues the tokens.
 //!
 //! No transaction or pooled connection is held across a homeserver call anywhere here: a job
 //! is claimed in one short transaction, [`perform`] reads what it needs and drops its
@@ -22,8 +23,9 @@
 //! The paths audited for a transaction or connection held across a call to another server
 //! (issue 14, finding 2; the homeserver, an upstream provider, a mail relay):
 //! - token endpoint: `authorization_code` and `device_code` claimed the grant inside their
-//!   transaction and called the homeserver before the commit: fixed (claim, commit, call,
-//!   complete; `http::oauth2::token::provision_device`); `refresh_token` calls nothing (ended
+//!   transaction and called the homeserver before the commit: fixed (read-only checks, call,
+//!   then one transaction with a compare-and-set on the grant;
+//!   `http::oauth2::token::redeem`); `refresh_token` calls nothing (ended
 //!   sessions' jobs run after the commit); `client_credentials` has no device.
 //! - compat: `login` (password and `m.login.token`) and `sso` (completing a login) upserted the
 //!   device inside their transaction: fixed (upsert first, then one transaction); `refresh` and
