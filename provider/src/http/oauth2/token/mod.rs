@@ -324,13 +324,14 @@ pub(crate) enum Redemption<'a> {
 ///    across the call (DESIGN.md), so a slow or paused homeserver holds up only the exchanges
 ///    waiting for it (issue 14, finding 2). If the homeserver can't be reached: 503
 ///    `temporarily_unavailable`, and nothing was written that needs undoing (the grant is
-///    still usable);
+///    still usable). The device is marked as being provisioned before the call, so a device
+///    deletion queued meanwhile can't remove it ([`provisioning::provision_new_device`]);
 /// 2. one transaction: the grant is marked exchanged by a compare-and-set (`exchanged_at IS
 ///    NULL`: tokens once, RFC 6749 §4.1.2, RFC 8628 §3.5; the loser of a race gets
 ///    `invalid_grant`), the session must be live and the user active still (either may have
 ///    ended during the call), the session claims its device (the user's other live session
 ///    holding that device ID ends: [`sessions::claim_device`]; a Matrix device is one
-///    session), and a fresh pair is issued, with the ID
+///    session), the device's provisioning mark goes, and a fresh pair is issued, with the ID
 ///    token when the scope asks for one (OIDC Core §3.1.2.1: `openid`); commit. After the
 ///    commit, the ended sessions' homeserver jobs run before the answer leaves.
 pub(crate) async fn redeem(
@@ -344,7 +345,7 @@ pub(crate) async fn redeem(
     if let Some(device_id) = device_id {
         // The device is named after the client, as the account pages name the session.
         let display_name = crate::core::clients::client_name(client);
-        provisioning::ensure_device(state, user, device_id, Some(&display_name))
+        provisioning::provision_new_device(state, user, device_id, Some(&display_name))
             .await
             .map_err(TokenError::homeserver)?;
     }
@@ -398,6 +399,7 @@ pub(crate) async fn redeem(
     let mut jobs = provisioning::AfterCommit::default();
     if let Some(device_id) = &session.device_id {
         jobs = sessions::claim_device(&mut repo, user.id, device_id, Some(session.id), now).await?;
+        provisioning::device_provisioned(&mut repo, user.id, device_id).await?;
     }
     let mut rng = state.storage.entropy().rng.rng();
     let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
