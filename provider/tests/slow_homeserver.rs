@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use provider::{
     backend_tests,
     core::matrix::{
-        provisioning::QUEUE, Homeserver, HomeserverConnection, HomeserverError, MatrixUser,
-        ProvisionUser,
+        provisioning::{self, Outcome, Task, QUEUE},
+        Homeserver, HomeserverConnection, HomeserverError, MatrixUser, ProvisionUser,
     },
     endpoints,
     test_harness::{TestDb, TestProvider},
@@ -467,10 +467,12 @@ impl Gate {
 }
 
 /// The gates of [`Gated`]: the deletion of [`RACE_DEVICE`] before it is sent, its upsert after
-/// the homeserver made it (the exchange has its device and has not committed yet).
+/// the homeserver made it (the exchange has its device and has not committed yet), and a
+/// device sync before it is sent.
 struct Gates {
     delete: Gate,
     upserted: Gate,
+    sync: Gate,
 }
 
 /// The provider's homeserver connection with [`Gates`] on the calls about [`RACE_DEVICE`]:
@@ -549,6 +551,7 @@ impl HomeserverConnection for Gated {
         localpart: &str,
         devices: &BTreeSet<String>,
     ) -> Result<(), HomeserverError> {
+        self.gates.sync.pass().await;
         self.inner.sync_devices(localpart, devices).await
     }
     async fn allow_cross_signing_reset(&self, localpart: &str) -> Result<(), HomeserverError> {
@@ -563,6 +566,7 @@ async fn start_race(db: &TestDb) -> (TestProvider, Arc<Gates>, String, Value) {
     let gates = Arc::new(Gates {
         delete: Gate::new(),
         upserted: Gate::new(),
+        sync: Gate::new(),
     });
     let provider = TestProvider::start_wrapping_homeserver(
         db,
@@ -718,6 +722,82 @@ async fn a_deletion_during_an_exchange_waits_for_it(db: TestDb) {
     provider.stop().await;
 }
 
+/// The same race with a legacy password login (MSC3824 compat API) that names the device ID
+/// of the session that just ended: the deletion reaches the homeserver after the login's
+/// upsert, before its commit; the login's mark makes the job upsert the device back.
+async fn a_deletion_during_a_compat_login_leaves_its_device(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    gates.delete.arm();
+    let signed_out = sign_out(&provider, &client_id, &old);
+    gates.delete.reached().await;
+
+    gates.upserted.arm();
+    let login = tokio::spawn({
+        let url = provider.url("/_matrix/client/v3/login");
+        async move {
+            json_of(
+                http()
+                    .post(url)
+                    .json(&json!({
+                        "type": "m.login.password",
+                        "identifier": {"type": "m.id.user", "user": "alice"},
+                        "password": PASSWORD,
+                        "device_id": RACE_DEVICE,
+                    }))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    gates.upserted.reached().await;
+    gates.delete.open();
+    assert_eq!(signed_out.await.unwrap(), 200);
+    jobs_done(&provider).await;
+    gates.upserted.open();
+    let (status, _, new) = login.await.unwrap();
+    assert_eq!(status, 200, "{new}");
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
+/// The race with a device sync and an authorization code exchange: the sync has read alice's
+/// devices (RACEDEV001's session ended) and is on its way to the homeserver when a code for
+/// RACEDEV001 is exchanged. The sync then makes the homeserver's devices those it read;
+/// afterwards the homeserver has RACEDEV001 again (the job checked again after its call).
+async fn a_device_sync_from_before_a_code_exchange_leaves_its_device(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    assert_eq!(sign_out(&provider, &client_id, &old).await.unwrap(), 200);
+    assert!(!provider.homeserver.store().has_device("alice", RACE_DEVICE));
+    let alice = {
+        let mut repo = provider.state.storage.reader().await.unwrap();
+        repo.users()
+            .find_by_username("alice")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    gates.sync.arm();
+    let sync = tokio::spawn({
+        let core = provider.state.core.clone();
+        async move {
+            let task = Task::SyncDevices { user_id: alice.id };
+            provisioning::run_task_now(&core, &task).await.unwrap()
+        }
+    });
+    gates.sync.reached().await;
+
+    let url = authorize_url(&provider, &[("scope", &device_scope(RACE_DEVICE))]);
+    let back = authorize(&browser(), &provider.base_url, &url, PASSWORD).await;
+    let (status, new) = exchange_code(&provider, &param(&back, "code").unwrap()).await;
+    assert_eq!(status, 200, "{new}");
+    gates.sync.open();
+    assert_eq!(sync.await.unwrap(), Outcome::Done);
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
 backend_tests!(
     exchanges_blocked_on_the_homeserver_hold_no_connection,
     device_code_polls_blocked_on_the_homeserver_hold_no_connection,
@@ -726,4 +806,6 @@ backend_tests!(
     a_deletion_from_before_an_exchange_leaves_its_device,
     a_deletion_during_an_exchange_leaves_its_device,
     a_deletion_during_an_exchange_waits_for_it,
+    a_device_sync_from_before_a_code_exchange_leaves_its_device,
+    a_deletion_during_a_compat_login_leaves_its_device,
 );

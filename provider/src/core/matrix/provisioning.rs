@@ -363,11 +363,6 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
         }
         Task::DeleteDevice { device_id, .. } => {
             let kept = Kept::read(state, &mut repo, user.id).await?;
-            // An exchange is upserting the device (the deletion race, module documentation):
-            // not now; the retry finds it held by the new session, or abandoned.
-            if kept.provisioning.contains(device_id) {
-                return Err(TaskError::Deferred(device_id.clone()));
-            }
             // A new session holds the device ID by now (it claimed the device, ending this
             // one: `core::sessions::claim_device`): keep the device. Deleting and re-creating
             // it would not cut the homeserver's cache of the ended session's tokens short
@@ -376,15 +371,20 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
             if kept.active.contains(device_id) {
                 return Ok(());
             }
+            // An exchange is upserting the device (the deletion race, module documentation):
+            // not now; the retry finds it held by the new session, or abandoned.
+            if kept.provisioning.contains(device_id) {
+                return Err(TaskError::Deferred(device_id.clone()));
+            }
             drop(repo);
             gone_is_done(homeserver.delete_device(&user.username, device_id).await)?;
             repair_devices(state, &user, [device_id]).await?;
         }
         Task::SyncDevices { .. } => {
             let kept = Kept::read(state, &mut repo, user.id).await?;
-            // Not while an exchange upserts a device (the deletion race, module
-            // documentation): the retry syncs with its session.
-            if let Some(device_id) = kept.provisioning.first() {
+            // Not while an exchange upserts a device no session holds yet (the deletion race,
+            // module documentation): the retry syncs with its session.
+            if let Some(device_id) = kept.provisioning.difference(&kept.active).next() {
                 return Err(TaskError::Deferred(device_id.clone()));
             }
             let devices = kept.active;
