@@ -281,6 +281,18 @@ impl TestProvider {
     /// homeserver is configured to match unless `PROVIDER__MATRIX__ENDPOINT` is overridden
     /// (e.g. to point at a wiremock server).
     pub async fn start_with(db: &TestDb, overrides: &[(&str, &str)]) -> Self {
+        Self::start_wrapping_homeserver(db, overrides, |homeserver| homeserver).await
+    }
+
+    /// [`TestProvider::start_with`], with the provider's connection to the fake homeserver
+    /// passed through `wrap` (a test that holds or reorders some homeserver calls wraps it in a
+    /// [`crate::core::matrix::HomeserverConnection`] of its own). The server and its job
+    /// worker use the wrapped connection.
+    pub async fn start_wrapping_homeserver(
+        db: &TestDb,
+        overrides: &[(&str, &str)],
+        wrap: impl FnOnce(crate::core::matrix::Homeserver) -> crate::core::matrix::Homeserver,
+    ) -> Self {
         use rand::SeedableRng as _;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -326,8 +338,9 @@ impl TestProvider {
         crate::server::prepare(&db.storage, &settings, false)
             .await
             .expect("sync the static clients");
-        let state = crate::http::AppState::new(settings.clone(), db.storage.clone())
+        let mut state = crate::http::AppState::new(settings.clone(), db.storage.clone())
             .expect("the default password settings are valid");
+        state.core.homeserver = wrap(state.core.homeserver.clone());
         let router = crate::app::router(state.clone());
         let worker = crate::core::matrix::provisioning::Worker::new(state.core.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -14,59 +14,12 @@ use provider::{
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{
-    add_user, authorize, authorize_url, browser, get_text, http, introspect_as_homeserver, json_of,
-    location, param, submit, REDIRECT, VERIFIER,
+    add_user, authorize, authorize_url, browser, client_credentials, get_text, http,
+    introspect_as_homeserver, json_of, location, param, start_with_admin_robot, submit,
+    OTHER_SECRET, REDIRECT, ROBOT_SECRET, VERIFIER, WEB_APP_SECRET,
 };
 
 const PASSWORD: &str = "a password nobody guesses";
-const WEB_SECRET: &str = "web-app-secret-0123456789abcdef";
-const ROBOT_SECRET: &str = "robot-secret-0123456789abcdef";
-const OTHER_SECRET: &str = "other-secret-0123456789abcdef";
-
-/// The static clients of these tests: a web app for the code flow (first, as `support`
-/// expects), the admin robot (listed in `admin.clients`) and another confidential client that
-/// isn't.
-const CLIENTS: &str = "[\
-    {client_id: web-app, client_auth_method: client_secret_basic, \
-     client_secret: web-app-secret-0123456789abcdef, \
-     redirect_uris: ['https://client.example.com/callback'], \
-     grant_types: [authorization_code, refresh_token]}, \
-    {client_id: admin-robot, client_auth_method: client_secret_basic, \
-     client_secret: robot-secret-0123456789abcdef, grant_types: [client_credentials]}, \
-    {client_id: other-robot, client_auth_method: client_secret_basic, \
-     client_secret: other-secret-0123456789abcdef, grant_types: [client_credentials]}]";
-
-async fn start(db: &TestDb) -> TestProvider {
-    TestProvider::start_with(
-        db,
-        &[
-            ("PROVIDER__CLIENTS", CLIENTS),
-            ("PROVIDER__ADMIN__CLIENTS", "[admin-robot]"),
-        ],
-    )
-    .await
-}
-
-/// `POST /oauth2/token` with client credentials.
-async fn client_credentials(
-    provider: &TestProvider,
-    client: &str,
-    secret: &str,
-    scope: &str,
-) -> (u16, Value) {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url("/oauth2/token"))
-            .basic_auth(client, Some(secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    (status, body)
-}
-
 /// An admin token of the admin robot.
 async fn robot_token(provider: &TestProvider) -> String {
     let (status, body) =
@@ -199,7 +152,7 @@ async fn user_token(provider: &TestProvider, scope: &str) -> Value {
     let (status, _, tokens) = json_of(
         http()
             .post(provider.url("/oauth2/token"))
-            .basic_auth("web-app", Some(WEB_SECRET))
+            .basic_auth("web-app", Some(WEB_APP_SECRET))
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
@@ -220,7 +173,7 @@ async fn user_token(provider: &TestProvider, scope: &str) -> Value {
 /// Who gets a token for the admin API, and who is refused, and how.
 async fn admin_tokens(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let base = provider.base_url.clone();
 
     // Alice may not administer: the code flow ends with access_denied, no consent page.
@@ -328,7 +281,7 @@ async fn admin_tokens(db: TestDb) {
 async fn device_flow_admin_scope(db: TestDb) {
     const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
     add_user(&db, "alice", PASSWORD).await;
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let base = provider.base_url.clone();
     let (status, _, client) = json_of(
         http()
@@ -401,7 +354,7 @@ async fn device_flow_admin_scope(db: TestDb) {
 /// Users: create, get, the errors, paging and filters, password, lock, deactivation, with
 /// the homeserver's view of each.
 async fn users(db: TestDb) {
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let token = robot_token(&provider).await;
     let api = api(&provider, &token);
     let homeserver = provider.homeserver.store();
@@ -639,7 +592,7 @@ async fn users(db: TestDb) {
 /// Email addresses: add (verified or not), list, get, verify, remove; the homeserver gets the
 /// verified ones.
 async fn emails(db: TestDb) {
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let token = robot_token(&provider).await;
     let api = api(&provider, &token);
     let homeserver = provider.homeserver.store();
@@ -724,7 +677,7 @@ async fn emails(db: TestDb) {
 /// Sessions of every kind: listed by user and status, fetched, finished (devices deleted).
 async fn sessions(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let token = robot_token(&provider).await;
     let api = api(&provider, &token);
     let homeserver = provider.homeserver.store();
@@ -876,7 +829,7 @@ async fn sessions(db: TestDb) {
 /// Clients: created with the registration rules (plus client credentials), used, updated,
 /// deleted with their sessions; static ones are read-only.
 async fn clients(db: TestDb) {
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let token = robot_token(&provider).await;
     let api = api(&provider, &token);
 
@@ -1045,7 +998,7 @@ async fn clients(db: TestDb) {
 
 /// Upstream providers and links: listed, fetched, links deleted.
 async fn upstream(db: TestDb) {
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let token = robot_token(&provider).await;
     let api = api(&provider, &token);
     let (_, alice) = api.post("/users", json!({"username": "alice"})).await;
@@ -1151,7 +1104,7 @@ async fn upstream(db: TestDb) {
 
 /// Registration tokens: issued (the value once), listed by validity, revoked, unrevoked.
 async fn registration_tokens(db: TestDb) {
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let token = robot_token(&provider).await;
     let api = api(&provider, &token);
 
@@ -1245,7 +1198,7 @@ async fn registration_tokens(db: TestDb) {
 /// document is the one at `/api/spec.json` (with the server added), and the documentation page
 /// loads Swagger UI from the pinned CDN under a CSP that allows only it.
 async fn document_and_routes(db: TestDb) {
-    let provider = start(&db).await;
+    let provider = start_with_admin_robot(&db).await;
     let routes = documented_routes();
     assert_eq!(routes.len(), EXPECTED_ROUTES.len(), "{routes:#?}");
     for (method, path) in EXPECTED_ROUTES {

@@ -19,41 +19,21 @@ use provider::{
 };
 use scraper::{Html, Selector};
 use serde_json::{json, Value};
-use support::{add_user, browser, get_text, http, json_of, location, submit, REDIRECT};
+use support::{
+    add_user, browser, client_credentials, get_text, http, introspect_as_homeserver, json_of,
+    location, start_with_admin_robot, submit, OTHER_SECRET, REDIRECT, ROBOT_SECRET, WEB_APP_SECRET,
+};
 use url::Url;
 
 const PASSWORD: &str = "correct horse battery";
 const SIGNED_OUT: &str = "https://client.example.com/signed-out";
 const BYE: &str = "https://client.example.com/bye";
 const LOOPBACK: &str = "http://127.0.0.1/callback";
-const WEB_APP_SECRET: &str = "web-app-secret-0123456789abcdef";
-const ROBOT_SECRET: &str = "robot-secret-0123456789abcdef";
-const OTHER_SECRET: &str = "other-secret-0123456789abcdef";
-
-/// Static clients: a web app (first, as `support` expects), an admin client and another
-/// confidential client that isn't one.
-const CLIENTS: &str = "[\
-    {client_id: web-app, client_auth_method: client_secret_basic, \
-     client_secret: web-app-secret-0123456789abcdef, \
-     redirect_uris: ['https://client.example.com/callback'], \
-     post_logout_redirect_uris: ['https://client.example.com/signed-out'], \
-     grant_types: [authorization_code, refresh_token]}, \
-    {client_id: admin-robot, client_auth_method: client_secret_basic, \
-     client_secret: robot-secret-0123456789abcdef, grant_types: [client_credentials]}, \
-    {client_id: other-robot, client_auth_method: client_secret_basic, \
-     client_secret: other-secret-0123456789abcdef, grant_types: [client_credentials]}]";
 
 async fn start(db: &TestDb) -> TestProvider {
     add_user(db, "alice", PASSWORD).await;
     add_user(db, "bob", PASSWORD).await;
-    TestProvider::start_with(
-        db,
-        &[
-            ("PROVIDER__CLIENTS", CLIENTS),
-            ("PROVIDER__ADMIN__CLIENTS", "[admin-robot]"),
-        ],
-    )
-    .await
+    start_with_admin_robot(db).await
 }
 
 /// Registers a client (RFC 7591); its `client_id` and `client_secret` (if any).
@@ -519,32 +499,9 @@ async fn introspect(provider: &TestProvider, auth: (&str, &str), token: &str) ->
     body
 }
 
-async fn as_homeserver(provider: &TestProvider, token: &str) -> Value {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url(endpoints::INTROSPECTION))
-            .bearer_auth(&provider.settings.matrix.secret)
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-async fn client_credentials(provider: &TestProvider, id: &str, secret: &str) -> String {
-    let (status, _, body) = json_of(
-        http()
-            .post(provider.url(endpoints::TOKEN))
-            .basic_auth(id, Some(secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+/// A client credentials access token (no scope asked).
+async fn robot_token(provider: &TestProvider, id: &str, secret: &str) -> String {
+    let (status, body) = client_credentials(provider, id, secret, "").await;
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().unwrap().to_owned()
 }
@@ -568,7 +525,10 @@ async fn introspection_only_to_clients_with_business(db: TestDb) {
         (own["active"].clone(), own["username"].clone()),
         (json!(true), json!("alice"))
     );
-    assert_eq!(as_homeserver(&provider, &access).await["username"], "alice");
+    assert_eq!(
+        introspect_as_homeserver(&provider, &access).await["username"],
+        "alice"
+    );
 
     // An anonymously registered confidential client: nothing (the finding).
     let (stranger, secret) = register(&provider, web_client("client_secret_basic")).await;
@@ -587,7 +547,7 @@ async fn introspection_only_to_clients_with_business(db: TestDb) {
             inactive
         );
     }
-    let robots_own = client_credentials(&provider, "other-robot", OTHER_SECRET).await;
+    let robots_own = robot_token(&provider, "other-robot", OTHER_SECRET).await;
     assert_eq!(
         introspect(&provider, ("other-robot", OTHER_SECRET), &robots_own).await["active"],
         true
@@ -622,7 +582,10 @@ async fn introspection_only_to_clients_with_business(db: TestDb) {
         .await
         .unwrap();
     repo.commit().await.unwrap();
-    assert_eq!(as_homeserver(&provider, &compat).await["active"], true);
+    assert_eq!(
+        introspect_as_homeserver(&provider, &compat).await["active"],
+        true
+    );
     assert_eq!(
         introspect(&provider, ("admin-robot", ROBOT_SECRET), &compat).await["active"],
         true

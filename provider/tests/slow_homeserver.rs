@@ -17,10 +17,23 @@
 
 mod support;
 
-use std::time::Duration as StdDuration;
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration as StdDuration,
+};
 
+use async_trait::async_trait;
 use provider::{
-    backend_tests, endpoints,
+    backend_tests,
+    core::matrix::{
+        provisioning::{self, Outcome, Task, QUEUE},
+        Homeserver, HomeserverConnection, HomeserverError, MatrixUser, ProvisionUser,
+    },
+    endpoints,
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
@@ -29,7 +42,7 @@ use support::{
     introspect_as_homeserver, json_of, location, param, static_client, submit, text, REDIRECT,
     VERIFIER,
 };
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 
 const PASSWORD: &str = "correct horse battery staple";
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -186,9 +199,10 @@ async fn exchanges_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
 }
 
 /// Device-code polls waiting on the paused homeserver hold no connection either. A second poll
-/// of the same device code meanwhile takes the claim over (a poll is never locked out by one
-/// that died half-way); once resumed, exactly one of the two gets the tokens (the latest
-/// claim), the other `invalid_grant`, and the device code is used up (RFC 8628 §3.5).
+/// of the same device code meanwhile also upserts the (same) device (idempotent, harmless);
+/// once resumed, exactly one of the two gets the tokens (the one whose compare-and-set marks
+/// the grant exchanged), the other `invalid_grant`, and the device code is used up (RFC 8628
+/// §3.5).
 async fn device_code_polls_blocked_on_the_homeserver_hold_no_connection(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
     let provider = start(&db).await;
@@ -243,8 +257,8 @@ async fn device_code_polls_blocked_on_the_homeserver_hold_no_connection(db: Test
     provider.stop().await;
 }
 
-/// When the homeserver is down the poll answers 503 and gives its claim back: the same device
-/// code gets the tokens once the homeserver is back, and only once.
+/// When the homeserver is down the poll answers 503 and nothing is written that needs undoing:
+/// the same device code gets the tokens once the homeserver is back, and only once.
 async fn a_failed_device_upsert_keeps_the_device_code(db: TestDb) {
     add_user(&db, "alice", PASSWORD).await;
     let provider = start(&db).await;
@@ -405,9 +419,393 @@ async fn poll_at(url: &str, client_id: &str, device_code: &str) -> (u16, Value) 
     (status, body)
 }
 
+/// The device of the deletion race tests.
+const RACE_DEVICE: &str = "RACEDEV001";
+
+/// One homeserver call held until the test opens the gate: once armed, the first call through
+/// it waits there (and says so) until [`Gate::open`]; later calls pass.
+struct Gate {
+    armed: AtomicBool,
+    reached: watch::Sender<bool>,
+    open: watch::Sender<bool>,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self {
+            armed: AtomicBool::new(false),
+            reached: watch::Sender::new(false),
+            open: watch::Sender::new(false),
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    async fn pass(&self) {
+        if !self.armed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut open = self.open.subscribe();
+        self.reached.send_replace(true);
+        let _ = open.wait_for(|open| *open).await;
+    }
+
+    /// Waits until a call waits at the gate.
+    async fn reached(&self) {
+        let mut reached = self.reached.subscribe();
+        tokio::time::timeout(HANG, reached.wait_for(|reached| *reached))
+            .await
+            .expect("the homeserver call reaches the gate")
+            .unwrap();
+    }
+
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// The gates of [`Gated`]: the deletion of [`RACE_DEVICE`] before it is sent, its upsert after
+/// the homeserver made it (the exchange has its device and has not committed yet), and a
+/// device sync before it is sent.
+struct Gates {
+    delete: Gate,
+    upserted: Gate,
+    sync: Gate,
+}
+
+/// The provider's homeserver connection with [`Gates`] on the calls about [`RACE_DEVICE`]:
+/// the steps of the race run in the order the test chooses, with no sleep.
+struct Gated {
+    inner: Homeserver,
+    gates: Arc<Gates>,
+}
+
+impl std::fmt::Debug for Gated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gated").field("inner", &self.inner).finish()
+    }
+}
+
+#[async_trait]
+impl HomeserverConnection for Gated {
+    fn server_name(&self) -> &str {
+        self.inner.server_name()
+    }
+    async fn query_user(&self, localpart: &str) -> Result<Option<MatrixUser>, HomeserverError> {
+        self.inner.query_user(localpart).await
+    }
+    async fn is_localpart_available(&self, localpart: &str) -> Result<bool, HomeserverError> {
+        self.inner.is_localpart_available(localpart).await
+    }
+    async fn provision_user(&self, request: &ProvisionUser) -> Result<bool, HomeserverError> {
+        self.inner.provision_user(request).await
+    }
+    async fn delete_user(&self, localpart: &str, erase: bool) -> Result<(), HomeserverError> {
+        self.inner.delete_user(localpart, erase).await
+    }
+    async fn reactivate_user(&self, localpart: &str) -> Result<(), HomeserverError> {
+        self.inner.reactivate_user(localpart).await
+    }
+    async fn set_displayname(
+        &self,
+        localpart: &str,
+        displayname: Option<&str>,
+    ) -> Result<(), HomeserverError> {
+        self.inner.set_displayname(localpart, displayname).await
+    }
+    async fn upsert_device(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<(), HomeserverError> {
+        let result = self
+            .inner
+            .upsert_device(localpart, device_id, display_name)
+            .await;
+        if device_id == RACE_DEVICE {
+            self.gates.upserted.pass().await;
+        }
+        result
+    }
+    async fn update_device_display_name(
+        &self,
+        localpart: &str,
+        device_id: &str,
+        display_name: &str,
+    ) -> Result<(), HomeserverError> {
+        self.inner
+            .update_device_display_name(localpart, device_id, display_name)
+            .await
+    }
+    async fn delete_device(&self, localpart: &str, device_id: &str) -> Result<(), HomeserverError> {
+        if device_id == RACE_DEVICE {
+            self.gates.delete.pass().await;
+        }
+        self.inner.delete_device(localpart, device_id).await
+    }
+    async fn sync_devices(
+        &self,
+        localpart: &str,
+        devices: &BTreeSet<String>,
+    ) -> Result<(), HomeserverError> {
+        self.gates.sync.pass().await;
+        self.inner.sync_devices(localpart, devices).await
+    }
+    async fn allow_cross_signing_reset(&self, localpart: &str) -> Result<(), HomeserverError> {
+        self.inner.allow_cross_signing_reset(localpart).await
+    }
+}
+
+/// The provider with its homeserver calls about [`RACE_DEVICE`] gated, alice signed in on a
+/// TV as [`RACE_DEVICE`] (device code grant), and the TV's client ID and tokens.
+async fn start_race(db: &TestDb) -> (TestProvider, Arc<Gates>, String, Value) {
+    add_user(db, "alice", PASSWORD).await;
+    let gates = Arc::new(Gates {
+        delete: Gate::new(),
+        upserted: Gate::new(),
+        sync: Gate::new(),
+    });
+    let provider = TestProvider::start_wrapping_homeserver(
+        db,
+        &[("PROVIDER__MATRIX__REQUEST_TIMEOUT_SECONDS", "3600")],
+        {
+            let gates = gates.clone();
+            move |inner| Arc::new(Gated { inner, gates })
+        },
+    )
+    .await;
+    let client_id = register_device_client(&provider).await;
+    let tokens = sign_in_device(&provider, &client_id).await;
+    assert!(provider.homeserver.store().has_device("alice", RACE_DEVICE));
+    (provider, gates, client_id, tokens)
+}
+
+/// A device code for [`RACE_DEVICE`], approved by alice.
+async fn approved_device_code(provider: &TestProvider, client_id: &str) -> String {
+    let started = start_device_request(provider, client_id, RACE_DEVICE).await;
+    approve(provider, &started).await;
+    started["device_code"].as_str().unwrap().to_owned()
+}
+
+async fn sign_in_device(provider: &TestProvider, client_id: &str) -> Value {
+    let device_code = approved_device_code(provider, client_id).await;
+    let (status, tokens) = poll_device(provider, client_id, &device_code).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+/// Signs the TV out (RFC 7009 revocation of its refresh token): the session ends and its
+/// device's deletion is queued and run. In a task, since the deletion may wait at a gate.
+fn sign_out(provider: &TestProvider, client_id: &str, tokens: &Value) -> JoinHandle<u16> {
+    let url = provider.url(endpoints::REVOCATION);
+    let client_id = client_id.to_owned();
+    let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    tokio::spawn(async move {
+        http()
+            .post(url)
+            .form(&[("token", token.as_str()), ("client_id", client_id.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+/// Waits until no homeserver job is pending (whoever runs them: the request that queued them
+/// or the worker). Only a hang fails it.
+async fn jobs_done(provider: &TestProvider) {
+    tokio::time::timeout(HANG, async {
+        loop {
+            let mut repo = provider.state.storage.reader().await.unwrap();
+            if repo.jobs().count_pending(Some(QUEUE)).await.unwrap() == 0 {
+                return;
+            }
+            drop(repo);
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the homeserver jobs finish");
+}
+
+/// The new sign-in's tokens work, for a device the homeserver has.
+async fn device_kept(provider: &TestProvider, tokens: &Value) {
+    assert!(
+        provider.homeserver.store().has_device("alice", RACE_DEVICE),
+        "tokens for {RACE_DEVICE}, which the homeserver doesn't have"
+    );
+    let token = tokens["access_token"].as_str().unwrap();
+    let answer = introspect_as_homeserver(provider, token).await;
+    assert_eq!(
+        (answer["active"].as_bool(), answer["device_id"].as_str()),
+        (Some(true), Some(RACE_DEVICE)),
+        "{answer}"
+    );
+}
+
+/// The deletion race (see `provider::core::matrix::provisioning`, "The device deletion race"):
+/// the TV signs out, and its device's deletion has read "no session holds RACEDEV001" and is on
+/// its way to the homeserver when the TV signs in again with the same device ID, and gets its
+/// tokens. The deletion then reaches the homeserver: afterwards, the homeserver has the device
+/// again (the job checked again after its call, and upserted it back).
+async fn a_deletion_from_before_an_exchange_leaves_its_device(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    gates.delete.arm();
+    let signed_out = sign_out(&provider, &client_id, &old);
+    gates.delete.reached().await;
+
+    let new = sign_in_device(&provider, &client_id).await;
+    gates.delete.open();
+    assert_eq!(signed_out.await.unwrap(), 200);
+    jobs_done(&provider).await;
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
+/// The same race, with the deletion reaching the homeserver after the exchange's upsert but
+/// before its commit: no session holds the device yet when the job checks again, but the
+/// exchange's provisioning mark does, so the device comes back.
+async fn a_deletion_during_an_exchange_leaves_its_device(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    gates.delete.arm();
+    let signed_out = sign_out(&provider, &client_id, &old);
+    gates.delete.reached().await;
+
+    let device_code = approved_device_code(&provider, &client_id).await;
+    gates.upserted.arm();
+    let poll = tokio::spawn({
+        let (url, client_id) = (provider.url(endpoints::TOKEN), client_id.clone());
+        async move { poll_at(&url, &client_id, &device_code).await }
+    });
+    gates.upserted.reached().await;
+    gates.delete.open();
+    assert_eq!(signed_out.await.unwrap(), 200);
+    jobs_done(&provider).await;
+    gates.upserted.open();
+    let (status, new) = poll.await.unwrap();
+    assert_eq!(status, 200, "{new}");
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
+/// A deletion that reads while an exchange is upserting the same device leaves it alone: it
+/// is put off (never sent to the homeserver) and, run again once the exchange committed,
+/// finds the new session holding the device.
+async fn a_deletion_during_an_exchange_waits_for_it(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    let device_code = approved_device_code(&provider, &client_id).await;
+    gates.upserted.arm();
+    let poll = tokio::spawn({
+        let (url, client_id) = (provider.url(endpoints::TOKEN), client_id.clone());
+        async move { poll_at(&url, &client_id, &device_code).await }
+    });
+    gates.upserted.reached().await;
+    assert_eq!(sign_out(&provider, &client_id, &old).await.unwrap(), 200);
+    gates.upserted.open();
+    let (status, new) = poll.await.unwrap();
+    assert_eq!(status, 200, "{new}");
+    // The put-off deletion runs after its backoff (the provider's clock is the test's).
+    db.clock.advance(chrono::Duration::minutes(1));
+    jobs_done(&provider).await;
+    let deletions = provider
+        .homeserver
+        .journal()
+        .into_iter()
+        .filter(|call| call.path.ends_with("/delete_device"))
+        .count();
+    assert_eq!(deletions, 0, "{RACE_DEVICE} was deleted meanwhile");
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
+/// The same race with a legacy password login (MSC3824 compat API) that names the device ID
+/// of the session that just ended: the deletion reaches the homeserver after the login's
+/// upsert, before its commit; the login's mark makes the job upsert the device back.
+async fn a_deletion_during_a_compat_login_leaves_its_device(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    gates.delete.arm();
+    let signed_out = sign_out(&provider, &client_id, &old);
+    gates.delete.reached().await;
+
+    gates.upserted.arm();
+    let login = tokio::spawn({
+        let url = provider.url("/_matrix/client/v3/login");
+        async move {
+            json_of(
+                http()
+                    .post(url)
+                    .json(&json!({
+                        "type": "m.login.password",
+                        "identifier": {"type": "m.id.user", "user": "alice"},
+                        "password": PASSWORD,
+                        "device_id": RACE_DEVICE,
+                    }))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    gates.upserted.reached().await;
+    gates.delete.open();
+    assert_eq!(signed_out.await.unwrap(), 200);
+    jobs_done(&provider).await;
+    gates.upserted.open();
+    let (status, _, new) = login.await.unwrap();
+    assert_eq!(status, 200, "{new}");
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
+/// The race with a device sync and an authorization code exchange: the sync has read alice's
+/// devices (RACEDEV001's session ended) and is on its way to the homeserver when a code for
+/// RACEDEV001 is exchanged. The sync then makes the homeserver's devices those it read;
+/// afterwards the homeserver has RACEDEV001 again (the job checked again after its call).
+async fn a_device_sync_from_before_a_code_exchange_leaves_its_device(db: TestDb) {
+    let (provider, gates, client_id, old) = start_race(&db).await;
+    assert_eq!(sign_out(&provider, &client_id, &old).await.unwrap(), 200);
+    assert!(!provider.homeserver.store().has_device("alice", RACE_DEVICE));
+    let alice = {
+        let mut repo = provider.state.storage.reader().await.unwrap();
+        repo.users()
+            .find_by_username("alice")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    gates.sync.arm();
+    let sync = tokio::spawn({
+        let core = provider.state.core.clone();
+        async move {
+            let task = Task::SyncDevices { user_id: alice.id };
+            provisioning::run_task_now(&core, &task).await.unwrap()
+        }
+    });
+    gates.sync.reached().await;
+
+    let url = authorize_url(&provider, &[("scope", &device_scope(RACE_DEVICE))]);
+    let back = authorize(&browser(), &provider.base_url, &url, PASSWORD).await;
+    let (status, new) = exchange_code(&provider, &param(&back, "code").unwrap()).await;
+    assert_eq!(status, 200, "{new}");
+    gates.sync.open();
+    assert_eq!(sync.await.unwrap(), Outcome::Done);
+    device_kept(&provider, &new).await;
+    provider.stop().await;
+}
+
 backend_tests!(
     exchanges_blocked_on_the_homeserver_hold_no_connection,
     device_code_polls_blocked_on_the_homeserver_hold_no_connection,
     a_failed_device_upsert_keeps_the_device_code,
     a_compat_login_blocked_on_the_homeserver_holds_no_connection,
+    a_deletion_from_before_an_exchange_leaves_its_device,
+    a_deletion_during_an_exchange_leaves_its_device,
+    a_deletion_during_an_exchange_waits_for_it,
+    a_device_sync_from_before_a_code_exchange_leaves_its_device,
+    a_deletion_during_a_compat_login_leaves_its_device,
 );

@@ -201,34 +201,18 @@ pub trait AuthorizationGrantRepository: Send {
     /// The code was redeemed at the token endpoint. Compare-and-set: only a fulfilled,
     /// uncancelled grant, and only once (RFC 6749 §4.1.2: a code is single use; `false` on a
     /// replay, when the caller should end the session issued from it). The code lifetime
-    /// (`created_at` + at most 10 minutes) is for the caller to check. A grant claimed for a
-    /// two-step exchange ([`Self::claim_exchange`]) is not exchanged by this call.
+    /// (`created_at` + at most 10 minutes) is for the caller to check. The token endpoint calls
+    /// it in the transaction that issues the tokens, after the homeserver has the device: of
+    /// two concurrent redemptions exactly one gets `true`.
     async fn exchange(&mut self, id: Ulid) -> Result<bool, StorageError>;
-
-    /// Step one of an exchange that calls another server before it completes (the token
-    /// endpoint upserts the grant's Matrix device on the homeserver, and holds no transaction
-    /// or connection meanwhile): records `claim` on a fulfilled, uncancelled, never exchanged
-    /// grant, in place of any earlier claim (the latest attempt wins: a retry after an exchange
-    /// died half-way, with the database or its replica, is never locked out). Compare-and-set:
-    /// `true` when this call took the grant; commit, then call, then
-    /// [`Self::complete_exchange`] or [`Self::release_exchange`].
-    async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
-
-    /// Step two: the code was redeemed (RFC 6749 §4.1.2: single use), only if `claim` still
-    /// holds the grant; `false` when a later exchange took it over (then give no tokens).
-    async fn complete_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
-
-    /// Gives a claim up without exchanging (the other server failed): the code may be
-    /// presented again. `false` when `claim` no longer holds the grant.
-    async fn release_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
 
     /// The user declined or the request was abandoned. Compare-and-set: only a grant neither
     /// fulfilled nor cancelled.
     async fn cancel(&mut self, id: Ulid) -> Result<bool, StorageError>;
 
     /// The unfinished OAuth 2.0 sessions of grants created before `before` whose code was never
-    /// exchanged (approved, or claimed by an exchange that never completed: the session holds
-    /// a device ID, perhaps upserted on the homeserver, and never got a token), at most
+    /// exchanged (approved, perhaps with the device upserted on the homeserver by an exchange
+    /// that never completed: the session holds a device ID and never got a token), at most
     /// `limit`. [`Self::delete_abandoned`] keeps these grants: the caller ends their sessions
     /// first (housekeeping, see `provider::core::housekeeping`).
     async fn live_sessions_of_abandoned(
@@ -320,29 +304,8 @@ pub trait DeviceCodeGrantRepository: Send {
 
     /// The device got its tokens for `session_id` (create the session first, in the same
     /// transaction). Compare-and-set: only a fulfilled grant, not expired now, and only once
-    /// (the device code is single use, RFC 8628 §3.5); on `false` roll back. A grant claimed
-    /// for a two-step exchange ([`Self::claim_exchange`]) is not exchanged by this call.
+    /// (the device code is single use, RFC 8628 §3.5); on `false` roll back.
     async fn exchange(&mut self, id: Ulid, session_id: Ulid) -> Result<bool, StorageError>;
-
-    /// Step one of an exchange that calls the homeserver before it completes (as
-    /// [`AuthorizationGrantRepository::claim_exchange`]): records `claim` on an approved grant,
-    /// not expired now and never exchanged, in place of any earlier claim. `true` when this
-    /// call took it; commit, then call, then [`Self::complete_exchange`] or
-    /// [`Self::release_exchange`].
-    async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
-
-    /// Step two: the device got its tokens for `session_id` (created in the same transaction),
-    /// only if `claim` still holds the grant (RFC 8628 §3.5: tokens once); on `false` roll back.
-    async fn complete_exchange(
-        &mut self,
-        id: Ulid,
-        claim: Ulid,
-        session_id: Ulid,
-    ) -> Result<bool, StorageError>;
-
-    /// Gives a claim up without exchanging (the homeserver failed): the device may poll again.
-    /// `false` when `claim` no longer holds the grant.
-    async fn release_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError>;
 
     /// Deletes the device code grants that expired before `before` (the caller passes a
     /// time well in the past, so a finished grant is kept a while for its audit trail and a
@@ -609,79 +572,10 @@ macro_rules! implementation {
                 let done = sqlx::query(
                     "UPDATE oauth2_authorization_grants SET exchanged_at = $2 \
                      WHERE id = $1 AND fulfilled_at IS NOT NULL AND exchanged_at IS NULL \
-                       AND cancelled_at IS NULL AND exchange_claim IS NULL",
-                )
-                .bind(DbId(id))
-                .bind(Ts(self.now()))
-                .execute(self.conn())
-                .await?;
-                compare_and_set!(
-                    self,
-                    done,
-                    "oauth2_authorization_grants",
-                    id,
-                    "authorization grant"
-                )
-            }
-
-            async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError> {
-                let done = sqlx::query(
-                    "UPDATE oauth2_authorization_grants \
-                     SET exchange_claim = $2, exchange_claimed_at = $3 \
-                     WHERE id = $1 AND fulfilled_at IS NOT NULL AND exchanged_at IS NULL \
                        AND cancelled_at IS NULL",
                 )
                 .bind(DbId(id))
-                .bind(DbId(claim))
                 .bind(Ts(self.now()))
-                .execute(self.conn())
-                .await?;
-                compare_and_set!(
-                    self,
-                    done,
-                    "oauth2_authorization_grants",
-                    id,
-                    "authorization grant"
-                )
-            }
-
-            async fn complete_exchange(
-                &mut self,
-                id: Ulid,
-                claim: Ulid,
-            ) -> Result<bool, StorageError> {
-                // RFC 6749 §4.1.2: once, and only by the exchange holding the claim.
-                let done = sqlx::query(
-                    "UPDATE oauth2_authorization_grants SET exchanged_at = $3 \
-                     WHERE id = $1 AND exchange_claim = $2 AND exchanged_at IS NULL \
-                       AND cancelled_at IS NULL",
-                )
-                .bind(DbId(id))
-                .bind(DbId(claim))
-                .bind(Ts(self.now()))
-                .execute(self.conn())
-                .await?;
-                compare_and_set!(
-                    self,
-                    done,
-                    "oauth2_authorization_grants",
-                    id,
-                    "authorization grant"
-                )
-            }
-
-            async fn release_exchange(
-                &mut self,
-                id: Ulid,
-                claim: Ulid,
-            ) -> Result<bool, StorageError> {
-                let done = sqlx::query(
-                    "UPDATE oauth2_authorization_grants \
-                     SET exchange_claim = NULL, exchange_claimed_at = NULL \
-                     WHERE id = $1 AND exchange_claim = $2 AND exchanged_at IS NULL",
-                )
-                .bind(DbId(id))
-                .bind(DbId(claim))
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(
@@ -989,83 +883,11 @@ macro_rules! implementation {
                 let done = sqlx::query(
                     "UPDATE oauth2_device_code_grants SET session_id = $2, exchanged_at = $3 \
                      WHERE id = $1 AND fulfilled_at IS NOT NULL AND rejected_at IS NULL \
-                       AND exchanged_at IS NULL AND expires_at > $3 AND exchange_claim IS NULL",
-                )
-                .bind(DbId(id))
-                .bind(DbId(session_id))
-                .bind(Ts(self.now()))
-                .execute(self.conn())
-                .await?;
-                compare_and_set!(
-                    self,
-                    done,
-                    "oauth2_device_code_grants",
-                    id,
-                    "device code grant"
-                )
-            }
-
-            async fn claim_exchange(&mut self, id: Ulid, claim: Ulid) -> Result<bool, StorageError> {
-                // RFC 8628 §3.5: an approved request whose device code has not expired.
-                let done = sqlx::query(
-                    "UPDATE oauth2_device_code_grants \
-                     SET exchange_claim = $2, exchange_claimed_at = $3 \
-                     WHERE id = $1 AND fulfilled_at IS NOT NULL AND rejected_at IS NULL \
                        AND exchanged_at IS NULL AND expires_at > $3",
                 )
                 .bind(DbId(id))
-                .bind(DbId(claim))
-                .bind(Ts(self.now()))
-                .execute(self.conn())
-                .await?;
-                compare_and_set!(
-                    self,
-                    done,
-                    "oauth2_device_code_grants",
-                    id,
-                    "device code grant"
-                )
-            }
-
-            async fn complete_exchange(
-                &mut self,
-                id: Ulid,
-                claim: Ulid,
-                session_id: Ulid,
-            ) -> Result<bool, StorageError> {
-                // RFC 8628 §3.5: tokens once, and only by the exchange holding the claim (the
-                // code was unexpired when it was claimed: a homeserver call may end after it).
-                let done = sqlx::query(
-                    "UPDATE oauth2_device_code_grants SET session_id = $3, exchanged_at = $4 \
-                     WHERE id = $1 AND exchange_claim = $2 AND exchanged_at IS NULL",
-                )
-                .bind(DbId(id))
-                .bind(DbId(claim))
                 .bind(DbId(session_id))
                 .bind(Ts(self.now()))
-                .execute(self.conn())
-                .await?;
-                compare_and_set!(
-                    self,
-                    done,
-                    "oauth2_device_code_grants",
-                    id,
-                    "device code grant"
-                )
-            }
-
-            async fn release_exchange(
-                &mut self,
-                id: Ulid,
-                claim: Ulid,
-            ) -> Result<bool, StorageError> {
-                let done = sqlx::query(
-                    "UPDATE oauth2_device_code_grants \
-                     SET exchange_claim = NULL, exchange_claimed_at = NULL \
-                     WHERE id = $1 AND exchange_claim = $2 AND exchanged_at IS NULL",
-                )
-                .bind(DbId(id))
-                .bind(DbId(claim))
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(

@@ -27,6 +27,8 @@
 //! expires, until another worker claims the job. `locked_by` keeps the last worker after the
 //! job ends, for the record.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::types::Json;
@@ -146,6 +148,31 @@ pub trait JobRepository: Send {
     /// How many jobs are neither completed nor failed (due, scheduled later or held), in one
     /// queue or in all (`None`).
     async fn count_pending(&mut self, queue: Option<&str>) -> Result<u64, StorageError>;
+
+    /// Records, as of now, that the user's device is being upserted on the homeserver (a token
+    /// exchange, before its call): the homeserver jobs that delete devices leave it alone while
+    /// the mark is fresh ([`Self::devices_in_provisioning`]). Commit it before the call. Marking
+    /// a marked device again moves its time to now.
+    async fn mark_device_provisioning(
+        &mut self,
+        user_id: Ulid,
+        device_id: &str,
+    ) -> Result<(), StorageError>;
+
+    /// Removes the mark of [`Self::mark_device_provisioning`], in the transaction that gives the
+    /// device its session. `true` when there was one.
+    async fn clear_device_provisioning(
+        &mut self,
+        user_id: Ulid,
+        device_id: &str,
+    ) -> Result<bool, StorageError>;
+
+    /// The user's devices marked by [`Self::mark_device_provisioning`] at or after `since`.
+    async fn devices_in_provisioning(
+        &mut self,
+        user_id: Ulid,
+        since: DateTime<Utc>,
+    ) -> Result<BTreeSet<String>, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -390,6 +417,55 @@ macro_rules! implementation {
                 .fetch_one(self.conn())
                 .await?;
                 Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn mark_device_provisioning(
+                &mut self,
+                user_id: Ulid,
+                device_id: &str,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO devices_in_provisioning (user_id, device_id, started_at) \
+                     VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id, device_id) DO UPDATE SET started_at = $3",
+                )
+                .bind(DbId(user_id))
+                .bind(device_id)
+                .bind(Ts(self.now()))
+                .execute(self.conn())
+                .await?;
+                Ok(())
+            }
+
+            async fn clear_device_provisioning(
+                &mut self,
+                user_id: Ulid,
+                device_id: &str,
+            ) -> Result<bool, StorageError> {
+                let done = sqlx::query(
+                    "DELETE FROM devices_in_provisioning WHERE user_id = $1 AND device_id = $2",
+                )
+                .bind(DbId(user_id))
+                .bind(device_id)
+                .execute(self.conn())
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn devices_in_provisioning(
+                &mut self,
+                user_id: Ulid,
+                since: DateTime<Utc>,
+            ) -> Result<BTreeSet<String>, StorageError> {
+                let devices: Vec<String> = sqlx::query_scalar(
+                    "SELECT device_id FROM devices_in_provisioning \
+                     WHERE user_id = $1 AND started_at >= $2",
+                )
+                .bind(DbId(user_id))
+                .bind(Ts(since))
+                .fetch_all(self.conn())
+                .await?;
+                Ok(devices.into_iter().collect())
             }
         }
     };

@@ -192,8 +192,10 @@ pub async fn claim_device(
 /// (`accounts::issue_compat_token`). A device has one session at a time (client-server API
 /// §"Login": logging in with a known `device_id` replaces the device's access token): the
 /// user's live session holding the device ID, compat or OAuth 2.0, ends first
-/// ([`claim_device`]); the device stays for the new session. The session acts as Synapse
-/// administrator when `synapse_admin`. Run the returned jobs after the commit.
+/// ([`claim_device`]); the device stays for the new session, and its provisioning mark, if the
+/// login made one ([`provisioning::provision_new_device`]), goes with this transaction. The
+/// session acts as Synapse administrator when `synapse_admin`. Run the returned jobs after the
+/// commit.
 pub async fn start_compat_session(
     repo: &mut BoxRepository,
     user_id: Ulid,
@@ -204,6 +206,7 @@ pub async fn start_compat_session(
     now: DateTime<Utc>,
 ) -> Result<(CompatSession, AfterCommit), StorageError> {
     let jobs = claim_device(repo, user_id, device_id, None, now).await?;
+    provisioning::device_provisioned(repo, user_id, device_id).await?;
     let session = repo
         .compat_sessions()
         .add(user_id, device_id, display_name, synapse_admin, user_agent)

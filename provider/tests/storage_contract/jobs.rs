@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use chrono::Duration;
 use provider::{
     backend_tests,
@@ -535,9 +537,59 @@ async fn jobs_claim_one(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
+/// The marks of devices being provisioned by a token exchange (the device deletion race of
+/// `provider::core::matrix::provisioning`): listed per user while fresh, moved to now when
+/// marked again, gone when cleared.
+async fn devices_in_provisioning(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo.users().add("alice").await.unwrap().id;
+    let bob = repo.users().add("bob").await.unwrap().id;
+    let t0 = db.clock.now_db();
+    let jobs = repo.jobs();
+    assert!(jobs
+        .devices_in_provisioning(alice, t0)
+        .await
+        .unwrap()
+        .is_empty());
+    jobs.mark_device_provisioning(alice, "DEV1").await.unwrap();
+    jobs.mark_device_provisioning(bob, "DEV1").await.unwrap();
+    db.clock.advance(Duration::seconds(10));
+    let t1 = db.clock.now_db();
+    jobs.mark_device_provisioning(alice, "DEV2").await.unwrap();
+    let listed = |devices: BTreeSet<String>| devices.into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        listed(jobs.devices_in_provisioning(alice, t0).await.unwrap()),
+        ["DEV1", "DEV2"]
+    );
+    assert_eq!(
+        listed(jobs.devices_in_provisioning(alice, t1).await.unwrap()),
+        ["DEV2"],
+        "DEV1's mark is older than `since`"
+    );
+    // Marked again: fresh again.
+    jobs.mark_device_provisioning(alice, "DEV1").await.unwrap();
+    assert_eq!(
+        listed(jobs.devices_in_provisioning(alice, t1).await.unwrap()),
+        ["DEV1", "DEV2"]
+    );
+    assert!(jobs.clear_device_provisioning(alice, "DEV1").await.unwrap());
+    assert!(!jobs.clear_device_provisioning(alice, "DEV1").await.unwrap());
+    assert_eq!(
+        listed(jobs.devices_in_provisioning(alice, t0).await.unwrap()),
+        ["DEV2"]
+    );
+    assert_eq!(
+        listed(jobs.devices_in_provisioning(bob, t0).await.unwrap()),
+        ["DEV1"],
+        "another user's mark of the same device ID is their own"
+    );
+    repo.commit().await.unwrap();
+}
+
 backend_tests!(
     jobs_claim,
     jobs_retry_and_fail,
     jobs_concurrent_claims,
-    jobs_claim_one
+    jobs_claim_one,
+    devices_in_provisioning,
 );

@@ -242,3 +242,58 @@ pub async fn introspect_as_homeserver(provider: &TestProvider, token: &str) -> V
     assert_eq!(status, 200, "{body}");
     body
 }
+
+/// The secret of the web app of [`ADMIN_CLIENTS`].
+pub const WEB_APP_SECRET: &str = "web-app-secret-0123456789abcdef";
+/// The secret of the admin robot of [`ADMIN_CLIENTS`].
+pub const ROBOT_SECRET: &str = "robot-secret-0123456789abcdef";
+/// The secret of the other robot of [`ADMIN_CLIENTS`].
+pub const OTHER_SECRET: &str = "other-secret-0123456789abcdef";
+
+/// Static clients for the tests of the admin API and of client policies: a web app for the
+/// code flow (first, as [`static_client`] expects), which may be sent back to
+/// `https://client.example.com/signed-out` after a logout; the admin robot (listed in
+/// `admin.clients` by [`start_with_admin_robot`]); and another confidential client that isn't.
+pub const ADMIN_CLIENTS: &str = "[\
+    {client_id: web-app, client_auth_method: client_secret_basic, \
+     client_secret: web-app-secret-0123456789abcdef, \
+     redirect_uris: ['https://client.example.com/callback'], \
+     post_logout_redirect_uris: ['https://client.example.com/signed-out'], \
+     grant_types: [authorization_code, refresh_token]}, \
+    {client_id: admin-robot, client_auth_method: client_secret_basic, \
+     client_secret: robot-secret-0123456789abcdef, grant_types: [client_credentials]}, \
+    {client_id: other-robot, client_auth_method: client_secret_basic, \
+     client_secret: other-secret-0123456789abcdef, grant_types: [client_credentials]}]";
+
+/// The provider with the static clients of [`ADMIN_CLIENTS`], `admin-robot` its admin client.
+pub async fn start_with_admin_robot(db: &TestDb) -> TestProvider {
+    TestProvider::start_with(
+        db,
+        &[
+            ("PROVIDER__CLIENTS", ADMIN_CLIENTS),
+            ("PROVIDER__ADMIN__CLIENTS", "[admin-robot]"),
+        ],
+    )
+    .await
+}
+
+/// `POST /oauth2/token` with client credentials (RFC 6749 §4.4), HTTP Basic; an empty `scope`
+/// is as if omitted (RFC 6749 §3.1). The status and the body.
+pub async fn client_credentials(
+    provider: &TestProvider,
+    client: &str,
+    secret: &str,
+    scope: &str,
+) -> (u16, Value) {
+    let (status, _, body) = json_of(
+        http()
+            .post(provider.url(endpoints::TOKEN))
+            .basic_auth(client, Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, body)
+}

@@ -12,8 +12,31 @@
 //! idempotent).
 //!
 //! The exception is the device of a new grant: the token exchange upserts it synchronously
-//! ([`ensure_device`]), since the device must exist before the client uses its token, between
-//! two transactions (it claims the grant, commits, calls, then issues the tokens).
+//! ([`provision_new_device`]), since the device must exist before the client uses its token,
+//! after its read-only checks and before the one transaction that marks the grant exchanged
+//! and issues the tokens.
+//!
+//! # The device deletion race
+//!
+//! A device deletion ([`Task::DeleteDevice`], queued when a session ends) or a device sync
+//! ([`Task::SyncDevices`]) reads which devices the user's live sessions hold, drops its
+//! connection, then deletes on the homeserver what no session holds. An exchange that upserts
+//! the same device ID between that read and its own commit (a device code poll, or a code
+//! exchange, reusing the ID of a session that just ended) would lose its device to the stale
+//! read: tokens for a device the homeserver doesn't have, which it calls inactive. Two rules
+//! close it, with no lock held across any homeserver call:
+//! - the exchange marks the device as being provisioned, and commits the mark, *before* its
+//!   upsert ([`provision_new_device`]); the transaction that gives the device its session
+//!   removes the mark ([`device_provisioned`]). A job that reads a fresh mark for a device it
+//!   would delete leaves it alone and retries later (`TaskError::Deferred`): by then the
+//!   session holds the device (keep it) or the exchange gave up (delete it);
+//! - a job that did delete re-reads, *after* its homeserver call, the marks and then the live
+//!   sessions, and upserts again any device it removed that is now marked or held
+//!   (`repair_devices`). Its first read came before the exchange's mark (else it would have
+//!   left the device alone), so a deletion that reached the homeserver after the exchange's
+//!   upsert is followed by this second read, which sees the mark (exchange not committed yet)
+//!   or the session (committed; the marks are read first, and the mark goes in the same
+//!   transaction as the session comes).
 //!
 //! No transaction or pooled connection is held across a homeserver call anywhere here: a job
 //! is claimed in one short transaction, [`perform`] reads what it needs and drops its
@@ -22,8 +45,9 @@
 //! The paths audited for a transaction or connection held across a call to another server
 //! (issue 14, finding 2; the homeserver, an upstream provider, a mail relay):
 //! - token endpoint: `authorization_code` and `device_code` claimed the grant inside their
-//!   transaction and called the homeserver before the commit: fixed (claim, commit, call,
-//!   complete; `http::oauth2::token::provision_device`); `refresh_token` calls nothing (ended
+//!   transaction and called the homeserver before the commit: fixed (read-only checks, call,
+//!   then one transaction with a compare-and-set on the grant;
+//!   `http::oauth2::token::redeem`); `refresh_token` calls nothing (ended
 //!   sessions' jobs run after the commit); `client_credentials` has no device.
 //! - compat: `login` (password and `m.login.token`) and `sso` (completing a login) upserted the
 //!   device inside their transaction: fixed (upsert first, then one transaction); `refresh` and
@@ -263,6 +287,19 @@ enum TaskError {
     Storage(#[from] StorageError),
     #[error("the job's payload is not a task: {0}")]
     Invalid(String),
+    /// A token exchange is upserting this device (see the module documentation, "The device
+    /// deletion race"): tried again after the backoff.
+    #[error("device {0} is being provisioned by a token exchange; retrying later")]
+    Deferred(String),
+}
+
+impl From<EnsureDeviceError> for TaskError {
+    fn from(e: EnsureDeviceError) -> Self {
+        match e {
+            EnsureDeviceError::Homeserver(e) => Self::Homeserver(e),
+            EnsureDeviceError::Storage(e) => Self::Storage(e),
+        }
+    }
 }
 
 impl TaskError {
@@ -270,7 +307,7 @@ impl TaskError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Homeserver(e) => e.is_transient(),
-            Self::Storage(_) => true,
+            Self::Storage(_) | Self::Deferred(_) => true,
             Self::Invalid(_) => false,
         }
     }
@@ -325,22 +362,32 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
             gone_is_done(homeserver.delete_user(&user.username, *erase).await)?;
         }
         Task::DeleteDevice { device_id, .. } => {
+            let kept = Kept::read(state, &mut repo, user.id).await?;
             // A new session holds the device ID by now (it claimed the device, ending this
             // one: `core::sessions::claim_device`): keep the device. Deleting and re-creating
             // it would not cut the homeserver's cache of the ended session's tokens short
             // (Synapse drops a cached answer only when a request finds the device missing,
             // `synapse/api/auth/mas.py`), and would wipe the device's end-to-end keys there.
-            if active_devices(&mut repo, user.id)
-                .await?
-                .contains(device_id)
-            {
+            if kept.active.contains(device_id) {
                 return Ok(());
+            }
+            // An exchange is upserting the device (the deletion race, module documentation):
+            // not now; the retry finds it held by the new session, or abandoned.
+            if kept.provisioning.contains(device_id) {
+                return Err(TaskError::Deferred(device_id.clone()));
             }
             drop(repo);
             gone_is_done(homeserver.delete_device(&user.username, device_id).await)?;
+            repair_devices(state, &user, [device_id]).await?;
         }
         Task::SyncDevices { .. } => {
-            let devices = active_devices(&mut repo, user.id).await?;
+            let kept = Kept::read(state, &mut repo, user.id).await?;
+            // Not while an exchange upserts a device no session holds yet (the deletion race,
+            // module documentation): the retry syncs with its session.
+            if let Some(device_id) = kept.provisioning.difference(&kept.active).next() {
+                return Err(TaskError::Deferred(device_id.clone()));
+            }
+            let devices = kept.active;
             let request = provision_request(&mut repo, &user).await?;
             drop(repo);
             match homeserver.sync_devices(&user.username, &devices).await {
@@ -350,6 +397,16 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
                 }
                 result => gone_is_done(result)?,
             }
+            // The sync removed every device but `devices`: any other that is in use now
+            // comes back.
+            let removed = Kept::read(state, &mut state.storage.reader().await?, user.id).await?;
+            let removed: Vec<String> = removed
+                .provisioning
+                .into_iter()
+                .chain(removed.active)
+                .filter(|d| !devices.contains(d))
+                .collect();
+            repair_devices(state, &user, &removed).await?;
         }
     }
     Ok(())
@@ -464,6 +521,98 @@ pub async fn ensure_device(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// How long a mark of [`provision_new_device`] holds off the deletion of its device: longer
+/// than the exchange can take from the mark to its commit, which is at most three homeserver
+/// calls ([`ensure_device`]), each bounded by `matrix.request_timeout_seconds`, and a
+/// transaction. A mark older than that belongs to an exchange that died or gave up (a
+/// homeserver failure leaves it behind: nothing is released), and no longer counts.
+pub fn provisioning_window(state: &Core) -> Duration {
+    let calls = state.settings.matrix.request_timeout.saturating_mul(3);
+    Duration::from_std(calls).unwrap_or(Duration::MAX) + Duration::seconds(60)
+}
+
+/// The device of a new session, upserted on the homeserver before the session is committed (a
+/// token exchange; see the module documentation, "The device deletion race"): marks the device
+/// as being provisioned and commits the mark, then [`ensure_device`], with no connection held.
+/// The transaction that then gives the device its session calls [`device_provisioned`].
+pub async fn provision_new_device(
+    state: &Core,
+    user: &User,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> Result<(), EnsureDeviceError> {
+    let mut repo = state.storage.begin().await?;
+    repo.jobs()
+        .mark_device_provisioning(user.id, device_id)
+        .await?;
+    repo.commit().await?;
+    ensure_device(state, user, device_id, display_name).await
+}
+
+/// The end of [`provision_new_device`], in the transaction that gives the device its session:
+/// the mark goes with the commit, so a job reading after it sees the session instead.
+pub async fn device_provisioned(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+    device_id: &str,
+) -> Result<(), StorageError> {
+    repo.jobs()
+        .clear_device_provisioning(user_id, device_id)
+        .await?;
+    Ok(())
+}
+
+/// The devices a deletion must keep: those marked fresh by [`provision_new_device`], then those
+/// the user's live sessions hold. The marks are read first: an exchange that commits between
+/// the two reads is seen by the second (its session), one that had not committed by the first
+/// by the first (its mark).
+struct Kept {
+    provisioning: BTreeSet<String>,
+    active: BTreeSet<String>,
+}
+
+impl Kept {
+    async fn read(
+        state: &Core,
+        repo: &mut BoxRepository,
+        user_id: Ulid,
+    ) -> Result<Self, StorageError> {
+        let since = state.storage.entropy().clock.now() - provisioning_window(state);
+        let provisioning = repo.jobs().devices_in_provisioning(user_id, since).await?;
+        let active = active_devices(repo, user_id).await?;
+        Ok(Self {
+            provisioning,
+            active,
+        })
+    }
+
+    fn contains(&self, device_id: &str) -> bool {
+        self.provisioning.contains(device_id) || self.active.contains(device_id)
+    }
+}
+
+/// After a deletion reached the homeserver (see the module documentation, "The device deletion
+/// race"): reads again what must be kept, and upserts every device of `removed` that an
+/// exchange marked or a session took meanwhile.
+async fn repair_devices(
+    state: &Core,
+    user: &User,
+    removed: impl IntoIterator<Item = &String>,
+) -> Result<(), TaskError> {
+    let kept = {
+        let mut repo = state.storage.reader().await?;
+        Kept::read(state, &mut repo, user.id).await?
+    };
+    for device_id in removed.into_iter().filter(|d| kept.contains(d)) {
+        tracing::info!(
+            device_id,
+            "a device deleted from a stale read is in use again: upserting it back"
+        );
+        ensure_device(state, user, device_id, None).await?;
+    }
+    Ok(())
 }
 
 /// Why [`ensure_device`] failed.

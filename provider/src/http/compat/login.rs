@@ -354,8 +354,10 @@ async fn password_login(
     // with no transaction open or connection held (no transaction across a call to another
     // server: a paused homeserver must not hold up the database); if it can't be made,
     // nothing was logged in. A login that fails after it gives the device up
-    // ([`abandon_device`], the one rule of every compat login).
-    ensure_device(state, user, &device_id, display_name).await?;
+    // ([`abandon_device`], the one rule of every compat login). Marked as being provisioned
+    // first, so a deletion of the same device ID queued by an earlier logout can't remove it
+    // (`provisioning`, "The device deletion race"); the session's transaction clears the mark.
+    provisioning::provision_new_device(state, user, &device_id, display_name).await?;
     let started = async {
         let mut repo = state.storage.begin().await?;
         matched.store_upgrade(&mut repo).await?;

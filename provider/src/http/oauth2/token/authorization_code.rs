@@ -1,13 +1,12 @@
 //! The authorization code grant (RFC 6749 §4.1.3, RFC 7636 §4.5, OIDC Core §3.1.3).
 
 use chrono::Duration;
-use ulid::Ulid;
 
-use super::{issue_for_user, new_claim, provision_device, Approval, TokenError, TokenResponse};
+use super::{redeem, Approval, Redemption, TokenError, TokenResponse};
 use crate::{
     core::sessions::end_oauth2_session,
     crypto::sha256,
-    domain::{pkce, protocol::ErrorCode},
+    domain::pkce,
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
@@ -19,10 +18,10 @@ use crate::{
 /// authorization code lifetime of 10 minutes is RECOMMENDED").
 pub const CODE_LIFETIME_MINUTES: i64 = 10;
 
-/// `grant_type=authorization_code`, in three steps so that no transaction or pooled connection
-/// is held across the homeserver call (issue 14, finding 2): check and claim the code (commit),
-/// have the homeserver create the grant's device, then complete the claim and issue the tokens
-/// (commit). See [`super::provision_device`].
+/// `grant_type=authorization_code`: the code is checked read-only (a replayed code revokes what
+/// it issued), then [`redeem`]ed: the homeserver gets the grant's device with no transaction
+/// or connection held (issue 14, finding 2), and one transaction marks the code exchanged
+/// (compare-and-set: single use, RFC 6749 §4.1.2) and issues the tokens.
 pub async fn exchange(
     state: &AppState,
     client: &AuthenticatedClient,
@@ -99,79 +98,26 @@ pub async fn exchange(
         .filter(User::is_active)
         .ok_or_else(|| TokenError::invalid_grant("the account is locked or deactivated"))?;
 
-    // Step 1: claim the code and commit. No transaction is held across the homeserver call
-    // (issue 14, finding 2), so the claim is what keeps the code single use meanwhile
-    // (RFC 6749 §4.1.2): a later redemption takes the claim over (a retry is never locked out
-    // by an exchange that died half-way), and only the latest claim completes, once; the
-    // others are refused. Only a client holding the PKCE verifier gets this far.
-    let claim = new_claim(state, now);
-    if !repo
-        .authorization_grants()
-        .claim_exchange(grant.id, claim)
-        .await?
-    {
-        return Err(TokenError::invalid_grant("the code was already used"));
-    }
-    repo.commit().await?;
-
-    // Step 2: the homeserver gets the device, with no connection held. On failure the claim
-    // is given up: the code stays usable and the client may retry (503, Retry-After).
-    if let Some(device_id) = &session.device_id {
-        if let Err(e) = provision_device(state, &client.client, &user, device_id).await {
-            release(state, grant.id, claim).await;
-            return Err(e);
-        }
-    }
-
-    // Step 3: the tokens, if the claim still holds (no later redemption took it over).
+    // Read-only so far: nothing to commit, and no connection may be held across the
+    // homeserver call.
+    drop(repo);
     let approval = Approval {
         browser_session_id,
         code: Some(code),
         nonce: grant.nonce.as_deref(),
     };
-    let issued = async {
-        let mut repo = state.storage.begin().await?;
-        if !repo
-            .authorization_grants()
-            .complete_exchange(grant.id, claim)
-            .await?
-        {
-            return Err(TokenError::invalid_grant("the code was already used"));
-        }
-        // Ended meanwhile (revoked from the account page, the user signed out everywhere):
-        // no tokens for it.
-        let session = repo
-            .oauth2_sessions()
-            .lookup(session_id)
-            .await?
-            .filter(|s| s.finished_at.is_none())
-            .ok_or_else(|| TokenError::invalid_grant("the session of this code has ended"))?;
-        issue_for_user(state, repo, &client.client, session, now, approval).await
-    }
-    .await;
-    if issued
-        .as_ref()
-        .is_err_and(|e| e.error == ErrorCode::ServerError)
-    {
-        // The transaction rolled back: give the code back (a retry would take it over anyway).
-        release(state, grant.id, claim).await;
-    }
-    issued
-}
-
-/// Gives up the claim on a code (the homeserver failed, or the tokens could not be stored):
-/// the client may present it again. Logged, never fatal: a retry takes an unreleased claim
-/// over.
-async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
-    let released = async {
-        let mut repo = state.storage.begin().await?;
-        repo.authorization_grants()
-            .release_exchange(grant_id, claim)
-            .await?;
-        repo.commit().await
-    }
-    .await;
-    if let Err(e) = released {
-        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a code's claim; a retry takes it over");
-    }
+    let redemption = Redemption::AuthorizationCode {
+        grant_id: grant.id,
+        session_id,
+    };
+    let device_id = session.device_id.as_deref();
+    redeem(
+        state,
+        &client.client,
+        &user,
+        device_id,
+        redemption,
+        approval,
+    )
+    .await
 }

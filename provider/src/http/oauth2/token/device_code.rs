@@ -4,18 +4,16 @@
 //!
 //! Every poll is recorded ([`DeviceCodeGrantRepository::record_poll`], which locks the grant's
 //! row for the transaction), so concurrent polls of one device code are judged one after the
-//! other, and exactly one of them can get the tokens: the one that claims the approved grant
-//! before the homeserver gets the device (no transaction is held across that call; see
-//! [`super::provision_device`]).
+//! other. Polls of an approved grant then go to [`super::redeem`]: the homeserver gets the
+//! device (no transaction is held across that call), and exactly one of them gets the tokens,
+//! the one whose compare-and-set marks the grant exchanged (RFC 8628 §3.5).
 //!
 //! [`DeviceCodeGrantRepository::record_poll`]: crate::storage::DeviceCodeGrantRepository::record_poll
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 
-use ulid::Ulid;
-
-use super::{issue_for_user, new_claim, provision_device, Approval, TokenError, TokenResponse};
+use super::{redeem, Approval, Redemption, TokenError, TokenResponse};
 use crate::{
     crypto::sha256,
     domain::{protocol::ErrorCode, scope},
@@ -127,100 +125,43 @@ pub async fn exchange(
         .await?
         .filter(|u| u.is_active())
         .ok_or_else(|| TokenError::invalid_grant("the approving account is no longer active"))?;
-    // Step 1: claim the grant and commit (the poll is recorded with it). No transaction is
-    // held across the homeserver call (issue 14, finding 2): the claim keeps the device code
-    // single use meanwhile (RFC 8628 §3.5): a later poll takes it over (a poll is never locked
-    // out by one that died half-way), and only the latest claim completes, once. `false`:
-    // exchanged by a concurrent poll, or expired this instant.
-    let claim = new_claim(state, now);
-    if !repo
-        .device_code_grants()
-        .claim_exchange(grant.id, claim)
-        .await?
-    {
-        repo.commit().await?;
-        return Err(TokenError::invalid_grant(
-            "the device code was already used or has expired",
-        ));
-    }
+    // The poll is recorded; nothing else is written before the homeserver call, with no
+    // connection held.
     repo.commit().await?;
-
-    // Step 2: the homeserver gets the device, with no connection held. On failure the claim is
-    // given up: the device code stays usable and the device may poll again (503, Retry-After).
     let device_id = scope::granted_device(&grant.scope);
-    if let Some(device_id) = &device_id {
-        if let Err(e) = provision_device(state, &client.client, &user, device_id).await {
-            release(state, grant.id, claim).await;
-            return Err(e);
-        }
-    }
-
-    // Step 3: the session and its tokens, if the claim still holds.
     let approval = Approval {
         browser_session_id,
         code: None,
         // RFC 8628 has no nonce: the device request carries none.
         nonce: None,
     };
-    let issued = async {
-        let mut repo = state.storage.begin().await?;
-        let session = repo
-            .oauth2_sessions()
-            .add(NewOAuth2Session {
-                user_id: Some(user.id),
-                client_id: client.client.id,
-                browser_session_id: Some(browser_session_id),
-                scope: &grant.scope,
-                device_id: device_id.as_deref(),
-                user_agent: grant.user_agent.as_deref(),
-            })
-            .await?;
-        // RFC 8628 §3.5: tokens once. `false`: a later poll took the claim over; dropping
-        // `repo` rolls the session back.
-        if !repo
-            .device_code_grants()
-            .complete_exchange(grant.id, claim, session.id)
-            .await?
-        {
-            return Err(TokenError::invalid_grant(
-                "the device code was already used",
-            ));
-        }
-        // MSC4341: refresh tokens must be issued (every grant for a user gets one).
-        issue_for_user(state, repo, &client.client, session, now, approval).await
-    }
-    .await;
-    if issued
-        .as_ref()
-        .is_err_and(|e| e.error == ErrorCode::ServerError)
-    {
-        // The transaction rolled back: give the device code back (a later poll would take it
-        // over anyway).
-        release(state, grant.id, claim).await;
-    }
-    issued
-}
-
-/// Gives up the claim on a device code (the homeserver failed, or the tokens could not be
-/// stored): the device may poll again. Logged, never fatal: a later poll takes an unreleased
-/// claim over.
-async fn release(state: &AppState, grant_id: Ulid, claim: Ulid) {
-    let released = async {
-        let mut repo = state.storage.begin().await?;
-        repo.device_code_grants()
-            .release_exchange(grant_id, claim)
-            .await?;
-        repo.commit().await
-    }
-    .await;
-    if let Err(e) = released {
-        tracing::warn!(grant = %grant_id, error = %e, "token endpoint: can't release a device code's claim; a later poll takes it over");
-    }
+    let redemption = Redemption::DeviceCode {
+        grant_id: grant.id,
+        session: NewOAuth2Session {
+            user_id: Some(user.id),
+            client_id: client.client.id,
+            browser_session_id: Some(browser_session_id),
+            scope: &grant.scope,
+            device_id: device_id.as_deref(),
+            user_agent: grant.user_agent.as_deref(),
+        },
+    };
+    // MSC4341: refresh tokens must be issued (every grant for a user gets one).
+    redeem(
+        state,
+        &client.client,
+        &user,
+        device_id.as_deref(),
+        redemption,
+        approval,
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use ulid::Ulid;
 
     use super::*;
 
