@@ -118,7 +118,7 @@ pub trait ClientRepository: Send {
 }
 
 #[derive(sqlx::FromRow)]
-struct ClientRow {
+pub(crate) struct ClientRow {
     id: DbId,
     client_id: String,
     is_static: bool,
@@ -160,6 +160,7 @@ macro_rules! client_columns {
          metadata, created_at, updated_at"
     };
 }
+pub(crate) use client_columns;
 
 macro_rules! implementation {
     ($repo:ty) => {

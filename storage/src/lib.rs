@@ -17,6 +17,7 @@
 
 pub mod types;
 
+mod batch;
 mod browser_sessions;
 mod client_assertions;
 mod clients;
@@ -49,10 +50,24 @@ use sqlx::{
 use ulid::Ulid;
 
 pub use self::{
-    browser_sessions::*, client_assertions::*, clients::*, compat::*, email_verifications::*,
-    grants::*, hot::BoxFuture, jobs::*, oauth2_sessions::*, rate_limits::*, recovery_tickets::*,
-    registration_tokens::*, synapse_import::*, token_writer::MAX_BATCH as MAX_TOKEN_BATCH,
-    upstream::*, user_terms::*, users::*,
+    batch::{BatchReadRepository, MAX_BATCH as MAX_READ_BATCH},
+    browser_sessions::*,
+    client_assertions::*,
+    clients::*,
+    compat::*,
+    email_verifications::*,
+    grants::*,
+    hot::BoxFuture,
+    jobs::*,
+    oauth2_sessions::*,
+    rate_limits::*,
+    recovery_tickets::*,
+    registration_tokens::*,
+    synapse_import::*,
+    token_writer::MAX_BATCH as MAX_TOKEN_BATCH,
+    upstream::*,
+    user_terms::*,
+    users::*,
 };
 use domain::clock::Entropy;
 
@@ -590,6 +605,8 @@ pub trait Repository: Send {
     fn registration_tokens(&mut self) -> &mut dyn RegistrationTokenRepository;
     fn user_terms(&mut self) -> &mut dyn UserTermsRepository;
     fn synapse_import(&mut self) -> &mut dyn SynapseImportRepository;
+    /// The batched reads of the hot paths (`Storage::find_active_access_token`, ...).
+    fn batch_reads(&mut self) -> &mut dyn BatchReadRepository;
 
     /// Makes every change done through this repository durable. Dropping the repository
     /// without committing rolls them back.
@@ -626,7 +643,8 @@ where
         + RateLimitRepository
         + RegistrationTokenRepository
         + UserTermsRepository
-        + SynapseImportRepository,
+        + SynapseImportRepository
+        + BatchReadRepository,
 {
     fn users(&mut self) -> &mut dyn UserRepository {
         self
@@ -704,6 +722,9 @@ where
         self
     }
     fn synapse_import(&mut self) -> &mut dyn SynapseImportRepository {
+        self
+    }
+    fn batch_reads(&mut self) -> &mut dyn BatchReadRepository {
         self
     }
 

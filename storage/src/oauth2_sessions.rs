@@ -375,9 +375,58 @@ macro_rules! access_token_columns {
     };
 }
 
+/// The columns of an active access token's lookup ([`TokenWithSessionRow`]): the token `t`,
+/// its session `s`, its client's `client_id` (`c`) and its user `u` (see
+/// [`active_token_joins`]). Shared by the lookup of one token and the batched lookup of many
+/// (`crate::batch`).
+macro_rules! active_token_columns {
+    () => {
+        "t.id AS t_id, t.session_id AS t_session_id, \
+         t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
+         t.expires_at AS t_expires_at, t.revoked_at AS t_revoked_at, \
+         t.first_used_at AS t_first_used_at, \
+         s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
+         s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
+         s.device_id AS s_device_id, s.created_at AS s_created_at, \
+         s.finished_at AS s_finished_at, \
+         s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent, \
+         c.client_id AS c_client_id, \
+         u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at, \
+         u.locked_at AS u_locked_at, u.deactivated_at AS u_deactivated_at, \
+         u.can_request_admin AS u_can_request_admin, \
+         u.display_name AS u_display_name"
+    };
+}
+pub(crate) use active_token_columns;
+
+/// From the token `t`: its session, client and user, by primary keys.
+macro_rules! active_token_joins {
+    () => {
+        "JOIN oauth2_sessions s ON s.id = t.session_id \
+         JOIN oauth2_clients c ON c.id = s.client_id \
+         LEFT JOIN users u ON u.id = s.user_id"
+    };
+}
+pub(crate) use active_token_joins;
+
+/// What makes the token `t` active at `$now` (an SQL expression of the time): not revoked,
+/// not expired, its session not finished, its user (if any) neither locked nor deactivated.
+macro_rules! active_token_conditions {
+    ($now:literal) => {
+        concat!(
+            "t.revoked_at IS NULL \
+             AND (t.expires_at IS NULL OR t.expires_at > ",
+            $now,
+            ") AND s.finished_at IS NULL \
+             AND (s.user_id IS NULL OR (u.locked_at IS NULL AND u.deactivated_at IS NULL))"
+        )
+    };
+}
+pub(crate) use active_token_conditions;
+
 /// A token joined with its session: the columns of both, prefixed `t_` and `s_`.
 #[derive(sqlx::FromRow)]
-struct TokenWithSessionRow {
+pub(crate) struct TokenWithSessionRow {
     t_id: DbId,
     t_session_id: DbId,
     t_token_hash: Vec<u8>,
@@ -773,32 +822,14 @@ macro_rules! implementation {
                 // One round trip: the unique hash index finds the token, primary keys its
                 // session, client and user. An expired or revoked token, a finished session or
                 // a locked or deactivated user is simply not found.
-                let row: Option<TokenWithSessionRow> = sqlx::query_as(
-                    "SELECT t.id AS t_id, t.session_id AS t_session_id, \
-                            t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
-                            t.expires_at AS t_expires_at, t.revoked_at AS t_revoked_at, \
-                            t.first_used_at AS t_first_used_at, \
-                            s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
-                            s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
-                            s.device_id AS s_device_id, s.created_at AS s_created_at, \
-                            s.finished_at AS s_finished_at, \
-                            s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent, \
-                            c.client_id AS c_client_id, \
-                            u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at, \
-                            u.locked_at AS u_locked_at, u.deactivated_at AS u_deactivated_at, \
-                            u.can_request_admin AS u_can_request_admin, \
-                            u.display_name AS u_display_name \
-                     FROM oauth2_access_tokens t \
-                     JOIN oauth2_sessions s ON s.id = t.session_id \
-                     JOIN oauth2_clients c ON c.id = s.client_id \
-                     LEFT JOIN users u ON u.id = s.user_id \
-                     WHERE t.token_hash = $1 \
-                       AND t.revoked_at IS NULL \
-                       AND (t.expires_at IS NULL OR t.expires_at > $2) \
-                       AND s.finished_at IS NULL \
-                       AND (s.user_id IS NULL \
-                            OR (u.locked_at IS NULL AND u.deactivated_at IS NULL))",
-                )
+                let row: Option<TokenWithSessionRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    active_token_columns!(),
+                    " FROM oauth2_access_tokens t ",
+                    active_token_joins!(),
+                    " WHERE t.token_hash = $1 AND ",
+                    active_token_conditions!("$2")
+                ))
                 .bind(&token_hash[..])
                 .bind(Ts(now))
                 .fetch_optional(self.conn())

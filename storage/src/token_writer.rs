@@ -164,7 +164,7 @@ fn is_per_item(error: &StorageError) -> bool {
 
 /// The error of a failed batch, for each of its requests (`sqlx::Error` can't be cloned): the
 /// same variant where it carries no more than a message, else the message as an I/O error.
-fn same_error(error: &StorageError) -> StorageError {
+pub(crate) fn same_error(error: &StorageError) -> StorageError {
     match error {
         StorageError::Conflict(what) => StorageError::Conflict(what),
         StorageError::NotFound(what) => StorageError::NotFound(what),

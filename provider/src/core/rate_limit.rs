@@ -131,12 +131,9 @@ impl RateLimiter {
         };
         let now = self.storage.entropy().clock.now().timestamp_micros();
         let key = bucket_key(limit, key);
-        // A read on the hot path (every client authentication): on a kept connection when one
-        // is free, as [`RateLimiter::check`].
-        let tat = self
-            .storage
-            .hot_read(key.as_str(), |repo, key| repo.rate_limits().peek(key))
-            .await?;
+        // A read on the hot path (every client authentication): one statement shared with the
+        // other requests peeking at that moment (`Storage::peek_rate_limit`).
+        let tat = self.storage.peek_rate_limit(&key).await?;
         match quota.spend(tat, now) {
             Ok(_) => Ok(()),
             Err(wait) => {

@@ -12,25 +12,25 @@ use ulid::Ulid;
 use crate::{
     crypto::sha256,
     domain::token::TokenKind,
-    storage::{ActiveAccessToken, BoxRepository, Storage, StorageError},
+    storage::{ActiveAccessToken, Storage, StorageError},
 };
 
 /// Finds an active OAuth 2.0 access token (`mat_…`) by its value: what introspection,
 /// userinfo and the admin API ask. Read-only: nothing is recorded (see [`record_first_use`]).
 /// Malformed tokens are refused by their checksum before any query; then ONE query returns the
 /// token, its session, its client's ID and its user (the repository's hot path), with expiry,
-/// revocation, the session's end and the user's lock all checked in SQL.
+/// revocation, the session's end and the user's lock all checked in SQL. The query is shared
+/// with the other requests looking a token up at that moment ([`Storage::find_active_access_token`]:
+/// one statement for all of them, never a cached answer, so a revocation is seen at once).
 pub async fn find_active_access_token(
-    repo: &mut BoxRepository,
+    storage: &Storage,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ActiveAccessToken>, StorageError> {
     if TokenKind::parse(token) != Ok(TokenKind::AccessToken) {
         return Ok(None);
     }
-    repo.access_tokens()
-        .find_active_by_hash(&sha256(token), now)
-        .await
+    storage.find_active_access_token(sha256(token), now).await
 }
 
 /// An access token whose first use is not recorded yet, of either kind.

@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod admin_lists;
+mod batch;
 mod browser_sessions;
 mod client_assertions;
 mod clients;

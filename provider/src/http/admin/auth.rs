@@ -66,8 +66,7 @@ impl FromRequestParts<AppState> for Admin {
             }
         };
         let now = state.storage.entropy().clock.now();
-        let mut repo = state.storage.reader().await?;
-        let Some(active) = find_active_access_token(&mut repo, token, now).await? else {
+        let Some(active) = find_active_access_token(&state.storage, token, now).await? else {
             return Err(ApiError::Unauthorized {
                 detail: "the access token is not active (unknown, expired, revoked, or its \
                          session or account ended)"
@@ -75,7 +74,6 @@ impl FromRequestParts<AppState> for Admin {
                 token_sent: true,
             });
         };
-        drop(repo);
         // Its holder presents it: a use, which closes the retry grace of the refresh that
         // issued it (client-server API "Refreshing access tokens"; `core::tokens`).
         if let Some(unused) = UnusedToken::oauth2(&active) {

@@ -11,8 +11,8 @@
 //! attackers from guessing [...] client credentials" (kept by RFC 9700). Only failures spend.
 //! An address whose bucket is empty is answered 429 `temporarily_unavailable` with
 //! `Retry-After` without its credentials being checked: were they checked, a right secret would
-//! still be told from a wrong one, and the limit would bound nothing. That look costs one read
-//! on a kept connection (`Storage::hot_read`); nothing is spent on success.
+//! still be told from a wrong one, and the limit would bound nothing. That look costs one read,
+//! batched with the other requests' (`Storage::peek_rate_limit`); nothing is spent on success.
 //!
 //! Nothing is limited per `client_id`: such a bucket is spent by whoever names the client, so
 //! anyone sending wrong secrets from anywhere would keep the client itself out. Guessing from
@@ -264,13 +264,10 @@ async fn check_credentials(
     Ok(AuthenticatedClient { client, metadata })
 }
 
-/// The client named `client_id`, read on a kept connection when one is free (no pool pings:
-/// `Storage::hot_read`).
+/// The client named `client_id`, read in one statement with the other requests' lookups of
+/// that moment (`Storage::find_client`: batched, on a kept connection, never cached).
 async fn find_client(state: &AppState, client_id: &str) -> Result<Option<Client>, StorageError> {
-    state
-        .storage
-        .hot_read(client_id, |repo, id| repo.clients().find_by_client_id(id))
-        .await
+    state.storage.find_client(client_id).await
 }
 
 fn assertion_error(description: &str) -> TokenError {

@@ -23,8 +23,11 @@
 //! statement, one round trip to the database: the token, its session, its client and its user
 //! joined (unique hash index, then primary keys), expiry, revocation, the session's end and the
 //! user's lock checked in SQL; no transaction, and no pool pings around it (a kept connection,
-//! `Storage::hot_reader`). Nothing is cached: a revocation is seen at once by every replica. A
-//! client caller adds one statement, its own lookup.
+//! `Storage::hot_read`), shared with the other introspections of that moment: concurrent
+//! lookups are batched into one statement (`Storage::find_active_access_token`), so under load
+//! one round trip answers many requests. Nothing is cached: every read starts after its request
+//! arrived, so a revocation is seen at once by every replica. A client caller adds its own
+//! lookup and the peek at its address's failures, batched the same way.
 //!
 //! The lookup only reads. The homeserver introspecting a token is the token being used (its
 //! client is calling the homeserver with it): its first use is then recorded, one conditional
@@ -61,7 +64,7 @@ use crate::{
         token::{SynapseTokenFormat, TokenKind},
     },
     http::AppState,
-    storage::{BoxRepository, StorageError, TokenHash, User},
+    storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
 };
 
 /// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
@@ -375,66 +378,68 @@ async fn active_user(
     Ok(repo.users().lookup(id).await?.filter(User::is_active))
 }
 
-/// [`find`] on a kept connection (`Storage::hot_read`: its statements and no pool pings
-/// around them, or a pooled connection when none is free or the kept one failed; `find` only
-/// reads, so running it twice is harmless).
+/// Looks the token up by its kind (the prefix, checked by the checksum first). An OAuth 2.0
+/// access token, the hot path, is read in one statement shared with the other requests of that
+/// moment (`Storage::find_active_access_token`); the other kinds on a kept connection
+/// (`Storage::hot_read`: no pool pings around the statements, or a pooled connection when none
+/// is free or the kept one failed; they only read, so running them twice is harmless).
 async fn lookup(
     state: &AppState,
     caller: &Caller,
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<ActiveToken>, StorageError> {
-    state
-        .storage
-        .hot_read(&(caller, token), |repo, (caller, token)| {
-            Box::pin(find(repo, caller, token, now))
-        })
-        .await
-}
-
-/// Looks the token up by its kind (the prefix, checked by the checksum first).
-async fn find(
-    repo: &mut BoxRepository,
-    caller: &Caller,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<ActiveToken>, StorageError> {
+    let storage = &state.storage;
     // RFC 7662 §2.2: a malformed token "does not exist on this server": no query at all.
     let Ok(kind) = TokenKind::parse(token) else {
         // A token Synapse issued before the switch (`syt_…`, a macaroon), imported by
         // `provider syn2mas` into a compat session: looked up by its hash like ours.
         return match SynapseTokenFormat::of(token) {
             Some(format) if format.is_access() => {
-                compat_access_token(repo, &sha256(token), now).await
+                let hash = sha256(token);
+                storage
+                    .hot_read(&hash, |repo, hash| {
+                        Box::pin(compat_access_token(repo, hash, now))
+                    })
+                    .await
             }
             _ => Ok(None),
         };
     };
     match kind {
-        TokenKind::AccessToken => oauth2_access_token(repo, token, now).await,
+        TokenKind::AccessToken => Ok(find_active_access_token(storage, token, now)
+            .await?
+            .map(oauth2_access_token)),
         // Refresh tokens only ever travel between a client and this server: a client may
         // introspect its own; the homeserver never sees one (RFC 7662 §2.2: "not allowed to
         // introspect this particular token").
         TokenKind::RefreshToken => match caller {
-            Caller::Client(client) => oauth2_refresh_token(repo, client, &sha256(token)).await,
+            Caller::Client(client) => {
+                let hash = sha256(token);
+                storage
+                    .hot_read(&(client, hash), |repo, (client, hash)| {
+                        Box::pin(oauth2_refresh_token(repo, client, hash))
+                    })
+                    .await
+            }
             Caller::Homeserver => Ok(None),
         },
-        TokenKind::CompatAccessToken => compat_access_token(repo, &sha256(token), now).await,
+        TokenKind::CompatAccessToken => {
+            let hash = sha256(token);
+            storage
+                .hot_read(&hash, |repo, hash| {
+                    Box::pin(compat_access_token(repo, hash, now))
+                })
+                .await
+        }
         // Compat refresh tokens belong to no OAuth 2.0 client; personal tokens are not issued.
         TokenKind::CompatRefreshToken | TokenKind::PersonalAccessToken => Ok(None),
     }
 }
 
-async fn oauth2_access_token(
-    repo: &mut BoxRepository,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<ActiveToken>, StorageError> {
-    let Some(active) = find_active_access_token(repo, token, now).await? else {
-        return Ok(None);
-    };
+fn oauth2_access_token(active: ActiveAccessToken) -> ActiveToken {
     let unused = UnusedToken::oauth2(&active);
-    Ok(Some(ActiveToken {
+    ActiveToken {
         token_type: "access_token",
         scope: active.session.scope,
         client_id: Some(active.client_id),
@@ -443,7 +448,7 @@ async fn oauth2_access_token(
         issued_at: active.token.created_at,
         expires_at: active.token.expires_at,
         unused,
-    }))
+    }
 }
 
 async fn oauth2_refresh_token(

@@ -197,12 +197,8 @@ async fn handle(
 ) -> Result<UserInfo, BearerError> {
     let token = access_token(headers, body)?;
     let now = state.storage.entropy().clock.now();
-    // One query: the token, its session, client and user (the hot path, on a kept connection).
-    let active = state
-        .storage
-        .hot_read(token.as_str(), |repo, token| {
-            Box::pin(find_active_access_token(repo, token, now))
-        })
+    // One query: the token, its session, client and user (the hot path, batched).
+    let active = find_active_access_token(&state.storage, &token, now)
         .await?
         .ok_or(BearerError::InvalidToken(
             "the access token is unknown, expired or revoked",

@@ -1,0 +1,302 @@
+//! The batched reads of the hot paths (`Storage::find_active_access_token`,
+//! `Storage::find_client`, `Storage::peek_rate_limit`, and the repositories' batched
+//! statements behind them): each waiter gets its own answer, misses included, whatever else
+//! shares its batch; a revocation is seen by the next read; a batch whose kept connection broke
+//! runs again on a pooled one.
+
+use chrono::Duration;
+use provider::{
+    backend_tests,
+    core::rate_limit::Quota,
+    storage::{ActiveAccessToken, Storage, TokenHash},
+    test_harness::TestDb,
+};
+
+use crate::fixtures::{hash, oauth2_session, session_for, user_and_client};
+
+/// Runs the futures concurrently (each a task, as concurrent requests are) and returns their
+/// outputs in order.
+async fn join_all<T: Send + 'static>(
+    futures: impl IntoIterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("the task finished"));
+    }
+    out
+}
+
+/// The scope of the session an active token belongs to: what tells the tokens apart.
+fn scope(found: &Option<ActiveAccessToken>) -> Option<&str> {
+    found.as_ref().map(|a| a.session.scope.as_str())
+}
+
+/// Tokens: 1 and 2 active in sessions of their own (scopes "one", "two"), 3 revoked, 4 expiring
+/// in a minute (scope "four"), 9 unknown. Clients `client-alice` and `client-bob`; bucket "b"
+/// spent once.
+async fn setup(db: &TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (alice, client) = user_and_client(&mut repo, "alice").await;
+    user_and_client(&mut repo, "bob").await;
+    let now = db.storage.entropy().clock.now();
+    for (n, scope, expires) in [
+        (1, "one", None),
+        (2, "two", None),
+        (3, "three", None),
+        (4, "four", Some(now + Duration::seconds(60))),
+    ] {
+        let session = repo
+            .oauth2_sessions()
+            .add(provider::storage::NewOAuth2Session {
+                scope,
+                ..session_for(&alice, &client)
+            })
+            .await
+            .unwrap();
+        let token = repo
+            .access_tokens()
+            .add(session.id, &hash(n), expires)
+            .await
+            .unwrap();
+        if n == 3 {
+            assert!(repo.access_tokens().revoke(token.id).await.unwrap());
+        }
+    }
+    let quota = Quota::new(5, 1.0).unwrap();
+    repo.rate_limits().spend("b", quota).await.unwrap();
+    repo.commit().await.unwrap();
+}
+
+/// One batched statement of each kind, its keys mixed: hits, misses, the same key twice, and
+/// one token asked at two times (active at the first, expired at the second). Each entry
+/// answers its own key, in order.
+async fn a_mixed_batch_answers_each_key(db: TestDb) {
+    setup(&db).await;
+    let now = db.storage.entropy().clock.now();
+    let later = now + Duration::seconds(61);
+    let mut repo = db.storage.reader().await.unwrap();
+
+    let keys: Vec<(TokenHash, _)> = vec![
+        (hash(9), now),
+        (hash(2), now),
+        (hash(3), now),
+        (hash(1), now),
+        (hash(4), later),
+        (hash(2), now),
+        (hash(4), now),
+    ];
+    let found = repo
+        .batch_reads()
+        .find_active_access_tokens(&keys)
+        .await
+        .unwrap();
+    let scopes: Vec<_> = found.iter().map(scope).collect();
+    assert_eq!(
+        scopes,
+        [
+            None,
+            Some("two"),
+            None,
+            Some("one"),
+            None,
+            Some("two"),
+            Some("four")
+        ]
+    );
+    assert_eq!(found[1].as_ref().unwrap().client_id, "client-alice");
+    assert_eq!(
+        found[1].as_ref().unwrap().user.as_ref().unwrap().username,
+        "alice"
+    );
+    for (key, found) in keys.iter().zip(&found) {
+        // The same as the lookup of one token.
+        let one = repo
+            .access_tokens()
+            .find_active_by_hash(&key.0, key.1)
+            .await
+            .unwrap();
+        assert_eq!(&one, found);
+    }
+
+    let ids: Vec<String> = ["client-bob", "nobody", "client-alice", "client-bob"]
+        .map(str::to_owned)
+        .to_vec();
+    let clients = repo.batch_reads().find_clients(&ids).await.unwrap();
+    let names: Vec<_> = clients
+        .iter()
+        .map(|c| c.as_ref().map(|c| c.client_id.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            Some("client-bob"),
+            None,
+            Some("client-alice"),
+            Some("client-bob")
+        ]
+    );
+
+    let keys: Vec<String> = ["a", "b", "c", "b"].map(str::to_owned).to_vec();
+    let tats = repo.batch_reads().peek_rate_limits(&keys).await.unwrap();
+    let b = repo.rate_limits().peek("b").await.unwrap();
+    assert!(b.is_some());
+    assert_eq!(tats, [None, b, None, b]);
+
+    assert_eq!(
+        repo.batch_reads()
+            .find_active_access_tokens(&[])
+            .await
+            .unwrap(),
+        []
+    );
+}
+
+/// Many concurrent lookups of every kind through the queues (so batches hold several requests
+/// and several kinds of answers): each request gets the answer to its own key.
+async fn concurrent_lookups_get_their_own_answers(db: TestDb) {
+    setup(&db).await;
+    let now = db.storage.entropy().clock.now();
+    let tokens = join_all((0..300u32).map(|i| {
+        let storage = db.storage.clone();
+        let n = [1, 2, 3, 4, 9][i as usize % 5];
+        async move {
+            let found = storage.find_active_access_token(hash(n), now).await;
+            (n, found.unwrap().map(|a| a.session.scope))
+        }
+    }))
+    .await;
+    for (n, scope) in tokens {
+        let expected = match n {
+            1 => Some("one"),
+            2 => Some("two"),
+            4 => Some("four"),
+            _ => None,
+        };
+        assert_eq!(scope.as_deref(), expected, "token {n}");
+    }
+
+    let clients = join_all((0..200u32).map(|i| {
+        let storage = db.storage.clone();
+        let id = ["client-alice", "client-bob", "nobody"][i as usize % 3];
+        async move { (id, storage.find_client(id).await.unwrap()) }
+    }))
+    .await;
+    for (id, client) in clients {
+        let expected = (id != "nobody").then_some(id);
+        assert_eq!(client.as_ref().map(|c| c.client_id.as_str()), expected);
+    }
+
+    let b = db
+        .storage
+        .reader()
+        .await
+        .unwrap()
+        .rate_limits()
+        .peek("b")
+        .await
+        .unwrap();
+    let peeks = join_all((0..200u32).map(|i| {
+        let storage = db.storage.clone();
+        let key = ["a", "b"][i as usize % 2];
+        async move { (key, storage.peek_rate_limit(key).await.unwrap()) }
+    }))
+    .await;
+    for (key, tat) in peeks {
+        assert_eq!(tat, if key == "b" { b } else { None }, "bucket {key}");
+    }
+}
+
+/// Nothing read is kept: a token revoked (or its session finished) reads inactive on the very
+/// next lookup, batched or not.
+async fn a_revocation_is_seen_at_once(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (alice, client) = user_and_client(&mut repo, "alice").await;
+    let session = oauth2_session(&mut repo, &alice, &client).await;
+    let token = repo
+        .access_tokens()
+        .add(session.id, &hash(1), None)
+        .await
+        .unwrap();
+    let other = oauth2_session(&mut repo, &alice, &client).await;
+    repo.access_tokens()
+        .add(other.id, &hash(2), None)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    let now = db.storage.entropy().clock.now();
+    let active = |storage: &Storage, n| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .find_active_access_token(hash(n), now)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    assert!(active(&db.storage, 1).await);
+    assert!(active(&db.storage, 2).await);
+
+    let mut repo = db.storage.begin().await.unwrap();
+    assert!(repo.access_tokens().revoke(token.id).await.unwrap());
+    repo.commit().await.unwrap();
+    assert!(!active(&db.storage, 1).await, "revoked: inactive at once");
+
+    let mut repo = db.storage.begin().await.unwrap();
+    assert!(repo.oauth2_sessions().finish(other.id).await.unwrap());
+    repo.commit().await.unwrap();
+    assert!(
+        !active(&db.storage, 2).await,
+        "session over: inactive at once"
+    );
+}
+
+backend_tests!(
+    a_mixed_batch_answers_each_key,
+    concurrent_lookups_get_their_own_answers,
+    a_revocation_is_seen_at_once,
+);
+
+/// PostgreSQL: the kept connections the batches ran on are cut (as by a server restart); the
+/// next batched reads are answered all the same, run again on pooled connections, without an
+/// error. (SQLite has no server whose connections could be cut.)
+#[tokio::test]
+async fn a_broken_batch_connection_is_retried_on_the_pool() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    setup(&db).await;
+    let now = db.storage.entropy().clock.now();
+    // Each kind's readers take kept connections.
+    let warm = join_all((0..32u32).map(|_| {
+        let storage = db.storage.clone();
+        async move {
+            storage
+                .find_active_access_token(hash(1), now)
+                .await
+                .unwrap();
+            storage.find_client("client-bob").await.unwrap();
+            storage.peek_rate_limit("b").await.unwrap();
+        }
+    }))
+    .await;
+    assert_eq!(warm.len(), 32);
+
+    // Every other connection of this database is cut, the kept ones included.
+    db.storage
+        .execute_admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+
+    for _ in 0..4 {
+        let found = db.storage.find_active_access_token(hash(1), now).await;
+        assert_eq!(scope(&found.unwrap()), Some("one"));
+        let client = db.storage.find_client("client-bob").await.unwrap();
+        assert_eq!(client.unwrap().client_id, "client-bob");
+        assert!(db.storage.peek_rate_limit("b").await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,410 @@
+//! Batched reads for the hot paths: the lookups of concurrent requests share one statement.
+//!
+//! Introspection, the client lookup of client authentication and the peek at a failed
+//! authentications bucket are one short read each, and under load most of their cost is the
+//! round trip itself: a message to the database, a wake-up of its backend, a message back, a
+//! wake-up of the provider. Here a request queues its key and waits; a reader task takes
+//! everything queued of that kind (up to [`MAX_BATCH`]), runs ONE statement for all of it on a
+//! kept connection ([`Storage::hot_read`]), and answers each request with its own row. On
+//! PostgreSQL the keys travel as arrays (`unnest($1) WITH ORDINALITY`), and each row comes back
+//! with the position of its key, so a key asked twice is answered twice and a miss is a `None`;
+//! on SQLite (in-process, no round trip to save) the reader runs the single lookup per key.
+//!
+//! No timer: a reader takes what is queued the moment it is free, so at low load a batch is one
+//! request and costs one round trip, as before; under load, while one statement runs the next
+//! batch fills, and one round trip serves many requests. Two readers per kind take turns (one
+//! gathers while the other's statement runs), so a batch never waits for more than one
+//! statement before its own.
+//!
+//! Nothing read is kept: every read starts after its request arrived, so a revocation committed
+//! before the request is seen, on every replica.
+//!
+//! Failures: as [`Storage::hot_read`], a batch whose kept connection fails (the server
+//! restarted since its last use) goes back to the pool and the whole batch runs once more on an
+//! ordinary pooled connection; the reads may be repeated. When that fails too, every request of
+//! the batch gets the error. A request whose reader went away gets
+//! [`sqlx::Error::WorkerCrashed`]; a request sent while no reader can run (its runtime shut
+//! down) is read directly.
+//!
+//! The readers hold the kept connections only weakly (a [`Weak`] of them, upgraded for each
+//! batch) and no handle on their own queues, so they stop when the last [`Storage`] is dropped.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{postgres::PgRow, FromRow, Row as _};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::{
+    clients::{client_columns, ClientRow},
+    hot::{BoxFuture, HotRepositories},
+    oauth2_sessions::{
+        active_token_columns, active_token_conditions, active_token_joins, TokenWithSessionRow,
+    },
+    token_writer::same_error,
+    AccessTokenRepository, ActiveAccessToken, BoxRepository, Client, ClientRepository,
+    PgRepository, RateLimitRepository, SqliteRepository, Storage, StorageError, TokenHash,
+};
+
+/// The most keys one statement carries.
+pub const MAX_BATCH: usize = 64;
+
+/// Readers per kind, taking turns: while one's statement runs, the next gathers its batch.
+const READERS: usize = 2;
+
+/// Requests that may wait in a queue before senders wait for room.
+const QUEUE: usize = 1024;
+
+/// The reads of many keys in one go, for the batched hot paths: the answer holds one entry per
+/// key, in the order of the keys (`None`: nothing found for it). PostgreSQL runs one statement;
+/// SQLite (in-process) runs each key's single lookup.
+#[async_trait]
+pub trait BatchReadRepository: Send {
+    /// [`AccessTokenRepository::find_active_by_hash`] of each `(hash, now)`.
+    async fn find_active_access_tokens(
+        &mut self,
+        keys: &[(TokenHash, DateTime<Utc>)],
+    ) -> Result<Vec<Option<ActiveAccessToken>>, StorageError>;
+
+    /// [`ClientRepository::find_by_client_id`] of each `client_id`.
+    async fn find_clients(
+        &mut self,
+        client_ids: &[String],
+    ) -> Result<Vec<Option<Client>>, StorageError>;
+
+    /// [`RateLimitRepository::peek`] of each bucket key.
+    async fn peek_rate_limits(&mut self, keys: &[String])
+        -> Result<Vec<Option<i64>>, StorageError>;
+}
+
+/// A row of a batched statement, with the 1-based position of the key it answers
+/// (`WITH ORDINALITY`, column `batch_index`).
+struct Indexed<R> {
+    index: i64,
+    row: R,
+}
+
+impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Indexed<R> {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            index: row.try_get("batch_index")?,
+            row: R::from_row(row)?,
+        })
+    }
+}
+
+/// A bucket's time (`rate_limits.tat`).
+#[derive(sqlx::FromRow)]
+struct TatRow {
+    tat: i64,
+}
+
+/// The rows of a batched statement put back in the order of its `n` keys.
+fn by_key<R, T>(
+    n: usize,
+    rows: Vec<Indexed<R>>,
+    convert: impl Fn(R) -> Result<T, StorageError>,
+) -> Result<Vec<Option<T>>, StorageError> {
+    let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
+    for Indexed { index, row } in rows {
+        let slot = usize::try_from(index - 1)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(|| StorageError::Invalid(format!("batch index {index} of {n} keys")))?;
+        *slot = Some(convert(row)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl BatchReadRepository for PgRepository {
+    async fn find_active_access_tokens(
+        &mut self,
+        keys: &[(TokenHash, DateTime<Utc>)],
+    ) -> Result<Vec<Option<ActiveAccessToken>>, StorageError> {
+        let hashes: Vec<&[u8]> = keys.iter().map(|(hash, _)| &hash[..]).collect();
+        let times: Vec<DateTime<Utc>> = keys.iter().map(|(_, now)| *now).collect();
+        // The single lookup's joins and conditions, each key with its own time.
+        let rows: Vec<Indexed<TokenWithSessionRow>> = sqlx::query_as(concat!(
+            "SELECT q.i AS batch_index, ",
+            active_token_columns!(),
+            " FROM unnest($1::bytea[], $2::timestamptz[]) WITH ORDINALITY AS q(hash, at, i) \
+              JOIN oauth2_access_tokens t ON t.token_hash = q.hash ",
+            active_token_joins!(),
+            " WHERE ",
+            active_token_conditions!("q.at")
+        ))
+        .bind(hashes)
+        .bind(times)
+        .fetch_all(self.conn())
+        .await?;
+        by_key(keys.len(), rows, TryInto::try_into)
+    }
+
+    async fn find_clients(
+        &mut self,
+        client_ids: &[String],
+    ) -> Result<Vec<Option<Client>>, StorageError> {
+        let rows: Vec<Indexed<ClientRow>> = sqlx::query_as(concat!(
+            "SELECT q.i AS batch_index, ",
+            client_columns!(),
+            " FROM unnest($1::text[]) WITH ORDINALITY AS q(wanted, i) \
+              JOIN oauth2_clients ON oauth2_clients.client_id = q.wanted"
+        ))
+        .bind(client_ids)
+        .fetch_all(self.conn())
+        .await?;
+        by_key(client_ids.len(), rows, TryInto::try_into)
+    }
+
+    async fn peek_rate_limits(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<Option<i64>>, StorageError> {
+        let rows: Vec<Indexed<TatRow>> = sqlx::query_as(
+            "SELECT q.i AS batch_index, rate_limits.tat \
+             FROM unnest($1::text[]) WITH ORDINALITY AS q(wanted, i) \
+             JOIN rate_limits ON rate_limits.key = q.wanted",
+        )
+        .bind(keys)
+        .fetch_all(self.conn())
+        .await?;
+        by_key(keys.len(), rows, |row| Ok(row.tat))
+    }
+}
+
+#[async_trait]
+impl BatchReadRepository for SqliteRepository {
+    async fn find_active_access_tokens(
+        &mut self,
+        keys: &[(TokenHash, DateTime<Utc>)],
+    ) -> Result<Vec<Option<ActiveAccessToken>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (hash, now) in keys {
+            out.push(AccessTokenRepository::find_active_by_hash(self, hash, *now).await?);
+        }
+        Ok(out)
+    }
+
+    async fn find_clients(
+        &mut self,
+        client_ids: &[String],
+    ) -> Result<Vec<Option<Client>>, StorageError> {
+        let mut out = Vec::with_capacity(client_ids.len());
+        for client_id in client_ids {
+            out.push(ClientRepository::find_by_client_id(self, client_id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn peek_rate_limits(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<Option<i64>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(RateLimitRepository::peek(self, key).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// A kind of batched read: its key, what it finds, and the batched statement.
+pub(crate) trait Lookup: 'static {
+    type Key: Send + Sync + 'static;
+    type Value: Send + 'static;
+    fn read<'r>(
+        repo: &'r mut BoxRepository,
+        keys: &'r [Self::Key],
+    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>>;
+}
+
+pub(crate) struct AccessTokens;
+impl Lookup for AccessTokens {
+    type Key = (TokenHash, DateTime<Utc>);
+    type Value = ActiveAccessToken;
+    fn read<'r>(
+        repo: &'r mut BoxRepository,
+        keys: &'r [Self::Key],
+    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
+        repo.batch_reads().find_active_access_tokens(keys)
+    }
+}
+
+pub(crate) struct Clients;
+impl Lookup for Clients {
+    type Key = String;
+    type Value = Client;
+    fn read<'r>(
+        repo: &'r mut BoxRepository,
+        keys: &'r [Self::Key],
+    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
+        repo.batch_reads().find_clients(keys)
+    }
+}
+
+pub(crate) struct RateLimitBuckets;
+impl Lookup for RateLimitBuckets {
+    type Key = String;
+    type Value = i64;
+    fn read<'r>(
+        repo: &'r mut BoxRepository,
+        keys: &'r [Self::Key],
+    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
+        repo.batch_reads().peek_rate_limits(keys)
+    }
+}
+
+type Answer<L> = Result<Option<<L as Lookup>::Value>, StorageError>;
+
+struct Job<L: Lookup> {
+    key: L::Key,
+    reply: oneshot::Sender<Answer<L>>,
+}
+
+/// The queue of one kind of read, its readers started on first use.
+pub(crate) struct Batcher<L: Lookup>(OnceLock<mpsc::Sender<Job<L>>>);
+
+impl<L: Lookup> Default for Batcher<L> {
+    fn default() -> Self {
+        Self(OnceLock::new())
+    }
+}
+
+/// The queues of the batched reads of a [`Storage`] (kept with its kept connections).
+#[derive(Default)]
+pub(crate) struct Reads {
+    access_tokens: Batcher<AccessTokens>,
+    clients: Batcher<Clients>,
+    rate_limits: Batcher<RateLimitBuckets>,
+}
+
+impl Storage {
+    /// The active OAuth 2.0 access token with this hash at `now` (as
+    /// [`AccessTokenRepository::find_active_by_hash`]), read in one statement with the other
+    /// requests' waiting at that moment (see the module).
+    pub async fn find_active_access_token(
+        &self,
+        hash: TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActiveAccessToken>, StorageError> {
+        self.batched(|reads| &reads.access_tokens, (hash, now))
+            .await
+    }
+
+    /// The client with this public `client_id` (as [`ClientRepository::find_by_client_id`]),
+    /// read in one statement with the other requests' (see the module).
+    pub async fn find_client(&self, client_id: &str) -> Result<Option<Client>, StorageError> {
+        self.batched(|reads| &reads.clients, client_id.to_owned())
+            .await
+    }
+
+    /// The time of the rate-limit bucket `key` (as [`RateLimitRepository::peek`]), read in one
+    /// statement with the other requests' (see the module).
+    pub async fn peek_rate_limit(&self, key: &str) -> Result<Option<i64>, StorageError> {
+        self.batched(|reads| &reads.rate_limits, key.to_owned())
+            .await
+    }
+
+    async fn batched<L: Lookup>(&self, pick: fn(&Reads) -> &Batcher<L>, key: L::Key) -> Answer<L> {
+        let queue = pick(&self.hot.reads)
+            .0
+            .get_or_init(|| self.spawn_readers::<L>());
+        let (reply, answer) = oneshot::channel();
+        match queue.send(Job { key, reply }).await {
+            Ok(()) => answer
+                .await
+                .unwrap_or(Err(StorageError::Database(sqlx::Error::WorkerCrashed))),
+            // The readers are gone (their runtime shut down): read it here, alone.
+            Err(mpsc::error::SendError(job)) => {
+                let keys = [job.key];
+                let mut found = self.hot_read(&keys[..], L::read).await?;
+                Ok(found.pop().flatten())
+            }
+        }
+    }
+
+    fn spawn_readers<L: Lookup>(&self) -> mpsc::Sender<Job<L>> {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        // The readers' own handle: no queues and no kept connections of its own (it borrows
+        // this storage's for each batch, through `home`), so it keeps neither alive.
+        let base = Storage {
+            pool: self.pool.clone(),
+            entropy: self.entropy.clone(),
+            writer: Arc::default(),
+            hot: Arc::new(HotRepositories::new(0)),
+        };
+        for _ in 0..READERS {
+            tokio::spawn(run::<L>(
+                receiver.clone(),
+                Arc::downgrade(&self.hot),
+                base.clone(),
+            ));
+        }
+        sender
+    }
+}
+
+/// One reader: gathers what is queued (at most [`MAX_BATCH`] keys), reads it in one statement
+/// on a kept connection of `home` (once more on a pooled one if that fails), answers each
+/// request; until the queue closes.
+async fn run<L: Lookup>(
+    queue: Arc<Mutex<mpsc::Receiver<Job<L>>>>,
+    home: Weak<HotRepositories>,
+    base: Storage,
+) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // The lock is held only while gathering, so the other reader gathers while this one
+        // reads.
+        if queue.lock().await.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return;
+        }
+        let (keys, replies): (Vec<L::Key>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.key, job.reply)).unzip();
+        let read = match home.upgrade() {
+            Some(hot) => {
+                let storage = Storage {
+                    hot,
+                    ..base.clone()
+                };
+                storage.hot_read(&keys[..], L::read).await
+            }
+            // Every handle is gone but queued requests remain: read on the pool.
+            None => base.hot_read(&keys[..], L::read).await,
+        };
+        answer::<L>(replies, read);
+    }
+}
+
+/// Sends each request its own entry of a batch's answer, or the batch's error.
+fn answer<L: Lookup>(
+    replies: Vec<oneshot::Sender<Answer<L>>>,
+    read: Result<Vec<Option<L::Value>>, StorageError>,
+) {
+    match read {
+        Ok(found) if found.len() == replies.len() => {
+            for (reply, found) in replies.into_iter().zip(found) {
+                // A request that went away meanwhile needs no answer.
+                let _ = reply.send(Ok(found));
+            }
+        }
+        Ok(found) => {
+            let error = StorageError::Invalid(format!(
+                "a batched read answered {} of {} keys",
+                found.len(),
+                replies.len()
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(same_error(&error)));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(same_error(&error)));
+            }
+        }
+    }
+}
