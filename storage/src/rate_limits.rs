@@ -24,19 +24,21 @@
 //! The requests' spends go through [`Storage::spend`], which queues them for a group-commit
 //! writer (`token_writer`): a batch of spends is one transaction of two statements whatever its
 //! size ([`RateLimitRepository::spend_many`]), instead of one statement and one transaction per
-//! request. The first statement locks every bucket of the batch (an upsert that creates a
+//! request (a batch smaller than that is worth runs each spend as the lone statement). The first statement locks every bucket of the batch (an upsert that creates a
 //! missing bucket full, `tat` = now, and returns each `tat`; in key order, so two batches never
 //! wait for each other in a cycle); the units are then spent one after the other, in the
 //! batch's order, by [`Quota::spend`] itself; the second statement writes the new `tat`s, and
 //! the commit releases the locks. So each unit is spent exactly as a lone spend at that moment
 //! would have spent it, and concurrent batches (other writers, other replicas) wait for the
-//! locks as lone spends do. A batch of one is the lone statement above.
+//! locks as lone spends do.
 
 use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 
-use super::{delete_batch, for_each_backend, Storage, StorageError};
+use super::{
+    delete_batch, for_each_backend, token_writer::in_own_transaction, Storage, StorageError,
+};
 use domain::rate_limit::Quota;
 
 /// The outcome of spending one unit of a bucket.
@@ -59,8 +61,8 @@ pub trait RateLimitRepository: Send {
 
     /// Spends one unit per item, in their order (a key may come several times), each exactly as
     /// [`RateLimitRepository::spend`] would one after the other at the clock's current time, in
-    /// two statements: the buckets are locked until the transaction this repository runs ends
-    /// (see the module). Run it in a transaction, and commit.
+    /// a transaction of its own of two statements (see the module): call it on a plain
+    /// connection ([`Storage::reader`], [`Storage::hot_read`]), never inside a transaction.
     async fn spend_many(&mut self, items: &[BatchedSpend]) -> Result<Vec<Spend>, StorageError>;
 
     /// Gives back one unit that [`RateLimitRepository::spend`] took (an attempt that turned out
@@ -104,24 +106,35 @@ impl Storage {
     }
 }
 
-/// A batch of spends: one statement on a kept connection for a batch of one (an idle server
-/// pays no more than before), else [`RateLimitRepository::spend_many`] in a transaction.
+/// Below this many spends a batch runs them as the lone statement each (one round trip
+/// apiece); from it on, the batch's own transaction costs less (`BEGIN`, two statements,
+/// `COMMIT`: four round trips, whatever the batch's size).
+const SPENDS_WORTH_A_TRANSACTION: usize = 4;
+
+/// A batch of spends, on a kept connection ([`Storage::hot_read`]: no pool pings): the lone
+/// statement per spend for a small batch (an idle server pays what it paid before), else
+/// [`RateLimitRepository::spend_many`]. Spends may run twice when a kept connection fails
+/// (see `hot_read`): a unit spent twice only makes the limit a little stricter.
 async fn spend_batch(
     storage: &Storage,
     items: &[BatchedSpend],
 ) -> Result<Vec<Spend>, StorageError> {
-    if let [item] = items {
-        let spent = storage
-            .hot_read(item, |repo, item| {
-                repo.rate_limits().spend(&item.key, item.quota)
-            })
-            .await?;
-        return Ok(vec![spent]);
+    if items.len() < SPENDS_WORTH_A_TRANSACTION {
+        let mut spent = Vec::with_capacity(items.len());
+        for item in items {
+            spent.push(
+                storage
+                    .hot_read(item, |repo, item| {
+                        repo.rate_limits().spend(&item.key, item.quota)
+                    })
+                    .await?,
+            );
+        }
+        return Ok(spent);
     }
-    let mut repo = storage.begin().await?;
-    let spent = repo.rate_limits().spend_many(items).await?;
-    repo.commit().await?;
-    Ok(spent)
+    storage
+        .hot_read(items, |repo, items| repo.rate_limits().spend_many(items))
+        .await
 }
 
 /// Microseconds since the Unix epoch: how bucket times are stored.
@@ -178,56 +191,58 @@ macro_rules! implementation {
                 if items.is_empty() {
                     return Ok(Vec::new());
                 }
-                let now = micros(self.entropy.clock.now());
-                let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
-                keys.sort_unstable();
-                keys.dedup();
-                // Locks each bucket (in key order) and reads its TAT; a missing bucket is made
-                // full (`tat` = now: [`Quota::spend`] treats it as no bucket). `DO UPDATE`, not
-                // `DO NOTHING`: only an update locks an existing row and returns it.
-                let mut lock = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
-                lock.push_values(&keys, |mut row, key| {
-                    row.push_bind(*key).push_bind(now);
-                });
-                lock.push(" ON CONFLICT (key) DO UPDATE SET tat = rate_limits.tat RETURNING key, tat");
-                let locked: Vec<(String, i64)> =
-                    lock.build_query_as().fetch_all(self.conn()).await?;
-                let mut tats: HashMap<String, (i64, bool)> = locked
-                    .into_iter()
-                    .map(|(key, tat)| (key, (tat, false)))
-                    .collect();
-                // Each unit in turn, by the pure function (the same arithmetic as the lone
-                // statement of `spend`).
-                let mut spent = Vec::with_capacity(items.len());
-                for item in items {
-                    let (tat, changed) = tats
-                        .get_mut(&item.key)
-                        .ok_or(StorageError::NotFound("rate-limit bucket"))?;
-                    spent.push(match item.quota.spend(Some(*tat), now) {
-                        Ok(new_tat) => {
-                            *tat = new_tat;
-                            *changed = true;
-                            Spend::Granted
-                        }
-                        Err(wait) => Spend::Refused {
-                            retry_after: Duration::from_micros(wait),
-                        },
+                in_own_transaction!(self, {
+                    let now = micros(self.entropy.clock.now());
+                    let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    // Locks each bucket (in key order) and reads its TAT; a missing bucket is made
+                    // full (`tat` = now: [`Quota::spend`] treats it as no bucket). `DO UPDATE`, not
+                    // `DO NOTHING`: only an update locks an existing row and returns it.
+                    let mut lock = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
+                    lock.push_values(&keys, |mut row, key| {
+                        row.push_bind(*key).push_bind(now);
                     });
-                }
-                let changed: Vec<(&String, i64)> = tats
-                    .iter()
-                    .filter(|(_, (_, changed))| *changed)
-                    .map(|(key, (tat, _))| (key, *tat))
-                    .collect();
-                if !changed.is_empty() {
-                    let mut write = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
-                    write.push_values(&changed, |mut row, (key, tat)| {
-                        row.push_bind(key.as_str()).push_bind(*tat);
-                    });
-                    write.push(" ON CONFLICT (key) DO UPDATE SET tat = excluded.tat");
-                    write.build().execute(self.conn()).await?;
-                }
-                Ok(spent)
+                    lock.push(" ON CONFLICT (key) DO UPDATE SET tat = rate_limits.tat RETURNING key, tat");
+                    let locked: Vec<(String, i64)> =
+                        lock.build_query_as().fetch_all(self.conn()).await?;
+                    let mut tats: HashMap<String, (i64, bool)> = locked
+                        .into_iter()
+                        .map(|(key, tat)| (key, (tat, false)))
+                        .collect();
+                    // Each unit in turn, by the pure function (the same arithmetic as the lone
+                    // statement of `spend`).
+                    let mut spent = Vec::with_capacity(items.len());
+                    for item in items {
+                        let (tat, changed) = tats
+                            .get_mut(&item.key)
+                            .ok_or(StorageError::NotFound("rate-limit bucket"))?;
+                        spent.push(match item.quota.spend(Some(*tat), now) {
+                            Ok(new_tat) => {
+                                *tat = new_tat;
+                                *changed = true;
+                                Spend::Granted
+                            }
+                            Err(wait) => Spend::Refused {
+                                retry_after: Duration::from_micros(wait),
+                            },
+                        });
+                    }
+                    let changed: Vec<(&String, i64)> = tats
+                        .iter()
+                        .filter(|(_, (_, changed))| *changed)
+                        .map(|(key, (tat, _))| (key, *tat))
+                        .collect();
+                    if !changed.is_empty() {
+                        let mut write = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
+                        write.push_values(&changed, |mut row, (key, tat)| {
+                            row.push_bind(key.as_str()).push_bind(*tat);
+                        });
+                        write.push(" ON CONFLICT (key) DO UPDATE SET tat = excluded.tat");
+                        write.build().execute(self.conn()).await?;
+                    }
+                    Ok(spent)
+                })
             }
 
             async fn refund(&mut self, key: &str, quota: Quota) -> Result<(), StorageError> {

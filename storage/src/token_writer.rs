@@ -40,6 +40,32 @@ use crate::{
     Rotated, Rotation, Spend, Storage, StorageError,
 };
 
+/// Runs `$body` (statements on `$self`, a repository on a plain connection, such as one
+/// [`Storage::hot_read`] lends) in a transaction of its own: `BEGIN`, the body, `COMMIT`
+/// (`ROLLBACK` when the body fails). A batch written this way on a kept connection costs its
+/// statements and two round trips, where [`Storage::begin`] adds the pool's two pings (one when
+/// the connection is taken, one when it goes back). The first statement of the body must write
+/// (SQLite then takes its write lock at once, as `BEGIN IMMEDIATE` would). Never inside a
+/// transaction.
+macro_rules! in_own_transaction {
+    ($self:ident, $body:block) => {{
+        sqlx::query("BEGIN").execute($self.conn()).await?;
+        let done: Result<_, StorageError> = async { $body }.await;
+        match done {
+            Ok(value) => {
+                sqlx::query("COMMIT").execute($self.conn()).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // Best effort: a connection that can't roll back is broken, and the pool drops it.
+                let _ = sqlx::query("ROLLBACK").execute($self.conn()).await;
+                Err(error)
+            }
+        }
+    }};
+}
+pub(crate) use in_own_transaction;
+
 /// The most items one transaction carries (each binds 11 values: far below both backends'
 /// limits on bound parameters).
 pub const MAX_BATCH: usize = 64;

@@ -213,9 +213,10 @@ async fn rotations_of_a_batch_decide_as_alone(db: TestDb) {
         rotation(&b, 2),
         rotation(&revoked, 3),
     ];
-    let mut repo = db.storage.begin().await.unwrap();
+    // Its own transaction, on a plain connection.
+    let mut repo = db.storage.reader().await.unwrap();
     let rotated = repo.refresh_tokens().rotate_many(&items).await.unwrap();
-    repo.commit().await.unwrap();
+    drop(repo);
 
     let issued = |r: &Rotated| match r {
         Rotated::Issued { access, refresh } => (access.clone(), refresh.clone()),
@@ -276,6 +277,39 @@ async fn rotations_of_a_batch_decide_as_alone(db: TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(revoked_now.consumed_at, None);
+    // A taken hash fails the call and leaves nothing (its transaction rolled back), and the
+    // connection is fit for the next batch.
+    let c = reader
+        .refresh_tokens()
+        .add(first.id, &hash_of(4), None)
+        .await
+        .unwrap();
+    let taken = Rotation {
+        refresh_token_hash: hash_of(6000),
+        ..rotation(&c, 9)
+    };
+    let failed = reader.refresh_tokens().rotate_many(&[taken]).await;
+    assert!(
+        matches!(failed, Err(StorageError::Conflict(_))),
+        "{failed:?}"
+    );
+    assert_eq!(
+        reader
+            .access_tokens()
+            .find_by_hash(&hash_of(5009))
+            .await
+            .unwrap(),
+        None
+    );
+    let retried = reader
+        .refresh_tokens()
+        .rotate_many(&[rotation(&c, 10)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(retried[..], [Rotated::Issued { .. }]),
+        "{retried:?}"
+    );
     for session in [first.id, second.id] {
         let touched = reader
             .oauth2_sessions()
