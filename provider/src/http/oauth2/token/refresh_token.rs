@@ -13,7 +13,7 @@ use chrono::Duration;
 
 use super::{issue_pair, IssuedPair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
-    core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh},
+    core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh, RefreshSuccessor},
     crypto::sha256,
     domain::{scope::Scope, token::TokenKind},
     http::{
@@ -127,16 +127,28 @@ pub async fn refresh(
     if let Some(consumed_at) = stored.consumed_at {
         let mut repo = state.storage.begin().await?;
         let successor = match stored.next_refresh_token_id {
-            Some(id) => repo.refresh_tokens().lookup(id).await?,
+            Some(id) => match repo.refresh_tokens().lookup(id).await? {
+                Some(next) => Some(RefreshSuccessor {
+                    id: next.id,
+                    access_token_id: next.access_token_id,
+                    usable: next.is_usable(),
+                    // Read only where it can decide.
+                    access_unused: match next.access_token_id {
+                        Some(access) if next.is_usable() => {
+                            repo.access_tokens().lookup(access).await?.is_some_and(|a| {
+                                a.first_used_at.is_none() && a.revoked_at.is_none()
+                            })
+                        }
+                        _ => false,
+                    },
+                }),
+                None => None,
+            },
             None => None,
         };
-        let unused = match &successor {
-            Some(next) => successors_unused(&mut repo, next).await?,
-            None => false,
-        };
         let grace = state.settings.refresh_grace_seconds;
-        let (ConsumedRefresh::Retry, Some(successor)) =
-            (consumed_refresh(consumed_at, unused, grace, now), successor)
+        let ConsumedRefresh::Retry(successor) =
+            consumed_refresh(consumed_at, successor, grace, now)
         else {
             return Err(replay(
                 state,
@@ -198,25 +210,6 @@ pub async fn refresh(
             "the refresh token was used concurrently",
         )),
     }
-}
-
-/// Neither token issued by the last refresh was used: the refresh token is neither consumed
-/// nor revoked, and its access token was never presented (`first_used_at`).
-async fn successors_unused(
-    repo: &mut BoxRepository,
-    next: &RefreshToken,
-) -> Result<bool, StorageError> {
-    if !next.is_usable() {
-        return Ok(false);
-    }
-    Ok(match next.access_token_id {
-        Some(id) => repo
-            .access_tokens()
-            .lookup(id)
-            .await?
-            .is_some_and(|a| a.first_used_at.is_none() && a.revoked_at.is_none()),
-        None => true,
-    })
 }
 
 /// RFC 9700 §4.14.2: a refresh token presented by two parties ends the session (its tokens
