@@ -219,8 +219,9 @@ enum Pool {
 pub struct Storage {
     pool: Pool,
     entropy: Entropy,
-    /// The group commit of token issuance ([`Storage::add_session_with_token`]).
-    writer: std::sync::Arc<token_writer::Queue>,
+    /// The group-committed writes: token issuance ([`Storage::add_session_with_token`]),
+    /// rate-limit spends ([`Storage::spend`]), refresh rotations ([`Storage::rotate_refresh_token`]).
+    writer: std::sync::Arc<token_writer::Writers>,
     /// Repositories kept for hot reads ([`Storage::hot_read`]).
     hot: std::sync::Arc<hot::HotRepositories>,
 }

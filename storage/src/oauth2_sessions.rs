@@ -12,8 +12,9 @@ use ulid::Ulid;
 
 use super::{
     compare_and_set, for_each_backend,
+    token_writer::in_own_transaction,
     types::{db_precision, decode_token_hash, DbId, Ts},
-    StorageError, TokenHash, User,
+    Storage, StorageError, TokenHash, User,
 };
 
 /// An access token that may be used now, with what its callers need to know: its session, the
@@ -125,6 +126,58 @@ pub struct RefreshToken {
     /// The refresh token issued in its place.
     pub next_refresh_token_id: Option<Ulid>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A refresh token rotation (RFC 6749 §6) waiting for its group commit
+/// ([`Storage::rotate_refresh_token`]): consume `refresh_token_id` and issue a new pair in its
+/// session. Owned, so it can wait in the writer's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The refresh token presented.
+    pub refresh_token_id: Ulid,
+    pub session_id: Ulid,
+    /// The SHA-256 of the new access token.
+    pub access_token_hash: TokenHash,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// The SHA-256 of the new refresh token.
+    pub refresh_token_hash: TokenHash,
+}
+
+/// What became of a [`Rotation`].
+// Moved once, through its writer's answer: boxing `Issued` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotated {
+    /// The token was consumed and the new pair is committed (the session marked active).
+    Issued {
+        access: AccessToken,
+        refresh: RefreshToken,
+    },
+    /// The token was consumed or revoked first, by a concurrent request (the compare-and-set
+    /// of [`RefreshTokenRepository::consume`] failed): nothing of this rotation was written.
+    Lost,
+}
+
+impl Storage {
+    /// Rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2) in a transaction shared with the
+    /// other rotations of the moment (group commit, see `token_writer`), and answers after the
+    /// commit. The outcome is this rotation's own, exactly what it would have been alone
+    /// ([`RefreshTokenRepository::rotate_many`]).
+    pub async fn rotate_refresh_token(&self, rotation: Rotation) -> Result<Rotated, StorageError> {
+        self.group_commit(
+            |writers| &writers.rotations,
+            rotation,
+            // On a kept connection (no pool pings). Should the connection fail, `hot_read`
+            // runs the batch again on another: what the first run committed makes the second's
+            // compare-and-sets fail (`Lost`), as if those answers were lost on the way.
+            |storage, items| {
+                Box::pin(storage.hot_read(items, |repo, items| {
+                    repo.refresh_tokens().rotate_many(items)
+                }))
+            },
+        )
+        .await
+    }
 }
 
 impl RefreshToken {
@@ -285,6 +338,17 @@ pub trait RefreshTokenRepository: Send {
         id: Ulid,
         next_refresh_token_id: Ulid,
     ) -> Result<bool, StorageError>;
+
+    /// Rotations of a batch, in their order, each as a lone one would be done, in a transaction
+    /// of its own: call it on a plain connection ([`Storage::reader`], [`Storage::hot_read`]),
+    /// never inside a transaction. Per rotation: its new access and refresh tokens added, its
+    /// token consumed (compare-and-set, [`RefreshTokenRepository::consume`]), its session marked
+    /// active ([`OAuth2SessionRepository::touch`]). A rotation whose token was consumed or
+    /// revoked already, by an earlier item of the batch too, is [`Rotated::Lost`] and leaves
+    /// nothing behind. The new tokens of the batch go in with one multi-row statement per
+    /// table, and the sessions are touched with one; the consumes are one statement each, in
+    /// order. [`StorageError::Conflict`] when a new hash is taken (nothing is written then).
+    async fn rotate_many(&mut self, items: &[Rotation]) -> Result<Vec<Rotated>, StorageError>;
 
     /// The grace of refresh rotation: a consumed token replayed while its successor is still
     /// unused gets a new successor. Re-points `next_refresh_token_id` from `current_next` to
@@ -969,6 +1033,126 @@ macro_rules! implementation {
                 .execute(self.conn())
                 .await?;
                 compare_and_set!(self, done, "oauth2_refresh_tokens", id, "refresh token")
+            }
+
+            async fn rotate_many(
+                &mut self,
+                items: &[Rotation],
+            ) -> Result<Vec<Rotated>, StorageError> {
+                if items.is_empty() {
+                    return Ok(Vec::new());
+                }
+                in_own_transaction!(self, {
+                    let now = self.now();
+                    let mut pairs = Vec::with_capacity(items.len());
+                    for item in items {
+                        let access = AccessToken {
+                            id: self.new_id(),
+                            session_id: item.session_id,
+                            token_hash: item.access_token_hash,
+                            created_at: now,
+                            expires_at: item.access_expires_at.map(db_precision),
+                            revoked_at: None,
+                            first_used_at: None,
+                        };
+                        let refresh = RefreshToken {
+                            id: self.new_id(),
+                            session_id: item.session_id,
+                            token_hash: item.refresh_token_hash,
+                            access_token_id: Some(access.id),
+                            created_at: now,
+                            consumed_at: None,
+                            next_refresh_token_id: None,
+                            revoked_at: None,
+                        };
+                        pairs.push((access, refresh));
+                    }
+                    // The new tokens first: `next_refresh_token_id` refers to the new refresh token.
+                    let mut access = sqlx::QueryBuilder::new(
+                        "INSERT INTO oauth2_access_tokens \
+                         (id, session_id, token_hash, created_at, expires_at) ",
+                    );
+                    access.push_values(&pairs, |mut b, (token, _)| {
+                        b.push_bind(DbId(token.id))
+                            .push_bind(DbId(token.session_id))
+                            .push_bind(token.token_hash.to_vec())
+                            .push_bind(Ts(token.created_at))
+                            .push_bind(token.expires_at.map(Ts));
+                    });
+                    access.push(" ON CONFLICT DO NOTHING");
+                    if access.build().execute(self.conn()).await?.rows_affected() != pairs.len() as u64 {
+                        return Err(StorageError::Conflict("access token"));
+                    }
+                    let mut refresh = sqlx::QueryBuilder::new(
+                        "INSERT INTO oauth2_refresh_tokens \
+                         (id, session_id, token_hash, access_token_id, created_at) ",
+                    );
+                    refresh.push_values(&pairs, |mut b, (_, token)| {
+                        b.push_bind(DbId(token.id))
+                            .push_bind(DbId(token.session_id))
+                            .push_bind(token.token_hash.to_vec())
+                            .push_bind(token.access_token_id.map(DbId))
+                            .push_bind(Ts(token.created_at));
+                    });
+                    refresh.push(" ON CONFLICT DO NOTHING");
+                    if refresh.build().execute(self.conn()).await?.rows_affected() != pairs.len() as u64 {
+                        return Err(StorageError::Conflict("refresh token"));
+                    }
+                    // Each consume in the batch's order, as `consume` does it: an item presenting a
+                    // token an earlier item consumed loses, as it would have after that one's commit.
+                    let mut rotated = Vec::with_capacity(items.len());
+                    let mut lost_access = Vec::new();
+                    let mut lost_refresh = Vec::new();
+                    let mut touched = Vec::new();
+                    for (item, (access, refresh)) in items.iter().zip(pairs) {
+                        let done = sqlx::query(
+                            "UPDATE oauth2_refresh_tokens \
+                             SET consumed_at = $2, next_refresh_token_id = $3 \
+                             WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL",
+                        )
+                        .bind(DbId(item.refresh_token_id))
+                        .bind(Ts(now))
+                        .bind(DbId(refresh.id))
+                        .execute(self.conn())
+                        .await?;
+                        if done.rows_affected() > 0 {
+                            touched.push(DbId(item.session_id));
+                            rotated.push(Rotated::Issued { access, refresh });
+                        } else {
+                            lost_access.push(DbId(access.id));
+                            lost_refresh.push(DbId(refresh.id));
+                            rotated.push(Rotated::Lost);
+                        }
+                    }
+                    // What a lost rotation added goes again (its refresh token first: it refers to
+                    // its access token).
+                    for (table, ids) in [
+                        ("oauth2_refresh_tokens", lost_refresh),
+                        ("oauth2_access_tokens", lost_access),
+                    ] {
+                        if ids.is_empty() {
+                            continue;
+                        }
+                        let mut delete = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE id IN ("));
+                        let mut list = delete.separated(", ");
+                        for id in ids {
+                            list.push_bind(id);
+                        }
+                        delete.push(")");
+                        delete.build().execute(self.conn()).await?;
+                    }
+                    if !touched.is_empty() {
+                        let mut touch = sqlx::QueryBuilder::new("UPDATE oauth2_sessions SET last_active_at = ");
+                        touch.push_bind(Ts(now)).push(" WHERE id IN (");
+                        let mut list = touch.separated(", ");
+                        for id in touched {
+                            list.push_bind(id);
+                        }
+                        touch.push(")");
+                        touch.build().execute(self.conn()).await?;
+                    }
+                    Ok(rotated)
+                })
             }
 
             async fn repoint_next(

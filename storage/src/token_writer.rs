@@ -1,14 +1,21 @@
-//! Group commit for token issuance: the tokens of concurrent requests share one transaction.
+//! Group commit for the write hot paths: token issuance, rate-limit spends and refresh token
+//! rotations; the writes of concurrent requests share one transaction.
 //!
 //! Every token is committed before it is handed out (DESIGN.md "Storage"), and a commit waits for
 //! the database to flush its log: one commit per request caps issuance at the database's commit
-//! rate (`pgbench -N`). Here a request queues its new session and token
-//! ([`NewSessionToken`]) and waits; a writer task takes everything queued (up to
-//! [`MAX_BATCH`]), writes it with two multi-row INSERTs in one transaction, commits, and only
-//! then answers each request. While one batch commits the next one fills, so the batch grows
-//! with the load and the commit rate stops being the limit. Durability is unchanged: the
-//! database's settings are not touched (`synchronous_commit` stays on) and no request is answered
-//! before its commit.
+//! rate (`pgbench -N`), and each transaction costs its own round trips besides. Here a request
+//! queues its write (for issuance, its new session and token, [`NewSessionToken`]) and waits; a
+//! writer task takes everything queued of that kind (up to [`MAX_BATCH`]), writes it in one
+//! transaction (for issuance, two multi-row INSERTs), commits, and only then answers each
+//! request. While one batch commits the next one fills, so the batch grows with the load and the
+//! commit rate stops being the limit. Durability is unchanged: the database's settings are not
+//! touched (`synchronous_commit` stays on) and no request is answered before its commit.
+//!
+//! Each kind of write has its own [`Queue`] and writers ([`Storage::group_commit`]): issuance
+//! here, spends in `rate_limits` ([`Storage::spend`]), rotations in `oauth2_sessions`
+//! ([`Storage::rotate_refresh_token`]). An item's own outcome (a spend refused, a rotation that
+//! lost its compare-and-set) is part of the batch's output, exactly what the item alone would
+//! have given.
 //!
 //! A batch that fails on one item's row (a constraint: a token hash taken, a client deleted
 //! meanwhile) is written again one item per transaction, so each request gets its own outcome.
@@ -28,7 +35,36 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::{AccessToken, NewSessionToken, OAuth2Session, Storage, StorageError};
+use crate::{
+    hot::BoxFuture, rate_limits::BatchedSpend, AccessToken, NewSessionToken, OAuth2Session,
+    Rotated, Rotation, Spend, Storage, StorageError,
+};
+
+/// Runs `$body` (statements on `$self`, a repository on a plain connection, such as one
+/// [`Storage::hot_read`] lends) in a transaction of its own: `BEGIN`, the body, `COMMIT`
+/// (`ROLLBACK` when the body fails). A batch written this way on a kept connection costs its
+/// statements and two round trips, where [`Storage::begin`] adds the pool's two pings (one when
+/// the connection is taken, one when it goes back). The first statement of the body must write
+/// (SQLite then takes its write lock at once, as `BEGIN IMMEDIATE` would). Never inside a
+/// transaction.
+macro_rules! in_own_transaction {
+    ($self:ident, $body:block) => {{
+        sqlx::query("BEGIN").execute($self.conn()).await?;
+        let done: Result<_, StorageError> = async { $body }.await;
+        match done {
+            Ok(value) => {
+                sqlx::query("COMMIT").execute($self.conn()).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // Best effort: a connection that can't roll back is broken, and the pool drops it.
+                let _ = sqlx::query("ROLLBACK").execute($self.conn()).await;
+                Err(error)
+            }
+        }
+    }};
+}
+pub(crate) use in_own_transaction;
 
 /// The most items one transaction carries (each binds 11 values: far below both backends'
 /// limits on bound parameters).
@@ -40,18 +76,46 @@ const WRITERS: usize = 2;
 /// Requests that may wait in the queue before senders wait for room.
 const QUEUE: usize = 1024;
 
-type Written = Result<(OAuth2Session, AccessToken), StorageError>;
-type Rows = Vec<(OAuth2Session, AccessToken)>;
+type Answer<O> = Result<O, StorageError>;
+type Written = Answer<(OAuth2Session, AccessToken)>;
 
-struct Job {
-    item: NewSessionToken,
-    reply: oneshot::Sender<Written>,
+struct Job<I, O> {
+    item: I,
+    reply: oneshot::Sender<Answer<O>>,
 }
 
-/// The queue's sending end, made on first use (a writer is a task of the runtime that first
-/// issues a token).
+/// What a batch's writer does: all the items in one transaction, committed, with one output per
+/// item in their order (an item's own outcome, such as a spend refused, is an output; an `Err`
+/// is the whole batch's failure).
+pub(crate) type WriteBatch<I, O> =
+    for<'a> fn(&'a Storage, &'a [I]) -> BoxFuture<'a, Result<Vec<O>, StorageError>>;
+
+/// One kind of group-committed write: its queue's sending end, made on first use (a writer is a
+/// task of the runtime that first sends to it).
+pub(crate) struct Queue<I, O>(OnceLock<mpsc::Sender<Job<I, O>>>);
+
+impl<I, O> Default for Queue<I, O> {
+    fn default() -> Self {
+        Self(OnceLock::new())
+    }
+}
+
+impl<I, O> std::fmt::Debug for Queue<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Queue")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
+
+/// The group-committed writes of a [`Storage`]: token issuance, rate-limit spends and refresh
+/// token rotations, each with its own queue and writers.
 #[derive(Debug, Default)]
-pub(crate) struct Queue(OnceLock<mpsc::Sender<Job>>);
+pub(crate) struct Writers {
+    tokens: Queue<NewSessionToken, (OAuth2Session, AccessToken)>,
+    pub(crate) spends: Queue<BatchedSpend, Spend>,
+    pub(crate) rotations: Queue<Rotation, Rotated>,
+}
 
 impl Storage {
     /// Starts a session with one access token and returns both once they are committed, in a
@@ -59,21 +123,48 @@ impl Storage {
     /// the module's documentation). The outcome is this item's own: an error means nothing of
     /// it was written.
     pub async fn add_session_with_token(&self, item: NewSessionToken) -> Written {
-        let queue = self.writer.0.get_or_init(|| self.spawn_writers());
+        self.group_commit(
+            |w| &w.tokens,
+            item,
+            |storage, items| Box::pin(write_tokens(storage, items)),
+        )
+        .await
+    }
+
+    /// Queues `item` for the writers of `queue` (started on first use, each running `write`
+    /// over the batches it gathers) and waits for its own outcome, which comes after its batch
+    /// is committed.
+    pub(crate) async fn group_commit<I, O>(
+        &self,
+        queue: fn(&Writers) -> &Queue<I, O>,
+        item: I,
+        write: WriteBatch<I, O>,
+    ) -> Answer<O>
+    where
+        I: Clone + Send + Sync + 'static,
+        O: Send + 'static,
+    {
+        let sender = queue(&self.writer)
+            .0
+            .get_or_init(|| self.spawn_writers(write));
         let (reply, answer) = oneshot::channel();
-        match queue.send(Job { item, reply }).await {
+        match sender.send(Job { item, reply }).await {
             Ok(()) => answer
                 .await
                 .unwrap_or(Err(StorageError::Database(sqlx::Error::WorkerCrashed))),
             // The writers are gone (their runtime shut down): write it here, alone.
-            Err(mpsc::error::SendError(job)) => write_one(self, job.item).await,
+            Err(mpsc::error::SendError(job)) => write_one(self, job.item, write).await,
         }
     }
 
-    fn spawn_writers(&self) -> mpsc::Sender<Job> {
+    fn spawn_writers<I, O>(&self, write: WriteBatch<I, O>) -> mpsc::Sender<Job<I, O>>
+    where
+        I: Clone + Send + Sync + 'static,
+        O: Send + 'static,
+    {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
-        // The writers' handle has a queue of its own (never used), so they don't keep this one
+        // The writers' handle has queues of its own (never used), so they don't keep this one
         // open.
         let storage = Storage {
             pool: self.pool.clone(),
@@ -83,9 +174,9 @@ impl Storage {
         };
         for _ in 0..WRITERS {
             let storage = storage.clone();
-            let write = move |items: Vec<NewSessionToken>| {
+            let write = move |items: Vec<I>| {
                 let storage = storage.clone();
-                async move { write_all(&storage, &items).await }
+                async move { write(&storage, &items).await }
             };
             tokio::spawn(run(receiver.clone(), write, MAX_BATCH));
         }
@@ -95,10 +186,11 @@ impl Storage {
 
 /// One writer: gathers what is queued (at most `max_batch` jobs), writes it with `write`,
 /// answers; until the queue closes.
-async fn run<W, F>(queue: Arc<Mutex<mpsc::Receiver<Job>>>, write: W, max_batch: usize)
+async fn run<I, O, W, F>(queue: Arc<Mutex<mpsc::Receiver<Job<I, O>>>>, write: W, max_batch: usize)
 where
-    W: Fn(Vec<NewSessionToken>) -> F,
-    F: Future<Output = Result<Rows, StorageError>>,
+    I: Clone,
+    W: Fn(Vec<I>) -> F,
+    F: Future<Output = Result<Vec<O>, StorageError>>,
 {
     let mut jobs = Vec::with_capacity(max_batch);
     loop {
@@ -111,16 +203,17 @@ where
     }
 }
 
-async fn write_batch<W, F>(jobs: Vec<Job>, write: &W)
+async fn write_batch<I, O, W, F>(jobs: Vec<Job<I, O>>, write: &W)
 where
-    W: Fn(Vec<NewSessionToken>) -> F,
-    F: Future<Output = Result<Rows, StorageError>>,
+    I: Clone,
+    W: Fn(Vec<I>) -> F,
+    F: Future<Output = Result<Vec<O>, StorageError>>,
 {
-    let items: Vec<NewSessionToken> = jobs.iter().map(|j| j.item.clone()).collect();
+    let items: Vec<I> = jobs.iter().map(|j| j.item.clone()).collect();
     match write(items).await {
         Ok(rows) => {
             for (job, row) in jobs.into_iter().zip(rows) {
-                // A request that went away meanwhile has its token written and never told:
+                // A request that went away meanwhile has its write committed and never told:
                 // as if its answer was lost on the way.
                 let _ = job.reply.send(Ok(row));
             }
@@ -128,9 +221,9 @@ where
         // One row broke a constraint: each item alone, so only its own request fails.
         Err(error) if jobs.len() > 1 && is_per_item(&error) => {
             for job in jobs {
-                let written = write(vec![job.item]).await.and_then(|mut rows| {
-                    rows.pop().ok_or(StorageError::NotFound("written session"))
-                });
+                let written = write(vec![job.item])
+                    .await
+                    .and_then(|mut rows| rows.pop().ok_or(StorageError::NotFound("written row")));
                 let _ = job.reply.send(written);
             }
         }
@@ -188,8 +281,8 @@ pub(crate) fn same_error(error: &StorageError) -> StorageError {
     }
 }
 
-/// The batch in one transaction.
-async fn write_all(
+/// A batch of new sessions with their tokens, in one transaction.
+async fn write_tokens(
     storage: &Storage,
     items: &[NewSessionToken],
 ) -> Result<Vec<(OAuth2Session, AccessToken)>, StorageError> {
@@ -200,11 +293,11 @@ async fn write_all(
 }
 
 /// One item in a transaction of its own.
-async fn write_one(storage: &Storage, item: NewSessionToken) -> Written {
-    write_all(storage, std::slice::from_ref(&item))
+async fn write_one<I, O>(storage: &Storage, item: I, write: WriteBatch<I, O>) -> Answer<O> {
+    write(storage, std::slice::from_ref(&item))
         .await?
         .pop()
-        .ok_or(StorageError::NotFound("written session"))
+        .ok_or(StorageError::NotFound("written row"))
 }
 
 #[cfg(test)]
@@ -215,6 +308,8 @@ mod tests {
     use ulid::Ulid;
 
     use super::*;
+
+    type Rows = Vec<(OAuth2Session, AccessToken)>;
 
     fn item(n: u8) -> NewSessionToken {
         NewSessionToken {

@@ -18,8 +18,9 @@
 //! replicas share the limits with no service besides the database (see
 //! [`crate::storage::RateLimitRepository`] for why that statement is atomic on PostgreSQL).
 //!
-//! Each check is its own statement on its own connection, outside the request's transaction:
-//! a spend counts even when the request then fails. Bucket keys come from requests, so they
+//! Each check is spent outside the request's transaction (a spend counts even when the request
+//! then fails), in a transaction shared with the spends of the requests of the moment
+//! ([`Storage::spend`]: group commit, each unit spent exactly as alone). Bucket keys come from requests, so they
 //! are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and without the usernames,
 //! addresses and IPs themselves. Full buckets (nothing spent that is not refilled) are the same
 //! as no row; [`crate::core::housekeeping`] deletes them in bounded batches.
@@ -79,21 +80,15 @@ impl RateLimiter {
 
     /// Spends one unit of `limit` for `key` (an IP, a username, an email address, a client
     /// id); [`RateLimitError::Limited`] when the bucket is empty. A limit turned off always
-    /// passes, without a query. Runs as its own statement, outside any transaction.
+    /// passes, without a query. Runs outside any request's transaction, in one shared with the
+    /// spends of concurrent requests ([`Storage::spend`]).
     pub async fn check(&self, limit: Limit, key: &str) -> Result<(), RateLimitError> {
         let Some(quota) = self.limits.quota(limit) else {
             return Ok(());
         };
-        let key = bucket_key(limit, key);
-        // On a kept connection when one is free (no pool pings: `Storage::hot_read`); again on
-        // a pooled one when the kept one failed (a unit spent twice by that retry only makes
-        // the limit a little stricter).
-        let spent = self
-            .storage
-            .hot_read(key.as_str(), |repo, key| {
-                repo.rate_limits().spend(key, quota)
-            })
-            .await?;
+        // Group-committed with the spends of the other requests of the moment
+        // (`Storage::spend`): each unit is spent exactly as alone, the batch commits once.
+        let spent = self.storage.spend(bucket_key(limit, key), quota).await?;
         match spent {
             Spend::Granted => Ok(()),
             Spend::Refused { retry_after } => {
@@ -155,9 +150,8 @@ impl RateLimiter {
         let Some(quota) = self.limits.quota(limit) else {
             return Ok(());
         };
-        let mut repo = self.storage.reader().await?;
-        repo.rate_limits()
-            .spend(&bucket_key(limit, key), quota)
+        self.storage
+            .spend(bucket_key(limit, key), quota)
             .await
             .map(|_| ())
     }

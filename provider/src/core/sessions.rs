@@ -232,31 +232,57 @@ pub async fn abandon_device(core: &Core, user_id: Ulid, device_id: &str) {
     }
 }
 
+/// The refresh token a rotation issued in place of a consumed one, as the rule for the consumed
+/// one presented again needs it: the same for OAuth 2.0 and compat tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshSuccessor {
+    pub id: Ulid,
+    /// The access token issued with it.
+    pub access_token_id: Option<Ulid>,
+    /// Neither consumed nor revoked.
+    pub usable: bool,
+    /// Its access token (when it has one) was never used (`first_used_at`) nor revoked.
+    pub access_unused: bool,
+}
+
+impl RefreshSuccessor {
+    /// Neither token of the rotation that issued it was used yet.
+    fn unused(&self) -> bool {
+        self.usable && (self.access_token_id.is_none() || self.access_unused)
+    }
+}
+
 /// What a consumed refresh token, presented again, may still get (refresh rotation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumedRefresh {
-    /// A retry after a lost response: revoke the unused successors and issue a new pair.
-    Retry,
+    /// A retry after a lost response: revoke this successor's unused tokens and issue a new
+    /// pair in their place.
+    Retry(RefreshSuccessor),
     /// A replay: the token leaked, end the session (RFC 9700 §4.14.2).
     Replay,
 }
 
-/// The rule for a refresh token presented after it was consumed at `consumed_at`. The Matrix
-/// client-server API ("Refreshing access tokens") keeps the old refresh token valid until the
-/// new access token or the new refresh token is used; this provider also bounds that by
-/// `grace_seconds` (`tokens.refresh_grace_seconds`), since a retry follows a lost response
-/// closely. Anything else is a replay (RFC 9700 §4.14.2: "the authorization server cannot
-/// determine which party submitted the invalid refresh token", so it ends the session).
+/// The one rule, for both the OAuth 2.0 refresh grant and the compat `/refresh`, for a refresh
+/// token presented after it was consumed at `consumed_at`, given the successor that
+/// consumption issued (`None`: there is none). The Matrix client-server API ("Refreshing access
+/// tokens") keeps the old refresh token valid until the new access token or the new refresh
+/// token is used; this provider also bounds that by `grace_seconds`
+/// (`tokens.refresh_grace_seconds`), since a retry follows a lost response closely. Anything
+/// else is a replay (RFC 9700 §4.14.2: "the authorization server cannot determine which party
+/// submitted the invalid refresh token", so it ends the session).
 pub fn consumed_refresh(
     consumed_at: DateTime<Utc>,
-    successors_unused: bool,
+    successor: Option<RefreshSuccessor>,
     grace_seconds: u32,
     now: DateTime<Utc>,
 ) -> ConsumedRefresh {
-    if successors_unused && now < consumed_at + Duration::seconds(i64::from(grace_seconds)) {
-        ConsumedRefresh::Retry
-    } else {
-        ConsumedRefresh::Replay
+    match successor {
+        Some(next)
+            if next.unused() && now < consumed_at + Duration::seconds(i64::from(grace_seconds)) =>
+        {
+            ConsumedRefresh::Retry(next)
+        }
+        _ => ConsumedRefresh::Replay,
     }
 }
 
@@ -314,11 +340,45 @@ mod tests {
     #[test]
     fn a_retry_needs_unused_successors_within_the_grace() {
         use ConsumedRefresh::{Replay, Retry};
-        assert_eq!(consumed_refresh(at(0), true, 60, at(0)), Retry);
-        assert_eq!(consumed_refresh(at(0), true, 60, at(59)), Retry);
-        assert_eq!(consumed_refresh(at(0), true, 60, at(60)), Replay);
-        assert_eq!(consumed_refresh(at(0), false, 60, at(1)), Replay);
+        let unused = RefreshSuccessor {
+            id: Ulid::from_parts(2, 1),
+            access_token_id: Some(Ulid::from_parts(2, 2)),
+            usable: true,
+            access_unused: true,
+        };
+        assert_eq!(
+            consumed_refresh(at(0), Some(unused), 60, at(0)),
+            Retry(unused)
+        );
+        assert_eq!(
+            consumed_refresh(at(0), Some(unused), 60, at(59)),
+            Retry(unused)
+        );
+        assert_eq!(consumed_refresh(at(0), Some(unused), 60, at(60)), Replay);
         // No grace: every second presentation is a replay.
-        assert_eq!(consumed_refresh(at(0), true, 0, at(0)), Replay);
+        assert_eq!(consumed_refresh(at(0), Some(unused), 0, at(0)), Replay);
+        // Either token of the successor used (or revoked), or no successor: a replay.
+        let used_access = RefreshSuccessor {
+            access_unused: false,
+            ..unused
+        };
+        let used_refresh = RefreshSuccessor {
+            usable: false,
+            ..unused
+        };
+        for used in [used_access, used_refresh] {
+            assert_eq!(consumed_refresh(at(0), Some(used), 60, at(1)), Replay);
+        }
+        assert_eq!(consumed_refresh(at(0), None, 60, at(1)), Replay);
+        // A successor without an access token is unused while it is usable.
+        let alone = RefreshSuccessor {
+            access_token_id: None,
+            access_unused: false,
+            ..unused
+        };
+        assert_eq!(
+            consumed_refresh(at(0), Some(alone), 60, at(1)),
+            Retry(alone)
+        );
     }
 }

@@ -4,7 +4,7 @@ use provider::{
     backend_tests,
     clock::{Clock, Entropy, SeededRngSource},
     core::rate_limit::Quota,
-    storage::{PoolSettings, Spend, Storage},
+    storage::{BatchedSpend, PoolSettings, Spend, Storage},
     test_harness::TestDb,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -151,7 +151,136 @@ async fn rate_limits_concurrent_spends_never_exceed_the_burst(db: TestDb) {
     storage.close().await;
 }
 
+/// A batch of spends ([`RateLimitRepository::spend_many`], one transaction for the spends of
+/// concurrent requests) spends each unit exactly as [`Quota::spend`] does one after the other:
+/// a seeded random walk of batches over a few keys (a key several times in a batch, keys of
+/// different quotas, buckets spent alone in between, clock moves), compared with the pure
+/// function unit by unit, and the stored TATs with the model's.
+async fn rate_limits_batched_spends_follow_the_gcra_model(db: TestDb) {
+    let quotas = [
+        Quota::new(4, 2.5).unwrap(),
+        Quota::new(1, 1.0).unwrap(),
+        Quota::new(7, 1000.0).unwrap(),
+    ];
+    let keys = ["b0", "b1", "b2", "b3"];
+    // Each key has one quota, as each limit has.
+    let quota_of = |k: usize| quotas[k % quotas.len()];
+    let mut model: [Option<i64>; 4] = [None; 4];
+    let mut rng = StdRng::seed_from_u64(29);
+    for _ in 0..120 {
+        match rng.gen_range(0..10) {
+            0..=5 => {
+                let len = rng.gen_range(1..12);
+                let picks: Vec<usize> = (0..len).map(|_| rng.gen_range(0..keys.len())).collect();
+                let now = now_micros(&db);
+                let expected: Vec<Spend> = picks
+                    .iter()
+                    .map(|&k| match quota_of(k).spend(model[k], now) {
+                        Ok(tat) => {
+                            model[k] = Some(tat);
+                            Spend::Granted
+                        }
+                        Err(wait) => Spend::Refused {
+                            retry_after: Duration::from_micros(wait),
+                        },
+                    })
+                    .collect();
+                let items: Vec<BatchedSpend> = picks
+                    .iter()
+                    .map(|&k| BatchedSpend {
+                        key: keys[k].to_owned(),
+                        quota: quota_of(k),
+                    })
+                    .collect();
+                // Its own transaction, on a plain connection.
+                let mut repo = db.storage.reader().await.unwrap();
+                let spent = repo.rate_limits().spend_many(&items).await.unwrap();
+                assert_eq!(spent, expected, "batch {picks:?}");
+            }
+            6 => {
+                // A lone spend between batches sees what the batches left.
+                let k = rng.gen_range(0..keys.len());
+                let now = now_micros(&db);
+                let expected = match quota_of(k).spend(model[k], now) {
+                    Ok(tat) => {
+                        model[k] = Some(tat);
+                        Spend::Granted
+                    }
+                    Err(wait) => Spend::Refused {
+                        retry_after: Duration::from_micros(wait),
+                    },
+                };
+                assert_eq!(spend(&db, keys[k], quota_of(k)).await, expected);
+            }
+            _ => db
+                .clock
+                .advance(chrono::Duration::microseconds(rng.gen_range(0..900_000))),
+        }
+        // The stored buckets are the model's (a bucket created full may hold `now` where the
+        // model has none: the same bucket).
+        let mut repo = db.storage.reader().await.unwrap();
+        for (k, key) in keys.iter().enumerate() {
+            let stored = repo.rate_limits().peek(key).await.unwrap();
+            let now = now_micros(&db);
+            assert_eq!(
+                quota_of(k).spend(stored, now),
+                quota_of(k).spend(model[k], now),
+                "bucket {key}"
+            );
+        }
+    }
+}
+
+/// Concurrent spends through [`Storage::spend`] (group-committed: batches of several spends,
+/// two writers taking turns) and lone spends of another replica, all of one key: exactly the
+/// burst is granted (the clock doesn't move, so nothing refills), and each refusal says to wait
+/// one interval.
+async fn rate_limits_group_committed_spends_never_exceed_the_burst(db: TestDb) {
+    let entropy = Entropy {
+        clock: db.clock.clone(),
+        rng: Arc::new(SeededRngSource::new(5)),
+    };
+    let pool = PoolSettings {
+        max_connections: 8,
+        ..PoolSettings::default()
+    };
+    let replica = Storage::connect(&db.url, &pool, entropy).await.unwrap();
+    let quota = Quota::new(25, 0.001).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let storage = db.storage.clone();
+        let replica = replica.clone();
+        tasks.spawn(async move {
+            if i % 5 == 0 {
+                let mut repo = replica.reader().await.unwrap();
+                repo.rate_limits().spend("hot", quota).await.unwrap()
+            } else {
+                storage.spend("hot".to_owned(), quota).await.unwrap()
+            }
+        });
+    }
+    let mut granted = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            Spend::Granted => granted += 1,
+            Spend::Refused { retry_after } => {
+                assert_eq!(
+                    retry_after,
+                    quota.interval(),
+                    "an empty bucket: one interval"
+                )
+            }
+        }
+    }
+    assert_eq!(granted, 25);
+    // Other keys are untouched by the batches.
+    assert_eq!(spend(&db, "cold", quota).await, Spend::Granted);
+    replica.close().await;
+}
+
 backend_tests!(
+    rate_limits_batched_spends_follow_the_gcra_model,
+    rate_limits_group_committed_spends_never_exceed_the_burst,
     rate_limits_spend_refill_and_refund,
     rate_limits_follow_the_gcra_model,
     rate_limits_delete_full_buckets,

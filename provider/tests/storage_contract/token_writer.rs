@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 
 use provider::{
-    storage::{NewSessionToken, StorageError, MAX_TOKEN_BATCH},
+    storage::{NewSessionToken, RefreshToken, Rotated, Rotation, StorageError, MAX_TOKEN_BATCH},
     test_harness::TestDb,
 };
 use ulid::Ulid;
 
-use crate::fixtures::user_and_client;
+use crate::fixtures::{oauth2_session, user_and_client};
 
 /// Runs the futures concurrently (each a task, as concurrent requests are) and returns their
 /// outputs in order.
@@ -168,7 +168,234 @@ async fn a_closed_database_fails_every_request(db: TestDb) {
     }
 }
 
+/// A rotation of `presented` (a refresh token of `session_id`) issuing the pair `n`.
+fn rotation(presented: &RefreshToken, n: usize) -> Rotation {
+    Rotation {
+        refresh_token_id: presented.id,
+        session_id: presented.session_id,
+        access_token_hash: hash_of(5000 + n),
+        access_expires_at: None,
+        refresh_token_hash: hash_of(6000 + n),
+    }
+}
+
+/// A batch of rotations in one transaction ([`RefreshTokenRepository::rotate_many`]), holding
+/// a replay of a token beside its legitimate rotation: the first presentation consumes it and
+/// gets its pair, the replay loses as it would right after the first one's commit and leaves
+/// nothing behind; another session's rotation in the same batch is not disturbed; revoked and
+/// consumed tokens lose.
+async fn rotations_of_a_batch_decide_as_alone(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, "erin").await;
+    let first = oauth2_session(&mut repo, &user, &client).await;
+    let second = oauth2_session(&mut repo, &user, &client).await;
+    let a = repo
+        .refresh_tokens()
+        .add(first.id, &hash_of(1), None)
+        .await
+        .unwrap();
+    let b = repo
+        .refresh_tokens()
+        .add(second.id, &hash_of(2), None)
+        .await
+        .unwrap();
+    let revoked = repo
+        .refresh_tokens()
+        .add(second.id, &hash_of(3), None)
+        .await
+        .unwrap();
+    repo.refresh_tokens().revoke(revoked.id).await.unwrap();
+    repo.commit().await.unwrap();
+
+    let items = [
+        rotation(&a, 0),
+        rotation(&a, 1), // the replay, in the same batch
+        rotation(&b, 2),
+        rotation(&revoked, 3),
+    ];
+    // Its own transaction, on a plain connection.
+    let mut repo = db.storage.reader().await.unwrap();
+    let rotated = repo.refresh_tokens().rotate_many(&items).await.unwrap();
+    drop(repo);
+
+    let issued = |r: &Rotated| match r {
+        Rotated::Issued { access, refresh } => (access.clone(), refresh.clone()),
+        Rotated::Lost => panic!("lost: {rotated:?}"),
+    };
+    let (access_a, refresh_a) = issued(&rotated[0]);
+    assert_eq!(rotated[1], Rotated::Lost, "the replay in the same batch");
+    let (_, refresh_b) = issued(&rotated[2]);
+    assert_eq!(rotated[3], Rotated::Lost, "a revoked token");
+
+    let mut reader = db.storage.reader().await.unwrap();
+    let consumed = reader.refresh_tokens().lookup(a.id).await.unwrap().unwrap();
+    assert!(consumed.consumed_at.is_some());
+    assert_eq!(consumed.next_refresh_token_id, Some(refresh_a.id));
+    assert_eq!(refresh_a.access_token_id, Some(access_a.id));
+    assert_eq!(
+        reader
+            .refresh_tokens()
+            .find_by_hash(&hash_of(6000))
+            .await
+            .unwrap(),
+        Some(refresh_a)
+    );
+    assert_eq!(
+        reader
+            .access_tokens()
+            .find_by_hash(&hash_of(5000))
+            .await
+            .unwrap(),
+        Some(access_a)
+    );
+    let b_now = reader.refresh_tokens().lookup(b.id).await.unwrap().unwrap();
+    assert_eq!(b_now.next_refresh_token_id, Some(refresh_b.id));
+    for lost in [1, 3] {
+        assert_eq!(
+            reader
+                .refresh_tokens()
+                .find_by_hash(&hash_of(6000 + lost))
+                .await
+                .unwrap(),
+            None,
+            "the lost rotation {lost} left its refresh token"
+        );
+        assert_eq!(
+            reader
+                .access_tokens()
+                .find_by_hash(&hash_of(5000 + lost))
+                .await
+                .unwrap(),
+            None,
+            "the lost rotation {lost} left its access token"
+        );
+    }
+    let revoked_now = reader
+        .refresh_tokens()
+        .lookup(revoked.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked_now.consumed_at, None);
+    // A taken hash fails the call and leaves nothing (its transaction rolled back), and the
+    // connection is fit for the next batch.
+    let c = reader
+        .refresh_tokens()
+        .add(first.id, &hash_of(4), None)
+        .await
+        .unwrap();
+    let taken = Rotation {
+        refresh_token_hash: hash_of(6000),
+        ..rotation(&c, 9)
+    };
+    let failed = reader.refresh_tokens().rotate_many(&[taken]).await;
+    assert!(
+        matches!(failed, Err(StorageError::Conflict(_))),
+        "{failed:?}"
+    );
+    assert_eq!(
+        reader
+            .access_tokens()
+            .find_by_hash(&hash_of(5009))
+            .await
+            .unwrap(),
+        None
+    );
+    let retried = reader
+        .refresh_tokens()
+        .rotate_many(&[rotation(&c, 10)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(retried[..], [Rotated::Issued { .. }]),
+        "{retried:?}"
+    );
+    for session in [first.id, second.id] {
+        let touched = reader
+            .oauth2_sessions()
+            .lookup(session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            touched.last_active_at.is_some(),
+            "session {session} not touched"
+        );
+    }
+}
+
+/// Many concurrent rotations of one refresh token through the group commit
+/// (`Storage::rotate_refresh_token`), with rotations of other tokens among them: exactly one
+/// of the first wins, every other token's rotation is issued, each answer is committed.
+async fn concurrent_rotations_of_one_token_issue_one_pair(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, "frank").await;
+    let session = oauth2_session(&mut repo, &user, &client).await;
+    let mut tokens = Vec::new();
+    for n in 0..10 {
+        tokens.push(
+            repo.refresh_tokens()
+                .add(session.id, &hash_of(100 + n), None)
+                .await
+                .unwrap(),
+        );
+    }
+    repo.commit().await.unwrap();
+    let answers = join_all((0..40).map(|i| {
+        let storage = db.storage.clone();
+        // Half present token 0, the others one each of tokens 1 to 9 (some twice).
+        let presented = if i % 2 == 0 {
+            tokens[0].clone()
+        } else {
+            tokens[1 + i % 9].clone()
+        };
+        async move {
+            (
+                presented.id,
+                storage.rotate_refresh_token(rotation(&presented, i)).await,
+            )
+        }
+    }))
+    .await;
+    let mut reader = db.storage.reader().await.unwrap();
+    for token in &tokens {
+        let wins: Vec<RefreshToken> = answers
+            .iter()
+            .filter(|(id, _)| *id == token.id)
+            .filter_map(|(_, answer)| match answer.as_ref().unwrap() {
+                Rotated::Issued { refresh, .. } => Some(refresh.clone()),
+                Rotated::Lost => None,
+            })
+            .collect();
+        assert_eq!(
+            wins.len(),
+            1,
+            "token {}: {} rotations won",
+            token.id,
+            wins.len()
+        );
+        let stored = reader
+            .refresh_tokens()
+            .lookup(token.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.next_refresh_token_id, Some(wins[0].id));
+        assert_eq!(
+            reader
+                .refresh_tokens()
+                .lookup(wins[0].id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&wins[0])
+        );
+    }
+}
+
 provider::backend_tests!(
+    rotations_of_a_batch_decide_as_alone,
+    concurrent_rotations_of_one_token_issue_one_pair,
     concurrent_requests_are_all_committed,
     a_bad_item_fails_alone,
     a_taken_hash_is_a_conflict,

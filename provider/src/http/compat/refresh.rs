@@ -22,7 +22,7 @@ use super::{error::parse_json, issue_tokens, json_no_store, IssuedTokens, Matrix
 use crate::{
     core::{
         matrix::provisioning,
-        sessions::{consumed_refresh, end_compat_session, ConsumedRefresh},
+        sessions::{consumed_refresh, end_compat_session, ConsumedRefresh, RefreshSuccessor},
     },
     crypto::sha256,
     domain::token::{SynapseTokenFormat, TokenKind},
@@ -156,23 +156,27 @@ async fn retry(
     now: DateTime<Utc>,
 ) -> Result<RefreshResponse, MatrixError> {
     let successor = match refresh.next_refresh_token_id {
-        Some(id) => repo.compat_tokens().lookup_refresh(id).await?,
+        Some(id) => match repo.compat_tokens().lookup_refresh(id).await? {
+            Some(next) => Some(RefreshSuccessor {
+                id: next.id,
+                access_token_id: next.access_token_id,
+                usable: next.is_valid(),
+                // Read only where it can decide.
+                access_unused: match next.access_token_id {
+                    Some(access) if next.is_valid() => repo
+                        .compat_tokens()
+                        .lookup_access(access)
+                        .await?
+                        .is_some_and(|a| a.first_used_at.is_none() && a.revoked_at.is_none()),
+                    _ => false,
+                },
+            }),
+            None => None,
+        },
         None => None,
     };
-    let unused = match &successor {
-        Some(next) if next.is_valid() => match next.access_token_id {
-            Some(id) => repo
-                .compat_tokens()
-                .lookup_access(id)
-                .await?
-                .is_some_and(|a| a.first_used_at.is_none() && a.revoked_at.is_none()),
-            None => true,
-        },
-        _ => false,
-    };
     let grace = state.settings.refresh_grace_seconds;
-    let (ConsumedRefresh::Retry, Some(successor)) =
-        (consumed_refresh(consumed_at, unused, grace, now), successor)
+    let ConsumedRefresh::Retry(successor) = consumed_refresh(consumed_at, successor, grace, now)
     else {
         return Err(replay(
             state,

@@ -9,17 +9,56 @@
 //! session's tokens: the whole session ends ([`end_oauth2_session`]: tokens revoked, device
 //! deleted), since the server can't tell which of them is the legitimate client.
 
-use super::{issue_pair, TokenError, TokenResponse};
+use chrono::Duration;
+
+use super::{issue_pair, IssuedPair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
-    core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh},
+    core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh, RefreshSuccessor},
     crypto::sha256,
     domain::{scope::Scope, token::TokenKind},
     http::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
-    storage::{BoxRepository, OAuth2Session, RefreshToken, StorageError},
+    storage::{
+        BoxRepository, OAuth2Session, RefreshToken, Rotated, Rotation, StorageError, TokenHash,
+    },
 };
+
+/// The presented refresh token, its session, and whether the session's user may still sign in
+/// (always for a session without a user).
+struct Presented {
+    stored: RefreshToken,
+    session: OAuth2Session,
+    user_active: bool,
+}
+
+/// Reads what a refresh decides on. Outside any transaction: the reads never locked anything
+/// (READ COMMITTED), and every write below is a compare-and-set that decides again.
+async fn read_presented(
+    repo: &mut BoxRepository,
+    hash: &TokenHash,
+) -> Result<Option<Presented>, StorageError> {
+    let Some(stored) = repo.refresh_tokens().find_by_hash(hash).await? else {
+        return Ok(None);
+    };
+    let Some(session) = repo.oauth2_sessions().lookup(stored.session_id).await? else {
+        return Ok(None);
+    };
+    let user_active = match session.user_id {
+        Some(user_id) => repo
+            .users()
+            .lookup(user_id)
+            .await?
+            .is_some_and(|u| u.is_active()),
+        None => true,
+    };
+    Ok(Some(Presented {
+        stored,
+        session,
+        user_active,
+    }))
+}
 
 pub async fn refresh(
     state: &AppState,
@@ -36,15 +75,15 @@ pub async fn refresh(
         ));
     }
     let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.begin().await?;
-    let stored = repo
-        .refresh_tokens()
-        .find_by_hash(&sha256(token))
-        .await?
-        .ok_or_else(|| TokenError::invalid_grant("unknown refresh token"))?;
-    let session = repo
-        .oauth2_sessions()
-        .lookup(stored.session_id)
+    let Presented {
+        stored,
+        session,
+        user_active,
+    } = state
+        .storage
+        .hot_read(&sha256(token), |repo, hash| {
+            Box::pin(read_presented(repo, hash))
+        })
         .await?
         .ok_or_else(|| TokenError::invalid_grant("unknown refresh token"))?;
     if session.client_id != client.client.id {
@@ -61,23 +100,16 @@ pub async fn refresh(
         // retried and the one holding this token are two (RFC 9700 §4.14.2).
         return Err(replay(
             state,
-            repo,
+            state.storage.begin().await?,
             &session,
             "a refresh token revoked by a retry was presented",
         )
         .await?);
     }
-    if let Some(user_id) = session.user_id {
-        let active = repo
-            .users()
-            .lookup(user_id)
-            .await?
-            .is_some_and(|u| u.is_active());
-        if !active {
-            return Err(TokenError::invalid_grant(
-                "the account is locked or deactivated",
-            ));
-        }
+    if !user_active {
+        return Err(TokenError::invalid_grant(
+            "the account is locked or deactivated",
+        ));
     }
     // RFC 6749 §6: a requested scope may not exceed the original; narrowing per token is not
     // offered, so it must be the same set.
@@ -93,17 +125,30 @@ pub async fn refresh(
 
     let mut rng = state.storage.entropy().rng.rng();
     if let Some(consumed_at) = stored.consumed_at {
+        let mut repo = state.storage.begin().await?;
         let successor = match stored.next_refresh_token_id {
-            Some(id) => repo.refresh_tokens().lookup(id).await?,
+            Some(id) => match repo.refresh_tokens().lookup(id).await? {
+                Some(next) => Some(RefreshSuccessor {
+                    id: next.id,
+                    access_token_id: next.access_token_id,
+                    usable: next.is_usable(),
+                    // Read only where it can decide.
+                    access_unused: match next.access_token_id {
+                        Some(access) if next.is_usable() => {
+                            repo.access_tokens().lookup(access).await?.is_some_and(|a| {
+                                a.first_used_at.is_none() && a.revoked_at.is_none()
+                            })
+                        }
+                        _ => false,
+                    },
+                }),
+                None => None,
+            },
             None => None,
         };
-        let unused = match &successor {
-            Some(next) => successors_unused(&mut repo, next).await?,
-            None => false,
-        };
         let grace = state.settings.refresh_grace_seconds;
-        let (ConsumedRefresh::Retry, Some(successor)) =
-            (consumed_refresh(consumed_at, unused, grace, now), successor)
+        let ConsumedRefresh::Retry(successor) =
+            consumed_refresh(consumed_at, successor, grace, now)
         else {
             return Err(replay(
                 state,
@@ -139,39 +184,32 @@ pub async fn refresh(
         return Ok(TokenResponse::with_pair(pair, session.scope, None));
     }
 
-    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
-    if !repo
-        .refresh_tokens()
-        .consume(stored.id, pair.refresh.id)
-        .await?
-    {
+    // The rotation (RFC 6749 §6), committed in a transaction shared with the other rotations
+    // of the moment (group commit): its compare-and-set consume decides as it would alone.
+    let access_token = TokenKind::AccessToken.generate(&mut rng);
+    let refresh_token = TokenKind::RefreshToken.generate(&mut rng);
+    let rotation = Rotation {
+        refresh_token_id: stored.id,
+        session_id: session.id,
+        access_token_hash: sha256(&access_token),
+        access_expires_at: Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
+        refresh_token_hash: sha256(&refresh_token),
+    };
+    match state.storage.rotate_refresh_token(rotation).await? {
+        Rotated::Issued { refresh, .. } => Ok(TokenResponse::with_pair(
+            IssuedPair {
+                access_token,
+                refresh_token,
+                refresh,
+            },
+            session.scope,
+            None,
+        )),
         // Another request consumed it between our read and our write.
-        return Err(TokenError::invalid_grant(
+        Rotated::Lost => Err(TokenError::invalid_grant(
             "the refresh token was used concurrently",
-        ));
+        )),
     }
-    repo.oauth2_sessions().touch(session.id).await?;
-    repo.commit().await?;
-    Ok(TokenResponse::with_pair(pair, session.scope, None))
-}
-
-/// Neither token issued by the last refresh was used: the refresh token is neither consumed
-/// nor revoked, and its access token was never presented (`first_used_at`).
-async fn successors_unused(
-    repo: &mut BoxRepository,
-    next: &RefreshToken,
-) -> Result<bool, StorageError> {
-    if !next.is_usable() {
-        return Ok(false);
-    }
-    Ok(match next.access_token_id {
-        Some(id) => repo
-            .access_tokens()
-            .lookup(id)
-            .await?
-            .is_some_and(|a| a.first_used_at.is_none() && a.revoked_at.is_none()),
-        None => true,
-    })
 }
 
 /// RFC 9700 §4.14.2: a refresh token presented by two parties ends the session (its tokens
