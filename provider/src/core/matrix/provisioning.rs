@@ -378,7 +378,7 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
             }
             drop(repo);
             gone_is_done(homeserver.delete_device(&user.username, device_id).await)?;
-            repair_devices(state, &user, [device_id]).await?;
+            repair_devices(state, &user, |d| d == device_id).await?;
         }
         Task::SyncDevices { .. } => {
             let kept = Kept::read(state, &mut repo, user.id).await?;
@@ -399,14 +399,7 @@ async fn perform(state: &Core, task: &Task) -> Result<(), TaskError> {
             }
             // The sync removed every device but `devices`: any other that is in use now
             // comes back.
-            let removed = Kept::read(state, &mut state.storage.reader().await?, user.id).await?;
-            let removed: Vec<String> = removed
-                .provisioning
-                .into_iter()
-                .chain(removed.active)
-                .filter(|d| !devices.contains(d))
-                .collect();
-            repair_devices(state, &user, &removed).await?;
+            repair_devices(state, &user, |d| !devices.contains(d)).await?;
         }
     }
     Ok(())
@@ -526,11 +519,20 @@ pub async fn ensure_device(
 /// How long a mark of [`provision_new_device`] holds off the deletion of its device: longer
 /// than the exchange can take from the mark to its commit, which is at most three homeserver
 /// calls ([`ensure_device`]), each bounded by `matrix.request_timeout_seconds`, and a
-/// transaction. A mark older than that belongs to an exchange that died or gave up (a
-/// homeserver failure leaves it behind: nothing is released), and no longer counts.
+/// transaction (a minute more), and never more than a day (the timeout has no upper bound). A
+/// mark older than that belongs to an exchange that died or gave up (a homeserver failure
+/// leaves it behind: nothing is released), and no longer counts.
 pub fn provisioning_window(state: &Core) -> Duration {
-    let calls = state.settings.matrix.request_timeout.saturating_mul(3);
-    Duration::from_std(calls).unwrap_or(Duration::MAX) + Duration::seconds(60)
+    window_for(state.settings.matrix.request_timeout)
+}
+
+/// [`provisioning_window`] for a homeserver request timeout.
+fn window_for(request_timeout: StdDuration) -> Duration {
+    let window = request_timeout
+        .saturating_mul(3)
+        .saturating_add(StdDuration::from_secs(60))
+        .min(StdDuration::from_secs(24 * 3600));
+    Duration::from_std(window).unwrap_or_else(|_| Duration::days(1))
 }
 
 /// The device of a new session, upserted on the homeserver before the session is committed (a
@@ -587,25 +589,26 @@ impl Kept {
             active,
         })
     }
-
-    fn contains(&self, device_id: &str) -> bool {
-        self.provisioning.contains(device_id) || self.active.contains(device_id)
-    }
 }
 
 /// After a deletion reached the homeserver (see the module documentation, "The device deletion
-/// race"): reads again what must be kept, and upserts every device of `removed` that an
-/// exchange marked or a session took meanwhile.
+/// race"): reads again what must be kept, and upserts every such device the deletion may have
+/// `removed` (an exchange marked it, or a session took it, meanwhile).
 async fn repair_devices(
     state: &Core,
     user: &User,
-    removed: impl IntoIterator<Item = &String>,
+    removed: impl Fn(&str) -> bool,
 ) -> Result<(), TaskError> {
     let kept = {
         let mut repo = state.storage.reader().await?;
         Kept::read(state, &mut repo, user.id).await?
     };
-    for device_id in removed.into_iter().filter(|d| kept.contains(d)) {
+    let back: Vec<&String> = kept
+        .provisioning
+        .union(&kept.active)
+        .filter(|d| removed(d))
+        .collect();
+    for device_id in back {
         tracing::info!(
             device_id,
             "a device deleted from a stale read is in use again: upserting it back"
@@ -703,6 +706,22 @@ mod tests {
         assert_eq!(
             backoff_with_jitter(0, 999),
             Duration::seconds(2) + Duration::milliseconds(999)
+        );
+    }
+
+    #[test]
+    fn a_provisioning_mark_holds_for_three_calls_and_a_minute_at_most_a_day() {
+        assert_eq!(
+            window_for(StdDuration::from_secs(10)),
+            Duration::seconds(90)
+        );
+        assert_eq!(
+            window_for(StdDuration::from_secs(3600)),
+            Duration::seconds(3 * 3600 + 60)
+        );
+        assert_eq!(
+            window_for(StdDuration::from_secs(u64::MAX)),
+            Duration::days(1)
         );
     }
 
