@@ -35,7 +35,7 @@ use sqlx::types::Json;
 use ulid::Ulid;
 
 use super::{
-    compare_and_set, for_each_backend, row_exists,
+    compare_and_set, delete_batch, for_each_backend, row_exists,
     types::{db_precision, DbId, Ts},
     Dialect, StorageError,
 };
@@ -173,6 +173,14 @@ pub trait JobRepository: Send {
         user_id: Ulid,
         since: DateTime<Utc>,
     ) -> Result<BTreeSet<String>, StorageError>;
+
+    /// Deletes up to `limit` marks made before `before` (left by exchanges that died or gave
+    /// up; too old to count) and returns how many.
+    async fn delete_stale_device_provisioning(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -466,6 +474,21 @@ macro_rules! implementation {
                 .fetch_all(self.conn())
                 .await?;
                 Ok(devices.into_iter().collect())
+            }
+
+            async fn delete_stale_device_provisioning(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<u64, StorageError> {
+                delete_batch!(
+                    self,
+                    "devices_in_provisioning",
+                    "user_id, device_id",
+                    "started_at < $1",
+                    Ts(before),
+                    limit
+                )
             }
         }
     };

@@ -5,7 +5,9 @@
 //! expired recovery tickets, expired pending registrations, the `jti`s of expired client
 //! assertions (an expired assertion is refused for its `exp` anyway, RFC 7523 §3 item 4), and,
 //! a [`GRACE`] after they ended or began, device code grants and upstream authorization
-//! sessions (consumed, or abandoned halfway through the upstream's pages).
+//! sessions (consumed, or abandoned halfway through the upstream's pages), and the marks of
+//! devices being provisioned that an exchange left behind when it died or its homeserver call
+//! failed (a mark counts for a day at most, `provisioning_window`; [`GRACE`] is as long).
 //!
 //! What anyone may create without signing in and then abandon goes too, so nobody can grow the
 //! database by starting flows they never finish:
@@ -70,6 +72,7 @@ pub struct Deleted {
     pub abandoned_authorization_grants: u64,
     pub abandoned_compat_sso_logins: u64,
     pub unused_clients: u64,
+    pub stale_device_provisioning_marks: u64,
 }
 
 impl Deleted {
@@ -84,6 +87,7 @@ impl Deleted {
             + self.abandoned_authorization_grants
             + self.abandoned_compat_sso_logins
             + self.unused_clients
+            + self.stale_device_provisioning_marks
     }
 }
 
@@ -100,10 +104,11 @@ enum Table {
     AuthorizationGrants,
     CompatSsoLogins,
     UnusedClients,
+    DeviceProvisioningMarks,
 }
 
 impl Table {
-    const ALL: [Table; 10] = [
+    const ALL: [Table; 11] = [
         Table::RateLimitBuckets,
         Table::EmailVerifications,
         Table::PendingRegistrations,
@@ -114,6 +119,7 @@ impl Table {
         Table::AuthorizationGrants,
         Table::CompatSsoLogins,
         Table::UnusedClients,
+        Table::DeviceProvisioningMarks,
     ];
 
     /// Deletes one batch of the table's dead rows, as of `now`.
@@ -184,6 +190,12 @@ impl Table {
                     .delete_unused_dynamic(now - UNUSED_CLIENT_AGE, BATCH)
                     .await
             }
+            // Older than any provisioning window (capped at a day): they no longer count.
+            Table::DeviceProvisioningMarks => {
+                repo.jobs()
+                    .delete_stale_device_provisioning(now - GRACE, BATCH)
+                    .await
+            }
         }
     }
 
@@ -199,6 +211,7 @@ impl Table {
             Table::AuthorizationGrants => &mut deleted.abandoned_authorization_grants,
             Table::CompatSsoLogins => &mut deleted.abandoned_compat_sso_logins,
             Table::UnusedClients => &mut deleted.unused_clients,
+            Table::DeviceProvisioningMarks => &mut deleted.stale_device_provisioning_marks,
         }
     }
 }

@@ -691,6 +691,64 @@ async fn a_client_someone_signs_in_with_stays(db: TestDb) {
     assert!(repo.clients().lookup(polling.id).await.unwrap().is_some());
 }
 
+/// A device-provisioning mark an exchange left behind (it died, or its homeserver call failed)
+/// goes once it is older than [`housekeeping::GRACE`], longer than any provisioning window;
+/// a fresh one stays, and so does another user's.
+async fn stale_device_provisioning_marks_go(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo.users().add("alice").await.unwrap().id;
+    let bob = repo.users().add("bob").await.unwrap().id;
+    repo.jobs()
+        .mark_device_provisioning(alice, "LEFTBEHIND")
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    let t0 = db.clock.now_db();
+
+    db.clock.advance(housekeeping::GRACE);
+    let mut repo = db.storage.begin().await.unwrap();
+    repo.jobs()
+        .mark_device_provisioning(bob, "FRESH")
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    assert_eq!(
+        housekeeping::run_once(&db.storage)
+            .await
+            .unwrap()
+            .stale_device_provisioning_marks,
+        0,
+        "exactly GRACE old: kept"
+    );
+
+    db.clock.advance(Duration::seconds(1));
+    let deleted = housekeeping::run_once(&db.storage).await.unwrap();
+    assert_eq!(
+        deleted,
+        Deleted {
+            stale_device_provisioning_marks: 1,
+            ..Deleted::default()
+        }
+    );
+    let mut repo = db.storage.begin().await.unwrap();
+    assert!(repo
+        .jobs()
+        .devices_in_provisioning(alice, t0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        repo.jobs()
+            .devices_in_provisioning(bob, t0)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["FRESH"]
+    );
+    repo.commit().await.unwrap();
+}
+
 backend_tests!(
     expired_verification_codes_go,
     expired_recovery_tickets_go,
@@ -702,4 +760,5 @@ backend_tests!(
     an_abandoned_grants_live_session_ends_before_it_goes,
     an_abandoned_sso_logins_live_session_ends_before_it_goes,
     a_client_someone_signs_in_with_stays,
+    stale_device_provisioning_marks_go,
 );

@@ -30,7 +30,7 @@ use crate::core::sessions::{abandon_device, end_compat_session, start_compat_ses
 use crate::http::kit;
 use crate::{
     core::{
-        matrix::provisioning::{self, ensure_device, AfterCommit},
+        matrix::provisioning::{self, AfterCommit},
         rate_limit::ClientIp,
         sign_in::{attempt_sign_in, AttemptError, Refusal},
     },
@@ -442,13 +442,16 @@ async fn token_login(
         .unwrap_or_else(|| session.device_id.clone());
     // Upserted when the login was completed; again here, since this is when the client gets
     // its token (and with the display name it gives now). With no transaction open: if the
-    // homeserver fails, the token was not used and may be tried again.
+    // homeserver fails, the token was not used and may be tried again. Marked as being
+    // provisioned first, as the password login: the client may name a device ID whose deletion
+    // an earlier logout queued (`provisioning`, "The device deletion race"); the session's
+    // transaction clears the mark.
     let name = if replaced {
         display_name
     } else {
         display_name.or(session.human_name.as_deref())
     };
-    ensure_device(state, &user, &device_id, name).await?;
+    provisioning::provision_new_device(state, &user, &device_id, name).await?;
     let exchanged = exchange_login(
         state, &login, &session, &user, &device_id, &device, user_agent,
     )
