@@ -323,7 +323,9 @@ impl HashingPool {
                 std::thread::Builder::new()
                     .name(format!("password-hash-{i}"))
                     .spawn(move || Self::work(&queue))
-                    .map_err(|e| tracing::error!(error = %e, "can't start a password hashing thread"))
+                    .map_err(
+                        |e| tracing::error!(error = %e, "can't start a password hashing thread"),
+                    )
                     .is_ok()
             })
             .count();
@@ -389,7 +391,11 @@ fn lower_thread_priority() {
         // SAFETY: setpriority only changes the scheduling priority of the thread `gettid` names,
         // the calling one; it reads and writes no memory of ours.
         let result = unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, HASHING_NICE)
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                libc::gettid() as libc::id_t,
+                HASHING_NICE,
+            )
         };
         if result != 0 {
             tracing::warn!(
@@ -496,7 +502,9 @@ impl PasswordHasher {
         let params = self.current_params.clone();
         let mut rng = self.rng.rng();
         let hash = self
-            .run_hashing(move |scratch| hash_argon2id(params, &mut rng, password.as_bytes(), scratch))
+            .run_hashing(move |scratch| {
+                hash_argon2id(params, &mut rng, password.as_bytes(), scratch)
+            })
             .await??;
         Ok((self.current_version, hash))
     }
