@@ -239,15 +239,31 @@ async fn handle(
     body: &[u8],
 ) -> Result<Introspection, IntrospectionError> {
     let params = form_params(headers, body)?;
-    let caller = authenticate(state, client_ip, headers, &params).await?;
+    let now = state.storage.entropy().clock.now();
+    // An OAuth 2.0 access token, the hot path, is looked up beside the caller's authentication
+    // (batched reads at once instead of one after the other, issue 16). The lookup only reads,
+    // and its answer is used only once the caller is authenticated (RFC 7662 §2.1); an
+    // address refused for its failed authentications costs one batched read more.
+    let access_token = token_param(&params)
+        .ok()
+        .filter(|token| matches!(TokenKind::parse(token), Ok(TokenKind::AccessToken)));
+    let (caller, prefetched) =
+        tokio::join!(authenticate(state, client_ip, headers, &params), async {
+            match access_token {
+                Some(token) => Some(find_active_access_token(&state.storage, token, now).await),
+                None => None,
+            }
+        });
+    let caller = caller?;
     let token = token_param(&params)?;
     let supports_device_id = headers
         .get(SUPPORTS_DEVICE_ID_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
-    let now = state.storage.entropy().clock.now();
-    let found = lookup(state, &caller, token, now)
-        .await
-        .map_err(TokenError::server)?;
+    let found = match prefetched {
+        Some(read) => read.map(|found| found.map(oauth2_access_token)),
+        None => lookup(state, &caller, token, now).await,
+    }
+    .map_err(TokenError::server)?;
     let admin_clients = &state.settings.admin_clients;
     // RFC 7662 §4: only to a caller with business with the token.
     let Some(active) =
