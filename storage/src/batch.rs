@@ -42,12 +42,12 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::{
     clients::{client_columns, ClientRow},
-    hot::{BoxFuture, HotRepositories},
+    hot::HotRepositories,
     oauth2_sessions::{
         active_token_columns, active_token_conditions, active_token_joins, TokenWithSessionRow,
     },
     token_writer::same_error,
-    AccessTokenRepository, ActiveAccessToken, BoxRepository, Client, ClientRepository,
+    AccessTokenRepository, ActiveAccessToken, BoxFuture, BoxRepository, Client, ClientRepository,
     PgRepository, RateLimitRepository, SqliteRepository, Storage, StorageError, TokenHash,
 };
 
@@ -286,6 +286,12 @@ pub(crate) struct Reads {
     rate_limits: Batcher<RateLimitBuckets>,
 }
 
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reads").finish_non_exhaustive()
+    }
+}
+
 impl Storage {
     /// The active OAuth 2.0 access token with this hash at `now` (as
     /// [`AccessTokenRepository::find_active_by_hash`]), read in one statement with the other
@@ -314,7 +320,7 @@ impl Storage {
     }
 
     async fn batched<L: Lookup>(&self, pick: fn(&Reads) -> &Batcher<L>, key: L::Key) -> Answer<L> {
-        let queue = pick(&self.hot.reads)
+        let queue = pick(&self.reads)
             .0
             .get_or_init(|| self.spawn_readers::<L>());
         let (reply, answer) = oneshot::channel();
@@ -341,6 +347,7 @@ impl Storage {
             entropy: self.entropy.clone(),
             writer: Arc::default(),
             hot: Arc::new(HotRepositories::new(0)),
+            reads: Arc::default(),
         };
         for _ in 0..L::READERS {
             tokio::spawn(run::<L>(

@@ -44,8 +44,6 @@ pub(crate) struct HotRepositories {
     limit: usize,
     /// Set by [`HotRepositories::close`]: nothing more is kept.
     closed: AtomicBool,
-    /// The queues of the batched reads, which run on these connections (`crate::batch`).
-    pub(crate) reads: crate::batch::Reads,
 }
 
 impl std::fmt::Debug for HotRepositories {
@@ -64,7 +62,6 @@ impl HotRepositories {
             kept: AtomicUsize::new(0),
             limit,
             closed: AtomicBool::new(false),
-            reads: crate::batch::Reads::default(),
         }
     }
 

@@ -224,6 +224,8 @@ pub struct Storage {
     writer: std::sync::Arc<token_writer::Writers>,
     /// Repositories kept for hot reads ([`Storage::hot_read`]).
     hot: std::sync::Arc<hot::HotRepositories>,
+    /// The queues of the batched reads, which run on the kept repositories (`batch`).
+    reads: std::sync::Arc<batch::Reads>,
 }
 
 /// A migration that [`Storage::migrate`] applied.
@@ -290,6 +292,7 @@ impl Storage {
             entropy,
             writer: std::sync::Arc::default(),
             hot: std::sync::Arc::new(hot),
+            reads: std::sync::Arc::default(),
         })
     }
 

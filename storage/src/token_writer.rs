@@ -36,8 +36,8 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::{
-    hot::BoxFuture, rate_limits::BatchedSpend, AccessToken, NewSessionToken, OAuth2Session,
-    Rotated, Rotation, Spend, Storage, StorageError,
+    rate_limits::BatchedSpend, AccessToken, BoxFuture, NewSessionToken, OAuth2Session, Rotated,
+    Rotation, Spend, Storage, StorageError,
 };
 
 /// Runs `$body` (statements on `$self`, a repository on a plain connection, such as one
@@ -171,6 +171,7 @@ impl Storage {
             entropy: self.entropy.clone(),
             writer: Arc::default(),
             hot: self.hot.clone(),
+            reads: Arc::default(),
         };
         for _ in 0..WRITERS {
             let storage = storage.clone();

@@ -519,6 +519,9 @@ async fn exchange_login(
         claimed = replaced;
         session
     } else {
+        // The device made at the login's completion, upserted again (and marked) just before:
+        // its mark goes with this commit (`start_compat_session` does it in the other branch).
+        provisioning::device_provisioned(&mut repo, user.id, device_id).await?;
         session
     };
     let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
