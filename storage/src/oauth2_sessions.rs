@@ -601,8 +601,70 @@ macro_rules! refresh_token_columns {
     };
 }
 
+/// The one `INSERT` of each token table, shared by the repositories of this module.
+#[async_trait]
+trait InsertTokens {
+    /// Access tokens in one statement (multi-row `VALUES`): a lone token, a group-committed
+    /// batch, the pairs of a batch of rotations. A hash already stored is
+    /// [`StorageError::Conflict`].
+    async fn insert_access_tokens(&mut self, tokens: &[&AccessToken]) -> Result<(), StorageError>;
+
+    /// Refresh tokens, as [`Self::insert_access_tokens`].
+    async fn insert_refresh_tokens(&mut self, tokens: &[&RefreshToken])
+        -> Result<(), StorageError>;
+}
+
 macro_rules! implementation {
     ($repo:ty) => {
+        #[async_trait]
+        impl InsertTokens for $repo {
+            async fn insert_access_tokens(
+                &mut self,
+                tokens: &[&AccessToken],
+            ) -> Result<(), StorageError> {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO oauth2_access_tokens \
+                     (id, session_id, token_hash, created_at, expires_at) ",
+                );
+                insert.push_values(tokens, |mut row, token| {
+                    row.push_bind(DbId(token.id))
+                        .push_bind(DbId(token.session_id))
+                        .push_bind(token.token_hash.to_vec())
+                        .push_bind(Ts(token.created_at))
+                        .push_bind(token.expires_at.map(Ts));
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                let done = insert.build().execute(self.conn()).await?;
+                if done.rows_affected() != tokens.len() as u64 {
+                    return Err(StorageError::Conflict("access token"));
+                }
+                Ok(())
+            }
+
+            async fn insert_refresh_tokens(
+                &mut self,
+                tokens: &[&RefreshToken],
+            ) -> Result<(), StorageError> {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO oauth2_refresh_tokens \
+                     (id, session_id, token_hash, access_token_id, created_at) ",
+                );
+                insert.push_values(tokens, |mut row, token| {
+                    row.push_bind(DbId(token.id))
+                        .push_bind(DbId(token.session_id))
+                        .push_bind(token.token_hash.to_vec())
+                        .push_bind(token.access_token_id.map(DbId))
+                        .push_bind(Ts(token.created_at));
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                let done = insert.build().execute(self.conn()).await?;
+                if done.rows_affected() != tokens.len() as u64 {
+                    return Err(StorageError::Conflict("refresh token"));
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait]
         impl OAuth2SessionRepository for $repo {
             async fn add(
@@ -687,22 +749,8 @@ macro_rules! implementation {
                         .push_bind(Ts(session.created_at));
                 });
                 sessions.build().execute(self.conn()).await?;
-                let mut tokens = sqlx::QueryBuilder::new(
-                    "INSERT INTO oauth2_access_tokens \
-                     (id, session_id, token_hash, created_at, expires_at) ",
-                );
-                tokens.push_values(&rows, |mut b, (_, token)| {
-                    b.push_bind(DbId(token.id))
-                        .push_bind(DbId(token.session_id))
-                        .push_bind(token.token_hash.to_vec())
-                        .push_bind(Ts(token.created_at))
-                        .push_bind(token.expires_at.map(Ts));
-                });
-                tokens.push(" ON CONFLICT DO NOTHING");
-                let done = tokens.build().execute(self.conn()).await?;
-                if done.rows_affected() != rows.len() as u64 {
-                    return Err(StorageError::Conflict("access token"));
-                }
+                let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
+                self.insert_access_tokens(&tokens).await?;
                 Ok(rows)
             }
 
@@ -835,19 +883,7 @@ macro_rules! implementation {
                     revoked_at: None,
                     first_used_at: None,
                 };
-                let done = sqlx::query(
-                    "INSERT INTO oauth2_access_tokens \
-                     (id, session_id, token_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(DbId(token.id))
-                .bind(DbId(session_id))
-                .bind(&token_hash[..])
-                .bind(Ts(token.created_at))
-                .bind(token.expires_at.map(Ts))
-                .execute(self.conn())
-                .await?;
-                StorageError::inserted(done, "access token")?;
+                self.insert_access_tokens(&[&token]).await?;
                 Ok(token)
             }
 
@@ -971,19 +1007,7 @@ macro_rules! implementation {
                     next_refresh_token_id: None,
                     revoked_at: None,
                 };
-                let done = sqlx::query(
-                    "INSERT INTO oauth2_refresh_tokens \
-                     (id, session_id, token_hash, access_token_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(DbId(token.id))
-                .bind(DbId(session_id))
-                .bind(&token_hash[..])
-                .bind(access_token_id.map(DbId))
-                .bind(Ts(token.created_at))
-                .execute(self.conn())
-                .await?;
-                StorageError::inserted(done, "refresh token")?;
+                self.insert_refresh_tokens(&[&token]).await?;
                 Ok(token)
             }
 
@@ -1068,36 +1092,10 @@ macro_rules! implementation {
                         pairs.push((access, refresh));
                     }
                     // The new tokens first: `next_refresh_token_id` refers to the new refresh token.
-                    let mut access = sqlx::QueryBuilder::new(
-                        "INSERT INTO oauth2_access_tokens \
-                         (id, session_id, token_hash, created_at, expires_at) ",
-                    );
-                    access.push_values(&pairs, |mut b, (token, _)| {
-                        b.push_bind(DbId(token.id))
-                            .push_bind(DbId(token.session_id))
-                            .push_bind(token.token_hash.to_vec())
-                            .push_bind(Ts(token.created_at))
-                            .push_bind(token.expires_at.map(Ts));
-                    });
-                    access.push(" ON CONFLICT DO NOTHING");
-                    if access.build().execute(self.conn()).await?.rows_affected() != pairs.len() as u64 {
-                        return Err(StorageError::Conflict("access token"));
-                    }
-                    let mut refresh = sqlx::QueryBuilder::new(
-                        "INSERT INTO oauth2_refresh_tokens \
-                         (id, session_id, token_hash, access_token_id, created_at) ",
-                    );
-                    refresh.push_values(&pairs, |mut b, (_, token)| {
-                        b.push_bind(DbId(token.id))
-                            .push_bind(DbId(token.session_id))
-                            .push_bind(token.token_hash.to_vec())
-                            .push_bind(token.access_token_id.map(DbId))
-                            .push_bind(Ts(token.created_at));
-                    });
-                    refresh.push(" ON CONFLICT DO NOTHING");
-                    if refresh.build().execute(self.conn()).await?.rows_affected() != pairs.len() as u64 {
-                        return Err(StorageError::Conflict("refresh token"));
-                    }
+                    let access: Vec<&AccessToken> = pairs.iter().map(|(token, _)| token).collect();
+                    self.insert_access_tokens(&access).await?;
+                    let refresh: Vec<&RefreshToken> = pairs.iter().map(|(_, token)| token).collect();
+                    self.insert_refresh_tokens(&refresh).await?;
                     // Each consume in the batch's order, as `consume` does it: an item presenting a
                     // token an earlier item consumed loses, as it would have after that one's commit.
                     let mut rotated = Vec::with_capacity(items.len());
