@@ -30,7 +30,7 @@ use crate::core::sessions::{abandon_device, end_compat_session, start_compat_ses
 use crate::http::kit;
 use crate::{
     core::{
-        matrix::provisioning::{self, AfterCommit},
+        matrix::provisioning::{self, ensure_device, AfterCommit},
         rate_limit::ClientIp,
         sign_in::{attempt_sign_in, AttemptError, Refusal},
     },
@@ -442,16 +442,17 @@ async fn token_login(
         .unwrap_or_else(|| session.device_id.clone());
     // Upserted when the login was completed; again here, since this is when the client gets
     // its token (and with the display name it gives now). With no transaction open: if the
-    // homeserver fails, the token was not used and may be tried again. Marked as being
-    // provisioned first, as the password login: the client may name a device ID whose deletion
-    // an earlier logout queued (`provisioning`, "The device deletion race"); the session's
-    // transaction clears the mark.
-    let name = if replaced {
-        display_name
+    // homeserver fails, the token was not used and may be tried again. The login's own device
+    // is held by its live session, which every deletion job reads; a device the client names
+    // instead is new to this login, so it is marked as being provisioned first, as the
+    // password login's (`provisioning`, "The device deletion race"), and the new session's
+    // transaction (`start_compat_session`) clears the mark.
+    if replaced {
+        provisioning::provision_new_device(state, &user, &device_id, display_name).await?;
     } else {
-        display_name.or(session.human_name.as_deref())
-    };
-    provisioning::provision_new_device(state, &user, &device_id, name).await?;
+        let name = display_name.or(session.human_name.as_deref());
+        ensure_device(state, &user, &device_id, name).await?;
+    }
     let exchanged = exchange_login(
         state, &login, &session, &user, &device_id, &device, user_agent,
     )
@@ -519,9 +520,6 @@ async fn exchange_login(
         claimed = replaced;
         session
     } else {
-        // The device made at the login's completion, upserted again (and marked) just before:
-        // its mark goes with this commit (`start_compat_session` does it in the other branch).
-        provisioning::device_provisioned(&mut repo, user.id, device_id).await?;
         session
     };
     let tokens = issue_tokens(&mut repo, session.id, device.refresh_token, now, &mut rng).await?;
