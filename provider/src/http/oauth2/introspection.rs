@@ -240,30 +240,28 @@ async fn handle(
 ) -> Result<Introspection, IntrospectionError> {
     let params = form_params(headers, body)?;
     let now = state.storage.entropy().clock.now();
-    // An OAuth 2.0 access token, the hot path, is looked up beside the caller's authentication
-    // (batched reads at once instead of one after the other, issue 16). The lookup only reads,
-    // and its answer is used only once the caller is authenticated (RFC 7662 §2.1); an
-    // address refused for its failed authentications costs one batched read more.
-    let access_token = token_param(&params)
-        .ok()
-        .filter(|token| matches!(TokenKind::parse(token), Ok(TokenKind::AccessToken)));
-    let (caller, prefetched) =
-        tokio::join!(authenticate(state, client_ip, headers, &params), async {
-            match access_token {
-                Some(token) => Some(find_active_access_token(&state.storage, token, now).await),
-                None => None,
-            }
-        });
+    // The token is looked up beside the caller's authentication (reads at once instead of one
+    // after the other, issue 16). The lookup only reads, and its answer is used only once the
+    // caller is authenticated (RFC 7662 §2.1); an address refused for its failed
+    // authentications costs one read more. Only a refresh token's lookup needs the caller.
+    let token = token_param(&params);
+    let (caller, found) = tokio::join!(authenticate(state, client_ip, headers, &params), async {
+        match &token {
+            Ok(token) => lookup(state, token, now).await,
+            Err(_) => Ok(Found::Token(None)),
+        }
+    });
     let caller = caller?;
-    let token = token_param(&params)?;
+    let token = token?;
     let supports_device_id = headers
         .get(SUPPORTS_DEVICE_ID_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
-    let found = match prefetched {
-        Some(read) => read.map(|found| found.map(oauth2_access_token)),
-        None => lookup(state, &caller, token, now).await,
-    }
-    .map_err(TokenError::server)?;
+    let found = match found.map_err(TokenError::server)? {
+        Found::Token(found) => found,
+        Found::RefreshToken => refresh_token(state, &caller, token)
+            .await
+            .map_err(TokenError::server)?,
+    };
     let admin_clients = &state.settings.admin_clients;
     // RFC 7662 §4: only to a caller with business with the token.
     let Some(active) =
@@ -394,17 +392,19 @@ async fn active_user(
     Ok(repo.users().lookup(id).await?.filter(User::is_active))
 }
 
+/// What [`lookup`] found without knowing the caller.
+enum Found {
+    Token(Option<ActiveToken>),
+    /// A refresh token: whether it is active depends on who asks ([`refresh_token`]).
+    RefreshToken,
+}
+
 /// Looks the token up by its kind (the prefix, checked by the checksum first). An OAuth 2.0
 /// access token, the hot path, is read in one statement shared with the other requests of that
 /// moment (`Storage::find_active_access_token`); the other kinds on a kept connection
 /// (`Storage::hot_read`: no pool pings around the statements, or a pooled connection when none
 /// is free or the kept one failed; they only read, so running them twice is harmless).
-async fn lookup(
-    state: &AppState,
-    caller: &Caller,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<ActiveToken>, StorageError> {
+async fn lookup(state: &AppState, token: &str, now: DateTime<Utc>) -> Result<Found, StorageError> {
     let storage = &state.storage;
     // RFC 7662 §2.2: a malformed token "does not exist on this server": no query at all.
     let Ok(kind) = TokenKind::parse(token) else {
@@ -418,28 +418,18 @@ async fn lookup(
                         Box::pin(compat_access_token(repo, hash, now))
                     })
                     .await
+                    .map(Found::Token)
             }
-            _ => Ok(None),
+            _ => Ok(Found::Token(None)),
         };
     };
     match kind {
-        TokenKind::AccessToken => Ok(find_active_access_token(storage, token, now)
-            .await?
-            .map(oauth2_access_token)),
-        // Refresh tokens only ever travel between a client and this server: a client may
-        // introspect its own; the homeserver never sees one (RFC 7662 §2.2: "not allowed to
-        // introspect this particular token").
-        TokenKind::RefreshToken => match caller {
-            Caller::Client(client) => {
-                let hash = sha256(token);
-                storage
-                    .hot_read(&(client, hash), |repo, (client, hash)| {
-                        Box::pin(oauth2_refresh_token(repo, client, hash))
-                    })
-                    .await
-            }
-            Caller::Homeserver => Ok(None),
-        },
+        TokenKind::AccessToken => Ok(Found::Token(
+            find_active_access_token(storage, token, now)
+                .await?
+                .map(oauth2_access_token),
+        )),
+        TokenKind::RefreshToken => Ok(Found::RefreshToken),
         TokenKind::CompatAccessToken => {
             let hash = sha256(token);
             storage
@@ -447,9 +437,32 @@ async fn lookup(
                     Box::pin(compat_access_token(repo, hash, now))
                 })
                 .await
+                .map(Found::Token)
         }
         // Compat refresh tokens belong to no OAuth 2.0 client; personal tokens are not issued.
-        TokenKind::CompatRefreshToken | TokenKind::PersonalAccessToken => Ok(None),
+        TokenKind::CompatRefreshToken | TokenKind::PersonalAccessToken => Ok(Found::Token(None)),
+    }
+}
+
+/// A refresh token, for the caller. Refresh tokens only ever travel between a client and this
+/// server: a client may introspect its own; the homeserver never sees one (RFC 7662 §2.2: "not
+/// allowed to introspect this particular token").
+async fn refresh_token(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+) -> Result<Option<ActiveToken>, StorageError> {
+    let storage = &state.storage;
+    match caller {
+        Caller::Client(client) => {
+            let hash = sha256(token);
+            storage
+                .hot_read(&(client, hash), |repo, (client, hash)| {
+                    Box::pin(oauth2_refresh_token(repo, client, hash))
+                })
+                .await
+        }
+        Caller::Homeserver => Ok(None),
     }
 }
 
