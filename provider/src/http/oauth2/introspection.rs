@@ -393,6 +393,9 @@ async fn active_user(
 }
 
 /// What [`lookup`] found without knowing the caller.
+// A return value moved once per request: boxing the large variant would only add an
+// allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Found {
     Token(Option<ActiveToken>),
     /// A refresh token: whether it is active depends on who asks ([`refresh_token`]).
