@@ -388,12 +388,21 @@ impl<'a> Doctor<'a> {
             let storage =
                 Storage::connect(&self.settings.database_url, &settings, Entropy::system()).await?;
             let pinged = storage.ping().await;
+            // Asked only of a server that answers; a failure to ask is not the check's business.
+            let autovacuum_off = pinged.is_ok() && storage.autovacuum_off().await.unwrap_or(false);
             storage.close().await;
-            pinged
+            pinged.map(|()| autovacuum_off)
         })
         .await;
         match attempt {
-            Ok(Ok(())) => Check::ok(NAME, format!("{url} answers")),
+            Ok(Ok(true)) => Check::warn(
+                NAME,
+                format!("{url} answers, but its autovacuum is off"),
+                "turn autovacuum on (postgresql.conf `autovacuum = on`), or run `VACUUM ANALYZE` \
+                 regularly: without it table statistics go stale and deleted rows (expired \
+                 tokens, rate-limit buckets) are never reclaimed",
+            ),
+            Ok(Ok(false)) => Check::ok(NAME, format!("{url} answers")),
             Ok(Err(e)) => Check::fail(
                 NAME,
                 format!("{url}: {e}"),

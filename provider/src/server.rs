@@ -72,6 +72,12 @@ pub async fn prepare(
             tracing::info!(version = m.version, description = %m.description, "applied migration");
         }
     }
+    if let Ok(true) = storage.autovacuum_off().await {
+        tracing::warn!(
+            "PostgreSQL's autovacuum is off: table statistics go stale and deleted rows are never \
+             reclaimed; run VACUUM ANALYZE regularly, or turn autovacuum on (`provider doctor`)"
+        );
+    }
     let report = sync::sync_clients(storage, settings, false, false).await?;
     if report.changed() {
         tracing::info!(created = ?report.created, updated = ?report.updated, "synced static clients");

@@ -160,11 +160,25 @@ async fn a_well_configured_deployment_passes(db: TestDb) {
     assert_eq!(out.code, Some(0), "{out:#?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), CHECKS.len() + 1, "{}", out.stdout);
+    // A PostgreSQL server with autovacuum off (as the CI machine's is) is a warning, which
+    // leaves the exit status 0.
+    let autovacuum_off = db.storage.autovacuum_off().await.unwrap();
     for (line, name) in lines.iter().zip(CHECKS) {
+        if name == "database" && autovacuum_off {
+            assert!(line.starts_with("⚠️ database: "), "{line}");
+            assert!(line.contains("autovacuum is off → "), "{line}");
+            assert!(line.contains("VACUUM ANALYZE"), "{line}");
+            continue;
+        }
         assert!(line.starts_with(&format!("✅ {name}: ")), "{line}");
         assert!(!line.contains(" → "), "no hint on a passing check: {line}");
     }
-    assert_eq!(lines[CHECKS.len()], "11 passed, 0 warnings, 0 failed");
+    let summary = if autovacuum_off {
+        "10 passed, 1 warning, 0 failed"
+    } else {
+        "11 passed, 0 warnings, 0 failed"
+    };
+    assert_eq!(lines[CHECKS.len()], summary);
     // Plain text on a pipe: no colour codes.
     assert!(!out.stdout.contains('\x1b'));
     assert!(out.line("issuer").contains(provider.base_url.as_str()));
@@ -182,6 +196,10 @@ async fn a_well_configured_deployment_passes(db: TestDb) {
     assert_eq!(checks.len(), CHECKS.len());
     for (check, name) in checks.iter().zip(CHECKS) {
         assert_eq!(check["name"], name);
+        if name == "database" && autovacuum_off {
+            assert_eq!(check["status"], "warn", "{check}");
+            continue;
+        }
         assert_eq!(check["status"], "ok", "{check}");
         assert!(check.get("hint").is_none());
     }
@@ -209,11 +227,12 @@ async fn a_wrong_shared_secret_fails_with_a_hint(db: TestDb) {
     ] {
         out.assert_ok(name);
     }
-    assert!(
-        out.stdout.ends_with("10 passed, 0 warnings, 1 failed\n"),
-        "{}",
-        out.stdout
-    );
+    let summary = if db.storage.autovacuum_off().await.unwrap() {
+        "9 passed, 1 warning, 1 failed\n"
+    } else {
+        "10 passed, 0 warnings, 1 failed\n"
+    };
+    assert!(out.stdout.ends_with(summary), "{}", out.stdout);
 
     let out = setup
         .doctor(&["--json"], Some("not-the-secret-0123456789"))
@@ -245,14 +264,10 @@ async fn a_homeserver_that_is_down_fails(db: TestDb) {
     let setup = Setup::new(&db, &provider, &format!("http://{closed}/"));
     let out = setup.doctor(&[], None).await;
     assert_eq!(out.code, Some(1), "{out:#?}");
-    // The provider side is fine.
-    for name in [
-        "signing keys",
-        "database",
-        "issuer",
-        "public base",
-        "published keys",
-    ] {
+    // The provider side is fine (the database answers; a warning about its autovacuum is not
+    // a failure).
+    assert!(!out.line("database").starts_with("❌ "), "{out:#?}");
+    for name in ["signing keys", "issuer", "public base", "published keys"] {
         out.assert_ok(name);
     }
     out.assert_failed(

@@ -21,6 +21,14 @@
 //!
 //! Nothing read is kept: every use queries the database, so a revocation is seen at once by
 //! every replica.
+//!
+//! Plans: PostgreSQL plans a prepared statement once for every later execution on its
+//! connection, from what it knew of the tables then, and the pool's connections are renewed
+//! every half hour (sqlx's `max_lifetime`); a kept connection would keep its plans for as long
+//! as the process runs. A plan made on a table of ten rows reads the whole table for each key
+//! once the table holds a million (see `batch::ACTIVE_ACCESS_TOKENS_SQL`). So a kept
+//! connection forgets its statements every [`REPLAN_EVERY`] (by the injected clock) before its
+//! next read, which plans them again from the tables of the day: a few prepares a minute.
 
 use std::{
     future::Future,
@@ -31,14 +39,23 @@ use std::{
     },
 };
 
+use chrono::{DateTime, Duration, Utc};
+
 use crate::{BoxRepository, Held, Pool, Storage, StorageError};
+
+/// How long a kept connection uses the plans of its statements before planning them again
+/// (see the module, "Plans").
+pub const REPLAN_EVERY: Duration = Duration::seconds(60);
+
+/// A kept repository and when its statements were last planned (prepared afresh).
+type Kept = (BoxRepository, Option<DateTime<Utc>>);
 
 /// A boxed `Send` future borrowing for `'a`: what a [`Storage::hot_read`] closure returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The kept repositories of a [`Storage`].
 pub(crate) struct HotRepositories {
-    idle: Mutex<Vec<BoxRepository>>,
+    idle: Mutex<Vec<Kept>>,
     /// Kept repositories, idle or lent.
     kept: AtomicUsize,
     limit: usize,
@@ -80,6 +97,8 @@ impl HotRepositories {
 /// or was cancelled: see the module); [`Lent::keep`] keeps it for the next read.
 struct Lent {
     repo: Option<BoxRepository>,
+    /// `None`: new to the kept connections (its plans may be half an hour old).
+    planned_at: Option<DateTime<Utc>>,
     home: Arc<HotRepositories>,
 }
 
@@ -96,7 +115,7 @@ impl Lent {
         let Some(repo) = self.repo.take() else { return };
         if !self.home.closed.load(Ordering::Acquire) {
             if let Ok(mut idle) = self.home.idle.lock() {
-                idle.push(repo);
+                idle.push((repo, self.planned_at));
                 return;
             }
         }
@@ -130,9 +149,18 @@ impl Storage {
         F: for<'r> FnMut(&'r mut BoxRepository, &'r C) -> BoxFuture<'r, Result<T, StorageError>>,
     {
         if let Some(mut lent) = self.lend_hot() {
-            if let Ok(value) = read(lent.repo(), context).await {
-                lent.keep();
-                return Ok(value);
+            let now = self.entropy.clock.now();
+            let replanned = if lent.planned_at.is_none_or(|at| now - at >= REPLAN_EVERY) {
+                lent.planned_at = Some(now);
+                lent.repo().forget_statements().await
+            } else {
+                Ok(())
+            };
+            if replanned.is_ok() {
+                if let Ok(value) = read(lent.repo(), context).await {
+                    lent.keep();
+                    return Ok(value);
+                }
             }
             // Dropped: the connection goes back to the pool, which checks it.
         }
@@ -147,8 +175,8 @@ impl Storage {
             return None;
         }
         let idle = home.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let repo = match idle {
-            Some(repo) => repo,
+        let (repo, planned_at) = match idle {
+            Some(kept) => kept,
             None => {
                 home.kept
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -166,7 +194,7 @@ impl Storage {
                         .map(|c| Box::new(self.repository(Held::Conn(c))) as BoxRepository),
                 };
                 match acquired {
-                    Some(repo) => repo,
+                    Some(repo) => (repo, None),
                     None => {
                         home.kept.fetch_sub(1, Ordering::AcqRel);
                         return None;
@@ -176,6 +204,7 @@ impl Storage {
         };
         Some(Lent {
             repo: Some(repo),
+            planned_at,
             home: home.clone(),
         })
     }

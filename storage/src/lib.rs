@@ -50,7 +50,10 @@ use sqlx::{
 use ulid::Ulid;
 
 pub use self::{
-    batch::{BatchReadRepository, MAX_BATCH as MAX_READ_BATCH},
+    batch::{
+        BatchReadRepository, ACTIVE_ACCESS_TOKENS_SQL, CLIENTS_SQL, MAX_BATCH as MAX_READ_BATCH,
+        RATE_LIMITS_SQL,
+    },
     browser_sessions::*,
     client_assertions::*,
     clients::*,
@@ -340,6 +343,23 @@ impl Storage {
         }
     }
 
+    /// Is PostgreSQL's autovacuum off? Without it the tables' statistics are never refreshed and
+    /// deleted rows never reclaimed (rate-limit buckets and tokens churn); the provider then
+    /// relies on re-planning its statements ([`crate::hot`], "Plans") and on the operator's own
+    /// `VACUUM ANALYZE`. Always `false` on SQLite.
+    pub async fn autovacuum_off(&self) -> Result<bool, StorageError> {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let (off,): (bool,) =
+                    sqlx::query_as("SELECT current_setting('autovacuum') = 'off'")
+                        .fetch_one(pool)
+                        .await?;
+                Ok(off)
+            }
+            Pool::Sqlite(_) => Ok(false),
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StorageError> {
         match &self.pool {
@@ -612,6 +632,11 @@ pub trait Repository: Send {
     /// The batched reads of the hot paths (`Storage::find_active_access_token`, ...).
     fn batch_reads(&mut self) -> &mut dyn BatchReadRepository;
 
+    /// Forgets the statements prepared on this repository's connection (PostgreSQL keeps each
+    /// one's plan): the next use of each prepares and plans it again, from what the database
+    /// knows of the tables now. See [`crate::hot`] ("Plans").
+    async fn forget_statements(&mut self) -> Result<(), StorageError>;
+
     /// Makes every change done through this repository durable. Dropping the repository
     /// without committing rolls them back.
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
@@ -620,7 +645,7 @@ pub trait Repository: Send {
 pub type BoxRepository = Box<dyn Repository>;
 
 #[async_trait]
-impl<DB: Database> Repository for SqlRepository<DB>
+impl<DB: Database + sqlx::database::HasStatementCache> Repository for SqlRepository<DB>
 where
     Self: UserRepository
         + UserPasswordRepository
@@ -727,6 +752,11 @@ where
     }
     fn synapse_import(&mut self) -> &mut dyn SynapseImportRepository {
         self
+    }
+
+    async fn forget_statements(&mut self) -> Result<(), StorageError> {
+        sqlx::Connection::clear_cached_statements(self.conn()).await?;
+        Ok(())
     }
     fn batch_reads(&mut self) -> &mut dyn BatchReadRepository {
         self

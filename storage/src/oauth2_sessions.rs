@@ -471,7 +471,6 @@ macro_rules! active_token_joins {
          LEFT JOIN users u ON u.id = s.user_id"
     };
 }
-pub(crate) use active_token_joins;
 
 /// What makes the token `t` active at `$now` (an SQL expression of the time): not revoked,
 /// not expired, its session not finished, its user (if any) neither locked nor deactivated.

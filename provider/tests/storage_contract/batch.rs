@@ -300,3 +300,104 @@ async fn a_broken_batch_connection_is_retried_on_the_pool() {
         assert!(db.storage.peek_rate_limit("b").await.unwrap().is_some());
     }
 }
+
+/// The rows a plan read (`EXPLAIN (ANALYZE, FORMAT JSON)`): for every node, the rows it
+/// returned and the rows its filters threw away, times its loops.
+fn rows_read(plan: &serde_json::Value) -> f64 {
+    let count = |key: &str| {
+        plan.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let own = count("Actual Loops")
+        * (count("Actual Rows")
+            + count("Rows Removed by Filter")
+            + count("Rows Removed by Join Filter")
+            + count("Rows Removed by Index Recheck"));
+    let children = plan
+        .get("Plans")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0.0, |plans| plans.iter().map(rows_read).sum());
+    own + children
+}
+
+/// PostgreSQL plans a prepared statement once for its later executions (the generic plan),
+/// from what it knows of the tables then. The batched statements, planned while the tables are
+/// empty and run once they hold thousands of rows, still read a few rows per key, never a
+/// table: the plain join they replaced was planned on empty tables as a nested loop of two
+/// sequential scans, and one introspection took 229 s on 80,000 tokens (issue 16).
+#[tokio::test]
+async fn batched_statements_planned_on_empty_tables_read_per_key() {
+    use sqlx::Connection as _;
+
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let statements = [
+        (
+            "tokens",
+            "bytea[], timestamptz[]",
+            provider::storage::ACTIVE_ACCESS_TOKENS_SQL,
+            "ARRAY['\\x0001'::bytea, '\\x0002', '\\x00'], ARRAY[now(), now(), now()]",
+        ),
+        (
+            "clients",
+            "text[]",
+            provider::storage::CLIENTS_SQL,
+            "ARRAY['client-1', 'client-2', 'unknown']",
+        ),
+        (
+            "buckets",
+            "text[]",
+            provider::storage::RATE_LIMITS_SQL,
+            "ARRAY['bucket-1', 'bucket-2', 'unknown']",
+        ),
+    ];
+    // Planned once for all executions, on the empty tables of a new database.
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for (name, types, sql, _) in &statements {
+        sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Then the tables grow: 3,000 clients, sessions, tokens and buckets.
+    sqlx::raw_sql(
+        "INSERT INTO oauth2_clients (id, client_id, is_static, token_endpoint_auth_method, \
+           metadata, created_at, updated_at) \
+         SELECT md5(n::text)::uuid, 'client-' || n, false, 'none', '{}', now(), now() \
+         FROM generate_series(1, 3000) n; \
+         INSERT INTO oauth2_sessions (id, client_id, scope, created_at) \
+         SELECT md5('s' || n)::uuid, md5(n::text)::uuid, 'scope', now() \
+         FROM generate_series(1, 3000) n; \
+         INSERT INTO oauth2_access_tokens (id, session_id, token_hash, created_at) \
+         SELECT md5('t' || n)::uuid, md5('s' || n)::uuid, int2send(n::int2), now() \
+         FROM generate_series(1, 3000) n; \
+         INSERT INTO rate_limits (key, tat) SELECT 'bucket-' || n, n FROM generate_series(1, 3000) n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for (name, _, _, args) in &statements {
+        let (plan,): (serde_json::Value,) = sqlx::query_as(&format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})"
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let plan = &plan[0]["Plan"];
+        let read = rows_read(plan);
+        // Three keys, at most one row per table and key, counted at each level of the plan
+        // (about 45); a plan that reads a table reads thousands.
+        assert!(
+            read <= 100.0,
+            "{name}: the cached plan read {read} rows for three keys:\n{plan:#}"
+        );
+        // The two keys that exist are found.
+        assert_eq!(plan["Actual Rows"], 2, "{name}:\n{plan:#}");
+    }
+}
