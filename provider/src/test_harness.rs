@@ -338,9 +338,10 @@ impl TestProvider {
         crate::server::prepare(&db.storage, &settings, false)
             .await
             .expect("sync the static clients");
-        let mut state = crate::http::AppState::new(settings.clone(), db.storage.clone())
+        let mut core = crate::core::Core::new(settings.clone(), db.storage.clone())
             .expect("the default password settings are valid");
-        state.core.homeserver = wrap(state.core.homeserver.clone());
+        core.homeserver = wrap(core.homeserver.clone());
+        let state = crate::http::AppState::from_core(core);
         let router = crate::app::router(state.clone());
         let worker = crate::core::matrix::provisioning::Worker::new(state.core.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
