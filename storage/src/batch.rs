@@ -75,7 +75,19 @@ pub trait BatchReadRepository: Send {
     /// [`RateLimitRepository::peek`] of each bucket key.
     async fn peek_rate_limits(&mut self, keys: &[String])
         -> Result<Vec<Option<i64>>, StorageError>;
+
+    /// For each `(client_id, bucket key)`: the client ([`Self::find_clients`]) and the bucket's
+    /// time ([`Self::peek_rate_limits`]), in one statement.
+    async fn find_clients_with_buckets(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<ClientWithBucket>>, StorageError>;
 }
+
+/// A client (if one has that `client_id`) and the time of a rate-limit bucket (if it was ever
+/// spent): what client authentication reads before checking credentials
+/// ([`Storage::find_client_with_bucket`]).
+pub type ClientWithBucket = (Option<Client>, Option<i64>);
 
 /// A row of a batched statement, with the 1-based position of the key it answers
 /// (`WITH ORDINALITY`, column `batch_index`).
@@ -90,6 +102,23 @@ impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Indexed<R> {
             index: row.try_get("batch_index")?,
             row: R::from_row(row)?,
         })
+    }
+}
+
+/// A client's columns (all NULL when no client has the key's `client_id`) and a bucket's time.
+struct ClientWithBucketRow(ClientWithBucket);
+
+impl<'r> FromRow<'r, PgRow> for ClientWithBucketRow {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let client = match row.try_get::<Option<uuid::Uuid>, _>("id")? {
+            Some(_) => Some(
+                ClientRow::from_row(row)?
+                    .try_into()
+                    .map_err(|e: StorageError| sqlx::Error::Decode(e.to_string().into()))?,
+            ),
+            None => None,
+        };
+        Ok(Self((client, row.try_get("bucket_tat")?)))
     }
 }
 
@@ -163,6 +192,19 @@ pub const CLIENTS_SQL: &str = concat!(
         (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients"
 );
 
+/// See [`ACTIVE_ACCESS_TOKENS_SQL`]. A key always has its row (its client's columns NULL when
+/// there is no such client, its bucket's time NULL when the bucket was never spent).
+#[doc(hidden)]
+pub const CLIENTS_WITH_BUCKETS_SQL: &str = concat!(
+    "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, ",
+    client_columns!(),
+    " FROM unnest((SELECT $1::text[]), (SELECT $2::text[])) WITH ORDINALITY AS q(wanted, bucket, i) \
+      LEFT JOIN LATERAL \
+        (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients ON true \
+      LEFT JOIN LATERAL \
+        (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true"
+);
+
 /// See [`ACTIVE_ACCESS_TOKENS_SQL`].
 #[doc(hidden)]
 pub const RATE_LIMITS_SQL: &str = "SELECT q.i AS batch_index, rate_limits.tat \
@@ -206,6 +248,22 @@ impl BatchReadRepository for PgRepository {
             .await?;
         by_key(keys.len(), rows, |row| Ok(row.tat))
     }
+
+    async fn find_clients_with_buckets(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
+        let (client_ids, buckets): (Vec<&str>, Vec<&str>) = keys
+            .iter()
+            .map(|(client, bucket)| (client.as_str(), bucket.as_str()))
+            .unzip();
+        let rows: Vec<Indexed<ClientWithBucketRow>> = sqlx::query_as(CLIENTS_WITH_BUCKETS_SQL)
+            .bind(client_ids)
+            .bind(buckets)
+            .fetch_all(self.conn())
+            .await?;
+        by_key(keys.len(), rows, |row| Ok(row.0))
+    }
 }
 
 #[async_trait]
@@ -239,6 +297,21 @@ impl BatchReadRepository for SqliteRepository {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.push(RateLimitRepository::peek(self, key).await?);
+        }
+        Ok(out)
+    }
+
+    async fn find_clients_with_buckets(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (client_id, bucket) in keys {
+            let client = ClientRepository::find_by_client_id(self, client_id).await?;
+            out.push(Some((
+                client,
+                RateLimitRepository::peek(self, bucket).await?,
+            )));
         }
         Ok(out)
     }
@@ -295,6 +368,19 @@ impl Lookup for RateLimitBuckets {
     }
 }
 
+pub(crate) struct ClientsWithBuckets;
+impl Lookup for ClientsWithBuckets {
+    type Key = (String, String);
+    type Value = ClientWithBucket;
+    const READERS: usize = 1;
+    fn read<'r>(
+        repo: &'r mut BoxRepository,
+        keys: &'r [Self::Key],
+    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
+        repo.batch_reads().find_clients_with_buckets(keys)
+    }
+}
+
 type Answer<L> = Result<Option<<L as Lookup>::Value>, StorageError>;
 
 struct Job<L: Lookup> {
@@ -317,6 +403,7 @@ pub(crate) struct Reads {
     access_tokens: Batcher<AccessTokens>,
     clients: Batcher<Clients>,
     rate_limits: Batcher<RateLimitBuckets>,
+    clients_with_buckets: Batcher<ClientsWithBuckets>,
 }
 
 impl std::fmt::Debug for Reads {
@@ -350,6 +437,23 @@ impl Storage {
     pub async fn peek_rate_limit(&self, key: &str) -> Result<Option<i64>, StorageError> {
         self.batched(|reads| &reads.rate_limits, key.to_owned())
             .await
+    }
+
+    /// The client with this public `client_id` and the time of the rate-limit bucket `bucket`,
+    /// read in one statement with the other requests' (see the module): what client
+    /// authentication needs before it checks credentials, in one round trip instead of two.
+    pub async fn find_client_with_bucket(
+        &self,
+        client_id: &str,
+        bucket: &str,
+    ) -> Result<ClientWithBucket, StorageError> {
+        let found = self
+            .batched(
+                |reads| &reads.clients_with_buckets,
+                (client_id.to_owned(), bucket.to_owned()),
+            )
+            .await?;
+        Ok(found.unwrap_or((None, None)))
     }
 
     async fn batched<L: Lookup>(&self, pick: fn(&Reads) -> &Batcher<L>, key: L::Key) -> Answer<L> {

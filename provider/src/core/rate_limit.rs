@@ -121,14 +121,29 @@ impl RateLimiter {
     /// success costs one read. Concurrent failures may overshoot the burst by as many as run
     /// at once (the check and the spend are two statements).
     pub async fn peek(&self, limit: Limit, key: &str) -> Result<(), RateLimitError> {
+        let Some(key) = self.peek_key(limit, key) else {
+            return Ok(());
+        };
+        // A read on the hot path (every client authentication): one statement shared with the
+        // other requests peeking at that moment (`Storage::peek_rate_limit`).
+        let tat = self.storage.peek_rate_limit(&key).await?;
+        self.judge_peek(limit, tat)
+    }
+
+    /// The bucket [`RateLimiter::peek`] reads for `limit` and `key`; `None` when the limit is
+    /// off (nothing to read). For callers that read the bucket together with something else
+    /// (client authentication: `Storage::find_client_with_bucket`), then ask
+    /// [`RateLimiter::judge_peek`].
+    pub fn peek_key(&self, limit: Limit, key: &str) -> Option<String> {
+        self.limits.quota(limit).map(|_| bucket_key(limit, key))
+    }
+
+    /// [`RateLimiter::peek`]'s answer for a bucket whose time (`tat`) was read already.
+    pub fn judge_peek(&self, limit: Limit, tat: Option<i64>) -> Result<(), RateLimitError> {
         let Some(quota) = self.limits.quota(limit) else {
             return Ok(());
         };
         let now = self.storage.entropy().clock.now().timestamp_micros();
-        let key = bucket_key(limit, key);
-        // A read on the hot path (every client authentication): one statement shared with the
-        // other requests peeking at that moment (`Storage::peek_rate_limit`).
-        let tat = self.storage.peek_rate_limit(&key).await?;
         match quota.spend(tat, now) {
             Ok(_) => Ok(()),
             Err(wait) => {

@@ -143,6 +143,53 @@ async fn a_mixed_batch_answers_each_key(db: TestDb) {
     assert!(b.is_some());
     assert_eq!(tats, [None, b, None, b]);
 
+    // Clients with buckets: every pairing of a client (or none) with a bucket (or none).
+    let keys: Vec<(String, String)> = [
+        ("client-bob", "b"),
+        ("nobody", "b"),
+        ("client-alice", "a"),
+        ("nobody", "a"),
+        ("client-bob", "b"),
+    ]
+    .map(|(c, k)| (c.to_owned(), k.to_owned()))
+    .to_vec();
+    let found = repo
+        .batch_reads()
+        .find_clients_with_buckets(&keys)
+        .await
+        .unwrap();
+    let pairs: Vec<_> = found
+        .iter()
+        .map(|f| {
+            let (client, tat) = f.as_ref().expect("every key has its row");
+            (client.as_ref().map(|c| c.client_id.as_str()), *tat)
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            (Some("client-bob"), b),
+            (None, b),
+            (Some("client-alice"), None),
+            (None, None),
+            (Some("client-bob"), b)
+        ]
+    );
+    // The same client as the lookup of one.
+    let bob = repo
+        .clients()
+        .find_by_client_id("client-bob")
+        .await
+        .unwrap();
+    assert_eq!(found[0].as_ref().unwrap().0, bob);
+    assert_eq!(
+        repo.batch_reads()
+            .find_clients_with_buckets(&[])
+            .await
+            .unwrap(),
+        []
+    );
+
     assert_eq!(
         repo.batch_reads()
             .find_active_access_tokens(&[])
@@ -203,6 +250,21 @@ async fn concurrent_lookups_get_their_own_answers(db: TestDb) {
     }))
     .await;
     for (key, tat) in peeks {
+        assert_eq!(tat, if key == "b" { b } else { None }, "bucket {key}");
+    }
+    let pairs = join_all((0..200u32).map(|i| {
+        let storage = db.storage.clone();
+        let (id, key) =
+            [("client-alice", "a"), ("client-bob", "b"), ("nobody", "b")][i as usize % 3];
+        async move {
+            let found = storage.find_client_with_bucket(id, key).await.unwrap();
+            (id, key, found)
+        }
+    }))
+    .await;
+    for (id, key, (client, tat)) in pairs {
+        let wanted = (id != "nobody").then_some(id);
+        assert_eq!(client.as_ref().map(|c| c.client_id.as_str()), wanted);
         assert_eq!(tat, if key == "b" { b } else { None }, "bucket {key}");
     }
 }
@@ -278,6 +340,10 @@ async fn a_broken_batch_connection_is_retried_on_the_pool() {
                 .unwrap();
             storage.find_client("client-bob").await.unwrap();
             storage.peek_rate_limit("b").await.unwrap();
+            storage
+                .find_client_with_bucket("client-bob", "b")
+                .await
+                .unwrap();
         }
     }))
     .await;
@@ -298,6 +364,13 @@ async fn a_broken_batch_connection_is_retried_on_the_pool() {
         let client = db.storage.find_client("client-bob").await.unwrap();
         assert_eq!(client.unwrap().client_id, "client-bob");
         assert!(db.storage.peek_rate_limit("b").await.unwrap().is_some());
+        let (client, tat) = db
+            .storage
+            .find_client_with_bucket("client-bob", "b")
+            .await
+            .unwrap();
+        assert_eq!(client.unwrap().client_id, "client-bob");
+        assert!(tat.is_some());
     }
 }
 
@@ -353,6 +426,12 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
             provider::storage::RATE_LIMITS_SQL,
             "ARRAY['bucket-1', 'bucket-2', 'unknown']",
         ),
+        (
+            "clients_with_buckets",
+            "text[], text[]",
+            provider::storage::CLIENTS_WITH_BUCKETS_SQL,
+            "ARRAY['client-1', 'client-2', 'unknown'], ARRAY['bucket-1', 'unknown', 'bucket-2']",
+        ),
     ];
     // Planned once for all executions, on the empty tables of a new database.
     sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
@@ -397,7 +476,12 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
             read <= 100.0,
             "{name}: the cached plan read {read} rows for three keys:\n{plan:#}"
         );
-        // The two keys that exist are found.
-        assert_eq!(plan["Actual Rows"], 2, "{name}:\n{plan:#}");
+        // The two keys that exist are found (every key has its row in the left joins).
+        let rows = if *name == "clients_with_buckets" {
+            3
+        } else {
+            2
+        };
+        assert_eq!(plan["Actual Rows"], rows, "{name}:\n{plan:#}");
     }
 }
