@@ -23,9 +23,9 @@
 //! every replica.
 //!
 //! Plans: PostgreSQL plans a prepared statement once for every later execution on its
-//! connection, from what it knew of the tables then, and the pool's connections are renewed
-//! every half hour (sqlx's `max_lifetime`); a kept connection would keep its plans for as long
-//! as the process runs. A plan made on a table of ten rows reads the whole table for each key
+//! connection, from what it knew of the tables then. The pool renews its connections every
+//! [`REPLAN_EVERY`] (`max_lifetime`, see `Storage::connect`); a kept connection, which never
+//! goes back to the pool, would keep its plans for as long as the process runs. A plan made on a table of ten rows reads the whole table for each key
 //! once the table holds a million (see `batch::ACTIVE_ACCESS_TOKENS_SQL`). So a kept
 //! connection forgets its statements every [`REPLAN_EVERY`] (by the injected clock) before its
 //! next read, which plans them again from the tables of the day: a few prepares a minute.

@@ -196,7 +196,9 @@ pub trait OAuth2SessionRepository: Send {
     /// whatever the number of items (the group commit of token issuance: one transaction for
     /// the tokens of concurrent requests). The result is in the order of `new`. Fails as a
     /// whole: [`StorageError::Conflict`] when a token hash is taken; a missing client or user
-    /// fails the statement (the caller retries the items one by one to tell which).
+    /// fails the statement (the caller retries the items one by one to tell which). Commits
+    /// in a transaction of its own: call it on a plain connection ([`Storage::reader`],
+    /// [`Storage::hot_read`]), never inside a transaction.
     async fn add_with_access_tokens(
         &mut self,
         new: &[NewSessionToken],
@@ -708,49 +710,51 @@ macro_rules! implementation {
                 if new.is_empty() {
                     return Ok(Vec::new());
                 }
-                let now = self.now();
-                let mut rows = Vec::with_capacity(new.len());
-                for item in new {
-                    let session = OAuth2Session {
-                        id: self.new_id(),
-                        user_id: item.user_id,
-                        client_id: item.client_id,
-                        browser_session_id: None,
-                        scope: item.scope.clone(),
-                        device_id: item.device_id.clone(),
-                        created_at: now,
-                        finished_at: None,
-                        last_active_at: None,
-                        user_agent: None,
-                    };
-                    let token = AccessToken {
-                        id: self.new_id(),
-                        session_id: session.id,
-                        token_hash: item.token_hash,
-                        created_at: now,
-                        expires_at: item.expires_at.map(db_precision),
-                        revoked_at: None,
-                        first_used_at: None,
-                    };
-                    rows.push((session, token));
-                }
-                // Multi-row VALUES: one statement (and one round trip) per table for the batch.
-                let mut sessions = sqlx::QueryBuilder::new(
-                    "INSERT INTO oauth2_sessions \
-                     (id, user_id, client_id, scope, device_id, created_at) ",
-                );
-                sessions.push_values(&rows, |mut b, (session, _)| {
-                    b.push_bind(DbId(session.id))
-                        .push_bind(session.user_id.map(DbId))
-                        .push_bind(DbId(session.client_id))
-                        .push_bind(session.scope.clone())
-                        .push_bind(session.device_id.clone())
-                        .push_bind(Ts(session.created_at));
-                });
-                sessions.build().execute(self.conn()).await?;
-                let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
-                self.insert_access_tokens(&tokens).await?;
-                Ok(rows)
+                in_own_transaction!(self, {
+                    let now = self.now();
+                    let mut rows = Vec::with_capacity(new.len());
+                    for item in new {
+                        let session = OAuth2Session {
+                            id: self.new_id(),
+                            user_id: item.user_id,
+                            client_id: item.client_id,
+                            browser_session_id: None,
+                            scope: item.scope.clone(),
+                            device_id: item.device_id.clone(),
+                            created_at: now,
+                            finished_at: None,
+                            last_active_at: None,
+                            user_agent: None,
+                        };
+                        let token = AccessToken {
+                            id: self.new_id(),
+                            session_id: session.id,
+                            token_hash: item.token_hash,
+                            created_at: now,
+                            expires_at: item.expires_at.map(db_precision),
+                            revoked_at: None,
+                            first_used_at: None,
+                        };
+                        rows.push((session, token));
+                    }
+                    // Multi-row VALUES: one statement (and one round trip) per table for the batch.
+                    let mut sessions = sqlx::QueryBuilder::new(
+                        "INSERT INTO oauth2_sessions \
+                         (id, user_id, client_id, scope, device_id, created_at) ",
+                    );
+                    sessions.push_values(&rows, |mut b, (session, _)| {
+                        b.push_bind(DbId(session.id))
+                            .push_bind(session.user_id.map(DbId))
+                            .push_bind(DbId(session.client_id))
+                            .push_bind(session.scope.clone())
+                            .push_bind(session.device_id.clone())
+                            .push_bind(Ts(session.created_at));
+                    });
+                    sessions.build().execute(self.conn()).await?;
+                    let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
+                    self.insert_access_tokens(&tokens).await?;
+                    Ok(rows)
+                })
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<OAuth2Session>, StorageError> {

@@ -287,10 +287,17 @@ async fn write_tokens(
     storage: &Storage,
     items: &[NewSessionToken],
 ) -> Result<Vec<(OAuth2Session, AccessToken)>, StorageError> {
-    let mut repo = storage.begin().await?;
-    let rows = repo.oauth2_sessions().add_with_access_tokens(items).await?;
-    repo.commit().await?;
-    Ok(rows)
+    // On a kept connection, in a transaction of its own (`BEGIN`, two `INSERT`s, `COMMIT`):
+    // without the pool's two pings, which a pooled transaction adds (issue 16). Should the
+    // connection fail, `hot_read` runs the batch again on another; if the first run had
+    // committed, the second finds its token hashes taken and the batch fails
+    // (`StorageError::Conflict`): those requests get an error, and the tokens they never
+    // received are never used.
+    storage
+        .hot_read(items, |repo, items| {
+            repo.oauth2_sessions().add_with_access_tokens(items)
+        })
+        .await
 }
 
 /// One item in a transaction of its own.
