@@ -12,13 +12,14 @@
 //!
 //! No timer: a reader takes what is queued the moment it is free, so at low load a batch is one
 //! request and costs one round trip, as before; under load, while one statement runs the next
-//! batch fills, and one round trip serves many requests. Client and bucket lookups have one
-//! reader each: a request waits for at most the statement running when it arrived, then its
-//! own. Access tokens, the homeserver's path and the busiest, have two taking turns (one
-//! gathers while the other's statement runs). That is four kept connections, within the five
-//! of the default pool (`database.max_connections` 10); short `wrk` runs (2 cores, 16
-//! connections) put the homeserver's introspection ahead with two token readers and the
-//! client's introspection (three lookups in a row) ahead with one reader for the other kinds.
+//! batch fills, and one round trip serves many requests. Client, bucket, and client-with-bucket
+//! lookups have one reader each: a request waits for at most the statement running when it
+//! arrived, then its own. Access tokens, the homeserver's path and the busiest, have two taking
+//! turns (one gathers while the other's statement runs). A reader borrows a kept connection for
+//! each batch (five are kept with the default `database.max_connections` 10, shared with the
+//! group-committed writes; when none is free a batch reads on a pooled one); short `wrk` runs
+//! (2 cores, 16 connections) put the homeserver's introspection ahead with two token readers
+//! and the client's introspection ahead with one reader for the other kinds.
 //!
 //! Nothing read is kept: every read starts after its request arrived, so a revocation committed
 //! before the request is seen, on every replica.
@@ -329,57 +330,50 @@ pub(crate) trait Lookup: 'static {
     ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>>;
 }
 
-pub(crate) struct AccessTokens;
-impl Lookup for AccessTokens {
-    type Key = (TokenHash, DateTime<Utc>);
-    type Value = ActiveAccessToken;
-    const READERS: usize = 2;
-    fn read<'r>(
-        repo: &'r mut BoxRepository,
-        keys: &'r [Self::Key],
-    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
-        repo.batch_reads().find_active_access_tokens(keys)
-    }
+/// A [`Lookup`] kind: its name, key, value, readers, and the [`BatchReadRepository`] method
+/// that reads a batch of it.
+macro_rules! lookup {
+    ($(#[$doc:meta])* $name:ident: $key:ty => $value:ty, readers $readers:literal, $method:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
+        impl Lookup for $name {
+            type Key = $key;
+            type Value = $value;
+            const READERS: usize = $readers;
+            fn read<'r>(
+                repo: &'r mut BoxRepository,
+                keys: &'r [Self::Key],
+            ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
+                repo.batch_reads().$method(keys)
+            }
+        }
+    };
 }
 
-pub(crate) struct Clients;
-impl Lookup for Clients {
-    type Key = String;
-    type Value = Client;
-    const READERS: usize = 1;
-    fn read<'r>(
-        repo: &'r mut BoxRepository,
-        keys: &'r [Self::Key],
-    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
-        repo.batch_reads().find_clients(keys)
-    }
-}
-
-pub(crate) struct RateLimitBuckets;
-impl Lookup for RateLimitBuckets {
-    type Key = String;
-    type Value = i64;
-    const READERS: usize = 1;
-    fn read<'r>(
-        repo: &'r mut BoxRepository,
-        keys: &'r [Self::Key],
-    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
-        repo.batch_reads().peek_rate_limits(keys)
-    }
-}
-
-pub(crate) struct ClientsWithBuckets;
-impl Lookup for ClientsWithBuckets {
-    type Key = (String, String);
-    type Value = ClientWithBucket;
-    const READERS: usize = 1;
-    fn read<'r>(
-        repo: &'r mut BoxRepository,
-        keys: &'r [Self::Key],
-    ) -> BoxFuture<'r, Result<Vec<Option<Self::Value>>, StorageError>> {
-        repo.batch_reads().find_clients_with_buckets(keys)
-    }
-}
+lookup!(
+    /// Active access tokens by hash, at a time (introspection, userinfo, the admin API).
+    AccessTokens: (TokenHash, DateTime<Utc>) => ActiveAccessToken,
+    readers 2,
+    find_active_access_tokens
+);
+lookup!(
+    /// Clients by `client_id`.
+    Clients: String => Client,
+    readers 1,
+    find_clients
+);
+lookup!(
+    /// Rate-limit buckets' times by key.
+    RateLimitBuckets: String => i64,
+    readers 1,
+    peek_rate_limits
+);
+lookup!(
+    /// A client by `client_id` with a bucket's time (client authentication).
+    ClientsWithBuckets: (String, String) => ClientWithBucket,
+    readers 1,
+    find_clients_with_buckets
+);
 
 type Answer<L> = Result<Option<<L as Lookup>::Value>, StorageError>;
 
