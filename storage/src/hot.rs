@@ -25,10 +25,11 @@
 //! Plans: PostgreSQL plans a prepared statement once for every later execution on its
 //! connection, from what it knew of the tables then. The pool renews its connections every
 //! [`REPLAN_EVERY`] (`max_lifetime`, see `Storage::connect`); a kept connection, which never
-//! goes back to the pool, would keep its plans for as long as the process runs. A plan made on a table of ten rows reads the whole table for each key
-//! once the table holds a million (see `batch::ACTIVE_ACCESS_TOKENS_SQL`). So a kept
-//! connection forgets its statements every [`REPLAN_EVERY`] (by the injected clock) before its
-//! next read, which plans them again from the tables of the day: a few prepares a minute.
+//! goes back to the pool, would keep its plans for as long as the process runs, and a plan made
+//! on a table of ten rows reads the whole table for each key once the table holds a million
+//! (see `batch::ACTIVE_ACCESS_TOKENS_SQL`). So a kept connection forgets its statements when it
+//! is first kept and then every [`REPLAN_EVERY`] (by the injected clock), before its next read,
+//! which plans them again from the tables of the day: a few prepares a minute.
 
 use std::{
     future::Future,
@@ -97,7 +98,7 @@ impl HotRepositories {
 /// or was cancelled: see the module); [`Lent::keep`] keeps it for the next read.
 struct Lent {
     repo: Option<BoxRepository>,
-    /// `None`: new to the kept connections (its plans may be half an hour old).
+    /// `None`: new to the kept connections (its plans may be up to a minute old).
     planned_at: Option<DateTime<Utc>>,
     home: Arc<HotRepositories>,
 }
