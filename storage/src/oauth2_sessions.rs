@@ -615,6 +615,91 @@ trait InsertTokens {
         -> Result<(), StorageError>;
 }
 
+/// The write of [`OAuth2SessionRepository::add_with_access_tokens`]: new sessions, each with
+/// its access token, committed together or not at all, in a transaction of its own.
+#[async_trait]
+trait InsertSessionsWithTokens {
+    async fn insert_sessions_with_tokens(
+        &mut self,
+        rows: &[(OAuth2Session, AccessToken)],
+    ) -> Result<(), StorageError>;
+}
+
+/// The sessions' multi-row `INSERT` (`INSERT INTO oauth2_sessions (…) VALUES (…), (…)`).
+fn push_sessions<'a, DB: sqlx::Database>(
+    query: &mut sqlx::QueryBuilder<'a, DB>,
+    rows: &'a [(OAuth2Session, AccessToken)],
+) where
+    DbId: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<DbId>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Ts: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push(
+        "INSERT INTO oauth2_sessions (id, user_id, client_id, scope, device_id, created_at) ",
+    );
+    query.push_values(rows, |mut b, (session, _)| {
+        b.push_bind(DbId(session.id))
+            .push_bind(session.user_id.map(DbId))
+            .push_bind(DbId(session.client_id))
+            .push_bind(session.scope.clone())
+            .push_bind(session.device_id.clone())
+            .push_bind(Ts(session.created_at));
+    });
+}
+
+/// PostgreSQL: ONE statement, so one round trip and its own transaction (a statement is
+/// atomic): the sessions are inserted by a data-modifying `WITH`, the tokens by the statement
+/// itself; the tokens' foreign keys are checked at its end, when the sessions are there. A
+/// token hash already stored fails the whole statement (no `ON CONFLICT`: nothing of the batch
+/// is written), and is [`StorageError::Conflict`].
+#[async_trait]
+impl InsertSessionsWithTokens for crate::PgRepository {
+    async fn insert_sessions_with_tokens(
+        &mut self,
+        rows: &[(OAuth2Session, AccessToken)],
+    ) -> Result<(), StorageError> {
+        let mut query = sqlx::QueryBuilder::new("WITH sessions AS (");
+        push_sessions(&mut query, rows);
+        query.push(
+            ") INSERT INTO oauth2_access_tokens \
+             (id, session_id, token_hash, created_at, expires_at) ",
+        );
+        query.push_values(rows, |mut row, (_, token)| {
+            row.push_bind(DbId(token.id))
+                .push_bind(DbId(token.session_id))
+                .push_bind(token.token_hash.to_vec())
+                .push_bind(Ts(token.created_at))
+                .push_bind(token.expires_at.map(Ts));
+        });
+        match query.build().execute(self.conn()).await {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StorageError::Conflict("access token"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// SQLite (no data-modifying `WITH`): the two `INSERT`s in a transaction of their own.
+#[async_trait]
+impl InsertSessionsWithTokens for crate::SqliteRepository {
+    async fn insert_sessions_with_tokens(
+        &mut self,
+        rows: &[(OAuth2Session, AccessToken)],
+    ) -> Result<(), StorageError> {
+        in_own_transaction!(self, {
+            let mut sessions = sqlx::QueryBuilder::new("");
+            push_sessions(&mut sessions, rows);
+            sessions.build().execute(self.conn()).await?;
+            let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
+            self.insert_access_tokens(&tokens).await
+        })
+    }
+}
+
 macro_rules! implementation {
     ($repo:ty) => {
         #[async_trait]
@@ -710,51 +795,34 @@ macro_rules! implementation {
                 if new.is_empty() {
                     return Ok(Vec::new());
                 }
-                in_own_transaction!(self, {
-                    let now = self.now();
-                    let mut rows = Vec::with_capacity(new.len());
-                    for item in new {
-                        let session = OAuth2Session {
-                            id: self.new_id(),
-                            user_id: item.user_id,
-                            client_id: item.client_id,
-                            browser_session_id: None,
-                            scope: item.scope.clone(),
-                            device_id: item.device_id.clone(),
-                            created_at: now,
-                            finished_at: None,
-                            last_active_at: None,
-                            user_agent: None,
-                        };
-                        let token = AccessToken {
-                            id: self.new_id(),
-                            session_id: session.id,
-                            token_hash: item.token_hash,
-                            created_at: now,
-                            expires_at: item.expires_at.map(db_precision),
-                            revoked_at: None,
-                            first_used_at: None,
-                        };
-                        rows.push((session, token));
-                    }
-                    // Multi-row VALUES: one statement (and one round trip) per table for the batch.
-                    let mut sessions = sqlx::QueryBuilder::new(
-                        "INSERT INTO oauth2_sessions \
-                         (id, user_id, client_id, scope, device_id, created_at) ",
-                    );
-                    sessions.push_values(&rows, |mut b, (session, _)| {
-                        b.push_bind(DbId(session.id))
-                            .push_bind(session.user_id.map(DbId))
-                            .push_bind(DbId(session.client_id))
-                            .push_bind(session.scope.clone())
-                            .push_bind(session.device_id.clone())
-                            .push_bind(Ts(session.created_at));
-                    });
-                    sessions.build().execute(self.conn()).await?;
-                    let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
-                    self.insert_access_tokens(&tokens).await?;
-                    Ok(rows)
-                })
+                let now = self.now();
+                let mut rows = Vec::with_capacity(new.len());
+                for item in new {
+                    let session = OAuth2Session {
+                        id: self.new_id(),
+                        user_id: item.user_id,
+                        client_id: item.client_id,
+                        browser_session_id: None,
+                        scope: item.scope.clone(),
+                        device_id: item.device_id.clone(),
+                        created_at: now,
+                        finished_at: None,
+                        last_active_at: None,
+                        user_agent: None,
+                    };
+                    let token = AccessToken {
+                        id: self.new_id(),
+                        session_id: session.id,
+                        token_hash: item.token_hash,
+                        created_at: now,
+                        expires_at: item.expires_at.map(db_precision),
+                        revoked_at: None,
+                        first_used_at: None,
+                    };
+                    rows.push((session, token));
+                }
+                self.insert_sessions_with_tokens(&rows).await?;
+                Ok(rows)
             }
 
             async fn lookup(&mut self, id: Ulid) -> Result<Option<OAuth2Session>, StorageError> {
