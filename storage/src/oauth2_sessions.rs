@@ -649,6 +649,28 @@ fn push_sessions<'a, DB: sqlx::Database>(
     });
 }
 
+/// The access tokens' multi-row `INSERT` (`INSERT INTO oauth2_access_tokens (…) VALUES …`).
+fn push_access_tokens<'a, DB: sqlx::Database>(
+    query: &mut sqlx::QueryBuilder<'a, DB>,
+    tokens: impl IntoIterator<Item = &'a AccessToken>,
+) where
+    DbId: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Ts: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<Ts>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push(
+        "INSERT INTO oauth2_access_tokens (id, session_id, token_hash, created_at, expires_at) ",
+    );
+    query.push_values(tokens, |mut row, token| {
+        row.push_bind(DbId(token.id))
+            .push_bind(DbId(token.session_id))
+            .push_bind(token.token_hash.to_vec())
+            .push_bind(Ts(token.created_at))
+            .push_bind(token.expires_at.map(Ts));
+    });
+}
+
 /// PostgreSQL: ONE statement, so one round trip and its own transaction (a statement is
 /// atomic): the sessions are inserted by a data-modifying `WITH`, the tokens by the statement
 /// itself; the tokens' foreign keys are checked at its end, when the sessions are there. A
@@ -662,17 +684,8 @@ impl InsertSessionsWithTokens for crate::PgRepository {
     ) -> Result<(), StorageError> {
         let mut query = sqlx::QueryBuilder::new("WITH sessions AS (");
         push_sessions(&mut query, rows);
-        query.push(
-            ") INSERT INTO oauth2_access_tokens \
-             (id, session_id, token_hash, created_at, expires_at) ",
-        );
-        query.push_values(rows, |mut row, (_, token)| {
-            row.push_bind(DbId(token.id))
-                .push_bind(DbId(token.session_id))
-                .push_bind(token.token_hash.to_vec())
-                .push_bind(Ts(token.created_at))
-                .push_bind(token.expires_at.map(Ts));
-        });
+        query.push(") ");
+        push_access_tokens(&mut query, rows.iter().map(|(_, token)| token));
         match query.build().execute(self.conn()).await {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -708,17 +721,8 @@ macro_rules! implementation {
                 &mut self,
                 tokens: &[&AccessToken],
             ) -> Result<(), StorageError> {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO oauth2_access_tokens \
-                     (id, session_id, token_hash, created_at, expires_at) ",
-                );
-                insert.push_values(tokens, |mut row, token| {
-                    row.push_bind(DbId(token.id))
-                        .push_bind(DbId(token.session_id))
-                        .push_bind(token.token_hash.to_vec())
-                        .push_bind(Ts(token.created_at))
-                        .push_bind(token.expires_at.map(Ts));
-                });
+                let mut insert = sqlx::QueryBuilder::new("");
+                push_access_tokens(&mut insert, tokens.iter().copied());
                 insert.push(" ON CONFLICT DO NOTHING");
                 let done = insert.build().execute(self.conn()).await?;
                 if done.rows_affected() != tokens.len() as u64 {
