@@ -473,13 +473,7 @@ impl Storage {
         let receiver = Arc::new(Mutex::new(receiver));
         // The readers' own handle: no queues and no kept connections of its own (it borrows
         // this storage's for each batch, through `home`), so it keeps neither alive.
-        let base = Storage {
-            pool: self.pool.clone(),
-            entropy: self.entropy.clone(),
-            writer: Arc::default(),
-            hot: Arc::new(HotRepositories::new(0)),
-            reads: Arc::default(),
-        };
+        let base = self.detached(Arc::new(HotRepositories::new(0)));
         for _ in 0..L::READERS {
             tokio::spawn(run::<L>(
                 receiver.clone(),
@@ -509,13 +503,7 @@ async fn run<L: Lookup>(
         let (keys, replies): (Vec<L::Key>, Vec<_>) =
             jobs.drain(..).map(|job| (job.key, job.reply)).unzip();
         let read = match home.upgrade() {
-            Some(hot) => {
-                let storage = Storage {
-                    hot,
-                    ..base.clone()
-                };
-                storage.hot_read(&keys[..], L::read).await
-            }
+            Some(hot) => base.detached(hot).hot_read(&keys[..], L::read).await,
             // Every handle is gone but queued requests remain: read on the pool.
             None => base.hot_read(&keys[..], L::read).await,
         };

@@ -27,8 +27,8 @@
 //! [`REPLAN_EVERY`] (`max_lifetime`, see `Storage::connect`); a kept connection, which never
 //! goes back to the pool, would keep its plans for as long as the process runs, and a plan made
 //! on a table of ten rows reads the whole table for each key once the table holds a million
-//! (see `batch::ACTIVE_ACCESS_TOKENS_SQL`). So a kept connection forgets its statements when it
-//! is first kept and then every [`REPLAN_EVERY`] (by the injected clock), before its next read,
+//! (see `batch::ACTIVE_ACCESS_TOKENS_SQL`). So a kept connection forgets its statements every
+//! [`REPLAN_EVERY`] after it was taken from the pool (by the injected clock), before its next read,
 //! which plans them again from the tables of the day: a few prepares a minute.
 
 use std::{
@@ -49,7 +49,7 @@ use crate::{BoxRepository, Held, Pool, Storage, StorageError};
 pub const REPLAN_EVERY: Duration = Duration::seconds(60);
 
 /// A kept repository and when its statements were last planned (prepared afresh).
-type Kept = (BoxRepository, Option<DateTime<Utc>>);
+type Kept = (BoxRepository, DateTime<Utc>);
 
 /// A boxed `Send` future borrowing for `'a`: what a [`Storage::hot_read`] closure returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -98,8 +98,9 @@ impl HotRepositories {
 /// or was cancelled: see the module); [`Lent::keep`] keeps it for the next read.
 struct Lent {
     repo: Option<BoxRepository>,
-    /// `None`: new to the kept connections (its plans may be up to a minute old).
-    planned_at: Option<DateTime<Utc>>,
+    /// When its statements were last forgotten; for a connection new to the kept ones, when
+    /// it was taken from the pool, whose connections live [`REPLAN_EVERY`].
+    planned_at: DateTime<Utc>,
     home: Arc<HotRepositories>,
 }
 
@@ -151,8 +152,8 @@ impl Storage {
     {
         if let Some(mut lent) = self.lend_hot() {
             let now = self.entropy.clock.now();
-            let replanned = if lent.planned_at.is_none_or(|at| now - at >= REPLAN_EVERY) {
-                lent.planned_at = Some(now);
+            let replanned = if now - lent.planned_at >= REPLAN_EVERY {
+                lent.planned_at = now;
                 lent.repo().forget_statements().await
             } else {
                 Ok(())
@@ -195,7 +196,7 @@ impl Storage {
                         .map(|c| Box::new(self.repository(Held::Conn(c))) as BoxRepository),
                 };
                 match acquired {
-                    Some(repo) => (repo, None),
+                    Some(repo) => (repo, self.entropy.clock.now()),
                     None => {
                         home.kept.fetch_sub(1, Ordering::AcqRel);
                         return None;

@@ -353,6 +353,19 @@ impl Storage {
         }
     }
 
+    /// A handle on the same pool and entropy with `hot` for its kept repositories and queues of
+    /// its own (empty, never started): what the batch readers and the group-commit writers run
+    /// on, so that they keep neither this handle's queues nor, through them, themselves alive.
+    pub(crate) fn detached(&self, hot: std::sync::Arc<hot::HotRepositories>) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            entropy: self.entropy.clone(),
+            writer: std::sync::Arc::default(),
+            hot,
+            reads: std::sync::Arc::default(),
+        }
+    }
+
     /// Is PostgreSQL's autovacuum off? Without it the tables' statistics are never refreshed and
     /// deleted rows never reclaimed (rate-limit buckets and tokens churn); the provider then
     /// relies on re-planning its statements ([`crate::hot`], "Plans") and on the operator's own

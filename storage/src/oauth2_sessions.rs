@@ -615,16 +615,6 @@ trait InsertTokens {
         -> Result<(), StorageError>;
 }
 
-/// The write of [`OAuth2SessionRepository::add_with_access_tokens`]: new sessions, each with
-/// its access token, committed together or not at all, in a transaction of its own.
-#[async_trait]
-trait InsertSessionsWithTokens {
-    async fn insert_sessions_with_tokens(
-        &mut self,
-        rows: &[(OAuth2Session, AccessToken)],
-    ) -> Result<(), StorageError>;
-}
-
 /// The sessions' multi-row `INSERT` (`INSERT INTO oauth2_sessions (…) VALUES (…), (…)`).
 fn push_sessions<'a, DB: sqlx::Database>(
     query: &mut sqlx::QueryBuilder<'a, DB>,
@@ -669,48 +659,6 @@ fn push_access_tokens<'a, DB: sqlx::Database>(
             .push_bind(Ts(token.created_at))
             .push_bind(token.expires_at.map(Ts));
     });
-}
-
-/// PostgreSQL: ONE statement, so one round trip and its own transaction (a statement is
-/// atomic): the sessions are inserted by a data-modifying `WITH`, the tokens by the statement
-/// itself; the tokens' foreign keys are checked at its end, when the sessions are there. A
-/// token hash already stored fails the whole statement (no `ON CONFLICT`: nothing of the batch
-/// is written), and is [`StorageError::Conflict`].
-#[async_trait]
-impl InsertSessionsWithTokens for crate::PgRepository {
-    async fn insert_sessions_with_tokens(
-        &mut self,
-        rows: &[(OAuth2Session, AccessToken)],
-    ) -> Result<(), StorageError> {
-        let mut query = sqlx::QueryBuilder::new("WITH sessions AS (");
-        push_sessions(&mut query, rows);
-        query.push(") ");
-        push_access_tokens(&mut query, rows.iter().map(|(_, token)| token));
-        match query.build().execute(self.conn()).await {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StorageError::Conflict("access token"))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// SQLite (no data-modifying `WITH`): the two `INSERT`s in a transaction of their own.
-#[async_trait]
-impl InsertSessionsWithTokens for crate::SqliteRepository {
-    async fn insert_sessions_with_tokens(
-        &mut self,
-        rows: &[(OAuth2Session, AccessToken)],
-    ) -> Result<(), StorageError> {
-        in_own_transaction!(self, {
-            let mut sessions = sqlx::QueryBuilder::new("");
-            push_sessions(&mut sessions, rows);
-            sessions.build().execute(self.conn()).await?;
-            let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
-            self.insert_access_tokens(&tokens).await
-        })
-    }
 }
 
 macro_rules! implementation {
@@ -825,7 +773,14 @@ macro_rules! implementation {
                     };
                     rows.push((session, token));
                 }
-                self.insert_sessions_with_tokens(&rows).await?;
+                // Multi-row VALUES: one statement (and one round trip) per table for the batch.
+                in_own_transaction!(self, {
+                    let mut sessions = sqlx::QueryBuilder::new("");
+                    push_sessions(&mut sessions, &rows);
+                    sessions.build().execute(self.conn()).await?;
+                    let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
+                    self.insert_access_tokens(&tokens).await
+                })?;
                 Ok(rows)
             }
 

@@ -166,13 +166,7 @@ impl Storage {
         let receiver = Arc::new(Mutex::new(receiver));
         // The writers' handle has queues of its own (never used), so they don't keep this one
         // open.
-        let storage = Storage {
-            pool: self.pool.clone(),
-            entropy: self.entropy.clone(),
-            writer: Arc::default(),
-            hot: self.hot.clone(),
-            reads: Arc::default(),
-        };
+        let storage = self.detached(self.hot.clone());
         for _ in 0..WRITERS {
             let storage = storage.clone();
             let write = move |items: Vec<I>| {
@@ -287,8 +281,8 @@ async fn write_tokens(
     storage: &Storage,
     items: &[NewSessionToken],
 ) -> Result<Vec<(OAuth2Session, AccessToken)>, StorageError> {
-    // On a kept connection, in a transaction of its own (`BEGIN`, two `INSERT`s, `COMMIT`):
-    // without the pool's two pings, which a pooled transaction adds (issue 16). Should the
+    // On a kept connection, in a transaction of its own (`BEGIN`, the two multi-row `INSERT`s,
+    // `COMMIT`): without the pool's two pings, which a pooled transaction adds (issue 16). Should the
     // connection fail, `hot_read` runs the batch again on another; if the first run had
     // committed, the second finds its token hashes taken and the batch fails
     // (`StorageError::Conflict`): those requests get an error, and the tokens they never
