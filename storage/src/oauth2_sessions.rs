@@ -330,6 +330,15 @@ pub trait RefreshTokenRepository: Send {
         token_hash: &TokenHash,
     ) -> Result<Option<RefreshToken>, StorageError>;
 
+    /// The refresh token with this hash, whatever its state, with its session and whether the
+    /// session's user may still sign in (`true` for a session without a user; `false` when the
+    /// user is locked, deactivated or gone), in one statement: what the refresh grant decides
+    /// on, read in one round trip (issue 16).
+    async fn find_presented(
+        &mut self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<PresentedRefreshToken>, StorageError>;
+
     /// Rotation (RFC 6749 §6, RFC 9700 §4.14.2): marks the token consumed and replaced by
     /// `next_refresh_token_id` (add the new token first, in the same transaction).
     /// Compare-and-set: `true` when this call consumed it; `false` when it was consumed or
@@ -594,6 +603,92 @@ impl TryFrom<RefreshTokenRow> for RefreshToken {
         })
     }
 }
+
+/// A presented refresh token as the refresh grant reads it
+/// ([`RefreshTokenRepository::find_presented`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedRefreshToken {
+    pub token: RefreshToken,
+    pub session: OAuth2Session,
+    /// The session has no user, or its user is neither locked nor deactivated.
+    pub user_active: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct PresentedRow {
+    r_id: DbId,
+    r_session_id: DbId,
+    r_token_hash: Vec<u8>,
+    r_access_token_id: Option<DbId>,
+    r_created_at: Ts,
+    r_consumed_at: Option<Ts>,
+    r_next_refresh_token_id: Option<DbId>,
+    r_revoked_at: Option<Ts>,
+    s_id: DbId,
+    s_user_id: Option<DbId>,
+    s_client_id: DbId,
+    s_browser_session_id: Option<DbId>,
+    s_scope: String,
+    s_device_id: Option<String>,
+    s_created_at: Ts,
+    s_finished_at: Option<Ts>,
+    s_last_active_at: Option<Ts>,
+    s_user_agent: Option<String>,
+    user_active: bool,
+}
+
+impl TryFrom<PresentedRow> for PresentedRefreshToken {
+    type Error = StorageError;
+
+    fn try_from(r: PresentedRow) -> Result<Self, StorageError> {
+        let token = RefreshTokenRow {
+            id: r.r_id,
+            session_id: r.r_session_id,
+            token_hash: r.r_token_hash,
+            access_token_id: r.r_access_token_id,
+            created_at: r.r_created_at,
+            consumed_at: r.r_consumed_at,
+            next_refresh_token_id: r.r_next_refresh_token_id,
+            revoked_at: r.r_revoked_at,
+        };
+        let session = SessionRow {
+            id: r.s_id,
+            user_id: r.s_user_id,
+            client_id: r.s_client_id,
+            browser_session_id: r.s_browser_session_id,
+            scope: r.s_scope,
+            device_id: r.s_device_id,
+            created_at: r.s_created_at,
+            finished_at: r.s_finished_at,
+            last_active_at: r.s_last_active_at,
+            user_agent: r.s_user_agent,
+        };
+        Ok(Self {
+            token: token.try_into()?,
+            session: session.into(),
+            user_active: r.user_active,
+        })
+    }
+}
+
+/// See [`RefreshTokenRepository::find_presented`]. Primary-key steps from the token's unique
+/// hash: the plan is the same on an empty table as on a large one.
+#[doc(hidden)]
+pub const PRESENTED_REFRESH_TOKEN_SQL: &str = "SELECT \
+     r.id AS r_id, r.session_id AS r_session_id, r.token_hash AS r_token_hash, \
+     r.access_token_id AS r_access_token_id, r.created_at AS r_created_at, \
+     r.consumed_at AS r_consumed_at, r.next_refresh_token_id AS r_next_refresh_token_id, \
+     r.revoked_at AS r_revoked_at, \
+     s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
+     s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
+     s.device_id AS s_device_id, s.created_at AS s_created_at, s.finished_at AS s_finished_at, \
+     s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent, \
+     (s.user_id IS NULL OR (u.id IS NOT NULL AND u.locked_at IS NULL \
+       AND u.deactivated_at IS NULL)) AS user_active \
+     FROM oauth2_refresh_tokens r \
+     JOIN oauth2_sessions s ON s.id = r.session_id \
+     LEFT JOIN users u ON u.id = s.user_id \
+     WHERE r.token_hash = $1";
 
 macro_rules! refresh_token_columns {
     () => {
@@ -1053,6 +1148,17 @@ macro_rules! implementation {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn find_presented(
+                &mut self,
+                token_hash: &TokenHash,
+            ) -> Result<Option<PresentedRefreshToken>, StorageError> {
+                let row: Option<PresentedRow> = sqlx::query_as(PRESENTED_REFRESH_TOKEN_SQL)
+                    .bind(&token_hash[..])
+                    .fetch_optional(self.conn())
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
             async fn find_by_hash(
                 &mut self,
                 token_hash: &TokenHash,
@@ -1096,91 +1202,7 @@ macro_rules! implementation {
                 if items.is_empty() {
                     return Ok(Vec::new());
                 }
-                in_own_transaction!(self, {
-                    let now = self.now();
-                    let mut pairs = Vec::with_capacity(items.len());
-                    for item in items {
-                        let access = AccessToken {
-                            id: self.new_id(),
-                            session_id: item.session_id,
-                            token_hash: item.access_token_hash,
-                            created_at: now,
-                            expires_at: item.access_expires_at.map(db_precision),
-                            revoked_at: None,
-                            first_used_at: None,
-                        };
-                        let refresh = RefreshToken {
-                            id: self.new_id(),
-                            session_id: item.session_id,
-                            token_hash: item.refresh_token_hash,
-                            access_token_id: Some(access.id),
-                            created_at: now,
-                            consumed_at: None,
-                            next_refresh_token_id: None,
-                            revoked_at: None,
-                        };
-                        pairs.push((access, refresh));
-                    }
-                    // The new tokens first: `next_refresh_token_id` refers to the new refresh token.
-                    let access: Vec<&AccessToken> = pairs.iter().map(|(token, _)| token).collect();
-                    self.insert_access_tokens(&access).await?;
-                    let refresh: Vec<&RefreshToken> = pairs.iter().map(|(_, token)| token).collect();
-                    self.insert_refresh_tokens(&refresh).await?;
-                    // Each consume in the batch's order, as `consume` does it: an item presenting a
-                    // token an earlier item consumed loses, as it would have after that one's commit.
-                    let mut rotated = Vec::with_capacity(items.len());
-                    let mut lost_access = Vec::new();
-                    let mut lost_refresh = Vec::new();
-                    let mut touched = Vec::new();
-                    for (item, (access, refresh)) in items.iter().zip(pairs) {
-                        let done = sqlx::query(
-                            "UPDATE oauth2_refresh_tokens \
-                             SET consumed_at = $2, next_refresh_token_id = $3 \
-                             WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL",
-                        )
-                        .bind(DbId(item.refresh_token_id))
-                        .bind(Ts(now))
-                        .bind(DbId(refresh.id))
-                        .execute(self.conn())
-                        .await?;
-                        if done.rows_affected() > 0 {
-                            touched.push(DbId(item.session_id));
-                            rotated.push(Rotated::Issued { access, refresh });
-                        } else {
-                            lost_access.push(DbId(access.id));
-                            lost_refresh.push(DbId(refresh.id));
-                            rotated.push(Rotated::Lost);
-                        }
-                    }
-                    // What a lost rotation added goes again (its refresh token first: it refers to
-                    // its access token).
-                    for (table, ids) in [
-                        ("oauth2_refresh_tokens", lost_refresh),
-                        ("oauth2_access_tokens", lost_access),
-                    ] {
-                        if ids.is_empty() {
-                            continue;
-                        }
-                        let mut delete = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE id IN ("));
-                        let mut list = delete.separated(", ");
-                        for id in ids {
-                            list.push_bind(id);
-                        }
-                        delete.push(")");
-                        delete.build().execute(self.conn()).await?;
-                    }
-                    if !touched.is_empty() {
-                        let mut touch = sqlx::QueryBuilder::new("UPDATE oauth2_sessions SET last_active_at = ");
-                        touch.push_bind(Ts(now)).push(" WHERE id IN (");
-                        let mut list = touch.separated(", ");
-                        for id in touched {
-                            list.push_bind(id);
-                        }
-                        touch.push(")");
-                        touch.build().execute(self.conn()).await?;
-                    }
-                    Ok(rotated)
-                })
+                self.rotate_batch(items).await
             }
 
             async fn repoint_next(
@@ -1232,3 +1254,250 @@ macro_rules! implementation {
 }
 
 for_each_backend!(implementation);
+
+impl<DB: sqlx::Database> super::SqlRepository<DB> {
+    /// The new pair of a rotation, at `now`.
+    fn new_pair(&mut self, item: &Rotation, now: DateTime<Utc>) -> (AccessToken, RefreshToken) {
+        let access = AccessToken {
+            id: self.new_id(),
+            session_id: item.session_id,
+            token_hash: item.access_token_hash,
+            created_at: now,
+            expires_at: item.access_expires_at.map(db_precision),
+            revoked_at: None,
+            first_used_at: None,
+        };
+        let refresh = RefreshToken {
+            id: self.new_id(),
+            session_id: item.session_id,
+            token_hash: item.refresh_token_hash,
+            access_token_id: Some(access.id),
+            created_at: now,
+            consumed_at: None,
+            next_refresh_token_id: None,
+            revoked_at: None,
+        };
+        (access, refresh)
+    }
+}
+
+/// [`RefreshTokenRepository::rotate_many`] on PostgreSQL, as ONE statement (no `BEGIN`, no
+/// `COMMIT`: a statement outside a transaction is one): each presented token is consumed with
+/// the compare-and-set of [`RefreshTokenRepository::consume`], and only the rotations that
+/// consumed theirs add their new pair and touch their session. The batch's rotations share
+/// one round trip and one commit instead of `5 + n` round trips (issue 16: the rotation
+/// writers spent most of a batch waiting on those round trips, not on the database).
+///
+/// Each token is found by its own index step and updated by its row's address
+/// (`CROSS JOIN LATERAL (… LIMIT 1)`, then `ctid`): a plan made while the table was small
+/// can't turn the update into a scan of the table (see `batch.rs`, "Plans made on empty
+/// tables"); the sessions are touched the same way. Parameters: `$1` the presented tokens'
+/// ids, `$2` their sessions, `$3`–`$5` the new access tokens (id, hash, expiry), `$6`–`$7`
+/// the new refresh tokens (id, hash), `$8` now. Answers the ids of the tokens consumed.
+#[doc(hidden)]
+pub const ROTATE_SQL: &str = "WITH q AS (\
+       SELECT * FROM unnest((SELECT $1::uuid[]), (SELECT $2::uuid[]), (SELECT $3::uuid[]), \
+         (SELECT $4::bytea[]), (SELECT $5::timestamptz[]), (SELECT $6::uuid[]), \
+         (SELECT $7::bytea[])) AS q(rid, sid, aid, ahash, aexp, nid, nhash)), \
+     consumed AS (\
+       UPDATE oauth2_refresh_tokens r SET consumed_at = $8, next_refresh_token_id = q.nid \
+       FROM q CROSS JOIN LATERAL \
+         (SELECT ctid AS tid FROM oauth2_refresh_tokens WHERE id = q.rid LIMIT 1) l \
+       WHERE r.ctid = l.tid AND r.consumed_at IS NULL AND r.revoked_at IS NULL \
+       RETURNING q.rid, q.sid, q.aid, q.ahash, q.aexp, q.nid, q.nhash), \
+     access AS (\
+       INSERT INTO oauth2_access_tokens (id, session_id, token_hash, created_at, expires_at) \
+       SELECT aid, sid, ahash, $8, aexp FROM consumed), \
+     refresh AS (\
+       INSERT INTO oauth2_refresh_tokens (id, session_id, token_hash, access_token_id, created_at) \
+       SELECT nid, sid, nhash, aid, $8 FROM consumed), \
+     touched AS (\
+       UPDATE oauth2_sessions s SET last_active_at = $8 \
+       FROM (SELECT DISTINCT sid FROM consumed) c CROSS JOIN LATERAL \
+         (SELECT ctid AS tid FROM oauth2_sessions WHERE id = c.sid LIMIT 1) l \
+       WHERE s.ctid = l.tid) \
+     SELECT rid FROM consumed";
+
+/// Of `ids`, the refresh tokens that may still be exchanged (neither consumed nor revoked),
+/// looked up one index step each.
+const STILL_USABLE_SQL: &str = "SELECT r.id FROM unnest((SELECT $1::uuid[])) AS q(id) \
+     CROSS JOIN LATERAL (SELECT id FROM oauth2_refresh_tokens \
+       WHERE id = q.id AND consumed_at IS NULL AND revoked_at IS NULL LIMIT 1) r";
+
+/// How many times a rotation whose token is still usable after the statement is tried again.
+const ROTATE_ATTEMPTS: usize = 3;
+
+impl super::PgRepository {
+    async fn rotate_batch(&mut self, items: &[Rotation]) -> Result<Vec<Rotated>, StorageError> {
+        use std::collections::HashSet;
+        let now = self.now();
+        let pairs: Vec<(AccessToken, RefreshToken)> =
+            items.iter().map(|item| self.new_pair(item, now)).collect();
+        let mut issued = vec![false; items.len()];
+        // A token presented twice in the batch: its first item decides, as two `consume`s in
+        // a row would; the later ones lose.
+        let mut seen = HashSet::with_capacity(items.len());
+        let mut pending: Vec<usize> = (0..items.len())
+            .filter(|&i| seen.insert(items[i].refresh_token_id))
+            .collect();
+        // Rows are locked in the order of their ids: two writers never wait for each other in
+        // a cycle.
+        pending.sort_by_key(|&i| items[i].refresh_token_id);
+        for _ in 0..ROTATE_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            let column = |f: &dyn Fn(usize) -> uuid::Uuid| -> Vec<uuid::Uuid> {
+                pending.iter().map(|&i| f(i)).collect()
+            };
+            let pair = |i: usize| &pairs[i];
+            let consumed: Vec<(uuid::Uuid,)> = sqlx::query_as(ROTATE_SQL)
+                .bind(column(&|i| items[i].refresh_token_id.into()))
+                .bind(column(&|i| items[i].session_id.into()))
+                .bind(column(&|i| pair(i).0.id.into()))
+                .bind(
+                    pending
+                        .iter()
+                        .map(|&i| pair(i).0.token_hash.to_vec())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    pending
+                        .iter()
+                        .map(|&i| pair(i).0.expires_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(column(&|i| pair(i).1.id.into()))
+                .bind(
+                    pending
+                        .iter()
+                        .map(|&i| pair(i).1.token_hash.to_vec())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(now)
+                .fetch_all(self.conn())
+                .await
+                .map_err(|e| match &e {
+                    // A new hash taken (the statement wrote nothing).
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                        StorageError::Conflict("access or refresh token")
+                    }
+                    _ => e.into(),
+                })?;
+            let consumed: HashSet<Ulid> = consumed.into_iter().map(|(id,)| id.into()).collect();
+            let mut left = Vec::new();
+            for i in pending {
+                if consumed.contains(&items[i].refresh_token_id) {
+                    issued[i] = true;
+                } else {
+                    left.push(i);
+                }
+            }
+            if left.is_empty() {
+                break;
+            }
+            // Not consumed: lost, unless the token is still usable. A row changed by another
+            // transaction while the statement ran (an `ON DELETE SET NULL` of its access
+            // token, say) has moved, and its old address matched nothing: try again.
+            let ids: Vec<uuid::Uuid> = left
+                .iter()
+                .map(|&i| items[i].refresh_token_id.into())
+                .collect();
+            let usable: Vec<(uuid::Uuid,)> = sqlx::query_as(STILL_USABLE_SQL)
+                .bind(ids)
+                .fetch_all(self.conn())
+                .await?;
+            let usable: HashSet<Ulid> = usable.into_iter().map(|(id,)| id.into()).collect();
+            pending = left
+                .into_iter()
+                .filter(|&i| usable.contains(&items[i].refresh_token_id))
+                .collect();
+        }
+        Ok(issued
+            .into_iter()
+            .zip(pairs)
+            .map(|(issued, (access, refresh))| {
+                if issued {
+                    Rotated::Issued { access, refresh }
+                } else {
+                    Rotated::Lost
+                }
+            })
+            .collect())
+    }
+}
+
+impl super::SqliteRepository {
+    /// [`RefreshTokenRepository::rotate_many`] on SQLite (in-process: no round trip to save),
+    /// in a transaction of its own: the new tokens of the batch go in with one multi-row
+    /// statement per table, the consumes run one statement each in the batch's order, and the
+    /// sessions are touched with one.
+    async fn rotate_batch(&mut self, items: &[Rotation]) -> Result<Vec<Rotated>, StorageError> {
+        in_own_transaction!(self, {
+            let now = self.now();
+            let pairs: Vec<(AccessToken, RefreshToken)> =
+                items.iter().map(|item| self.new_pair(item, now)).collect();
+            // The new tokens first: `next_refresh_token_id` refers to the new refresh token.
+            let access: Vec<&AccessToken> = pairs.iter().map(|(token, _)| token).collect();
+            self.insert_access_tokens(&access).await?;
+            let refresh: Vec<&RefreshToken> = pairs.iter().map(|(_, token)| token).collect();
+            self.insert_refresh_tokens(&refresh).await?;
+            // Each consume in the batch's order, as `consume` does it: an item presenting a
+            // token an earlier item consumed loses, as it would have after that one's commit.
+            let mut rotated = Vec::with_capacity(items.len());
+            let mut lost_access = Vec::new();
+            let mut lost_refresh = Vec::new();
+            let mut touched = Vec::new();
+            for (item, (access, refresh)) in items.iter().zip(pairs) {
+                let done = sqlx::query(
+                    "UPDATE oauth2_refresh_tokens \
+                     SET consumed_at = $2, next_refresh_token_id = $3 \
+                     WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(DbId(item.refresh_token_id))
+                .bind(Ts(now))
+                .bind(DbId(refresh.id))
+                .execute(self.conn())
+                .await?;
+                if done.rows_affected() > 0 {
+                    touched.push(DbId(item.session_id));
+                    rotated.push(Rotated::Issued { access, refresh });
+                } else {
+                    lost_access.push(DbId(access.id));
+                    lost_refresh.push(DbId(refresh.id));
+                    rotated.push(Rotated::Lost);
+                }
+            }
+            // What a lost rotation added goes again (its refresh token first: it refers to
+            // its access token).
+            for (table, ids) in [
+                ("oauth2_refresh_tokens", lost_refresh),
+                ("oauth2_access_tokens", lost_access),
+            ] {
+                if ids.is_empty() {
+                    continue;
+                }
+                let mut delete =
+                    sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE id IN ("));
+                let mut list = delete.separated(", ");
+                for id in ids {
+                    list.push_bind(id);
+                }
+                delete.push(")");
+                delete.build().execute(self.conn()).await?;
+            }
+            if !touched.is_empty() {
+                let mut touch =
+                    sqlx::QueryBuilder::new("UPDATE oauth2_sessions SET last_active_at = ");
+                touch.push_bind(Ts(now)).push(" WHERE id IN (");
+                let mut list = touch.separated(", ");
+                for id in touched {
+                    list.push_bind(id);
+                }
+                touch.push(")");
+                touch.build().execute(self.conn()).await?;
+            }
+            Ok(rotated)
+        })
+    }
+}

@@ -432,6 +432,26 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
             provider::storage::CLIENTS_WITH_BUCKETS_SQL,
             "ARRAY['client-1', 'client-2', 'unknown'], ARRAY['bucket-1', 'unknown', 'bucket-2']",
         ),
+        // Not batched reads, but statements of the hot paths that join or update by key.
+        (
+            "presented_refresh_token",
+            "bytea",
+            provider::storage::PRESENTED_REFRESH_TOKEN_SQL,
+            "decode(md5('r1'), 'hex')",
+        ),
+        (
+            "rotation",
+            "uuid[], uuid[], uuid[], bytea[], timestamptz[], uuid[], bytea[], timestamptz",
+            provider::storage::ROTATE_SQL,
+            "ARRAY[md5('r1')::uuid, md5('r2')::uuid, md5('unknown')::uuid], \
+             ARRAY[md5('s1')::uuid, md5('s2')::uuid, md5('s3')::uuid], \
+             ARRAY[md5('a1')::uuid, md5('a2')::uuid, md5('a3')::uuid], \
+             ARRAY[decode(md5('a1'), 'hex'), decode(md5('a2'), 'hex'), decode(md5('a3'), 'hex')], \
+             ARRAY[now(), NULL, now()], \
+             ARRAY[md5('n1')::uuid, md5('n2')::uuid, md5('n3')::uuid], \
+             ARRAY[decode(md5('n1'), 'hex'), decode(md5('n2'), 'hex'), decode(md5('n3'), 'hex')], \
+             now()",
+        ),
     ];
     // Planned once for all executions, on the empty tables of a new database.
     sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
@@ -444,7 +464,7 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
             .await
             .unwrap();
     }
-    // Then the tables grow: 3,000 clients, sessions, tokens and buckets.
+    // Then the tables grow: 3,000 clients, sessions, tokens of each kind and buckets.
     sqlx::raw_sql(
         "INSERT INTO oauth2_clients (id, client_id, is_static, token_endpoint_auth_method, \
            metadata, created_at, updated_at) \
@@ -455,6 +475,9 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
          FROM generate_series(1, 3000) n; \
          INSERT INTO oauth2_access_tokens (id, session_id, token_hash, created_at) \
          SELECT md5('t' || n)::uuid, md5('s' || n)::uuid, int2send(n::int2), now() \
+         FROM generate_series(1, 3000) n; \
+         INSERT INTO oauth2_refresh_tokens (id, session_id, token_hash, created_at) \
+         SELECT md5('r' || n)::uuid, md5('s' || n)::uuid, decode(md5('r' || n), 'hex'), now() \
          FROM generate_series(1, 3000) n; \
          INSERT INTO rate_limits (key, tat) SELECT 'bucket-' || n, n FROM generate_series(1, 3000) n",
     )
@@ -476,11 +499,12 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
             read <= 100.0,
             "{name}: the cached plan read {read} rows for three keys:\n{plan:#}"
         );
-        // The two keys that exist are found (every key has its row in the left joins).
-        let rows = if *name == "clients_with_buckets" {
-            3
-        } else {
-            2
+        // The two keys that exist are found (every key has its row in the left joins; the
+        // presented refresh token is one key).
+        let rows = match *name {
+            "clients_with_buckets" => 3,
+            "presented_refresh_token" => 1,
+            _ => 2,
         };
         assert_eq!(plan["Actual Rows"], rows, "{name}:\n{plan:#}");
     }

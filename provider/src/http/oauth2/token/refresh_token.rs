@@ -20,45 +20,8 @@ use crate::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
-    storage::{
-        BoxRepository, OAuth2Session, RefreshToken, Rotated, Rotation, StorageError, TokenHash,
-    },
+    storage::{BoxRepository, OAuth2Session, PresentedRefreshToken, Rotated, Rotation},
 };
-
-/// The presented refresh token, its session, and whether the session's user may still sign in
-/// (always for a session without a user).
-struct Presented {
-    stored: RefreshToken,
-    session: OAuth2Session,
-    user_active: bool,
-}
-
-/// Reads what a refresh decides on. Outside any transaction: the reads never locked anything
-/// (READ COMMITTED), and every write below is a compare-and-set that decides again.
-async fn read_presented(
-    repo: &mut BoxRepository,
-    hash: &TokenHash,
-) -> Result<Option<Presented>, StorageError> {
-    let Some(stored) = repo.refresh_tokens().find_by_hash(hash).await? else {
-        return Ok(None);
-    };
-    let Some(session) = repo.oauth2_sessions().lookup(stored.session_id).await? else {
-        return Ok(None);
-    };
-    let user_active = match session.user_id {
-        Some(user_id) => repo
-            .users()
-            .lookup(user_id)
-            .await?
-            .is_some_and(|u| u.is_active()),
-        None => true,
-    };
-    Ok(Some(Presented {
-        stored,
-        session,
-        user_active,
-    }))
-}
 
 pub async fn refresh(
     state: &AppState,
@@ -75,14 +38,16 @@ pub async fn refresh(
         ));
     }
     let now = state.storage.entropy().clock.now();
-    let Presented {
-        stored,
+    // Outside any transaction: the read locks nothing (READ COMMITTED), and every write below
+    // is a compare-and-set that decides again.
+    let PresentedRefreshToken {
+        token: stored,
         session,
         user_active,
     } = state
         .storage
         .hot_read(&sha256(token), |repo, hash| {
-            Box::pin(read_presented(repo, hash))
+            repo.refresh_tokens().find_presented(hash)
         })
         .await?
         .ok_or_else(|| TokenError::invalid_grant("unknown refresh token"))?;
