@@ -10,10 +10,22 @@
 //!   IMF-fixdate, and the obsolete RFC 850 and asctime forms recipients must accept);
 //! - the Matrix error body's `retry_after_ms` (C-S API §Rate limiting, `M_LIMIT_EXCEEDED`);
 //! - neither: 1 s, doubling with each repeat of the same request.
+//!
+//! Repeats take turns, first limited first served: a check answered `429` queues, and once its
+//! wait is over it repeats its request only when no check that was limited before it is still
+//! waiting. Without the queue, checks limited by one bucket (the provider's sign-ins per
+//! address, 1 per 5 s once its burst is spent, shared by the login page and the Matrix login)
+//! raced for each unit as it came back, and with four checks at once one of them could lose
+//! ten races in a row and be skipped ("still 429 after 10 repeats"); in the queue a check
+//! repeats at most about as often as checks run at once.
 
 use std::{
+    collections::BTreeSet,
     future::Future,
-    sync::{Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, PoisonError,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -46,6 +58,9 @@ pub fn system_sleep(duration: Duration) -> BoxFuture<'static, ()> {
 tokio::task_local! {
     /// The check whose task is running (set by the runner): rate limits are reported per check.
     pub(crate) static CURRENT_CHECK: &'static str;
+    /// Set while a request runs in its turn ([`RateLimiter::through`]): a request made inside
+    /// it must not queue behind the turn it runs in.
+    static IN_TURN: ();
 }
 
 /// One `429` answer and what the suite did about it.
@@ -142,6 +157,39 @@ pub(crate) struct RateLimiter {
     sleep: Sleep,
     started: SystemTime,
     state: Mutex<State>,
+    /// The turns of the checks limited and waiting, by ticket: the smallest goes first.
+    turns: tokio::sync::watch::Sender<BTreeSet<u64>>,
+    next_ticket: AtomicU64,
+}
+
+/// A place in the queue of repeats; leaving it (dropped) lets the next one go.
+struct Turn<'a> {
+    limiter: &'a RateLimiter,
+    ticket: u64,
+}
+
+impl Turn<'_> {
+    /// Until every check limited before this one has repeated its request (or given up).
+    async fn come(&self) {
+        let mut turns = self.limiter.turns.subscribe();
+        loop {
+            if turns.borrow_and_update().first() == Some(&self.ticket) {
+                return;
+            }
+            // The sender lives as long as the limiter this turn borrows.
+            if turns.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.limiter.turns.send_modify(|turns| {
+            turns.remove(&self.ticket);
+        });
+    }
 }
 
 #[derive(Default)]
@@ -206,6 +254,8 @@ impl RateLimiter {
             sleep,
             started: clock(),
             state: Mutex::new(State::default()),
+            turns: tokio::sync::watch::Sender::new(BTreeSet::new()),
+            next_ticket: AtomicU64::new(0),
         }
     }
 
@@ -243,9 +293,16 @@ impl RateLimiter {
         Fut: Future<Output = T>,
     {
         let mut repeats = 0;
+        // Inside another request's turn (a helper going through the limiter again): no turn
+        // of its own, it would wait for the one it runs in.
+        let nested = IN_TURN.try_with(|()| ()).is_ok();
+        let mut turn: Option<Turn<'_>> = None;
         loop {
             let before = transcript.entries().len();
-            let result = attempt().await;
+            let result = match turn {
+                Some(_) => IN_TURN.scope((), attempt()).await,
+                None => attempt().await,
+            };
             let limited = transcript
                 .entries()
                 .into_iter()
@@ -256,7 +313,20 @@ impl RateLimiter {
                 return Ok(result);
             };
             let wait = self.admit(&limited, repeats)?;
+            if turn.is_none() && !nested {
+                let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+                self.turns.send_modify(|turns| {
+                    turns.insert(ticket);
+                });
+                turn = Some(Turn {
+                    limiter: self,
+                    ticket,
+                });
+            }
             (self.sleep)(wait).await;
+            if let Some(turn) = &turn {
+                turn.come().await;
+            }
             repeats += 1;
         }
     }
@@ -554,5 +624,78 @@ mod tests {
             })
             .await;
         assert_eq!(limiter.report().waited_millis, 8000);
+    }
+
+    /// Units of the simulated server's bucket (`repeats_take_turns`).
+    static UNITS: AtomicU64 = AtomicU64::new(0);
+
+    /// Check `a` sleeps long (its task yields many times); check `b` at once, and while it
+    /// sleeps the server gives a unit back.
+    fn uneven_sleep(_: Duration) -> BoxFuture<'static, ()> {
+        let slow = CURRENT_CHECK.try_with(|c| *c == "a").unwrap_or(false);
+        if !slow {
+            UNITS.fetch_add(1, Ordering::SeqCst);
+        }
+        Box::pin(async move {
+            if slow {
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    }
+
+    /// The check limited first repeats first: `a` was answered 429 before `b`, and although
+    /// `b`'s wait ends long before `a`'s, the one unit the server gives back goes to `a`.
+    #[tokio::test]
+    async fn repeats_take_turns() {
+        let limiter = RateLimiter::new(
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+            epoch,
+            uneven_sleep,
+        );
+        // One request: a unit if there is one, else a 429 on the transcript.
+        let request = |transcript: &Transcript| {
+            let ok = UNITS
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if !ok {
+                transcript.record(limited(&[("retry-after", "1")], ""));
+            }
+            ok
+        };
+        let (a, b) = (Transcript::new(), Transcript::new());
+        let mut a_tries = 0;
+        let first_a = CURRENT_CHECK.scope(
+            "a",
+            limiter.through(&a, || {
+                a_tries += 1;
+                std::future::ready(request(&a))
+            }),
+        );
+        let second_b = CURRENT_CHECK.scope("b", async {
+            // Limited after `a`.
+            tokio::task::yield_now().await;
+            let mut b_tries = 0;
+            // The unit given back during `b`'s first wait, while `a` still sleeps: `b` could
+            // repeat at once and take it, but it is `a`'s turn. Without turns, `a` would find
+            // the bucket empty on each of its repeats and give up.
+            let done = limiter
+                .through(&b, || {
+                    b_tries += 1;
+                    std::future::ready(request(&b))
+                })
+                .await;
+            (done, b_tries)
+        });
+        let (a_done, (b_done, b_tries)) = tokio::join!(first_a, second_b);
+        assert_eq!(a_done.ok(), Some(true));
+        assert_eq!(a_tries, 2, "a repeated once: the unit was kept for it");
+        assert_eq!(b_done.ok(), Some(true));
+        assert_eq!(
+            b_tries, 3,
+            "b was limited, then found `a` had taken the unit, then got one"
+        );
     }
 }

@@ -461,11 +461,13 @@ async fn the_full_conformance_suite_has_no_must_failure(db: TestDb) {
     expected.sort_unstable();
     assert_eq!(
         skipped_ids, expected,
-        "the skipped checks are not the expected ones: {skipped:#?}"
+        "the skipped checks are not the expected ones: {skipped:#?}\nevery 429 of the run: {:#?}",
+        report.rate_limits.events
     );
     assert!(
         skipped.iter().all(|(_, why)| !why.contains("rate limit")),
-        "{skipped:#?}"
+        "{skipped:#?}\nevery 429 of the run: {:#?}",
+        report.rate_limits.events
     );
     // The compat SSO login (MSC3824) works through real Synapse and nginx: m.login.sso, the
     // provider's pages, the loginToken exchanged with m.login.token.
