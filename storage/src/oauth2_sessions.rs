@@ -868,14 +868,7 @@ macro_rules! implementation {
                     };
                     rows.push((session, token));
                 }
-                // Multi-row VALUES: one statement (and one round trip) per table for the batch.
-                in_own_transaction!(self, {
-                    let mut sessions = sqlx::QueryBuilder::new("");
-                    push_sessions(&mut sessions, &rows);
-                    sessions.build().execute(self.conn()).await?;
-                    let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
-                    self.insert_access_tokens(&tokens).await
-                })?;
+                self.insert_sessions_with_tokens(&rows).await?;
                 Ok(rows)
             }
 
@@ -1377,13 +1370,8 @@ impl super::PgRepository {
                 .bind(now)
                 .fetch_all(self.conn())
                 .await
-                .map_err(|e| match &e {
-                    // A new hash taken (the statement wrote nothing).
-                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                        StorageError::Conflict("access or refresh token")
-                    }
-                    _ => e.into(),
-                })?;
+                // A new hash taken: the statement wrote nothing.
+                .map_err(|e| unique_taken(e, "access or refresh token"))?;
             let consumed: HashSet<Ulid> = consumed.into_iter().map(|(id,)| id.into()).collect();
             let mut left = Vec::new();
             for i in pending {
@@ -1427,7 +1415,55 @@ impl super::PgRepository {
     }
 }
 
+impl super::PgRepository {
+    /// The sessions and their tokens of a `client_credentials` batch as ONE statement (no
+    /// `BEGIN`, no `COMMIT`: a statement outside a transaction is one): the sessions by a
+    /// data-modifying `WITH`, the tokens by the statement itself (the foreign key is checked
+    /// at its end). One round trip and its commit for the batch, instead of four. A hash
+    /// taken fails the whole statement: nothing is written, [`StorageError::Conflict`].
+    async fn insert_sessions_with_tokens(
+        &mut self,
+        rows: &[(OAuth2Session, AccessToken)],
+    ) -> Result<(), StorageError> {
+        let mut insert = sqlx::QueryBuilder::new("WITH sessions AS (");
+        push_sessions(&mut insert, rows);
+        insert.push(") ");
+        push_access_tokens(&mut insert, rows.iter().map(|(_, token)| token));
+        insert
+            .build()
+            .execute(self.conn())
+            .await
+            .map_err(|e| unique_taken(e, "access token"))?;
+        Ok(())
+    }
+}
+
+/// A unique key taken (PostgreSQL `23505`) is [`StorageError::Conflict`]`(what)`.
+fn unique_taken(e: sqlx::Error, what: &'static str) -> StorageError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            StorageError::Conflict(what)
+        }
+        _ => e.into(),
+    }
+}
+
 impl super::SqliteRepository {
+    /// The sessions and their tokens of a `client_credentials` batch in a transaction of its
+    /// own: one multi-row statement per table.
+    async fn insert_sessions_with_tokens(
+        &mut self,
+        rows: &[(OAuth2Session, AccessToken)],
+    ) -> Result<(), StorageError> {
+        in_own_transaction!(self, {
+            let mut sessions = sqlx::QueryBuilder::new("");
+            push_sessions(&mut sessions, rows);
+            sessions.build().execute(self.conn()).await?;
+            let tokens: Vec<&AccessToken> = rows.iter().map(|(_, token)| token).collect();
+            self.insert_access_tokens(&tokens).await
+        })
+    }
+
     /// [`RefreshTokenRepository::rotate_many`] on SQLite (in-process: no round trip to save),
     /// in a transaction of its own: the new tokens of the batch go in with one multi-row
     /// statement per table, the consumes run one statement each in the batch's order, and the
