@@ -356,9 +356,10 @@ pub trait RefreshTokenRepository: Send {
     /// token consumed (compare-and-set, [`RefreshTokenRepository::consume`]), its session marked
     /// active ([`OAuth2SessionRepository::touch`]). A rotation whose token was consumed or
     /// revoked already, by an earlier item of the batch too, is [`Rotated::Lost`] and leaves
-    /// nothing behind. The new tokens of the batch go in with one multi-row statement per
-    /// table, and the sessions are touched with one; the consumes are one statement each, in
-    /// order. [`StorageError::Conflict`] when a new hash is taken (nothing is written then).
+    /// nothing behind. PostgreSQL runs the batch as one statement (`ROTATE_SQL`); SQLite adds
+    /// the new tokens with one multi-row statement per table, consumes one token per
+    /// statement in order and touches the sessions with one. [`StorageError::Conflict`] when a
+    /// new hash is taken (nothing is written then).
     async fn rotate_many(&mut self, items: &[Rotation]) -> Result<Vec<Rotated>, StorageError>;
 
     /// The grace of refresh rotation: a consumed token replayed while its successor is still
