@@ -150,6 +150,43 @@ hs_introspection() { # LABEL [wrk -c] [wrk -t] [duration]
     run_wrk "$label" "http://127.0.0.1:$PORT/oauth2/introspect" "$KIT/bench/wrk/introspect_bearer.lua"
 }
 
+# Refresh chains for scripts/wrk/refresh.lua: N live refresh tokens of the bench client, each of
+# a session of its own (the user's, with a Matrix device), written as the authorization code
+# grant stores them (their SHA-256), one per line in FILE.
+mint_refresh_tokens() { # N FILE
+  python3 - "$1" "$USERNAME" "$CLIENT_ID" "$2" <<'PY' | psql -X -q "$DB_URL" >/dev/null || die "can't store refresh tokens"
+import hashlib, secrets, sys, uuid, zlib
+B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+def token(prefix):
+    body = prefix + "_" + "".join(secrets.choice(B62) for _ in range(30))
+    n, digits = zlib.crc32(body.encode()), ""
+    for _ in range(6):
+        digits, n = B62[n % 62] + digits, n // 62
+    return body + "_" + digits
+n, user, client, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+with open(path, "w") as out:
+    for _ in range(n):
+        s, r = uuid.uuid4(), uuid.uuid4()
+        device = "BENCHR" + secrets.token_hex(4).upper()
+        t = token("mar")
+        print(f"INSERT INTO oauth2_sessions (id, user_id, client_id, scope, device_id, created_at) "
+              f"SELECT '{s}', u.id, c.id, 'urn:matrix:client:api:* urn:matrix:client:device:{device}', "
+              f"'{device}', now() FROM users u, oauth2_clients c "
+              f"WHERE u.username = '{user}' AND c.client_id = '{client}'; "
+              f"INSERT INTO oauth2_refresh_tokens (id, session_id, token_hash, created_at) "
+              f"VALUES ('{r}', '{s}', '\\x{hashlib.sha256(t.encode()).hexdigest()}', now());")
+        out.write(t + "\n")
+PY
+}
+
+refresh_rotation() { # LABEL: wrk -t$T -c$C as the kit's loads, one chain per connection
+  local tokens=$WORK/refresh_tokens.txt
+  # The warm-up's chains, then each run's (one per connection, one more per thread: see the script)
+  mint_refresh_tokens $(((C + T) * (1 + REPEAT))) "$tokens"
+  TOKENS_FILE=$tokens REPORT_LUA=$KIT/bench/wrk/report.lua \
+    run_wrk "$1" "http://127.0.0.1:$PORT/oauth2/token" "$ROOT/scripts/wrk/refresh.lua"
+}
+
 test_clients_bench() { # TARGET SECONDS LABEL
   local json=$OUT_DIR/raw/$3.json
   "$BIN/test-clients" bench --homeserver "http://127.0.0.1:$HS_PORT/" --username "$USERNAME" \
@@ -191,7 +228,7 @@ for ((pass = 1; pass <= PASSES; pass++)); do
   hs_introspection provider.introspect_hs
   x2=$(xacts)
   echo "pass $pass: transactions committed: kit loads $((x1 - x0)), homeserver introspection $((x2 - x1))" >>"$OUT_DIR/xacts.txt"
-  test_clients_bench refresh "${D%s}" provider.refresh
+  refresh_rotation provider.refresh
   if [[ "${SKIP_PG:-0}" != 1 ]]; then
     PG_MODES="select-only:prepared simple-update:prepared" "$KIT/bench/bench-pg.sh" \
       >>"$OUT_DIR/raw/pg.log" 2>&1 || die "bench-pg.sh failed, see $OUT_DIR/raw/pg.log"
@@ -246,7 +283,7 @@ rows = [
     ("introspection, client_secret_basic", peer(".introspect"), ours("introspect"), sel, "pgbench -S -M prepared"),
     ("introspection as Synapse calls it (shared secret)", peer(".introspect"), ours("introspect_hs"), sel, "pgbench -S -M prepared"),
     ("`client_credentials` token", peer(".token_cc"), ours("token_cc"), upd, "pgbench -N -M prepared"),
-    ("refresh rotation (test-clients, 16 workers)", peer(".token_cc"), ours("refresh"), upd, "pgbench -N -M prepared"),
+    ("refresh rotation (client_secret_basic, a chain per connection)", peer(".token_cc"), ours("refresh"), upd, "pgbench -N -M prepared"),
     ("discovery", peer(".discovery"), ours("discovery"), [], ""),
     ("password sign-in storm (m.login.password via the homeserver)", [], ours("signin_storm"), argon, "argon2id, both cores"),
 ]
