@@ -324,6 +324,81 @@ async fn rotations_of_a_batch_decide_as_alone(db: TestDb) {
     }
 }
 
+/// PostgreSQL runs a batch of rotations as one statement that finds each presented token by
+/// its index and updates it by its row's address (`ROTATE_SQL`). A token another transaction
+/// changed while the statement waited for its lock (here its access token's link cleared, as
+/// deleting that access token does) has moved to a new address: the statement passes it by,
+/// and the rotation, finding the token still usable, runs again: it is issued, not lost.
+#[tokio::test]
+async fn a_token_changed_while_its_rotation_waits_is_still_rotated() {
+    use sqlx::Connection as _;
+
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, "frank").await;
+    let session = oauth2_session(&mut repo, &user, &client).await;
+    let presented = repo
+        .refresh_tokens()
+        .add(session.id, &hash_of(7), None)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+
+    // Another transaction changes the token's row and holds its lock.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE oauth2_refresh_tokens SET access_token_id = NULL WHERE token_hash = $1")
+        .bind(&hash_of(7)[..])
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let storage = db.storage.clone();
+    let item = rotation(&presented, 70);
+    let rotating = tokio::spawn(async move {
+        let mut repo = storage.reader().await.unwrap();
+        repo.refresh_tokens().rotate_many(&[item]).await
+    });
+    // Once the rotation's statement waits for the row's lock, the other transaction commits.
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut waited = false;
+    for _ in 0..1000 {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(waited, "the rotation never waited for the row's lock");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+
+    let rotated = rotating.await.unwrap().unwrap();
+    let Rotated::Issued { refresh, .. } = &rotated[0] else {
+        panic!("a usable token's rotation was lost: {rotated:?}");
+    };
+    let mut reader = db.storage.reader().await.unwrap();
+    let consumed = reader
+        .refresh_tokens()
+        .lookup(presented.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(consumed.consumed_at.is_some());
+    assert_eq!(consumed.next_refresh_token_id, Some(refresh.id));
+    assert_eq!(
+        consumed.access_token_id, None,
+        "the other transaction's change stays"
+    );
+}
+
 /// Many concurrent rotations of one refresh token through the group commit
 /// (`Storage::rotate_refresh_token`), with rotations of other tokens among them: exactly one
 /// of the first wins, every other token's rotation is issued, each answer is committed.
