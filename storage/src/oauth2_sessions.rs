@@ -455,22 +455,51 @@ macro_rules! access_token_columns {
 /// its session `s`, its client's `client_id` (`c`) and its user `u` (see
 /// [`active_token_joins`]). Shared by the lookup of one token and the batched lookup of many
 /// (`crate::batch`).
-macro_rules! active_token_columns {
+/// The columns of the session `s`, each named `s_<column>` (rows joining a session to another
+/// table: `TokenWithSessionRow`, `PresentedRow`; `session_row!` reads them back).
+macro_rules! prefixed_session_columns {
     () => {
-        "t.id AS t_id, t.session_id AS t_session_id, \
-         t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
-         t.expires_at AS t_expires_at, t.revoked_at AS t_revoked_at, \
-         t.first_used_at AS t_first_used_at, \
-         s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
+        "s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
          s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
          s.device_id AS s_device_id, s.created_at AS s_created_at, \
          s.finished_at AS s_finished_at, \
-         s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent, \
-         c.client_id AS c_client_id, \
-         u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at, \
-         u.locked_at AS u_locked_at, u.deactivated_at AS u_deactivated_at, \
-         u.can_request_admin AS u_can_request_admin, \
-         u.display_name AS u_display_name"
+         s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent"
+    };
+}
+pub(crate) use prefixed_session_columns;
+
+/// The `SessionRow` of a row read with `prefixed_session_columns!`.
+macro_rules! session_row {
+    ($r:ident) => {
+        SessionRow {
+            id: $r.s_id,
+            user_id: $r.s_user_id,
+            client_id: $r.s_client_id,
+            browser_session_id: $r.s_browser_session_id,
+            scope: $r.s_scope,
+            device_id: $r.s_device_id,
+            created_at: $r.s_created_at,
+            finished_at: $r.s_finished_at,
+            last_active_at: $r.s_last_active_at,
+            user_agent: $r.s_user_agent,
+        }
+    };
+}
+
+macro_rules! active_token_columns {
+    () => {
+        concat!(
+            "t.id AS t_id, t.session_id AS t_session_id, \
+             t.token_hash AS t_token_hash, t.created_at AS t_created_at, \
+             t.expires_at AS t_expires_at, t.revoked_at AS t_revoked_at, \
+             t.first_used_at AS t_first_used_at, ",
+            $crate::oauth2_sessions::prefixed_session_columns!(),
+            ", c.client_id AS c_client_id, \
+             u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at, \
+             u.locked_at AS u_locked_at, u.deactivated_at AS u_deactivated_at, \
+             u.can_request_admin AS u_can_request_admin, \
+             u.display_name AS u_display_name"
+        )
     };
 }
 pub(crate) use active_token_columns;
@@ -555,18 +584,7 @@ impl TryFrom<TokenWithSessionRow> for ActiveAccessToken {
             revoked_at: r.t_revoked_at,
             first_used_at: r.t_first_used_at,
         };
-        let session = SessionRow {
-            id: r.s_id,
-            user_id: r.s_user_id,
-            client_id: r.s_client_id,
-            browser_session_id: r.s_browser_session_id,
-            scope: r.s_scope,
-            device_id: r.s_device_id,
-            created_at: r.s_created_at,
-            finished_at: r.s_finished_at,
-            last_active_at: r.s_last_active_at,
-            user_agent: r.s_user_agent,
-        };
+        let session = session_row!(r);
         Ok(ActiveAccessToken {
             token: token.try_into()?,
             session: session.into(),
@@ -652,18 +670,7 @@ impl TryFrom<PresentedRow> for PresentedRefreshToken {
             next_refresh_token_id: r.r_next_refresh_token_id,
             revoked_at: r.r_revoked_at,
         };
-        let session = SessionRow {
-            id: r.s_id,
-            user_id: r.s_user_id,
-            client_id: r.s_client_id,
-            browser_session_id: r.s_browser_session_id,
-            scope: r.s_scope,
-            device_id: r.s_device_id,
-            created_at: r.s_created_at,
-            finished_at: r.s_finished_at,
-            last_active_at: r.s_last_active_at,
-            user_agent: r.s_user_agent,
-        };
+        let session = session_row!(r);
         Ok(Self {
             token: token.try_into()?,
             session: session.into(),
@@ -675,21 +682,20 @@ impl TryFrom<PresentedRow> for PresentedRefreshToken {
 /// See [`RefreshTokenRepository::find_presented`]. Primary-key steps from the token's unique
 /// hash: the plan is the same on an empty table as on a large one.
 #[doc(hidden)]
-pub const PRESENTED_REFRESH_TOKEN_SQL: &str = "SELECT \
+pub const PRESENTED_REFRESH_TOKEN_SQL: &str = concat!(
+    "SELECT \
      r.id AS r_id, r.session_id AS r_session_id, r.token_hash AS r_token_hash, \
      r.access_token_id AS r_access_token_id, r.created_at AS r_created_at, \
      r.consumed_at AS r_consumed_at, r.next_refresh_token_id AS r_next_refresh_token_id, \
-     r.revoked_at AS r_revoked_at, \
-     s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
-     s.browser_session_id AS s_browser_session_id, s.scope AS s_scope, \
-     s.device_id AS s_device_id, s.created_at AS s_created_at, s.finished_at AS s_finished_at, \
-     s.last_active_at AS s_last_active_at, s.user_agent AS s_user_agent, \
-     (s.user_id IS NULL OR (u.id IS NOT NULL AND u.locked_at IS NULL \
+     r.revoked_at AS r_revoked_at, ",
+    prefixed_session_columns!(),
+    ", (s.user_id IS NULL OR (u.id IS NOT NULL AND u.locked_at IS NULL \
        AND u.deactivated_at IS NULL)) AS user_active \
      FROM oauth2_refresh_tokens r \
      JOIN oauth2_sessions s ON s.id = r.session_id \
      LEFT JOIN users u ON u.id = s.user_id \
-     WHERE r.token_hash = $1";
+     WHERE r.token_hash = $1"
+);
 
 macro_rules! refresh_token_columns {
     () => {
