@@ -456,7 +456,7 @@ macro_rules! access_token_columns {
 /// [`active_token_joins`]). Shared by the lookup of one token and the batched lookup of many
 /// (`crate::batch`).
 /// The columns of the session `s`, each named `s_<column>` (rows joining a session to another
-/// table: `TokenWithSessionRow`, `PresentedRow`; `session_row!` reads them back).
+/// table: `TokenWithSessionRow`, `PresentedRow`; [`PrefixedSessionRow`] reads them back).
 macro_rules! prefixed_session_columns {
     () => {
         "s.id AS s_id, s.user_id AS s_user_id, s.client_id AS s_client_id, \
@@ -468,22 +468,37 @@ macro_rules! prefixed_session_columns {
 }
 pub(crate) use prefixed_session_columns;
 
-/// The `SessionRow` of a row read with `prefixed_session_columns!`.
-macro_rules! session_row {
-    ($r:ident) => {
-        SessionRow {
-            id: $r.s_id,
-            user_id: $r.s_user_id,
-            client_id: $r.s_client_id,
-            browser_session_id: $r.s_browser_session_id,
-            scope: $r.s_scope,
-            device_id: $r.s_device_id,
-            created_at: $r.s_created_at,
-            finished_at: $r.s_finished_at,
-            last_active_at: $r.s_last_active_at,
-            user_agent: $r.s_user_agent,
+/// A session's columns as `prefixed_session_columns!` names them, in a row that joins it to
+/// another table (`#[sqlx(flatten)]`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct PrefixedSessionRow {
+    s_id: DbId,
+    s_user_id: Option<DbId>,
+    s_client_id: DbId,
+    s_browser_session_id: Option<DbId>,
+    s_scope: String,
+    s_device_id: Option<String>,
+    s_created_at: Ts,
+    s_finished_at: Option<Ts>,
+    s_last_active_at: Option<Ts>,
+    s_user_agent: Option<String>,
+}
+
+impl From<PrefixedSessionRow> for SessionRow {
+    fn from(r: PrefixedSessionRow) -> Self {
+        Self {
+            id: r.s_id,
+            user_id: r.s_user_id,
+            client_id: r.s_client_id,
+            browser_session_id: r.s_browser_session_id,
+            scope: r.s_scope,
+            device_id: r.s_device_id,
+            created_at: r.s_created_at,
+            finished_at: r.s_finished_at,
+            last_active_at: r.s_last_active_at,
+            user_agent: r.s_user_agent,
         }
-    };
+    }
 }
 
 macro_rules! active_token_columns {
@@ -538,16 +553,8 @@ pub(crate) struct TokenWithSessionRow {
     t_expires_at: Option<Ts>,
     t_revoked_at: Option<Ts>,
     t_first_used_at: Option<Ts>,
-    s_id: DbId,
-    s_user_id: Option<DbId>,
-    s_client_id: DbId,
-    s_browser_session_id: Option<DbId>,
-    s_scope: String,
-    s_device_id: Option<String>,
-    s_created_at: Ts,
-    s_finished_at: Option<Ts>,
-    s_last_active_at: Option<Ts>,
-    s_user_agent: Option<String>,
+    #[sqlx(flatten)]
+    session: PrefixedSessionRow,
     c_client_id: String,
     // LEFT JOIN: all NULL for client_credentials sessions
     u_id: Option<DbId>,
@@ -584,7 +591,7 @@ impl TryFrom<TokenWithSessionRow> for ActiveAccessToken {
             revoked_at: r.t_revoked_at,
             first_used_at: r.t_first_used_at,
         };
-        let session = session_row!(r);
+        let session = SessionRow::from(r.session);
         Ok(ActiveAccessToken {
             token: token.try_into()?,
             session: session.into(),
@@ -643,16 +650,8 @@ struct PresentedRow {
     r_consumed_at: Option<Ts>,
     r_next_refresh_token_id: Option<DbId>,
     r_revoked_at: Option<Ts>,
-    s_id: DbId,
-    s_user_id: Option<DbId>,
-    s_client_id: DbId,
-    s_browser_session_id: Option<DbId>,
-    s_scope: String,
-    s_device_id: Option<String>,
-    s_created_at: Ts,
-    s_finished_at: Option<Ts>,
-    s_last_active_at: Option<Ts>,
-    s_user_agent: Option<String>,
+    #[sqlx(flatten)]
+    session: PrefixedSessionRow,
     user_active: bool,
 }
 
@@ -670,7 +669,7 @@ impl TryFrom<PresentedRow> for PresentedRefreshToken {
             next_refresh_token_id: r.r_next_refresh_token_id,
             revoked_at: r.r_revoked_at,
         };
-        let session = session_row!(r);
+        let session = SessionRow::from(r.session);
         Ok(Self {
             token: token.try_into()?,
             session: session.into(),
