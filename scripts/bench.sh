@@ -144,10 +144,9 @@ export BASIC_AUTH
 # PostgreSQL's own count of committed transactions of the bench database (per request figures)
 xacts() { psql -X -tAq "$PG_ADMIN_URL" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
 
-hs_introspection() { # LABEL [wrk -c] [wrk -t] [duration]
-  local label=$1
-  HS_SECRET=$HS_SECRET TOKEN=$USER_TOKEN C=${2:-$C} T=${3:-$T} D=${4:-$D} \
-    run_wrk "$label" "http://127.0.0.1:$PORT/oauth2/introspect" "$KIT/bench/wrk/introspect_bearer.lua"
+hs_introspection() { # LABEL
+  HS_SECRET=$HS_SECRET TOKEN=$USER_TOKEN \
+    run_wrk "$1" "http://127.0.0.1:$PORT/oauth2/introspect" "$KIT/bench/wrk/introspect_bearer.lua"
 }
 
 # Refresh chains for scripts/wrk/refresh.lua: N live refresh tokens of the bench client, each of
@@ -185,6 +184,11 @@ refresh_rotation() { # LABEL: wrk -t$T -c$C as the kit's loads, one chain per co
   mint_refresh_tokens $(((C + T) * (1 + REPEAT))) "$tokens"
   TOKENS_FILE=$tokens REPORT_LUA=$KIT/bench/wrk/report.lua \
     run_wrk "$1" "http://127.0.0.1:$PORT/oauth2/token" "$ROOT/scripts/wrk/refresh.lua"
+}
+
+paced_probe() { # LABEL DURATION: the homeserver's introspection, 200 a second on one connection
+  HS_SECRET=$HS_SECRET TOKEN=$USER_TOKEN KIT_WRK=$KIT/bench/wrk C=1 T=1 D=$2 \
+    run_wrk "$1" "http://127.0.0.1:$PORT/oauth2/introspect" "$ROOT/scripts/wrk/introspect_paced.lua"
 }
 
 test_clients_bench() { # TARGET SECONDS LABEL
@@ -234,15 +238,15 @@ for ((pass = 1; pass <= PASSES; pass++)); do
       >>"$OUT_DIR/raw/pg.log" 2>&1 || die "bench-pg.sh failed, see $OUT_DIR/raw/pg.log"
   fi
   # The raw argon2id rate of both cores, then the sign-in storm with introspection beside it
-  # (one connection: its p99 idle and during the storm).
+  # (one connection, paced: its p99 idle and during the storm).
   raw=$("$BIN/examples/argon2_rate" "${D%s}")
   summary_row argon2.raw "$pass" "$(sed -E 's/.*hashes_per_second=([0-9.]+).*/\1/' <<<"$raw")" \
     - - - - - - "hashes/s; $raw"
-  hs_introspection provider.introspect_hs_idle 1 1 "$((STORM_SECONDS - 6))s"
+  paced_probe provider.introspect_hs_idle "$((STORM_SECONDS - 6))s"
   test_clients_bench password-login "$STORM_SECONDS" provider.signin_storm &
   storm=$!
   sleep 4
-  hs_introspection provider.introspect_hs_storm 1 1 "$((STORM_SECONDS - 6))s"
+  paced_probe provider.introspect_hs_storm "$((STORM_SECONDS - 6))s"
   wait "$storm"
 done
 mem_row provider.final "$SERVER_PID"
