@@ -1346,33 +1346,32 @@ impl super::PgRepository {
             if pending.is_empty() {
                 break;
             }
-            let column = |f: &dyn Fn(usize) -> uuid::Uuid| -> Vec<uuid::Uuid> {
-                pending.iter().map(|&i| f(i)).collect()
-            };
-            let pair = |i: usize| &pairs[i];
+            // The statement's columns, one entry per pending rotation.
+            let mut rids = Vec::with_capacity(pending.len());
+            let mut sids = Vec::with_capacity(pending.len());
+            let mut aids = Vec::with_capacity(pending.len());
+            let mut ahashes = Vec::with_capacity(pending.len());
+            let mut aexps = Vec::with_capacity(pending.len());
+            let mut nids = Vec::with_capacity(pending.len());
+            let mut nhashes = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                let (access, refresh) = &pairs[i];
+                rids.push(uuid::Uuid::from(items[i].refresh_token_id));
+                sids.push(uuid::Uuid::from(items[i].session_id));
+                aids.push(uuid::Uuid::from(access.id));
+                ahashes.push(&access.token_hash[..]);
+                aexps.push(access.expires_at);
+                nids.push(uuid::Uuid::from(refresh.id));
+                nhashes.push(&refresh.token_hash[..]);
+            }
             let consumed: Vec<(uuid::Uuid,)> = sqlx::query_as(ROTATE_SQL)
-                .bind(column(&|i| items[i].refresh_token_id.into()))
-                .bind(column(&|i| items[i].session_id.into()))
-                .bind(column(&|i| pair(i).0.id.into()))
-                .bind(
-                    pending
-                        .iter()
-                        .map(|&i| pair(i).0.token_hash.to_vec())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    pending
-                        .iter()
-                        .map(|&i| pair(i).0.expires_at)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(column(&|i| pair(i).1.id.into()))
-                .bind(
-                    pending
-                        .iter()
-                        .map(|&i| pair(i).1.token_hash.to_vec())
-                        .collect::<Vec<_>>(),
-                )
+                .bind(rids)
+                .bind(sids)
+                .bind(aids)
+                .bind(ahashes)
+                .bind(aexps)
+                .bind(nids)
+                .bind(nhashes)
                 .bind(now)
                 .fetch_all(self.conn())
                 .await
@@ -1444,10 +1443,11 @@ impl super::PgRepository {
     }
 }
 
-/// A unique key taken (PostgreSQL `23505`) is [`StorageError::Conflict`]`(what)`.
+/// A unique key taken (a statement that can't count its rows with `ON CONFLICT DO NOTHING`:
+/// it failed as a whole) is [`StorageError::Conflict`]`(what)`.
 fn unique_taken(e: sqlx::Error, what: &'static str) -> StorageError {
     match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
             StorageError::Conflict(what)
         }
         _ => e.into(),
