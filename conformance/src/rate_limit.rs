@@ -58,9 +58,6 @@ pub fn system_sleep(duration: Duration) -> BoxFuture<'static, ()> {
 tokio::task_local! {
     /// The check whose task is running (set by the runner): rate limits are reported per check.
     pub(crate) static CURRENT_CHECK: &'static str;
-    /// Set while a request runs in its turn ([`RateLimiter::through`]): a request made inside
-    /// it must not queue behind the turn it runs in.
-    static IN_TURN: ();
 }
 
 /// One `429` answer and what the suite did about it.
@@ -283,7 +280,9 @@ impl RateLimiter {
     /// The one door of the suite's HTTP: runs `attempt` (one request, or one of the
     /// test-clients helpers that make several, like a walk through the provider's pages) and,
     /// while the last exchange it recorded in `transcript` is a `429`, waits as the server asks
-    /// and runs it again. `Err` when the bounds don't allow the wait.
+    /// and runs it again, in its turn (see the module). `Err` when the bounds don't allow the
+    /// wait. `attempt` makes its requests directly (test-clients' helpers), never through the
+    /// limiter again: a request limited inside a turn would wait for that turn, its own.
     pub(crate) async fn through<T, Fut>(
         &self,
         transcript: &Transcript,
@@ -293,16 +292,10 @@ impl RateLimiter {
         Fut: Future<Output = T>,
     {
         let mut repeats = 0;
-        // Inside another request's turn (a helper going through the limiter again): no turn
-        // of its own, it would wait for the one it runs in.
-        let nested = IN_TURN.try_with(|()| ()).is_ok();
         let mut turn: Option<Turn<'_>> = None;
         loop {
             let before = transcript.entries().len();
-            let result = match turn {
-                Some(_) => IN_TURN.scope((), attempt()).await,
-                None => attempt().await,
-            };
+            let result = attempt().await;
             let limited = transcript
                 .entries()
                 .into_iter()
@@ -313,7 +306,7 @@ impl RateLimiter {
                 return Ok(result);
             };
             let wait = self.admit(&limited, repeats)?;
-            if turn.is_none() && !nested {
+            if turn.is_none() {
                 let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
                 self.turns.send_modify(|turns| {
                     turns.insert(ticket);
