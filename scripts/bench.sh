@@ -114,30 +114,41 @@ IDLE_RSS_KB=$(status_kb "$SERVER_PID" VmRSS)
 USERNAME=benchuser PASSWORD='bench password 123'
 printf '%s\n' "$PASSWORD" | "$BIN/provider" manage register-user -c "$CONFIG" "$USERNAME" \
   --password-stdin --yes >"$OUT_DIR/raw/register-user.log" 2>&1 || die "register-user failed"
-# The token is written as the authorization code grant stores one (its SHA-256, a session
-# holding the device scope of MSC2967); getting one through the pages takes a browser.
-read -r USER_TOKEN USER_TOKEN_SQL < <(python3 - "$USERNAME" "$CLIENT_ID" <<'PY'
+# Tokens are written as the authorization code grant stores them (their SHA-256, each in a
+# session of the user's holding a Matrix device, the device scope of MSC2967); getting them
+# through the pages takes a browser. KIND: access (valid a day) or refresh; one per line in FILE.
+mint_tokens() { # KIND N FILE
+  python3 - "$1" "$2" "$USERNAME" "$CLIENT_ID" "$3" <<'PY' | psql -X -q "$DB_URL" >/dev/null || die "can't store $2 $1 tokens"
 import hashlib, secrets, sys, uuid, zlib
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-body = "mat_" + "".join(secrets.choice(B62) for _ in range(30))
-n, digits = zlib.crc32(body.encode()), ""
-for _ in range(6):
-    digits, n = B62[n % 62] + digits, n // 62
-token = body + "_" + digits
-user, client = sys.argv[1], sys.argv[2]
-s, t = uuid.uuid4(), uuid.uuid4()
-device = "BENCHDEVICE"
-sql = (f"INSERT INTO oauth2_sessions (id, user_id, client_id, scope, device_id, created_at) "
-       f"SELECT '{s}', u.id, c.id, 'urn:matrix:client:api:* urn:matrix:client:device:{device}', "
-       f"'{device}', now() FROM users u, oauth2_clients c "
-       f"WHERE u.username = '{user}' AND c.client_id = '{client}'; "
-       f"INSERT INTO oauth2_access_tokens (id, session_id, token_hash, created_at, expires_at) "
-       f"VALUES ('{t}', '{s}', '\\x{hashlib.sha256(token.encode()).hexdigest()}', now(), "
-       f"now() + interval '1 day');")
-print(token, sql)
+def token(prefix):  # domain::token: prefix, 30 base62 characters, their CRC32 in base62
+    body = prefix + "_" + "".join(secrets.choice(B62) for _ in range(30))
+    n, digits = zlib.crc32(body.encode()), ""
+    for _ in range(6):
+        digits, n = B62[n % 62] + digits, n // 62
+    return body + "_" + digits
+kind, n, user, client, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+prefix, insert = {
+    "access": ("mat", "INSERT INTO oauth2_access_tokens (id, session_id, token_hash, created_at, "
+                      "expires_at) VALUES ('{t}', '{s}', '\\x{h}', now(), now() + interval '1 day');"),
+    "refresh": ("mar", "INSERT INTO oauth2_refresh_tokens (id, session_id, token_hash, created_at) "
+                       "VALUES ('{t}', '{s}', '\\x{h}', now());"),
+    }[kind]
+with open(path, "w") as out:
+    for _ in range(n):
+        s, t = uuid.uuid4(), uuid.uuid4()
+        device = "BENCH" + secrets.token_hex(4).upper()
+        value = token(prefix)
+        print(f"INSERT INTO oauth2_sessions (id, user_id, client_id, scope, device_id, created_at) "
+              f"SELECT '{s}', u.id, c.id, 'urn:matrix:client:api:* urn:matrix:client:device:{device}', "
+              f"'{device}', now() FROM users u, oauth2_clients c "
+              f"WHERE u.username = '{user}' AND c.client_id = '{client}'; "
+              + insert.format(t=t, s=s, h=hashlib.sha256(value.encode()).hexdigest()))
+        out.write(value + "\n")
 PY
-)
-psql -X -q "$DB_URL" -c "$USER_TOKEN_SQL" >/dev/null || die "can't store the user's token"
+}
+mint_tokens access 1 "$WORK/user_token.txt"
+USER_TOKEN=$(head -n 1 "$WORK/user_token.txt")
 
 BASIC_AUTH=$(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)
 export BASIC_AUTH
@@ -149,39 +160,10 @@ hs_introspection() { # LABEL
     run_wrk "$1" "http://127.0.0.1:$PORT/oauth2/introspect" "$KIT/bench/wrk/introspect_bearer.lua"
 }
 
-# Refresh chains for scripts/wrk/refresh.lua: N live refresh tokens of the bench client, each of
-# a session of its own (the user's, with a Matrix device), written as the authorization code
-# grant stores them (their SHA-256), one per line in FILE.
-mint_refresh_tokens() { # N FILE
-  python3 - "$1" "$USERNAME" "$CLIENT_ID" "$2" <<'PY' | psql -X -q "$DB_URL" >/dev/null || die "can't store refresh tokens"
-import hashlib, secrets, sys, uuid, zlib
-B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-def token(prefix):
-    body = prefix + "_" + "".join(secrets.choice(B62) for _ in range(30))
-    n, digits = zlib.crc32(body.encode()), ""
-    for _ in range(6):
-        digits, n = B62[n % 62] + digits, n // 62
-    return body + "_" + digits
-n, user, client, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-with open(path, "w") as out:
-    for _ in range(n):
-        s, r = uuid.uuid4(), uuid.uuid4()
-        device = "BENCHR" + secrets.token_hex(4).upper()
-        t = token("mar")
-        print(f"INSERT INTO oauth2_sessions (id, user_id, client_id, scope, device_id, created_at) "
-              f"SELECT '{s}', u.id, c.id, 'urn:matrix:client:api:* urn:matrix:client:device:{device}', "
-              f"'{device}', now() FROM users u, oauth2_clients c "
-              f"WHERE u.username = '{user}' AND c.client_id = '{client}'; "
-              f"INSERT INTO oauth2_refresh_tokens (id, session_id, token_hash, created_at) "
-              f"VALUES ('{r}', '{s}', '\\x{hashlib.sha256(t.encode()).hexdigest()}', now());")
-        out.write(t + "\n")
-PY
-}
-
 refresh_rotation() { # LABEL: wrk -t$T -c$C as the kit's loads, one chain per connection
   local tokens=$WORK/refresh_tokens.txt
   # The warm-up's chains, then each run's (one per connection, one more per thread: see the script)
-  mint_refresh_tokens $(((C + T) * (1 + REPEAT))) "$tokens"
+  mint_tokens refresh $(((C + T) * (1 + REPEAT))) "$tokens"
   TOKENS_FILE=$tokens REPORT_LUA=$KIT/bench/wrk/report.lua \
     run_wrk "$1" "http://127.0.0.1:$PORT/oauth2/token" "$ROOT/scripts/wrk/refresh.lua"
 }
