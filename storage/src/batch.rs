@@ -77,18 +77,36 @@ pub trait BatchReadRepository: Send {
     async fn peek_rate_limits(&mut self, keys: &[String])
         -> Result<Vec<Option<i64>>, StorageError>;
 
-    /// For each `(client_id, bucket key)`: the client ([`Self::find_clients`]) and the bucket's
-    /// time ([`Self::peek_rate_limits`]), in one statement.
+    /// For each key: the client ([`Self::find_clients`]), the bucket's time
+    /// ([`Self::peek_rate_limits`]) and, when the key names one, the active access token
+    /// ([`Self::find_active_access_tokens`]), in one statement.
     async fn find_clients_with_buckets(
         &mut self,
-        keys: &[(String, String)],
+        keys: &[ClientWithBucketKey],
     ) -> Result<Vec<Option<ClientWithBucket>>, StorageError>;
 }
 
-/// A client (if one has that `client_id`) and the time of a rate-limit bucket (if it was ever
-/// spent): what client authentication reads before checking credentials
-/// ([`Storage::find_client_with_bucket`]).
-pub type ClientWithBucket = (Option<Client>, Option<i64>);
+/// What client authentication reads before checking credentials
+/// ([`Storage::find_client_with_bucket`]): a client by `client_id`, the rate-limit bucket of
+/// the caller's failures, and, for an endpoint that looks a token up once the client is
+/// authenticated (introspection), that access token at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientWithBucketKey {
+    pub client_id: String,
+    pub bucket: String,
+    pub token: Option<(TokenHash, DateTime<Utc>)>,
+}
+
+/// The answer to a [`ClientWithBucketKey`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientWithBucket {
+    /// The client, if one has that `client_id`.
+    pub client: Option<Client>,
+    /// The bucket's time, if it was ever spent.
+    pub bucket_tat: Option<i64>,
+    /// The access token, when the key named one and it is active at the key's time.
+    pub token: Option<ActiveAccessToken>,
+}
 
 /// A row of a batched statement, with the 1-based position of the key it answers
 /// (`WITH ORDINALITY`, column `batch_index`).
@@ -106,20 +124,30 @@ impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Indexed<R> {
     }
 }
 
-/// A client's columns (all NULL when no client has the key's `client_id`) and a bucket's time.
+/// A client's columns (all NULL when no client has the key's `client_id`), a bucket's time, and
+/// an active token's columns (all NULL when the key named none or it is not active).
 struct ClientWithBucketRow(ClientWithBucket);
 
 impl<'r> FromRow<'r, PgRow> for ClientWithBucketRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let decoded = |e: StorageError| sqlx::Error::Decode(e.to_string().into());
         let client = match row.try_get::<Option<uuid::Uuid>, _>("id")? {
+            Some(_) => Some(ClientRow::from_row(row)?.try_into().map_err(decoded)?),
+            None => None,
+        };
+        let token = match row.try_get::<Option<uuid::Uuid>, _>("t_id")? {
             Some(_) => Some(
-                ClientRow::from_row(row)?
+                TokenWithSessionRow::from_row(row)?
                     .try_into()
-                    .map_err(|e: StorageError| sqlx::Error::Decode(e.to_string().into()))?,
+                    .map_err(decoded)?,
             ),
             None => None,
         };
-        Ok(Self((client, row.try_get("bucket_tat")?)))
+        Ok(Self(ClientWithBucket {
+            client,
+            bucket_tat: row.try_get("bucket_tat")?,
+            token,
+        }))
     }
 }
 
@@ -144,6 +172,23 @@ fn by_key<R, T>(
         *slot = Some(convert(row)?);
     }
     Ok(out)
+}
+
+/// The active access token of the key `q(hash, at)`, with its session `s`, its client's
+/// `client_id` `c` and its user `u`: one level per table, each by a unique index (see
+/// [`ACTIVE_ACCESS_TOKENS_SQL`]). Shared by the statements that look a token up.
+macro_rules! active_token_of_key {
+    () => {
+        concat!(
+            "(SELECT * FROM oauth2_access_tokens WHERE token_hash = q.hash LIMIT 1) t \
+             CROSS JOIN LATERAL (SELECT * FROM oauth2_sessions WHERE id = t.session_id LIMIT 1) s \
+             CROSS JOIN LATERAL \
+               (SELECT client_id FROM oauth2_clients WHERE id = s.client_id LIMIT 1) c \
+             LEFT JOIN LATERAL (SELECT * FROM users WHERE id = s.user_id LIMIT 1) u ON true \
+             WHERE ",
+            active_token_conditions!("q.at")
+        )
+    };
 }
 
 /// The batched statements of PostgreSQL, one per kind. Each key is looked up on its own
@@ -173,14 +218,8 @@ pub const ACTIVE_ACCESS_TOKENS_SQL: &str = concat!(
     "SELECT q.i AS batch_index, ",
     active_token_columns!(),
     " FROM unnest((SELECT $1::bytea[]), (SELECT $2::timestamptz[])) WITH ORDINALITY AS q(hash, at, i) \
-      CROSS JOIN LATERAL \
-        (SELECT * FROM oauth2_access_tokens WHERE token_hash = q.hash LIMIT 1) t \
-      CROSS JOIN LATERAL (SELECT * FROM oauth2_sessions WHERE id = t.session_id LIMIT 1) s \
-      CROSS JOIN LATERAL \
-        (SELECT client_id FROM oauth2_clients WHERE id = s.client_id LIMIT 1) c \
-      LEFT JOIN LATERAL (SELECT * FROM users WHERE id = s.user_id LIMIT 1) u ON true \
-      WHERE ",
-    active_token_conditions!("q.at")
+      CROSS JOIN LATERAL ",
+    active_token_of_key!()
 );
 
 /// See [`ACTIVE_ACCESS_TOKENS_SQL`].
@@ -194,16 +233,23 @@ pub const CLIENTS_SQL: &str = concat!(
 );
 
 /// See [`ACTIVE_ACCESS_TOKENS_SQL`]. A key always has its row (its client's columns NULL when
-/// there is no such client, its bucket's time NULL when the bucket was never spent).
+/// there is no such client, its bucket's time NULL when the bucket was never spent, its token's
+/// columns NULL when it named no token (a NULL hash finds none) or the token is not active).
 #[doc(hidden)]
 pub const CLIENTS_WITH_BUCKETS_SQL: &str = concat!(
-    "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, ",
+    "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, tok.*, ",
     client_columns!(),
-    " FROM unnest((SELECT $1::text[]), (SELECT $2::text[])) WITH ORDINALITY AS q(wanted, bucket, i) \
+    " FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::bytea[]), \
+                  (SELECT $4::timestamptz[])) WITH ORDINALITY AS q(wanted, bucket, hash, at, i) \
       LEFT JOIN LATERAL \
         (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients ON true \
       LEFT JOIN LATERAL \
-        (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true"
+        (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true \
+      LEFT JOIN LATERAL (SELECT ",
+    active_token_columns!(),
+    " FROM ",
+    active_token_of_key!(),
+    ") tok ON true"
 );
 
 /// See [`ACTIVE_ACCESS_TOKENS_SQL`].
@@ -252,15 +298,22 @@ impl BatchReadRepository for PgRepository {
 
     async fn find_clients_with_buckets(
         &mut self,
-        keys: &[(String, String)],
+        keys: &[ClientWithBucketKey],
     ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
-        let (client_ids, buckets): (Vec<&str>, Vec<&str>) = keys
-            .iter()
-            .map(|(client, bucket)| (client.as_str(), bucket.as_str()))
-            .unzip();
+        let n = keys.len();
+        let (mut client_ids, mut buckets) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut hashes, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for key in keys {
+            client_ids.push(key.client_id.as_str());
+            buckets.push(key.bucket.as_str());
+            hashes.push(key.token.as_ref().map(|(hash, _)| &hash[..]));
+            times.push(key.token.as_ref().map(|(_, at)| *at));
+        }
         let rows: Vec<Indexed<ClientWithBucketRow>> = sqlx::query_as(CLIENTS_WITH_BUCKETS_SQL)
             .bind(client_ids)
             .bind(buckets)
+            .bind(hashes)
+            .bind(times)
             .fetch_all(self.conn())
             .await?;
         by_key(keys.len(), rows, |row| Ok(row.0))
@@ -304,15 +357,21 @@ impl BatchReadRepository for SqliteRepository {
 
     async fn find_clients_with_buckets(
         &mut self,
-        keys: &[(String, String)],
+        keys: &[ClientWithBucketKey],
     ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
         let mut out = Vec::with_capacity(keys.len());
-        for (client_id, bucket) in keys {
-            let client = ClientRepository::find_by_client_id(self, client_id).await?;
-            out.push(Some((
-                client,
-                RateLimitRepository::peek(self, bucket).await?,
-            )));
+        for key in keys {
+            let token = match &key.token {
+                Some((hash, at)) => {
+                    AccessTokenRepository::find_active_by_hash(self, hash, *at).await?
+                }
+                None => None,
+            };
+            out.push(Some(ClientWithBucket {
+                client: ClientRepository::find_by_client_id(self, &key.client_id).await?,
+                bucket_tat: RateLimitRepository::peek(self, &key.bucket).await?,
+                token,
+            }));
         }
         Ok(out)
     }
@@ -369,8 +428,8 @@ lookup!(
     peek_rate_limits
 );
 lookup!(
-    /// A client by `client_id` with a bucket's time (client authentication).
-    ClientsWithBuckets: (String, String) => ClientWithBucket,
+    /// A client by `client_id` with a bucket's time and maybe a token (client authentication).
+    ClientsWithBuckets: ClientWithBucketKey => ClientWithBucket,
     readers 1,
     find_clients_with_buckets
 );
@@ -433,21 +492,20 @@ impl Storage {
             .await
     }
 
-    /// The client with this public `client_id` and the time of the rate-limit bucket `bucket`,
-    /// read in one statement with the other requests' (see the module): what client
-    /// authentication needs before it checks credentials, in one round trip instead of two.
+    /// What client authentication needs before it checks credentials, in one round trip: the
+    /// client of `key.client_id`, the time of the rate-limit bucket `key.bucket`, and the active
+    /// access token `key.token` names (as [`Storage::find_active_access_token`]) for an
+    /// endpoint that reads one once its caller is authenticated (introspection: one statement
+    /// instead of two per request); read in one statement with the other requests' (see the
+    /// module).
     pub async fn find_client_with_bucket(
         &self,
-        client_id: &str,
-        bucket: &str,
+        key: ClientWithBucketKey,
     ) -> Result<ClientWithBucket, StorageError> {
         let found = self
-            .batched(
-                |reads| &reads.clients_with_buckets,
-                (client_id.to_owned(), bucket.to_owned()),
-            )
+            .batched(|reads| &reads.clients_with_buckets, key)
             .await?;
-        Ok(found.unwrap_or((None, None)))
+        Ok(found.unwrap_or_default())
     }
 
     async fn batched<L: Lookup>(&self, pick: fn(&Reads) -> &Batcher<L>, key: L::Key) -> Answer<L> {

@@ -8,7 +8,7 @@ use chrono::Duration;
 use provider::{
     backend_tests,
     core::rate_limit::Quota,
-    storage::{ActiveAccessToken, Storage, TokenHash},
+    storage::{ActiveAccessToken, ClientWithBucketKey, Storage, TokenHash},
     test_harness::TestDb,
 };
 
@@ -143,45 +143,69 @@ async fn a_mixed_batch_answers_each_key(db: TestDb) {
     assert!(b.is_some());
     assert_eq!(tats, [None, b, None, b]);
 
-    // Clients with buckets: every pairing of a client (or none) with a bucket (or none).
-    let keys: Vec<(String, String)> = [
-        ("client-bob", "b"),
-        ("nobody", "b"),
-        ("client-alice", "a"),
-        ("nobody", "a"),
-        ("client-bob", "b"),
+    // Clients with buckets: every pairing of a client (or none) with a bucket (or none), with a
+    // token (active, revoked, unknown, expired at the key's time) or none.
+    let keys: Vec<ClientWithBucketKey> = [
+        ("client-bob", "b", Some((1, now))),
+        ("nobody", "b", None),
+        ("client-alice", "a", Some((3, now))),
+        ("nobody", "a", Some((2, now))),
+        ("client-bob", "b", Some((9, now))),
+        ("client-alice", "b", Some((4, later))),
+        ("client-alice", "b", Some((4, now))),
     ]
-    .map(|(c, k)| (c.to_owned(), k.to_owned()))
+    .map(|(c, k, t)| ClientWithBucketKey {
+        client_id: c.to_owned(),
+        bucket: k.to_owned(),
+        token: t.map(|(n, at)| (hash(n), at)),
+    })
     .to_vec();
     let found = repo
         .batch_reads()
         .find_clients_with_buckets(&keys)
         .await
         .unwrap();
-    let pairs: Vec<_> = found
+    let triples: Vec<_> = found
         .iter()
         .map(|f| {
-            let (client, tat) = f.as_ref().expect("every key has its row");
-            (client.as_ref().map(|c| c.client_id.as_str()), *tat)
+            let f = f.as_ref().expect("every key has its row");
+            (
+                f.client.as_ref().map(|c| c.client_id.as_str()),
+                f.bucket_tat,
+                scope(&f.token),
+            )
         })
         .collect();
     assert_eq!(
-        pairs,
+        triples,
         [
-            (Some("client-bob"), b),
-            (None, b),
-            (Some("client-alice"), None),
-            (None, None),
-            (Some("client-bob"), b)
+            (Some("client-bob"), b, Some("one")),
+            (None, b, None),
+            (Some("client-alice"), None, None),
+            (None, None, Some("two")),
+            (Some("client-bob"), b, None),
+            (Some("client-alice"), b, None),
+            (Some("client-alice"), b, Some("four")),
         ]
     );
-    // The same client as the lookup of one.
+    // The same client and token as the lookups of one.
     let bob = repo
         .clients()
         .find_by_client_id("client-bob")
         .await
         .unwrap();
-    assert_eq!(found[0].as_ref().unwrap().0, bob);
+    assert_eq!(found[0].as_ref().unwrap().client, bob);
+    for (key, found) in keys.iter().zip(&found) {
+        let one = match &key.token {
+            Some((hash, at)) => repo
+                .access_tokens()
+                .find_active_by_hash(hash, *at)
+                .await
+                .unwrap(),
+            None => None,
+        };
+        assert_eq!(found.as_ref().unwrap().token, one);
+    }
     assert_eq!(
         repo.batch_reads()
             .find_clients_with_buckets(&[])
@@ -252,20 +276,43 @@ async fn concurrent_lookups_get_their_own_answers(db: TestDb) {
     for (key, tat) in peeks {
         assert_eq!(tat, if key == "b" { b } else { None }, "bucket {key}");
     }
-    let pairs = join_all((0..200u32).map(|i| {
+    let triples = join_all((0..300u32).map(|i| {
         let storage = db.storage.clone();
-        let (id, key) =
-            [("client-alice", "a"), ("client-bob", "b"), ("nobody", "b")][i as usize % 3];
+        let (id, key, token) = [
+            ("client-alice", "a", None),
+            ("client-bob", "b", Some(1)),
+            ("nobody", "b", Some(9)),
+            ("client-alice", "b", Some(2)),
+            ("client-bob", "a", Some(3)),
+        ][i as usize % 5];
         async move {
-            let found = storage.find_client_with_bucket(id, key).await.unwrap();
-            (id, key, found)
+            let found = storage
+                .find_client_with_bucket(ClientWithBucketKey {
+                    client_id: id.to_owned(),
+                    bucket: key.to_owned(),
+                    token: token.map(|n| (hash(n), now)),
+                })
+                .await
+                .unwrap();
+            (id, key, token, found)
         }
     }))
     .await;
-    for (id, key, (client, tat)) in pairs {
+    for (id, key, token, found) in triples {
         let wanted = (id != "nobody").then_some(id);
-        assert_eq!(client.as_ref().map(|c| c.client_id.as_str()), wanted);
-        assert_eq!(tat, if key == "b" { b } else { None }, "bucket {key}");
+        assert_eq!(found.client.as_ref().map(|c| c.client_id.as_str()), wanted);
+        assert_eq!(
+            found.bucket_tat,
+            if key == "b" { b } else { None },
+            "bucket {key}"
+        );
+        let scope = found.token.map(|a| a.session.scope);
+        let expected = match token {
+            Some(1) => Some("one"),
+            Some(2) => Some("two"),
+            _ => None,
+        };
+        assert_eq!(scope.as_deref(), expected, "token {token:?}");
     }
 }
 
@@ -320,6 +367,15 @@ backend_tests!(
     a_revocation_is_seen_at_once,
 );
 
+/// Client authentication's read of `client-bob` with bucket "b".
+fn bob_key() -> ClientWithBucketKey {
+    ClientWithBucketKey {
+        client_id: "client-bob".to_owned(),
+        bucket: "b".to_owned(),
+        token: None,
+    }
+}
+
 /// PostgreSQL: the kept connections the batches ran on are cut (as by a server restart); the
 /// next batched reads are answered all the same, run again on pooled connections, without an
 /// error. (SQLite has no server whose connections could be cut.)
@@ -340,10 +396,7 @@ async fn a_broken_batch_connection_is_retried_on_the_pool() {
                 .unwrap();
             storage.find_client("client-bob").await.unwrap();
             storage.peek_rate_limit("b").await.unwrap();
-            storage
-                .find_client_with_bucket("client-bob", "b")
-                .await
-                .unwrap();
+            storage.find_client_with_bucket(bob_key()).await.unwrap();
         }
     }))
     .await;
@@ -364,13 +417,9 @@ async fn a_broken_batch_connection_is_retried_on_the_pool() {
         let client = db.storage.find_client("client-bob").await.unwrap();
         assert_eq!(client.unwrap().client_id, "client-bob");
         assert!(db.storage.peek_rate_limit("b").await.unwrap().is_some());
-        let (client, tat) = db
-            .storage
-            .find_client_with_bucket("client-bob", "b")
-            .await
-            .unwrap();
-        assert_eq!(client.unwrap().client_id, "client-bob");
-        assert!(tat.is_some());
+        let found = db.storage.find_client_with_bucket(bob_key()).await.unwrap();
+        assert_eq!(found.client.unwrap().client_id, "client-bob");
+        assert!(found.bucket_tat.is_some());
     }
 }
 
@@ -428,9 +477,10 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
         ),
         (
             "clients_with_buckets",
-            "text[], text[]",
+            "text[], text[], bytea[], timestamptz[]",
             provider::storage::CLIENTS_WITH_BUCKETS_SQL,
-            "ARRAY['client-1', 'client-2', 'unknown'], ARRAY['bucket-1', 'unknown', 'bucket-2']",
+            "ARRAY['client-1', 'client-2', 'unknown'], ARRAY['bucket-1', 'unknown', 'bucket-2'], \
+             ARRAY['\\x0001'::bytea, NULL, '\\x00'], ARRAY[now(), NULL, now()]",
         ),
         // Not batched reads, but statements of the hot paths that join or update by key.
         (

@@ -39,7 +39,7 @@ use crate::{
     },
     endpoints,
     http::{kit::params::has_control, AppState},
-    storage::{Client, StorageError},
+    storage::{ActiveAccessToken, Client, ClientWithBucketKey, StorageError, TokenHash},
 };
 
 pub use crate::domain::protocol::JWT_BEARER;
@@ -197,30 +197,60 @@ pub async fn authenticate(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<AuthenticatedClient, TokenError> {
+    authenticate_reading(state, client_ip, headers, params, None)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// [`authenticate`], reading with the client's row the access token `token` names (its hash,
+/// and the time it must be active at) for an endpoint that looks it up once its caller is
+/// authenticated (introspection): one statement for both. The second value is that read
+/// (`Some(None)`: no such active token), or `None` when it could not ride along (a client
+/// assertion, which names its client inside the JWT, or the failure limit turned off): the
+/// caller reads the token itself. The token is read before the credentials are checked, and
+/// is only handed back once they are.
+pub async fn authenticate_reading(
+    state: &AppState,
+    client_ip: &ClientIp,
+    headers: &HeaderMap,
+    params: &Params,
+    token: Option<(TokenHash, DateTime<Utc>)>,
+) -> Result<(AuthenticatedClient, Option<Option<ActiveAccessToken>>), TokenError> {
     let credentials = credentials(headers, params)?;
     // Per address only (see the module): whoever fails elsewhere, this address is let in.
     let Some(ip) = client_ip.bucket_key() else {
-        return check_credentials(state, &credentials, None).await;
+        return Ok((check_credentials(state, &credentials, None).await?, None));
     };
     // RFC 6749 §10.10: an address over its failures is refused before its credentials are
     // checked, so that it can't go on guessing: 429 `temporarily_unavailable` with
     // `Retry-After`, as the token endpoint's own limit. The client's row is read with the
-    // address's bucket, in one batched statement (issue 16: one round trip instead of two);
-    // its secret is compared only once the address is let in.
+    // address's bucket (and the token, when asked), in one batched statement (issue 16: one
+    // round trip instead of two or three); its secret is compared only once the address is
+    // let in.
     let limit = Limit::ClientAuthPerIp;
-    let (peeked, client) = match (
+    let (peeked, client, token) = match (
         credentials.secret_client_id(),
         state.limiter.peek_key(limit, &ip),
     ) {
         (Some(id), Some(bucket)) => {
-            match state.storage.find_client_with_bucket(id, &bucket).await {
-                Ok((client, tat)) => (state.limiter.judge_peek(limit, tat), Some(Ok(client))),
+            let key = ClientWithBucketKey {
+                client_id: id.to_owned(),
+                bucket,
+                token,
+            };
+            let asked = key.token.is_some();
+            match state.storage.find_client_with_bucket(key).await {
+                Ok(found) => (
+                    state.limiter.judge_peek(limit, found.bucket_tat),
+                    Some(Ok(found.client)),
+                    asked.then_some(found.token),
+                ),
                 Err(e) => return Err(TokenError::server(e)),
             }
         }
-        (Some(id), None) => (Ok(()), Some(find_client(state, id).await)),
+        (Some(id), None) => (Ok(()), Some(find_client(state, id).await), None),
         // An assertion names its client inside the JWT, read once the address is let in.
-        (None, _) => (state.limiter.peek(limit, &ip).await, None),
+        (None, _) => (state.limiter.peek(limit, &ip).await, None, None),
     };
     peeked.map_err(|e| TokenError::limited("failed client authentications", e))?;
     let result = check_credentials(state, &credentials, client).await;
@@ -237,7 +267,7 @@ pub async fn authenticate(
             tracing::warn!(error = %e, "client authentication: can't count the failure");
         }
     }
-    result
+    result.map(|client| (client, token))
 }
 
 /// The credentials' check itself, with the client's row when it was read already (`None`: read

@@ -26,8 +26,9 @@
 //! `Storage::hot_read`), shared with the other introspections of that moment: concurrent
 //! lookups are batched into one statement (`Storage::find_active_access_token`), so under load
 //! one round trip answers many requests. Nothing is cached: every read starts after its request
-//! arrived, so a revocation is seen at once by every replica. A client caller adds its own
-//! lookup and the peek at its address's failures, batched the same way.
+//! arrived, so a revocation is seen at once by every replica. A client caller's access token is
+//! read in the statement that reads the client and the peek at its address's failures
+//! (`Storage::find_client_with_bucket`), batched the same way: one round trip too.
 //!
 //! The lookup only reads. The homeserver introspecting a token is the token being used (its
 //! client is calling the homeserver with it): its first use is then recorded, one conditional
@@ -184,16 +185,20 @@ fn is_shared_secret(given: &str, secret: &str) -> bool {
     !secret.is_empty() && bool::from(sha256(given).ct_eq(&sha256(secret)))
 }
 
+/// Who is asking, and, for a client asked to read it along (`access`: an OAuth 2.0 access
+/// token's hash and the time it must be active at), the token read with the client's row
+/// (`None`: not read, see [`client_auth::authenticate_reading`]).
 async fn authenticate(
     state: &AppState,
     client_ip: &ClientIp,
     headers: &HeaderMap,
     params: &Params,
-) -> Result<Caller, IntrospectionError> {
+    access: Option<(TokenHash, DateTime<Utc>)>,
+) -> Result<(Caller, Option<Option<ActiveAccessToken>>), IntrospectionError> {
     match userinfo::authorization(headers) {
         Authorization::Bearer(token) => {
             if is_shared_secret(token, &state.settings.matrix.secret) {
-                Ok(Caller::Homeserver)
+                Ok((Caller::Homeserver, None))
             } else {
                 Err(IntrospectionError::Bearer(BearerError::InvalidToken(
                     "the bearer token is not the homeserver's shared secret",
@@ -205,7 +210,9 @@ async fn authenticate(
         ))),
         // HTTP Basic, client_secret_post or nothing: client authentication decides.
         Authorization::Absent | Authorization::Other => {
-            let client = client_auth::authenticate(state, client_ip, headers, params).await?;
+            let (client, read) =
+                client_auth::authenticate_reading(state, client_ip, headers, params, access)
+                    .await?;
             // RFC 7662 §2.1 requires authorization; a public client proves nothing.
             if client.client.token_endpoint_auth_method.is_public() {
                 return Err(TokenError::invalid_client(
@@ -214,7 +221,7 @@ async fn authenticate(
                 )
                 .into());
             }
-            Ok(Caller::Client(Box::new(client)))
+            Ok((Caller::Client(Box::new(client)), read))
         }
     }
 }
@@ -240,23 +247,29 @@ async fn handle(
 ) -> Result<Introspection, IntrospectionError> {
     let params = form_params(headers, body)?;
     let now = state.storage.entropy().clock.now();
-    // The token is looked up beside the caller's authentication (reads at once instead of one
-    // after the other, issue 16). The lookup only reads, and its answer is used only once the
-    // caller is authenticated (RFC 7662 §2.1); an address refused for its failed
-    // authentications costs one read more. Only a refresh token's lookup needs the caller.
+    // An OAuth 2.0 access token (the hot path) asked by a client is read in the statement that
+    // reads the client and its address's failures (issue 16: one round trip, and one statement
+    // for the database, instead of two). The read is used only once the caller is
+    // authenticated (RFC 7662 §2.1). Any other token, or a caller whose authentication reads
+    // no client row first, is looked up once the caller is known.
     let token = token_param(&params);
-    let (caller, found) = tokio::join!(authenticate(state, client_ip, headers, &params), async {
-        match &token {
-            Ok(token) => lookup(state, token, now).await,
-            Err(_) => Ok(Found::Token(None)),
-        }
-    });
-    let caller = caller?;
+    let access = token
+        .as_ref()
+        .ok()
+        .filter(|token| TokenKind::parse(token) == Ok(TokenKind::AccessToken))
+        .map(|token| (sha256(token), now));
+    let (caller, read) = authenticate(state, client_ip, headers, &params, access).await?;
     let token = token?;
     let supports_device_id = headers
         .get(SUPPORTS_DEVICE_ID_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
-    let found = match found.map_err(TokenError::server)? {
+    let found = match read {
+        Some(read) => Found::Token(read.map(oauth2_access_token)),
+        None => lookup(state, token, now)
+            .await
+            .map_err(TokenError::server)?,
+    };
+    let found = match found {
         Found::Token(found) => found,
         Found::RefreshToken => refresh_token(state, &caller, token)
             .await
