@@ -44,10 +44,14 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::{
     clients::{client_columns, ClientRow},
     hot::HotRepositories,
-    oauth2_sessions::{active_token_columns, active_token_conditions, TokenWithSessionRow},
+    oauth2_sessions::{
+        active_token_columns, active_token_conditions, presented_columns, PresentedRow,
+        TokenWithSessionRow,
+    },
     token_writer::same_error,
     AccessTokenRepository, ActiveAccessToken, BoxFuture, BoxRepository, Client, ClientRepository,
-    PgRepository, RateLimitRepository, SqliteRepository, Storage, StorageError, TokenHash,
+    PgRepository, PresentedRefreshToken, RateLimitRepository, RefreshTokenRepository,
+    SqliteRepository, Storage, StorageError, TokenHash,
 };
 
 /// The most keys one statement carries.
@@ -78,9 +82,18 @@ pub trait BatchReadRepository: Send {
         -> Result<Vec<Option<i64>>, StorageError>;
 
     /// For each key: the client ([`Self::find_clients`]), the bucket's time
-    /// ([`Self::peek_rate_limits`]) and, when the key names one, the active access token
-    /// ([`Self::find_active_access_tokens`]), in one statement.
+    /// ([`Self::peek_rate_limits`]) and, when the key names an access token
+    /// ([`TokenRead::Access`]), that token if active ([`Self::find_active_access_tokens`]), in
+    /// one statement. A key naming a refresh token reads as if it named none.
     async fn find_clients_with_buckets(
+        &mut self,
+        keys: &[ClientWithBucketKey],
+    ) -> Result<Vec<Option<ClientWithBucket>>, StorageError>;
+
+    /// As [`Self::find_clients_with_buckets`], with the refresh token a key names
+    /// ([`TokenRead::Refresh`]) read as [`RefreshTokenRepository::find_presented`] reads it,
+    /// in one statement. A key naming an access token reads as if it named none.
+    async fn find_clients_with_refresh_tokens(
         &mut self,
         keys: &[ClientWithBucketKey],
     ) -> Result<Vec<Option<ClientWithBucket>>, StorageError>;
@@ -89,12 +102,37 @@ pub trait BatchReadRepository: Send {
 /// What client authentication reads before checking credentials
 /// ([`Storage::find_client_with_bucket`]): a client by `client_id`, the rate-limit bucket of
 /// the caller's failures, and, for an endpoint that looks a token up once the client is
-/// authenticated (introspection), that access token at a time.
+/// authenticated (introspection, the refresh grant), that token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientWithBucketKey {
     pub client_id: String,
     pub bucket: String,
-    pub token: Option<(TokenHash, DateTime<Utc>)>,
+    pub token: Option<TokenRead>,
+}
+
+/// A token read with a client ([`ClientWithBucketKey::token`]), by the hash of its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRead {
+    /// An OAuth 2.0 access token, if active at that time (introspection).
+    Access(TokenHash, DateTime<Utc>),
+    /// A refresh token as the refresh grant decides on it, whatever its state.
+    Refresh(TokenHash),
+}
+
+impl TokenRead {
+    fn access(&self) -> Option<(&TokenHash, DateTime<Utc>)> {
+        match self {
+            Self::Access(hash, at) => Some((hash, *at)),
+            Self::Refresh(_) => None,
+        }
+    }
+
+    fn refresh(&self) -> Option<&TokenHash> {
+        match self {
+            Self::Refresh(hash) => Some(hash),
+            Self::Access(..) => None,
+        }
+    }
 }
 
 /// The answer to a [`ClientWithBucketKey`].
@@ -106,6 +144,8 @@ pub struct ClientWithBucket {
     pub bucket_tat: Option<i64>,
     /// The access token, when the key named one and it is active at the key's time.
     pub token: Option<ActiveAccessToken>,
+    /// The refresh token, when the key named one and it exists.
+    pub refresh: Option<PresentedRefreshToken>,
 }
 
 /// A row of a batched statement, with the 1-based position of the key it answers
@@ -130,24 +170,47 @@ struct ClientWithBucketRow(ClientWithBucket);
 
 impl<'r> FromRow<'r, PgRow> for ClientWithBucketRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let decoded = |e: StorageError| sqlx::Error::Decode(e.to_string().into());
-        let client = match row.try_get::<Option<uuid::Uuid>, _>("id")? {
-            Some(_) => Some(ClientRow::from_row(row)?.try_into().map_err(decoded)?),
-            None => None,
-        };
-        let token = match row.try_get::<Option<uuid::Uuid>, _>("t_id")? {
-            Some(_) => Some(
-                TokenWithSessionRow::from_row(row)?
-                    .try_into()
-                    .map_err(decoded)?,
-            ),
-            None => None,
-        };
         Ok(Self(ClientWithBucket {
-            client,
-            bucket_tat: row.try_get("bucket_tat")?,
-            token,
+            token: present::<TokenWithSessionRow, _>(row, "t_id")?,
+            ..client_with_bucket(row)?
         }))
+    }
+}
+
+/// As [`ClientWithBucketRow`], with a presented refresh token's columns instead of an access
+/// token's.
+struct ClientWithRefreshRow(ClientWithBucket);
+
+impl<'r> FromRow<'r, PgRow> for ClientWithRefreshRow {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self(ClientWithBucket {
+            refresh: present::<PresentedRow, _>(row, "r_id")?,
+            ..client_with_bucket(row)?
+        }))
+    }
+}
+
+/// The client (its columns all NULL when there is none) and the bucket's time of a row.
+fn client_with_bucket(row: &PgRow) -> Result<ClientWithBucket, sqlx::Error> {
+    Ok(ClientWithBucket {
+        client: present::<ClientRow, _>(row, "id")?,
+        bucket_tat: row.try_get("bucket_tat")?,
+        ..ClientWithBucket::default()
+    })
+}
+
+/// What the columns `R` reads from `row` stand for, or `None` when its key column `key` is
+/// NULL (a left join that found nothing).
+fn present<'r, R, T>(row: &'r PgRow, key: &str) -> Result<Option<T>, sqlx::Error>
+where
+    R: FromRow<'r, PgRow> + TryInto<T, Error = StorageError>,
+{
+    match row.try_get::<Option<uuid::Uuid>, _>(key)? {
+        Some(_) => R::from_row(row)?
+            .try_into()
+            .map(Some)
+            .map_err(|e| sqlx::Error::Decode(e.to_string().into())),
+        None => Ok(None),
     }
 }
 
@@ -252,6 +315,26 @@ pub const CLIENTS_WITH_BUCKETS_SQL: &str = concat!(
     ") tok ON true"
 );
 
+/// See [`CLIENTS_WITH_BUCKETS_SQL`]: with a presented refresh token, its session and whether
+/// its user is active, each by its own index step (as `PRESENTED_REFRESH_TOKEN_SQL`, per key).
+#[doc(hidden)]
+pub const CLIENTS_WITH_REFRESH_TOKENS_SQL: &str = concat!(
+    "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, pres.*, ",
+    client_columns!(),
+    " FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::bytea[])) \
+        WITH ORDINALITY AS q(wanted, bucket, hash, i) \
+      LEFT JOIN LATERAL \
+        (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients ON true \
+      LEFT JOIN LATERAL \
+        (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true \
+      LEFT JOIN LATERAL (SELECT ",
+    presented_columns!(),
+    " FROM (SELECT * FROM oauth2_refresh_tokens WHERE token_hash = q.hash LIMIT 1) r \
+        CROSS JOIN LATERAL (SELECT * FROM oauth2_sessions WHERE id = r.session_id LIMIT 1) s \
+        LEFT JOIN LATERAL (SELECT * FROM users WHERE id = s.user_id LIMIT 1) u ON true) pres \
+      ON true"
+);
+
 /// See [`ACTIVE_ACCESS_TOKENS_SQL`].
 #[doc(hidden)]
 pub const RATE_LIMITS_SQL: &str = "SELECT q.i AS batch_index, rate_limits.tat \
@@ -306,8 +389,9 @@ impl BatchReadRepository for PgRepository {
         for key in keys {
             client_ids.push(key.client_id.as_str());
             buckets.push(key.bucket.as_str());
-            hashes.push(key.token.as_ref().map(|(hash, _)| &hash[..]));
-            times.push(key.token.as_ref().map(|(_, at)| *at));
+            let access = key.token.as_ref().and_then(TokenRead::access);
+            hashes.push(access.map(|(hash, _)| &hash[..]));
+            times.push(access.map(|(_, at)| at));
         }
         let rows: Vec<Indexed<ClientWithBucketRow>> = sqlx::query_as(CLIENTS_WITH_BUCKETS_SQL)
             .bind(client_ids)
@@ -317,6 +401,33 @@ impl BatchReadRepository for PgRepository {
             .fetch_all(self.conn())
             .await?;
         by_key(keys.len(), rows, |row| Ok(row.0))
+    }
+
+    async fn find_clients_with_refresh_tokens(
+        &mut self,
+        keys: &[ClientWithBucketKey],
+    ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
+        let n = keys.len();
+        let (mut client_ids, mut buckets) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut hashes = Vec::with_capacity(n);
+        for key in keys {
+            client_ids.push(key.client_id.as_str());
+            buckets.push(key.bucket.as_str());
+            hashes.push(
+                key.token
+                    .as_ref()
+                    .and_then(TokenRead::refresh)
+                    .map(|h| &h[..]),
+            );
+        }
+        let rows: Vec<Indexed<ClientWithRefreshRow>> =
+            sqlx::query_as(CLIENTS_WITH_REFRESH_TOKENS_SQL)
+                .bind(client_ids)
+                .bind(buckets)
+                .bind(hashes)
+                .fetch_all(self.conn())
+                .await?;
+        by_key(n, rows, |row| Ok(row.0))
     }
 }
 
@@ -361,20 +472,49 @@ impl BatchReadRepository for SqliteRepository {
     ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let token = match &key.token {
+            let token = match key.token.as_ref().and_then(TokenRead::access) {
                 Some((hash, at)) => {
-                    AccessTokenRepository::find_active_by_hash(self, hash, *at).await?
+                    AccessTokenRepository::find_active_by_hash(self, hash, at).await?
                 }
                 None => None,
             };
             out.push(Some(ClientWithBucket {
-                client: ClientRepository::find_by_client_id(self, &key.client_id).await?,
-                bucket_tat: RateLimitRepository::peek(self, &key.bucket).await?,
                 token,
+                ..sqlite_client_with_bucket(self, key).await?
             }));
         }
         Ok(out)
     }
+
+    async fn find_clients_with_refresh_tokens(
+        &mut self,
+        keys: &[ClientWithBucketKey],
+    ) -> Result<Vec<Option<ClientWithBucket>>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let refresh = match key.token.as_ref().and_then(TokenRead::refresh) {
+                Some(hash) => RefreshTokenRepository::find_presented(self, hash).await?,
+                None => None,
+            };
+            out.push(Some(ClientWithBucket {
+                refresh,
+                ..sqlite_client_with_bucket(self, key).await?
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// The client and the bucket's time of `key`, by their single lookups (SQLite).
+async fn sqlite_client_with_bucket(
+    repo: &mut SqliteRepository,
+    key: &ClientWithBucketKey,
+) -> Result<ClientWithBucket, StorageError> {
+    Ok(ClientWithBucket {
+        client: ClientRepository::find_by_client_id(repo, &key.client_id).await?,
+        bucket_tat: RateLimitRepository::peek(repo, &key.bucket).await?,
+        ..ClientWithBucket::default()
+    })
 }
 
 /// A kind of batched read: its key, what it finds, and the batched statement.
@@ -428,10 +568,18 @@ lookup!(
     peek_rate_limits
 );
 lookup!(
-    /// A client by `client_id` with a bucket's time and maybe a token (client authentication).
+    /// A client by `client_id` with a bucket's time and maybe an access token (client
+    /// authentication).
     ClientsWithBuckets: ClientWithBucketKey => ClientWithBucket,
     readers 1,
     find_clients_with_buckets
+);
+lookup!(
+    /// A client by `client_id` with a bucket's time and a refresh token (client authentication
+    /// at the refresh grant).
+    ClientsWithRefreshTokens: ClientWithBucketKey => ClientWithBucket,
+    readers 1,
+    find_clients_with_refresh_tokens
 );
 
 type Answer<L> = Result<Option<<L as Lookup>::Value>, StorageError>;
@@ -457,6 +605,7 @@ pub(crate) struct Reads {
     clients: Batcher<Clients>,
     rate_limits: Batcher<RateLimitBuckets>,
     clients_with_buckets: Batcher<ClientsWithBuckets>,
+    clients_with_refresh_tokens: Batcher<ClientsWithRefreshTokens>,
 }
 
 impl std::fmt::Debug for Reads {
@@ -493,18 +642,26 @@ impl Storage {
     }
 
     /// What client authentication needs before it checks credentials, in one round trip: the
-    /// client of `key.client_id`, the time of the rate-limit bucket `key.bucket`, and the active
-    /// access token `key.token` names (as [`Storage::find_active_access_token`]) for an
-    /// endpoint that reads one once its caller is authenticated (introspection: one statement
-    /// instead of two per request); read in one statement with the other requests' (see the
-    /// module).
+    /// client of `key.client_id`, the time of the rate-limit bucket `key.bucket`, and the token
+    /// `key.token` names, for an endpoint that reads one once its caller is authenticated: an
+    /// active access token (as [`Storage::find_active_access_token`]: introspection) or a
+    /// presented refresh token (as [`RefreshTokenRepository::find_presented`]: the refresh
+    /// grant), one statement per request instead of two; read in one statement with the other
+    /// requests' of that kind (see the module).
     pub async fn find_client_with_bucket(
         &self,
         key: ClientWithBucketKey,
     ) -> Result<ClientWithBucket, StorageError> {
-        let found = self
-            .batched(|reads| &reads.clients_with_buckets, key)
-            .await?;
+        let found = match key.token {
+            Some(TokenRead::Refresh(_)) => {
+                self.batched(|reads| &reads.clients_with_refresh_tokens, key)
+                    .await?
+            }
+            _ => {
+                self.batched(|reads| &reads.clients_with_buckets, key)
+                    .await?
+            }
+        };
         Ok(found.unwrap_or_default())
     }
 

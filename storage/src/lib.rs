@@ -51,8 +51,9 @@ use ulid::Ulid;
 
 pub use self::{
     batch::{
-        BatchReadRepository, ClientWithBucket, ClientWithBucketKey, ACTIVE_ACCESS_TOKENS_SQL,
-        CLIENTS_SQL, CLIENTS_WITH_BUCKETS_SQL, MAX_BATCH as MAX_READ_BATCH, RATE_LIMITS_SQL,
+        BatchReadRepository, ClientWithBucket, ClientWithBucketKey, TokenRead,
+        ACTIVE_ACCESS_TOKENS_SQL, CLIENTS_SQL, CLIENTS_WITH_BUCKETS_SQL,
+        CLIENTS_WITH_REFRESH_TOKENS_SQL, MAX_BATCH as MAX_READ_BATCH, RATE_LIMITS_SQL,
     },
     browser_sessions::*,
     client_assertions::*,

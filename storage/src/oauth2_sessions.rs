@@ -641,7 +641,7 @@ pub struct PresentedRefreshToken {
 }
 
 #[derive(sqlx::FromRow)]
-struct PresentedRow {
+pub(crate) struct PresentedRow {
     r_id: DbId,
     r_session_id: DbId,
     r_token_hash: Vec<u8>,
@@ -678,19 +678,30 @@ impl TryFrom<PresentedRow> for PresentedRefreshToken {
     }
 }
 
+/// The columns of a presented refresh token `r`, its session `s` and whether its user `u` is
+/// active, as [`PresentedRow`] reads them (also in `batch::CLIENTS_WITH_REFRESH_TOKENS_SQL`).
+macro_rules! presented_columns {
+    () => {
+        concat!(
+            "r.id AS r_id, r.session_id AS r_session_id, r.token_hash AS r_token_hash, \
+             r.access_token_id AS r_access_token_id, r.created_at AS r_created_at, \
+             r.consumed_at AS r_consumed_at, r.next_refresh_token_id AS r_next_refresh_token_id, \
+             r.revoked_at AS r_revoked_at, ",
+            $crate::oauth2_sessions::prefixed_session_columns!(),
+            ", (s.user_id IS NULL OR (u.id IS NOT NULL AND u.locked_at IS NULL \
+               AND u.deactivated_at IS NULL)) AS user_active"
+        )
+    };
+}
+pub(crate) use presented_columns;
+
 /// See [`RefreshTokenRepository::find_presented`]. Primary-key steps from the token's unique
 /// hash: the plan is the same on an empty table as on a large one.
 #[doc(hidden)]
 pub const PRESENTED_REFRESH_TOKEN_SQL: &str = concat!(
-    "SELECT \
-     r.id AS r_id, r.session_id AS r_session_id, r.token_hash AS r_token_hash, \
-     r.access_token_id AS r_access_token_id, r.created_at AS r_created_at, \
-     r.consumed_at AS r_consumed_at, r.next_refresh_token_id AS r_next_refresh_token_id, \
-     r.revoked_at AS r_revoked_at, ",
-    prefixed_session_columns!(),
-    ", (s.user_id IS NULL OR (u.id IS NOT NULL AND u.locked_at IS NULL \
-       AND u.deactivated_at IS NULL)) AS user_active \
-     FROM oauth2_refresh_tokens r \
+    "SELECT ",
+    presented_columns!(),
+    " FROM oauth2_refresh_tokens r \
      JOIN oauth2_sessions s ON s.id = r.session_id \
      LEFT JOIN users u ON u.id = s.user_id \
      WHERE r.token_hash = $1"

@@ -8,7 +8,7 @@ use chrono::Duration;
 use provider::{
     backend_tests,
     core::rate_limit::Quota,
-    storage::{ActiveAccessToken, ClientWithBucketKey, Storage, TokenHash},
+    storage::{ActiveAccessToken, ClientWithBucketKey, Storage, TokenHash, TokenRead},
     test_harness::TestDb,
 };
 
@@ -33,8 +33,8 @@ fn scope(found: &Option<ActiveAccessToken>) -> Option<&str> {
 }
 
 /// Tokens: 1 and 2 active in sessions of their own (scopes "one", "two"), 3 revoked, 4 expiring
-/// in a minute (scope "four"), 9 unknown. Clients `client-alice` and `client-bob`; bucket "b"
-/// spent once.
+/// in a minute (scope "four"), 9 unknown; refresh token 11 in the session of 1, 12 revoked in
+/// the session of 2. Clients `client-alice` and `client-bob`; bucket "b" spent once.
 async fn setup(db: &TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
@@ -61,6 +61,16 @@ async fn setup(db: &TestDb) {
             .unwrap();
         if n == 3 {
             assert!(repo.access_tokens().revoke(token.id).await.unwrap());
+        }
+        if n <= 2 {
+            let refresh = repo
+                .refresh_tokens()
+                .add(session.id, &hash(10 + n), Some(token.id))
+                .await
+                .unwrap();
+            if n == 2 {
+                assert!(repo.refresh_tokens().revoke(refresh.id).await.unwrap());
+            }
         }
     }
     let quota = Quota::new(5, 1.0).unwrap();
@@ -157,7 +167,7 @@ async fn a_mixed_batch_answers_each_key(db: TestDb) {
     .map(|(c, k, t)| ClientWithBucketKey {
         client_id: c.to_owned(),
         bucket: k.to_owned(),
-        token: t.map(|(n, at)| (hash(n), at)),
+        token: t.map(|(n, at)| TokenRead::Access(hash(n), at)),
     })
     .to_vec();
     let found = repo
@@ -197,15 +207,79 @@ async fn a_mixed_batch_answers_each_key(db: TestDb) {
     assert_eq!(found[0].as_ref().unwrap().client, bob);
     for (key, found) in keys.iter().zip(&found) {
         let one = match &key.token {
-            Some((hash, at)) => repo
+            Some(TokenRead::Access(hash, at)) => repo
                 .access_tokens()
                 .find_active_by_hash(hash, *at)
                 .await
                 .unwrap(),
-            None => None,
+            _ => None,
         };
         assert_eq!(found.as_ref().unwrap().token, one);
+        assert_eq!(found.as_ref().unwrap().refresh, None);
     }
+
+    // Clients with refresh tokens: a refresh token whatever its state (revoked too: the grant
+    // decides on it), unknown, an access token's hash (not read by this kind), or none.
+    let keys: Vec<ClientWithBucketKey> = [
+        ("client-bob", "b", Some(TokenRead::Refresh(hash(11)))),
+        ("nobody", "a", Some(TokenRead::Refresh(hash(12)))),
+        ("client-alice", "a", Some(TokenRead::Refresh(hash(9)))),
+        ("client-alice", "b", Some(TokenRead::Access(hash(1), now))),
+        ("client-bob", "a", None),
+        ("nobody", "b", Some(TokenRead::Refresh(hash(11)))),
+    ]
+    .map(|(c, k, token)| ClientWithBucketKey {
+        client_id: c.to_owned(),
+        bucket: k.to_owned(),
+        token,
+    })
+    .to_vec();
+    let found = repo
+        .batch_reads()
+        .find_clients_with_refresh_tokens(&keys)
+        .await
+        .unwrap();
+    let rows: Vec<_> = found
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().expect("every key has its row");
+            assert_eq!(f.token, None);
+            (
+                f.client.as_ref().map(|c| c.client_id.as_str()),
+                f.bucket_tat,
+                f.refresh.as_ref().map(|r| r.session.scope.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some("client-bob"), b, Some("one")),
+            (None, None, Some("two")),
+            (Some("client-alice"), None, None),
+            (Some("client-alice"), b, None),
+            (Some("client-bob"), None, None),
+            (None, b, Some("one")),
+        ]
+    );
+    for (key, found) in keys.iter().zip(&found) {
+        let one = match &key.token {
+            Some(TokenRead::Refresh(hash)) => {
+                repo.refresh_tokens().find_presented(hash).await.unwrap()
+            }
+            _ => None,
+        };
+        assert_eq!(found.as_ref().unwrap().refresh, one);
+    }
+    let revoked = found[1].as_ref().unwrap().refresh.as_ref().unwrap();
+    assert!(revoked.token.revoked_at.is_some() && revoked.user_active);
+    assert_eq!(
+        repo.batch_reads()
+            .find_clients_with_refresh_tokens(&[])
+            .await
+            .unwrap(),
+        []
+    );
     assert_eq!(
         repo.batch_reads()
             .find_clients_with_buckets(&[])
@@ -278,19 +352,26 @@ async fn concurrent_lookups_get_their_own_answers(db: TestDb) {
     }
     let triples = join_all((0..300u32).map(|i| {
         let storage = db.storage.clone();
+        // Access tokens 1–9 and refresh tokens 11–12, through both kinds' queues at once.
         let (id, key, token) = [
             ("client-alice", "a", None),
             ("client-bob", "b", Some(1)),
             ("nobody", "b", Some(9)),
             ("client-alice", "b", Some(2)),
             ("client-bob", "a", Some(3)),
-        ][i as usize % 5];
+            ("client-bob", "b", Some(11)),
+            ("nobody", "a", Some(12)),
+        ][i as usize % 7];
         async move {
+            let read = token.map(|n| match n {
+                11.. => TokenRead::Refresh(hash(n)),
+                _ => TokenRead::Access(hash(n), now),
+            });
             let found = storage
                 .find_client_with_bucket(ClientWithBucketKey {
                     client_id: id.to_owned(),
                     bucket: key.to_owned(),
-                    token: token.map(|n| (hash(n), now)),
+                    token: read,
                 })
                 .await
                 .unwrap();
@@ -306,10 +387,13 @@ async fn concurrent_lookups_get_their_own_answers(db: TestDb) {
             if key == "b" { b } else { None },
             "bucket {key}"
         );
-        let scope = found.token.map(|a| a.session.scope);
+        let scope = found
+            .token
+            .map(|a| a.session.scope)
+            .or(found.refresh.map(|r| r.session.scope));
         let expected = match token {
-            Some(1) => Some("one"),
-            Some(2) => Some("two"),
+            Some(1 | 11) => Some("one"),
+            Some(2 | 12) => Some("two"),
             _ => None,
         };
         assert_eq!(scope.as_deref(), expected, "token {token:?}");
@@ -476,6 +560,13 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
             "ARRAY['bucket-1', 'bucket-2', 'unknown']",
         ),
         (
+            "clients_with_refresh_tokens",
+            "text[], text[], bytea[]",
+            provider::storage::CLIENTS_WITH_REFRESH_TOKENS_SQL,
+            "ARRAY['client-1', 'client-2', 'unknown'], ARRAY['bucket-1', 'unknown', 'bucket-2'], \
+             ARRAY[decode(md5('r1'), 'hex'), NULL, decode(md5('unknown'), 'hex')]",
+        ),
+        (
             "clients_with_buckets",
             "text[], text[], bytea[], timestamptz[]",
             provider::storage::CLIENTS_WITH_BUCKETS_SQL,
@@ -552,7 +643,7 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
         // The two keys that exist are found (every key has its row in the left joins; the
         // presented refresh token is one key).
         let rows = match *name {
-            "clients_with_buckets" => 3,
+            "clients_with_buckets" | "clients_with_refresh_tokens" => 3,
             "presented_refresh_token" => 1,
             _ => 2,
         };

@@ -39,7 +39,10 @@ use crate::{
     },
     endpoints,
     http::{kit::params::has_control, AppState},
-    storage::{ActiveAccessToken, Client, ClientWithBucketKey, StorageError, TokenHash},
+    storage::{
+        ActiveAccessToken, Client, ClientWithBucketKey, PresentedRefreshToken, StorageError,
+        TokenRead,
+    },
 };
 
 pub use crate::domain::protocol::JWT_BEARER;
@@ -202,20 +205,29 @@ pub async fn authenticate(
         .map(|(client, _)| client)
 }
 
-/// [`authenticate`], reading with the client's row the access token `token` names (its hash,
-/// and the time it must be active at) for an endpoint that looks it up once its caller is
-/// authenticated (introspection): one statement for both. The second value is that read
-/// (`Some(None)`: no such active token), or `None` when it could not ride along (a client
-/// assertion, which names its client inside the JWT, or the failure limit turned off): the
-/// caller reads the token itself. The token is read before the credentials are checked, and
-/// is only handed back once they are.
+/// What [`authenticate_reading`] read with the client's row: the token its caller named.
+#[derive(Debug, Default)]
+pub struct ReadAlong {
+    /// For [`TokenRead::Access`]: the token, if active at the time given.
+    pub access: Option<ActiveAccessToken>,
+    /// For [`TokenRead::Refresh`]: the token, its session and its user's state, if it exists.
+    pub refresh: Option<PresentedRefreshToken>,
+}
+
+/// [`authenticate`], reading with the client's row the token `token` names, for an endpoint
+/// that looks it up once its caller is authenticated (introspection: an access token; the
+/// refresh grant: the presented refresh token): one statement for both. The second value is
+/// that read, or `None` when it could not ride along (a client assertion, which names its
+/// client inside the JWT; the failure limit turned off; a request without an address to
+/// limit): the caller reads the token itself. The token is read before the credentials are
+/// checked, and is only handed back once they are.
 pub async fn authenticate_reading(
     state: &AppState,
     client_ip: &ClientIp,
     headers: &HeaderMap,
     params: &Params,
-    token: Option<(TokenHash, DateTime<Utc>)>,
-) -> Result<(AuthenticatedClient, Option<Option<ActiveAccessToken>>), TokenError> {
+    token: Option<TokenRead>,
+) -> Result<(AuthenticatedClient, Option<ReadAlong>), TokenError> {
     let credentials = credentials(headers, params)?;
     // Per address only (see the module): whoever fails elsewhere, this address is let in.
     let Some(ip) = client_ip.bucket_key() else {
@@ -243,7 +255,10 @@ pub async fn authenticate_reading(
                 Ok(found) => (
                     state.limiter.judge_peek(limit, found.bucket_tat),
                     Some(Ok(found.client)),
-                    asked.then_some(found.token),
+                    asked.then_some(ReadAlong {
+                        access: found.token,
+                        refresh: found.refresh,
+                    }),
                 ),
                 Err(e) => return Err(TokenError::server(e)),
             }

@@ -65,7 +65,7 @@ use crate::{
         token::{SynapseTokenFormat, TokenKind},
     },
     http::AppState,
-    storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, User},
+    storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, TokenRead, User},
 };
 
 /// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
@@ -186,14 +186,14 @@ fn is_shared_secret(given: &str, secret: &str) -> bool {
 }
 
 /// Who is asking, and, for a client asked to read it along (`access`: an OAuth 2.0 access
-/// token's hash and the time it must be active at), the token read with the client's row
-/// (`None`: not read, see [`client_auth::authenticate_reading`]).
+/// token), the token read with the client's row (`None`: not read, see
+/// [`client_auth::authenticate_reading`]).
 async fn authenticate(
     state: &AppState,
     client_ip: &ClientIp,
     headers: &HeaderMap,
     params: &Params,
-    access: Option<(TokenHash, DateTime<Utc>)>,
+    access: Option<TokenRead>,
 ) -> Result<(Caller, Option<Option<ActiveAccessToken>>), IntrospectionError> {
     match userinfo::authorization(headers) {
         Authorization::Bearer(token) => {
@@ -221,7 +221,10 @@ async fn authenticate(
                 )
                 .into());
             }
-            Ok((Caller::Client(Box::new(client)), read))
+            Ok((
+                Caller::Client(Box::new(client)),
+                read.map(|read| read.access),
+            ))
         }
     }
 }
@@ -257,7 +260,7 @@ async fn handle(
         .as_ref()
         .ok()
         .filter(|token| TokenKind::parse(token) == Ok(TokenKind::AccessToken))
-        .map(|token| (sha256(token), now));
+        .map(|token| TokenRead::Access(sha256(token), now));
     let (caller, read) = authenticate(state, client_ip, headers, &params, access).await?;
     let token = token?;
     let supports_device_id = headers

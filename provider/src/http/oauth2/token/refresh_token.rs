@@ -20,37 +20,56 @@ use crate::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
-    storage::{BoxRepository, OAuth2Session, PresentedRefreshToken, Rotated, Rotation},
+    storage::{BoxRepository, OAuth2Session, PresentedRefreshToken, Rotated, Rotation, TokenHash},
 };
 
+/// The hash of the request's refresh token, when it has one that can be this server's (the
+/// checksum rejects garbage before any query): what the token endpoint reads with the client
+/// (`client_auth::authenticate_reading`).
+pub fn presented_hash(params: &Params) -> Option<TokenHash> {
+    if params.get("grant_type") != Some("refresh_token") {
+        return None;
+    }
+    let token = params.get("refresh_token")?;
+    (TokenKind::parse(token) == Ok(TokenKind::RefreshToken)).then(|| sha256(token))
+}
+
+/// The refresh grant. `presented`: the presented token as read with the client (`None`: not
+/// read yet, it is read here).
 pub async fn refresh(
     state: &AppState,
     client: &AuthenticatedClient,
     params: &Params,
+    presented: Option<Option<PresentedRefreshToken>>,
 ) -> Result<TokenResponse, TokenError> {
-    let token = params
-        .get("refresh_token")
-        .ok_or_else(|| TokenError::invalid_request("refresh_token is required"))?;
+    if params.get("refresh_token").is_none() {
+        return Err(TokenError::invalid_request("refresh_token is required"));
+    }
     // The checksum rejects garbage before any query.
-    if TokenKind::parse(token) != Ok(TokenKind::RefreshToken) {
+    let Some(hash) = presented_hash(params) else {
         return Err(TokenError::invalid_grant(
             "not a refresh token of this server",
         ));
-    }
+    };
     let now = state.storage.entropy().clock.now();
     // Outside any transaction: the read locks nothing (READ COMMITTED), and every write below
     // is a compare-and-set that decides again.
+    let presented = match presented {
+        Some(read) => read,
+        None => {
+            state
+                .storage
+                .hot_read(&hash, |repo, hash| {
+                    repo.refresh_tokens().find_presented(hash)
+                })
+                .await?
+        }
+    };
     let PresentedRefreshToken {
         token: stored,
         session,
         user_active,
-    } = state
-        .storage
-        .hot_read(&sha256(token), |repo, hash| {
-            repo.refresh_tokens().find_presented(hash)
-        })
-        .await?
-        .ok_or_else(|| TokenError::invalid_grant("unknown refresh token"))?;
+    } = presented.ok_or_else(|| TokenError::invalid_grant("unknown refresh token"))?;
     if session.client_id != client.client.id {
         return Err(TokenError::invalid_grant(
             "the refresh token was issued to another client",
