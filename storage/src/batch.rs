@@ -13,8 +13,9 @@
 //! No timer: a reader takes what is queued the moment it is free, so at low load a batch is one
 //! request and costs one round trip, as before; under load, while one statement runs the next
 //! batch fills, and one round trip serves many requests. Client, bucket, and client-with-bucket
-//! lookups have one reader each: a request waits for at most the statement running when it
-//! arrived, then its own. Access tokens, the homeserver's path and the busiest, have two taking
+//! lookups (the latter in two kinds: with an access token to introspect, or with the refresh
+//! grant's presented token) have one reader each: a request waits for at most the statement
+//! running when it arrived, then its own. Access tokens, the homeserver's path and the busiest, have two taking
 //! turns (one gathers while the other's statement runs). A reader borrows a kept connection for
 //! each batch (five are kept with the default `database.max_connections` 10, shared with the
 //! group-committed writes; when none is free a batch reads on a pooled one); short `wrk` runs
