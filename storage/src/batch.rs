@@ -11,16 +11,16 @@
 //! on SQLite (in-process, no round trip to save) the reader runs the single lookup per key.
 //!
 //! No timer: a reader takes what is queued the moment it is free, so at low load a batch is one
-//! request and costs one round trip, as before; under load, while one statement runs the next
-//! batch fills, and one round trip serves many requests. Client, bucket, and client-with-bucket
-//! lookups (the latter in two kinds: with an access token to introspect, or with the refresh
-//! grant's presented token) have one reader each: a request waits for at most the statement
-//! running when it arrived, then its own. Access tokens, the homeserver's path and the busiest, have two taking
+//! request and costs one round trip, as before; under load, while one statement runs the next batch
+//! fills, and one round trip serves many requests. Client, bucket, and client-with-bucket lookups
+//! (the latter in two kinds: with an access token to introspect, or with the refresh grant's
+//! presented token) have one reader each: a request waits for at most the statement running when it
+//! arrived, then its own. Access tokens, the homeserver's path and the busiest, have two taking
 //! turns (one gathers while the other's statement runs). A reader borrows a kept connection for
 //! each batch (five are kept with the default `database.max_connections` 10, shared with the
-//! group-committed writes; when none is free a batch reads on a pooled one); short `wrk` runs
-//! (2 cores, 16 connections) put the homeserver's introspection ahead with two token readers
-//! and the client's introspection ahead with one reader for the other kinds.
+//! group-committed writes; when none is free a batch reads on a pooled one); short `wrk` runs (2
+//! cores, 16 connections) put the homeserver's introspection ahead with two token readers and the
+//! client's introspection ahead with one reader for the other kinds.
 //!
 //! Nothing read is kept: every read starts after its request arrived, so a revocation committed
 //! before the request is seen, on every replica.
@@ -317,7 +317,9 @@ pub const CLIENTS_WITH_BUCKETS_SQL: &str = concat!(
 );
 
 /// See [`CLIENTS_WITH_BUCKETS_SQL`]: with a presented refresh token, its session and whether
-/// its user is active, each by its own index step (as `PRESENTED_REFRESH_TOKEN_SQL`, per key).
+/// its user is active, each by its own index step: `PRESENTED_REFRESH_TOKEN_SQL` per key, the
+/// same columns (`presented_columns!`); that one joins instead, as it runs on SQLite too, which
+/// has no `LATERAL`.
 #[doc(hidden)]
 pub const CLIENTS_WITH_REFRESH_TOKENS_SQL: &str = concat!(
     "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, pres.*, ",

@@ -451,10 +451,6 @@ macro_rules! access_token_columns {
     };
 }
 
-/// The columns of an active access token's lookup ([`TokenWithSessionRow`]): the token `t`,
-/// its session `s`, its client's `client_id` (`c`) and its user `u` (see
-/// [`active_token_joins`]). Shared by the lookup of one token and the batched lookup of many
-/// (`crate::batch`).
 /// The columns of the session `s`, each named `s_<column>` (rows joining a session to another
 /// table: `TokenWithSessionRow`, `PresentedRow`; [`PrefixedSessionRow`] reads them back).
 macro_rules! prefixed_session_columns {
@@ -501,6 +497,10 @@ impl From<PrefixedSessionRow> for SessionRow {
     }
 }
 
+/// The columns of an active access token's lookup ([`TokenWithSessionRow`]): the token `t`,
+/// its session `s`, its client's `client_id` (`c`) and its user `u` (see
+/// [`active_token_joins`]). Shared by the lookup of one token and the batched lookup of many
+/// (`crate::batch`).
 macro_rules! active_token_columns {
     () => {
         concat!(

@@ -6,11 +6,12 @@
 //! rate (`pgbench -N`), and each transaction costs its own round trips besides. Here a request
 //! queues its write (for issuance, its new session and token, [`NewSessionToken`]) and waits; a
 //! writer task takes everything queued of that kind (up to [`MAX_BATCH`]), writes it in one
-//! transaction (for issuance and rotations on PostgreSQL, ONE statement outside any
-//! transaction, which commits by itself; on SQLite, multi-row INSERTs between `BEGIN` and
-//! `COMMIT`), and only then answers each request. While one batch commits the next one fills, so the batch grows with the load and the
-//! commit rate stops being the limit. Durability is unchanged: the database's settings are not
-//! touched (`synchronous_commit` stays on) and no request is answered before its commit.
+//! transaction (for issuance and rotations on PostgreSQL, ONE statement outside any transaction,
+//! which commits by itself; on SQLite, multi-row INSERTs between `BEGIN` and `COMMIT`), and only
+//! then answers each request. While one batch commits the next one fills, so the batch grows with
+//! the load and the commit rate stops being the limit. Durability is unchanged: the database's
+//! settings are not touched (`synchronous_commit` stays on) and no request is answered before its
+//! commit.
 //!
 //! Each kind of write has its own [`Queue`] and writers ([`Storage::group_commit`]): issuance
 //! here, spends in `rate_limits` ([`Storage::spend`]), rotations in `oauth2_sessions`
@@ -284,11 +285,10 @@ async fn write_tokens(
 ) -> Result<Vec<(OAuth2Session, AccessToken)>, StorageError> {
     // On a kept connection, as one statement (PostgreSQL) or in a transaction of its own
     // (SQLite: `BEGIN`, the two multi-row `INSERT`s, `COMMIT`): without the pool's two pings,
-    // which a pooled transaction adds (issue 16). Should the
-    // connection fail, `hot_read` runs the batch again on another; if the first run had
-    // committed, the second finds its token hashes taken and the batch fails
-    // (`StorageError::Conflict`): those requests get an error, and the tokens they never
-    // received are never used.
+    // which a pooled transaction adds (issue 16). Should the connection fail, `hot_read` runs
+    // the batch again on another; if the first run had committed, the second finds its token
+    // hashes taken and the batch fails (`StorageError::Conflict`): those requests get an
+    // error, and the tokens they never received are never used.
     storage
         .hot_read(items, |repo, items| {
             repo.oauth2_sessions().add_with_access_tokens(items)

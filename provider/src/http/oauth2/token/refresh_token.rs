@@ -34,8 +34,8 @@ pub fn presented_hash(params: &Params) -> Option<TokenHash> {
     (TokenKind::parse(token) == Ok(TokenKind::RefreshToken)).then(|| sha256(token))
 }
 
-/// The refresh grant. `presented`: the presented token as read with the client (`None`: not
-/// read yet, it is read here).
+/// The refresh grant. `presented`: the presented token as read with the client, by the hash
+/// [`presented_hash`] gave (so its checksum passed); `None`: not read yet, it is read here.
 pub async fn refresh(
     state: &AppState,
     client: &AuthenticatedClient,
@@ -45,18 +45,18 @@ pub async fn refresh(
     if params.get("refresh_token").is_none() {
         return Err(TokenError::invalid_request("refresh_token is required"));
     }
-    // The checksum rejects garbage before any query.
-    let Some(hash) = presented_hash(params) else {
-        return Err(TokenError::invalid_grant(
-            "not a refresh token of this server",
-        ));
-    };
     let now = state.storage.entropy().clock.now();
     // Outside any transaction: the read locks nothing (READ COMMITTED), and every write below
     // is a compare-and-set that decides again.
     let presented = match presented {
         Some(read) => read,
         None => {
+            // The checksum rejects garbage before any query.
+            let Some(hash) = presented_hash(params) else {
+                return Err(TokenError::invalid_grant(
+                    "not a refresh token of this server",
+                ));
+            };
             state
                 .storage
                 .hot_read(&hash, |repo, hash| {
