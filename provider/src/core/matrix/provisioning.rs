@@ -78,7 +78,7 @@ use ulid::Ulid;
 use super::{FieldChange, HomeserverError, ProvisionUser};
 use crate::{
     core::Core,
-    storage::{BoxRepository, Job, StorageError, User},
+    storage::{BoxRepository, Job, JobState, StorageError, User},
 };
 
 /// The queue of homeserver tasks.
@@ -157,13 +157,35 @@ impl AfterCommit {
     /// (`provider manage …` prints `queued` when the homeserver is down).
     pub async fn run_and_report(self, state: &Core) -> Result<Vec<Outcome>, StorageError> {
         run_now(state, &self.0).await;
-        let mut repo = state.storage.reader().await?;
         let mut outcomes = Vec::with_capacity(self.0.len());
         for &id in &self.0 {
-            outcomes.push(job_outcome(repo.jobs().lookup(id).await?));
+            outcomes.push(job_outcome(settled(state, id).await?));
         }
         Ok(outcomes)
     }
+}
+
+/// How often [`settled`] looks at a job another worker holds.
+const SETTLE_POLL: StdDuration = StdDuration::from_millis(50);
+
+/// The job once no other worker holds it: a running server's worker may claim a job between
+/// its enqueueing and [`run_now`] (a `provider manage` command beside a running server), and
+/// that job is being run, not queued. Waited for up to its lock's length; a failed run of
+/// [`run_now`]'s own releases its lock, so only another worker's run is waited for.
+async fn settled(state: &Core, id: Ulid) -> Result<Option<Job>, StorageError> {
+    let polls = LOCK_SECONDS * 1000 / SETTLE_POLL.as_millis() as i64;
+    for _ in 0..polls {
+        let job = state.storage.reader().await?.jobs().lookup(id).await?;
+        let now = state.storage.entropy().clock.now();
+        if !job
+            .as_ref()
+            .is_some_and(|job| job.state(now) == JobState::Held)
+        {
+            return Ok(job);
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    state.storage.reader().await?.jobs().lookup(id).await
 }
 
 /// Where a job run on demand stands ([`Outcome`]).
