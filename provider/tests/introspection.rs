@@ -896,6 +896,59 @@ async fn only_a_use_records_a_first_use(db: TestDb) {
     provider.stop().await;
 }
 
+/// The refresh grant spends its unit of the per-client token limit in the rotation's writer
+/// (issue 16): over the limit it answers 429 and writes nothing, so the refresh token presented
+/// still works once the bucket has refilled; a refresh refused earlier (an unknown token)
+/// spends its unit too.
+async fn refresh_is_limited_per_client(db: TestDb) {
+    add_user(&db, "alice", PASSWORD).await;
+    let provider = TestProvider::start_with(
+        &db,
+        &[
+            ("PROVIDER__RATE_LIMITING__TOKEN__PER_CLIENT__BURST", "3"),
+            (
+                "PROVIDER__RATE_LIMITING__TOKEN__PER_CLIENT__PER_SECOND",
+                "1",
+            ),
+        ],
+    )
+    .await;
+    let (id, secret) = static_client(&provider);
+    let client = Auth::Basic(&id, &secret);
+    // Units: the code exchange, then a refresh.
+    let first = obtain(&provider, &browser(), client, &id, MATRIX_SCOPE).await;
+    let (status, second) = refresh(&provider, client, &first.refresh).await;
+    assert_eq!(status, 200, "{second}");
+    let second = second["refresh_token"].as_str().unwrap().to_owned();
+    // The third unit, spent by a refusal before any write.
+    let unknown = format!("mar_{}_000000", "a".repeat(30));
+    let (status, body) = refresh(&provider, client, &unknown).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // The bucket is empty: 429, and the rotation wrote nothing.
+    let (status, body) = refresh(&provider, client, &second).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    db.clock.advance(Duration::seconds(1));
+    let (status, third) = refresh(&provider, client, &second).await;
+    assert_eq!(
+        status, 200,
+        "the refused refresh left its token usable: {third}"
+    );
+    let access = third["access_token"].as_str().unwrap();
+    let homeserver_secret = provider.settings.matrix.secret.clone();
+    assert_eq!(
+        introspect(&provider, Auth::Bearer(&homeserver_secret), access).await["active"],
+        true
+    );
+    provider.stop().await;
+}
+
 backend_tests!(
     introspection_of_active_tokens,
     compat_tokens,
@@ -904,4 +957,5 @@ backend_tests!(
     revocation_rules,
     userinfo_endpoint,
     only_a_use_records_a_first_use,
+    refresh_is_limited_per_client,
 );

@@ -12,6 +12,7 @@ use ulid::Ulid;
 
 use super::{
     compare_and_set, for_each_backend,
+    rate_limits::{spend_then_write, BatchedSpend, SpendFirst, Spent},
     token_writer::in_own_transaction,
     types::{db_precision, decode_token_hash, DbId, Ts},
     Storage, StorageError, TokenHash, User,
@@ -163,16 +164,29 @@ impl Storage {
     /// other rotations of the moment (group commit, see `token_writer`), and answers after the
     /// commit. The outcome is this rotation's own, exactly what it would have been alone
     /// ([`RefreshTokenRepository::rotate_many`]).
-    pub async fn rotate_refresh_token(&self, rotation: Rotation) -> Result<Rotated, StorageError> {
+    ///
+    /// `spend`, when given, is a unit of a rate limit spent first by the same writer, with the
+    /// spends of its batch ([`spend_then_write`]): when it is refused nothing is written.
+    pub async fn rotate_refresh_token(
+        &self,
+        rotation: Rotation,
+        spend: Option<BatchedSpend>,
+    ) -> Result<Spent<Rotated>, StorageError> {
         self.group_commit(
             |writers| &writers.rotations,
-            rotation,
-            // On a kept connection (no pool pings). Should the connection fail, `hot_read`
-            // runs the batch again on another: what the first run committed makes the second's
-            // compare-and-sets fail (`Lost`), as if those answers were lost on the way.
+            SpendFirst {
+                item: rotation,
+                spend,
+            },
             |storage, items| {
-                Box::pin(storage.hot_read(items, |repo, items| {
-                    repo.refresh_tokens().rotate_many(items)
+                Box::pin(spend_then_write(storage, items, |storage, items| {
+                    // On a kept connection (no pool pings). Should the connection fail,
+                    // `hot_read` runs the batch again on another: what the first run committed
+                    // makes the second's compare-and-sets fail (`Lost`), as if those answers
+                    // were lost on the way.
+                    Box::pin(storage.hot_read(items, |repo, items| {
+                        repo.refresh_tokens().rotate_many(items)
+                    }))
                 }))
             },
         )

@@ -19,25 +19,31 @@
 //! a second statement then reads the bucket to say how long to wait. That read may see a later
 //! state than the refusal did: it only sizes the `Retry-After`.
 //!
-//! # Spends of concurrent requests: one transaction
+//! # Spends of concurrent requests: one statement
 //!
 //! The requests' spends go through [`Storage::spend`], which queues them for a group-commit
-//! writer (`token_writer`): a batch of spends is one transaction of two statements whatever its
-//! size ([`RateLimitRepository::spend_many`]), instead of one statement and one transaction per
-//! request (a batch smaller than that is worth runs each spend as the lone statement). The first statement locks every bucket of the batch (an upsert that creates a
-//! missing bucket full, `tat` = now, and returns each `tat`; in key order, so two batches never
-//! wait for each other in a cycle); the units are then spent one after the other, in the
-//! batch's order, by [`Quota::spend`] itself; the second statement writes the new `tat`s, and
-//! the commit releases the locks. So each unit is spent exactly as a lone spend at that moment
-//! would have spent it, and concurrent batches (other writers, other replicas) wait for the
-//! locks as lone spends do.
+//! writer (`token_writer`): a batch of spends is one call of
+//! [`RateLimitRepository::spend_many`] instead of one statement and one commit per request.
+//! Each unit of a batch is spent exactly as a lone spend at that moment would have spent it:
+//!
+//! - PostgreSQL: ONE statement whatever the batch's size ([`SPEND_MANY_SQL`]): it locks each
+//!   bucket of the batch (in key order, so two batches never wait for each other in a cycle),
+//!   grants each key the units GCRA lets through from the TAT it locked, writes the new TATs
+//!   and answers the locked TATs; the units are then told their outcome, in the batch's order,
+//!   by [`Quota::spend`] itself. Concurrent batches and lone spends (other writers, other
+//!   replicas) wait for the row locks as lone spends do.
+//! - SQLite (one writer at a time): a small batch runs the lone statement per spend, a larger
+//!   one a transaction of two statements (read every bucket, write the new TATs), the units
+//!   spent by [`Quota::spend`] in between.
 
 use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 
 use super::{
-    delete_batch, for_each_backend, token_writer::in_own_transaction, Storage, StorageError,
+    delete_batch, for_each_backend,
+    token_writer::{in_own_transaction, WriteBatch},
+    Storage, StorageError,
 };
 use domain::rate_limit::Quota;
 
@@ -60,9 +66,10 @@ pub trait RateLimitRepository: Send {
     async fn spend(&mut self, key: &str, quota: Quota) -> Result<Spend, StorageError>;
 
     /// Spends one unit per item, in their order (a key may come several times), each exactly as
-    /// [`RateLimitRepository::spend`] would one after the other at the clock's current time, in
-    /// a transaction of its own of two statements (see the module): call it on a plain
-    /// connection ([`Storage::reader`], [`Storage::hot_read`]), never inside a transaction.
+    /// [`RateLimitRepository::spend`] would one after the other at the clock's current time,
+    /// committed together (PostgreSQL: one statement; SQLite: a transaction of its own; see
+    /// the module): call it on a plain connection ([`Storage::reader`], [`Storage::hot_read`]),
+    /// never inside a transaction.
     async fn spend_many(&mut self, items: &[BatchedSpend]) -> Result<Vec<Spend>, StorageError>;
 
     /// Gives back one unit that [`RateLimitRepository::spend`] took (an attempt that turned out
@@ -106,32 +113,87 @@ impl Storage {
     }
 }
 
-/// Below this many spends a batch runs them as the lone statement each (one round trip
-/// apiece); from it on, the batch's own transaction costs less (`BEGIN`, two statements,
-/// `COMMIT`: four round trips, whatever the batch's size).
-const SPENDS_WORTH_A_TRANSACTION: usize = 4;
+/// An item of a group-committed write (`token_writer`) that spends a unit of a rate limit
+/// first: the token endpoint's per-client limit, spent by the writer that issues the tokens
+/// ([`Storage::add_session_with_token`], [`Storage::rotate_refresh_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendFirst<I> {
+    pub item: I,
+    /// `None`: the limit is off; the item is written without a spend.
+    pub spend: Option<BatchedSpend>,
+}
 
-/// A batch of spends, on a kept connection ([`Storage::hot_read`]: no pool pings): the lone
-/// statement per spend for a small batch (an idle server pays what it paid before), else
-/// [`RateLimitRepository::spend_many`]. Spends may run twice when a kept connection fails
-/// (see `hot_read`): a unit spent twice only makes the limit a little stricter.
+/// What became of a [`SpendFirst`] item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spent<T> {
+    /// The unit was granted (or none was asked for), and this is what the write did.
+    Done(T),
+    /// The bucket was empty: nothing was written; one unit is back after `retry_after`.
+    Refused { retry_after: Duration },
+}
+
+/// A group-committed write whose items each spend a unit first: the batch's units are spent
+/// together ([`RateLimitRepository::spend_many`]: one statement on PostgreSQL), then the items
+/// granted theirs (and those that ask for none) are written by `write` as one batch, and each
+/// item is answered in order. A request waits on one writer's queue instead of two (issue 16:
+/// each token went through the spends' queue, then the tokens'). A unit is spent whatever the
+/// write then does (a refresh token found consumed meanwhile, say), as a unit spent before
+/// the write was; should the batch be written again (see `token_writer`), its units are spent
+/// again, which only makes the limit a little stricter.
+pub(crate) async fn spend_then_write<I: Clone + Sync, T>(
+    storage: &Storage,
+    items: &[SpendFirst<I>],
+    write: WriteBatch<I, T>,
+) -> Result<Vec<Spent<T>>, StorageError> {
+    let spends: Vec<BatchedSpend> = items.iter().filter_map(|i| i.spend.clone()).collect();
+    let mut spent = if spends.is_empty() {
+        Vec::new()
+    } else {
+        spend_batch(storage, &spends).await?
+    }
+    .into_iter();
+    let refused: Vec<Option<Duration>> = items
+        .iter()
+        .map(|i| match i.spend {
+            Some(_) => match spent.next() {
+                Some(Spend::Refused { retry_after }) => Some(retry_after),
+                _ => None,
+            },
+            None => None,
+        })
+        .collect();
+    let granted: Vec<I> = items
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| refused.is_none())
+        .map(|(i, _)| i.item.clone())
+        .collect();
+    let mut written = if granted.is_empty() {
+        Vec::new()
+    } else {
+        write(storage, &granted).await?
+    }
+    .into_iter();
+    refused
+        .into_iter()
+        .map(|refused| match refused {
+            Some(retry_after) => Ok(Spent::Refused { retry_after }),
+            None => written
+                .next()
+                .map(Spent::Done)
+                .ok_or(StorageError::NotFound("written row")),
+        })
+        .collect()
+}
+
+/// A batch of spends, on a kept connection ([`Storage::hot_read`]: no pool pings), by
+/// [`RateLimitRepository::spend_many`]: one statement on PostgreSQL whatever the batch's size.
+/// Spends may run twice when a kept connection fails (see `hot_read`): a unit spent twice only
+/// makes the limit a little stricter.
 async fn spend_batch(
     storage: &Storage,
     items: &[BatchedSpend],
 ) -> Result<Vec<Spend>, StorageError> {
-    if items.len() < SPENDS_WORTH_A_TRANSACTION {
-        let mut spent = Vec::with_capacity(items.len());
-        for item in items {
-            spent.push(
-                storage
-                    .hot_read(item, |repo, item| {
-                        repo.rate_limits().spend(&item.key, item.quota)
-                    })
-                    .await?,
-            );
-        }
-        return Ok(spent);
-    }
     storage
         .hot_read(items, |repo, items| repo.rate_limits().spend_many(items))
         .await
@@ -191,58 +253,7 @@ macro_rules! implementation {
                 if items.is_empty() {
                     return Ok(Vec::new());
                 }
-                in_own_transaction!(self, {
-                    let now = micros(self.entropy.clock.now());
-                    let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
-                    keys.sort_unstable();
-                    keys.dedup();
-                    // Locks each bucket (in key order) and reads its TAT; a missing bucket is made
-                    // full (`tat` = now: [`Quota::spend`] treats it as no bucket). `DO UPDATE`, not
-                    // `DO NOTHING`: only an update locks an existing row and returns it.
-                    let mut lock = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
-                    lock.push_values(&keys, |mut row, key| {
-                        row.push_bind(*key).push_bind(now);
-                    });
-                    lock.push(" ON CONFLICT (key) DO UPDATE SET tat = rate_limits.tat RETURNING key, tat");
-                    let locked: Vec<(String, i64)> =
-                        lock.build_query_as().fetch_all(self.conn()).await?;
-                    let mut tats: HashMap<String, (i64, bool)> = locked
-                        .into_iter()
-                        .map(|(key, tat)| (key, (tat, false)))
-                        .collect();
-                    // Each unit in turn, by the pure function (the same arithmetic as the lone
-                    // statement of `spend`).
-                    let mut spent = Vec::with_capacity(items.len());
-                    for item in items {
-                        let (tat, changed) = tats
-                            .get_mut(&item.key)
-                            .ok_or(StorageError::NotFound("rate-limit bucket"))?;
-                        spent.push(match item.quota.spend(Some(*tat), now) {
-                            Ok(new_tat) => {
-                                *tat = new_tat;
-                                *changed = true;
-                                Spend::Granted
-                            }
-                            Err(wait) => Spend::Refused {
-                                retry_after: Duration::from_micros(wait),
-                            },
-                        });
-                    }
-                    let changed: Vec<(&String, i64)> = tats
-                        .iter()
-                        .filter(|(_, (_, changed))| *changed)
-                        .map(|(key, (tat, _))| (key, *tat))
-                        .collect();
-                    if !changed.is_empty() {
-                        let mut write = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
-                        write.push_values(&changed, |mut row, (key, tat)| {
-                            row.push_bind(key.as_str()).push_bind(*tat);
-                        });
-                        write.push(" ON CONFLICT (key) DO UPDATE SET tat = excluded.tat");
-                        write.build().execute(self.conn()).await?;
-                    }
-                    Ok(spent)
-                })
+                self.spend_batch(items).await
             }
 
             async fn refund(&mut self, key: &str, quota: Quota) -> Result<(), StorageError> {
@@ -286,3 +297,184 @@ macro_rules! implementation {
 }
 
 for_each_backend!(implementation);
+
+/// Each item's outcome, from the TATs its keys had when the batch locked them (`None`: no
+/// bucket): the units in the batch's order, each spent by [`Quota::spend`] itself, exactly as
+/// lone spends one after the other at `now` would. Answers the outcomes and the new TAT of each
+/// key that granted a unit.
+fn replay<'a>(
+    items: &'a [BatchedSpend],
+    mut tats: HashMap<&'a str, Option<i64>>,
+    now: i64,
+) -> (Vec<Spend>, HashMap<String, i64>) {
+    let mut written = HashMap::new();
+    let spent = items
+        .iter()
+        .map(|item| {
+            let tat = tats.entry(item.key.as_str()).or_insert(None);
+            match item.quota.spend(*tat, now) {
+                Ok(new_tat) => {
+                    *tat = Some(new_tat);
+                    written.insert(item.key.clone(), new_tat);
+                    Spend::Granted
+                }
+                Err(wait) => Spend::Refused {
+                    retry_after: Duration::from_micros(wait),
+                },
+            }
+        })
+        .collect();
+    (spent, written)
+}
+
+/// [`RateLimitRepository::spend_many`] on PostgreSQL, as ONE statement (no `BEGIN`, no
+/// `COMMIT`; issue 16: a request that spends one unit paid a statement and a commit of its own,
+/// and a batch's transaction four round trips). Parameters: `$1` the batch's distinct keys in
+/// key order, `$2` how many units each is asked for, `$3` its quota's interval and `$4` its
+/// tolerance (microseconds), `$5` now.
+///
+/// - `old` locks each existing bucket (`FOR UPDATE`, in key order: two batches never wait for
+///   each other in a cycle) and reads its TAT. Under READ COMMITTED a locked row is its latest
+///   version, whatever the statement's snapshot: a concurrent spend is waited for, then seen.
+/// - `g` grants each key the units GCRA lets through, all at once: from `base` = max(TAT, now)
+///   (a missing bucket is full: `base` = now), unit `j` passes while `base + j × interval ≤ now
+///   + tolerance`, so `k` = min(asked, ⌊(now + tolerance − base) / interval⌋), at least 0. One
+///   unit refused means every later unit of the key is refused too (same quota, same now), so
+///   these are exactly the units [`Quota::spend`] grants one after the other ([`replay`]).
+/// - `up` writes `base + k × interval` for each key granted something: the row locked above,
+///   or a new bucket. A bucket another transaction created after `old` looked (the only row
+///   `old` could not lock) is left alone (the conflict's `WHERE` compares with the TAT `old`
+///   read, NULL for no row): the key answers `written = false` and the caller spends its units
+///   again, now that the bucket exists to be locked.
+///
+/// Each key is one index step (`LIMIT 1` lateral on the key, the upsert's arbiter index): the
+/// plan can't turn into a scan of the table (see `batch.rs`, "Plans made on empty tables").
+/// The answer is each key's TAT under the lock, how many units it granted, and whether it wrote.
+#[doc(hidden)]
+pub const SPEND_MANY_SQL: &str = "WITH q AS (\
+       SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::int[]), (SELECT $3::bigint[]), \
+         (SELECT $4::bigint[])) AS q(key, n, step, tolerance)), \
+     old AS (\
+       SELECT q.key, q.n, q.step, q.tolerance, b.tat FROM q LEFT JOIN LATERAL \
+         (SELECT tat FROM rate_limits WHERE key = q.key LIMIT 1 FOR UPDATE) b ON true), \
+     g AS (\
+       SELECT key, tat, GREATEST(tat, $5) AS base, step, \
+         GREATEST(LEAST(n, ($5 + tolerance - GREATEST(tat, $5)) / step), 0) AS k FROM old), \
+     up AS (\
+       INSERT INTO rate_limits (key, tat) SELECT key, base + k * step FROM g WHERE k > 0 \
+       ON CONFLICT (key) DO UPDATE SET tat = excluded.tat \
+         WHERE rate_limits.tat = (SELECT o.tat FROM g o WHERE o.key = excluded.key) \
+       RETURNING key) \
+     SELECT g.key, g.tat, g.k, EXISTS (SELECT 1 FROM up WHERE up.key = g.key) FROM g";
+
+/// How many times the keys of a batch whose bucket another transaction created meanwhile are
+/// spent again by [`SPEND_MANY_SQL`] (the second time finds the bucket and locks it); then they
+/// are spent alone.
+const SPEND_ATTEMPTS: usize = 3;
+
+impl super::PgRepository {
+    async fn spend_batch(&mut self, items: &[BatchedSpend]) -> Result<Vec<Spend>, StorageError> {
+        use std::collections::BTreeMap;
+        // Each key's quota and how many units it is asked for. A key names its limit, and a
+        // limit has one quota; a batch that breaks that (nothing does) is spent unit by unit.
+        let mut asked: BTreeMap<&str, (Quota, i32)> = BTreeMap::new();
+        for item in items {
+            let entry = asked.entry(item.key.as_str()).or_insert((item.quota, 0));
+            if entry.0 != item.quota {
+                return self.spend_alone(items).await;
+            }
+            entry.1 += 1;
+        }
+        let now = micros(self.entropy.clock.now());
+        let mut tats: HashMap<&str, Option<i64>> = HashMap::with_capacity(asked.len());
+        for _ in 0..SPEND_ATTEMPTS {
+            if asked.is_empty() {
+                break;
+            }
+            let keys: Vec<&str> = asked.keys().copied().collect();
+            let counts: Vec<i32> = asked.values().map(|(_, n)| *n).collect();
+            let steps: Vec<i64> = asked.values().map(|(q, _)| q.interval_micros()).collect();
+            let tolerances: Vec<i64> = asked.values().map(|(q, _)| q.tolerance_micros()).collect();
+            let rows: Vec<(String, Option<i64>, i64, bool)> = sqlx::query_as(SPEND_MANY_SQL)
+                .bind(&keys)
+                .bind(counts)
+                .bind(steps)
+                .bind(tolerances)
+                .bind(now)
+                .fetch_all(self.conn())
+                .await?;
+            for (key, tat, granted, written) in rows {
+                let Some((&key, _)) = asked.get_key_value(key.as_str()) else {
+                    continue;
+                };
+                if granted > 0 && !written {
+                    // A bucket created meanwhile: spent again below.
+                    continue;
+                }
+                asked.remove(key);
+                tats.insert(key, tat);
+            }
+        }
+        if !asked.is_empty() {
+            // Still racing with bucket creations after every attempt: the lone statement.
+            return self.spend_alone(items).await;
+        }
+        Ok(replay(items, tats, now).0)
+    }
+}
+
+impl super::SqliteRepository {
+    /// SQLite runs one writer at a time: a small batch is the lone statement per spend, a
+    /// larger one a transaction of two statements (locking nothing more than the database's
+    /// write lock already does).
+    async fn spend_batch(&mut self, items: &[BatchedSpend]) -> Result<Vec<Spend>, StorageError> {
+        /// Below this many spends, a transaction (`BEGIN`, two statements, `COMMIT`) costs
+        /// more than the lone statements.
+        const SPENDS_WORTH_A_TRANSACTION: usize = 4;
+        if items.len() < SPENDS_WORTH_A_TRANSACTION {
+            return self.spend_alone(items).await;
+        }
+        in_own_transaction!(self, {
+            let now = micros(self.entropy.clock.now());
+            let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            // Reads each bucket's TAT; a missing bucket is made full (`tat` = now:
+            // [`Quota::spend`] treats it as no bucket).
+            let mut lock = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
+            lock.push_values(&keys, |mut row, key| {
+                row.push_bind(*key).push_bind(now);
+            });
+            lock.push(" ON CONFLICT (key) DO UPDATE SET tat = rate_limits.tat RETURNING key, tat");
+            let locked: Vec<(String, i64)> = lock.build_query_as().fetch_all(self.conn()).await?;
+            let tats: HashMap<&str, Option<i64>> = locked
+                .iter()
+                .map(|(key, tat)| (key.as_str(), Some(*tat)))
+                .collect();
+            let (spent, written) = replay(items, tats, now);
+            if !written.is_empty() {
+                let mut write = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
+                write.push_values(&written, |mut row, (key, tat)| {
+                    row.push_bind(key.as_str()).push_bind(*tat);
+                });
+                write.push(" ON CONFLICT (key) DO UPDATE SET tat = excluded.tat");
+                write.build().execute(self.conn()).await?;
+            }
+            Ok(spent)
+        })
+    }
+}
+
+impl<DB: sqlx::Database> super::SqlRepository<DB>
+where
+    Self: RateLimitRepository,
+{
+    /// Each item as the lone statement ([`RateLimitRepository::spend`]), one after the other.
+    async fn spend_alone(&mut self, items: &[BatchedSpend]) -> Result<Vec<Spend>, StorageError> {
+        let mut spent = Vec::with_capacity(items.len());
+        for item in items {
+            spent.push(self.spend(&item.key, item.quota).await?);
+        }
+        Ok(spent)
+    }
+}

@@ -38,8 +38,9 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::{
-    rate_limits::BatchedSpend, AccessToken, BoxFuture, NewSessionToken, OAuth2Session, Rotated,
-    Rotation, Spend, Storage, StorageError,
+    rate_limits::{spend_then_write, BatchedSpend, SpendFirst, Spent},
+    AccessToken, BoxFuture, NewSessionToken, OAuth2Session, Rotated, Rotation, Spend, Storage,
+    StorageError,
 };
 
 /// Runs `$body` (statements on `$self`, a repository on a plain connection, such as one
@@ -79,7 +80,7 @@ const WRITERS: usize = 2;
 const QUEUE: usize = 1024;
 
 type Answer<O> = Result<O, StorageError>;
-type Written = Answer<(OAuth2Session, AccessToken)>;
+type Written = Answer<Spent<(OAuth2Session, AccessToken)>>;
 
 struct Job<I, O> {
     item: I,
@@ -114,21 +115,31 @@ impl<I, O> std::fmt::Debug for Queue<I, O> {
 /// token rotations, each with its own queue and writers.
 #[derive(Debug, Default)]
 pub(crate) struct Writers {
-    tokens: Queue<NewSessionToken, (OAuth2Session, AccessToken)>,
+    tokens: Queue<SpendFirst<NewSessionToken>, Spent<(OAuth2Session, AccessToken)>>,
     pub(crate) spends: Queue<BatchedSpend, Spend>,
-    pub(crate) rotations: Queue<Rotation, Rotated>,
+    pub(crate) rotations: Queue<SpendFirst<Rotation>, Spent<Rotated>>,
 }
 
 impl Storage {
     /// Starts a session with one access token and returns both once they are committed, in a
     /// transaction shared with the other requests waiting at that moment (group commit, see
     /// the module's documentation). The outcome is this item's own: an error means nothing of
-    /// it was written.
-    pub async fn add_session_with_token(&self, item: NewSessionToken) -> Written {
+    /// it was written. `spend`, when given, is a unit of a rate limit spent first by the same
+    /// writer, with the spends of its batch ([`spend_then_write`]): when it is refused nothing
+    /// is written.
+    pub async fn add_session_with_token(
+        &self,
+        item: NewSessionToken,
+        spend: Option<BatchedSpend>,
+    ) -> Written {
         self.group_commit(
             |w| &w.tokens,
-            item,
-            |storage, items| Box::pin(write_tokens(storage, items)),
+            SpendFirst { item, spend },
+            |storage, items| {
+                Box::pin(spend_then_write(storage, items, |storage, items| {
+                    Box::pin(write_tokens(storage, items))
+                }))
+            },
         )
         .await
     }
@@ -314,6 +325,8 @@ mod tests {
     use super::*;
 
     type Rows = Vec<(OAuth2Session, AccessToken)>;
+    /// The writer loop's answer to a request (the queue's own, without a unit spent first).
+    type Written = Answer<(OAuth2Session, AccessToken)>;
 
     fn item(n: u8) -> NewSessionToken {
         NewSessionToken {

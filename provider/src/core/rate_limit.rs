@@ -37,7 +37,7 @@ use std::{
 use axum::http::HeaderValue;
 
 pub use crate::domain::rate_limit::*;
-use crate::storage::{Spend, Storage, StorageError};
+use crate::storage::{BatchedSpend, Spend, Storage, StorageError};
 
 /// Why a check did not let the request through.
 #[derive(Debug, thiserror::Error)]
@@ -83,22 +83,9 @@ impl RateLimiter {
     /// passes, without a query. Runs outside any request's transaction, in one shared with the
     /// spends of concurrent requests ([`Storage::spend`]).
     pub async fn check(&self, limit: Limit, key: &str) -> Result<(), RateLimitError> {
-        let Some(quota) = self.limits.quota(limit) else {
-            return Ok(());
-        };
-        // Group-committed with the spends of the other requests of the moment
-        // (`Storage::spend`): each unit is spent exactly as alone, the batch commits once.
-        let spent = self.storage.spend(bucket_key(limit, key), quota).await?;
-        match spent {
-            Spend::Granted => Ok(()),
-            Spend::Refused { retry_after } => {
-                tracing::info!(
-                    limit = limit.name(),
-                    retry_after_ms = retry_after.as_millis() as u64,
-                    "rate limited"
-                );
-                Err(RateLimitError::Limited { retry_after })
-            }
+        match self.unit(limit, key) {
+            Some(unit) => self.spend_unit(limit, unit).await,
+            None => Ok(()),
         }
     }
 
@@ -106,13 +93,55 @@ impl RateLimiter {
     /// [`ClientIp::bucket_key`]). Passes when the address is unknown (a server started without
     /// connection info: every server this crate starts passes it).
     pub async fn check_ip(&self, limit: Limit, ip: &ClientIp) -> Result<(), RateLimitError> {
+        match self.unit_ip(limit, ip) {
+            Some(unit) => self.spend_unit(limit, unit).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The unit a [`RateLimiter::check`] of `limit` for `key` spends, for a write that spends
+    /// it itself (`Storage::add_session_with_token`, `Storage::rotate_refresh_token`: one
+    /// writer's queue instead of two) or for [`RateLimiter::spend_unit`] later; `None` when the
+    /// limit is off.
+    pub fn unit(&self, limit: Limit, key: &str) -> Option<BatchedSpend> {
+        self.limits.quota(limit).map(|quota| BatchedSpend {
+            key: bucket_key(limit, key),
+            quota,
+        })
+    }
+
+    /// [`RateLimiter::unit`] keyed by the client's IP address, as [`RateLimiter::check_ip`];
+    /// `None` when the limit is off or the address unknown.
+    pub fn unit_ip(&self, limit: Limit, ip: &ClientIp) -> Option<BatchedSpend> {
+        self.limits.quota(limit)?;
         match ip.bucket_key() {
-            Some(key) => self.check(limit, &key).await,
+            Some(key) => self.unit(limit, &key),
             None => {
                 warn_unknown_peer_once();
-                Ok(())
+                None
             }
         }
+    }
+
+    /// Spends a unit of `limit` taken by [`RateLimiter::unit`], as [`RateLimiter::check`].
+    pub async fn spend_unit(&self, limit: Limit, unit: BatchedSpend) -> Result<(), RateLimitError> {
+        // Group-committed with the spends of the other requests of the moment
+        // (`Storage::spend`): each unit is spent exactly as alone, the batch commits once.
+        match self.storage.spend(unit.key, unit.quota).await? {
+            Spend::Granted => Ok(()),
+            Spend::Refused { retry_after } => Err(self.refused(limit, retry_after)),
+        }
+    }
+
+    /// A unit of `limit` refused (by [`RateLimiter::spend_unit`], or by the write that spent
+    /// it): logged, and the error a check answers.
+    pub fn refused(&self, limit: Limit, retry_after: Duration) -> RateLimitError {
+        tracing::info!(
+            limit = limit.name(),
+            retry_after_ms = retry_after.as_millis() as u64,
+            "rate limited"
+        );
+        RateLimitError::Limited { retry_after }
     }
 
     /// Whether a [`RateLimiter::check`] of `limit` for `key` would pass now, without spending:

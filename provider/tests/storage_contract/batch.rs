@@ -593,6 +593,13 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
              ARRAY[decode(md5('n1'), 'hex'), decode(md5('n2'), 'hex'), decode(md5('n3'), 'hex')], \
              now()",
         ),
+        (
+            "spends",
+            "text[], int[], bigint[], bigint[], bigint",
+            provider::storage::SPEND_MANY_SQL,
+            "ARRAY['bucket-1', 'bucket-2', 'unknown'], ARRAY[1, 2, 1], \
+             ARRAY[1000, 1000, 1000], ARRAY[5000, 5000, 5000], 100000",
+        ),
     ];
     // Planned once for all executions, on the empty tables of a new database.
     sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
@@ -643,7 +650,8 @@ async fn batched_statements_planned_on_empty_tables_read_per_key() {
         // The two keys that exist are found (every key has its row in the left joins; the
         // presented refresh token is one key).
         let rows = match *name {
-            "clients_with_buckets" | "clients_with_refresh_tokens" => 3,
+            // Every key of the spends answers (the unknown bucket is made).
+            "clients_with_buckets" | "clients_with_refresh_tokens" | "spends" => 3,
             "presented_refresh_token" => 1,
             _ => 2,
         };

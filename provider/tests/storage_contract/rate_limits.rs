@@ -278,6 +278,71 @@ async fn rate_limits_group_committed_spends_never_exceed_the_burst(db: TestDb) {
     replica.close().await;
 }
 
+/// PostgreSQL's batched spend (`SPEND_MANY_SQL`) meets a bucket another transaction is
+/// creating: its statement sees no row to lock, its insert waits for the other's and then
+/// conflicts with a bucket it never read. It must not overwrite that bucket with one computed
+/// from a full bucket: the key is spent again, from the bucket as the other left it.
+#[tokio::test]
+async fn a_bucket_created_while_a_batch_spends_is_spent_from() {
+    use sqlx::Connection as _;
+
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let quota = Quota::new(3, 0.001).unwrap();
+    let now = now_micros(&db);
+    // Another transaction creates the bucket with one unit left, and holds it.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("INSERT INTO rate_limits (key, tat) VALUES ('racing', $1)")
+        .bind(now + 2 * quota.interval_micros())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let storage = db.storage.clone();
+    let spending = tokio::spawn(async move {
+        let items: Vec<BatchedSpend> = ["racing", "racing", "calm"]
+            .map(|key| BatchedSpend {
+                key: key.to_owned(),
+                quota,
+            })
+            .to_vec();
+        let mut repo = storage.reader().await.unwrap();
+        repo.rate_limits().spend_many(&items).await
+    });
+    // Once the batch waits for the other's insert, the other commits.
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut waited = false;
+    for _ in 0..1000 {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waited, "the batch never waited for the other's insert");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    let spent = spending.await.unwrap().unwrap();
+    // One unit was left: the first is granted, the second refused; the other key is untouched.
+    assert_eq!(
+        spent,
+        vec![Spend::Granted, refused(1000 * 1000), Spend::Granted],
+        "spent from the bucket the other transaction made"
+    );
+    let mut repo = db.storage.reader().await.unwrap();
+    assert_eq!(
+        repo.rate_limits().peek("racing").await.unwrap(),
+        Some(now + 3 * quota.interval_micros())
+    );
+}
+
 backend_tests!(
     rate_limits_batched_spends_follow_the_gcra_model,
     rate_limits_group_committed_spends_never_exceed_the_burst,

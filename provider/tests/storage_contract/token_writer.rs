@@ -4,7 +4,11 @@
 use std::collections::HashSet;
 
 use provider::{
-    storage::{NewSessionToken, RefreshToken, Rotated, Rotation, StorageError, MAX_TOKEN_BATCH},
+    core::rate_limit::Quota,
+    storage::{
+        BatchedSpend, NewSessionToken, RefreshToken, Rotated, Rotation, Spent, StorageError,
+        MAX_TOKEN_BATCH,
+    },
     test_harness::TestDb,
 };
 use ulid::Ulid;
@@ -42,6 +46,14 @@ fn item(client_id: Ulid, n: usize) -> NewSessionToken {
     }
 }
 
+/// What a write answers when its unit was granted (or none was asked for).
+fn done<T: std::fmt::Debug>(spent: Spent<T>) -> T {
+    match spent {
+        Spent::Done(written) => written,
+        refused => panic!("a write without a spend was refused: {refused:?}"),
+    }
+}
+
 /// More concurrent requests than one batch holds: each answer comes after its rows are
 /// committed (another connection sees them at once), every request gets its own rows, none
 /// is lost or written twice.
@@ -54,7 +66,11 @@ async fn concurrent_requests_are_all_committed(db: TestDb) {
     let answers = join_all((0..n).map(|i| {
         let storage = db.storage.clone();
         async move {
-            let (session, token) = storage.add_session_with_token(item(client.id, i)).await?;
+            let (session, token) = done(
+                storage
+                    .add_session_with_token(item(client.id, i), None)
+                    .await?,
+            );
             // Answered: committed, so a fresh connection sees it now.
             let mut reader = storage.reader().await?;
             let stored = reader.access_tokens().find_by_hash(&hash_of(i)).await?;
@@ -96,8 +112,9 @@ async fn a_bad_item_fails_alone(db: TestDb) {
             (
                 i,
                 storage
-                    .add_session_with_token(item(client_id, 1000 + i))
-                    .await,
+                    .add_session_with_token(item(client_id, 1000 + i), None)
+                    .await
+                    .map(done),
             )
         }
     }))
@@ -128,12 +145,19 @@ async fn a_taken_hash_is_a_conflict(db: TestDb) {
     let (_, client) = user_and_client(&mut repo, "carol").await;
     repo.commit().await.unwrap();
     db.storage
-        .add_session_with_token(item(client.id, 7))
+        .add_session_with_token(item(client.id, 7), None)
         .await
         .unwrap();
     let answers = join_all([7, 8, 9].map(|i| {
         let storage = db.storage.clone();
-        async move { (i, storage.add_session_with_token(item(client.id, i)).await) }
+        async move {
+            (
+                i,
+                storage
+                    .add_session_with_token(item(client.id, i), None)
+                    .await,
+            )
+        }
     }))
     .await;
     for (i, answer) in answers {
@@ -158,7 +182,7 @@ async fn a_closed_database_fails_every_request(db: TestDb) {
         let storage = db.storage.clone();
         async move {
             storage
-                .add_session_with_token(item(client.id, 2000 + i))
+                .add_session_with_token(item(client.id, 2000 + i), None)
                 .await
         }
     }))
@@ -427,7 +451,10 @@ async fn concurrent_rotations_of_one_token_issue_one_pair(db: TestDb) {
         async move {
             (
                 presented.id,
-                storage.rotate_refresh_token(rotation(&presented, i)).await,
+                storage
+                    .rotate_refresh_token(rotation(&presented, i), None)
+                    .await
+                    .map(done),
             )
         }
     }))
@@ -468,6 +495,103 @@ async fn concurrent_rotations_of_one_token_issue_one_pair(db: TestDb) {
     }
 }
 
+/// Writes that spend a unit first (the token endpoint's per-client limit, spent by the writer
+/// with the rest of its batch): of concurrent requests on one bucket, exactly its burst is
+/// written (the clock doesn't move), the others are refused for one interval and write
+/// nothing; requests without a unit, in the same batches, are all written. The same for
+/// refresh rotations: a refused rotation leaves its token usable.
+async fn units_are_spent_by_the_writes(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, "grace").await;
+    let session = oauth2_session(&mut repo, &user, &client).await;
+    let mut tokens = Vec::new();
+    for n in 0..12 {
+        tokens.push(
+            repo.refresh_tokens()
+                .add(session.id, &hash_of(300 + n), None)
+                .await
+                .unwrap(),
+        );
+    }
+    repo.commit().await.unwrap();
+    let quota = Quota::new(10, 0.001).unwrap();
+    let unit = |key: &str| {
+        Some(BatchedSpend {
+            key: key.to_owned(),
+            quota,
+        })
+    };
+
+    let answers = join_all((0..40).map(|i| {
+        let storage = db.storage.clone();
+        let spend = if i % 4 == 3 { None } else { unit("tokens") };
+        async move {
+            let answer = storage.add_session_with_token(item(client.id, 3000 + i), spend.clone());
+            (i, spend.is_some(), answer.await.unwrap())
+        }
+    }))
+    .await;
+    let mut reader = db.storage.reader().await.unwrap();
+    let mut granted = 0;
+    for (i, spent, answer) in answers {
+        let stored = reader
+            .access_tokens()
+            .find_by_hash(&hash_of(3000 + i))
+            .await
+            .unwrap();
+        match answer {
+            Spent::Done((_, token)) => {
+                granted += usize::from(spent);
+                assert_eq!(stored, Some(token), "item {i}");
+            }
+            Spent::Refused { retry_after } => {
+                assert!(spent, "item {i} asked for no unit and was refused");
+                assert_eq!(
+                    retry_after,
+                    quota.interval(),
+                    "an empty bucket: one interval"
+                );
+                assert_eq!(stored, None, "item {i} was refused but written");
+            }
+        }
+    }
+    assert_eq!(granted, 10, "the burst, and no more");
+
+    let quota = Quota::new(4, 0.001).unwrap();
+    let answers = join_all(tokens.iter().cloned().enumerate().map(|(i, presented)| {
+        let storage = db.storage.clone();
+        let spend = Some(BatchedSpend {
+            key: "rotations".to_owned(),
+            quota,
+        });
+        async move {
+            let answer = storage.rotate_refresh_token(rotation(&presented, 300 + i), spend);
+            (presented, answer.await.unwrap())
+        }
+    }))
+    .await;
+    let mut issued = 0;
+    for (presented, answer) in answers {
+        let stored = reader
+            .refresh_tokens()
+            .lookup(presented.id)
+            .await
+            .unwrap()
+            .unwrap();
+        match answer {
+            Spent::Done(Rotated::Issued { refresh, .. }) => {
+                issued += 1;
+                assert_eq!(stored.next_refresh_token_id, Some(refresh.id));
+            }
+            Spent::Done(Rotated::Lost) => panic!("token {} lost to nobody", presented.id),
+            Spent::Refused { .. } => {
+                assert!(stored.is_usable(), "a refused rotation consumed its token");
+            }
+        }
+    }
+    assert_eq!(issued, 4, "the burst, and no more");
+}
+
 provider::backend_tests!(
     rotations_of_a_batch_decide_as_alone,
     concurrent_rotations_of_one_token_issue_one_pair,
@@ -475,4 +599,5 @@ provider::backend_tests!(
     a_bad_item_fails_alone,
     a_taken_hash_is_a_conflict,
     a_closed_database_fails_every_request,
+    units_are_spent_by_the_writes,
 );

@@ -12,7 +12,7 @@
 
 use chrono::Duration;
 
-use super::{TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
+use super::{TokenError, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::{
     crypto::sha256,
     domain::{
@@ -23,7 +23,7 @@ use crate::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
-    storage::NewSessionToken,
+    storage::{NewSessionToken, Spent},
 };
 
 /// Is the client one the config lists in `admin.clients`?
@@ -44,6 +44,7 @@ pub async fn grant(
     state: &AppState,
     client: &AuthenticatedClient,
     params: &Params,
+    unit: &mut TokenUnit,
 ) -> Result<TokenResponse, TokenError> {
     // RFC 6749 §4.4: "MUST only be used by confidential clients".
     if client.client.token_endpoint_auth_method.is_public() {
@@ -72,17 +73,24 @@ pub async fn grant(
     };
     let now = state.storage.entropy().clock.now();
     let access_token = TokenKind::AccessToken.generate(&mut state.storage.entropy().rng.rng());
-    state
+    // The token limit's unit is spent by the writer, with the other units of its batch.
+    let written = state
         .storage
-        .add_session_with_token(NewSessionToken {
-            user_id: None,
-            client_id: client.client.id,
-            scope: scope.clone(),
-            device_id: None,
-            token_hash: sha256(&access_token),
-            expires_at: Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
-        })
+        .add_session_with_token(
+            NewSessionToken {
+                user_id: None,
+                client_id: client.client.id,
+                scope: scope.clone(),
+                device_id: None,
+                token_hash: sha256(&access_token),
+                expires_at: Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
+            },
+            unit.for_write(),
+        )
         .await?;
+    if let Spent::Refused { retry_after } = written {
+        return Err(TokenUnit::refused(state, retry_after));
+    }
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",

@@ -5,7 +5,8 @@
 //!
 //! Rate limited ([`Limit::Token`]) per authenticated client, after its authentication; public
 //! clients (`none`), which every user of an app shares, per client IP instead. Over the limit:
-//! see [`TokenError::too_many`].
+//! see [`TokenError::too_many`]. Every request spends its unit ([`TokenUnit`]); the grants that
+//! issue through a group-committed write spend it in that write.
 
 pub mod authorization_code;
 pub mod client_credentials;
@@ -29,7 +30,11 @@ use serde_json::json;
 use ulid::Ulid;
 
 use self::id_token::IdTokenFor;
-use super::{authorize::Params, client_auth, no_store};
+use super::{
+    authorize::Params,
+    client_auth::{self, AuthenticatedClient},
+    no_store,
+};
 use crate::{
     core::{
         matrix::provisioning,
@@ -43,8 +48,8 @@ use crate::{
     },
     http::AppState,
     storage::{
-        AccessToken, BoxRepository, Client, NewOAuth2Session, RefreshToken, StorageError,
-        TokenRead, User,
+        AccessToken, BatchedSpend, BoxRepository, Client, NewOAuth2Session, RefreshToken,
+        StorageError, TokenRead, User,
     },
 };
 
@@ -447,19 +452,34 @@ async fn handle(
     let (client, read) =
         client_auth::authenticate_reading(state, client_ip, headers, &params, presented).await?;
     // After authentication, so nobody can spend a confidential client's quota by naming it.
-    if client.client.token_endpoint_auth_method.is_public() {
-        state
-            .limiter
-            .check_ip(Limit::Token, client_ip)
-            .await
-            .map_err(|e| TokenError::limited("token requests from this client", e))?;
+    let mut unit = TokenUnit(if client.client.token_endpoint_auth_method.is_public() {
+        state.limiter.unit_ip(Limit::Token, client_ip)
     } else {
-        state
-            .limiter
-            .check(Limit::Token, &client.client.client_id)
-            .await
-            .map_err(|e| TokenError::limited("token requests from this client", e))?;
+        state.limiter.unit(Limit::Token, &client.client.client_id)
+    });
+    let granted = grant(state, &client, &params, read, &mut unit).await;
+    if granted.is_err() {
+        // Refused before its unit was spent: spent now, as every token request's is (and an
+        // empty bucket answers 429 rather than the request's own error, as when the unit was
+        // spent first).
+        unit.spend_now(state).await?;
     }
+    debug_assert!(
+        unit.0.is_none(),
+        "a grant issued tokens without spending its unit"
+    );
+    granted
+}
+
+/// The grant the request asks for (RFC 6749 §4, §6; RFC 8628 §3.4), for an authenticated
+/// client.
+async fn grant(
+    state: &AppState,
+    client: &AuthenticatedClient,
+    params: &Params,
+    read: Option<client_auth::ReadAlong>,
+    unit: &mut TokenUnit,
+) -> Result<TokenResponse, TokenError> {
     let raw_grant_type = params
         .get("grant_type")
         .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?;
@@ -479,15 +499,61 @@ async fn handle(
     }
     Ok(match grant_type {
         GrantType::AuthorizationCode => {
-            authorization_code::exchange(state, &client, &params).await?
+            unit.spend_now(state).await?;
+            authorization_code::exchange(state, client, params).await?
         }
-        GrantType::DeviceCode => device_code::exchange(state, &client, &params).await?,
-        GrantType::ClientCredentials => client_credentials::grant(state, &client, &params).await?,
+        GrantType::DeviceCode => {
+            unit.spend_now(state).await?;
+            device_code::exchange(state, client, params).await?
+        }
+        GrantType::ClientCredentials => {
+            client_credentials::grant(state, client, params, unit).await?
+        }
         GrantType::RefreshToken => {
             let presented = read.map(|read| read.refresh);
-            refresh_token::refresh(state, &client, &params, presented).await?
+            refresh_token::refresh(state, client, params, presented, unit).await?
         }
     })
+}
+
+/// The unit of the per-client token limit ([`Limit::Token`]) a token request spends once its
+/// client is authenticated. The grants that issue through a group-committed write (client
+/// credentials, the refresh rotation) hand it to that write, which spends it with its batch's
+/// other units before writing (issue 16: one writer's queue per token instead of two); the
+/// other paths spend it on their own before they write anything; a request refused before
+/// either spends it at the end ([`handle`]). `None` inside: the limit is off (or the address
+/// unknown), or the unit is spent.
+pub struct TokenUnit(Option<BatchedSpend>);
+
+impl TokenUnit {
+    /// For the write that spends it (`Storage::add_session_with_token`,
+    /// `Storage::rotate_refresh_token`); a refusal comes back as `Spent::Refused`
+    /// ([`TokenUnit::refused`]).
+    pub fn for_write(&mut self) -> Option<BatchedSpend> {
+        self.0.take()
+    }
+
+    /// Spends the unit now, before anything is written: 429 when the bucket is empty.
+    pub async fn spend_now(&mut self, state: &AppState) -> Result<(), TokenError> {
+        match self.0.take() {
+            Some(unit) => state
+                .limiter
+                .spend_unit(Limit::Token, unit)
+                .await
+                .map_err(token_limited),
+            None => Ok(()),
+        }
+    }
+
+    /// The 429 of a unit the write refused (nothing was written).
+    pub fn refused(state: &AppState, retry_after: std::time::Duration) -> TokenError {
+        token_limited(state.limiter.refused(Limit::Token, retry_after))
+    }
+}
+
+/// The per-client token limit's answer ([`TokenError::too_many`]).
+fn token_limited(error: RateLimitError) -> TokenError {
+    TokenError::limited("token requests from this client", error)
 }
 
 #[cfg(test)]

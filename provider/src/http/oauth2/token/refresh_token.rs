@@ -11,7 +11,9 @@
 
 use chrono::Duration;
 
-use super::{issue_pair, IssuedPair, TokenError, TokenResponse, ACCESS_TOKEN_LIFETIME_SECONDS};
+use super::{
+    issue_pair, IssuedPair, TokenError, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS,
+};
 use crate::{
     core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh, RefreshSuccessor},
     crypto::sha256,
@@ -20,7 +22,9 @@ use crate::{
         oauth2::{authorize::Params, client_auth::AuthenticatedClient},
         AppState,
     },
-    storage::{BoxRepository, OAuth2Session, PresentedRefreshToken, Rotated, Rotation, TokenHash},
+    storage::{
+        BoxRepository, OAuth2Session, PresentedRefreshToken, Rotated, Rotation, Spent, TokenHash,
+    },
 };
 
 /// The hash of the request's refresh token, when it has one that can be this server's (the
@@ -41,6 +45,7 @@ pub async fn refresh(
     client: &AuthenticatedClient,
     params: &Params,
     presented: Option<Option<PresentedRefreshToken>>,
+    unit: &mut TokenUnit,
 ) -> Result<TokenResponse, TokenError> {
     if params.get("refresh_token").is_none() {
         return Err(TokenError::invalid_request("refresh_token is required"));
@@ -109,6 +114,8 @@ pub async fn refresh(
 
     let mut rng = state.storage.entropy().rng.rng();
     if let Some(consumed_at) = stored.consumed_at {
+        // Spent before anything below is decided or written.
+        unit.spend_now(state).await?;
         let mut repo = state.storage.begin().await?;
         let successor = match stored.next_refresh_token_id {
             Some(id) => match repo.refresh_tokens().lookup(id).await? {
@@ -179,8 +186,14 @@ pub async fn refresh(
         access_expires_at: Some(now + Duration::seconds(ACCESS_TOKEN_LIFETIME_SECONDS)),
         refresh_token_hash: sha256(&refresh_token),
     };
-    match state.storage.rotate_refresh_token(rotation).await? {
-        Rotated::Issued { refresh, .. } => Ok(TokenResponse::with_pair(
+    // The token limit's unit is spent by the writer, with the other units of its batch.
+    match state
+        .storage
+        .rotate_refresh_token(rotation, unit.for_write())
+        .await?
+    {
+        Spent::Refused { retry_after } => Err(TokenUnit::refused(state, retry_after)),
+        Spent::Done(Rotated::Issued { refresh, .. }) => Ok(TokenResponse::with_pair(
             IssuedPair {
                 access_token,
                 refresh_token,
@@ -190,7 +203,7 @@ pub async fn refresh(
             None,
         )),
         // Another request consumed it between our read and our write.
-        Rotated::Lost => Err(TokenError::invalid_grant(
+        Spent::Done(Rotated::Lost) => Err(TokenError::invalid_grant(
             "the refresh token was used concurrently",
         )),
     }
