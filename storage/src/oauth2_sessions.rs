@@ -166,7 +166,7 @@ impl Storage {
     /// ([`RefreshTokenRepository::rotate_many`]).
     ///
     /// `spend`, when given, is a unit of a rate limit spent first by the same writer, with the
-    /// spends of its batch ([`spend_then_write`]): when it is refused nothing is written.
+    /// spends of its batch (`spend_then_write`): when it is refused nothing is written.
     pub async fn rotate_refresh_token(
         &self,
         rotation: Rotation,

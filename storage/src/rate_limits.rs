@@ -100,9 +100,9 @@ pub struct BatchedSpend {
 }
 
 impl Storage {
-    /// Spends one unit of the bucket `key` (see [`RateLimitRepository::spend`]), committed in a
-    /// transaction shared with the spends of the other requests of the moment (group commit:
-    /// see the module). What the request gets is its own unit's outcome.
+    /// Spends one unit of the bucket `key` (see [`RateLimitRepository::spend`]), committed with
+    /// the spends of the other requests of the moment (group commit: one statement on
+    /// PostgreSQL, see the module). What the request gets is its own unit's outcome.
     pub async fn spend(&self, key: String, quota: Quota) -> Result<Spend, StorageError> {
         self.group_commit(
             |writers| &writers.spends,

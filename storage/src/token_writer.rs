@@ -17,7 +17,9 @@
 //! here, spends in `rate_limits` ([`Storage::spend`]), rotations in `oauth2_sessions`
 //! ([`Storage::rotate_refresh_token`]). An item's own outcome (a spend refused, a rotation that
 //! lost its compare-and-set) is part of the batch's output, exactly what the item alone would
-//! have given.
+//! have given. Issuance and rotations may carry a rate limit's unit ([`SpendFirst`]): their
+//! writer spends the batch's units first, in one statement, and writes only the items granted
+//! theirs (`spend_then_write`).
 //!
 //! A batch that fails on one item's row (a constraint: a token hash taken, a client deleted
 //! meanwhile) is written again one item per transaction, so each request gets its own outcome.
@@ -125,7 +127,7 @@ impl Storage {
     /// transaction shared with the other requests waiting at that moment (group commit, see
     /// the module's documentation). The outcome is this item's own: an error means nothing of
     /// it was written. `spend`, when given, is a unit of a rate limit spent first by the same
-    /// writer, with the spends of its batch ([`spend_then_write`]): when it is refused nothing
+    /// writer, with the spends of its batch (`spend_then_write`): when it is refused nothing
     /// is written.
     pub async fn add_session_with_token(
         &self,

@@ -19,9 +19,10 @@
 //! [`crate::storage::RateLimitRepository`] for why that statement is atomic on PostgreSQL).
 //!
 //! Each check is spent outside the request's transaction (a spend counts even when the request
-//! then fails), in a transaction shared with the spends of the requests of the moment
-//! ([`Storage::spend`]: group commit, each unit spent exactly as alone). Bucket keys come from requests, so they
-//! are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and without the usernames,
+//! then fails), with the spends of the requests of the moment ([`Storage::spend`]: group commit,
+//! one statement on PostgreSQL, each unit spent exactly as alone); the token endpoint's unit is
+//! spent by the writer that issues the token ([`RateLimiter::unit`]). Bucket keys come from
+//! requests, so they are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and without the usernames,
 //! addresses and IPs themselves. Full buckets (nothing spent that is not refilled) are the same
 //! as no row; [`crate::core::housekeeping`] deletes them in bounded batches.
 //!

@@ -151,8 +151,8 @@ async fn rate_limits_concurrent_spends_never_exceed_the_burst(db: TestDb) {
     storage.close().await;
 }
 
-/// A batch of spends ([`RateLimitRepository::spend_many`], one transaction for the spends of
-/// concurrent requests) spends each unit exactly as [`Quota::spend`] does one after the other:
+/// A batch of spends ([`RateLimitRepository::spend_many`]: one statement on PostgreSQL, one
+/// transaction on SQLite, for the spends of concurrent requests) spends each unit exactly as [`Quota::spend`] does one after the other:
 /// a seeded random walk of batches over a few keys (a key several times in a batch, keys of
 /// different quotas, buckets spent alone in between, clock moves), compared with the pure
 /// function unit by unit, and the stored TATs with the model's.
