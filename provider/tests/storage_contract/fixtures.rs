@@ -77,3 +77,26 @@ pub async fn compat_session(
         .await
         .unwrap()
 }
+
+/// Waits until a statement of the PostgreSQL database at `url` waits for a lock (one that a
+/// test's other transaction holds), polling `pg_stat_activity`; whether one did within ten
+/// seconds.
+pub async fn a_statement_waits_for_a_lock(url: &str) -> bool {
+    use sqlx::Connection as _;
+
+    let mut watch = sqlx::PgConnection::connect(url).await.unwrap();
+    for _ in 0..1000 {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}

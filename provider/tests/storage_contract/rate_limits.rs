@@ -311,23 +311,10 @@ async fn a_bucket_created_while_a_batch_spends_is_spent_from() {
         repo.rate_limits().spend_many(&items).await
     });
     // Once the batch waits for the other's insert, the other commits.
-    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let mut waited = false;
-    for _ in 0..1000 {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(waited, "the batch never waited for the other's insert");
+    assert!(
+        crate::fixtures::a_statement_waits_for_a_lock(&db.url).await,
+        "the batch never waited for the other's insert"
+    );
     sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
     let spent = spending.await.unwrap().unwrap();
     // One unit was left: the first is granted, the second refused; the other key is untouched.

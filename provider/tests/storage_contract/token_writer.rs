@@ -385,23 +385,10 @@ async fn a_token_changed_while_its_rotation_waits_is_still_rotated() {
         repo.refresh_tokens().rotate_many(&[item]).await
     });
     // Once the rotation's statement waits for the row's lock, the other transaction commits.
-    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let mut waited = false;
-    for _ in 0..1000 {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(waited, "the rotation never waited for the row's lock");
+    assert!(
+        crate::fixtures::a_statement_waits_for_a_lock(&db.url).await,
+        "the rotation never waited for the row's lock"
+    );
     sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
 
     let rotated = rotating.await.unwrap().unwrap();
