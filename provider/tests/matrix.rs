@@ -13,7 +13,8 @@ mod support;
 use chrono::Duration;
 use provider::{
     backend_tests,
-    core::matrix::provisioning::{Worker, QUEUE},
+    clock::Clock as _,
+    core::matrix::provisioning::{self, AfterCommit, Outcome, Task, Worker, QUEUE},
     test_harness::{TestDb, TestProvider},
 };
 use serde_json::{json, Value};
@@ -402,9 +403,48 @@ async fn device_upsert_failure_keeps_the_code(db: TestDb) {
     assert!(provider.homeserver.store().has_device("bob", DEVICE));
 }
 
+/// A `provider manage` command beside a running server: the server's worker may claim the job
+/// the command enqueued before the command runs it. The command then waits for that run and
+/// reports what it became (it reported `queued` while the other worker was running the job).
+async fn a_job_another_worker_runs_is_reported_once_run(db: TestDb) {
+    let provider = TestProvider::start(&db).await;
+    let core = provider.state.core.clone();
+    let now = db.clock.now();
+    let mut repo = db.storage.begin().await.unwrap();
+    let task = Task::SyncDevices {
+        user_id: ulid::Ulid::from_parts(1, 7),
+    };
+    // Due later, so the test server's own worker leaves it alone; a claim by id doesn't wait.
+    let id = provisioning::enqueue(&mut repo, &task, now + Duration::hours(1))
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    // Another worker holds it first.
+    let mut repo = db.storage.reader().await.unwrap();
+    let held = repo
+        .jobs()
+        .claim_one(id, "worker-elsewhere", Duration::seconds(60))
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let mut jobs = AfterCommit::default();
+    jobs.push(id);
+    let reporting = tokio::spawn(async move { jobs.run_and_report(&core).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !reporting.is_finished(),
+        "reported while another worker held the job"
+    );
+    assert!(repo.jobs().complete(id, "worker-elsewhere").await.unwrap());
+    let outcomes = reporting.await.unwrap().unwrap();
+    assert_eq!(outcomes, vec![Outcome::Done]);
+    provider.stop().await;
+}
+
 backend_tests!(
     end_to_end_mas_api,
     end_to_end_legacy_admin_api,
     homeserver_outage_is_retried,
-    device_upsert_failure_keeps_the_code
+    device_upsert_failure_keeps_the_code,
+    a_job_another_worker_runs_is_reported_once_run
 );
