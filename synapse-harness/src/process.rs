@@ -8,8 +8,11 @@ use url::Url;
 
 use crate::Error;
 
-/// A free TCP port on 127.0.0.1, found by binding port 0 and letting it go. (Another process
-/// could take it before the child binds it; the child then fails to start with a clear log.)
+/// A free TCP port on 127.0.0.1, found by binding port 0 and letting it go. Another process
+/// could take it before the child binds it: the child then fails to start, but until it gives
+/// up, the other process answers on the port. So each child's start checks that the server
+/// answering is the child ([`wait_until_exists`] for nginx's pid file, Synapse's own signing
+/// key), not only that something answers.
 pub(crate) fn free_port() -> Result<u16, Error> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("looking for a free port"))?;
@@ -85,4 +88,35 @@ pub(crate) async fn kill(child: &mut Child) {
     if let Err(error) = child.kill().await {
         tracing::warn!(%error, "could not kill a child process");
     }
+}
+
+/// Polls every 100 ms until `path` exists, the child exits, or `limit` passes (such as a pid
+/// file a server writes once it holds its ports). Returns a failure reason.
+pub(crate) async fn wait_until_exists(
+    child: &mut Child,
+    path: &Path,
+    limit: Duration,
+) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "the process exited with {status} before writing {}",
+                path.display()
+            ));
+        }
+        if started.elapsed() > limit {
+            return Err(format!("{} not written within {limit:?}", path.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a child's start failed because another process held its port (see [`free_port`]):
+/// the reason [`wait_until_exists`] or a server's own check gave, or the bind error in its log.
+pub(crate) fn port_taken(reason: &str, log_tail: &str) -> bool {
+    reason.contains("another server answered") || log_tail.contains("Address already in use")
 }

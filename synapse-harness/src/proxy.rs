@@ -11,7 +11,9 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use url::Url;
 
-use crate::process::{free_port, kill, log_tails, wait_until_answering};
+use crate::process::{
+    free_port, kill, log_tails, port_taken, wait_until_answering, wait_until_exists,
+};
 use crate::{Error, Tools};
 
 /// The operators' example site (`deploy/nginx/matrix.conf`), with `{{…}}` placeholders.
@@ -85,9 +87,22 @@ impl ReverseProxy {
     /// Starts nginx on a free 127.0.0.1 port: `nginx -p <dir> -e <dir>/error.log -c <dir>/nginx.conf
     /// -g 'daemon off; master_process off;'` (one process, so killing it leaves nothing behind),
     /// routing per `deploy/nginx/matrix.conf`. Waits until it answers.
+    /// A port taken by another process between [`free_port`] and nginx's bind is not a failure:
+    /// nginx starts again on another port (three tries).
     pub async fn start(tools: &Tools, synapse: &Url, provider: &Url) -> Result<Self, Error> {
-        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        Self::start_on(tools, listen, synapse, provider).await
+        let mut tries = 1;
+        loop {
+            let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+            match Self::start_on(tools, listen, synapse, provider).await {
+                Err(Error::Start {
+                    reason, log_tail, ..
+                }) if tries < 3 && port_taken(&reason, &log_tail) => {
+                    tracing::warn!(%reason, "nginx's port was taken: starting it on another");
+                    tries += 1;
+                }
+                started => return started,
+            }
+        }
     }
 
     /// [`ReverseProxy::start`] on a given address (e.g. the port clients already know; the
@@ -138,7 +153,14 @@ impl ReverseProxy {
         };
         let url = Url::parse(&format!("http://{}/", SocketAddr::new(host, listen.port())))
             .map_err(|e| Error::Options(e.to_string()))?;
-        if let Err(reason) = wait_until_answering(&mut child, &url, None, START_LIMIT).await {
+        // nginx writes its pid file once it holds its port (it retries a taken port for a few
+        // seconds first, while whoever holds it answers): only then is an answer nginx's.
+        let pid_file = dir.path().join("nginx.pid");
+        let started = match wait_until_exists(&mut child, &pid_file, START_LIMIT).await {
+            Ok(()) => wait_until_answering(&mut child, &url, None, START_LIMIT).await,
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = started {
             kill(&mut child).await;
             return Err(Error::Start {
                 what: "nginx",

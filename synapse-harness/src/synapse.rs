@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use url::Url;
 
-use crate::process::{free_port, kill, log_tails, wait_until_answering};
+use crate::process::{free_port, kill, log_tails, port_taken, wait_until_answering};
 use crate::{Error, Tools};
 
 /// How long Synapse may take to answer `/_matrix/client/versions` after its start (a cold start
@@ -188,9 +188,26 @@ pub struct Synapse {
 impl Synapse {
     /// Writes `homeserver.yaml`, a log config and a signing key into a new temporary directory,
     /// starts `python -m synapse.app.homeserver -c homeserver.yaml` and waits until
-    /// `GET /_matrix/client/versions` answers 200 (at most [`START_LIMIT`]). A failure carries
-    /// the last lines of Synapse's logs.
+    /// `GET /_matrix/client/versions` answers 200 (at most [`START_LIMIT`]) and the server
+    /// answering publishes this instance's signing key. A failure carries the last lines of
+    /// Synapse's logs. A port taken by another process between [`free_port`] and Synapse's bind
+    /// is not a failure: Synapse starts again on another port (three tries).
     pub async fn start(tools: &Tools, options: SynapseOptions) -> Result<Self, Error> {
+        let mut tries = 1;
+        loop {
+            match Self::start_once(tools, options.clone()).await {
+                Err(Error::Start {
+                    reason, log_tail, ..
+                }) if tries < 3 && port_taken(&reason, &log_tail) => {
+                    tracing::warn!(%reason, "Synapse's port was taken: starting it on another");
+                    tries += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(tools: &Tools, options: SynapseOptions) -> Result<Self, Error> {
         let (what, secret) = match &options.mode {
             SynapseMode::Delegated { secret, .. } => ("Synapse", secret),
             SynapseMode::Plain {
@@ -206,7 +223,7 @@ impl Synapse {
             .tempdir()
             .map_err(Error::io("creating Synapse's directory"))?;
         let port = free_port()?;
-        write_files(dir.path(), port, &options)?;
+        let key_id = write_files(dir.path(), port, &options)?;
 
         let console = std::fs::File::create(dir.path().join("console.log"))
             .map_err(Error::io("creating console.log"))?;
@@ -229,9 +246,12 @@ impl Synapse {
         let versions = url
             .join("_matrix/client/versions")
             .map_err(|e| Error::Options(e.to_string()))?;
-        if let Err(reason) =
-            wait_until_answering(&mut child, &versions, Some(200), START_LIMIT).await
-        {
+        let answering =
+            match wait_until_answering(&mut child, &versions, Some(200), START_LIMIT).await {
+                Ok(()) => wait_until_it_is_ours(&mut child, &url, &key_id, started).await,
+                Err(reason) => Err(reason),
+            };
+        if let Err(reason) = answering {
             kill(&mut child).await;
             return Err(Error::Start {
                 what,
@@ -370,12 +390,59 @@ fn random_bytes() -> Result<[u8; 32], Error> {
     Ok(bytes)
 }
 
-/// `homeserver.yaml`, `log.yaml` and the signing key.
-fn write_files(dir: &Path, port: u16, options: &SynapseOptions) -> Result<(), Error> {
+/// Polls Synapse's published keys (`GET /_matrix/key/v2/server`, server-server API "Publishing
+/// Keys") every 100 ms until they hold `key_id`, this instance's own: the server answering on
+/// the port is this Synapse, not a process that took the port it was given (see
+/// [`free_port`]), which answers until this one gives up. Fails when the child exits or the
+/// start's limit passes.
+async fn wait_until_it_is_ours(
+    child: &mut Child,
+    url: &Url,
+    key_id: &str,
+    started: Instant,
+) -> Result<(), String> {
+    let keys = url
+        .join("_matrix/key/v2/server")
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    loop {
+        if let Ok(response) = http.get(keys.clone()).send().await {
+            if let Ok(body) = response.json::<serde_json::Value>().await {
+                if body["verify_keys"].get(key_id).is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "the process exited with {status}; another server answered on its port"
+            ));
+        }
+        if started.elapsed() > START_LIMIT {
+            return Err(format!(
+                "the server answering on {url} does not publish this Synapse's key {key_id}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `homeserver.yaml`, `log.yaml` and the signing key; returns the key's id (`ed25519:<version>`,
+/// a version of this instance's own, which tells this Synapse from any other).
+fn write_files(dir: &Path, port: u16, options: &SynapseOptions) -> Result<String, Error> {
     let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
     // Synapse's signing key file: `ed25519 <version> <unpadded base64 of the 32-byte seed>`
-    // (`synapse/config/key.py`, read with signedjson).
-    let signing_key = format!("ed25519 a_harness {}\n", b64.encode(random_bytes()?));
+    // (`synapse/config/key.py`, read with signedjson); a version is `[a-zA-Z0-9_]+`.
+    let version: String = random_bytes()?[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let version = format!("h{version}");
+    let signing_key = format!("ed25519 {version} {}\n", b64.encode(random_bytes()?));
     write(dir, "signing.key", &signing_key)?;
 
     let log_file = dir.join("homeserver.log");
@@ -394,7 +461,8 @@ fn write_files(dir: &Path, port: u16, options: &SynapseOptions) -> Result<(), Er
     write(dir, "log.yaml", &serde_yaml_ng::to_string(&log_config)?)?;
 
     let config = homeserver_config(dir, port, options, &b64.encode(random_bytes()?));
-    write(dir, "homeserver.yaml", &serde_yaml_ng::to_string(&config)?)
+    write(dir, "homeserver.yaml", &serde_yaml_ng::to_string(&config)?)?;
+    Ok(format!("ed25519:{version}"))
 }
 
 /// The generated `homeserver.yaml`.
@@ -424,8 +492,10 @@ fn homeserver_config(
             // The nginx in front sets X-Forwarded-For / -Proto.
             "x_forwarded": true,
             // `client` carries /_matrix/client and /_synapse/mas
-            // (`synapse/rest/synapse/client/__init__.py`).
-            "resources": [{"names": ["client"], "compress": false}],
+            // (`synapse/rest/synapse/client/__init__.py`); `keys`, /_matrix/key/v2, the
+            // instance's own signing key, by which the harness knows it is this Synapse that
+            // answers on the port.
+            "resources": [{"names": ["client", "keys"], "compress": false}],
         }],
         "database": database.config(),
         "log_config": dir.join("log.yaml"),

@@ -209,3 +209,27 @@ async fn nginx_sends_the_legacy_login_api_to_the_provider_and_the_rest_to_synaps
     proxy.stop().await;
     synapse.stop().await;
 }
+
+/// A port found free and then taken by another process before nginx binds it: nginx's start
+/// fails (it never holds the port), rather than taking the other server's answers for its own
+/// (a flake seen in CI: a test's homeserver calls reached another test's deployment).
+#[tokio::test]
+async fn nginx_on_a_taken_port_is_not_taken_for_started() {
+    let Some(tools) = tools().await else {
+        return;
+    };
+    // Another server holds the port and answers every request.
+    let other = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("not nginx"))
+        .mount(&other)
+        .await;
+    let taken = *other.address();
+    let upstream = Url::parse("http://127.0.0.1:9/").unwrap();
+    let started = ReverseProxy::start_on(&tools, taken, &upstream, &upstream).await;
+    let error = started.expect_err("nginx can't hold a taken port");
+    assert!(
+        error.to_string().contains("Address already in use"),
+        "{error}"
+    );
+}
