@@ -120,3 +120,25 @@ pub(crate) async fn wait_until_exists(
 pub(crate) fn port_taken(reason: &str, log_tail: &str) -> bool {
     reason.contains("another server answered") || log_tail.contains("Address already in use")
 }
+
+/// Runs `start` (a child's start on a port of [`free_port`]) again, up to three times in all,
+/// while it fails because another process took that port ([`port_taken`]); any other outcome
+/// is returned as it is.
+pub(crate) async fn on_a_free_port<T, F, Fut>(what: &str, mut start: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match start().await {
+            Err(Error::Start {
+                reason, log_tail, ..
+            }) if tries < 3 && port_taken(&reason, &log_tail) => {
+                tracing::warn!(%reason, "{what}'s port was taken: starting it on another");
+                tries += 1;
+            }
+            started => return started,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use url::Url;
 
 use crate::process::{
-    free_port, kill, log_tails, port_taken, wait_until_answering, wait_until_exists,
+    free_port, kill, log_tails, on_a_free_port, wait_until_answering, wait_until_exists,
 };
 use crate::{Error, Tools};
 
@@ -90,19 +90,11 @@ impl ReverseProxy {
     /// A port taken by another process between [`free_port`] and nginx's bind is not a failure:
     /// nginx starts again on another port (three tries).
     pub async fn start(tools: &Tools, synapse: &Url, provider: &Url) -> Result<Self, Error> {
-        let mut tries = 1;
-        loop {
+        on_a_free_port("nginx", || async {
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-            match Self::start_on(tools, listen, synapse, provider).await {
-                Err(Error::Start {
-                    reason, log_tail, ..
-                }) if tries < 3 && port_taken(&reason, &log_tail) => {
-                    tracing::warn!(%reason, "nginx's port was taken: starting it on another");
-                    tries += 1;
-                }
-                started => return started,
-            }
-        }
+            Self::start_on(tools, listen, synapse, provider).await
+        })
+        .await
     }
 
     /// [`ReverseProxy::start`] on a given address (e.g. the port clients already know; the

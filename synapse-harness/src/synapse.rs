@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use url::Url;
 
-use crate::process::{free_port, kill, log_tails, port_taken, wait_until_answering};
+use crate::process::{free_port, kill, log_tails, on_a_free_port, wait_until_answering};
 use crate::{Error, Tools};
 
 /// How long Synapse may take to answer `/_matrix/client/versions` after its start (a cold start
@@ -193,18 +193,7 @@ impl Synapse {
     /// Synapse's logs. A port taken by another process between [`free_port`] and Synapse's bind
     /// is not a failure: Synapse starts again on another port (three tries).
     pub async fn start(tools: &Tools, options: SynapseOptions) -> Result<Self, Error> {
-        let mut tries = 1;
-        loop {
-            match Self::start_once(tools, options.clone()).await {
-                Err(Error::Start {
-                    reason, log_tail, ..
-                }) if tries < 3 && port_taken(&reason, &log_tail) => {
-                    tracing::warn!(%reason, "Synapse's port was taken: starting it on another");
-                    tries += 1;
-                }
-                started => return started,
-            }
-        }
+        on_a_free_port("Synapse", || Self::start_once(tools, options.clone())).await
     }
 
     async fn start_once(tools: &Tools, options: SynapseOptions) -> Result<Self, Error> {
