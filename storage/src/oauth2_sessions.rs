@@ -190,7 +190,7 @@ impl Storage {
                 }))
             },
         )
-        .await
+        .await?
     }
 }
 

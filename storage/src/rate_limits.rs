@@ -42,7 +42,7 @@ use async_trait::async_trait;
 
 use super::{
     delete_batch, for_each_backend,
-    token_writer::{in_own_transaction, WriteBatch},
+    token_writer::{in_own_transaction, is_per_item, WriteBatch},
     Storage, StorageError,
 };
 use domain::rate_limit::Quota;
@@ -138,13 +138,17 @@ pub enum Spent<T> {
 /// item is answered in order. A request waits on one writer's queue instead of two (issue 16:
 /// each token went through the spends' queue, then the tokens'). A unit is spent whatever the
 /// write then does (a refresh token found consumed meanwhile, say), as a unit spent before
-/// the write was; should the batch be written again (see `token_writer`), its units are spent
-/// again, which only makes the limit a little stricter.
+/// the write was.
+///
+/// Each unit is spent once: when one item's row fails the batch's write (a constraint, see
+/// `token_writer`), the granted items are written again one by one here, each answered with
+/// its own outcome, rather than the whole batch (units included) going back to the group
+/// commit's item-by-item retry. A failure of the database itself fails the batch.
 pub(crate) async fn spend_then_write<I: Clone + Sync, T>(
     storage: &Storage,
     items: &[SpendFirst<I>],
     write: WriteBatch<I, T>,
-) -> Result<Vec<Spent<T>>, StorageError> {
+) -> Result<Vec<Result<Spent<T>, StorageError>>, StorageError> {
     let spends: Vec<BatchedSpend> = items.iter().filter_map(|i| i.spend.clone()).collect();
     let mut spent = if spends.is_empty() {
         Vec::new()
@@ -168,22 +172,34 @@ pub(crate) async fn spend_then_write<I: Clone + Sync, T>(
         .filter(|(_, refused)| refused.is_none())
         .map(|(i, _)| i.item.clone())
         .collect();
-    let mut written = if granted.is_empty() {
+    let mut written: std::vec::IntoIter<Result<T, StorageError>> = if granted.is_empty() {
         Vec::new()
     } else {
-        write(storage, &granted).await?
+        match write(storage, &granted).await {
+            Ok(rows) => rows.into_iter().map(Ok).collect(),
+            Err(error) if granted.len() > 1 && is_per_item(&error) => {
+                let mut rows = Vec::with_capacity(granted.len());
+                for item in &granted {
+                    rows.push(write(storage, std::slice::from_ref(item)).await.and_then(
+                        |mut row| row.pop().ok_or(StorageError::NotFound("written row")),
+                    ));
+                }
+                rows
+            }
+            Err(error) => return Err(error),
+        }
     }
     .into_iter();
-    refused
+    Ok(refused
         .into_iter()
         .map(|refused| match refused {
             Some(retry_after) => Ok(Spent::Refused { retry_after }),
             None => written
                 .next()
-                .map(Spent::Done)
-                .ok_or(StorageError::NotFound("written row")),
+                .unwrap_or(Err(StorageError::NotFound("written row")))
+                .map(Spent::Done),
         })
-        .collect()
+        .collect())
 }
 
 /// A batch of spends, on a kept connection ([`Storage::hot_read`]: no pool pings), by

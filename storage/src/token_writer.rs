@@ -81,7 +81,7 @@ const WRITERS: usize = 2;
 /// Requests that may wait in the queue before senders wait for room.
 const QUEUE: usize = 1024;
 
-type Answer<O> = Result<O, StorageError>;
+pub(crate) type Answer<O> = Result<O, StorageError>;
 type Written = Answer<Spent<(OAuth2Session, AccessToken)>>;
 
 struct Job<I, O> {
@@ -117,9 +117,9 @@ impl<I, O> std::fmt::Debug for Queue<I, O> {
 /// token rotations, each with its own queue and writers.
 #[derive(Debug, Default)]
 pub(crate) struct Writers {
-    tokens: Queue<SpendFirst<NewSessionToken>, Spent<(OAuth2Session, AccessToken)>>,
+    tokens: Queue<SpendFirst<NewSessionToken>, Written>,
     pub(crate) spends: Queue<BatchedSpend, Spend>,
-    pub(crate) rotations: Queue<SpendFirst<Rotation>, Spent<Rotated>>,
+    pub(crate) rotations: Queue<SpendFirst<Rotation>, Answer<Spent<Rotated>>>,
 }
 
 impl Storage {
@@ -143,7 +143,7 @@ impl Storage {
                 }))
             },
         )
-        .await
+        .await?
     }
 
     /// Queues `item` for the writers of `queue` (started on first use, each running `write`
@@ -250,7 +250,7 @@ where
 /// token hash, a client deleted meanwhile), so that writing each item alone gives the others
 /// their tokens? A failure of the pool, the connection or a timeout is not: it would only
 /// fail again, item after item.
-fn is_per_item(error: &StorageError) -> bool {
+pub(crate) fn is_per_item(error: &StorageError) -> bool {
     use sqlx::error::ErrorKind;
     match error {
         StorageError::Conflict(_) | StorageError::NotFound(_) | StorageError::Invalid(_) => true,

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use provider::{
+    clock::Clock as _,
     core::rate_limit::Quota,
     storage::{
         BatchedSpend, NewSessionToken, RefreshToken, Rotated, Rotation, Spent, StorageError,
@@ -98,21 +99,29 @@ async fn concurrent_requests_are_all_committed(db: TestDb) {
 }
 
 /// A batch holding an item that can't be written (its client does not exist) fails that item
-/// alone; the others are written and answered as usual.
+/// alone; the others are written and answered as usual. Half the items carry a unit of one
+/// bucket (the token endpoint's limit, spent by the writer): each unit is spent once, however
+/// the batch was retried around the bad item (the clock doesn't move, so the bucket's time is
+/// exactly one interval per unit).
 async fn a_bad_item_fails_alone(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let (_, client) = user_and_client(&mut repo, "bob").await;
     repo.commit().await.unwrap();
 
     let missing = Ulid::from_parts(1, 1);
+    let quota = Quota::new(1000, 0.001).unwrap();
     let answers = join_all((0..20).map(|i| {
         let storage = db.storage.clone();
         let client_id = if i % 5 == 0 { missing } else { client.id };
+        let spend = (i % 2 == 0).then(|| BatchedSpend {
+            key: "bad-item".to_owned(),
+            quota,
+        });
         async move {
             (
                 i,
                 storage
-                    .add_session_with_token(item(client_id, 1000 + i), None)
+                    .add_session_with_token(item(client_id, 1000 + i), spend)
                     .await
                     .map(done),
             )
@@ -120,6 +129,11 @@ async fn a_bad_item_fails_alone(db: TestDb) {
     }))
     .await;
     let mut reader = db.storage.reader().await.unwrap();
+    assert_eq!(
+        reader.rate_limits().peek("bad-item").await.unwrap(),
+        Some(db.clock.now().timestamp_micros() + 10 * quota.interval_micros()),
+        "ten units, each spent once"
+    );
     for (i, answer) in answers {
         let stored = reader
             .access_tokens()
