@@ -296,6 +296,18 @@ pub const CLIENTS_SQL: &str = concat!(
         (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients"
 );
 
+/// The client `q.wanted` and the time of the bucket `q.bucket` of a key (`oauth2_clients`,
+/// `rate_limits`), each by its own index step and NULL when missing: the part the two
+/// client-with-bucket statements share.
+macro_rules! client_and_bucket_of_key {
+    () => {
+        "LEFT JOIN LATERAL \
+           (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients ON true \
+         LEFT JOIN LATERAL \
+           (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true"
+    };
+}
+
 /// See [`ACTIVE_ACCESS_TOKENS_SQL`]. A key always has its row (its client's columns NULL when
 /// there is no such client, its bucket's time NULL when the bucket was never spent, its token's
 /// columns NULL when it named no token (a NULL hash finds none) or the token is not active).
@@ -304,12 +316,9 @@ pub const CLIENTS_WITH_BUCKETS_SQL: &str = concat!(
     "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, tok.*, ",
     client_columns!(),
     " FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::bytea[]), \
-                  (SELECT $4::timestamptz[])) WITH ORDINALITY AS q(wanted, bucket, hash, at, i) \
-      LEFT JOIN LATERAL \
-        (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients ON true \
-      LEFT JOIN LATERAL \
-        (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true \
-      LEFT JOIN LATERAL (SELECT ",
+                  (SELECT $4::timestamptz[])) WITH ORDINALITY AS q(wanted, bucket, hash, at, i) ",
+    client_and_bucket_of_key!(),
+    " LEFT JOIN LATERAL (SELECT ",
     active_token_columns!(),
     " FROM ",
     active_token_of_key!(),
@@ -325,12 +334,9 @@ pub const CLIENTS_WITH_REFRESH_TOKENS_SQL: &str = concat!(
     "SELECT q.i AS batch_index, rate_limits.tat AS bucket_tat, pres.*, ",
     client_columns!(),
     " FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::bytea[])) \
-        WITH ORDINALITY AS q(wanted, bucket, hash, i) \
-      LEFT JOIN LATERAL \
-        (SELECT * FROM oauth2_clients WHERE client_id = q.wanted LIMIT 1) oauth2_clients ON true \
-      LEFT JOIN LATERAL \
-        (SELECT tat FROM rate_limits WHERE key = q.bucket LIMIT 1) rate_limits ON true \
-      LEFT JOIN LATERAL (SELECT ",
+        WITH ORDINALITY AS q(wanted, bucket, hash, i) ",
+    client_and_bucket_of_key!(),
+    " LEFT JOIN LATERAL (SELECT ",
     presented_columns!(),
     " FROM (SELECT * FROM oauth2_refresh_tokens WHERE token_hash = q.hash LIMIT 1) r \
         CROSS JOIN LATERAL (SELECT * FROM oauth2_sessions WHERE id = r.session_id LIMIT 1) s \
