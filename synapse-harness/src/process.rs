@@ -47,40 +47,66 @@ pub(crate) fn log_tails(files: &[&Path], n: usize) -> String {
     out
 }
 
-/// Polls `GET url` every 100 ms until it answers `ok_status` (any status when `None`), the child
-/// exits, or `limit` passes. Returns a failure reason.
+/// Polls `check` every 100 ms until it holds, the child exits, or `limit` passes. `check`'s
+/// `Err` says why not yet; the failure reason carries the last one.
+pub(crate) async fn poll_child<F, Fut>(
+    child: &mut Child,
+    limit: Duration,
+    mut check: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    let mut last = String::from("not checked yet");
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("the process exited with {status} (last: {last})"));
+        }
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(why) => last = why,
+        }
+        if started.elapsed() > limit {
+            return Err(format!("not ready within {limit:?} (last: {last})"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The HTTP client of the readiness checks: loopback only, two seconds a request.
+pub(crate) fn probe_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Polls `GET url` ([`poll_child`]) until it answers `ok_status` (any status when `None`).
 pub(crate) async fn wait_until_answering(
     child: &mut Child,
     url: &Url,
     ok_status: Option<u16>,
     limit: Duration,
 ) -> Result<(), String> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let mut last: String;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("the process exited with {status}"));
+    let http = &probe_client()?;
+    poll_child(child, limit, || async move {
+        let status = http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .status()
+            .as_u16();
+        if ok_status.is_none_or(|ok| ok == status) {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {status}"))
         }
-        match http.get(url.clone()).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                if ok_status.is_none_or(|ok| ok == status) {
-                    return Ok(());
-                }
-                last = format!("{url} answered {status}");
-            }
-            Err(e) => last = e.to_string(),
-        }
-        if started.elapsed() > limit {
-            return Err(format!("no answer within {limit:?} (last: {last})"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Kills a child and reaps it.
@@ -90,29 +116,21 @@ pub(crate) async fn kill(child: &mut Child) {
     }
 }
 
-/// Polls every 100 ms until `path` exists, the child exits, or `limit` passes (such as a pid
-/// file a server writes once it holds its ports). Returns a failure reason.
+/// Polls ([`poll_child`]) until `path` exists (such as a pid file a server writes once it
+/// holds its ports).
 pub(crate) async fn wait_until_exists(
     child: &mut Child,
     path: &Path,
     limit: Duration,
 ) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
+    poll_child(child, limit, || async move {
         if path.exists() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(format!("{} not written yet", path.display()))
         }
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!(
-                "the process exited with {status} before writing {}",
-                path.display()
-            ));
-        }
-        if started.elapsed() > limit {
-            return Err(format!("{} not written within {limit:?}", path.display()));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Whether a child's start failed because another process held its port (see [`free_port`]):

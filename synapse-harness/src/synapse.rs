@@ -16,7 +16,9 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use url::Url;
 
-use crate::process::{free_port, kill, log_tails, on_a_free_port, wait_until_answering};
+use crate::process::{
+    free_port, kill, log_tails, on_a_free_port, poll_child, probe_client, wait_until_answering,
+};
 use crate::{Error, Tools};
 
 /// How long Synapse may take to answer `/_matrix/client/versions` after its start (a cold start
@@ -379,45 +381,42 @@ fn random_bytes() -> Result<[u8; 32], Error> {
     Ok(bytes)
 }
 
-/// Polls Synapse's published keys (`GET /_matrix/key/v2/server`, server-server API "Publishing
-/// Keys") every 100 ms until they hold `key_id`, this instance's own: the server answering on
-/// the port is this Synapse, not a process that took the port it was given (see
-/// [`free_port`]), which answers until this one gives up. Fails when the child exits or the
-/// start's limit passes.
+/// Polls ([`poll_child`]) Synapse's published keys (`GET /_matrix/key/v2/server`,
+/// server-server API "Publishing Keys") until they hold `key_id`, this instance's own: the
+/// server answering on the port is this Synapse, not a process that took the port it was given
+/// (see [`free_port`]), which answers until this one gives up. Within what is left of the
+/// start's limit.
 async fn wait_until_it_is_ours(
     child: &mut Child,
     url: &Url,
     key_id: &str,
     started: Instant,
 ) -> Result<(), String> {
-    let keys = url
+    let keys = &url
         .join("_matrix/key/v2/server")
         .map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
-    loop {
-        if let Ok(response) = http.get(keys.clone()).send().await {
-            if let Ok(body) = response.json::<serde_json::Value>().await {
-                if body["verify_keys"].get(key_id).is_some() {
-                    return Ok(());
-                }
+    let http = &probe_client()?;
+    poll_child(
+        child,
+        START_LIMIT.saturating_sub(started.elapsed()),
+        || async move {
+            let body: serde_json::Value = http
+                .get(keys.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            match body["verify_keys"].get(key_id) {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "another server answered on its port: {keys} does not publish the key {key_id}"
+                )),
             }
-        }
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!(
-                "the process exited with {status}; another server answered on its port"
-            ));
-        }
-        if started.elapsed() > START_LIMIT {
-            return Err(format!(
-                "the server answering on {url} does not publish this Synapse's key {key_id}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// `homeserver.yaml`, `log.yaml` and the signing key; returns the key's id (`ed25519:<version>`,
