@@ -22,9 +22,10 @@
 //! then fails), with the spends of the requests of the moment ([`Storage::spend`]: group commit,
 //! one statement on PostgreSQL, each unit spent exactly as alone); the token endpoint's unit is
 //! spent by the writer that issues the token ([`RateLimiter::unit`]). Bucket keys come from
-//! requests, so they are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and without the usernames,
-//! addresses and IPs themselves. Full buckets (nothing spent that is not refilled) are the same
-//! as no row; [`crate::core::housekeeping`] deletes them in bounded batches.
+//! requests, so they are stored as `<limit>:<hex SHA-256>` ([`bucket_key`]): bounded, and
+//! without the usernames, addresses and IPs themselves. Full buckets (nothing spent that is not
+//! refilled) are the same as no row; [`crate::core::housekeeping`] deletes them in bounded
+//! batches.
 //!
 //! Time comes from the storage's injected clock, so tests move a mock clock instead of sleeping.
 
