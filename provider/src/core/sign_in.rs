@@ -3,13 +3,16 @@
 //! credential check, behind the sign-in rate limits, and opening a browser session.
 
 use ulid::Ulid;
+use url::Url;
 
 use crate::{
     core::{
+        clients,
         passwords::Verified,
         rate_limit::{compound_key, marker_key, ClientIp, Limit, RateLimitError},
         Core,
     },
+    domain::after_sign_in::{username_from_hint, AfterSignIn},
     storage::{BoxRepository, StorageError, User},
 };
 
@@ -247,4 +250,74 @@ pub enum PasswordCheckError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Password(#[from] crate::core::passwords::PasswordError),
+}
+
+/// What the sign-in pages (login, registration, an upstream login's account link) show of the
+/// pending authorization request they serve, read once per page (one connection: the request,
+/// then its client). Empty when the page serves no request or it can't be read: the page still
+/// works, without the client's name.
+#[derive(Debug, Default)]
+pub struct PendingRequest {
+    /// The client's name, to show "to continue to …".
+    pub client_name: Option<String>,
+    /// The username its `login_hint` suggests (OIDC Core §3.1.2.1), to pre-fill the form.
+    pub login_hint: Option<String>,
+    /// Its redirect URI: when the consent is remembered, signing in redirects on to it, so the
+    /// page's `form-action` must allow it (browsers check a form's redirects against it).
+    pub redirect_uri: Option<Url>,
+}
+
+/// The pending authorization request that `after` continues, as the sign-in pages show it.
+pub async fn pending_request(state: &Core, after: Option<&AfterSignIn>) -> PendingRequest {
+    let found = async {
+        let id = after?.grant()?;
+        let mut repo = state.storage.reader().await.ok()?;
+        let grant = repo.authorization_grants().lookup(id).await.ok()??;
+        let client = repo.clients().lookup(grant.client_id).await.ok()?;
+        Some((grant, client))
+    }
+    .await;
+    let Some((grant, client)) = found else {
+        return PendingRequest::default();
+    };
+    PendingRequest {
+        client_name: client.as_ref().map(clients::client_name),
+        login_hint: grant
+            .login_hint
+            .as_deref()
+            .and_then(|hint| username_from_hint(hint, &state.settings.matrix.homeserver)),
+        redirect_uri: Url::parse(&grant.redirect_uri).ok(),
+    }
+}
+
+/// An upstream provider the login page offers ("Continue with …").
+#[derive(Debug, Clone)]
+pub struct UpstreamOffer {
+    pub id: Ulid,
+    pub name: String,
+    pub brand: Option<String>,
+}
+
+/// The enabled upstream providers, for the login page. Empty when they can't be read (logged):
+/// the password form still works.
+pub async fn upstream_offers(state: &Core) -> Vec<UpstreamOffer> {
+    let providers = async {
+        let mut repo = state.storage.reader().await?;
+        repo.upstream_providers().list_enabled().await
+    }
+    .await;
+    match providers {
+        Ok(providers) => providers
+            .iter()
+            .map(|p| UpstreamOffer {
+                id: p.id,
+                name: crate::core::upstream::client::display_name(p),
+                brand: p.brand_name.clone(),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "login page: can't list the upstream providers");
+            Vec::new()
+        }
+    }
 }

@@ -43,10 +43,8 @@ use ulid::Ulid;
 use url::Url;
 
 use super::{generate_device_id, login::LOGIN_TOKEN_LEN, MatrixError};
-use crate::http::kit::{
-    self,
-    continuation::{self, AfterSignIn},
-};
+use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::http::kit::{self};
 use crate::{
     core::{
         matrix::provisioning::{ensure_device, EnsureDeviceError},
@@ -228,7 +226,7 @@ fn sign_in_first(state: &AppState, id: Ulid, register: bool) -> Response {
     };
     // Absolute, on the public base (which may carry a path): every URL the provider sends a
     // browser to is built from `http.public_base`, never from the request's host.
-    let link = continuation::sign_in_link(page, Some(&AfterSignIn::CompatSso(id)));
+    let link = after_sign_in::sign_in_link(page, Some(&AfterSignIn::CompatSso(id)));
     redirect_to(&endpoints::url(&state.settings.public_base, &link))
 }
 
@@ -251,7 +249,7 @@ fn confirm_page(
             username => user.username,
             csrf => cookie.csrf_token(),
             action => path,
-            switch_user => continuation::sign_in_link(
+            switch_user => after_sign_in::sign_in_link(
                 endpoints::LOGIN,
                 Some(&AfterSignIn::CompatSso(login.id)),
             ),

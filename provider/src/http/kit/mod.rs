@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::storage::{BrowserSession, StorageError, User};
 use crate::{
-    core::templates::Templates,
+    core::{sign_in::UpstreamOffer, templates::Templates},
+    domain::after_sign_in::{self, AfterSignIn},
     http::{
         kit::session::{BrowserCookie, CsrfError},
         AppState,
@@ -22,10 +23,35 @@ use crate::{
 use url::Url;
 
 pub mod client_ip;
-pub mod continuation;
 pub mod edge;
 pub mod params;
 pub mod session;
+
+/// Where a sign-in page sends the browser once the user is signed in: on to `after`, or back
+/// to the login page (which then says who is signed in).
+pub fn go_on(after: Option<&AfterSignIn>) -> Response {
+    axum::response::Redirect::to(&AfterSignIn::target(after)).into_response()
+}
+
+/// A "Continue with …" link of the sign-in pages: an upstream provider's login, carrying the
+/// pending request or the page to return to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Button {
+    pub name: String,
+    pub brand: Option<String>,
+    /// Where it starts the login (`/upstream/authorize/{id}?grant=…|next=…`).
+    pub href: String,
+}
+
+impl Button {
+    pub fn new(offer: UpstreamOffer, after: Option<&AfterSignIn>) -> Self {
+        Self {
+            href: after_sign_in::start_url(offer.id, after),
+            name: offer.name,
+            brand: offer.brand,
+        }
+    }
+}
 
 /// Where the stylesheet is served.
 pub const STYLESHEET: &str = "/assets/style.css";

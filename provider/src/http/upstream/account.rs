@@ -16,10 +16,8 @@ use ulid::Ulid;
 
 use super::UNLINK_PATH;
 use crate::core::upstream::client::provider_name;
-use crate::http::kit::{
-    self,
-    continuation::{self, AfterSignIn},
-};
+use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::http::kit::{self};
 use crate::{
     endpoints,
     http::{kit::signed_in, AppState},
@@ -75,7 +73,11 @@ async fn target(
 /// The login page, coming back to the account page.
 fn sign_in_first() -> Response {
     let back = AfterSignIn::from_next(endpoints::ACCOUNT);
-    Redirect::to(&continuation::sign_in_link(endpoints::LOGIN, back.as_ref())).into_response()
+    Redirect::to(&after_sign_in::sign_in_link(
+        endpoints::LOGIN,
+        back.as_ref(),
+    ))
+    .into_response()
 }
 
 /// `GET /upstream/unlink/{link_id}`: the confirmation.

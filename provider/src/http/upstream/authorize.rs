@@ -21,7 +21,7 @@ use super::{
     cookie::{Pending, UpstreamCookie},
     redirect_uri,
 };
-use crate::http::kit::continuation::AfterSignIn;
+use crate::domain::after_sign_in::AfterSignIn;
 use crate::{
     config::upstream::ResponseMode,
     core::upstream::{client::Provider, UpstreamError},

@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use crate::http::kit::continuation::AfterSignIn;
+use crate::domain::after_sign_in::AfterSignIn;
 use crate::http::AppState;
 
 /// The cookie's name.

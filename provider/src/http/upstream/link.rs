@@ -28,10 +28,7 @@ use super::{
     method, LINK_PATH,
 };
 use crate::core::sign_in;
-use crate::http::kit::{
-    self,
-    continuation::{self},
-};
+use crate::http::kit::{self};
 use crate::{
     config::upstream::claims::Imported,
     core::upstream::{client::Provider, UpstreamError},
@@ -278,13 +275,14 @@ async fn page(
         Ok(current) => current.map(|(_, user)| user.username),
         Err(e) => return UpstreamError::from(e).page(state, Some(&done.provider.name)),
     };
-    let for_grant = continuation::for_grant(state, done.pending.after().as_ref()).await;
+    let request = sign_in::pending_request(state, done.pending.after().as_ref()).await;
+    let csp = kit::csp_redirecting_to(request.redirect_uri.as_ref());
     kit::page_with_csp(
         state,
         status,
         "pages/upstream_link.html",
         minijinja::context! {
-            client_name => for_grant.client_name,
+            client_name => request.client_name,
             provider => done.provider.name,
             account_name => done.link.human_account_name,
             csrf => cookie.csrf_token(),
@@ -304,7 +302,7 @@ async fn page(
             login_username => if taken { localpart.unwrap_or_default() } else { String::new() },
             current_user => current,
         },
-        &for_grant.csp,
+        &csp,
     )
 }
 

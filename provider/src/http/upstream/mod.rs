@@ -25,7 +25,7 @@
 use axum::{http::StatusCode, response::Response, routing::get, Router};
 use ulid::Ulid;
 
-use crate::http::kit::{self, continuation};
+use crate::http::kit;
 use crate::{core::upstream::UpstreamError, http::AppState};
 
 pub mod account;
@@ -75,12 +75,10 @@ pub fn redirect_uri(state: &AppState, provider_id: Ulid) -> String {
     .to_string()
 }
 
-pub use crate::http::kit::continuation::{login_buttons, start_url, Button};
-
 /// Where a browser goes once signed in: what the login that started it was to continue with
 /// (kept in the cookie, [`Pending::after`]), or the "signed in" page.
 pub fn continue_to(pending: &cookie::Pending) -> Response {
-    continuation::go_on(pending.after().as_ref())
+    kit::go_on(pending.after().as_ref())
 }
 
 impl UpstreamError {
@@ -207,6 +205,7 @@ impl UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{core::sign_in::UpstreamOffer, domain::after_sign_in::AfterSignIn};
 
     #[test]
     fn the_pages_render_and_escape() {
@@ -250,14 +249,14 @@ mod tests {
             .render(
                 "pages/upstream_buttons.html",
                 minijinja::context! {
-                    upstream_buttons => vec![Button {
-                        name: "Example".into(),
-                        brand: Some("example".into()),
-                        href: start_url(
-                            Ulid(1),
-                            continuation::AfterSignIn::from_next("/account").as_ref(),
-                        ),
-                    }],
+                    upstream_buttons => vec![kit::Button::new(
+                        UpstreamOffer {
+                            id: Ulid(1),
+                            name: "Example".into(),
+                            brand: Some("example".into()),
+                        },
+                        AfterSignIn::from_next("/account").as_ref(),
+                    )],
                 },
             )
             .unwrap();

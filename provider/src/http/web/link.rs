@@ -31,10 +31,8 @@ use crate::core::{
     clients,
     rate_limit::{self, ClientIp, Limit, RateLimitError},
 };
-use crate::http::kit::{
-    self,
-    continuation::{self, display_code, AfterSignIn, MAX_CARRIED_CODE},
-};
+use crate::domain::after_sign_in::{self, display_code, AfterSignIn, MAX_CARRIED_CODE};
+use crate::http::kit::{self};
 use crate::{
     domain::{
         scope::{self, describe_scopes},
@@ -56,7 +54,7 @@ fn sign_in_first(code: Option<&str>) -> Response {
     let after = AfterSignIn::DeviceLink {
         code: code.map(str::to_owned),
     };
-    Redirect::to(&continuation::sign_in_link(endpoints::LOGIN, Some(&after))).into_response()
+    Redirect::to(&after_sign_in::sign_in_link(endpoints::LOGIN, Some(&after))).into_response()
 }
 
 /// The page for a storage failure of this flow.

@@ -17,12 +17,10 @@ use axum::{
 use axum_extra::extract::PrivateCookieJar;
 use serde::Deserialize;
 
-use crate::core::sign_in::{authenticate, AttemptError};
+use crate::core::sign_in::{self, authenticate, AttemptError};
+use crate::domain::after_sign_in::{self, AfterSignIn};
 use crate::endpoints;
-use crate::http::kit::{
-    self,
-    continuation::{self, AfterSignIn},
-};
+use crate::http::kit::{self};
 use crate::{
     core::rate_limit::{self, ClientIp},
     http::{kit::session::BrowserCookie, AppState},
@@ -62,28 +60,33 @@ async fn login_page(
     username: Option<&str>,
     error: Option<&str>,
 ) -> Response {
-    let for_grant = continuation::for_grant(state, after).await;
+    let pending = sign_in::pending_request(state, after).await;
+    let csp = kit::csp_redirecting_to(pending.redirect_uri.as_ref());
     let (grant, next) = after.map(AfterSignIn::fields).unwrap_or_default();
     kit::page_with_csp(
         state,
         status,
         "pages/login.html",
         minijinja::context! {
-            client_name => for_grant.client_name,
+            client_name => pending.client_name,
             csrf => cookie.csrf_token(),
             action => PATH,
             grant => grant,
             next => next,
-            username => username.or(for_grant.login_hint.as_deref()).unwrap_or_default(),
+            username => username.or(pending.login_hint.as_deref()).unwrap_or_default(),
             error => error,
-            upstream_buttons => continuation::login_buttons(state, after).await,
+            upstream_buttons => sign_in::upstream_offers(state)
+                .await
+                .into_iter()
+                .map(|offer| kit::Button::new(offer, after))
+                .collect::<Vec<_>>(),
             register => state
                 .settings
                 .registration
-                .then(|| continuation::sign_in_link(endpoints::REGISTER, after)),
+                .then(|| after_sign_in::sign_in_link(endpoints::REGISTER, after)),
             recover => super::recover::enabled(state).then_some(super::recover::PATH),
         },
-        &for_grant.csp,
+        &csp,
     )
 }
 
@@ -152,7 +155,7 @@ pub async fn post(
                 after.as_ref().and_then(AfterSignIn::grant),
                 &mut rng,
             );
-            continuation::go_on(after.as_ref())
+            kit::go_on(after.as_ref())
         }
         Ok(Err(refusal)) => {
             login_page(

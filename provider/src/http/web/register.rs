@@ -14,11 +14,9 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use crate::core::sign_in;
+use crate::domain::after_sign_in::{self, AfterSignIn};
 use crate::endpoints;
-use crate::http::kit::{
-    self,
-    continuation::{self, AfterSignIn},
-};
+use crate::http::kit::{self};
 use crate::{
     core::{
         accounts::{self, AccountError},
@@ -128,14 +126,15 @@ async fn register_page(
     controls: Option<&register_controls::ControlsForm>,
 ) -> Response {
     let username = typed.username;
-    let login = continuation::sign_in_link(login::PATH, after);
-    let for_grant = continuation::for_grant(state, after).await;
+    let login = after_sign_in::sign_in_link(login::PATH, after);
+    let pending = sign_in::pending_request(state, after).await;
+    let csp = kit::csp_redirecting_to(pending.redirect_uri.as_ref());
     kit::page_with_csp(
         state,
         status,
         "pages/register.html",
         minijinja::context! {
-            client_name => for_grant.client_name,
+            client_name => pending.client_name,
             csrf => cookie.csrf_token(),
             action => PATH,
             grant => after.and_then(|a| a.fields().0),
@@ -149,7 +148,7 @@ async fn register_page(
             email_required => state.settings.account.password_registration_email_required,
             email => typed.email,
         },
-        &register_controls::page_csp(state, &for_grant.csp),
+        &register_controls::page_csp(state, &csp),
     )
 }
 
@@ -304,7 +303,7 @@ pub async fn post(
                 after.as_ref().and_then(AfterSignIn::grant),
                 &mut rng,
             );
-            continuation::go_on(after.as_ref())
+            kit::go_on(after.as_ref())
         }
         Ok(Err(message)) => {
             page_with_controls(

@@ -24,10 +24,8 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use crate::core::sign_in;
-use crate::http::kit::{
-    self,
-    continuation::{self, AfterSignIn},
-};
+use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::http::kit::{self};
 use crate::{
     core::{
         accounts::{
@@ -51,7 +49,7 @@ pub const PATH: &str = "/register/verify/{id}";
 
 /// The page of pending registration `id`, carrying the grant or the page to return to.
 fn path(id: Ulid, after: Option<&AfterSignIn>) -> String {
-    continuation::sign_in_link(&format!("{}/verify/{id}", register::PATH), after)
+    after_sign_in::sign_in_link(&format!("{}/verify/{id}", register::PATH), after)
 }
 
 /// What the registration form gave, checked, for [`start`].
@@ -196,7 +194,7 @@ fn verify_page(
             minutes => CODE_LIFETIME_MINUTES,
             notice => notice,
             error => error,
-            register => continuation::sign_in_link(register::PATH, after),
+            register => after_sign_in::sign_in_link(register::PATH, after),
         },
     )
 }
@@ -468,7 +466,7 @@ async fn verify(
         Ok(Creation::Created(session)) => {
             let mut rng = state.storage.entropy().rng.rng();
             cookie.set_session(Some(session), after.and_then(AfterSignIn::grant), &mut rng);
-            continuation::go_on(after)
+            kit::go_on(after)
         }
         Ok(Creation::Refused(message)) => verify_page(
             state,

@@ -8,7 +8,7 @@
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
 //! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
-//! (their [`AfterSignIn::Grant`](crate::http::kit::continuation::AfterSignIn::Grant) leads
+//! (their [`AfterSignIn::Grant`](crate::domain::after_sign_in::AfterSignIn::Grant) leads
 //! here); `/authorize` hands a request it just stored to [`proceed`] when the browser already
 //! has a session (without one it goes straight to the sign-in page: nothing to decide yet); the
 //! consent form posts to [`post`].
@@ -25,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::{OAuthError, ResponseMode};
+use crate::domain::after_sign_in::{self, AfterSignIn};
 use crate::{
     core::{
         clients,
@@ -34,7 +35,7 @@ use crate::{
     domain::scope::describe_scopes,
     endpoints,
     http::{
-        kit::{self, continuation::AfterSignIn, session::BrowserCookie},
+        kit::{self, session::BrowserCookie},
         AppState,
     },
     storage::{AuthorizationGrant, BrowserSession, Client, StorageError, User},
@@ -226,7 +227,7 @@ fn consent_page(
 /// The login page, to come back to this request afterwards (the consent page's own refusal:
 /// never the registration page).
 fn login_first(grant: &AuthorizationGrant) -> Response {
-    Redirect::to(&kit::continuation::sign_in_link(
+    Redirect::to(&after_sign_in::sign_in_link(
         endpoints::LOGIN,
         Some(&AfterSignIn::Grant(grant.id)),
     ))

@@ -27,9 +27,10 @@ use axum::{
 use axum_extra::extract::PrivateCookieJar;
 use ulid::Ulid;
 
+use crate::domain::after_sign_in::{self, AfterSignIn};
 pub use crate::domain::protocol::ResponseMode;
 use crate::endpoints;
-use crate::http::kit::{self, continuation::AfterSignIn};
+use crate::http::kit;
 use crate::{
     core::clients,
     domain::{
@@ -447,7 +448,7 @@ pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: Prompts) -> Respons
     } else {
         endpoints::LOGIN
     };
-    Redirect::to(&kit::continuation::sign_in_link(
+    Redirect::to(&after_sign_in::sign_in_link(
         page,
         Some(&AfterSignIn::Grant(grant)),
     ))

@@ -4,7 +4,7 @@
 //!
 //! Every poll is recorded ([`DeviceCodeGrantRepository::record_poll`], which locks the grant's
 //! row for the transaction), so concurrent polls of one device code are judged one after the
-//! other. Polls of an approved grant then go to [`super::redeem`]: the homeserver gets the
+//! other. Polls of an approved grant then go to [`super::authorization_code::redeem`]: the homeserver gets the
 //! device (no transaction is held across that call), and exactly one of them gets the tokens,
 //! the one whose compare-and-set marks the grant exchanged (RFC 8628 §3.5).
 //!
@@ -13,7 +13,10 @@
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 
-use super::{redeem, Approval, Redemption, TokenError, TokenResponse};
+use super::{
+    authorization_code::{redeem, Redemption},
+    Approval, TokenError, TokenResponse,
+};
 use crate::{
     crypto::sha256,
     domain::{protocol::ErrorCode, scope},

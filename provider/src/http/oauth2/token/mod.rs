@@ -29,28 +29,20 @@ use serde::Serialize;
 use serde_json::json;
 use ulid::Ulid;
 
-use self::id_token::IdTokenFor;
 use super::{
     authorize::Params,
     client_auth::{self, AuthenticatedClient},
     no_store,
 };
 use crate::{
-    core::{
-        matrix::provisioning,
-        rate_limit::{self, ClientIp, Limit, RateLimitError},
-        sessions,
-    },
+    core::rate_limit::{self, ClientIp, Limit, RateLimitError},
     crypto::sha256,
     domain::{
         protocol::{ClientAuthMethod, ErrorCode, GrantType},
         token::TokenKind,
     },
     http::AppState,
-    storage::{
-        AccessToken, BatchedSpend, BoxRepository, Client, NewOAuth2Session, RefreshToken,
-        StorageError, TokenRead, User,
-    },
+    storage::{AccessToken, BatchedSpend, BoxRepository, RefreshToken, StorageError, TokenRead},
 };
 
 /// Access tokens live 5 minutes (DESIGN.md); clients refresh them.
@@ -307,122 +299,6 @@ pub(crate) use crate::http::kit::params::is_form_urlencoded;
 pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenError> {
     crate::http::kit::params::form(headers, body)
         .map_err(|e| TokenError::invalid_request(&e.to_string()))
-}
-
-/// What an exchange redeems, once the homeserver has the device ([`redeem`]).
-pub(crate) enum Redemption<'a> {
-    /// An approved authorization code (RFC 6749 §4.1.3), whose session was created at approval.
-    AuthorizationCode { grant_id: Ulid, session_id: Ulid },
-    /// An approved device code (RFC 8628 §3.4): its session is created with the tokens.
-    DeviceCode {
-        grant_id: Ulid,
-        session: NewOAuth2Session<'a>,
-    },
-}
-
-/// The end of every grant for a user (authorization code, device code), after the grant's
-/// read-only checks, with no transaction open and no connection held:
-///
-/// 1. when the session has a Matrix device (MSC2967 device scope), the homeserver gets it,
-///    synchronously (the client will use the token at once, and the homeserver counts a token
-///    of an unknown device as inactive). The upsert is idempotent: two concurrent redemptions
-///    of one code may both make it, harmlessly. No transaction or pooled connection is held
-///    across the call (DESIGN.md), so a slow or paused homeserver holds up only the exchanges
-///    waiting for it (issue 14, finding 2). If the homeserver can't be reached: 503
-///    `temporarily_unavailable`, and nothing was written that needs undoing (the grant is
-///    still usable). The device is marked as being provisioned before the call, so a device
-///    deletion queued meanwhile can't remove it ([`provisioning::provision_new_device`]);
-/// 2. one transaction: the grant is marked exchanged by a compare-and-set (`exchanged_at IS
-///    NULL`: tokens once, RFC 6749 §4.1.2, RFC 8628 §3.5; the loser of a race gets
-///    `invalid_grant`), the session must be live and the user active still (either may have
-///    ended during the call), the session claims its device (the user's other live session
-///    holding that device ID ends: [`sessions::claim_device`]; a Matrix device is one
-///    session), the device's provisioning mark goes, and a fresh pair is issued, with the ID
-///    token when the scope asks for one (OIDC Core §3.1.2.1: `openid`); commit. After the
-///    commit, the ended sessions' homeserver jobs run before the answer leaves.
-pub(crate) async fn redeem(
-    state: &AppState,
-    client: &Client,
-    user: &User,
-    device_id: Option<&str>,
-    redemption: Redemption<'_>,
-    approval: Approval<'_>,
-) -> Result<TokenResponse, TokenError> {
-    if let Some(device_id) = device_id {
-        // The device is named after the client, as the account pages name the session.
-        let display_name = crate::core::clients::client_name(client);
-        provisioning::provision_new_device(state, user, device_id, Some(&display_name))
-            .await
-            .map_err(TokenError::homeserver)?;
-    }
-
-    let now = state.storage.entropy().clock.now();
-    let mut repo = state.storage.begin().await?;
-    let session = match redemption {
-        Redemption::AuthorizationCode {
-            grant_id,
-            session_id,
-        } => {
-            // RFC 6749 §4.1.2: single use; of two concurrent redemptions one gets here.
-            if !repo.authorization_grants().exchange(grant_id).await? {
-                return Err(TokenError::invalid_grant("the code was already used"));
-            }
-            // Ended meanwhile (revoked from the account page, the user signed out
-            // everywhere): no tokens for it.
-            repo.oauth2_sessions()
-                .lookup(session_id)
-                .await?
-                .filter(|s| s.finished_at.is_none())
-                .ok_or_else(|| TokenError::invalid_grant("the session of this code has ended"))?
-        }
-        Redemption::DeviceCode { grant_id, session } => {
-            let session = repo.oauth2_sessions().add(session).await?;
-            // RFC 8628 §3.5: tokens once, and not after the device code expired. `false`:
-            // another poll got them; dropping `repo` rolls the session back.
-            if !repo
-                .device_code_grants()
-                .exchange(grant_id, session.id)
-                .await?
-            {
-                return Err(TokenError::invalid_grant(
-                    "the device code was already used or has expired",
-                ));
-            }
-            session
-        }
-    };
-    // Locked or deactivated during the homeserver call: no tokens.
-    if !repo
-        .users()
-        .lookup(user.id)
-        .await?
-        .is_some_and(|u| u.is_active())
-    {
-        return Err(TokenError::invalid_grant(
-            "the account is locked or deactivated",
-        ));
-    }
-    let mut jobs = provisioning::AfterCommit::default();
-    if let Some(device_id) = &session.device_id {
-        jobs = sessions::claim_device(&mut repo, user.id, device_id, Some(session.id), now).await?;
-        provisioning::device_provisioned(&mut repo, user.id, device_id).await?;
-    }
-    let mut rng = state.storage.entropy().rng.rng();
-    let pair = issue_pair(&mut repo, &mut rng, session.id, now).await?;
-    let id_token = if id_token::wanted(&session.scope) {
-        let about = IdTokenFor {
-            user_id: user.id,
-            access_token: &pair.access_token,
-            approval,
-            scope: &session.scope,
-        };
-        Some(id_token::sign(state, &mut repo, client, now, about).await?)
-    } else {
-        None
-    };
-    repo.commit().await?;
-    jobs.run(state).await;
-    Ok(TokenResponse::with_pair(pair, session.scope, id_token))
 }
 
 /// `POST /oauth2/token`.

@@ -4,13 +4,11 @@
 
 use serde::Serialize;
 
+use crate::domain::after_sign_in::{self, AfterSignIn};
 use crate::{
     core::upstream::client::{display_name, provider_name},
     endpoints,
-    http::{
-        kit::continuation::{self, AfterSignIn},
-        AppState,
-    },
+    http::AppState,
     storage::{StorageError, User},
 };
 
@@ -74,7 +72,7 @@ pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAcco
             .iter()
             .map(|p| LinkableView {
                 name: display_name(p),
-                href: continuation::start_url(
+                href: after_sign_in::start_url(
                     p.id,
                     AfterSignIn::from_next(endpoints::ACCOUNT).as_ref(),
                 ),

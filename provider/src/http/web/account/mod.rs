@@ -69,10 +69,8 @@ use self::{
     profile::{profile, profile_with_notice, set_display_name},
 };
 use crate::domain::account_management::Action;
-use crate::http::kit::{
-    self,
-    continuation::{self, account_path, AfterSignIn},
-};
+use crate::domain::after_sign_in::{self, account_path, AfterSignIn};
+use crate::http::kit::{self};
 use crate::{
     config::AccountConfig,
     core::rate_limit::{self, ClientIp},
@@ -167,7 +165,7 @@ impl AccountQuery {
 /// The login page, to come back to `back` (an account page) afterwards.
 fn sign_in_first(back: &str) -> Response {
     let after = AfterSignIn::from_next(back);
-    Redirect::to(&continuation::sign_in_link(
+    Redirect::to(&after_sign_in::sign_in_link(
         endpoints::LOGIN,
         after.as_ref(),
     ))

@@ -8,15 +8,10 @@
 //! valid device ID), never passed through, so neither parameter can redirect anywhere else (no
 //! open redirect, RFC 9700 §4.11).
 
-use axum::response::{IntoResponse, Redirect, Response};
-use serde::Serialize;
 use ulid::Ulid;
 
 use crate::{
-    core::clients,
-    domain::{account_management::Action, scope::is_valid_device_id, token::normalize_user_code},
-    endpoints,
-    http::{kit, AppState},
+    account_management::Action, endpoints, scope::is_valid_device_id, token::normalize_user_code,
 };
 
 /// The longest user code carried back to the device link page (RFC 8628 §6.1 codes are 8).
@@ -101,6 +96,12 @@ impl AfterSignIn {
         query.finish()
     }
 
+    /// Where to go once signed in: on to `after`, or back to the login page (which then says
+    /// who is signed in).
+    pub fn target(after: Option<&Self>) -> String {
+        after.map_or_else(|| endpoints::LOGIN.to_owned(), Self::path)
+    }
+
     /// `(grant, next)` as the sign-in pages' templates carry them in hidden fields.
     pub fn fields(&self) -> (Option<String>, Option<String>) {
         match self {
@@ -108,13 +109,6 @@ impl AfterSignIn {
             other => (None, Some(other.path())),
         }
     }
-}
-
-/// Where a sign-in page sends the browser once the user is signed in: on to `after`, or back
-/// to the login page (which then says who is signed in).
-pub fn go_on(after: Option<&AfterSignIn>) -> Response {
-    let target = after.map_or_else(|| endpoints::LOGIN.to_owned(), AfterSignIn::path);
-    Redirect::to(&target).into_response()
 }
 
 /// A sign-in page (`path`), to continue with `after` once signed in.
@@ -125,42 +119,13 @@ pub fn sign_in_link(path: &str, after: Option<&AfterSignIn>) -> String {
     }
 }
 
-/// What the sign-in pages take from the pending authorization request they serve, read once
-/// per page (one connection: the grant, then its client).
-pub struct ForGrant {
-    /// The client's name, to show "to continue to …".
-    pub client_name: Option<String>,
-    /// The username its `login_hint` suggests (OIDC Core §3.1.2.1), to pre-fill the form.
-    pub login_hint: Option<String>,
-    /// The page's CSP: when the consent is remembered, signing in redirects on to the client's
-    /// redirect URI, and browsers check a form's redirects against `form-action`.
-    pub csp: String,
-}
-
-pub async fn for_grant(state: &AppState, after: Option<&AfterSignIn>) -> ForGrant {
-    let found = async {
-        let id = after?.grant()?;
-        let mut repo = state.storage.reader().await.ok()?;
-        let grant = repo.authorization_grants().lookup(id).await.ok()??;
-        let client = repo.clients().lookup(grant.client_id).await.ok()?;
-        Some((grant, client))
-    }
-    .await;
-    let Some((grant, client)) = found else {
-        return ForGrant {
-            client_name: None,
-            login_hint: None,
-            csp: kit::csp_redirecting_to(None),
-        };
-    };
-    ForGrant {
-        client_name: client.as_ref().map(clients::client_name),
-        login_hint: grant
-            .login_hint
-            .as_deref()
-            .and_then(|hint| username_from_hint(hint, &state.settings.matrix.homeserver)),
-        csp: kit::csp_redirecting_to(url::Url::parse(&grant.redirect_uri).ok().as_ref()),
-    }
+/// `/upstream/authorize/{id}`, carrying the pending authorization request or the page to
+/// return to.
+pub fn start_url(provider_id: Ulid, after: Option<&AfterSignIn>) -> String {
+    sign_in_link(
+        &format!("{}/{provider_id}", endpoints::UPSTREAM_AUTHORIZE),
+        after,
+    )
 }
 
 /// A hint is a username, or a Matrix ID of this server (`@alice:example.org`, optionally as
@@ -174,51 +139,9 @@ pub fn username_from_hint(hint: &str, server_name: &str) -> Option<String> {
         }
         None => hint,
     };
-    crate::domain::username::check(name, server_name)
+    crate::username::check(name, server_name)
         .is_ok()
         .then(|| name.to_owned())
-}
-
-/// A "Continue with …" link of the login page.
-#[derive(Debug, Clone, Serialize)]
-pub struct Button {
-    pub name: String,
-    pub brand: Option<String>,
-    /// Where it starts the login, with the grant or the page to return to.
-    pub href: String,
-}
-
-/// `/upstream/authorize/{id}`, carrying the pending authorization request or the page to
-/// return to.
-pub fn start_url(provider_id: Ulid, after: Option<&AfterSignIn>) -> String {
-    sign_in_link(
-        &format!("{}/{provider_id}", endpoints::UPSTREAM_AUTHORIZE),
-        after,
-    )
-}
-
-/// One link per enabled upstream provider, for the sign-in pages. Empty when the providers can't be read
-/// (logged): the password form still works.
-pub async fn login_buttons(state: &AppState, after: Option<&AfterSignIn>) -> Vec<Button> {
-    let providers = async {
-        let mut repo = state.storage.reader().await?;
-        repo.upstream_providers().list_enabled().await
-    }
-    .await;
-    match providers {
-        Ok(providers) => providers
-            .iter()
-            .map(|p| Button {
-                name: crate::core::upstream::client::display_name(p),
-                brand: p.brand_name.clone(),
-                href: start_url(p.id, after),
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "login page: can't list the upstream providers");
-            Vec::new()
-        }
-    }
 }
 
 /// The part after a page's path: nothing, or a query.
@@ -458,6 +381,41 @@ mod tests {
                         || path.starts_with(endpoints::COMPLETE_COMPAT_SSO)
                 );
                 prop_assert_eq!(AfterSignIn::from_next(&path), Some(after));
+            }
+        }
+
+        /// What a page carries (its hidden fields, or its link's query) reads back as the same
+        /// value, for every value a page can hold: a grant, or a page rebuilt from a `next`.
+        #[test]
+        fn carried_values_read_back(
+            kind in 0..5u8,
+            id in any::<u128>(),
+            tail in "[A-Za-z0-9_.~%&=-]{0,24}",
+        ) {
+            let after = match kind {
+                0 => Some(AfterSignIn::Grant(Ulid(id))),
+                1 => AfterSignIn::from_next(&format!("/link?code={tail}")),
+                2 => AfterSignIn::from_next(&format!("/account?action={tail}")),
+                3 => AfterSignIn::from_next(&format!(
+                    "/account?action=org.matrix.device_view&device_id={tail}"
+                )),
+                _ => AfterSignIn::from_next(&format!("/complete-compat-sso/{}", Ulid(id))),
+            };
+            prop_assert!(after.is_some());
+            if let Some(after) = after {
+                let (grant, next) = after.fields();
+                let from_fields = AfterSignIn::from_params(grant.as_deref(), next.as_deref());
+                prop_assert_eq!(from_fields.as_ref(), Some(&after));
+                let query = after.query();
+                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect();
+                let param = |name: &str| {
+                    pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+                };
+                let from_query = AfterSignIn::from_params(param("grant"), param("next"));
+                prop_assert_eq!(from_query.as_ref(), Some(&after));
+                prop_assert_eq!(AfterSignIn::target(Some(&after)), after.path());
             }
         }
     }
