@@ -44,7 +44,7 @@ use url::Url;
 
 use super::{generate_device_id, login::LOGIN_TOKEN_LEN, MatrixError};
 use crate::domain::after_sign_in::{self, AfterSignIn};
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     core::{
         matrix::provisioning::{ensure_device, EnsureDeviceError},

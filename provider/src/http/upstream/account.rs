@@ -17,7 +17,7 @@ use ulid::Ulid;
 use super::UNLINK_PATH;
 use crate::core::upstream::client::provider_name;
 use crate::domain::after_sign_in::{self, AfterSignIn};
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     endpoints,
     http::{kit::signed_in, AppState},

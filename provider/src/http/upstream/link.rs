@@ -28,7 +28,7 @@ use super::{
     method, LINK_PATH,
 };
 use crate::core::sign_in;
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     config::upstream::claims::Imported,
     core::upstream::{client::Provider, UpstreamError},

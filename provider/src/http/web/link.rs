@@ -32,7 +32,7 @@ use crate::core::{
     rate_limit::{self, ClientIp, Limit, RateLimitError},
 };
 use crate::domain::after_sign_in::{self, display_code, AfterSignIn, MAX_CARRIED_CODE};
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     domain::{
         scope::{self, describe_scopes},

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::core::sign_in::{self, authenticate, AttemptError};
 use crate::domain::after_sign_in::{self, AfterSignIn};
 use crate::endpoints;
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     core::rate_limit::{self, ClientIp},
     http::{kit::session::BrowserCookie, AppState},

@@ -25,7 +25,7 @@ use ulid::Ulid;
 
 use crate::core::sign_in;
 use crate::domain::after_sign_in::{self, AfterSignIn};
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     core::{
         accounts::{

@@ -70,7 +70,7 @@ use self::{
 };
 use crate::domain::account_management::Action;
 use crate::domain::after_sign_in::{self, account_path, AfterSignIn};
-use crate::http::kit::{self};
+use crate::http::kit;
 use crate::{
     config::AccountConfig,
     core::rate_limit::{self, ClientIp},
