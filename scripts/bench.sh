@@ -17,7 +17,7 @@
 #   OUT_DIR=target/bench/<date>   raw logs, summary.tsv, table.md
 #
 # Needs: cargo, wrk, node (the peer), psql/pgbench/runuser (the ceilings; bench-pg.sh runs
-# pgbench as the kit does), python3, PostgreSQL on 127.0.0.1:5432.
+# pgbench as the kit does), chrt (util-linux), python3, PostgreSQL on 127.0.0.1:5432.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -230,6 +230,14 @@ for ((pass = 1; pass <= PASSES; pass++)); do
   sleep 4
   paced_probe provider.introspect_hs_storm "$((STORM_SECONDS - 6))s"
   wait "$storm"
+  # The machine's floor for that p99: the same probe beside the raw hashing alone on both cores
+  # at the lowest CPU priority (SCHED_IDLE), no sign-in, no database work. Whatever a provider
+  # does besides hashing, its storm's p99 can't be under this.
+  chrt --idle 0 "$BIN/examples/argon2_rate" "$STORM_SECONDS" >"$OUT_DIR/raw/argon2.sched_idle.$pass.txt" &
+  hashing=$!
+  sleep 4
+  paced_probe provider.introspect_hs_hashing "$((STORM_SECONDS - 6))s"
+  wait "$hashing"
 done
 mem_row provider.final "$SERVER_PID"
 PEAK_KB=$(status_kb "$SERVER_PID" VmHWM)
@@ -276,8 +284,10 @@ rows = [
 for name, p, o, ceil, what in rows:
     print(f"| {name} | {rng(p)} | {rng(o)} | {ratio(o, p)} | {(what + ': ' + rng(ceil)) if ceil else ''} | {ratio(o, ceil) if ceil else ''} | {p99(o)} |")
 idle, storm = ours("introspect_hs_idle"), ours("introspect_hs_storm")
+hashing = ours("introspect_hs_hashing")
 print()
-print(f"Introspection p99 (one connection) idle {p99(idle)} ms, during the sign-in storm {p99(storm)} ms.")
+print(f"Introspection p99 (one connection) idle {p99(idle)} ms, during the sign-in storm {p99(storm)} ms; "
+      f"beside the raw argon2id alone at SCHED_IDLE on both cores (the machine's floor) {p99(hashing)} ms.")
 peer_mem = [line for line in open(summary) if line.startswith("node-oidc-provider") and "\tmem" in line]
 peer_hwm = max((int(l.split("\t")[12]) for l in peer_mem if l.split("\t")[12].isdigit()), default=0)
 print(f"Resident memory, provider: idle {idle_kb / 1024:.0f} MiB, peak {peak_kb / 1024:.0f} MiB; peer peak {peer_hwm / 1024:.0f} MiB.")
