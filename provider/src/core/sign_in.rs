@@ -1,6 +1,8 @@
 //! Signing in with a password, whatever the door (the login page, the legacy Matrix login, the
 //! account page's password change and deactivation, linking an upstream identity): the one
-//! credential check, behind the sign-in rate limits, and opening a browser session.
+//! credential check, behind the sign-in rate limits, and opening a browser session. Also what
+//! the sign-in pages show besides their form: the pending authorization request they continue
+//! ([`pending_request`]) and the upstream providers offered ([`upstream_offers`]).
 
 use ulid::Ulid;
 use url::Url;
