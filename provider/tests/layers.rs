@@ -417,3 +417,54 @@ fn the_reader_sees_what_it_checks() {
         .or_default();
     assert_eq!(cycles(&g), vec![vec!["a", "b", "c"]]);
 }
+
+/// The README's walk of one login ("Architecture") names files that exist, and its count of
+/// them is the number it lists (the domain's files left out, as the README says), so the walk
+/// can't drift from the code unseen.
+#[test]
+fn the_readme_walk_names_the_files_it_counts() {
+    let readme = fs::read_to_string(workspace().join("README.md")).unwrap();
+    let walk = readme
+        .split_once("### The walk of one login")
+        .expect("README has the walk of one login")
+        .1;
+    let numbers = [
+        "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven",
+        "Twelve", "Thirteen", "Fourteen", "Fifteen",
+    ];
+    let (steps, said) = walk
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let word = line.split(' ').next()?;
+            let n = numbers.iter().position(|w| *w == word)? + 1;
+            line.strip_prefix(word)?
+                .starts_with(" files")
+                .then(|| (walk.lines().take(i).collect::<Vec<_>>().join("\n"), n))
+        })
+        .expect("the walk ends with its count of files (\"Ten files, …\")");
+    let mut files = BTreeSet::new();
+    for token in steps.split('`').skip(1).step_by(2) {
+        if !token.ends_with(".rs") || token.contains(' ') {
+            continue;
+        }
+        let path = if token.starts_with("domain/") {
+            workspace().join(token)
+        } else {
+            workspace().join("provider/src").join(token)
+        };
+        assert!(
+            path.is_file(),
+            "the README's walk names {token}, which doesn't exist"
+        );
+        if !token.starts_with("domain/") {
+            files.insert(token.to_owned());
+        }
+    }
+    assert_eq!(
+        files.len(),
+        said,
+        "the README's walk says {said} files and lists {}: {files:?}",
+        files.len()
+    );
+}
