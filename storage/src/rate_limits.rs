@@ -42,7 +42,7 @@ use async_trait::async_trait;
 
 use super::{
     delete_batch, for_each_backend,
-    token_writer::{in_own_transaction, is_per_item, WriteBatch},
+    token_writer::{in_own_transaction, is_per_item, write_one, WriteBatch},
     Storage, StorageError,
 };
 use domain::rate_limit::Quota;
@@ -180,9 +180,7 @@ pub(crate) async fn spend_then_write<I: Clone + Sync, T>(
             Err(error) if granted.len() > 1 && is_per_item(&error) => {
                 let mut rows = Vec::with_capacity(granted.len());
                 for item in &granted {
-                    rows.push(write(storage, std::slice::from_ref(item)).await.and_then(
-                        |mut row| row.pop().ok_or(StorageError::NotFound("written row")),
-                    ));
+                    rows.push(write_one(storage, item, write).await);
                 }
                 rows
             }

@@ -81,7 +81,7 @@ const WRITERS: usize = 2;
 /// Requests that may wait in the queue before senders wait for room.
 const QUEUE: usize = 1024;
 
-pub(crate) type Answer<O> = Result<O, StorageError>;
+type Answer<O> = Result<O, StorageError>;
 type Written = Answer<Spent<(OAuth2Session, AccessToken)>>;
 
 struct Job<I, O> {
@@ -168,7 +168,7 @@ impl Storage {
                 .await
                 .unwrap_or(Err(StorageError::Database(sqlx::Error::WorkerCrashed))),
             // The writers are gone (their runtime shut down): write it here, alone.
-            Err(mpsc::error::SendError(job)) => write_one(self, job.item, write).await,
+            Err(mpsc::error::SendError(job)) => write_one(self, &job.item, write).await,
         }
     }
 
@@ -310,8 +310,12 @@ async fn write_tokens(
 }
 
 /// One item in a transaction of its own.
-async fn write_one<I, O>(storage: &Storage, item: I, write: WriteBatch<I, O>) -> Answer<O> {
-    write(storage, std::slice::from_ref(&item))
+pub(crate) async fn write_one<I, O>(
+    storage: &Storage,
+    item: &I,
+    write: WriteBatch<I, O>,
+) -> Answer<O> {
+    write(storage, std::slice::from_ref(item))
         .await?
         .pop()
         .ok_or(StorageError::NotFound("written row"))
