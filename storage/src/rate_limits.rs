@@ -314,22 +314,19 @@ for_each_backend!(implementation);
 
 /// Each item's outcome, from the TATs its keys had when the batch locked them (`None`: no
 /// bucket): the units in the batch's order, each spent by [`Quota::spend`] itself, exactly as
-/// lone spends one after the other at `now` would. Answers the outcomes and the new TAT of each
-/// key that granted a unit.
+/// lone spends one after the other at `now` would. `tats` ends with each key's new TAT.
 fn replay<'a>(
     items: &'a [BatchedSpend],
-    mut tats: HashMap<&'a str, Option<i64>>,
+    tats: &mut HashMap<&'a str, Option<i64>>,
     now: i64,
-) -> (Vec<Spend>, HashMap<String, i64>) {
-    let mut written = HashMap::new();
-    let spent = items
+) -> Vec<Spend> {
+    items
         .iter()
         .map(|item| {
             let tat = tats.entry(item.key.as_str()).or_insert(None);
             match item.quota.spend(*tat, now) {
                 Ok(new_tat) => {
                     *tat = Some(new_tat);
-                    written.insert(item.key.clone(), new_tat);
                     Spend::Granted
                 }
                 Err(wait) => Spend::Refused {
@@ -337,8 +334,7 @@ fn replay<'a>(
                 },
             }
         })
-        .collect();
-    (spent, written)
+        .collect()
 }
 
 /// [`RateLimitRepository::spend_many`] on PostgreSQL, as ONE statement (no `BEGIN`, no
@@ -433,7 +429,7 @@ impl super::PgRepository {
             // Still racing with bucket creations after every attempt: the lone statement.
             return self.spend_alone(items).await;
         }
-        Ok(replay(items, tats, now).0)
+        Ok(replay(items, &mut tats, now))
     }
 }
 
@@ -461,15 +457,23 @@ impl super::SqliteRepository {
             });
             lock.push(" ON CONFLICT (key) DO UPDATE SET tat = rate_limits.tat RETURNING key, tat");
             let locked: Vec<(String, i64)> = lock.build_query_as().fetch_all(self.conn()).await?;
-            let tats: HashMap<&str, Option<i64>> = locked
+            let mut tats: HashMap<&str, Option<i64>> = locked
                 .iter()
                 .map(|(key, tat)| (key.as_str(), Some(*tat)))
                 .collect();
-            let (spent, written) = replay(items, tats, now);
+            let spent = replay(items, &mut tats, now);
+            // The buckets a unit was granted from: their TAT moved.
+            let written: Vec<(&str, i64)> = locked
+                .iter()
+                .filter_map(|(key, tat)| match tats.get(key.as_str()) {
+                    Some(&Some(new)) if new != *tat => Some((key.as_str(), new)),
+                    _ => None,
+                })
+                .collect();
             if !written.is_empty() {
                 let mut write = sqlx::QueryBuilder::new("INSERT INTO rate_limits (key, tat) ");
                 write.push_values(&written, |mut row, (key, tat)| {
-                    row.push_bind(key.as_str()).push_bind(*tat);
+                    row.push_bind(*key).push_bind(*tat);
                 });
                 write.push(" ON CONFLICT (key) DO UPDATE SET tat = excluded.tat");
                 write.build().execute(self.conn()).await?;
