@@ -133,10 +133,14 @@ pub(crate) async fn wait_until_exists(
     .await
 }
 
+/// What a server's own readiness check says when the server answering on a child's port is
+/// not the child (see [`free_port`]); [`port_taken`] looks for it.
+pub(crate) const ANOTHER_SERVER_ANSWERED: &str = "another server answered on its port";
+
 /// Whether a child's start failed because another process held its port (see [`free_port`]):
-/// the reason [`wait_until_exists`] or a server's own check gave, or the bind error in its log.
+/// its readiness check found [`ANOTHER_SERVER_ANSWERED`], or its log has the bind error.
 pub(crate) fn port_taken(reason: &str, log_tail: &str) -> bool {
-    reason.contains("another server answered") || log_tail.contains("Address already in use")
+    reason.contains(ANOTHER_SERVER_ANSWERED) || log_tail.contains("Address already in use")
 }
 
 /// Runs `start` (a child's start on a port of [`free_port`]) again, up to three times in all,

@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::process::{
     free_port, kill, log_tails, on_a_free_port, poll_child, probe_client, wait_until_answering,
+    ANOTHER_SERVER_ANSWERED,
 };
 use crate::{Error, Tools};
 
@@ -411,7 +412,7 @@ async fn wait_until_it_is_ours(
             match body["verify_keys"].get(key_id) {
                 Some(_) => Ok(()),
                 None => Err(format!(
-                    "another server answered on its port: {keys} does not publish the key {key_id}"
+                    "{ANOTHER_SERVER_ANSWERED}: {keys} does not publish the key {key_id}"
                 )),
             }
         },
