@@ -7,8 +7,8 @@ use provider::{
     clock::Clock as _,
     core::rate_limit::Quota,
     storage::{
-        BatchedSpend, NewSessionToken, RefreshToken, Rotated, Rotation, Spent, StorageError,
-        MAX_TOKEN_BATCH,
+        BatchedSpend, Client, NewSessionToken, RefreshToken, Rotated, Rotation, Spent,
+        StorageError, MAX_TOKEN_BATCH,
     },
     test_harness::TestDb,
 };
@@ -113,10 +113,7 @@ async fn a_bad_item_fails_alone(db: TestDb) {
     let answers = join_all((0..20).map(|i| {
         let storage = db.storage.clone();
         let client_id = if i % 5 == 0 { missing } else { client.id };
-        let spend = (i % 2 == 0).then(|| BatchedSpend {
-            key: "bad-item".to_owned(),
-            quota,
-        });
+        let spend = (i % 2 == 0).then(|| unit("bad-item", quota));
         async move {
             (
                 i,
@@ -204,6 +201,38 @@ async fn a_closed_database_fails_every_request(db: TestDb) {
     for answer in answers {
         assert!(answer.is_err(), "answered {answer:?} on a closed database");
     }
+}
+
+/// A unit of the bucket `key`, for a write that spends it first.
+fn unit(key: &str, quota: Quota) -> BatchedSpend {
+    BatchedSpend {
+        key: key.to_owned(),
+        quota,
+    }
+}
+
+/// A new user and client (`name`), and one session of theirs holding `n` refresh tokens (of
+/// hashes `hash_of(first)` on), committed.
+async fn session_with_refresh_tokens(
+    db: &TestDb,
+    name: &str,
+    first: usize,
+    n: usize,
+) -> (Client, Vec<RefreshToken>) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (user, client) = user_and_client(&mut repo, name).await;
+    let session = oauth2_session(&mut repo, &user, &client).await;
+    let mut tokens = Vec::new();
+    for n in first..first + n {
+        tokens.push(
+            repo.refresh_tokens()
+                .add(session.id, &hash_of(n), None)
+                .await
+                .unwrap(),
+        );
+    }
+    repo.commit().await.unwrap();
+    (client, tokens)
 }
 
 /// A rotation of `presented` (a refresh token of `session_id`) issuing the pair `n`.
@@ -428,19 +457,7 @@ async fn a_token_changed_while_its_rotation_waits_is_still_rotated() {
 /// (`Storage::rotate_refresh_token`), with rotations of other tokens among them: exactly one
 /// of the first wins, every other token's rotation is issued, each answer is committed.
 async fn concurrent_rotations_of_one_token_issue_one_pair(db: TestDb) {
-    let mut repo = db.storage.begin().await.unwrap();
-    let (user, client) = user_and_client(&mut repo, "frank").await;
-    let session = oauth2_session(&mut repo, &user, &client).await;
-    let mut tokens = Vec::new();
-    for n in 0..10 {
-        tokens.push(
-            repo.refresh_tokens()
-                .add(session.id, &hash_of(100 + n), None)
-                .await
-                .unwrap(),
-        );
-    }
-    repo.commit().await.unwrap();
+    let (_, tokens) = session_with_refresh_tokens(&db, "frank", 100, 10).await;
     let answers = join_all((0..40).map(|i| {
         let storage = db.storage.clone();
         // Half present token 0, the others one each of tokens 1 to 9 (some twice).
@@ -502,30 +519,12 @@ async fn concurrent_rotations_of_one_token_issue_one_pair(db: TestDb) {
 /// nothing; requests without a unit, in the same batches, are all written. The same for
 /// refresh rotations: a refused rotation leaves its token usable.
 async fn units_are_spent_by_the_writes(db: TestDb) {
-    let mut repo = db.storage.begin().await.unwrap();
-    let (user, client) = user_and_client(&mut repo, "grace").await;
-    let session = oauth2_session(&mut repo, &user, &client).await;
-    let mut tokens = Vec::new();
-    for n in 0..12 {
-        tokens.push(
-            repo.refresh_tokens()
-                .add(session.id, &hash_of(300 + n), None)
-                .await
-                .unwrap(),
-        );
-    }
-    repo.commit().await.unwrap();
+    let (client, tokens) = session_with_refresh_tokens(&db, "grace", 300, 12).await;
     let quota = Quota::new(10, 0.001).unwrap();
-    let unit = |key: &str| {
-        Some(BatchedSpend {
-            key: key.to_owned(),
-            quota,
-        })
-    };
 
     let answers = join_all((0..40).map(|i| {
         let storage = db.storage.clone();
-        let spend = if i % 4 == 3 { None } else { unit("tokens") };
+        let spend = (i % 4 != 3).then(|| unit("tokens", quota));
         async move {
             let answer = storage.add_session_with_token(item(client.id, 3000 + i), spend.clone());
             (i, spend.is_some(), answer.await.unwrap())
@@ -561,10 +560,7 @@ async fn units_are_spent_by_the_writes(db: TestDb) {
     let quota = Quota::new(4, 0.001).unwrap();
     let answers = join_all(tokens.iter().cloned().enumerate().map(|(i, presented)| {
         let storage = db.storage.clone();
-        let spend = Some(BatchedSpend {
-            key: "rotations".to_owned(),
-            quota,
-        });
+        let spend = Some(unit("rotations", quota));
         async move {
             let answer = storage.rotate_refresh_token(rotation(&presented, 300 + i), spend);
             (presented, answer.await.unwrap())
