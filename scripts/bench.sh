@@ -278,11 +278,12 @@ def med_ratio(a, b):
 def max_p99(rs):
     v = [float(r["p99"]) for r in rs if r["p99"] not in ("-", "")]
     return max(v) if v else None
+def mark(value, ok):
+    # A target's verdict: "met" only when its figure is there and holds.
+    return "no figure" if value is None else ("met" if ok else "**not met**")
 def verdict(checks):
-    # checks: (what, value, holds); "met" only when every figure is there and holds.
-    said = [f"{what}: {'met' if ok else '**not met**'}" if value is not None else f"{what}: no figure"
-            for what, value, ok in checks]
-    return "; ".join(said)
+    # checks: (what, value, holds)
+    return "; ".join(f"{what}: {mark(value, ok)}" for what, value, ok in checks)
 def at_least(value, floor):
     return value is not None and value >= floor
 P99_MS = 10  # "p99 <= 10 ms on every path above at the measured rate"
@@ -312,12 +313,12 @@ hashing = ours("introspect_hs_hashing")
 i99, s99 = max_p99(idle), max_p99(storm)
 print()
 print(f"Introspection p99 (one connection) idle {p99(idle)} ms, during the sign-in storm {p99(storm)} ms "
-      f"(target < 2× idle: {verdict([('', s99, i99 is not None and s99 is not None and s99 < 2 * i99)]).lstrip(': ')}); "
+      f"(target < 2× idle: {mark(s99, i99 is not None and s99 is not None and s99 < 2 * i99)}); "
       f"beside the raw argon2id alone at SCHED_IDLE on both cores (the machine's floor) {p99(hashing)} ms.")
 peer_mem = [line for line in open(summary) if line.startswith("node-oidc-provider") and "\tmem" in line]
 peer_hwm = max((int(l.split("\t")[12]) for l in peer_mem if l.split("\t")[12].isdigit()), default=0)
 print(f"Resident memory, provider: idle {idle_kb / 1024:.0f} MiB (target ≤ 30: "
-      f"{'met' if idle_kb <= 30 * 1024 else '**not met**'}), peak {peak_kb / 1024:.0f} MiB; peer peak {peer_hwm / 1024:.0f} MiB.")
+      f"{mark(idle_kb, idle_kb <= 30 * 1024)}), peak {peak_kb / 1024:.0f} MiB; peer peak {peer_hwm / 1024:.0f} MiB.")
 print()
 print("Transactions committed per load (pg_stat_database.xact_commit):")
 for line in open(xacts):
