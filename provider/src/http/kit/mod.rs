@@ -1,6 +1,7 @@
 //! The http layer's kit, shared by every door: page rendering and the security headers every
-//! page carries, the browser cookie ([`session`]), the client's IP ([`client_ip`]), and the
-//! stylesheet.
+//! page carries, the browser cookie ([`session`]), the client's IP ([`client_ip`]), the
+//! stylesheet, and what the sign-in pages share: the redirect once signed in ([`go_on`]) and
+//! the upstream providers' buttons ([`Button`]).
 
 use std::fmt;
 
