@@ -75,7 +75,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use super::{FieldChange, HomeserverError, ProvisionUser};
+use super::homeserver::{FieldChange, HomeserverError, ProvisionUser};
 use crate::{
     core::Core,
     storage::{BoxRepository, Job, JobState, StorageError, User},

@@ -29,7 +29,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
 
-use super::{authorize::Params, token::TokenError};
+use super::token::TokenError;
+use crate::http::kit::params::Params;
 use crate::{
     core::rate_limit::{ClientIp, Limit},
     crypto::Encrypter,

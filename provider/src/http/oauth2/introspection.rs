@@ -49,11 +49,11 @@ use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
 use super::{
-    authorize::Params,
     client_auth::{self, AuthenticatedClient},
     token::{form_params, TokenError},
-    userinfo::{self, Authorization, BearerError},
+    userinfo::BearerError,
 };
+use crate::http::kit::params::{authorization, Authorization, Params};
 use crate::{
     core::{
         rate_limit::ClientIp,
@@ -195,7 +195,7 @@ async fn authenticate(
     params: &Params,
     access: Option<TokenRead>,
 ) -> Result<(Caller, Option<Option<ActiveAccessToken>>), IntrospectionError> {
-    match userinfo::authorization(headers) {
+    match authorization(headers) {
         Authorization::Bearer(token) => {
             if is_shared_secret(token, &state.settings.matrix.secret) {
                 Ok((Caller::Homeserver, None))

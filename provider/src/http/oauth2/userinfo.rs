@@ -4,8 +4,9 @@
 //! The token is a bearer token (RFC 6750): in the `Authorization` header (§2.1), or on a `POST`
 //! in the `access_token` form parameter (§2.2); never in the query (§2.3 is not offered). Errors
 //! are those of RFC 6750 §3, as a `WWW-Authenticate: Bearer` challenge (and the same error as
-//! JSON in the body). This module also holds the bearer header parsing the introspection
-//! endpoint uses for the homeserver's shared secret.
+//! JSON in the body). The introspection endpoint answers a bad homeserver secret with the same
+//! error ([`BearerError`]); both read the header with the kit's
+//! [`authorization`](crate::http::kit::params::authorization).
 
 use super::no_store;
 use axum::{
@@ -18,7 +19,7 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::{authorize::Params, token::is_form_urlencoded};
+use crate::http::kit::params::{is_form_urlencoded, Params};
 use crate::{
     core::tokens::{find_active_access_token, record_first_use, UnusedToken},
     domain::{protocol::ErrorCode, scope::Scope},
@@ -27,7 +28,7 @@ use crate::{
 };
 use ulid::Ulid;
 
-pub(crate) use crate::http::kit::params::{authorization, Authorization};
+use crate::http::kit::params::{authorization, Authorization};
 
 /// An error of a request made with a bearer token (RFC 6750 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,7 +69,7 @@ impl OAuthError {
     }
 }
 
-pub use crate::http::kit::params::Params;
+use crate::http::kit::params::Params;
 
 /// The response mode of a request (OAuth 2.0 Multiple Response Type Encoding Practices §2.1,
 /// OAuth 2.0 Form Post Response Mode §2); absent is `query`, the default for

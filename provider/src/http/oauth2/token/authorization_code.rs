@@ -10,6 +10,7 @@ use super::{
 };
 use ulid::Ulid;
 
+use crate::http::kit::params::Params;
 use crate::{
     core::{
         matrix::provisioning,
@@ -17,10 +18,7 @@ use crate::{
     },
     crypto::sha256,
     domain::pkce,
-    http::{
-        oauth2::{authorize::Params, client_auth::AuthenticatedClient},
-        AppState,
-    },
+    http::{oauth2::client_auth::AuthenticatedClient, AppState},
     storage::{Client, NewOAuth2Session, User},
 };
 

@@ -13,16 +13,14 @@
 use chrono::Duration;
 
 use super::{TokenError, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS};
+use crate::http::kit::params::Params;
 use crate::{
     crypto::sha256,
     domain::{
         scope::{self, Scope, MAS_ADMIN_SCOPE},
         token::TokenKind,
     },
-    http::{
-        oauth2::{authorize::Params, client_auth::AuthenticatedClient},
-        AppState,
-    },
+    http::{oauth2::client_auth::AuthenticatedClient, AppState},
     storage::{NewSessionToken, Spent},
 };
 

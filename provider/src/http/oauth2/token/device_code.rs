@@ -17,11 +17,12 @@ use super::{
     authorization_code::{redeem, Redemption},
     Approval, TokenError, TokenResponse,
 };
+use crate::http::kit::params::Params;
 use crate::{
     crypto::sha256,
     domain::{protocol::ErrorCode, scope},
     http::{
-        oauth2::{authorize::Params, client_auth::AuthenticatedClient, device::INTERVAL_SECONDS},
+        oauth2::{client_auth::AuthenticatedClient, device::INTERVAL_SECONDS},
         AppState,
     },
     storage::{DeviceCodeGrant, DeviceCodeGrantState, NewOAuth2Session},

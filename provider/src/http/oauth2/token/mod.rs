@@ -30,10 +30,10 @@ use serde_json::json;
 use ulid::Ulid;
 
 use super::{
-    authorize::Params,
     client_auth::{self, AuthenticatedClient},
     no_store,
 };
+use crate::http::kit::params::Params;
 use crate::{
     core::rate_limit::{self, ClientIp, Limit, RateLimitError},
     crypto::sha256,
@@ -291,8 +291,6 @@ pub(crate) async fn issue_pair(
     })
 }
 
-pub(crate) use crate::http::kit::params::is_form_urlencoded;
-
 /// The parameters of a `POST` to the token endpoint and the endpoints built like it, read by
 /// the one form reader ([`crate::http::kit::params::form`]); a refusal is `invalid_request`
 /// (RFC 6749 §5.2).
@@ -437,6 +435,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::http::kit::params::is_form_urlencoded;
 
     fn form_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -14,14 +14,12 @@ use chrono::Duration;
 use super::{
     issue_pair, IssuedPair, TokenError, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS,
 };
+use crate::http::kit::params::Params;
 use crate::{
     core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh, RefreshSuccessor},
     crypto::sha256,
     domain::{scope::Scope, token::TokenKind},
-    http::{
-        oauth2::{authorize::Params, client_auth::AuthenticatedClient},
-        AppState,
-    },
+    http::{oauth2::client_auth::AuthenticatedClient, AppState},
     storage::{
         BoxRepository, OAuth2Session, PresentedRefreshToken, Rotated, Rotation, Spent, TokenHash,
     },
