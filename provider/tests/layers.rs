@@ -418,33 +418,82 @@ fn the_reader_sees_what_it_checks() {
     assert_eq!(cycles(&g), vec![vec!["a", "b", "c"]]);
 }
 
-/// The README's walk of one login ("Architecture") names files that exist, and its count of
-/// them is the number it lists (the domain's files left out, as the README says), so the walk
-/// can't drift from the code unseen.
-#[test]
-fn the_readme_walk_names_the_files_it_counts() {
-    let readme = fs::read_to_string(workspace().join("README.md")).unwrap();
-    let walk = readme
-        .split_once("### The walk of one login")
-        .expect("README has the walk of one login")
-        .1;
-    let numbers = [
-        "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven",
-        "Twelve", "Thirteen", "Fourteen", "Fifteen",
-    ];
-    let (steps, said) = walk
-        .lines()
-        .enumerate()
-        .find_map(|(i, line)| {
-            let word = line.split(' ').next()?;
-            let n = numbers.iter().position(|w| *w == word)? + 1;
-            line.strip_prefix(word)?
-                .starts_with(" files")
-                .then(|| (walk.lines().take(i).collect::<Vec<_>>().join("\n"), n))
-        })
-        .expect("the walk ends with its count of files (\"Ten files, …\")");
+/// The module path of a provider file (`http/oauth2/token/mod.rs` → `http::oauth2::token`).
+fn module_of(relative: &str) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The provider file that holds the item a path names: the longest prefix of the path that is
+/// a file (`a/b.rs` or `a/b/mod.rs`), relative to `provider/src`.
+fn file_of(path: &[String]) -> Option<String> {
+    let src = workspace().join("provider/src");
+    (1..=path.len()).rev().find_map(|n| {
+        let joined = path[..n].join("/");
+        [format!("{joined}.rs"), format!("{joined}/mod.rs")]
+            .into_iter()
+            .find(|candidate| src.join(candidate).is_file())
+    })
+}
+
+/// Every provider file one file imports from or calls into: `crate::` paths, `super::` paths
+/// (resolved from the file's module) and paths into its own child modules (`mod x;` then
+/// `x::…`). Re-exports are followed no further: a file that names `a::Item` leans on `a`.
+fn leans_on(relative: &str) -> BTreeSet<String> {
+    let source = fs::read_to_string(workspace().join("provider/src").join(relative)).unwrap();
+    let code = production_code(&source);
+    let module = module_of(relative);
+    let mut paths = crate_paths(&code);
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    for (at, _) in code.match_indices("super::") {
+        if code[..at].ends_with("super::") {
+            continue;
+        }
+        let mut rest = &code[at..];
+        let mut base = module.clone();
+        while let Some(more) = rest.strip_prefix("super::") {
+            base.pop();
+            rest = more;
+        }
+        flatten(rest, base, &mut paths);
+    }
+    for line in code.lines() {
+        let line = line.trim_start().trim_start_matches("pub ");
+        let Some(child) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';')) else {
+            continue;
+        };
+        let needle = format!("{child}::");
+        for (at, _) in code.match_indices(&needle) {
+            if !code[..at].ends_with(is_ident) {
+                flatten(&code[at..], module.clone(), &mut paths);
+            }
+        }
+    }
+    paths
+        .iter()
+        .filter_map(|path| file_of(path))
+        .filter(|file| file != relative)
+        .collect()
+}
+
+/// Where the walk's files may lean without saying so (README: the domain, storage and the kit
+/// are on every path).
+fn below_the_walk(path: &str) -> bool {
+    path.starts_with("http/kit/")
+}
+
+/// The backquoted `.rs` files of a piece of the README: provider files (relative to
+/// `provider/src`), each checked to exist; the domain's files are left out.
+fn readme_files(text: &str) -> BTreeSet<String> {
     let mut files = BTreeSet::new();
-    for token in steps.split('`').skip(1).step_by(2) {
+    for token in text.split('`').skip(1).step_by(2) {
         if !token.ends_with(".rs") || token.contains(' ') {
             continue;
         }
@@ -461,10 +510,87 @@ fn the_readme_walk_names_the_files_it_counts() {
             files.insert(token.to_owned());
         }
     }
+    files
+}
+
+/// The README's walk of one login ("Architecture") names files that exist, its count of them
+/// is the number it lists (the domain's files left out, as the README says), and the files it
+/// says the walk leans on are exactly those its files import from or call into (besides the
+/// domain, storage and the kit): so the walk can't drift from the code unseen, nor leave a
+/// file on the way out of sight.
+#[test]
+fn the_readme_walk_names_the_files_it_counts() {
+    let readme = fs::read_to_string(workspace().join("README.md")).unwrap();
+    let walk = readme
+        .split_once("### The walk of one login")
+        .expect("README has the walk of one login")
+        .1;
+    let walk = walk.split("\n## ").next().unwrap();
+    let numbers = [
+        "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven",
+        "Twelve", "Thirteen", "Fourteen", "Fifteen",
+    ];
+    let (steps, said) = walk
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            let word = line.split(' ').next()?;
+            let n = numbers.iter().position(|w| *w == word)? + 1;
+            line.strip_prefix(word)?
+                .starts_with(" files")
+                .then(|| (walk.lines().take(i).collect::<Vec<_>>().join("\n"), n))
+        })
+        .expect("the walk ends with its count of files (\"Ten files, …\")");
+    let files = readme_files(&steps);
     assert_eq!(
         files.len(),
         said,
         "the README's walk says {said} files and lists {}: {files:?}",
         files.len()
     );
+    let leaning = walk
+        .split_once(LEANS_ON)
+        .unwrap_or_else(|| panic!("the walk says what it leans on (\"{LEANS_ON}\")"))
+        .1;
+    // Its opening paragraph, then the list.
+    let leaning = leaning
+        .split("\n\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    // A room of the walk may be named there too ("the check behind `core/sign_in.rs`").
+    let said_leaning: BTreeSet<String> =
+        readme_files(&leaning).difference(&files).cloned().collect();
+    let leaned_on: BTreeSet<String> = files
+        .iter()
+        .flat_map(|file| leans_on(file))
+        .filter(|file| !files.contains(file) && !below_the_walk(file))
+        .collect();
+    assert_eq!(
+        said_leaning, leaned_on,
+        "the README's walk says it leans on {said_leaning:?}; its files import from {leaned_on:?}"
+    );
+}
+
+/// The words that open the README's list of what the walk leans on.
+const LEANS_ON: &str = "What these files lean on";
+
+#[test]
+fn the_walk_reader_resolves_paths_to_files() {
+    assert_eq!(
+        module_of("http/oauth2/token/mod.rs"),
+        ["http", "oauth2", "token"]
+    );
+    let leaning = leans_on("http/oauth2/token/authorization_code.rs");
+    assert!(leaning.contains("http/oauth2/token/mod.rs"), "{leaning:?}");
+    assert!(
+        leaning.contains("core/matrix/provisioning.rs"),
+        "{leaning:?}"
+    );
+    let leaning = leans_on("http/oauth2/token/mod.rs");
+    assert!(
+        leaning.contains("http/oauth2/token/authorization_code.rs"),
+        "{leaning:?}"
+    );
+    assert!(!leaning.contains("http/oauth2/token/mod.rs"), "{leaning:?}");
 }
