@@ -8,11 +8,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::protocol::{Prompts, ResponseMode};
 use ulid::Ulid;
 
 use super::{
     compare_and_set, delete_batch, for_each_backend,
-    types::{db_precision, decode_token_hash, DbId, Ts},
+    types::{db_precision, decode_protocol, decode_token_hash, DbId, Ts},
     Dialect, StorageError, TokenHash,
 };
 
@@ -27,15 +28,16 @@ pub struct AuthorizationGrant {
     pub scope: String,
     pub state: Option<String>,
     pub nonce: Option<String>,
-    /// `query`, `fragment` or `form_post`.
-    pub response_mode: String,
+    /// How the answer goes back to the client (OAuth 2.0 Multiple Response Type Encoding
+    /// Practices §2.1, OAuth 2.0 Form Post Response Mode), read at `/authorize`.
+    pub response_mode: ResponseMode,
     /// PKCE (RFC 7636 §4.3).
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
     /// OIDC `max_age`, in seconds.
     pub max_age: Option<i64>,
-    /// Space-separated `prompt` values.
-    pub prompt: Option<String>,
+    /// The `prompt` values (OIDC Core §3.1.2.1), read at `/authorize`; empty when not given.
+    pub prompt: Prompts,
     pub login_hint: Option<String>,
     /// The hash of the authorization code, when the response type includes `code`.
     pub code_hash: Option<TokenHash>,
@@ -58,11 +60,11 @@ pub struct NewAuthorizationGrant<'a> {
     pub scope: &'a str,
     pub state: Option<&'a str>,
     pub nonce: Option<&'a str>,
-    pub response_mode: &'a str,
+    pub response_mode: ResponseMode,
     pub code_challenge: Option<&'a str>,
     pub code_challenge_method: Option<&'a str>,
     pub max_age: Option<i64>,
-    pub prompt: Option<&'a str>,
+    pub prompt: Prompts,
     pub login_hint: Option<&'a str>,
     /// Usually `None`: the code is made when the user approves, and its hash recorded by
     /// [`AuthorizationGrantRepository::fulfill`].
@@ -353,11 +355,13 @@ impl TryFrom<AuthorizationGrantRow> for AuthorizationGrant {
             scope: r.scope,
             state: r.state,
             nonce: r.nonce,
-            response_mode: r.response_mode,
+            // Stored by `add` from the typed value: one the enum doesn't know is corrupt data.
+            response_mode: decode_protocol("response_mode", &r.response_mode)?,
             code_challenge: r.code_challenge,
             code_challenge_method: r.code_challenge_method,
             max_age: r.max_age,
-            prompt: r.prompt,
+            prompt: Prompts::parse_param(r.prompt.as_deref())
+                .map_err(|e| StorageError::Invalid(format!("prompt: {e}")))?,
             login_hint: r.login_hint,
             code_hash: r.code_hash.map(decode_token_hash).transpose()?,
             created_at: r.created_at.0,
@@ -465,11 +469,11 @@ macro_rules! implementation {
                     scope: new.scope.to_owned(),
                     state: new.state.map(str::to_owned),
                     nonce: new.nonce.map(str::to_owned),
-                    response_mode: new.response_mode.to_owned(),
+                    response_mode: new.response_mode,
                     code_challenge: new.code_challenge.map(str::to_owned),
                     code_challenge_method: new.code_challenge_method.map(str::to_owned),
                     max_age: new.max_age,
-                    prompt: new.prompt.map(str::to_owned),
+                    prompt: new.prompt,
                     login_hint: new.login_hint.map(str::to_owned),
                     code_hash: new.code_hash,
                     created_at: self.now(),
@@ -493,11 +497,11 @@ macro_rules! implementation {
                 .bind(&grant.scope)
                 .bind(grant.state.as_deref())
                 .bind(grant.nonce.as_deref())
-                .bind(&grant.response_mode)
+                .bind(grant.response_mode.as_str())
                 .bind(grant.code_challenge.as_deref())
                 .bind(grant.code_challenge_method.as_deref())
                 .bind(grant.max_age)
-                .bind(grant.prompt.as_deref())
+                .bind((!grant.prompt.is_empty()).then(|| grant.prompt.to_string()))
                 .bind(grant.login_hint.as_deref())
                 .bind(grant.code_hash.as_ref().map(|h| &h[..]))
                 .bind(Ts(grant.created_at))

@@ -22,11 +22,7 @@ use ulid::Ulid;
 use crate::{
     core::Core,
     crypto::sha256,
-    domain::{
-        protocol::{Prompt, Prompts},
-        scope,
-        token::random_code,
-    },
+    domain::{protocol::Prompt, scope, token::random_code},
     storage::{
         AuthorizationGrant, BoxRepository, BrowserSession, Client, NewOAuth2Session, StorageError,
         User,
@@ -106,13 +102,6 @@ pub fn identity_assured(client: &Client, redirect_uri: &str) -> bool {
         || url::Url::parse(redirect_uri).is_ok_and(|u| u.scheme() == "https")
 }
 
-/// The `prompt` of a stored request (OIDC Core §3.1.2.1), read back by the parser that read it
-/// at `/authorize` ([`Prompts`]); a stored value it refuses is corrupt data.
-pub fn prompts(grant: &AuthorizationGrant) -> Result<Prompts, StorageError> {
-    Prompts::parse_param(grant.prompt.as_deref())
-        .map_err(|e| StorageError::Invalid(format!("the stored prompt of a grant: {e}")))
-}
-
 /// Decides what the request needs next (see the module docs).
 ///
 /// `signed_in_for` is the request a sign-in of this browser was made for, if any: a sign-in made
@@ -140,7 +129,7 @@ pub async fn decide(
     if !user.can_request_admin && scope::asks_for_admin(&grant.scope) {
         return Ok(Decision::NotAllowed);
     }
-    let prompts = prompts(grant)?;
+    let prompts = grant.prompt;
     // prompt=login / prompt=create: a sign-in (or registration) made for this request, or
     // anyway after it was made.
     let fresh = signed_in_for == Some(grant.id) || last.created_at > grant.created_at;

@@ -7,6 +7,8 @@ use provider::{
 };
 use serde_json::json;
 
+use crate::fixtures::write_by_hand;
+
 /// Metadata that exercises the JSON round trip: nesting, nulls, booleans, numbers, non-ASCII
 /// text, and a key order JSONB does not keep.
 fn rich_metadata() -> serde_json::Value {
@@ -247,17 +249,12 @@ async fn unknown_stored_auth_method_is_invalid(db: TestDb) {
         .await
         .unwrap();
     repo.commit().await.unwrap();
-    let sql = "UPDATE oauth2_clients SET token_endpoint_auth_method = 'tls_client_auth' \
-               WHERE client_id = 'odd'";
-    if db.url.starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    }
+    write_by_hand(
+        &db,
+        "UPDATE oauth2_clients SET token_endpoint_auth_method = 'tls_client_auth' \
+         WHERE client_id = 'odd'",
+    )
+    .await;
     let mut repo = db.storage.reader().await.unwrap();
     fn invalid<T>(read: Result<T, StorageError>) -> bool {
         matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("tls_client_auth"))

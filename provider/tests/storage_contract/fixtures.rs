@@ -5,8 +5,23 @@ use provider::domain::protocol::ClientAuthMethod;
 use provider::storage::{
     BoxRepository, Client, CompatSession, NewOAuth2Session, OAuth2Session, TokenHash, User,
 };
+use provider::test_harness::TestDb;
 use serde_json::json;
 use ulid::Ulid;
+
+/// Runs one SQL statement outside the repositories, on a connection of its own: a row written
+/// by hand (or by an older or newer version), for the tests of what a read makes of it.
+pub async fn write_by_hand(db: &TestDb, sql: &str) {
+    if db.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
 
 /// A token hash made of one repeated byte: distinct `n`, distinct hashes.
 pub fn hash(n: u8) -> TokenHash {

@@ -3,6 +3,7 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use provider::{
     backend_tests,
+    domain::protocol::{Prompt, Prompts, ResponseMode},
     storage::{
         normalize_user_code, AuthorizationGrant, BoxRepository, Client, Consent, DeviceCodeGrant,
         DeviceCodeGrantState, NewAuthorizationGrant, NewDeviceCodeGrant, NewOAuth2Session,
@@ -12,7 +13,7 @@ use provider::{
 };
 use ulid::Ulid;
 
-use crate::fixtures::{browser_session, hash, session_for, user_and_client};
+use crate::fixtures::{browser_session, hash, session_for, user_and_client, write_by_hand};
 
 /// A browser session of the user and an OAuth 2.0 session started from it.
 async fn approval(repo: &mut BoxRepository, user: &User, client: &Client) -> (Ulid, Ulid) {
@@ -37,11 +38,11 @@ fn request(client: &Client, code: Option<TokenHash>) -> NewAuthorizationGrant<'s
         scope: "openid urn:matrix:client:api:*",
         state: None,
         nonce: None,
-        response_mode: "query",
+        response_mode: ResponseMode::Query,
         code_challenge: None,
         code_challenge_method: None,
         max_age: None,
-        prompt: None,
+        prompt: Prompts::NONE_GIVEN,
         login_hint: None,
         code_hash: code,
     }
@@ -59,11 +60,11 @@ async fn authorization_grants(db: TestDb) {
             scope: "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ",
             state: Some("st4te"),
             nonce: Some("n0nce"),
-            response_mode: "fragment",
+            response_mode: ResponseMode::Fragment,
             code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
             code_challenge_method: Some("S256"),
             max_age: Some(3600),
-            prompt: Some("login consent"),
+            prompt: [Prompt::Login, Prompt::Consent].into_iter().collect(),
             login_hint: Some("mxid:@alice:example.org"),
             code_hash: Some(hash(1)),
         })
@@ -78,11 +79,11 @@ async fn authorization_grants(db: TestDb) {
             scope: "openid urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ".to_owned(),
             state: Some("st4te".to_owned()),
             nonce: Some("n0nce".to_owned()),
-            response_mode: "fragment".to_owned(),
+            response_mode: ResponseMode::Fragment,
             code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
             code_challenge_method: Some("S256".to_owned()),
             max_age: Some(3600),
-            prompt: Some("login consent".to_owned()),
+            prompt: [Prompt::Login, Prompt::Consent].into_iter().collect(),
             login_hint: Some("mxid:@alice:example.org".to_owned()),
             code_hash: Some(hash(1)),
             created_at: t0,
@@ -270,6 +271,63 @@ async fn authorization_grants(db: TestDb) {
 }
 
 /// Two token requests with the same code in concurrent transactions: exactly one redeems it.
+/// A grant's `response_mode` and `prompt` are read back typed (issue 12, item 4: parsed at the
+/// edge, carried typed): a stored value their parsers refuse (written by hand, or by an older
+/// or newer version) is a data error when read, never a silent default such as answering in
+/// the query instead of the form post the client asked for.
+async fn unknown_stored_grant_values_are_invalid(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let (_, client) = user_and_client(&mut repo, "alice").await;
+    let grant = repo
+        .authorization_grants()
+        .add(request(&client, None))
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    let id = grant.id;
+    let invalid = |read: Result<Option<AuthorizationGrant>, StorageError>, refused: &str| {
+        assert!(
+            matches!(read, Err(StorageError::Invalid(ref m)) if m.contains(refused)),
+            "{refused}: {read:?}"
+        );
+    };
+    // (response_mode, prompt, what the error names)
+    for (mode, prompt, refused) in [
+        ("'web_message'", "NULL", "response_mode"),
+        ("'query'", "'consent popup'", "prompt"),
+        ("'query'", "'none login'", "prompt"),
+    ] {
+        write_by_hand(
+            &db,
+            &format!(
+                "UPDATE oauth2_authorization_grants SET response_mode = {mode}, prompt = {prompt}"
+            ),
+        )
+        .await;
+        let mut repo = db.storage.reader().await.unwrap();
+        invalid(repo.authorization_grants().lookup(id).await, refused);
+    }
+    // Back to values the parsers take: read back typed.
+    write_by_hand(
+        &db,
+        "UPDATE oauth2_authorization_grants SET response_mode = 'form_post', \
+         prompt = 'consent login'",
+    )
+    .await;
+    let mut repo = db.storage.reader().await.unwrap();
+    let read = repo
+        .authorization_grants()
+        .lookup(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.response_mode, ResponseMode::FormPost);
+    assert_eq!(
+        read.prompt,
+        [Prompt::Login, Prompt::Consent].into_iter().collect()
+    );
+}
+
 async fn concurrent_code_exchange(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
     let (alice, client) = user_and_client(&mut repo, "alice").await;
@@ -740,6 +798,7 @@ async fn device_code_grant_steps(db: TestDb) {
 
 backend_tests!(
     authorization_grants,
+    unknown_stored_grant_values_are_invalid,
     concurrent_code_exchange,
     consents,
     device_code_grants,

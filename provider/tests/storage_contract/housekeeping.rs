@@ -11,6 +11,7 @@ use provider::{
         housekeeping::{self, Deleted},
         rate_limit::Quota,
     },
+    domain::protocol::{Prompts, ResponseMode},
     storage::{
         BoxRepository, NewAuthorizationGrant, NewDeviceCodeGrant, NewOAuth2Session,
         NewPendingRegistration, User,
@@ -460,11 +461,11 @@ async fn authorization_grant(repo: &mut BoxRepository, client: Ulid) -> Ulid {
             scope: "urn:matrix:client:api:*",
             state: None,
             nonce: None,
-            response_mode: "query",
+            response_mode: ResponseMode::Query,
             code_challenge: None,
             code_challenge_method: None,
             max_age: None,
-            prompt: None,
+            prompt: Prompts::NONE_GIVEN,
             login_hint: None,
             code_hash: None,
         })

@@ -60,10 +60,6 @@ fn expired(state: &AppState) -> Response {
     )
 }
 
-fn grant_mode(grant: &AuthorizationGrant) -> ResponseMode {
-    grant.response_mode.parse().unwrap_or(ResponseMode::Query)
-}
-
 /// An error for the client, on behalf of a stored grant (shown first when the client
 /// registered itself: [`super::error_to_client`], RFC 9700 §4.11.2).
 fn client_error(
@@ -76,7 +72,7 @@ fn client_error(
         state,
         client,
         &grant.redirect_uri,
-        grant_mode(grant),
+        grant.response_mode,
         &error,
         grant.state.as_deref(),
     )
@@ -124,11 +120,7 @@ pub async fn proceed(
         Ok(assessed) => assessed,
         Err(e) => return unavailable(state, &e),
     };
-    let prompts = match grants::prompts(&grant) {
-        Ok(prompts) => prompts,
-        Err(e) => return unavailable(state, &e),
-    };
-    let none = prompts.contains(Prompt::None);
+    let none = grant.prompt.contains(Prompt::None);
     if none && decision != Decision::Complete {
         // OIDC Core §3.1.2.6: the request ends here with an error; the stored request must not
         // be served later by the consent page.
@@ -167,7 +159,7 @@ pub async fn proceed(
             complete(state, &grant, &client, &session, &user).await
         }
         (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            super::sign_in_first(state, grant.id, prompts)
+            super::sign_in_first(state, grant.id, grant.prompt)
         }
         (Decision::Consent | Decision::Confirm, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()
@@ -191,7 +183,7 @@ async fn complete(
             if let Some(s) = &grant.state {
                 fields.push(("state", s));
             }
-            respond_to_client(state, &grant.redirect_uri, grant_mode(grant), &fields)
+            respond_to_client(state, &grant.redirect_uri, grant.response_mode, &fields)
         }
         // Approved twice (two tabs, a double click): the first approval already answered.
         Ok(None) => expired(state),

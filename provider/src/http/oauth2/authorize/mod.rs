@@ -395,8 +395,6 @@ pub async fn get(
         .map(|s| s.to_string())
         .unwrap_or_default();
     let max_age = params.get("max_age").and_then(|m| m.parse::<i64>().ok());
-    // The stored column keeps the text; it is read back by the same parser (`grants::prompts`).
-    let stored_prompt = (!prompts.is_empty()).then(|| prompts.to_string());
     let stored = async {
         let mut repo = state.storage.begin().await?;
         let grant = repo
@@ -407,11 +405,11 @@ pub async fn get(
                 scope: &scope,
                 state: client_state.as_deref(),
                 nonce: params.get("nonce"),
-                response_mode: mode.as_str(),
+                response_mode: mode,
                 code_challenge: params.get("code_challenge"),
                 code_challenge_method: params.get("code_challenge_method"),
                 max_age,
-                prompt: stored_prompt.as_deref(),
+                prompt: prompts,
                 login_hint: params.get("login_hint"),
                 code_hash: None,
             })
