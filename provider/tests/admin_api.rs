@@ -1013,7 +1013,8 @@ async fn upstream(db: TestDb) {
                 brand_name: None,
                 client_id: "provider-at-idp".into(),
                 encrypted_client_secret: Some("secret-ciphertext".into()),
-                token_endpoint_auth_method: "client_secret_basic".into(),
+                token_endpoint_auth_method:
+                    provider::domain::protocol::ClientAuthMethod::ClientSecretBasic,
                 scope: "openid".into(),
                 settings: json!({}),
             })

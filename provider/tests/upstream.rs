@@ -683,7 +683,10 @@ async fn providers_are_synced_and_disabled(db: TestDb) {
     let (_, secret) = static_client(&env.up);
     let encrypted = stored.encrypted_client_secret.clone().unwrap();
     assert_ne!(encrypted, secret, "encrypted at rest");
-    assert_eq!(stored.token_endpoint_auth_method, "client_secret_basic");
+    assert_eq!(
+        stored.token_endpoint_auth_method.as_str(),
+        "client_secret_basic"
+    );
     assert_eq!(stored.settings["fetch_userinfo"], true);
     drop(repo);
 

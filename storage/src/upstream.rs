@@ -14,12 +14,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::protocol::ClientAuthMethod;
 use sqlx::types::Json;
 use ulid::Ulid;
 
 use super::{
     compare_and_set, for_each_backend, inserted_under,
-    types::{decode_token_hash, DbId, Ts},
+    types::{decode_protocol, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
 
@@ -34,7 +35,8 @@ pub struct UpstreamProvider {
     pub client_id: String,
     /// Encrypted with the configured encryption key; `None` for `none` and `private_key_jwt`.
     pub encrypted_client_secret: Option<String>,
-    pub token_endpoint_auth_method: String,
+    /// How we authenticate at its token endpoint (OIDC Core §9).
+    pub token_endpoint_auth_method: ClientAuthMethod,
     /// Space-separated scope to request.
     pub scope: String,
     /// Discovery mode, PKCE mode, explicit endpoints, claim imports...: a JSON object.
@@ -57,7 +59,8 @@ pub struct UpstreamProviderParams {
     pub brand_name: Option<String>,
     pub client_id: String,
     pub encrypted_client_secret: Option<String>,
-    pub token_endpoint_auth_method: String,
+    /// How we authenticate at its token endpoint (OIDC Core §9).
+    pub token_endpoint_auth_method: ClientAuthMethod,
     pub scope: String,
     pub settings: serde_json::Value,
 }
@@ -236,21 +239,26 @@ struct ProviderRow {
     disabled_at: Option<Ts>,
 }
 
-impl From<ProviderRow> for UpstreamProvider {
-    fn from(r: ProviderRow) -> Self {
-        Self {
+impl TryFrom<ProviderRow> for UpstreamProvider {
+    type Error = StorageError;
+
+    fn try_from(r: ProviderRow) -> Result<Self, StorageError> {
+        Ok(Self {
             id: r.id.0,
             issuer: r.issuer,
             human_name: r.human_name,
             brand_name: r.brand_name,
             client_id: r.client_id,
             encrypted_client_secret: r.encrypted_client_secret,
-            token_endpoint_auth_method: r.token_endpoint_auth_method,
+            token_endpoint_auth_method: decode_protocol(
+                "token_endpoint_auth_method",
+                &r.token_endpoint_auth_method,
+            )?,
             scope: r.scope,
             settings: r.settings.0,
             created_at: r.created_at.0,
             disabled_at: r.disabled_at.map(Into::into),
-        }
+        })
     }
 }
 
@@ -353,7 +361,7 @@ macro_rules! implementation {
                 .bind(DbId(id))
                 .fetch_optional(self.conn())
                 .await?;
-                Ok(row.map(Into::into))
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn list_enabled(&mut self) -> Result<Vec<UpstreamProvider>, StorageError> {
@@ -365,7 +373,7 @@ macro_rules! implementation {
                 ))
                 .fetch_all(self.conn())
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn upsert(
@@ -395,13 +403,13 @@ macro_rules! implementation {
                 .bind(&params.brand_name)
                 .bind(&params.client_id)
                 .bind(&params.encrypted_client_secret)
-                .bind(&params.token_endpoint_auth_method)
+                .bind(params.token_endpoint_auth_method.as_str())
                 .bind(&params.scope)
                 .bind(Json(&params.settings))
                 .bind(now)
                 .fetch_one(self.conn())
                 .await?;
-                Ok(row.into())
+                row.try_into()
             }
 
             async fn disable(&mut self, id: Ulid) -> Result<bool, StorageError> {

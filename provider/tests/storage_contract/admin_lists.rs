@@ -374,7 +374,7 @@ async fn upstream_links_paged(db: TestDb) {
         brand_name: None,
         client_id: "c".into(),
         encrypted_client_secret: None,
-        token_endpoint_auth_method: "none".into(),
+        token_endpoint_auth_method: ClientAuthMethod::None,
         scope: "openid".into(),
         settings: json!({}),
     };

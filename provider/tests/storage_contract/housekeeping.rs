@@ -11,7 +11,7 @@ use provider::{
         housekeeping::{self, Deleted},
         rate_limit::Quota,
     },
-    domain::protocol::{Prompts, ResponseMode},
+    domain::protocol::{ClientAuthMethod, Prompts, ResponseMode},
     storage::{
         BoxRepository, NewAuthorizationGrant, NewDeviceCodeGrant, NewOAuth2Session,
         NewPendingRegistration, User,
@@ -80,7 +80,7 @@ async fn upstream_session(repo: &mut BoxRepository, n: u8, consume: bool) -> Uli
             brand_name: None,
             client_id: format!("client-{n}"),
             encrypted_client_secret: None,
-            token_endpoint_auth_method: "none".to_owned(),
+            token_endpoint_auth_method: ClientAuthMethod::None,
             scope: "openid".to_owned(),
             settings: json!({}),
         })

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use provider::{
     backend_tests,
     crypto::sha256,
+    domain::protocol::ClientAuthMethod,
     storage::{
         Imported, ImportedAccessToken, ImportedCompatSession, ImportedEmail, ImportedRefreshToken,
         ImportedUser, StorageError, UpstreamProviderParams,
@@ -243,7 +244,7 @@ async fn upstream_links(db: TestDb) {
             brand_name: None,
             client_id: "client".to_owned(),
             encrypted_client_secret: None,
-            token_endpoint_auth_method: "none".to_owned(),
+            token_endpoint_auth_method: ClientAuthMethod::None,
             scope: "openid".to_owned(),
             settings: json!({}),
         })

@@ -1,6 +1,7 @@
 use chrono::Duration;
 use provider::{
     backend_tests,
+    domain::protocol::ClientAuthMethod,
     storage::{
         StorageError, UpstreamAuthorizationSession, UpstreamLink, UpstreamProvider,
         UpstreamProviderParams,
@@ -10,6 +11,8 @@ use provider::{
 use serde_json::json;
 use ulid::Ulid;
 
+use crate::fixtures::write_by_hand;
+
 fn params(client_id: &str) -> UpstreamProviderParams {
     UpstreamProviderParams {
         issuer: Some("https://accounts.example.com".to_owned()),
@@ -17,7 +20,7 @@ fn params(client_id: &str) -> UpstreamProviderParams {
         brand_name: Some("example".to_owned()),
         client_id: client_id.to_owned(),
         encrypted_client_secret: Some("ZW5jcnlwdGVk".to_owned()),
-        token_endpoint_auth_method: "client_secret_basic".to_owned(),
+        token_endpoint_auth_method: ClientAuthMethod::ClientSecretBasic,
         scope: "openid profile email".to_owned(),
         // Nested values of every JSON kind, to check the round trip (JSONB / TEXT).
         settings: json!({
@@ -70,7 +73,7 @@ async fn upstream_providers(db: TestDb) {
             brand_name: None,
             client_id: "client-2".to_owned(),
             encrypted_client_secret: None,
-            token_endpoint_auth_method: "none".to_owned(),
+            token_endpoint_auth_method: ClientAuthMethod::None,
             scope: "openid".to_owned(),
             settings: json!({}),
         })
@@ -498,4 +501,35 @@ async fn upstream_sessions(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
-backend_tests!(upstream_providers, upstream_links, upstream_sessions);
+/// A stored `token_endpoint_auth_method` outside the enum's table (written by hand, or by an
+/// older or newer version) is a data error when the provider is read, as for a client.
+async fn unknown_stored_upstream_auth_method_is_invalid(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let id = Ulid::new();
+    repo.upstream_providers()
+        .upsert(id, params("ours"))
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    write_by_hand(
+        &db,
+        "UPDATE upstream_oauth_providers SET token_endpoint_auth_method = 'tls_client_auth'",
+    )
+    .await;
+    let mut repo = db.storage.reader().await.unwrap();
+    fn invalid<T: std::fmt::Debug>(read: Result<T, StorageError>) {
+        assert!(
+            matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("tls_client_auth")),
+            "{read:?}"
+        );
+    }
+    invalid(repo.upstream_providers().lookup(id).await);
+    invalid(repo.upstream_providers().list_enabled().await);
+}
+
+backend_tests!(
+    upstream_providers,
+    upstream_links,
+    upstream_sessions,
+    unknown_stored_upstream_auth_method_is_invalid
+);

@@ -15,6 +15,7 @@ use url::Url;
 pub mod claims;
 
 use crate::config::Problem;
+use crate::domain::protocol::ClientAuthMethod;
 
 /// The section as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -40,8 +41,10 @@ pub struct UpstreamProviderConfig {
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<String>,
-    #[serde(default)]
-    pub token_endpoint_auth_method: AuthMethod,
+    /// How the provider authenticates at the upstream token endpoint (OIDC Core §9); the
+    /// secret-based methods need `client_secret`, `private_key_jwt` signs with our own key.
+    #[serde(default = "default_auth_method")]
+    pub token_endpoint_auth_method: ClientAuthMethod,
     /// Space-separated; must contain `openid`.
     #[serde(default = "default_scope")]
     pub scope: String,
@@ -84,51 +87,11 @@ fn default_id_token_alg() -> String {
     "RS256".to_owned()
 }
 
-/// How the provider authenticates at the upstream token endpoint (OIDC Core §9).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    #[default]
-    ClientSecretBasic,
-    ClientSecretPost,
-    /// A JWT assertion signed (HS256) with the client secret.
-    ClientSecretJwt,
-    /// A JWT assertion signed (RS256) with this provider's own signing key, which the upstream
-    /// reads from our JWKS.
-    PrivateKeyJwt,
-    None,
-}
-
-impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientSecretBasic => "client_secret_basic",
-            Self::ClientSecretPost => "client_secret_post",
-            Self::ClientSecretJwt => "client_secret_jwt",
-            Self::PrivateKeyJwt => "private_key_jwt",
-            Self::None => "none",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            Self::ClientSecretBasic,
-            Self::ClientSecretPost,
-            Self::ClientSecretJwt,
-            Self::PrivateKeyJwt,
-            Self::None,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == value)
-    }
-
-    /// Does this method use the client secret?
-    pub fn needs_secret(self) -> bool {
-        matches!(
-            self,
-            Self::ClientSecretBasic | Self::ClientSecretPost | Self::ClientSecretJwt
-        )
-    }
+/// How the provider authenticates at an upstream token endpoint when the configuration says
+/// nothing: `client_secret_basic`, OIDC Core §9 ("If omitted, the default is
+/// client_secret_basic") and RFC 7591 §2.
+fn default_auth_method() -> ClientAuthMethod {
+    ClientAuthMethod::ClientSecretBasic
 }
 
 /// How the provider's endpoints are found.
@@ -202,7 +165,7 @@ pub struct UpstreamProviderSettings {
     pub client_id: String,
     /// In plain text here; encrypted in the database.
     pub client_secret: Option<String>,
-    pub token_endpoint_auth_method: AuthMethod,
+    pub token_endpoint_auth_method: ClientAuthMethod,
     pub scope: String,
     pub settings: StoredSettings,
     /// Synapse's ID of this provider (`synapse_idp_id`), for `provider syn2mas`.
@@ -311,7 +274,7 @@ impl UpstreamProviderConfig {
             p.push(problem(format!("{path}.client_id"), "must not be empty"));
         }
         let method = self.token_endpoint_auth_method;
-        match (&self.client_secret, method.needs_secret()) {
+        match (&self.client_secret, method.uses_secret()) {
             (None, true) => p.push(problem(
                 format!("{path}.client_secret"),
                 format!("required by `{}`", method.as_str()),
@@ -441,7 +404,10 @@ mod tests {
         let p = &out[0];
         assert_eq!(p.id.to_string(), ID);
         assert_eq!(p.scope, "openid profile email");
-        assert_eq!(p.token_endpoint_auth_method, AuthMethod::ClientSecretBasic);
+        assert_eq!(
+            p.token_endpoint_auth_method,
+            ClientAuthMethod::ClientSecretBasic
+        );
         assert_eq!(p.settings.discovery_mode, DiscoveryMode::Oidc);
         assert_eq!(p.settings.pkce_method, PkceMethod::Auto);
         assert_eq!(p.settings.response_mode, ResponseMode::Query);

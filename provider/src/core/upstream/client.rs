@@ -27,9 +27,12 @@ use url::Url;
 
 use super::UpstreamError;
 use crate::{
-    config::upstream::{is_loopback, AuthMethod, DiscoveryMode, PkceMethod, StoredSettings},
+    config::upstream::{is_loopback, DiscoveryMode, PkceMethod, StoredSettings},
     crypto::Encrypter,
-    domain::{protocol::JWT_BEARER, token::random_code},
+    domain::{
+        protocol::{ClientAuthMethod, JWT_BEARER},
+        token::random_code,
+    },
     keys::{Algorithm, Keystore},
     storage::{BoxRepository, UpstreamProvider},
 };
@@ -55,7 +58,7 @@ pub struct Provider {
     pub name: String,
     pub client_id: String,
     client_secret: Option<String>,
-    pub auth_method: AuthMethod,
+    pub auth_method: ClientAuthMethod,
     pub scope: String,
     pub settings: StoredSettings,
 }
@@ -102,12 +105,6 @@ impl Provider {
     pub fn from_row(row: &UpstreamProvider, encrypter: &Encrypter) -> Result<Self, UpstreamError> {
         let settings: StoredSettings = serde_json::from_value(row.settings.clone())
             .map_err(|e| UpstreamError::Misconfigured(format!("stored settings: {e}")))?;
-        let auth_method = AuthMethod::parse(&row.token_endpoint_auth_method).ok_or_else(|| {
-            UpstreamError::Misconfigured(format!(
-                "unknown token_endpoint_auth_method `{}`",
-                row.token_endpoint_auth_method
-            ))
-        })?;
         let client_secret = row
             .encrypted_client_secret
             .as_deref()
@@ -124,7 +121,7 @@ impl Provider {
             name: display_name(row),
             client_id: row.client_id.clone(),
             client_secret,
-            auth_method,
+            auth_method: row.token_endpoint_auth_method,
             scope: row.scope.clone(),
             settings,
         })
@@ -507,7 +504,7 @@ impl UpstreamHttp {
         let mut request = self.client.post(endpoints.token.clone());
         match provider.auth_method {
             // RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded id and secret.
-            AuthMethod::ClientSecretBasic => {
+            ClientAuthMethod::ClientSecretBasic => {
                 let encode = |v: &str| -> String {
                     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
                 };
@@ -517,14 +514,14 @@ impl UpstreamHttp {
                     format!("Basic {}", STANDARD.encode(credentials)),
                 );
             }
-            AuthMethod::ClientSecretPost => {
+            ClientAuthMethod::ClientSecretPost => {
                 form.push(("client_id", provider.client_id.clone()));
                 form.push(("client_secret", secret()?));
             }
-            AuthMethod::None => form.push(("client_id", provider.client_id.clone())),
+            ClientAuthMethod::None => form.push(("client_id", provider.client_id.clone())),
             // RFC 7523 §2.2 / OIDC Core §9: a JWT assertion naming the client, for the token
             // endpoint, short-lived and unique.
-            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt => {
+            ClientAuthMethod::ClientSecretJwt | ClientAuthMethod::PrivateKeyJwt => {
                 let claims = json!({
                     "iss": provider.client_id,
                     "sub": provider.client_id,
@@ -533,7 +530,7 @@ impl UpstreamHttp {
                     "iat": now.timestamp(),
                     "exp": (now + ASSERTION_LIFETIME).timestamp(),
                 });
-                let assertion = if provider.auth_method == AuthMethod::ClientSecretJwt {
+                let assertion = if provider.auth_method == ClientAuthMethod::ClientSecretJwt {
                     jsonwebtoken::encode(
                         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
                         &claims,

@@ -50,7 +50,7 @@ fn params(
         brand_name: wanted.brand_name.clone(),
         client_id: wanted.client_id.clone(),
         encrypted_client_secret,
-        token_endpoint_auth_method: wanted.token_endpoint_auth_method.as_str().to_owned(),
+        token_endpoint_auth_method: wanted.token_endpoint_auth_method,
         scope: wanted.scope.clone(),
         settings: serde_json::to_value(&wanted.settings)
             .map_err(|e| StorageError::Invalid(e.to_string()))?,
@@ -76,7 +76,7 @@ pub async fn sync_providers(
                     brand_name: p.brand_name.clone(),
                     client_id: p.client_id.clone(),
                     encrypted_client_secret: p.encrypted_client_secret.clone(),
-                    token_endpoint_auth_method: p.token_endpoint_auth_method.clone(),
+                    token_endpoint_auth_method: p.token_endpoint_auth_method,
                     scope: p.scope.clone(),
                     settings: p.settings.clone(),
                 } == params

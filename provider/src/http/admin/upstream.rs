@@ -42,7 +42,7 @@ impl From<UpstreamProvider> for UpstreamProviderView {
             human_name: p.human_name,
             brand_name: p.brand_name,
             client_id: p.client_id,
-            token_endpoint_auth_method: p.token_endpoint_auth_method,
+            token_endpoint_auth_method: p.token_endpoint_auth_method.to_string(),
             scope: p.scope,
             created_at: p.created_at,
             disabled_at: p.disabled_at,
