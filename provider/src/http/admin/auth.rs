@@ -50,7 +50,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = match authorization(&parts.headers) {
             Authorization::Bearer(token) => token,
-            Authorization::Absent | Authorization::Other => {
+            Authorization::Absent | Authorization::Basic(_) | Authorization::Other => {
                 return Err(ApiError::Unauthorized {
                     detail: "an access token with the scope urn:mas:admin is required \
                              (Authorization: Bearer …)"

@@ -47,7 +47,7 @@ pub fn access_token(headers: &HeaderMap, query: Option<&str>) -> Result<String, 
         Authorization::Bearer(token) => Some(token.to_owned()),
         Authorization::Malformed => None,
         // Another scheme is no access token (§"Using access tokens": only `Bearer`).
-        Authorization::Absent | Authorization::Other => from_query(),
+        Authorization::Absent | Authorization::Basic(_) | Authorization::Other => from_query(),
     }
     .filter(|t| !t.is_empty())
     .ok_or(MatrixError::MissingToken)

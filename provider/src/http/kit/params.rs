@@ -123,7 +123,10 @@ pub enum Authorization<'a> {
     Absent,
     /// RFC 6750 §2.1: `Bearer <token>` (the scheme is case-insensitive, RFC 9110 §11.1).
     Bearer(&'a str),
-    /// Another scheme, e.g. `Basic` client credentials (RFC 6749 §2.3.1).
+    /// RFC 7617 §2: `Basic <credentials>`, the base64 of `id:secret` as sent (client
+    /// credentials, RFC 6749 §2.3.1; the scheme is case-insensitive, RFC 9110 §11.1).
+    Basic(&'a str),
+    /// Another scheme (`DPoP`, `Digest`, …).
     Other,
     /// A `Bearer` header without a token, a header that is not text, or several `Authorization`
     /// headers (RFC 9110 §5.3 allows one value only).
@@ -148,28 +151,104 @@ pub fn authorization(headers: &HeaderMap) -> Authorization<'_> {
 /// Parses an `Authorization` value. RFC 6750 §2.1: `credentials = "Bearer" 1*SP b64token`; the
 /// token is taken as it is (surrounding spaces trimmed) without checking the b64token alphabet:
 /// our tokens are checked by their checksum, and an operator's shared secret may use any
-/// printable character.
+/// printable character. RFC 7617 §2: `Basic` and its credentials, decoded by the caller.
+/// A known scheme without its credentials is malformed.
 pub fn parse_authorization(value: &str) -> Authorization<'_> {
     let value = value.trim_start();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return if scheme.is_empty() {
-            Authorization::Malformed
-        } else {
-            Authorization::Other
-        };
-    }
-    match rest.trim() {
-        "" => Authorization::Malformed,
-        token => Authorization::Bearer(token),
+    let credentials = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if credentials.is_empty() {
+            return Authorization::Malformed;
+        }
+        Authorization::Bearer(credentials)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        if credentials.is_empty() {
+            return Authorization::Malformed;
+        }
+        Authorization::Basic(credentials)
+    } else if scheme.is_empty() {
+        Authorization::Malformed
+    } else {
+        Authorization::Other
     }
 }
 
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use proptest::prelude::*;
 
     use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn parses_bearer_headers() {
+        assert_eq!(
+            parse_authorization("Bearer abc"),
+            Authorization::Bearer("abc")
+        );
+        // RFC 9110 §11.1: the scheme is case-insensitive; extra spaces are tolerated.
+        assert_eq!(
+            parse_authorization("bearer abc"),
+            Authorization::Bearer("abc")
+        );
+        assert_eq!(
+            parse_authorization("BEARER   abc  "),
+            Authorization::Bearer("abc")
+        );
+        assert_eq!(
+            parse_authorization("Bearer a=b/c+"),
+            Authorization::Bearer("a=b/c+")
+        );
+        assert_eq!(parse_authorization("Bearer"), Authorization::Malformed);
+        assert_eq!(parse_authorization("Bearer    "), Authorization::Malformed);
+        assert_eq!(parse_authorization(""), Authorization::Malformed);
+        assert_eq!(
+            parse_authorization("Basic YTpi"),
+            Authorization::Basic("YTpi")
+        );
+        // RFC 9110 §11.1, for Basic as for Bearer.
+        assert_eq!(
+            parse_authorization("BASIC  YTpi "),
+            Authorization::Basic("YTpi")
+        );
+        assert_eq!(parse_authorization("basic"), Authorization::Malformed);
+        assert_eq!(parse_authorization("Bearerabc"), Authorization::Other);
+        assert_eq!(parse_authorization("DPoP abc"), Authorization::Other);
+    }
+
+    #[test]
+    fn reads_the_header() {
+        assert_eq!(authorization(&HeaderMap::new()), Authorization::Absent);
+        let one = headers(&[(header::AUTHORIZATION, "Bearer x")]);
+        assert_eq!(authorization(&one), Authorization::Bearer("x"));
+        let two = headers(&[
+            (header::AUTHORIZATION, "Bearer x"),
+            (header::AUTHORIZATION, "Bearer y"),
+        ]);
+        assert_eq!(authorization(&two), Authorization::Malformed);
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert_eq!(authorization(&binary), Authorization::Malformed);
+    }
+
+    proptest! {
+        #[test]
+        fn header_parsing_never_panics(value in "\\PC{0,80}") {
+            let _ = parse_authorization(&value);
+        }
+    }
 
     fn form_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();

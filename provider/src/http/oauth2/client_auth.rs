@@ -20,7 +20,7 @@
 //! the assertions' signatures. Credentials holding control characters are refused before any
 //! query (`invalid_client`).
 
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
     Engine as _,
@@ -30,7 +30,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq as _;
 
 use super::token::TokenError;
-use crate::http::kit::params::Params;
+use crate::http::kit::params::{authorization, Authorization, Params};
 use crate::{
     core::rate_limit::{ClientIp, Limit},
     crypto::Encrypter,
@@ -104,18 +104,23 @@ fn form_decode(value: &str) -> String {
 }
 
 fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, TokenError> {
-    let basic = match headers.get(header::AUTHORIZATION) {
-        Some(value) => {
-            let value = value.to_str().unwrap_or_default();
-            let encoded = value
-                .strip_prefix("Basic ")
-                .or_else(|| value.strip_prefix("basic "))
-                .ok_or_else(|| {
-                    TokenError::invalid_client(
-                        "only HTTP Basic authentication is accepted here",
-                        true,
-                    )
-                })?;
+    // RFC 6749 §2.3.1: HTTP Basic, read by the kit's one header reader (the scheme is
+    // case-insensitive, RFC 9110 §11.1; several `Authorization` headers are malformed).
+    let basic = match authorization(headers) {
+        Authorization::Absent => None,
+        Authorization::Malformed => {
+            return Err(TokenError::invalid_client(
+                "the Authorization header is malformed",
+                true,
+            ))
+        }
+        Authorization::Bearer(_) | Authorization::Other => {
+            return Err(TokenError::invalid_client(
+                "only HTTP Basic authentication is accepted here",
+                true,
+            ))
+        }
+        Authorization::Basic(encoded) => {
             let decoded = STANDARD
                 .decode(encoded.trim())
                 .ok()
@@ -139,7 +144,6 @@ fn credentials(headers: &HeaderMap, params: &Params) -> Result<Credentials, Toke
             }
             Some((id, secret))
         }
-        None => None,
     };
     let body_id = params.get("client_id").map(str::to_owned);
     let body_secret = params.get("client_secret").map(str::to_owned);
@@ -644,7 +648,7 @@ async fn authenticate_assertion(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderValue};
 
     use super::*;
 
@@ -680,6 +684,19 @@ mod tests {
                 secret: "p+q r".into()
             }
         );
+        // RFC 9110 §11.1: the scheme is case-insensitive.
+        let mut upper = HeaderMap::new();
+        upper.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("BASIC {}", STANDARD.encode("abc:s"))).unwrap(),
+        );
+        assert_eq!(
+            credentials(&upper, &Params::parse("")).unwrap(),
+            Credentials::Basic {
+                id: "abc".into(),
+                secret: "s".into()
+            }
+        );
     }
 
     #[test]
@@ -702,6 +719,19 @@ mod tests {
         );
         assert_eq!(
             credentials(&basic("no-colon"), &Params::parse(""))
+                .unwrap_err()
+                .error
+                .as_str(),
+            "invalid_client"
+        );
+        // RFC 9110 §5.3: one Authorization header; two are refused, not the first one read.
+        let mut two = basic("abc:x");
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        assert_eq!(
+            credentials(&two, &Params::parse(""))
                 .unwrap_err()
                 .error
                 .as_str(),

@@ -209,7 +209,7 @@ async fn authenticate(
             "the Authorization header is malformed",
         ))),
         // HTTP Basic, client_secret_post or nothing: client authentication decides.
-        Authorization::Absent | Authorization::Other => {
+        Authorization::Absent | Authorization::Basic(_) | Authorization::Other => {
             let (client, read) =
                 client_auth::authenticate_reading(state, client_ip, headers, params, access)
                     .await?;
