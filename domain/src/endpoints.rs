@@ -31,6 +31,8 @@ pub const CONSENT: &str = "/consent";
 pub const LOGIN: &str = "/login";
 /// The registration page.
 pub const REGISTER: &str = "/register";
+/// "Forgot password?": the page that mails a recovery link, which opens `/recover/{ticket}`.
+pub const RECOVER: &str = "/recover";
 /// `GET /upstream/authorize/{provider_id}`: starts a login at an upstream provider.
 pub const UPSTREAM_AUTHORIZE: &str = "/upstream/authorize";
 /// `GET|POST /upstream/callback/{provider_id}`: the upstream provider's redirect URI.

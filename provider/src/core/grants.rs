@@ -20,7 +20,7 @@ use chrono::Duration;
 use ulid::Ulid;
 
 use crate::{
-    core::Core,
+    core::{sessions, Core},
     crypto::sha256,
     domain::{protocol::Prompt, scope, token::random_code},
     storage::{
@@ -31,41 +31,6 @@ use crate::{
 
 /// How long a stored authorization request may wait for the user (sign-in and consent).
 pub const REQUEST_LIFETIME_MINUTES: i64 = 15;
-
-/// The browser session of this ID (the one the browser's cookie names) and its user, when both
-/// are still active.
-pub async fn signed_in(
-    core: &Core,
-    session_id: Option<Ulid>,
-) -> Result<Option<(BrowserSession, User)>, StorageError> {
-    if session_id.is_none() {
-        return Ok(None);
-    }
-    signed_in_on(&mut core.storage.reader().await?, core, session_id).await
-}
-
-/// [`signed_in`] on a connection the caller already holds. A session past its idle or
-/// absolute lifetime (`sessions`) is nobody's ([`crate::core::sessions::live_browser_session`]).
-pub async fn signed_in_on(
-    repo: &mut BoxRepository,
-    core: &Core,
-    session_id: Option<Ulid>,
-) -> Result<Option<(BrowserSession, User)>, StorageError> {
-    let Some(id) = session_id else {
-        return Ok(None);
-    };
-    let now = core.storage.entropy().clock.now();
-    let lifetimes = core.settings.browser_sessions;
-    let Some(session) =
-        crate::core::sessions::live_browser_session(repo, id, lifetimes, now).await?
-    else {
-        return Ok(None);
-    };
-    match repo.users().lookup(session.user_id).await? {
-        Some(user) if user.is_active() => Ok(Some((session, user))),
-        _ => Ok(None),
-    }
-}
 
 /// What a request still needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +132,7 @@ pub async fn assess(
     session_id: Option<Ulid>,
     signed_in_for: Option<Ulid>,
 ) -> Result<(Option<(BrowserSession, User)>, Decision), StorageError> {
-    let user = signed_in_on(repo, core, session_id).await?;
+    let user = sessions::signed_in_on(repo, core, session_id).await?;
     let decision = decide(repo, core, grant, client, user.as_ref(), signed_in_for).await?;
     Ok((user, decision))
 }

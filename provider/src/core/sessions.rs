@@ -15,7 +15,7 @@ use crate::{
         matrix::provisioning::{self, AfterCommit, Task},
         Core,
     },
-    storage::{BoxRepository, BrowserSession, CompatSession, StorageError},
+    storage::{BoxRepository, BrowserSession, CompatSession, StorageError, User},
 };
 
 /// A live browser session's last use is written at most this often (its idle lifetime is
@@ -70,6 +70,57 @@ pub async fn live_browser_session(
         repo.browser_sessions().touch(id).await?;
     }
     Ok(Some(session))
+}
+
+/// The browser session of this ID (the one the browser's cookie names) and its user, when both
+/// are still active.
+pub async fn signed_in(
+    core: &Core,
+    session_id: Option<Ulid>,
+) -> Result<Option<(BrowserSession, User)>, StorageError> {
+    if session_id.is_none() {
+        return Ok(None);
+    }
+    signed_in_on(&mut core.storage.reader().await?, core, session_id).await
+}
+
+/// [`signed_in`] on a connection the caller already holds. A session past its idle or
+/// absolute lifetime (`sessions`) is nobody's ([`live_browser_session`]).
+pub async fn signed_in_on(
+    repo: &mut BoxRepository,
+    core: &Core,
+    session_id: Option<Ulid>,
+) -> Result<Option<(BrowserSession, User)>, StorageError> {
+    let Some(id) = session_id else {
+        return Ok(None);
+    };
+    let now = core.storage.entropy().clock.now();
+    let lifetimes = core.settings.browser_sessions;
+    let Some(session) = live_browser_session(repo, id, lifetimes, now).await? else {
+        return Ok(None);
+    };
+    match repo.users().lookup(session.user_id).await? {
+        Some(user) if user.is_active() => Ok(Some((session, user))),
+        _ => Ok(None),
+    }
+}
+
+/// Ends one browser session, and the OAuth 2.0 sessions approved from it (as a logout does),
+/// whose devices the homeserver deletes. `false` when it had ended already.
+pub async fn end_browser_session(
+    repo: &mut BoxRepository,
+    session_id: Ulid,
+    user_id: Ulid,
+    now: DateTime<Utc>,
+) -> Result<(bool, AfterCommit), StorageError> {
+    let mut jobs = AfterCommit::default();
+    for oauth in repo.oauth2_sessions().list_active_for_user(user_id).await? {
+        if oauth.browser_session_id == Some(session_id) {
+            jobs.add(end_oauth2_session(repo, oauth.id, now).await?);
+        }
+    }
+    let ended = repo.browser_sessions().finish(session_id).await?;
+    Ok((ended, jobs))
 }
 
 /// Ends the user's browser sessions other than `keep` (a password change: whoever knew the old

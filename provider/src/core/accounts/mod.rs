@@ -350,22 +350,10 @@ pub async fn set_admin(
     Ok((user, jobs))
 }
 
-/// Ends one browser session, and the OAuth 2.0 sessions approved from it (as a logout does),
-/// whose devices the homeserver deletes. `false` when it had ended already.
-pub async fn end_browser_session(
-    repo: &mut BoxRepository,
-    session_id: Ulid,
-    user_id: Ulid,
-    now: DateTime<Utc>,
-) -> Result<(bool, AfterCommit), StorageError> {
-    let mut jobs = AfterCommit::default();
-    for oauth in repo.oauth2_sessions().list_active_for_user(user_id).await? {
-        if oauth.browser_session_id == Some(session_id) {
-            jobs.add(end_oauth2_session(repo, oauth.id, now).await?);
-        }
-    }
-    let ended = repo.browser_sessions().finish(session_id).await?;
-    Ok((ended, jobs))
+/// Is password recovery ("Forgot password?") offered? Only when the configuration enables it
+/// and mail is delivered (a recovery link is mailed).
+pub fn password_recovery_offered(core: &Core) -> bool {
+    core.settings.account.password_recovery_enabled && core.mailer.delivers()
 }
 
 /// Does the configuration let users do what this account-management action does (MSC4191)?

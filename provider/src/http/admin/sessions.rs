@@ -13,9 +13,11 @@ use super::{
     error::Params, parse_id, parse_id_param, parse_session_status, Admin, ApiError, Page,
     PageParams, Paging, Problem,
 };
-use crate::core::sessions::end_compat_session;
 use crate::{
-    core::{accounts, matrix::provisioning::AfterCommit, sessions::end_oauth2_session},
+    core::{
+        matrix::provisioning::AfterCommit,
+        sessions::{self, end_compat_session, end_oauth2_session},
+    },
     http::AppState,
     storage::{
         BoxRepository, BrowserSession, CompatSession, OAuth2Session, OAuth2SessionFilter,
@@ -232,7 +234,7 @@ impl Session for BrowserSession {
         repo: &mut BoxRepository,
         now: DateTime<Utc>,
     ) -> Result<AfterCommit, StorageError> {
-        let (_, jobs) = accounts::end_browser_session(repo, self.id, self.user_id, now).await?;
+        let (_, jobs) = sessions::end_browser_session(repo, self.id, self.user_id, now).await?;
         Ok(jobs)
     }
 }

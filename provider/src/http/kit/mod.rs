@@ -237,12 +237,12 @@ pub fn error_page(
 }
 
 /// The browser session the cookie names and its user, when both are still active
-/// ([`crate::core::grants::signed_in`]).
+/// ([`crate::core::sessions::signed_in`]).
 pub async fn signed_in(
     state: &AppState,
     cookie: &BrowserCookie,
 ) -> Result<Option<(BrowserSession, User)>, StorageError> {
-    crate::core::grants::signed_in(state, cookie.session_id()).await
+    crate::core::sessions::signed_in(state, cookie.session_id()).await
 }
 
 /// A `303 See Other` to a URL.

@@ -14,9 +14,9 @@ use axum_extra::extract::PrivateCookieJar;
 use serde::Deserialize;
 use ulid::Ulid;
 
-use super::UNLINK_PATH;
 use crate::core::upstream::client::provider_name;
 use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::endpoints::UPSTREAM_UNLINK;
 use crate::http::kit;
 use crate::{
     endpoints,
@@ -106,7 +106,7 @@ pub async fn unlink_page(
                 account => target.link.human_account_name,
                 last_way_in => target.last_way_in,
                 csrf => cookie.csrf_token(),
-                action => format!("{UNLINK_PATH}/{}", target.link.id),
+                action => format!("{UPSTREAM_UNLINK}/{}", target.link.id),
                 back => endpoints::ACCOUNT,
             },
         ))

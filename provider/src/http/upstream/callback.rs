@@ -26,9 +26,10 @@ use ulid::Ulid;
 
 use super::{
     cookie::{UpstreamCookie, LIFETIME},
-    redirect_uri, CALLBACK_PATH, LINK_PATH,
+    redirect_uri,
 };
 use crate::core::upstream::{client::Provider, id_token, UpstreamError};
+use crate::endpoints::{UPSTREAM_CALLBACK, UPSTREAM_LINK};
 use crate::http::kit;
 use crate::{
     crypto::sha256,
@@ -110,7 +111,7 @@ fn resubmit(state: &AppState, provider_id: &str, params: &CallbackParams) -> Res
         "pages/upstream_continue.html",
         minijinja::context! {
             script => RESUBMIT_SCRIPT,
-            action => format!("{CALLBACK_PATH}/{provider_id}"),
+            action => format!("{UPSTREAM_CALLBACK}/{provider_id}"),
             fields => fields,
         },
         &kit::csp("'self'", Some(&hash)),
@@ -160,8 +161,8 @@ async fn handle(
         Err(e) => Err(e),
     };
     let response = match outcome {
-        Ok(session) if posted => onward(&state, &format!("{LINK_PATH}/{session}")),
-        Ok(session) => Redirect::to(&format!("{LINK_PATH}/{session}")).into_response(),
+        Ok(session) if posted => onward(&state, &format!("{UPSTREAM_LINK}/{session}")),
+        Ok(session) => Redirect::to(&format!("{UPSTREAM_LINK}/{session}")).into_response(),
         Err(e) => e.page(&state, Some(&provider.name)),
     };
     (cookie.into_jar(), response).into_response()

@@ -25,9 +25,10 @@ use ulid::Ulid;
 use super::{
     continue_to,
     cookie::{Pending, UpstreamCookie, LIFETIME},
-    method, LINK_PATH,
+    method,
 };
 use crate::core::sign_in;
+use crate::endpoints::UPSTREAM_LINK;
 use crate::http::kit;
 use crate::{
     config::upstream::claims::Imported,
@@ -286,7 +287,7 @@ async fn page(
             provider => done.provider.name,
             account_name => done.link.human_account_name,
             csrf => cookie.csrf_token(),
-            action => format!("{LINK_PATH}/{}", done.session.id),
+            action => format!("{UPSTREAM_LINK}/{}", done.session.id),
             error => error,
             server_name => state.settings.matrix.homeserver,
             can_register => can_register,
@@ -326,7 +327,7 @@ pub async fn post(
     };
     if done.link.user_id.is_some() {
         // Linked meanwhile (another tab): the GET signs that account in.
-        let back = Redirect::to(&format!("{LINK_PATH}/{}", done.session.id)).into_response();
+        let back = Redirect::to(&format!("{UPSTREAM_LINK}/{}", done.session.id)).into_response();
         return respond(cookie, upstream, back);
     }
     let user_agent = kit::user_agent(&headers);

@@ -34,10 +34,7 @@ pub mod callback;
 pub mod cookie;
 pub mod link;
 
-pub use crate::endpoints::{
-    UPSTREAM_AUTHORIZE as AUTHORIZE_PATH, UPSTREAM_CALLBACK as CALLBACK_PATH,
-    UPSTREAM_LINK as LINK_PATH, UPSTREAM_UNLINK as UNLINK_PATH,
-};
+use crate::endpoints::{UPSTREAM_AUTHORIZE, UPSTREAM_CALLBACK, UPSTREAM_LINK, UPSTREAM_UNLINK};
 
 /// The sign-in method recorded on browser sessions opened by an upstream login
 /// (`upstream:<link id>`, see the `browser_session_authentications` table).
@@ -49,19 +46,19 @@ pub fn method(link_id: Ulid) -> String {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
-            &format!("{AUTHORIZE_PATH}/{{provider_id}}"),
+            &format!("{UPSTREAM_AUTHORIZE}/{{provider_id}}"),
             get(authorize::get),
         )
         .route(
-            &format!("{CALLBACK_PATH}/{{provider_id}}"),
+            &format!("{UPSTREAM_CALLBACK}/{{provider_id}}"),
             get(callback::get).post(callback::post),
         )
         .route(
-            &format!("{LINK_PATH}/{{session_id}}"),
+            &format!("{UPSTREAM_LINK}/{{session_id}}"),
             get(link::get).post(link::post),
         )
         .route(
-            &format!("{UNLINK_PATH}/{{link_id}}"),
+            &format!("{UPSTREAM_UNLINK}/{{link_id}}"),
             get(account::unlink_page).post(account::unlink),
         )
 }
@@ -70,7 +67,7 @@ pub fn routes() -> Router<AppState> {
 pub fn redirect_uri(state: &AppState, provider_id: Ulid) -> String {
     crate::endpoints::url(
         &state.settings.public_base,
-        &format!("{CALLBACK_PATH}/{provider_id}"),
+        &format!("{UPSTREAM_CALLBACK}/{provider_id}"),
     )
     .to_string()
 }

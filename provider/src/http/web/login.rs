@@ -17,6 +17,7 @@ use axum::{
 use axum_extra::extract::PrivateCookieJar;
 use serde::Deserialize;
 
+use crate::core::accounts::password_recovery_offered;
 use crate::core::sign_in::{self, authenticate, AttemptError};
 use crate::domain::after_sign_in::{self, AfterSignIn};
 use crate::endpoints;
@@ -84,7 +85,7 @@ async fn login_page(
                 .settings
                 .registration
                 .then(|| after_sign_in::sign_in_link(endpoints::REGISTER, after)),
-            recover => super::recover::enabled(state).then_some(super::recover::PATH),
+            recover => password_recovery_offered(state).then_some(endpoints::RECOVER),
         },
         &csp,
     )

@@ -30,7 +30,7 @@ use url::Url;
 use crate::core::clients;
 use crate::http::kit;
 use crate::{
-    core::{matrix::provisioning::AfterCommit, sessions::end_oauth2_session},
+    core::sessions::end_browser_session,
     domain::redirect_uri,
     http::{
         kit::{params::Params, redirect_to},
@@ -277,15 +277,9 @@ pub async fn handle(
     let ended = async {
         let now = state.storage.entropy().clock.now();
         let mut repo = state.storage.begin().await?;
-        // The OAuth 2.0 sessions approved from this browser session end with it, each the
-        // one way sessions end (their Matrix devices are deleted too).
-        let mut jobs = AfterCommit::default();
-        for oauth in repo.oauth2_sessions().list_active_for_user(user.id).await? {
-            if oauth.browser_session_id == Some(session.id) {
-                jobs.add(end_oauth2_session(&mut repo, oauth.id, now).await?);
-            }
-        }
-        repo.browser_sessions().finish(session.id).await?;
+        // The OAuth 2.0 sessions approved from this browser session end with it (their
+        // Matrix devices are deleted too).
+        let (_, jobs) = end_browser_session(&mut repo, session.id, user.id, now).await?;
         repo.commit().await?;
         Ok::<_, StorageError>(jobs)
     }

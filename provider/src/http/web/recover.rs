@@ -29,6 +29,7 @@ use crate::{
             emails::{
                 self as account_emails, RecoveryToSend, TicketRefusal, RECOVERY_LIFETIME_MINUTES,
             },
+            password_recovery_offered,
         },
         email::messages,
         rate_limit::{self, ClientIp, Limit, RateLimitError},
@@ -43,17 +44,12 @@ use crate::{
 };
 
 /// Where the "Forgot password?" page is served.
-pub const PATH: &str = "/recover";
+pub const PATH: &str = endpoints::RECOVER;
 /// The recovery link's page.
 pub const TICKET_PATH: &str = "/recover/{ticket}";
 
 /// The longest ticket looked up (ours are 32 characters).
 const MAX_TICKET_CHARS: usize = 64;
-
-/// Is password recovery offered? Only when the configuration enables it and mail is delivered.
-pub fn enabled(state: &AppState) -> bool {
-    state.settings.account.password_recovery_enabled && state.mailer.delivers()
-}
 
 /// The page when recovery is not offered.
 fn not_offered(state: &AppState) -> Response {
@@ -98,7 +94,7 @@ fn request_page(
 
 /// `GET /recover`.
 pub async fn get(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
-    if !enabled(&state) {
+    if !password_recovery_offered(&state) {
         return not_offered(&state);
     }
     let cookie = kit::load_cookie(&state, jar);
@@ -121,7 +117,7 @@ pub async fn post(
     jar: PrivateCookieJar,
     Form(form): Form<RequestForm>,
 ) -> Response {
-    if !enabled(&state) {
+    if !password_recovery_offered(&state) {
         return not_offered(&state);
     }
     let cookie = kit::load_cookie(&state, jar);
@@ -288,7 +284,7 @@ pub async fn get_ticket(
     jar: PrivateCookieJar,
     Path(ticket): Path<String>,
 ) -> Response {
-    if !enabled(&state) {
+    if !password_recovery_offered(&state) {
         return not_offered(&state);
     }
     let Some(ticket) = ticket_of(&ticket) else {
@@ -333,7 +329,7 @@ pub async fn post_ticket(
     Path(ticket): Path<String>,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    if !enabled(&state) {
+    if !password_recovery_offered(&state) {
         return not_offered(&state);
     }
     let Some(ticket) = ticket_of(&ticket) else {
