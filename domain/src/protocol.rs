@@ -326,6 +326,17 @@ protocol_enum! {
     }
 }
 
+protocol_enum! {
+    /// The kinds of token a `token_type_hint` names (RFC 7009 §2.1, RFC 7662 §2.1), which the
+    /// introspection response's `token_type` also uses (as MAS does; SPEC-NOTES.md).
+    pub enum TokenTypeHint ("token type hint") {
+        /// RFC 7009 §2.1.
+        AccessToken => "access_token",
+        /// RFC 7009 §2.1.
+        RefreshToken => "refresh_token",
+    }
+}
+
 /// The wire values of `values`, in order (for the discovery document's `*_supported` lists).
 pub fn wire_values<T: Copy + Into<&'static str>>(values: &[T]) -> Vec<&'static str> {
     values.iter().map(|v| (*v).into()).collect()

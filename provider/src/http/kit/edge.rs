@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 use super::params::{has_control, is_form_urlencoded, Params};
 use crate::{
     core::rate_limit::{self, ClientIp, Limit, RateLimitError},
+    domain::protocol::ErrorCode,
     http::AppState,
 };
 
@@ -128,14 +129,14 @@ impl Route {
 pub struct Bound {
     pub name: &'static str,
     pub max: usize,
-    pub error: &'static str,
+    pub error: ErrorCode,
 }
 
 const fn bound(name: &'static str, max: usize) -> Bound {
     Bound {
         name,
         max,
-        error: "invalid_request",
+        error: ErrorCode::InvalidRequest,
     }
 }
 
@@ -160,7 +161,7 @@ pub const FIELD_BOUNDS: &[Bound] = &[
     Bound {
         name: "scope",
         max: 2048,
-        error: "invalid_scope",
+        error: ErrorCode::InvalidScope,
     },
     bound("state", 2048),
     bound("nonce", 512),
@@ -195,17 +196,17 @@ pub const REGISTRATION_BOUNDS: &[Bound] = &[
     Bound {
         name: "client_name",
         max: 256,
-        error: "invalid_client_metadata",
+        error: ErrorCode::InvalidClientMetadata,
     },
     Bound {
         name: "redirect_uris",
         max: 2048,
-        error: "invalid_redirect_uri",
+        error: ErrorCode::InvalidRedirectUri,
     },
     Bound {
         name: "contacts",
         max: 320,
-        error: "invalid_client_metadata",
+        error: ErrorCode::InvalidClientMetadata,
     },
 ];
 /// The longest string member of client metadata that [`REGISTRATION_BOUNDS`] doesn't name.
@@ -232,7 +233,7 @@ pub enum Refusal {
     TooLong {
         field: String,
         max: usize,
-        error: &'static str,
+        error: ErrorCode,
     },
     /// More array items or members than client metadata may have.
     TooMany { field: String, max: usize },
@@ -267,13 +268,13 @@ impl Refusal {
     }
 
     /// The OAuth error code (RFC 6749 §5.2, RFC 7591 §3.2.2).
-    fn oauth_error(&self, door: Door) -> &'static str {
+    fn oauth_error(&self, door: Door) -> ErrorCode {
         match (self, door) {
             // RFC 6749 §4.1.2.1: "temporarily unavailable … due to a temporary overloading".
-            (Self::Limited { .. }, _) => "temporarily_unavailable",
-            (Self::TooLong { error, .. }, _) => error,
-            (_, Door::Registration) => "invalid_client_metadata",
-            _ => "invalid_request",
+            (Self::Limited { .. }, _) => ErrorCode::TemporarilyUnavailable,
+            (Self::TooLong { error, .. }, _) => *error,
+            (_, Door::Registration) => ErrorCode::InvalidClientMetadata,
+            _ => ErrorCode::InvalidRequest,
         }
     }
 
@@ -347,7 +348,7 @@ impl Refusal {
                     status,
                     title,
                     &detail,
-                    Some(self.oauth_error(door)),
+                    Some(self.oauth_error(door).as_str()),
                 )
             }
         };
@@ -372,7 +373,7 @@ fn parameter_bound(name: &str) -> Bound {
         .unwrap_or(Bound {
             name: "",
             max: OTHER_PARAMETER,
-            error: "invalid_request",
+            error: ErrorCode::InvalidRequest,
         })
 }
 
@@ -493,7 +494,7 @@ fn string_bound(member: &str, door: Door, depth: usize) -> Option<Bound> {
                 } else {
                     OTHER_METADATA
                 },
-                error: "invalid_client_metadata",
+                error: ErrorCode::InvalidClientMetadata,
             }))
         }
         Door::Matrix => Some(
@@ -504,7 +505,7 @@ fn string_bound(member: &str, door: Door, depth: usize) -> Option<Bound> {
                 .unwrap_or(Bound {
                     name: "",
                     max: OTHER_PARAMETER,
-                    error: "invalid_request",
+                    error: ErrorCode::InvalidRequest,
                 }),
         ),
         _ => None,
@@ -650,7 +651,7 @@ mod tests {
         assert!(matches!(
             refusal,
             Refusal::TooLong {
-                error: "invalid_scope",
+                error: ErrorCode::InvalidScope,
                 max: 2048,
                 ..
             }
@@ -725,7 +726,7 @@ mod tests {
         assert!(matches!(
             check_json(&long_name, Door::Registration),
             Err(Refusal::TooLong {
-                error: "invalid_client_metadata",
+                error: ErrorCode::InvalidClientMetadata,
                 ..
             })
         ));
@@ -734,7 +735,7 @@ mod tests {
         assert!(matches!(
             check_json(&long_uri, Door::Registration),
             Err(Refusal::TooLong {
-                error: "invalid_redirect_uri",
+                error: ErrorCode::InvalidRedirectUri,
                 ..
             })
         ));

@@ -70,7 +70,7 @@ pub struct ProviderMetadata {
     pub introspection_endpoint: String,
     /// RFC 8414 §2: confidential clients, and `Bearer` (an access token type) for the
     /// homeserver's shared secret.
-    pub introspection_endpoint_auth_methods_supported: &'static [&'static str],
+    pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     /// OIDC Discovery §3: RECOMMENDED (OIDC Core §5.3).
     pub userinfo_endpoint: String,
     /// RP-Initiated Logout 1.0 §2.1.
@@ -134,7 +134,7 @@ impl ProviderMetadata {
             revocation_endpoint: endpoints::url(base, endpoints::REVOCATION).to_string(),
             revocation_endpoint_auth_methods_supported: super::revocation::AUTH_METHODS,
             introspection_endpoint: endpoints::url(base, endpoints::INTROSPECTION).to_string(),
-            introspection_endpoint_auth_methods_supported: super::introspection::AUTH_METHODS,
+            introspection_endpoint_auth_methods_supported: super::introspection::auth_methods(),
             userinfo_endpoint: endpoints::url(base, endpoints::USERINFO).to_string(),
             end_session_endpoint: endpoints::url(base, endpoints::END_SESSION).to_string(),
             jwks_uri: endpoints::url(base, endpoints::JWKS).to_string(),

@@ -61,6 +61,7 @@ use crate::{
     },
     crypto::sha256,
     domain::{
+        protocol::{ClientAuthMethod, TokenTypeHint},
         scope::{self, Scope, API_SCOPE, DEVICE_SCOPE_PREFIX, SYNAPSE_ADMIN_SCOPE},
         token::{SynapseTokenFormat, TokenKind},
     },
@@ -68,16 +69,27 @@ use crate::{
     storage::{ActiveAccessToken, BoxRepository, StorageError, TokenHash, TokenRead, User},
 };
 
-/// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
-/// token endpoint authentication methods, or access token types such as `Bearer`, which the
-/// homeserver uses).
-pub const AUTH_METHODS: &[&str] = &[
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_jwt",
-    "private_key_jwt",
-    "Bearer",
+/// How clients authenticate here: as at the token endpoint, but never `none` (a public client
+/// may not introspect, RFC 7662 §2.1).
+pub const CLIENT_AUTH_METHODS: &[ClientAuthMethod] = &[
+    ClientAuthMethod::ClientSecretBasic,
+    ClientAuthMethod::ClientSecretPost,
+    ClientAuthMethod::ClientSecretJwt,
+    ClientAuthMethod::PrivateKeyJwt,
 ];
+
+/// How the homeserver authenticates here: its shared secret as a bearer token (RFC 6750 §2.1).
+pub const BEARER: &str = "Bearer";
+
+/// How callers authenticate here (RFC 8414 §2 `introspection_endpoint_auth_methods_supported`:
+/// token endpoint authentication methods, or access token types such as `Bearer`).
+pub fn auth_methods() -> Vec<&'static str> {
+    CLIENT_AUTH_METHODS
+        .iter()
+        .map(|m| m.as_str())
+        .chain([BEARER])
+        .collect()
+}
 
 /// Sent by Synapse (MAS 0.15+ contract): it reads the device from `device_id` rather than from
 /// the scope.
@@ -97,7 +109,7 @@ pub struct Introspection {
     pub username: Option<String>,
     /// The RFC 7009 §4.1.2 token type hint value: `access_token` or `refresh_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_type: Option<&'static str>,
+    pub token_type: Option<TokenTypeHint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -300,7 +312,7 @@ async fn handle(
 /// An active token, whatever its kind, before it is put in the caller's terms.
 #[derive(Debug)]
 struct ActiveToken {
-    token_type: &'static str,
+    token_type: TokenTypeHint,
     scope: String,
     client_id: Option<String>,
     user: Option<User>,
@@ -488,7 +500,7 @@ async fn refresh_token(
 fn oauth2_access_token(active: ActiveAccessToken) -> ActiveToken {
     let unused = UnusedToken::oauth2(&active);
     ActiveToken {
-        token_type: "access_token",
+        token_type: TokenTypeHint::AccessToken,
         scope: active.session.scope,
         client_id: Some(active.client_id),
         user: active.user,
@@ -529,7 +541,7 @@ async fn oauth2_refresh_token(
         None => None,
     };
     Ok(Some(ActiveToken {
-        token_type: "refresh_token",
+        token_type: TokenTypeHint::RefreshToken,
         scope: session.scope,
         client_id: Some(client.client.client_id.clone()),
         user,
@@ -560,7 +572,7 @@ async fn compat_access_token(
     let scope = compat_scope(&session.device_id, session.is_synapse_admin)
         .unwrap_or_else(|| API_SCOPE.to_owned());
     Ok(Some(ActiveToken {
-        token_type: "access_token",
+        token_type: TokenTypeHint::AccessToken,
         scope,
         client_id: None,
         user: Some(user),
@@ -600,7 +612,7 @@ mod tests {
 
     fn token(scope: &str, device: Option<&str>) -> ActiveToken {
         ActiveToken {
-            token_type: "access_token",
+            token_type: TokenTypeHint::AccessToken,
             scope: scope.into(),
             client_id: Some("client".into()),
             user: Some(user()),

@@ -26,7 +26,7 @@ use axum::{http::StatusCode, response::Response, routing::get, Router};
 use ulid::Ulid;
 
 use crate::http::kit;
-use crate::{core::upstream::UpstreamError, http::AppState};
+use crate::{core::upstream::UpstreamError, domain::protocol::ErrorCode, http::AppState};
 
 pub mod account;
 pub mod authorize;
@@ -96,7 +96,9 @@ impl UpstreamError {
                 "Sign-in refused",
                 match description {
                     Some(d) => format!("{provider} did not let you sign in: {d}"),
-                    None if error == "access_denied" => {
+                    // RFC 6749 §4.1.2.1: the user or the provider refused; the code is read
+                    // as ours, other (extension) codes are shown as sent.
+                    None if error.parse() == Ok(ErrorCode::AccessDenied) => {
                         format!("{provider} did not let you sign in (access denied).")
                     }
                     None => format!("{provider} did not let you sign in."),

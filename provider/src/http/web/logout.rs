@@ -31,7 +31,7 @@ use crate::core::clients;
 use crate::http::kit;
 use crate::{
     core::sessions::end_browser_session,
-    domain::redirect_uri,
+    domain::{protocol::ErrorCode, redirect_uri},
     http::{
         kit::{params::Params, redirect_to},
         AppState,
@@ -92,7 +92,7 @@ fn bad_request(state: &AppState, detail: &str) -> Response {
         StatusCode::BAD_REQUEST,
         "Invalid sign-out request",
         detail,
-        Some("invalid_request"),
+        Some(ErrorCode::InvalidRequest.as_str()),
     )
 }
 

@@ -319,10 +319,18 @@ async fn handle(
     body: &[u8],
 ) -> Result<TokenResponse, TokenError> {
     let params = form_params(headers, body)?;
+    // Read once; a refusal is answered after client authentication, as every other refusal of
+    // the request is.
+    let grant_type = grant_type(&params);
     // The refresh grant's presented token is read in the statement that reads the client
     // (issue 16: one statement and one round trip fewer per refresh); it is used only once the
     // client is authenticated and allowed the grant (below, then `refresh_token::refresh`).
-    let presented = refresh_token::presented_hash(&params).map(TokenRead::Refresh);
+    let presented = match grant_type {
+        Ok(GrantType::RefreshToken) => {
+            refresh_token::presented_hash(&params).map(TokenRead::Refresh)
+        }
+        _ => None,
+    };
     let (client, read) =
         client_auth::authenticate_reading(state, client_ip, headers, &params, presented).await?;
     // After authentication, so nobody can spend a confidential client's quota by naming it.
@@ -331,7 +339,10 @@ async fn handle(
     } else {
         state.limiter.unit(Limit::Token, &client.client.client_id)
     });
-    let granted = grant(state, &client, &params, read, &mut unit).await;
+    let granted = match grant_type {
+        Ok(grant_type) => grant(state, &client, grant_type, &params, read, &mut unit).await,
+        Err(refused) => Err(refused),
+    };
     if granted.is_err() {
         // Refused before its unit was spent: spent now, as every token request's is (and an
         // empty bucket answers 429 rather than the request's own error, as when the unit was
@@ -345,26 +356,30 @@ async fn handle(
     granted
 }
 
-/// The grant the request asks for (RFC 6749 §4, §6; RFC 8628 §3.4), for an authenticated
-/// client.
+/// The grant the request asks for (RFC 6749 §4, §6; RFC 8628 §3.4): `grant_type` is required
+/// (`invalid_request`), and one we don't offer is `unsupported_grant_type` (RFC 6749 §5.2).
+fn grant_type(params: &Params) -> Result<GrantType, TokenError> {
+    let raw = params
+        .get("grant_type")
+        .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?;
+    raw.parse().map_err(|_| {
+        TokenError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedGrantType,
+            &format!("grant_type `{raw}` is not supported"),
+        )
+    })
+}
+
+/// The grant the request asks for, for an authenticated client.
 async fn grant(
     state: &AppState,
     client: &AuthenticatedClient,
+    grant_type: GrantType,
     params: &Params,
     read: Option<client_auth::ReadAlong>,
     unit: &mut TokenUnit,
 ) -> Result<TokenResponse, TokenError> {
-    let raw_grant_type = params
-        .get("grant_type")
-        .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?;
-    // RFC 6749 §5.2 unsupported_grant_type.
-    let grant_type: GrantType = raw_grant_type.parse().map_err(|_| {
-        TokenError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnsupportedGrantType,
-            &format!("grant_type `{raw_grant_type}` is not supported"),
-        )
-    })?;
     // RFC 6749 §5.2 unauthorized_client: the client must be registered for the grant.
     if !client.metadata.allows_grant(grant_type) {
         return Err(TokenError::unauthorized_client(&format!(

@@ -27,11 +27,8 @@ use crate::{
 
 /// The hash of the request's refresh token, when it has one that can be this server's (the
 /// checksum rejects garbage before any query): what the token endpoint reads with the client
-/// (`client_auth::authenticate_reading`).
+/// (`client_auth::authenticate_reading`) when the request asks for the refresh grant.
 pub fn presented_hash(params: &Params) -> Option<TokenHash> {
-    if params.get("grant_type") != Some("refresh_token") {
-        return None;
-    }
     let token = params.get("refresh_token")?;
     (TokenKind::parse(token) == Ok(TokenKind::RefreshToken)).then(|| sha256(token))
 }
