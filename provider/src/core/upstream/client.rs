@@ -30,7 +30,8 @@ use crate::{
     config::upstream::{is_loopback, DiscoveryMode, PkceMethod, StoredSettings},
     crypto::Encrypter,
     domain::{
-        protocol::{ClientAuthMethod, JWT_BEARER},
+        pkce,
+        protocol::{ClientAuthMethod, GrantType, JWT_BEARER},
         token::random_code,
     },
     keys::{Algorithm, Keystore},
@@ -410,7 +411,7 @@ impl UpstreamHttp {
             // RFC 8414 §2: `code_challenge_methods_supported`; absent means no PKCE support.
             PkceMethod::Auto => d
                 .and_then(|d| d.code_challenge_methods_supported.as_ref())
-                .is_some_and(|m| m.iter().any(|m| m == "S256")),
+                .is_some_and(|m| m.iter().any(|m| m == pkce::S256)),
         };
         Ok(Endpoints {
             authorization,
@@ -487,7 +488,7 @@ impl UpstreamHttp {
     ) -> Result<TokenResponse, UpstreamError> {
         const ENDPOINT: &str = "token endpoint";
         let mut form: Vec<(&str, String)> = vec![
-            ("grant_type", "authorization_code".into()),
+            ("grant_type", GrantType::AuthorizationCode.as_str().into()),
             ("code", code.into()),
             ("redirect_uri", redirect_uri.into()),
         ];

@@ -21,13 +21,15 @@ use super::{parse_id, Admin, ApiError, Page, PageParams, Paging, Problem};
 use crate::{
     core::{matrix::provisioning::AfterCommit, sessions::end_oauth2_session},
     crypto::Encrypter,
-    domain::client_registration::{self, AuthMethod, AUTHORIZATION_CODE, DEVICE_CODE},
+    domain::{
+        client_registration::{self, AuthMethod},
+        protocol::GrantType,
+    },
     http::AppState,
     storage::{BoxRepository, Client, OAuth2SessionFilter, StorageError},
 };
 
 /// RFC 6749 §4.4.
-const CLIENT_CREDENTIALS: &str = "client_credentials";
 /// Length of a generated client secret: 43 alphanumeric characters, about 256 bits.
 const SECRET_LEN: usize = 43;
 
@@ -153,22 +155,24 @@ fn judge(request: &Value) -> Result<Judged, ApiError> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let credentials = grants.contains(&CLIENT_CREDENTIALS);
+    // The wire values are read as grant types; unknown ones are left to the registration rules
+    // (which ignore them, MSC2966).
+    let is = |value: &str, grant: GrantType| value.parse() == Ok(grant);
+    let asks = |grant: GrantType| grants.iter().any(|g| is(g, grant));
+    let credentials = asks(GrantType::ClientCredentials);
     let mut for_rules = body.clone();
     // Without an interactive grant, a service client: the rules of the interactive grants
     // (redirect URIs, the code response type) don't apply to it. The device grant asks for
     // neither, so the other rules are checked as for it.
-    let service = credentials
-        && !grants
-            .iter()
-            .any(|g| [AUTHORIZATION_CODE, DEVICE_CODE].contains(g));
+    let service =
+        credentials && !asks(GrantType::AuthorizationCode) && !asks(GrantType::DeviceCode);
     if credentials {
         let interactive: Vec<Value> = if service {
-            vec![DEVICE_CODE.into()]
+            vec![GrantType::DeviceCode.as_str().into()]
         } else {
             grants
                 .iter()
-                .filter(|g| **g != CLIENT_CREDENTIALS)
+                .filter(|g| !is(g, GrantType::ClientCredentials))
                 .map(|g| Value::from(*g))
                 .collect()
         };
@@ -196,7 +200,7 @@ fn judge(request: &Value) -> Result<Judged, ApiError> {
                 .map(|g| Value::from(*g))
                 .collect()
         };
-        grants.push(CLIENT_CREDENTIALS.into());
+        grants.push(GrantType::ClientCredentials.as_str().into());
         metadata.insert("grant_types".into(), Value::Array(grants));
     }
     Ok(Judged {

@@ -28,7 +28,7 @@ use crate::{
 };
 use crate::{
     crypto::sha256,
-    domain::token::random_code,
+    domain::{pkce, protocol, token::random_code},
     http::{kit::redirect_to, AppState},
 };
 
@@ -113,11 +113,11 @@ async fn start(
             let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
             pairs
                 .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256");
+                .append_pair("code_challenge_method", pkce::S256);
         }
         if provider.settings.response_mode == ResponseMode::FormPost {
             // OAuth 2.0 Form Post Response Mode §2.
-            pairs.append_pair("response_mode", "form_post");
+            pairs.append_pair("response_mode", protocol::ResponseMode::FormPost.as_str());
         }
     }
     let pending = Pending {
