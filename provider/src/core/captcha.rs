@@ -40,7 +40,7 @@ impl CaptchaSettings {
         })
     }
 
-    /// `csp` (as [`crate::http::kit::csp`] writes it) with this service's sources added.
+    /// A page's CSP (as the http layer's kit writes it) with this service's sources added.
     pub fn extend_csp(&self, csp: &str) -> String {
         extend_csp(csp, self.service.csp_sources())
     }
@@ -184,7 +184,10 @@ mod tests {
 
     #[test]
     fn csp_gets_the_service_sources() {
-        let base = crate::http::kit::csp("'self'", None);
+        // A page's CSP as the kit writes it (`http::kit::csp`).
+        let base = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'none'; \
+                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            .to_owned();
         let csp = extend_csp(&base, CaptchaService::Turnstile.csp_sources());
         assert!(
             csp.contains("script-src https://challenges.cloudflare.com;"),
@@ -204,7 +207,7 @@ mod tests {
         );
         assert!(csp.contains("connect-src https://hcaptcha.com"), "{csp}");
 
-        let hashed = crate::http::kit::csp("'self'", Some("sha256-abc"));
+        let hashed = base.replace("script-src 'none'", "script-src 'sha256-abc'");
         let csp = extend_csp(&hashed, CaptchaService::RecaptchaV2.csp_sources());
         assert!(
             csp.contains("script-src 'sha256-abc' https://www.google.com/recaptcha/"),

@@ -36,8 +36,6 @@ use std::{
     time::Duration,
 };
 
-use axum::http::HeaderValue;
-
 pub use crate::domain::rate_limit::*;
 use crate::storage::{BatchedSpend, Spend, Storage, StorageError};
 
@@ -252,11 +250,6 @@ pub fn compound_key(parts: &[&str]) -> String {
         .join("|")
 }
 
-/// The `Retry-After` header value for a wait.
-pub fn retry_after_header(wait: Duration) -> HeaderValue {
-    HeaderValue::from(retry_after_seconds(wait))
-}
-
 /// The client's IP address, as per-IP limits key it (see the module documentation); `None` when
 /// the server was started without connection info (`into_make_service_with_connect_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,17 +275,6 @@ pub(crate) fn warn_unknown_peer_once() {
     SAID.get_or_init(|| {
         tracing::warn!("per-IP rate limits are not applied: the server does not pass the peer address (serve the router with into_make_service_with_connect_info)");
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_headers_are_whole_seconds() {
-        assert_eq!(retry_after_header(Duration::from_secs(60)), "60");
-        assert_eq!(retry_after_header(Duration::from_millis(1)), "1");
-    }
 }
 
 #[cfg(test)]

@@ -355,10 +355,7 @@ impl Refusal {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::Limited { retry_after } = self {
-            headers.insert(
-                header::RETRY_AFTER,
-                rate_limit::retry_after_header(*retry_after),
-            );
+            headers.insert(header::RETRY_AFTER, super::retry_after(*retry_after));
         }
         response
     }

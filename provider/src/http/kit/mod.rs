@@ -94,6 +94,11 @@ pub fn csp(form_action: &str, script: Option<&str>) -> String {
     )
 }
 
+/// The `Retry-After` value for a wait: whole seconds, rounded up (RFC 9110 §10.2.3).
+pub fn retry_after(wait: std::time::Duration) -> HeaderValue {
+    HeaderValue::from(crate::core::rate_limit::retry_after_seconds(wait))
+}
+
 /// An HTML response with the security headers of every page.
 pub fn html(status: StatusCode, body: String, csp: &str) -> Response {
     let mut response = (status, body).into_response();
@@ -274,6 +279,13 @@ pub async fn stylesheet() -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_is_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(super::retry_after(Duration::from_secs(60)), "60");
+        assert_eq!(super::retry_after(Duration::from_millis(1)), "1");
+    }
+
     use super::*;
 
     #[test]

@@ -239,7 +239,7 @@ async fn over_guess_limit(
             );
             page.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
+                kit::retry_after(retry_after),
             );
             Some(page)
         }

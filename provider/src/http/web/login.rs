@@ -186,7 +186,7 @@ pub async fn post(
             .await;
             page.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
+                kit::retry_after(retry_after),
             );
             page
         }

@@ -361,7 +361,7 @@ async fn over_rate_limit(
             .await;
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                rate_limit::retry_after_header(retry_after),
+                kit::retry_after(retry_after),
             );
             Some(response)
         }

@@ -197,7 +197,7 @@ impl IntoResponse for TokenError {
         if let Some(wait) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, rate_limit::retry_after_header(wait));
+                .insert(header::RETRY_AFTER, crate::http::kit::retry_after(wait));
         }
         if self.basic_challenge {
             response.headers_mut().insert(

@@ -73,7 +73,7 @@ use crate::domain::after_sign_in::{self, account_path, AfterSignIn};
 use crate::http::kit;
 use crate::{
     config::AccountConfig,
-    core::rate_limit::{self, ClientIp},
+    core::rate_limit::ClientIp,
     domain::scope::is_valid_device_id,
     endpoints,
     http::{
@@ -522,7 +522,7 @@ async fn submitted(
 pub(crate) fn with_retry_after(mut page: Response, retry_after: std::time::Duration) -> Response {
     page.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
-        rate_limit::retry_after_header(retry_after),
+        kit::retry_after(retry_after),
     );
     page
 }
