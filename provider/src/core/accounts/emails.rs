@@ -39,6 +39,20 @@ pub const RECOVERY_LIFETIME_MINUTES: i64 = 60;
 /// The length of a recovery ticket (base62: about 190 bits).
 const TICKET_CHARS: usize = 32;
 
+/// OIDC Core §5.4: the address the `email` scope releases, at the UserInfo endpoint and in the
+/// ID token alike: the user's first confirmed one. Only confirmed addresses are released, so
+/// `email_verified` is always true; `None` when the user has none.
+pub async fn released_email(
+    repo: &mut BoxRepository,
+    user_id: Ulid,
+) -> Result<Option<String>, StorageError> {
+    let emails = repo.user_emails().list_for_user(user_id).await?;
+    Ok(emails
+        .into_iter()
+        .find(|e| e.confirmed_at.is_some())
+        .map(|e| e.email))
+}
+
 /// A new code: [`CODE_DIGITS`] decimal digits, uniformly drawn.
 pub fn generate_code(rng: &mut impl RngCore) -> String {
     (0..CODE_DIGITS)

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use subtle::ConstantTimeEq as _;
 
-use super::token::TokenError;
+use super::api::TokenError;
 use crate::http::kit::params::{authorization, Authorization, Params};
 use crate::{
     core::rate_limit::{ClientIp, Limit},

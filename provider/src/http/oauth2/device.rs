@@ -23,9 +23,9 @@ use chrono::Duration;
 use serde::Serialize;
 
 use super::{
+    api::{form_params, no_store, TokenError},
     authorize::{run_checks, Endpoint, OAuthError},
-    client_auth, no_store,
-    token::{form_params, TokenError},
+    client_auth,
 };
 use crate::http::kit;
 use crate::{

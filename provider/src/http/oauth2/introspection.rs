@@ -49,9 +49,8 @@ use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
 use super::{
+    api::{form_params, no_store, token_param, BearerError, TokenError},
     client_auth::{self, AuthenticatedClient},
-    token::{form_params, TokenError},
-    userinfo::BearerError,
 };
 use crate::http::kit::params::{authorization, Authorization, Params};
 use crate::{
@@ -181,15 +180,6 @@ impl IntoResponse for IntrospectionError {
     }
 }
 
-/// RFC 7662 §2.1 / RFC 7009 §2.1: `token` is REQUIRED. `token_type_hint` is OPTIONAL and
-/// ignored: the token's prefix already says what it is, and a wrong hint must not hide a token
-/// ("the authorization server MUST extend its search").
-pub(crate) fn token_param(params: &Params) -> Result<&str, TokenError> {
-    params
-        .get("token")
-        .ok_or_else(|| TokenError::invalid_request("token is required"))
-}
-
 /// Does `given` equal the configured shared secret? Compared in constant time over SHA-256
 /// digests, so neither the content nor the length of the secret leaks through timing. An empty
 /// secret matches nothing.
@@ -249,7 +239,7 @@ pub async fn post(
     body: Bytes,
 ) -> Response {
     match handle(&state, &client_ip, &headers, &body).await {
-        Ok(answer) => super::no_store(Json(answer).into_response()),
+        Ok(answer) => no_store(Json(answer).into_response()),
         Err(error) => error.into_response(),
     }
 }

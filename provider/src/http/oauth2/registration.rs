@@ -30,7 +30,7 @@ use rand::{distributions::Alphanumeric, Rng as _};
 use serde_json::{json, Value};
 use ulid::Ulid;
 
-use super::no_store;
+use super::api::no_store;
 use crate::{
     crypto::Encrypter,
     domain::{

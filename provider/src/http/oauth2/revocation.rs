@@ -22,10 +22,8 @@ use axum::{
 use ulid::Ulid;
 
 use super::{
+    api::{form_params, no_store, token_param, TokenError},
     client_auth::{self, AuthenticatedClient},
-    introspection::token_param,
-    no_store,
-    token::{form_params, TokenError},
 };
 use crate::core::{rate_limit::ClientIp, sessions::end_oauth2_session};
 use crate::{

@@ -8,115 +8,25 @@
 //! error ([`BearerError`]); both read the header with the kit's
 //! [`authorization`](crate::http::kit::params::authorization).
 
-use super::no_store;
+use super::api::{no_store, BearerError};
 use axum::{
     body::Bytes,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::HeaderMap,
     response::{IntoResponse, Response},
     Json,
 };
 use serde::Serialize;
-use serde_json::json;
 
 use crate::http::kit::params::{is_form_urlencoded, Params};
 use crate::{
+    core::accounts::emails as account_emails,
     core::tokens::{find_active_access_token, record_first_use, UnusedToken},
-    domain::{protocol::ErrorCode, scope::Scope},
+    domain::scope::Scope,
     http::AppState,
-    storage::{BoxRepository, StorageError},
 };
-use ulid::Ulid;
 
 use crate::http::kit::params::{authorization, Authorization};
-
-/// An error of a request made with a bearer token (RFC 6750 §3.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BearerError {
-    /// RFC 6750 §3.1: the request carries no credentials: 401 with a bare challenge, "the
-    /// resource server SHOULD NOT include an error code".
-    Missing,
-    /// `invalid_request` (400): malformed, or the token sent in more than one way (§2).
-    InvalidRequest(&'static str),
-    /// `invalid_token` (401): unknown, expired, revoked, or otherwise unusable.
-    InvalidToken(&'static str),
-    /// `insufficient_scope` (403), with the scope the request needs.
-    InsufficientScope {
-        scope: &'static str,
-        description: &'static str,
-    },
-    /// A storage failure: logged with its cause, answered without it.
-    Server,
-}
-
-impl From<StorageError> for BearerError {
-    fn from(e: StorageError) -> Self {
-        tracing::error!(error = %e, "bearer-authenticated endpoint: internal error");
-        Self::Server
-    }
-}
-
-impl IntoResponse for BearerError {
-    fn into_response(self) -> Response {
-        let (status, error, description, scope) = match self {
-            Self::Missing => (StatusCode::UNAUTHORIZED, None, "", None),
-            Self::InvalidRequest(d) => (
-                StatusCode::BAD_REQUEST,
-                Some(ErrorCode::InvalidRequest),
-                d,
-                None,
-            ),
-            Self::InvalidToken(d) => (
-                StatusCode::UNAUTHORIZED,
-                Some(ErrorCode::InvalidToken),
-                d,
-                None,
-            ),
-            Self::InsufficientScope { scope, description } => (
-                StatusCode::FORBIDDEN,
-                Some(ErrorCode::InsufficientScope),
-                description,
-                Some(scope),
-            ),
-            Self::Server => {
-                let body = json!({
-                    "error": ErrorCode::ServerError,
-                    "error_description": "the server could not complete the request",
-                });
-                return no_store((StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response());
-            }
-        };
-        let mut response = match error {
-            Some(error) => (
-                status,
-                Json(json!({ "error": error, "error_description": description })),
-            )
-                .into_response(),
-            None => status.into_response(),
-        };
-        // RFC 6750 §3: the challenge; its attribute values never hold `"` or `\` (ours are
-        // fixed strings).
-        let challenge = challenge(error.map(ErrorCode::as_str), description, scope);
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        no_store(response)
-    }
-}
-
-/// The `WWW-Authenticate` value of RFC 6750 §3.
-fn challenge(error: Option<&str>, description: &str, scope: Option<&str>) -> String {
-    let Some(error) = error else {
-        return "Bearer".to_owned();
-    };
-    let mut challenge = format!("Bearer error=\"{error}\", error_description=\"{description}\"");
-    if let Some(scope) = scope {
-        challenge.push_str(&format!(", scope=\"{scope}\""));
-    }
-    challenge
-}
 
 /// The access token of a userinfo request: from the header, or from a `POST` form body.
 fn access_token(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, BearerError> {
@@ -228,7 +138,7 @@ async fn handle(
     };
     if scope.contains("email") {
         let mut repo = state.storage.reader().await?;
-        if let Some(email) = released_email(&mut repo, user.id).await? {
+        if let Some(email) = account_emails::released_email(&mut repo, user.id).await? {
             claims.email = Some(email);
             claims.email_verified = Some(true);
         }
@@ -236,22 +146,9 @@ async fn handle(
     Ok(claims)
 }
 
-/// OIDC Core §5.4: the address the `email` scope releases, at the UserInfo endpoint and in the
-/// ID token alike: the user's first confirmed one. Only confirmed addresses are released, so
-/// `email_verified` is always true; `None` when the user has none.
-pub(crate) async fn released_email(
-    repo: &mut BoxRepository,
-    user_id: Ulid,
-) -> Result<Option<String>, StorageError> {
-    let emails = repo.user_emails().list_for_user(user_id).await?;
-    Ok(emails
-        .into_iter()
-        .find(|e| e.confirmed_at.is_some())
-        .map(|e| e.email))
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::http::{header, HeaderValue};
     use proptest::prelude::*;
 
     use super::*;
@@ -308,34 +205,6 @@ mod tests {
             access_token(&malformed, None),
             Err(BearerError::InvalidRequest(_))
         ));
-    }
-
-    #[test]
-    fn challenges() {
-        assert_eq!(challenge(None, "", None), "Bearer");
-        assert_eq!(
-            challenge(Some("invalid_token"), "expired", None),
-            "Bearer error=\"invalid_token\", error_description=\"expired\""
-        );
-        assert_eq!(
-            challenge(Some("insufficient_scope"), "no", Some("openid")),
-            "Bearer error=\"insufficient_scope\", error_description=\"no\", scope=\"openid\""
-        );
-        let response = BearerError::InvalidToken("gone").into_response();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-        assert!(response.headers()[header::WWW_AUTHENTICATE]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer error=\"invalid_token\""));
-        let response = BearerError::Missing.into_response();
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
-        let response = BearerError::InsufficientScope {
-            scope: "openid",
-            description: "no",
-        }
-        .into_response();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 
     proptest! {

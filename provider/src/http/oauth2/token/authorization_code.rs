@@ -6,8 +6,9 @@ use chrono::Duration;
 
 use super::{
     id_token::{self, IdTokenFor},
-    issue_pair, Approval, TokenError, TokenResponse,
+    issue_pair, Approval, TokenResponse,
 };
+use crate::http::oauth2::api::TokenError;
 use ulid::Ulid;
 
 use crate::http::kit::params::Params;

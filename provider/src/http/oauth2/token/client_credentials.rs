@@ -12,8 +12,9 @@
 
 use chrono::Duration;
 
-use super::{TokenError, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS};
+use super::{TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::http::kit::params::Params;
+use crate::http::oauth2::api::TokenError;
 use crate::{
     crypto::sha256,
     domain::{

@@ -15,9 +15,10 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{
     authorization_code::{redeem, Redemption},
-    Approval, TokenError, TokenResponse,
+    Approval, TokenResponse,
 };
 use crate::http::kit::params::Params;
+use crate::http::oauth2::api::TokenError;
 use crate::{
     crypto::sha256,
     domain::{protocol::ErrorCode, scope},

@@ -4,10 +4,12 @@
 use chrono::{DateTime, Duration, Utc};
 use ulid::Ulid;
 
-use super::{TokenError, ID_TOKEN_LIFETIME_SECONDS};
+use super::ID_TOKEN_LIFETIME_SECONDS;
+use crate::http::oauth2::api::TokenError;
 use crate::{
+    core::accounts::emails::released_email,
     domain::{id_token::IdTokenClaims, scope::Scope},
-    http::{oauth2::userinfo::released_email, AppState},
+    http::AppState,
     keys::Algorithm,
     storage::{BoxRepository, Client},
 };

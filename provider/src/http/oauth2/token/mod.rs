@@ -19,23 +19,22 @@ pub(crate) use id_token::Approval;
 use axum::{
     body::Bytes,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use serde::Serialize;
-use serde_json::json;
 use ulid::Ulid;
 
 use super::{
+    api::{form_params, no_store, TokenError},
     client_auth::{self, AuthenticatedClient},
-    no_store,
 };
 use crate::http::kit::params::Params;
 use crate::{
-    core::rate_limit::{self, ClientIp, Limit, RateLimitError},
+    core::rate_limit::{ClientIp, Limit, RateLimitError},
     crypto::sha256,
     domain::{
         protocol::{ClientAuthMethod, ErrorCode, GrantType},
@@ -56,158 +55,6 @@ pub const GRANT_TYPES: &[GrantType] = GrantType::ALL;
 /// The client authentication methods it accepts: every [`ClientAuthMethod`] (RFC 6749 §2.3.1,
 /// RFC 7523 §2.2, OIDC Core §9).
 pub const AUTH_METHODS: &[ClientAuthMethod] = ClientAuthMethod::ALL;
-
-/// A token endpoint error (RFC 6749 §5.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenError {
-    pub status: StatusCode,
-    pub error: ErrorCode,
-    pub description: String,
-    /// Add `WWW-Authenticate: Basic` (the client tried HTTP Basic).
-    pub basic_challenge: bool,
-    /// Over a rate limit: `Retry-After` (RFC 6585 §4, RFC 9110 §10.2.3).
-    pub retry_after: Option<std::time::Duration>,
-}
-
-impl TokenError {
-    pub fn new(status: StatusCode, error: ErrorCode, description: &str) -> Self {
-        Self {
-            status,
-            error,
-            description: description.to_owned(),
-            basic_challenge: false,
-            retry_after: None,
-        }
-    }
-
-    pub fn invalid_request(description: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            description,
-        )
-    }
-
-    /// RFC 6749 §5.2: 401, with `WWW-Authenticate` when the client used the Authorization header.
-    pub fn invalid_client(description: &str, basic: bool) -> Self {
-        Self {
-            basic_challenge: basic,
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidClient,
-                description,
-            )
-        }
-    }
-
-    pub fn invalid_grant(description: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidGrant,
-            description,
-        )
-    }
-
-    pub fn unauthorized_client(description: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnauthorizedClient,
-            description,
-        )
-    }
-
-    pub fn invalid_scope(description: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidScope,
-            description,
-        )
-    }
-
-    /// The homeserver could not be told about the device: 503 `temporarily_unavailable` (the
-    /// error code RFC 6749 §4.1.2.1 defines for a server that can't serve the request for
-    /// now), with `Retry-After`. Logged with its cause.
-    pub fn homeserver(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "token endpoint: can't provision the device on the homeserver");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TemporarilyUnavailable,
-            "the homeserver can't be reached to set up the device; try again shortly",
-        )
-    }
-
-    /// Over a rate limit: 429 with `Retry-After` (RFC 6585 §4) and an RFC 6749 §5.2 body with
-    /// `temporarily_unavailable`; `what` says what there were too many of. That code is
-    /// registered (RFC 6749 §4.1.2.1: "unable to handle the request due to a temporary
-    /// overloading"), so generic OAuth libraries parse it and clients that only look at the
-    /// status and `Retry-After` need nothing else; an unregistered `rate_limited` would be an
-    /// unknown extension to every client, and `slow_down` means "poll 5 seconds slower" to a
-    /// device-flow client (RFC 8628 §3.5), which is not what this says.
-    pub fn too_many(what: &str, retry_after: std::time::Duration) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::TemporarilyUnavailable,
-                &format!(
-                    "too many {what}; retry after {} s",
-                    rate_limit::retry_after_seconds(retry_after)
-                ),
-            )
-        }
-    }
-
-    /// A refusal of the rate limiter ([`too_many`](Self::too_many)), or its storage failure.
-    pub fn limited(what: &str, error: RateLimitError) -> Self {
-        match error {
-            RateLimitError::Limited { retry_after } => Self::too_many(what, retry_after),
-            RateLimitError::Storage(e) => Self::server(e),
-        }
-    }
-
-    /// A storage or signing failure: logged with its cause, answered without it.
-    pub fn server(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "token endpoint: internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::ServerError,
-            "the server could not complete the request",
-        )
-    }
-}
-
-impl From<StorageError> for TokenError {
-    fn from(e: StorageError) -> Self {
-        Self::server(e)
-    }
-}
-
-impl IntoResponse for TokenError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({ "error": self.error, "error_description": self.description })),
-        )
-            .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        }
-        if let Some(wait) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, crate::http::kit::retry_after(wait));
-        }
-        if self.basic_challenge {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"token\""),
-            );
-        }
-        no_store(response)
-    }
-}
 
 /// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
 #[derive(Debug, Clone, Serialize)]
@@ -289,14 +136,6 @@ pub(crate) async fn issue_pair(
         refresh_token,
         refresh,
     })
-}
-
-/// The parameters of a `POST` to the token endpoint and the endpoints built like it, read by
-/// the one form reader ([`crate::http::kit::params::form`]); a refusal is `invalid_request`
-/// (RFC 6749 §5.2).
-pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenError> {
-    crate::http::kit::params::form(headers, body)
-        .map_err(|e| TokenError::invalid_request(&e.to_string()))
 }
 
 /// `POST /oauth2/token`.
@@ -443,59 +282,4 @@ impl TokenUnit {
 /// The per-client token limit's answer ([`TokenError::too_many`]).
 fn token_limited(error: RateLimitError) -> TokenError {
     TokenError::limited("token requests from this client", error)
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::http::kit::params::is_form_urlencoded;
-
-    fn form_headers() -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
-        );
-        headers
-    }
-
-    fn refusal(headers: &HeaderMap, body: &[u8]) -> String {
-        let error = form_params(headers, body).unwrap_err();
-        assert_eq!(
-            (error.status, error.error),
-            (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest)
-        );
-        error.description
-    }
-
-    #[test]
-    fn form_bodies_are_read_once_per_parameter() {
-        let params = form_params(&form_headers(), b"grant_type=x&code=a%20b&empty=").unwrap();
-        assert_eq!(params.get("grant_type"), Some("x"));
-        assert_eq!(params.get("code"), Some("a b"));
-        // RFC 6749 §3.1: a parameter without a value is as if omitted.
-        assert_eq!(params.get("empty"), None);
-        assert!(refusal(&form_headers(), b"code=a&code=b").contains("`code` parameter is repeated"));
-        assert!(refusal(&form_headers(), b"code=\xff").contains("not UTF-8"));
-        assert!(refusal(&HeaderMap::new(), b"code=a").contains("x-www-form-urlencoded"));
-        let mut json = HeaderMap::new();
-        json.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        assert!(!is_form_urlencoded(&json));
-        assert!(refusal(&json, b"{}").contains("x-www-form-urlencoded"));
-    }
-
-    proptest! {
-        /// Any body is either parameters or `invalid_request`, never a panic.
-        #[test]
-        fn any_body_is_parameters_or_invalid_request(body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Err(e) = form_params(&form_headers(), &body) {
-                prop_assert_eq!(e.error, ErrorCode::InvalidRequest);
-            }
-        }
-    }
 }

@@ -11,10 +11,9 @@
 
 use chrono::Duration;
 
-use super::{
-    issue_pair, IssuedPair, TokenError, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS,
-};
+use super::{issue_pair, IssuedPair, TokenResponse, TokenUnit, ACCESS_TOKEN_LIFETIME_SECONDS};
 use crate::http::kit::params::Params;
+use crate::http::oauth2::api::TokenError;
 use crate::{
     core::sessions::{consumed_refresh, end_oauth2_session, ConsumedRefresh, RefreshSuccessor},
     crypto::sha256,
