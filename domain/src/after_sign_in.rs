@@ -35,6 +35,12 @@ pub enum AfterSignIn {
 }
 
 impl AfterSignIn {
+    /// The account page itself.
+    pub const ACCOUNT: Self = Self::Account {
+        action: None,
+        device_id: None,
+    };
+
     /// From a page's `grant` and `next` parameters (a grant wins); `None` when neither names a
     /// page that can be returned to.
     pub fn from_params(grant: Option<&str>, next: Option<&str>) -> Option<Self> {

@@ -217,19 +217,6 @@ pub fn display_target(url: &Url) -> String {
     }
 }
 
-/// The sign-in (or registration) page, to come back here afterwards.
-fn sign_in_first(state: &AppState, id: Ulid, register: bool) -> Response {
-    let page = if register && state.settings.registration {
-        endpoints::REGISTER
-    } else {
-        endpoints::LOGIN
-    };
-    // Absolute, on the public base (which may carry a path): every URL the provider sends a
-    // browser to is built from `http.public_base`, never from the request's host.
-    let link = after_sign_in::sign_in_link(page, Some(&AfterSignIn::CompatSso(id)));
-    redirect_to(&endpoints::url(&state.settings.public_base, &link))
-}
-
 fn confirm_page(
     state: &AppState,
     cookie: &BrowserCookie,
@@ -285,7 +272,7 @@ async fn show(state: &AppState, cookie: &BrowserCookie, id: &str, register: bool
     };
     match signed_in(state, cookie).await {
         Ok(Some((_, user))) => confirm_page(state, cookie, &login, &user),
-        Ok(None) => sign_in_first(state, login.id, register),
+        Ok(None) => kit::sign_in_first(state, &AfterSignIn::CompatSso(login.id), register),
         Err(e) => unavailable(state, &e),
     }
 }
@@ -324,7 +311,7 @@ async fn confirmed(
     };
     let user = match signed_in(state, cookie).await {
         Ok(Some((_, user))) => user,
-        Ok(None) => return sign_in_first(state, id, false),
+        Ok(None) => return kit::sign_in_first(state, &AfterSignIn::CompatSso(id), false),
         Err(e) => return unavailable(state, &e),
     };
     let user_agent = kit::user_agent(headers);

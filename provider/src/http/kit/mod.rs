@@ -16,6 +16,7 @@ use crate::storage::{BrowserSession, StorageError, User};
 use crate::{
     core::{sign_in::UpstreamOffer, templates::Templates},
     domain::after_sign_in::{self, AfterSignIn},
+    endpoints,
     http::{
         kit::session::{BrowserCookie, CsrfError},
         AppState,
@@ -32,6 +33,21 @@ pub mod session;
 /// to the login page (which then says who is signed in).
 pub fn go_on(after: Option<&AfterSignIn>) -> Response {
     axum::response::Redirect::to(&AfterSignIn::target(after)).into_response()
+}
+
+/// Sends the browser to sign in first (to the registration page instead when `register` asks
+/// for it and registration is open, OIDC "Initiating User Registration" §4), carrying where it
+/// goes on to once signed in, `after`: the one way every page that needs a signed-in user asks
+/// for one. Absolute, on the public base (which may carry a path), as every URL the provider
+/// sends a browser to.
+pub fn sign_in_first(state: &AppState, after: &AfterSignIn, register: bool) -> Response {
+    let page = if register && state.settings.registration {
+        endpoints::REGISTER
+    } else {
+        endpoints::LOGIN
+    };
+    let link = after_sign_in::sign_in_link(page, Some(after));
+    redirect_to(&endpoints::url(&state.settings.public_base, &link))
 }
 
 /// A "Continue with …" link of the sign-in pages: an upstream provider's login, carrying the

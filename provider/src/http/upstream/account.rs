@@ -15,7 +15,7 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use crate::core::upstream::client::provider_name;
-use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::domain::after_sign_in::AfterSignIn;
 use crate::endpoints::UPSTREAM_UNLINK;
 use crate::http::kit;
 use crate::{
@@ -70,16 +70,6 @@ async fn target(
     }))
 }
 
-/// The login page, coming back to the account page.
-fn sign_in_first() -> Response {
-    let back = AfterSignIn::from_next(endpoints::ACCOUNT);
-    Redirect::to(&after_sign_in::sign_in_link(
-        endpoints::LOGIN,
-        back.as_ref(),
-    ))
-    .into_response()
-}
-
 /// `GET /upstream/unlink/{link_id}`: the confirmation.
 pub async fn unlink_page(
     State(state): State<AppState>,
@@ -89,7 +79,7 @@ pub async fn unlink_page(
     let cookie = kit::load_cookie(&state, jar);
     let response = async {
         let Some((_, user)) = signed_in(&state, &cookie).await? else {
-            return Ok(sign_in_first());
+            return Ok(kit::sign_in_first(&state, &AfterSignIn::ACCOUNT, false));
         };
         let mut repo = state.storage.reader().await?;
         let target = match target(&state, &mut repo, &user, &link_id).await? {
@@ -130,7 +120,7 @@ pub async fn unlink(
     }
     let response = async {
         let Some((_, user)) = signed_in(&state, &cookie).await? else {
-            return Ok(sign_in_first());
+            return Ok(kit::sign_in_first(&state, &AfterSignIn::ACCOUNT, false));
         };
         // One transaction: the "last way in" check and the removal see the same rows. (Two
         // unlinks of the last two identities submitted at the very same moment could still both

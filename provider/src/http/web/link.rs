@@ -21,7 +21,7 @@
 use axum::{
     extract::{Form, Query, State},
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
 use serde::Deserialize;
@@ -31,7 +31,7 @@ use crate::core::{
     clients,
     rate_limit::{self, ClientIp, Limit, RateLimitError},
 };
-use crate::domain::after_sign_in::{self, display_code, AfterSignIn, MAX_CARRIED_CODE};
+use crate::domain::after_sign_in::{display_code, AfterSignIn, MAX_CARRIED_CODE};
 use crate::http::kit;
 use crate::{
     domain::{
@@ -50,11 +50,11 @@ use crate::{
 pub const PATH: &str = endpoints::LINK;
 
 /// The login page, to come back to the link page (with the code) afterwards.
-fn sign_in_first(code: Option<&str>) -> Response {
+fn sign_in_first(state: &AppState, code: Option<&str>) -> Response {
     let after = AfterSignIn::DeviceLink {
         code: code.map(str::to_owned),
     };
-    Redirect::to(&after_sign_in::sign_in_link(endpoints::LOGIN, Some(&after))).into_response()
+    kit::sign_in_first(state, &after, false)
 }
 
 /// The page for a storage failure of this flow.
@@ -180,7 +180,7 @@ pub async fn get(
                 .unwrap_or_default();
             entry_page(&state, &cookie, &user, StatusCode::OK, &code, None)
         }
-        Ok(None) => sign_in_first(query.code.as_deref()),
+        Ok(None) => sign_in_first(&state, query.code.as_deref()),
         Err(e) => unavailable(&state, &e),
     };
     (cookie.into_jar(), response).into_response()
@@ -263,7 +263,7 @@ async fn entered(
             }
             user
         }
-        Ok(None) => return sign_in_first(Some(&form.code)),
+        Ok(None) => return sign_in_first(state, Some(&form.code)),
         Err(e) => return unavailable(state, &e),
     };
     // RFC 8628 §6.1: case-insensitive, without the dashes and spaces it is shown with.
@@ -326,7 +326,7 @@ async fn answered(state: &AppState, cookie: &BrowserCookie, form: &ApproveForm) 
     }
     let (session, user) = match signed_in(state, cookie).await {
         Ok(Some(found)) => found,
-        Ok(None) => return sign_in_first(None),
+        Ok(None) => return sign_in_first(state, None),
         Err(e) => return unavailable(state, &e),
     };
     let allow = match form.action.as_str() {

@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use super::{OAuthError, ResponseMode};
-use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::domain::after_sign_in::AfterSignIn;
 use crate::{
     core::{
         clients,
@@ -158,9 +158,11 @@ pub async fn proceed(
         (Decision::Complete, _, Some((session, user))) => {
             complete(state, &grant, &client, &session, &user).await
         }
-        (Decision::SignIn, false, _) | (Decision::Complete, _, None) => {
-            super::sign_in_first(state, grant.id, grant.prompt)
-        }
+        (Decision::SignIn, false, _) | (Decision::Complete, _, None) => kit::sign_in_first(
+            state,
+            &AfterSignIn::Grant(grant.id),
+            grant.prompt.contains(Prompt::Create),
+        ),
         (Decision::Consent | Decision::Confirm, false, _) => {
             Redirect::to(&format!("{PATH}/{}", grant.id)).into_response()
         }
@@ -216,14 +218,11 @@ fn consent_page(
     )
 }
 
-/// The login page, to come back to this request afterwards (the consent page's own refusal:
-/// never the registration page).
-fn login_first(grant: &AuthorizationGrant) -> Response {
-    Redirect::to(&after_sign_in::sign_in_link(
-        endpoints::LOGIN,
-        Some(&AfterSignIn::Grant(grant.id)),
-    ))
-    .into_response()
+/// The login page, to come back to this request afterwards: the consent page's own refusal of
+/// a browser without a session (never the registration page: whoever was signing in for this
+/// request already has an account).
+fn login_first(state: &AppState, grant: &AuthorizationGrant) -> Response {
+    kit::sign_in_first(state, &AfterSignIn::Grant(grant.id), false)
 }
 
 /// `GET /consent/{grant}`: sign-in if needed, the consent page if needed, else the code.
@@ -265,7 +264,7 @@ pub async fn get(
         (Decision::Complete, Some((session, user))) => {
             complete(&state, &grant, &client, session, user).await
         }
-        _ => login_first(&grant),
+        _ => login_first(&state, &grant),
     };
     (cookie.into_jar(), response).into_response()
 }
@@ -320,7 +319,9 @@ pub async fn post(
             let response = not_allowed(&state, &grant, &client).await;
             return (cookie.into_jar(), response).into_response();
         }
-        Ok(Some((grant, ..))) => return (cookie.into_jar(), login_first(&grant)).into_response(),
+        Ok(Some((grant, ..))) => {
+            return (cookie.into_jar(), login_first(&state, &grant)).into_response()
+        }
         Ok(None) => return (cookie.into_jar(), expired(&state)).into_response(),
         Err(e) => return (cookie.into_jar(), unavailable(&state, &e)).into_response(),
     };

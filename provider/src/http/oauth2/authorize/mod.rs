@@ -21,15 +21,13 @@ pub mod consent;
 use axum::{
     extract::{RawQuery, State},
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 
 use axum_extra::extract::PrivateCookieJar;
-use ulid::Ulid;
 
-use crate::domain::after_sign_in::{self, AfterSignIn};
+use crate::domain::after_sign_in::AfterSignIn;
 pub use crate::domain::protocol::ResponseMode;
-use crate::endpoints;
 use crate::http::kit;
 use crate::{
     core::clients,
@@ -420,7 +418,11 @@ pub async fn get(
     .await;
     match stored {
         Ok(grant) if signed_out => {
-            let response = sign_in_first(&state, grant.id, prompts);
+            let response = kit::sign_in_first(
+                &state,
+                &AfterSignIn::Grant(grant.id),
+                prompts.contains(Prompt::Create),
+            );
             (cookie.into_jar(), response).into_response()
         }
         Ok(grant) => consent::proceed(&state, cookie, grant, client).await,
@@ -435,22 +437,6 @@ pub async fn get(
             )
         }
     }
-}
-
-/// The sign-in page for a stored request, which continues it once the user is signed in
-/// ([`AfterSignIn::Grant`]): the login page, or the registration page for `prompt=create`
-/// (Initiating User Registration via OpenID Connect 1.0 §4) while registration is open.
-pub fn sign_in_first(state: &AppState, grant: Ulid, prompts: Prompts) -> Response {
-    let page = if state.settings.registration && prompts.contains(Prompt::Create) {
-        endpoints::REGISTER
-    } else {
-        endpoints::LOGIN
-    };
-    Redirect::to(&after_sign_in::sign_in_link(
-        page,
-        Some(&AfterSignIn::Grant(grant)),
-    ))
-    .into_response()
 }
 
 /// Sends an authorization error to the client's redirect URI (RFC 6749 §4.1.2.1): straight

@@ -72,10 +72,7 @@ pub async fn linked_accounts(state: &AppState, user: &User) -> Option<LinkedAcco
             .iter()
             .map(|p| LinkableView {
                 name: display_name(p),
-                href: after_sign_in::start_url(
-                    p.id,
-                    AfterSignIn::from_next(endpoints::ACCOUNT).as_ref(),
-                ),
+                href: after_sign_in::start_url(p.id, Some(&AfterSignIn::ACCOUNT)),
             })
             .collect(),
     })

@@ -69,7 +69,7 @@ use self::{
     profile::{profile, profile_with_notice, set_display_name},
 };
 use crate::domain::account_management::Action;
-use crate::domain::after_sign_in::{self, account_path, AfterSignIn};
+use crate::domain::after_sign_in::{account_path, AfterSignIn};
 use crate::http::kit;
 use crate::{
     config::AccountConfig,
@@ -149,27 +149,20 @@ impl AccountQuery {
         parsed
     }
 
-    /// The same page, rebuilt from what we understand: a known action (MSC4191 names and our
-    /// own pages') and a device ID of RFC 3986 unreserved characters (MSC2967); nothing else is
-    /// carried.
-    fn rebuilt(&self) -> String {
+    /// The same page, to come back to after signing in, rebuilt from what we understand: a
+    /// known action (MSC4191 names and our own pages') and a device ID of RFC 3986 unreserved
+    /// characters (MSC2967); nothing else is carried.
+    fn after(&self) -> AfterSignIn {
         let action = self
             .action
             .as_deref()
             .filter(|action| Action::parse(action).is_some());
         let device_id = self.device_id.as_deref().filter(|d| is_valid_device_id(d));
-        account_path(action, device_id)
+        AfterSignIn::Account {
+            action: action.map(str::to_owned),
+            device_id: device_id.map(str::to_owned),
+        }
     }
-}
-
-/// The login page, to come back to `back` (an account page) afterwards.
-fn sign_in_first(back: &str) -> Response {
-    let after = AfterSignIn::from_next(back);
-    Redirect::to(&after_sign_in::sign_in_link(
-        endpoints::LOGIN,
-        after.as_ref(),
-    ))
-    .into_response()
 }
 
 /// The page for a storage failure on these pages.
@@ -243,7 +236,7 @@ pub async fn get(
     let query = AccountQuery::parse(query.as_deref().unwrap_or_default());
     let response = match signed_in(&state, &cookie).await {
         Ok(Some((_, user))) => show(&state, &cookie, &user, &query).await,
-        Ok(None) => sign_in_first(&query.rebuilt()),
+        Ok(None) => kit::sign_in_first(&state, &query.after(), false),
         Err(e) => unavailable(&state, &e),
     };
     (cookie.into_jar(), response).into_response()
@@ -460,13 +453,12 @@ async fn submitted(
         Ok(Some((_, user))) => user,
         Ok(None) => {
             // Signed out meanwhile: sign in, then back to the page the form was on.
-            let back = match page {
-                Some(Action::DeviceDelete) => Action::DeviceDelete
-                    .path(device_id.as_deref().filter(|d| is_valid_device_id(d))),
-                Some(page) => page.path(None),
-                None => PATH.to_owned(),
+            let back = AfterSignIn::Account {
+                action: page.map(|page| page.name().to_owned()),
+                device_id: device_id
+                    .filter(|d| page == Some(Action::DeviceDelete) && is_valid_device_id(d)),
             };
-            return sign_in_first(&back);
+            return kit::sign_in_first(state, &back, false);
         }
         Err(e) => return unavailable(state, &e),
     };
