@@ -23,8 +23,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
-pub use crate::protocol::ClientAuthMethod as AuthMethod;
-use crate::protocol::{wire_values, ErrorCode, GrantType, ResponseType};
+use crate::protocol::{wire_values, ClientAuthMethod, ErrorCode, GrantType, ResponseType};
 
 /// RFC 6749 §4.1: the authorization code grant.
 pub const AUTHORIZATION_CODE: &str = GrantType::AuthorizationCode.as_str();
@@ -44,11 +43,11 @@ pub const SUPPORTED_GRANT_TYPES: &[GrantType] = &[
 pub const SUPPORTED_RESPONSE_TYPES: &[ResponseType] = &[ResponseType::Code];
 /// The authentication methods a client can register with. `client_secret_jwt` is for clients of
 /// the configuration only: a self-registered client would need its secret before it has one.
-pub const REGISTRABLE_AUTH_METHODS: &[AuthMethod] = &[
-    AuthMethod::None,
-    AuthMethod::ClientSecretBasic,
-    AuthMethod::ClientSecretPost,
-    AuthMethod::PrivateKeyJwt,
+pub const REGISTRABLE_AUTH_METHODS: &[ClientAuthMethod] = &[
+    ClientAuthMethod::None,
+    ClientAuthMethod::ClientSecretBasic,
+    ClientAuthMethod::ClientSecretPost,
+    ClientAuthMethod::PrivateKeyJwt,
 ];
 
 /// The members that may carry a language tag (RFC 7591 §2.2: the human-readable ones).
@@ -132,7 +131,7 @@ pub struct ValidatedMetadata {
     pub grant_types: Vec<GrantType>,
     /// Supported ones only, without repeats.
     pub response_types: Vec<ResponseType>,
-    pub token_endpoint_auth_method: AuthMethod,
+    pub token_endpoint_auth_method: ClientAuthMethod,
     pub client_name: Option<String>,
     pub logo_uri: Option<String>,
     pub tos_uri: Option<String>,
@@ -323,7 +322,7 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
     // RFC 7591 §2: token_endpoint_auth_method defaults to client_secret_basic. (Matrix clients
     // are public and send `none`, which MSC2966 requires the server to support.)
     let token_endpoint_auth_method = match m.string("token_endpoint_auth_method", metadata_error)? {
-        None => AuthMethod::ClientSecretBasic,
+        None => ClientAuthMethod::ClientSecretBasic,
         Some(raw) => raw
             .parse()
             .ok()
@@ -344,7 +343,7 @@ pub fn validate(request: &Value) -> Result<ValidatedMetadata, RegistrationError>
         ));
     }
     // RFC 7523 §2.2 / OIDC Core §9: private_key_jwt needs the client's public keys.
-    if token_endpoint_auth_method == AuthMethod::PrivateKeyJwt
+    if token_endpoint_auth_method == ClientAuthMethod::PrivateKeyJwt
         && jwks.is_none()
         && jwks_uri.is_none()
     {
@@ -864,7 +863,7 @@ mod tests {
     fn element_x_registers_as_sent() {
         let m = ok(&element_x());
         assert_eq!(m.application_type, ApplicationType::Native);
-        assert_eq!(m.token_endpoint_auth_method, AuthMethod::None);
+        assert_eq!(m.token_endpoint_auth_method, ClientAuthMethod::None);
         assert_eq!(
             m.grant_types,
             [
@@ -1203,12 +1202,20 @@ mod tests {
         // RFC 7591 §2 default
         assert_eq!(
             ok(&web()).token_endpoint_auth_method,
-            AuthMethod::ClientSecretBasic
+            ClientAuthMethod::ClientSecretBasic
         );
         for (raw, method, secret) in [
-            ("none", AuthMethod::None, false),
-            ("client_secret_basic", AuthMethod::ClientSecretBasic, true),
-            ("client_secret_post", AuthMethod::ClientSecretPost, true),
+            ("none", ClientAuthMethod::None, false),
+            (
+                "client_secret_basic",
+                ClientAuthMethod::ClientSecretBasic,
+                true,
+            ),
+            (
+                "client_secret_post",
+                ClientAuthMethod::ClientSecretPost,
+                true,
+            ),
         ] {
             let m = ok(&with(web(), "token_endpoint_auth_method", json!(raw)));
             assert_eq!(m.token_endpoint_auth_method, method);

@@ -6,7 +6,7 @@
 //! field. The provider then asks the service whether that token is good with a form `POST` of
 //! `secret`, `response` and (optionally) `remoteip` to its "siteverify" endpoint, and reads
 //! `success` from the JSON answer. The service's script and frames must be allowed by the
-//! page's Content-Security-Policy: [`CaptchaService::csp_sources`].
+//! page's Content-Security-Policy: [`CaptchaService::csp_sources`](crate::config::captcha::CaptchaService::csp_sources).
 //!
 //! A token is good for one verification only, and only the service can tell a good one from a
 //! forged one: when the service can't be asked (network, 5xx, garbage), registration fails with
@@ -21,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Connecting to the service gives up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub use crate::config::captcha::{CaptchaService, CaptchaSettings};
+use crate::config::captcha::CaptchaSettings;
 
 /// What the register page needs to show the widget.
 #[derive(Debug, Clone, Serialize)]
@@ -181,6 +181,7 @@ impl CaptchaVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::captcha::CaptchaService;
 
     #[test]
     fn csp_gets_the_service_sources() {

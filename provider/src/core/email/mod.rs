@@ -27,7 +27,6 @@ use chrono::{DateTime, Utc};
 use lettre::{message::Mailbox, Address};
 use serde::Serialize;
 
-pub use crate::config::email::{check_ca_certificates, check_mailbox};
 use crate::{
     clock::Entropy,
     config::{EmailSettings, EmailTransport},
@@ -279,6 +278,7 @@ fn parse_address(value: &str) -> Result<Address, MailError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::email::check_mailbox;
 
     fn mail(to: &str) -> Mail {
         Mail {

@@ -22,8 +22,8 @@ use crate::{
     core::{matrix::provisioning::AfterCommit, sessions::end_oauth2_session},
     crypto::Encrypter,
     domain::{
-        client_registration::{self, AuthMethod},
-        protocol::GrantType,
+        client_registration,
+        protocol::{ClientAuthMethod, GrantType},
     },
     http::AppState,
     storage::{BoxRepository, Client, OAuth2SessionFilter, StorageError},
@@ -138,7 +138,7 @@ pub async fn get(
 /// Metadata that passed the rules: what to store.
 struct Judged {
     metadata: Map<String, Value>,
-    method: AuthMethod,
+    method: ClientAuthMethod,
 }
 
 /// Judges client metadata (RFC 7591 §2) by the dynamic registration rules (MSC2966), plus the

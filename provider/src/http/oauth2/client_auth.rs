@@ -46,7 +46,7 @@ use crate::{
     },
 };
 
-pub use crate::domain::protocol::JWT_BEARER;
+use crate::domain::protocol::JWT_BEARER;
 /// The signature algorithms accepted in client assertions (`HS256` for `client_secret_jwt`,
 /// the others for `private_key_jwt`), as advertised in discovery.
 pub const ASSERTION_SIGNING_ALGS: &[&str] = &["HS256", "RS256", "ES256"];

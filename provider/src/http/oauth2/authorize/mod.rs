@@ -27,7 +27,7 @@ use axum::{
 use axum_extra::extract::PrivateCookieJar;
 
 use crate::domain::after_sign_in::AfterSignIn;
-pub use crate::domain::protocol::ResponseMode;
+use crate::domain::protocol::ResponseMode;
 use crate::http::kit;
 use crate::{
     core::clients,

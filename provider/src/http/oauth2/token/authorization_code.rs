@@ -5,8 +5,8 @@
 use chrono::Duration;
 
 use super::{
-    id_token::{self, IdTokenFor},
-    issue_pair, Approval, TokenResponse,
+    id_token::{self, Approval, IdTokenFor},
+    issue_pair, TokenResponse,
 };
 use crate::http::oauth2::api::TokenError;
 use ulid::Ulid;

@@ -15,7 +15,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{
     authorization_code::{redeem, Redemption},
-    Approval, TokenResponse,
+    id_token::Approval,
+    TokenResponse,
 };
 use crate::http::kit::params::Params;
 use crate::http::oauth2::api::TokenError;

@@ -14,8 +14,6 @@ pub mod device_code;
 mod id_token;
 pub mod refresh_token;
 
-pub(crate) use id_token::Approval;
-
 use axum::{
     body::Bytes,
     extract::State,

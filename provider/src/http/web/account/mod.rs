@@ -83,8 +83,6 @@ use crate::{
     storage::{StorageError, User},
 };
 
-pub use crate::{core::accounts::supported_actions, domain::account_management::ACTIONS};
-
 /// The account pages of our own, outside MSC4191 (not advertised in
 /// `account_management_actions_supported`).
 pub const OWN_ACTIONS: &[&str] = &["emails", "password"];
@@ -522,6 +520,7 @@ pub(crate) fn with_retry_after(mut page: Response, retry_after: std::time::Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{core::accounts::supported_actions, domain::account_management::ACTIONS};
 
     #[test]
     fn every_advertised_action_is_served() {
