@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// RFC 6749 §5.1 / RFC 7662 §2.2: token-bearing answers (and their errors) are not cached.
-pub(crate) fn no_store(mut response: Response) -> Response {
+pub fn no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -190,7 +190,7 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenErro
 /// RFC 7662 §2.1 / RFC 7009 §2.1: `token` is REQUIRED. `token_type_hint` is OPTIONAL and
 /// ignored: the token's prefix already says what it is, and a wrong hint must not hide a token
 /// ("the authorization server MUST extend its search").
-pub(crate) fn token_param(params: &Params) -> Result<&str, TokenError> {
+pub fn token_param(params: &Params) -> Result<&str, TokenError> {
     params
         .get("token")
         .ok_or_else(|| TokenError::invalid_request("token is required"))
@@ -198,7 +198,7 @@ pub(crate) fn token_param(params: &Params) -> Result<&str, TokenError> {
 
 /// An error of a request made with a bearer token (RFC 6750 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BearerError {
+pub enum BearerError {
     /// RFC 6750 §3.1: the request carries no credentials: 401 with a bare challenge, "the
     /// resource server SHOULD NOT include an error code".
     Missing,

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::{
     api::{form_params, no_store, TokenError},
-    authorize::{run_checks, Endpoint, OAuthError},
+    authorize::{respond::OAuthError, run_checks, Endpoint},
     client_auth,
 };
 use crate::http::kit;

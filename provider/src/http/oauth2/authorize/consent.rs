@@ -2,9 +2,10 @@
 //! (`GET|POST /consent/{grant}`): sign-in when needed, consent when needed, then the code goes to
 //! the client (RFC 6749 §4.1.2).
 //!
-//! The answer to the client is sent from here too ([`respond_to_client`], with the one encoding
-//! of the response modes and RFC 9207 `iss`: [`encode_response`]), so a first login walks
-//! `/authorize` → (the sign-in pages) → this module → the client, each once, and never back.
+//! The answer to the client is sent from here, through [`super::respond`] (the one encoding of
+//! the response modes and RFC 9207 `iss`, shared with `/authorize`'s errors), so a first login
+//! walks `/authorize` → (the sign-in pages) → this module → the client, each once, and never
+//! back.
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
 //! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
@@ -19,12 +20,9 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use axum_extra::extract::PrivateCookieJar;
-use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
-use url::Url;
 
-use super::{OAuthError, ResponseMode};
+use super::respond::{error_to_client, respond_to_client, OAuthError};
 use crate::domain::after_sign_in::AfterSignIn;
 use crate::{
     core::{
@@ -68,7 +66,7 @@ fn client_error(
     client: &Client,
     error: OAuthError,
 ) -> Response {
-    super::error_to_client(
+    error_to_client(
         state,
         client,
         &grant.redirect_uri,
@@ -341,98 +339,4 @@ pub async fn post(
         _ => kit::invalid_answer(&state),
     };
     (cookie.into_jar(), response).into_response()
-}
-
-/// An authorization response (a code, or an error) encoded for the client's redirect URI in a
-/// response mode, with `iss` (RFC 9207 §2: in every authorization response, errors included).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Encoded {
-    pub mode: ResponseMode,
-    /// Where the browser goes: the redirect URI with the fields in its query (`query`) or
-    /// fragment (`fragment`), OAuth 2.0 Multiple Response Type Encoding Practices §2.1; for
-    /// `form_post`, the redirect URI itself, which the form posts to (Form Post Response Mode
-    /// §2).
-    pub url: Url,
-    /// Every field, `iss` last (what a `form_post` form carries).
-    pub fields: Vec<(String, String)>,
-}
-
-/// The one encoding of an authorization response for the client's redirect URI (see
-/// [`Encoded`]); `None` when `redirect` is not a URL. `redirect` must be one the client
-/// registered (checked before any call).
-pub fn encode_response(
-    state: &AppState,
-    redirect: &str,
-    mode: ResponseMode,
-    fields: &[(&str, &str)],
-) -> Option<Encoded> {
-    let mut url = Url::parse(redirect).ok()?;
-    let issuer = state.settings.issuer.to_string();
-    let fields: Vec<(String, String)> = fields
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .chain([("iss".to_owned(), issuer)])
-        .collect();
-    match mode {
-        ResponseMode::Query => {
-            url.query_pairs_mut().extend_pairs(fields.iter());
-        }
-        ResponseMode::Fragment => {
-            let encoded = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(fields.iter())
-                .finish();
-            url.set_fragment(Some(&encoded));
-        }
-        ResponseMode::FormPost => {}
-    }
-    Some(Encoded { mode, url, fields })
-}
-
-/// Sends an authorization response (a code, or an error) to the client's redirect URI in the
-/// requested response mode ([`encode_response`]): a redirect, or for `form_post` the
-/// auto-submitting form.
-pub fn respond_to_client(
-    state: &AppState,
-    redirect: &str,
-    mode: ResponseMode,
-    fields: &[(&str, &str)],
-) -> Response {
-    let Some(encoded) = encode_response(state, redirect, mode, fields) else {
-        return kit::error_page(
-            &state.templates,
-            &state.chrome(),
-            StatusCode::BAD_REQUEST,
-            "Invalid return address",
-            "The registered return address is not a valid URL.",
-            Some(ErrorCode::InvalidRequest.as_str()),
-        );
-    };
-    match encoded.mode {
-        ResponseMode::Query | ResponseMode::Fragment => kit::redirect_to(&encoded.url),
-        ResponseMode::FormPost => form_post(state, &encoded.url, &encoded.fields),
-    }
-}
-
-/// The auto-submitting form of OAuth 2.0 Form Post Response Mode §2 (with a button when
-/// JavaScript is off). The CSP allows exactly this script and a post to the client's origin.
-const FORM_POST_SCRIPT: &str =
-    "window.addEventListener('DOMContentLoaded',function(){document.forms[0].submit()});";
-
-fn form_post(state: &AppState, action: &Url, fields: &[(String, String)]) -> Response {
-    let hash = format!(
-        "sha256-{}",
-        STANDARD.encode(Sha256::digest(FORM_POST_SCRIPT.as_bytes()))
-    );
-    let origin = action.origin().ascii_serialization();
-    kit::page_with_csp(
-        state,
-        StatusCode::OK,
-        "pages/form_post.html",
-        minijinja::context! {
-            script => FORM_POST_SCRIPT,
-            action => action.as_str(),
-            fields => fields,
-        },
-        &kit::csp(&origin, Some(&hash)),
-    )
 }

@@ -17,6 +17,7 @@
 //!    code, or a new sign-in.
 
 pub mod consent;
+pub mod respond;
 
 use axum::{
     extract::{RawQuery, State},
@@ -30,7 +31,6 @@ use crate::domain::after_sign_in::AfterSignIn;
 use crate::domain::protocol::ResponseMode;
 use crate::http::kit;
 use crate::{
-    core::clients,
     domain::{
         client_metadata::RegisteredMetadata,
         pkce,
@@ -39,8 +39,9 @@ use crate::{
         scope::Scope,
     },
     http::AppState,
-    storage::{Client, NewAuthorizationGrant},
+    storage::NewAuthorizationGrant,
 };
+use respond::{error_to_client, OAuthError};
 
 /// The endpoints that run the shared request checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,22 +50,6 @@ pub enum Endpoint {
     Authorization,
     /// `POST /oauth2/device` (RFC 8628 §3.1).
     DeviceAuthorization,
-}
-
-/// An OAuth error for the client (RFC 6749 §4.1.2.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthError {
-    pub error: ErrorCode,
-    pub description: String,
-}
-
-impl OAuthError {
-    pub fn new(error: ErrorCode, description: impl Into<String>) -> Self {
-        Self {
-            error,
-            description: description.into(),
-        }
-    }
 }
 
 use crate::http::kit::params::Params;
@@ -437,65 +422,6 @@ pub async fn get(
             )
         }
     }
-}
-
-/// Sends an authorization error to the client's redirect URI (RFC 6749 §4.1.2.1): straight
-/// away for a client the operator configured, by the user's choice for one that registered
-/// itself.
-///
-/// RFC 9700 §4.11.2 (the authorization server as open redirector): anyone can register a client
-/// (RFC 7591) whose redirect URI is a phishing site, then send users an authorization request
-/// that fails on purpose (a bad scope), that they will deny, or a silent `prompt=none` one, to
-/// have this server send them there. "The authorization server SHOULD only automatically
-/// redirect the user agent if it trusts the redirection URI. If the URI is not trusted, the
-/// authorization server MAY inform the user and rely on the user to make the correct decision."
-/// Trusted are the redirect URIs of static clients (`Client::is_static`: written by the operator
-/// in the configuration); those of dynamically registered clients are not, so their errors are
-/// shown on a page that names the application, the error and where the link leads, and the user
-/// decides whether to go back (a link with the error in the response mode's place; a button for
-/// `form_post`). Codes are still redirected without a page: one is only issued after the user
-/// signed in and consented (§4.11.2: "MUST always authenticate the user first").
-pub fn error_to_client(
-    state: &AppState,
-    client: &Client,
-    redirect: &str,
-    mode: ResponseMode,
-    error: &OAuthError,
-    client_state: Option<&str>,
-) -> Response {
-    let mut fields: Vec<(&str, &str)> = vec![
-        ("error", error.error.as_str()),
-        ("error_description", &error.description),
-    ];
-    if let Some(s) = client_state {
-        fields.push(("state", s));
-    }
-    let encoded = if client.is_static {
-        None
-    } else {
-        consent::encode_response(state, redirect, mode, &fields)
-    };
-    // Trusted (static), or a redirect URI that is no URL (its own error page): no choice here.
-    let Some(encoded) = encoded else {
-        return consent::respond_to_client(state, redirect, mode, &fields);
-    };
-    let form_post = mode == ResponseMode::FormPost;
-    kit::page_with_csp(
-        state,
-        StatusCode::BAD_REQUEST,
-        "pages/authorize_error.html",
-        minijinja::context! {
-            client_name => clients::client_name(client),
-            description => error.description,
-            error => error.error.as_str(),
-            target => redirect,
-            form_post => form_post,
-            action => encoded.url.as_str(),
-            fields => encoded.fields,
-        },
-        // The button of `form_post` posts to the client (`form-action`); a link needs nothing.
-        &kit::csp_redirecting_to(form_post.then_some(&encoded.url)),
-    )
 }
 
 #[cfg(test)]
