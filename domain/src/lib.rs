@@ -21,5 +21,6 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod redirect_uri;
 pub mod scope;
+pub mod sign_in_method;
 pub mod token;
 pub mod username;

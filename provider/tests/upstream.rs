@@ -438,7 +438,10 @@ async fn new_account_then_linked_sign_in(db: TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(last.method, format!("upstream:{}", links[0].id));
+    assert_eq!(
+        last.method,
+        provider::domain::sign_in_method::SignInMethod::Upstream(links[0].id)
+    );
     drop(repo);
     drop(env.up_db);
 }

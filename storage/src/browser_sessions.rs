@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::sign_in_method::SignInMethod;
 use ulid::Ulid;
 
 use super::{
@@ -44,8 +45,8 @@ impl BrowserSession {
 pub struct BrowserAuthentication {
     pub id: Ulid,
     pub browser_session_id: Ulid,
-    /// How: `"password"` or `"upstream:<link id>"`.
-    pub method: String,
+    /// How.
+    pub method: SignInMethod,
     /// When: an ID token's `auth_time`.
     pub created_at: DateTime<Utc>,
 }
@@ -89,13 +90,12 @@ pub trait BrowserSessionRepository: Send {
     /// Sets `last_active_at` to now; [`StorageError::NotFound`] when there is no such session.
     async fn touch(&mut self, id: Ulid) -> Result<(), StorageError>;
 
-    /// Records that the user just authenticated in a session with `method` (`"password"`,
-    /// `"upstream:<link id>"`); [`StorageError::NotFound`] when the session doesn't exist or is
-    /// finished.
+    /// Records that the user just authenticated in a session with `method`;
+    /// [`StorageError::NotFound`] when the session doesn't exist or is finished.
     async fn record_authentication(
         &mut self,
         browser_session_id: Ulid,
-        method: &str,
+        method: SignInMethod,
     ) -> Result<BrowserAuthentication, StorageError>;
 
     /// The newest authentication of a session (for `auth_time` and `max_age`), if any.
@@ -155,14 +155,20 @@ struct AuthenticationRow {
     created_at: Ts,
 }
 
-impl From<AuthenticationRow> for BrowserAuthentication {
-    fn from(r: AuthenticationRow) -> Self {
-        Self {
+impl TryFrom<AuthenticationRow> for BrowserAuthentication {
+    type Error = StorageError;
+
+    fn try_from(r: AuthenticationRow) -> Result<Self, StorageError> {
+        Ok(Self {
             id: r.id.0,
             browser_session_id: r.browser_session_id.0,
-            method: r.method,
+            // Written by `record_authentication` from the typed value: other text is corrupt.
+            method: r
+                .method
+                .parse()
+                .map_err(|e| StorageError::Invalid(format!("method: {e}")))?,
             created_at: r.created_at.0,
-        }
+        })
     }
 }
 
@@ -287,12 +293,12 @@ macro_rules! implementation {
             async fn record_authentication(
                 &mut self,
                 browser_session_id: Ulid,
-                method: &str,
+                method: SignInMethod,
             ) -> Result<BrowserAuthentication, StorageError> {
                 let auth = BrowserAuthentication {
                     id: self.new_id(),
                     browser_session_id,
-                    method: method.to_owned(),
+                    method,
                     created_at: self.now(),
                 };
                 let done = sqlx::query(
@@ -303,7 +309,7 @@ macro_rules! implementation {
                 )
                 .bind(DbId(auth.id))
                 .bind(DbId(browser_session_id))
-                .bind(&auth.method)
+                .bind(auth.method.to_string())
                 .bind(Ts(auth.created_at))
                 .execute(self.conn())
                 .await?;
@@ -323,7 +329,7 @@ macro_rules! implementation {
                 .bind(DbId(browser_session_id))
                 .fetch_optional(self.conn())
                 .await?;
-                Ok(row.map(Into::into))
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn list_page(

@@ -15,11 +15,9 @@ use crate::{
         Core,
     },
     domain::after_sign_in::{username_from_hint, AfterSignIn},
+    domain::sign_in_method::SignInMethod,
     storage::{BoxRepository, StorageError, User},
 };
-
-/// The method recorded for a password sign-in.
-pub const METHOD_PASSWORD: &str = "password";
 
 /// Why a password check refused a sign-in. Shared by the login page and the legacy Matrix
 /// login (`m.login.password`), which tell it in their own words.
@@ -240,7 +238,7 @@ pub async fn open_password_session(
         .add(user_id, user_agent, None)
         .await?;
     repo.browser_sessions()
-        .record_authentication(session.id, METHOD_PASSWORD)
+        .record_authentication(session.id, SignInMethod::Password)
         .await?;
     Ok(session.id)
 }

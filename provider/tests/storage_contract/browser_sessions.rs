@@ -1,12 +1,13 @@
 use chrono::Duration;
 use provider::{
     backend_tests,
+    domain::sign_in_method::SignInMethod,
     storage::{BrowserAuthentication, BrowserSession, StorageError},
     test_harness::TestDb,
 };
 use ulid::Ulid;
 
-use crate::fixtures::browser_session;
+use crate::fixtures::{browser_session, write_by_hand};
 
 async fn browser_sessions(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
@@ -191,7 +192,7 @@ async fn browser_authentications(db: TestDb) {
 
     let password = repo
         .browser_sessions()
-        .record_authentication(session, "password")
+        .record_authentication(session, SignInMethod::Password)
         .await
         .unwrap();
     assert_eq!(
@@ -199,7 +200,7 @@ async fn browser_authentications(db: TestDb) {
         BrowserAuthentication {
             id: password.id,
             browser_session_id: session,
-            method: "password".to_owned(),
+            method: SignInMethod::Password,
             created_at: db.clock.now_db(),
         }
     );
@@ -213,10 +214,10 @@ async fn browser_authentications(db: TestDb) {
 
     // The newest authentication is the one that counts (auth_time).
     db.clock.advance(Duration::minutes(5));
-    let method = format!("upstream:{}", Ulid::new());
+    let method = SignInMethod::Upstream(Ulid::new());
     let upstream = repo
         .browser_sessions()
-        .record_authentication(session, &method)
+        .record_authentication(session, method)
         .await
         .unwrap();
     assert_eq!(upstream.created_at, db.clock.now_db());
@@ -240,7 +241,7 @@ async fn browser_authentications(db: TestDb) {
     // No authentication in a missing or finished session.
     assert!(matches!(
         repo.browser_sessions()
-            .record_authentication(Ulid::new(), "password")
+            .record_authentication(Ulid::new(), SignInMethod::Password)
             .await,
         Err(StorageError::NotFound("browser session"))
     ));
@@ -248,7 +249,7 @@ async fn browser_authentications(db: TestDb) {
     db.clock.advance(Duration::minutes(5));
     assert!(matches!(
         repo.browser_sessions()
-            .record_authentication(session, "password")
+            .record_authentication(session, SignInMethod::Password)
             .await,
         Err(StorageError::NotFound("browser session"))
     ));
@@ -315,8 +316,38 @@ async fn finishing_the_other_sessions(db: TestDb) {
     repo.commit().await.unwrap();
 }
 
+/// A stored sign-in method that is none (written by hand, or by another version) is a data
+/// error when read, never a silent default.
+async fn unknown_stored_method_is_invalid(db: TestDb) {
+    let mut repo = db.storage.begin().await.unwrap();
+    let alice = repo.users().add("alice").await.unwrap();
+    let session = repo
+        .browser_sessions()
+        .add(alice.id, None, None)
+        .await
+        .unwrap()
+        .id;
+    repo.browser_sessions()
+        .record_authentication(session, SignInMethod::Password)
+        .await
+        .unwrap();
+    repo.commit().await.unwrap();
+    write_by_hand(
+        &db,
+        "UPDATE browser_session_authentications SET method = 'webauthn'",
+    )
+    .await;
+    let mut repo = db.storage.reader().await.unwrap();
+    let read = repo.browser_sessions().last_authentication(session).await;
+    assert!(
+        matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("webauthn")),
+        "{read:?}"
+    );
+}
+
 backend_tests!(
     browser_sessions,
     browser_authentications,
-    finishing_the_other_sessions
+    finishing_the_other_sessions,
+    unknown_stored_method_is_invalid
 );

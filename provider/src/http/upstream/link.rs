@@ -25,9 +25,9 @@ use ulid::Ulid;
 use super::{
     continue_to,
     cookie::{Pending, UpstreamCookie, LIFETIME},
-    method,
 };
 use crate::core::sign_in;
+use crate::domain::sign_in_method::SignInMethod;
 use crate::endpoints::UPSTREAM_LINK;
 use crate::http::kit;
 use crate::{
@@ -152,7 +152,7 @@ async fn open_session(
     repo: &mut BoxRepository,
     done: &Completed,
     user: &User,
-    methods: &[impl AsRef<str>],
+    methods: &[SignInMethod],
     user_agent: Option<&str>,
 ) -> Result<Option<Ulid>, StorageError> {
     // Single use: the same login can't sign in twice.
@@ -165,7 +165,7 @@ async fn open_session(
         .await?;
     for method in methods {
         repo.browser_sessions()
-            .record_authentication(session.id, method.as_ref())
+            .record_authentication(session.id, *method)
             .await?;
     }
     Ok(Some(session.id))
@@ -193,7 +193,7 @@ async fn sign_in_linked(
                 deactivated: user.deactivated_at.is_some(),
             });
         }
-        let methods = [method(done.link.id)];
+        let methods = [SignInMethod::Upstream(done.link.id)];
         let session = open_session(&mut repo, done, &user, &methods, user_agent.as_deref())
             .await?
             .ok_or(UpstreamError::UnknownSession)?;
@@ -468,8 +468,14 @@ async fn register(
     if let Err(retry) = associate(&mut repo, done, &user).await? {
         return Ok(Err(retry));
     }
-    let Some(session) =
-        open_session(&mut repo, done, &user, &[method(done.link.id)], user_agent).await?
+    let Some(session) = open_session(
+        &mut repo,
+        done,
+        &user,
+        &[SignInMethod::Upstream(done.link.id)],
+        user_agent,
+    )
+    .await?
     else {
         return Err(UpstreamError::UnknownSession);
     };
@@ -520,7 +526,7 @@ async fn link_with_password(
     if let Err(retry) = associate(&mut repo, done, &matched.user).await? {
         return Ok(Err(retry));
     }
-    let methods = [sign_in::METHOD_PASSWORD.to_owned(), method(done.link.id)];
+    let methods = [SignInMethod::Password, SignInMethod::Upstream(done.link.id)];
     let Some(session) = open_session(&mut repo, done, &matched.user, &methods, user_agent).await?
     else {
         return Err(UpstreamError::UnknownSession);
@@ -546,7 +552,7 @@ async fn link_current(state: &AppState, cookie: &BrowserCookie, done: &Completed
         return Err(UpstreamError::UnknownSession);
     }
     repo.browser_sessions()
-        .record_authentication(session.id, &method(done.link.id))
+        .record_authentication(session.id, SignInMethod::Upstream(done.link.id))
         .await?;
     repo.commit().await?;
     tracing::info!(username = %user.username, provider = %done.provider.id, "upstream identity linked to the signed-in account");

@@ -36,12 +36,6 @@ pub mod link;
 
 use crate::endpoints::{UPSTREAM_AUTHORIZE, UPSTREAM_CALLBACK, UPSTREAM_LINK, UPSTREAM_UNLINK};
 
-/// The sign-in method recorded on browser sessions opened by an upstream login
-/// (`upstream:<link id>`, see the `browser_session_authentications` table).
-pub fn method(link_id: Ulid) -> String {
-    format!("upstream:{link_id}")
-}
-
 /// The routes of the upstream login.
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -59,7 +59,7 @@ fn expired(state: &AppState) -> Response {
 }
 
 /// An error for the client, on behalf of a stored grant (shown first when the client
-/// registered itself: [`super::error_to_client`], RFC 9700 §4.11.2).
+/// registered itself: [`error_to_client`], RFC 9700 §4.11.2).
 fn client_error(
     state: &AppState,
     grant: &AuthorizationGrant,
