@@ -7,7 +7,7 @@ use provider::{
 };
 use ulid::Ulid;
 
-use crate::fixtures::{browser_session, write_by_hand};
+use crate::fixtures::{assert_invalid, browser_session, write_by_hand};
 
 async fn browser_sessions(db: TestDb) {
     let mut repo = db.storage.begin().await.unwrap();
@@ -339,10 +339,7 @@ async fn unknown_stored_method_is_invalid(db: TestDb) {
     .await;
     let mut repo = db.storage.reader().await.unwrap();
     let read = repo.browser_sessions().last_authentication(session).await;
-    assert!(
-        matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("webauthn")),
-        "{read:?}"
-    );
+    assert_invalid(read, "webauthn");
 }
 
 backend_tests!(

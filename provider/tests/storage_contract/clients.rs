@@ -7,7 +7,7 @@ use provider::{
 };
 use serde_json::json;
 
-use crate::fixtures::write_by_hand;
+use crate::fixtures::{assert_invalid, write_by_hand};
 
 /// Metadata that exercises the JSON round trip: nesting, nulls, booleans, numbers, non-ASCII
 /// text, and a key order JSONB does not keep.
@@ -256,12 +256,12 @@ async fn unknown_stored_auth_method_is_invalid(db: TestDb) {
     )
     .await;
     let mut repo = db.storage.reader().await.unwrap();
-    fn invalid<T>(read: Result<T, StorageError>) -> bool {
-        matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("tls_client_auth"))
-    }
-    assert!(invalid(repo.clients().lookup(client.id).await));
-    assert!(invalid(repo.clients().find_by_client_id("odd").await));
-    assert!(invalid(repo.clients().list_page(None, 10).await));
+    assert_invalid(repo.clients().lookup(client.id).await, "tls_client_auth");
+    assert_invalid(
+        repo.clients().find_by_client_id("odd").await,
+        "tls_client_auth",
+    );
+    assert_invalid(repo.clients().list_page(None, 10).await, "tls_client_auth");
 }
 
 backend_tests!(

@@ -3,7 +3,8 @@
 
 use provider::domain::protocol::ClientAuthMethod;
 use provider::storage::{
-    BoxRepository, Client, CompatSession, NewOAuth2Session, OAuth2Session, TokenHash, User,
+    BoxRepository, Client, CompatSession, NewOAuth2Session, OAuth2Session, StorageError, TokenHash,
+    User,
 };
 use provider::test_harness::TestDb;
 use serde_json::json;
@@ -21,6 +22,16 @@ pub async fn write_by_hand(db: &TestDb, sql: &str) {
         sqlx::query(sql).execute(&pool).await.unwrap();
         pool.close().await;
     }
+}
+
+/// Asserts that a read refused a stored value as corrupt data ([`StorageError::Invalid`]),
+/// naming what it refused (`names`: the value, or its column).
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(read: Result<T, StorageError>, names: &str) {
+    assert!(
+        matches!(read, Err(StorageError::Invalid(ref m)) if m.contains(names)),
+        "expected a refusal naming {names}: {read:?}"
+    );
 }
 
 /// A token hash made of one repeated byte: distinct `n`, distinct hashes.

@@ -13,7 +13,9 @@ use provider::{
 };
 use ulid::Ulid;
 
-use crate::fixtures::{browser_session, hash, session_for, user_and_client, write_by_hand};
+use crate::fixtures::{
+    assert_invalid, browser_session, hash, session_for, user_and_client, write_by_hand,
+};
 
 /// A browser session of the user and an OAuth 2.0 session started from it.
 async fn approval(repo: &mut BoxRepository, user: &User, client: &Client) -> (Ulid, Ulid) {
@@ -285,12 +287,6 @@ async fn unknown_stored_grant_values_are_invalid(db: TestDb) {
         .unwrap();
     repo.commit().await.unwrap();
     let id = grant.id;
-    let invalid = |read: Result<Option<AuthorizationGrant>, StorageError>, refused: &str| {
-        assert!(
-            matches!(read, Err(StorageError::Invalid(ref m)) if m.contains(refused)),
-            "{refused}: {read:?}"
-        );
-    };
     // (response_mode, prompt, what the error names)
     for (mode, prompt, refused) in [
         ("'web_message'", "NULL", "response_mode"),
@@ -305,7 +301,7 @@ async fn unknown_stored_grant_values_are_invalid(db: TestDb) {
         )
         .await;
         let mut repo = db.storage.reader().await.unwrap();
-        invalid(repo.authorization_grants().lookup(id).await, refused);
+        assert_invalid(repo.authorization_grants().lookup(id).await, refused);
     }
     // Back to values the parsers take: read back typed.
     write_by_hand(

@@ -11,7 +11,7 @@ use provider::{
 use serde_json::json;
 use ulid::Ulid;
 
-use crate::fixtures::write_by_hand;
+use crate::fixtures::{assert_invalid, write_by_hand};
 
 fn params(client_id: &str) -> UpstreamProviderParams {
     UpstreamProviderParams {
@@ -517,14 +517,14 @@ async fn unknown_stored_upstream_auth_method_is_invalid(db: TestDb) {
     )
     .await;
     let mut repo = db.storage.reader().await.unwrap();
-    fn invalid<T: std::fmt::Debug>(read: Result<T, StorageError>) {
-        assert!(
-            matches!(read, Err(StorageError::Invalid(ref m)) if m.contains("tls_client_auth")),
-            "{read:?}"
-        );
-    }
-    invalid(repo.upstream_providers().lookup(id).await);
-    invalid(repo.upstream_providers().list_enabled().await);
+    assert_invalid(
+        repo.upstream_providers().lookup(id).await,
+        "tls_client_auth",
+    );
+    assert_invalid(
+        repo.upstream_providers().list_enabled().await,
+        "tls_client_auth",
+    );
 }
 
 backend_tests!(
