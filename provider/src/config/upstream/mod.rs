@@ -2,7 +2,7 @@
 //! people may sign in with ("Continue with …"), checked once at start with a problem per wrong
 //! setting (each at its path in the file, like the rest of [`crate::config`]).
 //!
-//! What the login needs at run time is written to the database by [`super::sync`]: the
+//! What the login needs at run time is written to the database by [`crate::core::upstream::sync`]: the
 //! provider's columns plus [`StoredSettings`] in its `settings` JSON, so every replica reads the
 //! same provider from the same row.
 
@@ -155,7 +155,7 @@ pub struct StoredSettings {
     pub claims_imports: claims::ClaimsImports,
 }
 
-/// A validated provider, as [`super::sync`] writes it.
+/// A validated provider, as [`crate::core::upstream::sync`] writes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamProviderSettings {
     pub id: Ulid,

@@ -5,7 +5,7 @@
 //!    stored with the `redirectUrl`, and the browser goes on to the provider's confirmation page
 //!    `/complete-compat-sso/{id}` (absolute, on the provider's public base).
 //! 2. The page asks who is not signed in to sign in (or register, for `action=register`) and
-//!    come back, then asks the user to confirm: "Continue to <host>" (§"Security
+//!    come back, then asks the user to confirm: "Continue to `<host>`" (§"Security
 //!    considerations" of SSO login: a link someone else made would send the user's login to
 //!    them, so the user must see where it goes).
 //! 3. `POST` (CSRF-protected): a new device upserted on the homeserver (no transaction open),

@@ -6,7 +6,7 @@
 //! are those of RFC 6750 §3, as a `WWW-Authenticate: Bearer` challenge (and the same error as
 //! JSON in the body). The introspection endpoint answers a bad homeserver secret with the same
 //! error ([`BearerError`]); both read the header with the kit's
-//! [`authorization`](crate::http::kit::params::authorization).
+//! [`authorization`].
 
 use super::api::{no_store, BearerError};
 use axum::{

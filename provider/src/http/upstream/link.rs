@@ -2,7 +2,7 @@
 //! login brought back.
 //!
 //! - Linked to an account: that account is signed in (once: the session is consumed).
-//! - Not linked: the page offers, from the claim imports ([`super::claims`]):
+//! - Not linked: the page offers, from the claim imports ([`crate::config::upstream::claims`]):
 //!   - a new account, its username, display name and email address suggested or imposed by the
 //!     provider (a `require`d claim that is missing refuses the login);
 //!   - linking to an existing account, after signing in to it with its password: the way out

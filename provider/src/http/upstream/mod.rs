@@ -7,15 +7,16 @@
 //!    authorization request, and redirects to the provider.
 //! 2. `GET|POST /upstream/callback/{provider}` ([`callback`]): the provider's answer, by
 //!    redirect or `form_post`. The `state` must be one this browser started; the code is
-//!    exchanged ([`client`]), the ID token validated ([`id_token`], OIDC Core §3.1.3.7),
+//!    exchanged ([`client`](crate::core::upstream::client)), the ID token validated
+//!    ([`id_token`](crate::core::upstream::id_token), OIDC Core §3.1.3.7),
 //!    userinfo fetched when configured, and the claims stored with the upstream identity's link.
 //! 3. `GET|POST /upstream/link/{session}` ([`link`]): an identity linked to an account signs
-//!    that account in; otherwise the claim imports ([`claims`]) fill in a new account, or the
+//!    that account in; otherwise the claim imports ([`claims`](crate::config::upstream::claims)) fill in a new account, or the
 //!    user links the identity to an account they sign in to (with its password, or the one
 //!    already signed in).
 //!
-//! The providers come from the configuration ([`config`]), written to the database at start
-//! ([`sync`]); the account page lists the linked identities and unlinks them ([`account`]).
+//! The providers come from the configuration ([`crate::config::upstream`]), written to the
+//! database at start ([`crate::core::upstream::sync`]); the account page lists the linked identities and unlinks them ([`account`]).
 //!
 //! The relying party is written over `reqwest` and `jsonwebtoken` (both already used by the
 //! provider) rather than the `openidconnect` crate: that crate brings a second copy of the
@@ -67,7 +68,7 @@ pub fn redirect_uri(state: &AppState, provider_id: Ulid) -> String {
 }
 
 /// Where a browser goes once signed in: what the login that started it was to continue with
-/// (kept in the cookie, [`Pending::after`]), or the "signed in" page.
+/// (kept in the cookie, [`cookie::Pending::after`]), or the "signed in" page.
 pub fn continue_to(pending: &cookie::Pending) -> Response {
     kit::go_on(pending.after().as_ref())
 }

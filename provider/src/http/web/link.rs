@@ -4,7 +4,7 @@
 //!
 //! - `GET /link[?code=…]`: the form to enter the user code, pre-filled from `code` (RFC 8628
 //!   §3.3.1: the user still confirms it). Signed-out users go to the login page first and come
-//!   back here (see [`return_target`]).
+//!   back here (the typed continuation, [`AfterSignIn::DeviceLink`]).
 //! - `POST /link` (CSRF): the approval page for a pending request with that code: the client's
 //!   name, the user code to compare with the device's (§5.4 remote phishing), the scopes in
 //!   words. Codes are compared normalised (§6.1: case-insensitive, dashes and spaces ignored).

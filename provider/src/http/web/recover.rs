@@ -10,7 +10,7 @@
 //!    client address and per email address.
 //! 2. `GET|POST /recover/{ticket}`: the link's page sets a new password (the policy applies),
 //!    uses the ticket up, voids the user's other links, and ends every session of the user
-//!    ([`accounts::end_all_sessions`](crate::core::accounts::end_all_sessions)): whoever knew the old
+//!    ([`accounts::end_all_sessions`]): whoever knew the old
 //!    password is signed out everywhere.
 
 use axum::{

@@ -7,7 +7,7 @@
 //! nothing anyone can sign in to, and the username stays free for whoever confirms first (the
 //! users table's unique username decides, in the creating transaction; the homeserver is asked
 //! again too). A code works [`CODE_LIFETIME_MINUTES`], for a few attempts
-//! ([`accounts::emails`](crate::core::accounts::emails)); "Send a new code" renews it.
+//! ([`accounts::emails`]); "Send a new code" renews it.
 //!
 //! What the registration controls passed (a registration token, accepted terms) is kept with
 //! the pending registration and applied in the creating transaction, as a direct registration

@@ -9,7 +9,7 @@
 //!
 //! What the request still needs is decided in one place, [`grants::decide`] (core); this module
 //! answers the decision, and is the only one that does: the sign-in pages come back to [`get`]
-//! (their [`AfterSignIn::Grant`](crate::domain::after_sign_in::AfterSignIn::Grant) leads
+//! (their [`AfterSignIn::Grant`] leads
 //! here); `/authorize` hands a request it just stored to [`proceed`] when the browser already
 //! has a session (without one it goes straight to the sign-in page: nothing to decide yet); the
 //! consent form posts to [`post`].

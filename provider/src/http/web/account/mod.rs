@@ -2,7 +2,7 @@
 //! homeserver delegates to the provider.
 //!
 //! Clients open `{account_management_uri}?action=<action>[&device_id=<id>]` (MSC4191), with one
-//! of [`ACTIONS`]:
+//! of [`ACTIONS`](crate::domain::account_management::ACTIONS):
 //!
 //! - no action, `org.matrix.profile`: the profile (username, Matrix ID, email addresses, when
 //!   the account was created);
@@ -28,10 +28,10 @@
 //!
 //! An unknown action shows the profile with a notice (MSC4191: "the server SHOULD fall back to
 //! the main account management page"). A signed-out browser goes to the login page first and
-//! comes back to the same URL (see [`return_target`]).
+//! comes back to the same URL (the typed continuation, [`AfterSignIn::Account`]).
 //!
 //! `POST /account` (CSRF, like every form: the synchroniser token pattern of
-//! [`super::session`]) does the changes, each in one transaction; the homeserver jobs it
+//! [`crate::http::kit::session`]) does the changes, each in one transaction; the homeserver jobs it
 //! enqueues (device deletions, deactivation, profile and address changes) run right after the
 //! commit, so the homeserver knows before the page answers, and mail (a code) is sent after the
 //! commit too. A change that succeeds answers with a redirect to its page (303, RFC 9110
