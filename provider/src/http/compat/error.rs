@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::{
     core::{matrix::provisioning::EnsureDeviceError, sign_in::PasswordCheckError},
+    http::kit,
     storage::StorageError,
 };
 
@@ -190,18 +191,16 @@ impl IntoResponse for MatrixError {
             _ => {}
         }
         let mut response = (self.status(), Json(self.body())).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        // §"Rate limiting": the header too, in whole seconds (rounded up), for generic clients.
-        if let Self::LimitExceeded {
-            retry_after_ms: Some(ms),
-        } = self
-        {
-            if let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).to_string()) {
-                headers.insert(header::RETRY_AFTER, value);
-            }
-        }
         response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // §"Rate limiting": the header too, for generic clients (the kit's one `Retry-After`).
+        match self {
+            Self::LimitExceeded {
+                retry_after_ms: Some(ms),
+            } => kit::with_retry_after(response, std::time::Duration::from_millis(ms)),
+            _ => response,
+        }
     }
 }
 

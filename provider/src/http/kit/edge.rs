@@ -352,12 +352,13 @@ impl Refusal {
                 )
             }
         };
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Self::Limited { retry_after } = self {
-            headers.insert(header::RETRY_AFTER, super::retry_after(*retry_after));
-        }
         response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Self::Limited { retry_after } => super::with_retry_after(response, *retry_after),
+            _ => response,
+        }
     }
 }
 

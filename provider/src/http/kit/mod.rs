@@ -110,9 +110,14 @@ pub fn csp(form_action: &str, script: Option<&str>) -> String {
     )
 }
 
-/// The `Retry-After` value for a wait: whole seconds, rounded up (RFC 9110 §10.2.3).
-pub fn retry_after(wait: std::time::Duration) -> HeaderValue {
-    HeaderValue::from(crate::core::rate_limit::retry_after_seconds(wait))
+/// An answer over a rate limit, with `Retry-After` (RFC 6585 §4): the wait in whole seconds,
+/// rounded up (RFC 9110 §10.2.3). Every door's refusal over a limit goes through here.
+pub fn with_retry_after(mut response: Response, wait: std::time::Duration) -> Response {
+    let seconds = crate::core::rate_limit::retry_after_seconds(wait);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// An HTML response with the security headers of every page.
@@ -295,14 +300,21 @@ pub async fn stylesheet() -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn retry_after_is_whole_seconds() {
         use std::time::Duration;
-        assert_eq!(super::retry_after(Duration::from_secs(60)), "60");
-        assert_eq!(super::retry_after(Duration::from_millis(1)), "1");
+        let wait = |d| with_retry_after(StatusCode::TOO_MANY_REQUESTS.into_response(), d);
+        assert_eq!(
+            wait(Duration::from_secs(60)).headers()[header::RETRY_AFTER],
+            "60"
+        );
+        assert_eq!(
+            wait(Duration::from_millis(1)).headers()[header::RETRY_AFTER],
+            "1"
+        );
     }
-
-    use super::*;
 
     #[test]
     fn every_template_renders_and_escapes() {

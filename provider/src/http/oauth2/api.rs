@@ -165,9 +165,7 @@ impl IntoResponse for TokenError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let Some(wait) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, crate::http::kit::retry_after(wait));
+            response = crate::http::kit::with_retry_after(response, wait);
         }
         if self.basic_challenge {
             response.headers_mut().insert(

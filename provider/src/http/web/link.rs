@@ -226,7 +226,7 @@ async fn over_guess_limit(
     match checked {
         Ok(()) => None,
         Err(RateLimitError::Limited { retry_after }) => {
-            let mut page = kit::error_page(
+            let page = kit::error_page(
                 &state.templates,
                 &state.chrome(),
                 StatusCode::TOO_MANY_REQUESTS,
@@ -237,11 +237,7 @@ async fn over_guess_limit(
                 ),
                 None,
             );
-            page.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                kit::retry_after(retry_after),
-            );
-            Some(page)
+            Some(kit::with_retry_after(page, retry_after))
         }
         Err(RateLimitError::Storage(e)) => Some(unavailable(state, &e)),
     }

@@ -175,7 +175,7 @@ pub async fn post(
                 "Too many sign-in attempts. Try again {}.",
                 rate_limit::wait_in_words(retry_after)
             );
-            let mut page = login_page(
+            let page = login_page(
                 &state,
                 &cookie,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -184,11 +184,7 @@ pub async fn post(
                 Some(&message),
             )
             .await;
-            page.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                kit::retry_after(retry_after),
-            );
-            page
+            kit::with_retry_after(page, retry_after)
         }
         Err(AttemptError::Check(e)) => {
             tracing::error!(error = %e, "login failed");

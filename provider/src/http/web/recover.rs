@@ -37,7 +37,7 @@ use crate::{
     endpoints,
     http::{
         kit::session::BrowserCookie,
-        web::{self, account},
+        web::{self},
         AppState,
     },
     storage::StorageError,
@@ -176,7 +176,7 @@ async fn requested(
                 false,
                 Some(&message),
             );
-            return account::with_retry_after(page, retry_after);
+            return kit::with_retry_after(page, retry_after);
         }
         Err(RateLimitError::Storage(e)) => return unavailable(state, &e),
     }

@@ -350,7 +350,7 @@ async fn over_rate_limit(
                 "Too many accounts were asked for from your network. Try again {}.",
                 rate_limit::wait_in_words(retry_after)
             );
-            let mut response = page(
+            let response = page(
                 state,
                 cookie,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -359,11 +359,7 @@ async fn over_rate_limit(
                 Some(&message),
             )
             .await;
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                kit::retry_after(retry_after),
-            );
-            Some(response)
+            Some(kit::with_retry_after(response, retry_after))
         }
         Err(RateLimitError::Storage(e)) => {
             tracing::error!(error = %e, "registration: can't check the rate limit");

@@ -38,7 +38,7 @@ use crate::{
     },
     http::{
         kit::session::BrowserCookie,
-        web::{account, register, register_controls},
+        web::{register, register_controls},
         AppState,
     },
     storage::{NewPendingRegistration, PendingRegistration, StorageError},
@@ -324,7 +324,7 @@ async fn resend(
                 rate_limit::wait_in_words(retry_after)
             );
             let page = page(StatusCode::TOO_MANY_REQUESTS, None, Some(&message));
-            return account::with_retry_after(page, retry_after);
+            return kit::with_retry_after(page, retry_after);
         }
         Err(RateLimitError::Storage(e)) => return unavailable(state, &e),
     }

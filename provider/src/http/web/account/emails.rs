@@ -5,7 +5,7 @@ use axum::{http::StatusCode, response::Response};
 use serde::Serialize;
 use ulid::Ulid;
 
-use super::{account_page, done_redirect, unavailable, with_retry_after, AccountForm, Done, PATH};
+use super::{account_page, done_redirect, unavailable, AccountForm, Done, PATH};
 use crate::core::{
     accounts::{
         self,
@@ -172,7 +172,7 @@ async fn over_mail_limits(
                     typed,
                 )
                 .await;
-                return Some(with_retry_after(page, retry_after));
+                return Some(kit::with_retry_after(page, retry_after));
             }
             Err(RateLimitError::Storage(e)) => return Some(unavailable(state, &e)),
         }

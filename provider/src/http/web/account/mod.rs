@@ -507,16 +507,6 @@ async fn submitted(
     }
 }
 
-/// A page refusing a request over a rate limit (429), with when to try again: `Retry-After`
-/// (RFC 6585 §4).
-pub(crate) fn with_retry_after(mut page: Response, retry_after: std::time::Duration) -> Response {
-    page.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        kit::retry_after(retry_after),
-    );
-    page
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use axum::{http::StatusCode, response::Response};
 
-use super::{account_page, done_redirect, unavailable, with_retry_after, AccountForm, Done, PATH};
+use super::{account_page, done_redirect, unavailable, AccountForm, Done, PATH};
 use crate::core::{
     accounts::{self, profile},
     rate_limit::{self, ClientIp},
@@ -116,7 +116,7 @@ pub(super) async fn check_current_password(
     )
     .await;
     Err(match retry_after {
-        Some(retry_after) => with_retry_after(page, retry_after),
+        Some(retry_after) => kit::with_retry_after(page, retry_after),
         None => page,
     })
 }
