@@ -153,24 +153,21 @@ pub fn authorization(headers: &HeaderMap) -> Authorization<'_> {
 /// our tokens are checked by their checksum, and an operator's shared secret may use any
 /// printable character. RFC 7617 §2: `Basic` and its credentials, decoded by the caller.
 /// A known scheme without its credentials is malformed.
-pub fn parse_authorization(value: &str) -> Authorization<'_> {
+pub fn parse_authorization<'a>(value: &'a str) -> Authorization<'a> {
     let value = value.trim_start();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let credentials = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        if credentials.is_empty() {
-            return Authorization::Malformed;
-        }
-        Authorization::Bearer(credentials)
+    let known: fn(&'a str) -> Authorization<'a> = if scheme.eq_ignore_ascii_case("bearer") {
+        Authorization::Bearer
     } else if scheme.eq_ignore_ascii_case("basic") {
-        if credentials.is_empty() {
-            return Authorization::Malformed;
-        }
-        Authorization::Basic(credentials)
+        Authorization::Basic
     } else if scheme.is_empty() {
-        Authorization::Malformed
+        return Authorization::Malformed;
     } else {
-        Authorization::Other
+        return Authorization::Other;
+    };
+    match rest.trim() {
+        "" => Authorization::Malformed,
+        credentials => known(credentials),
     }
 }
 
