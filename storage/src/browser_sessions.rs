@@ -15,7 +15,7 @@ use ulid::Ulid;
 
 use super::{
     compare_and_set, for_each_backend,
-    types::{DbId, Ts},
+    types::{decode_text, DbId, Ts},
     StorageError,
 };
 
@@ -163,10 +163,7 @@ impl TryFrom<AuthenticationRow> for BrowserAuthentication {
             id: r.id.0,
             browser_session_id: r.browser_session_id.0,
             // Written by `record_authentication` from the typed value: other text is corrupt.
-            method: r
-                .method
-                .parse()
-                .map_err(|e| StorageError::Invalid(format!("method: {e}")))?,
+            method: decode_text("method", &r.method)?,
             created_at: r.created_at.0,
         })
     }

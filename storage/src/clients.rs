@@ -8,7 +8,7 @@ use ulid::Ulid;
 
 use super::{
     delete_batch, for_each_backend, row_exists,
-    types::{decode_protocol, DbId, Ts},
+    types::{decode_text, DbId, Ts},
     StorageError,
 };
 
@@ -138,7 +138,7 @@ impl TryFrom<ClientRow> for Client {
             client_id: r.client_id,
             is_static: r.is_static,
             encrypted_client_secret: r.encrypted_client_secret,
-            token_endpoint_auth_method: decode_protocol(
+            token_endpoint_auth_method: decode_text(
                 "oauth2_clients.token_endpoint_auth_method",
                 &r.token_endpoint_auth_method,
             )?,

@@ -13,7 +13,7 @@ use ulid::Ulid;
 
 use super::{
     compare_and_set, delete_batch, for_each_backend,
-    types::{db_precision, decode_protocol, decode_token_hash, DbId, Ts},
+    types::{db_precision, decode_text, decode_token_hash, DbId, Ts},
     Dialect, StorageError, TokenHash,
 };
 
@@ -356,12 +356,12 @@ impl TryFrom<AuthorizationGrantRow> for AuthorizationGrant {
             state: r.state,
             nonce: r.nonce,
             // Stored by `add` from the typed value: one the enum doesn't know is corrupt data.
-            response_mode: decode_protocol("response_mode", &r.response_mode)?,
+            response_mode: decode_text("response_mode", &r.response_mode)?,
             code_challenge: r.code_challenge,
             code_challenge_method: r.code_challenge_method,
             max_age: r.max_age,
-            prompt: Prompts::parse_param(r.prompt.as_deref())
-                .map_err(|e| StorageError::Invalid(format!("prompt: {e}")))?,
+            // NULL when the request had none (`add`).
+            prompt: decode_text("prompt", r.prompt.as_deref().unwrap_or_default())?,
             login_hint: r.login_hint,
             code_hash: r.code_hash.map(decode_token_hash).transpose()?,
             created_at: r.created_at.0,

@@ -135,13 +135,14 @@ pub(crate) fn decode_token_hash(bytes: Vec<u8>) -> Result<TokenHash, StorageErro
         .map_err(|b| StorageError::Invalid(format!("a token hash of {} bytes", b.len())))
 }
 
-/// A stored protocol value (a `TEXT` column) back to its enum ([`domain::protocol`]); a value
-/// the enum's table doesn't know is corrupt data: [`StorageError::Invalid`].
-pub(crate) fn decode_protocol<T>(column: &str, text: &str) -> Result<T, StorageError>
+/// A typed value stored as text (a protocol enum of [`domain::protocol`], a `prompt` set, a
+/// sign-in method) read back by its own parser; text the parser refuses is corrupt data:
+/// [`StorageError::Invalid`], naming the column.
+pub(crate) fn decode_text<T>(column: &str, text: &str) -> Result<T, StorageError>
 where
-    T: std::str::FromStr<Err = domain::protocol::UnknownValue>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
 {
-    text.parse().map_err(|e: domain::protocol::UnknownValue| {
-        StorageError::Invalid(format!("{column}: {e}"))
-    })
+    text.parse()
+        .map_err(|e: T::Err| StorageError::Invalid(format!("{column}: {e}")))
 }

@@ -20,7 +20,7 @@ use ulid::Ulid;
 
 use super::{
     compare_and_set, for_each_backend, inserted_under,
-    types::{decode_protocol, decode_token_hash, DbId, Ts},
+    types::{decode_text, decode_token_hash, DbId, Ts},
     StorageError, TokenHash,
 };
 
@@ -250,7 +250,7 @@ impl TryFrom<ProviderRow> for UpstreamProvider {
             brand_name: r.brand_name,
             client_id: r.client_id,
             encrypted_client_secret: r.encrypted_client_secret,
-            token_endpoint_auth_method: decode_protocol(
+            token_endpoint_auth_method: decode_text(
                 "token_endpoint_auth_method",
                 &r.token_endpoint_auth_method,
             )?,
