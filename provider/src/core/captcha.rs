@@ -6,7 +6,8 @@
 //! field. The provider then asks the service whether that token is good with a form `POST` of
 //! `secret`, `response` and (optionally) `remoteip` to its "siteverify" endpoint, and reads
 //! `success` from the JSON answer. The service's script and frames must be allowed by the
-//! page's Content-Security-Policy: [`CaptchaService::csp_sources`](crate::config::captcha::CaptchaService::csp_sources).
+//! page's Content-Security-Policy:
+//! [`CaptchaService::csp_sources`](crate::config::captcha::CaptchaService::csp_sources).
 //!
 //! A token is good for one verification only, and only the service can tell a good one from a
 //! forged one: when the service can't be asked (network, 5xx, garbage), registration fails with
@@ -185,7 +186,8 @@ mod tests {
 
     #[test]
     fn csp_gets_the_service_sources() {
-        // A page's CSP as the kit writes it (`http::kit::csp`).
+        // A CSP shaped like a page's (the register page's real one, written by the http kit
+        // and extended here, is checked end to end: tests/registration_controls.rs).
         let base = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'none'; \
                     form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
             .to_owned();

@@ -2,9 +2,9 @@
 //! people may sign in with ("Continue with …"), checked once at start with a problem per wrong
 //! setting (each at its path in the file, like the rest of [`crate::config`]).
 //!
-//! What the login needs at run time is written to the database by [`crate::core::upstream::sync`]: the
-//! provider's columns plus [`StoredSettings`] in its `settings` JSON, so every replica reads the
-//! same provider from the same row.
+//! What the login needs at run time is written to the database by
+//! [`crate::core::upstream::sync`]: the provider's columns plus [`StoredSettings`] in its
+//! `settings` JSON, so every replica reads the same provider from the same row.
 
 use std::collections::BTreeSet;
 

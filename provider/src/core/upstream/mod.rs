@@ -1,6 +1,6 @@
 //! The upstream OpenID Connect client: discovery and keys ([`client`]), ID token validation
-//! ([`id_token`], OIDC Core §3.1.3.7), claim imports ([`crate::config::upstream::claims`]), and writing the configured
-//! providers to the database ([`sync`]). The pages of an upstream login are
+//! ([`id_token`], OIDC Core §3.1.3.7), claim imports ([`crate::config::upstream::claims`]), and
+//! writing the configured providers to the database ([`sync`]). The pages of an upstream login are
 //! `crate::http::upstream`.
 
 pub mod client;

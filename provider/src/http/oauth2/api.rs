@@ -98,7 +98,7 @@ impl TokenError {
     /// error code RFC 6749 §4.1.2.1 defines for a server that can't serve the request for
     /// now), with `Retry-After`. Logged with its cause.
     pub fn homeserver(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "token endpoint: can't provision the device on the homeserver");
+        tracing::error!(error = %cause, "OAuth API: can't provision the device on the homeserver");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TemporarilyUnavailable,
@@ -137,7 +137,7 @@ impl TokenError {
 
     /// A storage or signing failure: logged with its cause, answered without it.
     pub fn server(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "token endpoint: internal error");
+        tracing::error!(error = %cause, "OAuth API: internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::ServerError,

@@ -11,12 +11,14 @@
 //!    ([`id_token`](crate::core::upstream::id_token), OIDC Core §3.1.3.7),
 //!    userinfo fetched when configured, and the claims stored with the upstream identity's link.
 //! 3. `GET|POST /upstream/link/{session}` ([`link`]): an identity linked to an account signs
-//!    that account in; otherwise the claim imports ([`claims`](crate::config::upstream::claims)) fill in a new account, or the
-//!    user links the identity to an account they sign in to (with its password, or the one
-//!    already signed in).
+//!    that account in; otherwise the claim imports
+//!    ([`claims`](crate::config::upstream::claims)) fill in a new account, or the user links
+//!    the identity to an account they sign in to (with its password, or the one already signed
+//!    in).
 //!
 //! The providers come from the configuration ([`crate::config::upstream`]), written to the
-//! database at start ([`crate::core::upstream::sync`]); the account page lists the linked identities and unlinks them ([`account`]).
+//! database at start ([`crate::core::upstream::sync`]); the account page lists the linked
+//! identities and unlinks them ([`account`]).
 //!
 //! The relying party is written over `reqwest` and `jsonwebtoken` (both already used by the
 //! provider) rather than the `openidconnect` crate: that crate brings a second copy of the

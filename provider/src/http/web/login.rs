@@ -5,9 +5,9 @@
 //! account is locked or deactivated is said only after the right password. A stored hash made
 //! by an older scheme is replaced on the way (see [`crate::core::passwords`]).
 //!
-//! Rate limits ([`sign_in::attempt_sign_in`], shared with the legacy Matrix login): attempts per client IP,
-//! and failed attempts per account; over either, 429 with `Retry-After` and the password is not
-//! checked, so a brute force learns nothing from the refused attempts.
+//! Rate limits ([`sign_in::attempt_sign_in`], shared with the legacy Matrix login): attempts per
+//! client IP, and failed attempts per account; over either, 429 with `Retry-After` and the
+//! password is not checked, so a brute force learns nothing from the refused attempts.
 
 use axum::{
     extract::{Form, Query, State},
